@@ -1,0 +1,40 @@
+// Public face of core/: shared contracts and plumbing. Nothing here imports another part of Portcullis.
+export {
+  PortcullisError,
+  SpiffeIdError,
+  DurationError,
+  ConfigError,
+  TokenClaimsError,
+  AuditEventError,
+} from './errors.ts';
+export type { CoreErrorCode } from './errors.ts';
+export { parseSpiffeId, parseTrustDomain, formatSpiffeId, isMemberOf, SPIFFE_ID_MAX_BYTES } from './spiffe-id.ts';
+export type { SpiffeId } from './spiffe-id.ts';
+export { parseDuration, formatDuration } from './duration.ts';
+export {
+  parseConfigText,
+  formatKeyPath,
+  strictObject,
+  spiffeIdSchema,
+  trustDomainSchema,
+  durationSchema,
+} from './config.ts';
+export { loadConfigFile } from './config-file.ts';
+export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';
+export type { Registry, Workload, Role, RegistrySource } from './registry.ts';
+export { loadRegistry } from './registry-load.ts';
+export {
+  ACCESS_TOKEN_TYP,
+  ACCESS_TOKEN_TYPE_URI,
+  TOKEN_EXCHANGE_GRANT,
+  CNF_THUMBPRINT,
+  TOKEN_ALGORITHMS,
+  buildAccessTokenClaims,
+  certificateThumbprint,
+  parseAccessTokenClaims,
+} from './token-claims.ts';
+export type { AccessTokenClaims, BuildClaimsInput, TokenAlgorithm } from './token-claims.ts';
+export { AUDIT_EVENT_TYPES, auditEventSchema, parseAuditEvent, MemoryAuditSink } from './audit-event.ts';
+export type { AuditEvent, AuditEventType, AuditSink } from './audit-event.ts';
+export { createLogger, REDACTED_PATHS } from './logger.ts';
+export type { Logger, LoggerOptions } from './logger.ts';
