@@ -10,7 +10,8 @@ export const AUDIT_EVENT_TYPES = [
   'cert.issued',
   'cert.revoked',
 ] as const;
-const TYPE = /^(?:authz\.decision|token\.issued|token\.denied|key\.rotated|cert\.issued|cert\.revoked|admin\.[a-z][a-z0-9_.-]{0,63})$/;
+const TYPE =
+  /^(?:authz\.decision|token\.issued|token\.denied|key\.rotated|cert\.issued|cert\.revoked|admin\.[a-z][a-z0-9_.-]{0,63})$/;
 
 const text = (max: number) => z.string().max(max);
 
@@ -40,10 +41,16 @@ export const auditEventSchema = z.strictObject({
   status: z.number().int().min(0).max(999).optional(),
   latencyMs: z.number().min(0).max(86_400_000).optional(),
   jti: text(256).optional(),
-  traceId: z.string().regex(/^[0-9a-f]{32}$/).optional(),
+  traceId: z
+    .string()
+    .regex(/^[0-9a-f]{32}$/)
+    .optional(),
   /** Small extra facts (kid, serial, key state); never secrets. */
   attributes: z
-    .record(z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/), z.union([text(1024), z.number(), z.boolean()]))
+    .record(
+      z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/),
+      z.union([text(1024), z.number(), z.boolean()]),
+    )
     .refine((r) => Object.keys(r).length <= 32, 'at most 32 attributes')
     .optional(),
 });

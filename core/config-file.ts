@@ -14,7 +14,11 @@ export function loadConfigFile<S extends z.ZodType>(file: string, schema: S): z.
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const problem =
-      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a file' : `cannot be read (${code})`;
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'is a directory, not a file'
+          : `cannot be read (${code})`;
     throw new ConfigError('ERR_CONFIG_NOT_FOUND', file, '', problem, { cause: err });
   }
   return parseConfigText(text, file, schema);

@@ -10,7 +10,10 @@ export const spiffeIdSchema = z.string().transform((value, ctx): SpiffeId => {
   try {
     return parseSpiffeId(value);
   } catch (err) {
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not a SPIFFE ID: ${(err as Error & { reason?: string }).reason ?? (err as Error).message}` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `"${value}" is not a SPIFFE ID: ${(err as Error & { reason?: string }).reason ?? (err as Error).message}`,
+    });
     return z.NEVER;
   }
 });
@@ -20,7 +23,10 @@ export const trustDomainSchema = z.string().transform((value, ctx): string => {
   try {
     return parseTrustDomain(value);
   } catch (err) {
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not a trust domain: ${(err as Error & { reason?: string }).reason}` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `"${value}" is not a trust domain: ${(err as Error & { reason?: string }).reason}`,
+    });
     return z.NEVER;
   }
 });
@@ -54,9 +60,16 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
   try {
     data = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
-    throw new ConfigError('ERR_CONFIG_INVALID', file, '', `not valid YAML: ${firstLine((err as Error).message)}`, { cause: err });
+    throw new ConfigError(
+      'ERR_CONFIG_INVALID',
+      file,
+      '',
+      `not valid YAML: ${firstLine((err as Error).message)}`,
+      { cause: err },
+    );
   }
-  if (data === null || data === undefined) throw new ConfigError('ERR_CONFIG_INVALID', file, '', 'file is empty');
+  if (data === null || data === undefined)
+    throw new ConfigError('ERR_CONFIG_INVALID', file, '', 'file is empty');
   const result = schema.safeParse(data);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
@@ -129,7 +142,8 @@ function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
-  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)}`;
+  if (typeof value === 'string')
+    return `the string ${JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)}`;
   return `${typeof value} ${String(value)}`;
 }
 

@@ -41,7 +41,9 @@ export class DurationError extends PortcullisError<'ERR_DURATION_INVALID'> {
  * A configuration or data file is missing or wrong. The message is one line:
  * `<file>: <key path>: <problem>`, ready to print as is.
  */
-export class ConfigError extends PortcullisError<'ERR_CONFIG_NOT_FOUND' | 'ERR_CONFIG_INVALID' | 'ERR_REGISTRY_INVALID'> {
+export class ConfigError extends PortcullisError<
+  'ERR_CONFIG_NOT_FOUND' | 'ERR_CONFIG_INVALID' | 'ERR_REGISTRY_INVALID'
+> {
   readonly file: string;
   readonly keyPath: string;
   readonly problem: string;

@@ -8,7 +8,13 @@ export {
   AuditEventError,
 } from './errors.ts';
 export type { CoreErrorCode } from './errors.ts';
-export { parseSpiffeId, parseTrustDomain, formatSpiffeId, isMemberOf, SPIFFE_ID_MAX_BYTES } from './spiffe-id.ts';
+export {
+  parseSpiffeId,
+  parseTrustDomain,
+  formatSpiffeId,
+  isMemberOf,
+  SPIFFE_ID_MAX_BYTES,
+} from './spiffe-id.ts';
 export type { SpiffeId } from './spiffe-id.ts';
 export { parseDuration, formatDuration } from './duration.ts';
 export {

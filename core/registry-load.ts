@@ -28,9 +28,15 @@ export function loadRegistry(path: string): Registry {
       try {
         return { file, text: readFileSync(file, 'utf8') };
       } catch (err) {
-        throw new ConfigError('ERR_CONFIG_NOT_FOUND', file, '', `cannot be read (${(err as NodeJS.ErrnoException).code})`, {
-          cause: err,
-        });
+        throw new ConfigError(
+          'ERR_CONFIG_NOT_FOUND',
+          file,
+          '',
+          `cannot be read (${(err as NodeJS.ErrnoException).code})`,
+          {
+            cause: err,
+          },
+        );
       }
     }),
   );

@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
-import { durationSchema, parseConfigText, spiffeIdSchema, strictObject, trustDomainSchema } from './config.ts';
+import {
+  durationSchema,
+  parseConfigText,
+  spiffeIdSchema,
+  strictObject,
+  trustDomainSchema,
+} from './config.ts';
 import type { SpiffeId } from './spiffe-id.ts';
 
 /** Control-plane roles a workload can hold. */
@@ -41,9 +47,7 @@ const DNS_NAME = /^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](
 const workloadSchema = strictObject({
   name: z.string().regex(NAME, 'must be lowercase letters, digits and dashes (used as a file name)'),
   spiffeId: spiffeIdSchema,
-  dnsNames: z
-    .array(z.string().max(253).regex(DNS_NAME, 'must be a lowercase DNS name'))
-    .default([]),
+  dnsNames: z.array(z.string().max(253).regex(DNS_NAME, 'must be a lowercase DNS name')).default([]),
   audiences: z.array(spiffeIdSchema).default([]),
   tokenTtl: durationSchema.optional(),
   roles: z.array(z.enum(ROLES)).default([]),
@@ -82,15 +86,27 @@ export function parseRegistry(sources: readonly RegistrySource[]): Registry {
       trustDomain = parsed.trustDomain;
       trustDomainFile = file;
     } else if (parsed.trustDomain !== trustDomain) {
-      throw invalid(file, 'trustDomain', `"${parsed.trustDomain}" differs from "${trustDomain}" in ${trustDomainFile}`);
+      throw invalid(
+        file,
+        'trustDomain',
+        `"${parsed.trustDomain}" differs from "${trustDomain}" in ${trustDomainFile}`,
+      );
     }
     parsed.workloads.forEach((entry, i) => {
       const keyPath = `workloads[${i}]`;
       if (entry.spiffeId.trustDomain !== trustDomain) {
-        throw invalid(file, `${keyPath}.spiffeId`, `"${entry.spiffeId.uri}" is outside the trust domain "${trustDomain}"`);
+        throw invalid(
+          file,
+          `${keyPath}.spiffeId`,
+          `"${entry.spiffeId.uri}" is outside the trust domain "${trustDomain}"`,
+        );
       }
       if (entry.spiffeId.path === '') {
-        throw invalid(file, `${keyPath}.spiffeId`, 'a workload ID needs a path (the bare trust domain names no workload)');
+        throw invalid(
+          file,
+          `${keyPath}.spiffeId`,
+          'a workload ID needs a path (the bare trust domain names no workload)',
+        );
       }
       const sameName = byName.get(entry.name);
       if (sameName) {
@@ -98,7 +114,11 @@ export function parseRegistry(sources: readonly RegistrySource[]): Registry {
       }
       const sameId = byId.get(entry.spiffeId.uri);
       if (sameId) {
-        throw invalid(file, `${keyPath}.spiffeId`, `duplicate SPIFFE ID "${entry.spiffeId.uri}" (also at ${where(sameId)})`);
+        throw invalid(
+          file,
+          `${keyPath}.spiffeId`,
+          `duplicate SPIFFE ID "${entry.spiffeId.uri}" (also at ${where(sameId)})`,
+        );
       }
       const tokenTtlMs = entry.tokenTtl ?? DEFAULT_TOKEN_TTL_MS;
       if (tokenTtlMs > TOKEN_TTL_CAP_MS) {
@@ -123,7 +143,11 @@ export function parseRegistry(sources: readonly RegistrySource[]): Registry {
     w.audiences.forEach((aud) => {
       if (!byId.has(aud)) {
         const i = w.audiences.indexOf(aud);
-        throw invalid(w.origin.file, `${w.origin.keyPath}.audiences[${i}]`, `"${aud}" names no registered workload`);
+        throw invalid(
+          w.origin.file,
+          `${w.origin.keyPath}.audiences[${i}]`,
+          `"${aud}" names no registered workload`,
+        );
       }
     });
   }

@@ -25,7 +25,8 @@ export function parseSpiffeId(input: string): SpiffeId {
   if (Buffer.byteLength(input, 'utf8') > SPIFFE_ID_MAX_BYTES) {
     throw new SpiffeIdError(`longer than ${SPIFFE_ID_MAX_BYTES} bytes`);
   }
-  if (!input.startsWith(SCHEME)) throw new SpiffeIdError('scheme is missing or invalid (must be "spiffe://")');
+  if (!input.startsWith(SCHEME))
+    throw new SpiffeIdError('scheme is missing or invalid (must be "spiffe://")');
   const rest = input.slice(SCHEME.length);
   const slash = rest.indexOf('/');
   const trustDomain = slash === -1 ? rest : rest.slice(0, slash);

@@ -45,7 +45,11 @@ export interface BuildClaimsInput {
 
 /** Builds the claims set of an access token. Pure: time and jti come from the caller. */
 export function buildAccessTokenClaims(input: BuildClaimsInput): AccessTokenClaims {
-  if (!Number.isSafeInteger(input.nowSeconds) || !Number.isSafeInteger(input.ttlSeconds) || input.ttlSeconds <= 0) {
+  if (
+    !Number.isSafeInteger(input.nowSeconds) ||
+    !Number.isSafeInteger(input.ttlSeconds) ||
+    input.ttlSeconds <= 0
+  ) {
     throw new TypeError('"nowSeconds" and "ttlSeconds" must be integers, ttl positive');
   }
   return {
@@ -89,13 +93,19 @@ export function parseAccessTokenClaims(payload: unknown): AccessTokenClaims {
     if (!Number.isSafeInteger(p[name])) throw new TokenClaimsError(`"${name}" claim must be an integer`);
   }
   const cnf = p.cnf as Record<string, unknown> | undefined;
-  if (!cnf || typeof cnf !== 'object' || typeof cnf[CNF_THUMBPRINT] !== 'string' || !THUMBPRINT.test(cnf[CNF_THUMBPRINT])) {
+  if (
+    !cnf ||
+    typeof cnf !== 'object' ||
+    typeof cnf[CNF_THUMBPRINT] !== 'string' ||
+    !THUMBPRINT.test(cnf[CNF_THUMBPRINT])
+  ) {
     throw new TokenClaimsError('"cnf" claim must carry an "x5t#S256" SHA-256 thumbprint');
   }
   let act: { sub: string } | undefined;
   if (p.act !== undefined) {
     const a = p.act as Record<string, unknown>;
-    if (!a || typeof a !== 'object' || typeof a.sub !== 'string') throw new TokenClaimsError('"act" claim must carry a "sub"');
+    if (!a || typeof a !== 'object' || typeof a.sub !== 'string')
+      throw new TokenClaimsError('"act" claim must carry a "sub"');
     act = { sub: a.sub };
   }
   return {

@@ -1,0 +1,53 @@
+import { parseArgs } from 'node:util';
+import type { ParseArgsConfig } from 'node:util';
+import { PortcullisError } from '../../core/index.ts';
+
+/** A usage mistake on the command line: printed as one line, exit code 2. */
+export class UsageError extends Error {}
+
+/** One `portcullis <group> [sub]` command. `run` returns the process exit code. */
+export interface CliCommand {
+  /** Words after `portcullis`, e.g. `certs issue`. */
+  readonly name: string;
+  readonly summary: string;
+  /** Full `--help` text. */
+  readonly usage: string;
+  run(argv: readonly string[]): Promise<number>;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * Parses flags with node:util parseArgs in strict mode: unknown flags, missing values and
+ * stray positionals become a {@link UsageError} naming the flag.
+ */
+export function parseFlags<O extends Options>(argv: readonly string[], options: O, command: string) {
+  try {
+    return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    const msg = (err as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, '');
+    throw new UsageError(`${command}: ${msg} (see: portcullis ${command} --help)`);
+  }
+}
+
+/** Returns the flag's value or throws a {@link UsageError} saying it is required. */
+export function required<T>(value: T | undefined, flag: string, command: string): T {
+  if (value === undefined || value === '')
+    throw new UsageError(`${command}: --${flag} is required (see: portcullis ${command} --help)`);
+  return value;
+}
+
+/**
+ * Turns an error into the one line a user sees: domain errors print their message (which
+ * names the file, key and problem); anything else prints its message without a stack trace
+ * unless PORTCULLIS_DEBUG is set.
+ */
+export function describeError(err: unknown): string {
+  if (err instanceof UsageError) return err.message;
+  if (err instanceof PortcullisError) return `${err.message} [${err.code}]`;
+  if (err instanceof Error) {
+    if (process.env.PORTCULLIS_DEBUG) return err.stack ?? err.message;
+    return err.message.split('\n')[0]!;
+  }
+  return String(err);
+}

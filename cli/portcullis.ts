@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// The `portcullis` command: finds the subcommand, runs it, maps errors to one line and an exit code.
+// Each subcommand lives in cli/commands/<group>.ts and only wires library parts together.
+import { readdirSync } from 'node:fs';
+import type { CliCommand } from './lib/command.ts';
+import { UsageError, describeError } from './lib/command.ts';
+
+/** What a cli/commands/<group>.ts module exports. */
+interface CommandModule {
+  readonly summary: string;
+  readonly commands: readonly CliCommand[];
+}
+
+const COMMANDS_DIR = new URL('./commands/', import.meta.url);
+
+/** Command groups are the files in cli/commands/, so that each part adds its own without editing this one. */
+function groupNames(): string[] {
+  return readdirSync(COMMANDS_DIR)
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => f.slice(0, -3))
+    .sort();
+}
+
+async function loadGroup(name: string): Promise<CommandModule> {
+  return (await import(new URL(`${name}.ts`, COMMANDS_DIR).href)) as CommandModule;
+}
+
+async function usage(): Promise<string> {
+  const lines: string[] = [];
+  for (const name of groupNames()) lines.push(`  ${name.padEnd(9)} ${(await loadGroup(name)).summary}`);
+  return `usage: portcullis <command> [flags]\n\ncommands:\n${lines.join('\n')}\n\nRun 'portcullis <command> --help' for a command's flags.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [group, ...rest] = argv;
+  if (!group || group === '--help' || group === '-h' || group === 'help') {
+    console.log(await usage());
+    return group ? 0 : 2;
+  }
+  const names = groupNames();
+  if (!names.includes(group))
+    throw new UsageError(`unknown command "${group}" (commands: ${names.join(', ')})`);
+  const mod = await loadGroup(group);
+  // A group either is one command (`portcullis sts`) or has subcommands (`portcullis certs issue`).
+  const single = mod.commands.find((c) => c.name === group);
+  const sub = rest[0];
+  const command = single ?? mod.commands.find((c) => c.name === `${group} ${sub}`);
+  if (!command) {
+    const list = mod.commands.map((c) => `  portcullis ${c.name.padEnd(18)} ${c.summary}`).join('\n');
+    if (!sub || sub === '--help' || sub === '-h') {
+      console.log(`usage:\n${list}`);
+      return sub ? 0 : 2;
+    }
+    throw new UsageError(`unknown subcommand "${group} ${sub}"; one of:\n${list}`);
+  }
+  const args = single ? rest : rest.slice(1);
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(command.usage);
+    return 0;
+  }
+  return command.run(args);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(`portcullis: ${describeError(err)}`);
+    process.exitCode = err instanceof UsageError ? 2 : 1;
+  },
+);
