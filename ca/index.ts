@@ -1,0 +1,27 @@
+// Public face of ca/: keys, root + intermediate, leaf issuance, chain verification, CRL, PKCS#12.
+export { CaError } from './errors.ts';
+export type { CaErrorCode } from './errors.ts';
+export { x509 } from './x509.ts';
+export { KEY_ALGORITHMS, generateKeyPair, exportPrivateKeyPem, importPrivateKeyPem, pem } from './keys.ts';
+export type { KeyAlgorithm } from './keys.ts';
+export { certificateExtensions, randomSerial } from './templates.ts';
+export type { CertificateRole, LeafNames } from './templates.ts';
+export { issueCertificate } from './issue.ts';
+export type { IssueCertificateInput, SigningCa } from './issue.ts';
+export { normalizeSerial } from './serial.ts';
+export { splitPemBundle } from './pem.ts';
+export { createPeerVerifier, peerChain } from './verify-peer.ts';
+export type { PeerIdentity, PeerVerifier, PeerVerifierOptions } from './verify-peer.ts';
+export { createCrl, parseCrl } from './crl.ts';
+export type { CreateCrlInput, RevocationList, RevokedEntry } from './crl.ts';
+export { exportPkcs12 } from './pkcs12.ts';
+export type { Pkcs12Input } from './pkcs12.ts';
+export { writeFileAtomic } from './fs.ts';
+export { CA_FILES, initCaDirectory, loadCaDirectory } from './directory.ts';
+export type { CaMaterial, InitCaOptions } from './directory.ts';
+export { planLeaf } from './plan-leaf.ts';
+export type { LeafPlan, ExistingLeaf } from './plan-leaf.ts';
+export { OUT_FILES, issueWorkloadCertificates } from './issue-workloads.ts';
+export type { IssueWorkloadsOptions, IssueWorkloadsResult, WorkloadOutcome } from './issue-workloads.ts';
+export { REVOCATION_REASONS, revokeCertificate } from './revoke.ts';
+export type { RevocationReason, RevokeOptions, RevokeResult } from './revoke.ts';

@@ -1,0 +1,9 @@
+/** Splits a PEM bundle into the DER of each `CERTIFICATE` block, in order. Other blocks are ignored. */
+export function splitPemBundle(pemText: string): Uint8Array[] {
+  if (typeof pemText !== 'string') throw new TypeError('"pemText" must be a string');
+  const out: Uint8Array[] = [];
+  const re = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----/g;
+  for (const m of pemText.matchAll(re))
+    out.push(new Uint8Array(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')));
+  return out;
+}

@@ -1,0 +1,186 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import {
+  CA_FILES,
+  REVOCATION_REASONS,
+  initCaDirectory,
+  issueWorkloadCertificates,
+  loadCaDirectory,
+  revokeCertificate,
+  writeFileAtomic,
+} from '../../ca/index.ts';
+import type { RevocationReason } from '../../ca/index.ts';
+import { formatDuration, loadRegistry } from '../../core/index.ts';
+import type { CliCommand } from '../lib/command.ts';
+import { UsageError, parseFlags, required } from '../lib/command.ts';
+import { durationFlag, keyAlgorithmFlag } from './ca.ts';
+
+/** Group summary shown by `portcullis --help`. */
+export const summary = 'issue, renew and revoke workload certificates';
+
+const DEFAULT_VALIDITY_MS = 24 * 3_600_000;
+const DEFAULT_RENEW_WITHIN_MS = 8 * 3_600_000;
+
+const ISSUE_USAGE = `usage: portcullis certs issue --identities DIR --ca DIR --out DIR [flags]
+
+Issues a certificate for every workload of the registry: what is missing is issued, what expires
+within the threshold or no longer matches its registry entry is renewed, the rest is left as is.
+Writes OUT/root.pem, OUT/intermediate.pem, OUT/crl.pem, OUT/<name>.pem (leaf + intermediate),
+OUT/<name>-key.pem (0600) and, with --p12, OUT/<name>.p12 (0600).
+
+flags:
+  --identities PATH          registry directory or file (required)
+  --ca DIR                   CA directory from 'portcullis ca init' (required)
+  --out DIR                  output directory (required; created if missing)
+  --init-ca                  create the CA in --ca first if there is none (trust domain from the registry)
+  --validity DURATION        leaf lifetime (default ${formatDuration(DEFAULT_VALIDITY_MS)})
+  --renew-within DURATION    renew leaves expiring within this (default ${formatDuration(DEFAULT_RENEW_WITHIN_MS)})
+  --key-algorithm ALG        ecdsa-p256 | ed25519 | rsa-3072 (default ecdsa-p256)
+  --p12                      also export PKCS#12 bundles
+  --passphrase-file FILE     PKCS#12 passphrase (first line); created with a random passphrase (0600) if missing`;
+
+const REVOKE_USAGE = `usage: portcullis certs revoke --serial SERIAL [--ca DIR] [--out DIR] [--reason REASON]
+
+Adds SERIAL to the CRL signed by the intermediate (OUT/crl.pem). The STS serves it as a deny-list.
+
+flags:
+  --serial SERIAL   certificate serial in hex (colons and upper case accepted) (required)
+  --ca DIR          CA directory (default certs/ca)
+  --out DIR         directory holding crl.pem (default certs)
+  --reason REASON   ${REVOCATION_REASONS.join(' | ')}`;
+
+/** `portcullis certs issue` and `portcullis certs revoke`. */
+export const commands: readonly CliCommand[] = [
+  {
+    name: 'certs issue',
+    summary: 'issue or renew every workload certificate (idempotent)',
+    usage: ISSUE_USAGE,
+    async run(argv) {
+      const cmd = 'certs issue';
+      const flags = parseFlags(
+        argv,
+        {
+          identities: { type: 'string' },
+          ca: { type: 'string' },
+          out: { type: 'string' },
+          'init-ca': { type: 'boolean' },
+          validity: { type: 'string' },
+          'renew-within': { type: 'string' },
+          'key-algorithm': { type: 'string' },
+          p12: { type: 'boolean' },
+          'passphrase-file': { type: 'string' },
+        },
+        cmd,
+      );
+      const identities = required(flags.identities, 'identities', cmd);
+      const caDir = required(flags.ca, 'ca', cmd);
+      const outDir = required(flags.out, 'out', cmd);
+      const validityMs = durationFlag(flags.validity, 'validity', cmd) ?? DEFAULT_VALIDITY_MS;
+      const renewWithinMs =
+        durationFlag(flags['renew-within'], 'renew-within', cmd) ?? DEFAULT_RENEW_WITHIN_MS;
+      if (renewWithinMs >= validityMs) {
+        throw new UsageError(
+          `${cmd}: --renew-within (${formatDuration(renewWithinMs)}) must be shorter than --validity (${formatDuration(validityMs)})`,
+        );
+      }
+      const keyAlgorithm = keyAlgorithmFlag(flags['key-algorithm'], cmd);
+      if (flags['passphrase-file'] && !flags.p12)
+        throw new UsageError(`${cmd}: --passphrase-file goes with --p12`);
+      if (flags.p12 && !flags['passphrase-file'])
+        throw new UsageError(`${cmd}: --p12 needs --passphrase-file FILE`);
+
+      // Everything is read and checked before anything is written.
+      const registry = loadRegistry(identities);
+      let createdPassphrase = false;
+      let passphrase: string | undefined;
+      if (flags.p12) {
+        const file = flags['passphrase-file']!;
+        if (existsSync(file)) {
+          passphrase = readFileSync(file, 'utf8').split(/\r?\n/)[0]!;
+          if (passphrase.length < 8)
+            throw new UsageError(`${file}: the PKCS#12 passphrase must be at least 8 characters`);
+        } else {
+          passphrase = randomBytes(24).toString('base64url');
+          createdPassphrase = true;
+        }
+      }
+      const hasCa = Object.values(CA_FILES).some((f) => existsSync(join(caDir, f)));
+      let ca;
+      if (!hasCa && flags['init-ca']) {
+        ca = await initCaDirectory(caDir, { trustDomain: registry.trustDomain, keyAlgorithm });
+        console.log(`created CA for trust domain ${ca.trustDomain} in ${caDir}`);
+      } else {
+        ca = await loadCaDirectory(caDir);
+      }
+      if (createdPassphrase) {
+        writeFileAtomic(flags['passphrase-file']!, `${passphrase}\n`, 0o600);
+        console.log(`wrote a new random PKCS#12 passphrase to ${flags['passphrase-file']} (0600)`);
+      }
+      const result = await issueWorkloadCertificates({
+        registry,
+        ca,
+        outDir,
+        validityMs,
+        renewWithinMs,
+        keyAlgorithm,
+        ...(passphrase !== undefined ? { p12Passphrase: passphrase } : {}),
+        deps: { now: () => new Date(), progress: (line) => console.log(line) },
+      });
+      const count = (a: string) => result.outcomes.filter((o) => o.action === a).length;
+      const issued = count('issued');
+      const renewed = count('renewed');
+      const unchanged = count('unchanged');
+      if (result.written.length === 0) {
+        console.log(
+          `nothing to do: all ${unchanged} certificates are valid beyond the renewal threshold; no file changed`,
+        );
+      } else {
+        console.log(
+          `${issued} issued, ${renewed} renewed, ${unchanged} unchanged; ${result.written.length} files written in ${outDir}`,
+        );
+      }
+      return 0;
+    },
+  },
+  {
+    name: 'certs revoke',
+    summary: 'add a certificate serial to the CRL',
+    usage: REVOKE_USAGE,
+    async run(argv) {
+      const cmd = 'certs revoke';
+      const flags = parseFlags(
+        argv,
+        {
+          serial: { type: 'string' },
+          ca: { type: 'string' },
+          out: { type: 'string' },
+          reason: { type: 'string' },
+        },
+        cmd,
+      );
+      const serial = required(flags.serial, 'serial', cmd);
+      const reason = flags.reason;
+      if (reason !== undefined && !(REVOCATION_REASONS as readonly string[]).includes(reason)) {
+        throw new UsageError(
+          `${cmd}: --reason must be one of ${REVOCATION_REASONS.join(', ')}, got "${reason}"`,
+        );
+      }
+      const ca = await loadCaDirectory(flags.ca ?? 'certs/ca');
+      const result = await revokeCertificate({
+        ca,
+        outDir: flags.out ?? 'certs',
+        serial,
+        ...(reason ? { reason: reason as RevocationReason } : {}),
+        deps: { now: () => new Date() },
+      });
+      const whose = result.workload ? ` (${result.workload})` : '';
+      console.log(
+        result.alreadyRevoked
+          ? `serial ${result.serial}${whose} was already revoked; CRL unchanged`
+          : `revoked serial ${result.serial}${whose}; CRL #${result.crl.number} written to ${join(flags.out ?? 'certs', 'crl.pem')}`,
+      );
+      return 0;
+    },
+  },
+];
