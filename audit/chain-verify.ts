@@ -1,0 +1,159 @@
+import { parseAuditEvent } from '../core/index.ts';
+import type { AuditRecord } from './record.ts';
+import { GENESIS_PREV, hashRecord, scanRecordLine } from './record.ts';
+import { canonicalJson } from './canonical.ts';
+import { MerkleFrontier, recordLeafHash } from './merkle.ts';
+import type { CheckpointBody } from './checkpoint.ts';
+
+/** Outcome of verifying a log: intact up to `size`, or the first bad record and why. */
+export type ChainVerdict =
+  | {
+      readonly ok: true;
+      readonly size: number;
+      /** Hash of the last record (64 zeros for an empty log). */
+      readonly head: string;
+      /** RFC 9162 root over all records. */
+      readonly root: Buffer;
+    }
+  | {
+      readonly ok: false;
+      /** `ERR_AUDIT_CHAIN_BROKEN`: a record is bad; `ERR_AUDIT_CHECKPOINT_INCONSISTENT`: the log contradicts the checkpoint. */
+      readonly code: 'ERR_AUDIT_CHAIN_BROKEN' | 'ERR_AUDIT_CHECKPOINT_INCONSISTENT';
+      /** First bad seq (for an inconsistency: the log size or the checkpoint size). */
+      readonly seq: number;
+      readonly reason: string;
+    };
+
+/** Options of {@link ChainVerifier}. */
+export interface ChainVerifierOptions {
+  /** A verified checkpoint the log must agree with (same chain head and root at its size). */
+  readonly checkpoint?: CheckpointBody;
+  /** Also parse each event and check it is canonical and schema-valid (slower). */
+  readonly deep?: boolean;
+}
+
+/**
+ * Verifies a log one record at a time, from seq 0: sequence, `prev` links, record hashes,
+ * the Merkle root, and agreement with a checkpoint. Stops at the first fault; O(log n) memory.
+ */
+export class ChainVerifier {
+  #expected = 0;
+  #prev = GENESIS_PREV;
+  #tree = new MerkleFrontier();
+  #failure: Extract<ChainVerdict, { ok: false }> | undefined;
+  readonly #checkpoint: CheckpointBody | undefined;
+  readonly #deep: boolean;
+
+  constructor(options: ChainVerifierOptions = {}) {
+    this.#checkpoint = options.checkpoint;
+    this.#deep = options.deep ?? false;
+    if (this.#checkpoint?.size === 0) this.#checkAtCheckpoint();
+  }
+
+  /** False once a fault was found; further input is ignored. */
+  get ok(): boolean {
+    return this.#failure === undefined;
+  }
+
+  /** Checks one stored (canonical) line; returns false at the first fault. */
+  pushLine(line: string): boolean {
+    if (this.#failure) return false;
+    let scanned;
+    try {
+      scanned = scanRecordLine(line);
+    } catch (err) {
+      return this.#fail(this.#expected, (err as Error).message);
+    }
+    if (this.#deep) {
+      try {
+        const event: unknown = JSON.parse(scanned.eventJson);
+        if (canonicalJson(event) !== scanned.eventJson)
+          return this.#fail(scanned.seq, 'event is not canonical JSON');
+        parseAuditEvent(event);
+      } catch (err) {
+        return this.#fail(scanned.seq, `event is invalid: ${(err as Error).message}`);
+      }
+    }
+    return this.#accept(scanned.seq, scanned.prev, scanned.hash, scanned.computed);
+  }
+
+  /** Checks one record value (from the API or a store); returns false at the first fault. */
+  pushRecord(record: AuditRecord): boolean {
+    if (this.#failure) return false;
+    let computed: string;
+    try {
+      computed = hashRecord(record);
+    } catch (err) {
+      return this.#fail(record.seq, (err as Error).message);
+    }
+    return this.#accept(record.seq, record.prev, record.hash, computed);
+  }
+
+  #accept(seq: number, prev: string, claimed: string, computed: string): boolean {
+    const expected = this.#expected;
+    if (seq !== expected) {
+      const why =
+        seq < expected
+          ? `seq ${seq} found after ${expected - 1} (duplicated or reordered record)`
+          : `seq ${seq} found where ${expected} was expected (record missing or reordered)`;
+      return this.#fail(expected, why);
+    }
+    if (computed !== claimed) return this.#fail(seq, 'hash does not match the record content');
+    if (prev !== this.#prev) return this.#fail(seq, 'prev does not match the hash of the previous record');
+    this.#prev = claimed;
+    this.#tree.append(recordLeafHash(claimed));
+    this.#expected++;
+    if (this.#checkpoint && this.#expected === this.#checkpoint.size) this.#checkAtCheckpoint();
+    return !this.#failure;
+  }
+
+  #checkAtCheckpoint(): void {
+    const cp = this.#checkpoint!;
+    if (this.#prev !== cp.chainHead)
+      this.#failure = {
+        ok: false,
+        code: 'ERR_AUDIT_CHECKPOINT_INCONSISTENT',
+        seq: cp.size,
+        reason: `chain head at size ${cp.size} differs from the checkpoint's (log rewritten)`,
+      };
+    else if (!this.#tree.root().equals(Buffer.from(cp.root)))
+      this.#failure = {
+        ok: false,
+        code: 'ERR_AUDIT_CHECKPOINT_INCONSISTENT',
+        seq: cp.size,
+        reason: `Merkle root at size ${cp.size} differs from the checkpoint's`,
+      };
+  }
+
+  #fail(seq: number, reason: string): false {
+    this.#failure = { ok: false, code: 'ERR_AUDIT_CHAIN_BROKEN', seq, reason };
+    return false;
+  }
+
+  /** The verdict for what was pushed so far (call once the input is exhausted). */
+  result(): ChainVerdict {
+    if (this.#failure) return this.#failure;
+    const cp = this.#checkpoint;
+    if (cp && this.#expected < cp.size)
+      return {
+        ok: false,
+        code: 'ERR_AUDIT_CHECKPOINT_INCONSISTENT',
+        seq: this.#expected,
+        reason: `log has ${this.#expected} records but the checkpoint commits to ${cp.size} (log truncated)`,
+      };
+    return { ok: true, size: this.#expected, head: this.#prev, root: this.#tree.root() };
+  }
+}
+
+/**
+ * Verifies records from seq 0 (pure, offline): sequence, links, hashes, and agreement with an
+ * optional verified checkpoint. Names the first bad seq and why.
+ */
+export function verifyChain(
+  records: Iterable<AuditRecord>,
+  options: ChainVerifierOptions = {},
+): ChainVerdict {
+  const v = new ChainVerifier(options);
+  for (const r of records) if (!v.pushRecord(r)) break;
+  return v.result();
+}

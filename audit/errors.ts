@@ -1,0 +1,116 @@
+import { PortcullisError } from '../core/index.ts';
+
+/** Stable error codes raised by audit/. Callers match on `code`, never on the message. */
+export type AuditErrorCode =
+  | 'ERR_AUDIT_RECORD_INVALID'
+  | 'ERR_AUDIT_CHAIN_BROKEN'
+  | 'ERR_AUDIT_PROOF_INVALID'
+  | 'ERR_AUDIT_PROOF_RANGE'
+  | 'ERR_AUDIT_CHECKPOINT_INVALID'
+  | 'ERR_AUDIT_CHECKPOINT_SIGNATURE'
+  | 'ERR_AUDIT_CHECKPOINT_INCONSISTENT'
+  | 'ERR_AUDIT_KEY_INVALID'
+  | 'ERR_AUDIT_STORE_CORRUPT'
+  | 'ERR_AUDIT_STORE_CLOSED'
+  | 'ERR_AUDIT_STORE_UNAVAILABLE'
+  | 'ERR_AUDIT_STORE_SPEC'
+  | 'ERR_AUDIT_PEER_REFUSED'
+  | 'ERR_AUDIT_PEER_NOT_REGISTERED'
+  | 'ERR_AUDIT_FORBIDDEN'
+  | 'ERR_AUDIT_BAD_REQUEST'
+  | 'ERR_AUDIT_COLLECTOR_UNREACHABLE'
+  | 'ERR_AUDIT_COLLECTOR_REFUSED';
+
+/** Base of every audit/ error; `code` is one of {@link AuditErrorCode}. */
+export class AuditError extends PortcullisError<AuditErrorCode> {}
+
+/** A stored or received record does not have the shape of an audit record. */
+export class RecordInvalidError extends AuditError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AUDIT_RECORD_INVALID', message, options);
+  }
+}
+
+/** A record breaks the hash chain; `seq` is the first bad record and `reason` says why. */
+export class ChainBrokenError extends AuditError {
+  readonly seq: number;
+  readonly reason: string;
+  constructor(seq: number, reason: string) {
+    super('ERR_AUDIT_CHAIN_BROKEN', `record ${seq}: ${reason}`);
+    this.seq = seq;
+    this.reason = reason;
+  }
+}
+
+/** An inclusion or consistency proof does not verify. */
+export class ProofInvalidError extends AuditError {
+  constructor(message: string) {
+    super('ERR_AUDIT_PROOF_INVALID', message);
+  }
+}
+
+/** A proof was asked for sizes or indexes the log does not have. */
+export class ProofRangeError extends AuditError {
+  constructor(message: string) {
+    super('ERR_AUDIT_PROOF_RANGE', message);
+  }
+}
+
+/** A checkpoint note is malformed, badly signed, or contradicts the log. */
+export class CheckpointError extends AuditError {
+  constructor(
+    code:
+      | 'ERR_AUDIT_CHECKPOINT_INVALID'
+      | 'ERR_AUDIT_CHECKPOINT_SIGNATURE'
+      | 'ERR_AUDIT_CHECKPOINT_INCONSISTENT'
+      | 'ERR_AUDIT_KEY_INVALID',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+/** A store cannot be opened or used: corrupt, closed, unreachable or badly named. */
+export class StoreError extends AuditError {
+  constructor(
+    code:
+      | 'ERR_AUDIT_STORE_CORRUPT'
+      | 'ERR_AUDIT_STORE_CLOSED'
+      | 'ERR_AUDIT_STORE_UNAVAILABLE'
+      | 'ERR_AUDIT_STORE_SPEC',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+/** A collector request is refused: bad peer, missing role, or bad input. */
+export class CollectorRequestError extends AuditError {
+  constructor(
+    code:
+      | 'ERR_AUDIT_PEER_REFUSED'
+      | 'ERR_AUDIT_PEER_NOT_REGISTERED'
+      | 'ERR_AUDIT_FORBIDDEN'
+      | 'ERR_AUDIT_BAD_REQUEST'
+      | 'ERR_AUDIT_PROOF_RANGE',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+/** The audit client could not talk to the collector (used by the CLI and in logs). */
+export class CollectorClientError extends AuditError {
+  readonly status: number | undefined;
+  constructor(
+    code: 'ERR_AUDIT_COLLECTOR_UNREACHABLE' | 'ERR_AUDIT_COLLECTOR_REFUSED',
+    message: string,
+    options?: { cause?: unknown; status?: number },
+  ) {
+    super(code, message, options);
+    this.status = options?.status;
+  }
+}

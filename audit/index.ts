@@ -1,0 +1,46 @@
+// Public face of audit/: the tamper-evident audit log. Records, Merkle proofs and checkpoints are
+// pure; stores, the collector and the client do the I/O.
+export {
+  AuditError,
+  RecordInvalidError,
+  ChainBrokenError,
+  ProofInvalidError,
+  ProofRangeError,
+  CheckpointError,
+  StoreError,
+  CollectorRequestError,
+  CollectorClientError,
+} from './errors.ts';
+export type { AuditErrorCode } from './errors.ts';
+export { canonicalJson } from './canonical.ts';
+export { GENESIS_PREV, buildRecord, hashRecord, parseRecordLine, toRecord } from './record.ts';
+export type { AuditRecord, EncodedRecord } from './record.ts';
+export { EMPTY_ROOT, leafHash, nodeHash, recordLeafHash, MerkleTree, MerkleFrontier } from './merkle.ts';
+export { verifyInclusion } from './proof-inclusion-verify.ts';
+export type { InclusionInput } from './proof-inclusion-verify.ts';
+export { verifyConsistency } from './proof-consistency-verify.ts';
+export type { ConsistencyInput } from './proof-consistency-verify.ts';
+export {
+  CHAIN_HEAD_EXTENSION,
+  formatCheckpointBody,
+  formatVerifierKey,
+  noteKeyId,
+  parseCheckpointBody,
+  parseVerifierKey,
+  signCheckpoint,
+  verifyCheckpoint,
+} from './checkpoint.ts';
+export type { CheckpointBody, CheckpointSigner, VerifierKey } from './checkpoint.ts';
+export { ChainVerifier, verifyChain } from './chain-verify.ts';
+export type { ChainVerdict, ChainVerifierOptions } from './chain-verify.ts';
+export { matchesFilter } from './query-filter.ts';
+export type { RecordFilter } from './query-filter.ts';
+export type { AuditStore, LogHead, StoreDeps } from './store/store.ts';
+export { MemoryStore, createMemoryStore } from './store/memory.ts';
+export { FileStore, openFileStore } from './store/file.ts';
+export type { FileStoreOptions } from './store/file.ts';
+export { PostgresStore, openPostgresStore } from './store/postgres.ts';
+export type { PostgresStoreOptions } from './store/postgres.ts';
+export { openStore } from './store/open.ts';
+export type { OpenStoreOptions } from './store/open.ts';
+export { verifyStore } from './store-verify.ts';

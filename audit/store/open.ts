@@ -1,0 +1,32 @@
+import { StoreError } from '../errors.ts';
+import type { AuditStore, StoreDeps } from './store.ts';
+import { openFileStore } from './file.ts';
+import { openPostgresStore } from './postgres.ts';
+
+/** Options of {@link openStore}. */
+export interface OpenStoreOptions extends StoreDeps {
+  /** File store only: open as is, without recovery, refusing appends (for `verify`). */
+  readonly readOnly?: boolean;
+  /** Postgres store only: table (optionally schema-qualified). */
+  readonly table?: string;
+}
+
+/**
+ * Opens a store from a spec: `file:DIR` or `postgres:URL` (`postgres://…` and `postgresql://…`
+ * work as is). Throws `ERR_AUDIT_STORE_SPEC` for anything else.
+ */
+export async function openStore(spec: string, options: OpenStoreOptions = {}): Promise<AuditStore> {
+  if (spec.startsWith('file:')) {
+    const dir = spec.slice('file:'.length);
+    if (!dir) throw new StoreError('ERR_AUDIT_STORE_SPEC', `store "${spec}": file: needs a directory`);
+    return openFileStore({ dir, readOnly: options.readOnly, clock: options.clock });
+  }
+  const url =
+    spec.startsWith('postgres:') && !spec.startsWith('postgres://') ? spec.slice('postgres:'.length) : spec;
+  if (/^postgres(ql)?:\/\//.test(url))
+    return openPostgresStore({ connectionString: url, table: options.table, clock: options.clock });
+  throw new StoreError(
+    'ERR_AUDIT_STORE_SPEC',
+    `store "${spec.replace(/\/\/[^@/]*@/, '//')}": expected file:DIR or postgres:URL`,
+  );
+}

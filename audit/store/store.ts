@@ -1,0 +1,109 @@
+import type { AuditEvent } from '../../core/index.ts';
+import type { AuditRecord } from '../record.ts';
+import type { RecordFilter } from '../query-filter.ts';
+
+/** The head of a log: how many records it holds and the hash of the last one. */
+export interface LogHead {
+  readonly size: number;
+  /** Hash of record `size - 1`, or 64 zeros for an empty log. */
+  readonly hash: string;
+}
+
+/**
+ * Where audit records live. Every implementation (memory, file, postgres) passes the shared
+ * conformance suite in test/audit/store-conformance.ts.
+ */
+export interface AuditStore {
+  /** `file`, `postgres` or `memory`, for logs and metrics. */
+  readonly kind: string;
+  /**
+   * Appends events in order after the current head and resolves with their records only once
+   * they are durable. Concurrent calls are group-committed; each call's records are contiguous.
+   */
+  append(events: readonly AuditEvent[]): Promise<AuditRecord[]>;
+  /** Records with `fromSeq <= seq < toSeq` (default: to the head), in order. */
+  read(fromSeq: number, toSeq?: number): AsyncIterable<AuditRecord>;
+  /** Stored canonical lines in storage order, as they are: what `verify` checks, tampered or not. */
+  readLines(fromSeq?: number): AsyncIterable<string>;
+  /** Records matching `filter`, in seq order, at most `filter.limit`. */
+  query(filter: RecordFilter): Promise<AuditRecord[]>;
+  /** Number of durable records. */
+  size(): Promise<number>;
+  /** Size and last hash. */
+  head(): Promise<LogHead>;
+  /** Waits for pending appends, then releases files or connections. Later calls fail with `ERR_AUDIT_STORE_CLOSED`. */
+  close(): Promise<void>;
+}
+
+/** Dependencies of a store: the clock that stamps record times. */
+export interface StoreDeps {
+  readonly clock?: () => Date;
+}
+
+interface Pending {
+  readonly events: readonly AuditEvent[];
+  resolve(records: AuditRecord[]): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * Group commit: appends that arrive while a batch is being made durable wait and go together
+ * in the next batch, so that one fsync (or one transaction) serves many producers.
+ */
+export class GroupCommitter {
+  #queue: Pending[] = [];
+  #running: Promise<void> | undefined;
+  readonly #write: (events: readonly AuditEvent[]) => Promise<AuditRecord[]>;
+  readonly #maxBatch: number;
+
+  constructor(write: (events: readonly AuditEvent[]) => Promise<AuditRecord[]>, maxBatch = 50_000) {
+    this.#write = write;
+    this.#maxBatch = maxBatch;
+  }
+
+  /** Queues events; resolves with their records once the batch holding them is written. */
+  submit(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
+    if (events.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ events, resolve, reject });
+      this.#running ??= this.#drain();
+    });
+  }
+
+  /** Resolves once every submitted append has settled. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  async #drain(): Promise<void> {
+    // Let producers that run in the same tick join the first batch.
+    await new Promise<void>((r) => setImmediate(r));
+    try {
+      while (this.#queue.length) {
+        const batch: Pending[] = [];
+        let count = 0;
+        while (
+          this.#queue.length &&
+          (count === 0 || count + this.#queue[0]!.events.length <= this.#maxBatch)
+        ) {
+          const p = this.#queue.shift()!;
+          batch.push(p);
+          count += p.events.length;
+        }
+        const all = batch.length === 1 ? batch[0]!.events : batch.flatMap((p) => p.events);
+        try {
+          const records = await this.#write(all);
+          let at = 0;
+          for (const p of batch) {
+            p.resolve(records.slice(at, at + p.events.length));
+            at += p.events.length;
+          }
+        } catch (err) {
+          for (const p of batch) p.reject(err);
+        }
+      }
+    } finally {
+      this.#running = undefined;
+    }
+  }
+}

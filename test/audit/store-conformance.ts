@@ -1,0 +1,231 @@
+// The one conformance suite every AuditStore runs (STYLE.md rule 5), plus the tamper matrix of
+// the acceptance criteria. Each store's test file calls these with its own factory.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import type { AuditEvent } from '../../core/index.ts';
+import type { AuditStore, CheckpointBody } from '../../audit/index.ts';
+import {
+  GENESIS_PREV,
+  buildRecord,
+  formatVerifierKey,
+  signCheckpoint,
+  verifyChain,
+  verifyCheckpoint,
+  verifyStore,
+} from '../../audit/index.ts';
+import { decision } from './helpers.ts';
+
+/** What a store's test file provides to the suite. */
+export interface StoreHarness {
+  /** A new, empty store using `clock`. */
+  open(clock?: () => Date): Promise<AuditStore>;
+  /** Closes and reopens the same log (for durability and recovery checks). */
+  reopen(store: AuditStore, clock?: () => Date): Promise<AuditStore>;
+  /** The stored lines as they are, for tampering. */
+  lines(store: AuditStore): Promise<string[]>;
+  /** Replaces the stored lines, the way an attacker with write access would, and returns a store to verify. */
+  replace(store: AuditStore, lines: readonly string[]): Promise<AuditStore>;
+  cleanup(): Promise<void>;
+}
+
+const fixedClock = () => new Date('2026-03-04T05:06:07.000Z');
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+/** Runs the conformance suite against one store implementation. */
+export function storeConformance(name: string, harness: () => StoreHarness): void {
+  const h = harness();
+  test.after(() => h.cleanup());
+
+  test(`${name}: an empty store has size 0, the genesis head, and reads nothing`, async () => {
+    const store = await h.open();
+    assert.equal(await store.size(), 0);
+    assert.deepEqual(await store.head(), { size: 0, hash: GENESIS_PREV });
+    assert.deepEqual(await collect(store.read(0)), []);
+    assert.deepEqual(await store.append([]), []);
+    await store.close();
+  });
+
+  test(`${name}: appended records are chained from seq 0, stamped by the clock, and read back equal`, async () => {
+    const store = await h.open(fixedClock);
+    const first = await store.append([decision(0), decision(1)]);
+    const second = await store.append([decision(2)]);
+    const all = [...first, ...second];
+    assert.deepEqual(
+      all.map((r) => r.seq),
+      [0, 1, 2],
+    );
+    assert.equal(all[0]!.prev, GENESIS_PREV);
+    assert.equal(all[1]!.prev, all[0]!.hash);
+    assert.equal(all[0]!.time, '2026-03-04T05:06:07.000Z');
+    assert.deepEqual(await collect(store.read(0)), all);
+    assert.deepEqual(await collect(store.read(1, 2)), [all[1]]);
+    assert.deepEqual(await collect(store.read(5)), []);
+    assert.deepEqual(await store.head(), { size: 3, hash: all[2]!.hash });
+    assert.equal(verifyChain(all).ok, true);
+    await store.close();
+  });
+
+  test(`${name}: concurrent producers each get contiguous records and the log verifies`, async () => {
+    const store = await h.open();
+    const batches = await Promise.all(
+      Array.from({ length: 50 }, (_, p) =>
+        store.append(Array.from({ length: 10 }, (_, i) => decision(p * 10 + i))),
+      ),
+    );
+    for (const b of batches) {
+      assert.equal(b.length, 10);
+      for (let i = 1; i < b.length; i++) assert.equal(b[i]!.seq, b[0]!.seq + i);
+      // Each producer's events come back in the order it gave them.
+      assert.deepEqual(
+        b.map((r) => r.event.action),
+        b.map((_, i) => `GET /orders/${Number(b[0]!.event.action!.split('/')[2]) + i}`),
+      );
+    }
+    assert.equal(await store.size(), 500);
+    const verdict = await verifyStore(store);
+    assert.equal(verdict.ok, true);
+    await store.close();
+  });
+
+  test(`${name}: records survive a reopen and appends continue the chain`, async () => {
+    let store = await h.open();
+    const before = await store.append([decision(0), decision(1)]);
+    store = await h.reopen(store);
+    assert.deepEqual(await store.head(), { size: 2, hash: before[1]!.hash });
+    const after = await store.append([decision(2)]);
+    assert.equal(after[0]!.seq, 2);
+    assert.equal(after[0]!.prev, before[1]!.hash);
+    assert.equal((await verifyStore(store)).ok, true);
+    await store.close();
+  });
+
+  test(`${name}: query filters by type, source, subject, decision, time range, fromSeq and limit`, async () => {
+    let now = Date.parse('2026-01-01T00:00:00.000Z');
+    const clock = () => new Date(now);
+    const store = await h.open(clock);
+    const events: AuditEvent[] = [];
+    for (let i = 0; i < 12; i++)
+      events.push(
+        decision(i, {
+          source: i % 2 ? 'spiffe://example.org/a' : 'spiffe://example.org/b',
+          subject: i < 6 ? 'spiffe://example.org/ns/shop/sa/web' : 'spiffe://example.org/ns/x/sa/y',
+          ...(i === 11 ? { type: 'token.issued', decision: undefined } : {}),
+        }),
+      );
+    for (const e of events) {
+      await store.append([e]);
+      now += 60_000;
+    }
+    const seqs = async (f: Parameters<AuditStore['query']>[0]) => (await store.query(f)).map((r) => r.seq);
+    const table: [string, Parameters<AuditStore['query']>[0], number[]][] = [
+      ['type', { type: 'token.issued', limit: 100 }, [11]],
+      ['source', { source: 'spiffe://example.org/a', limit: 3 }, [1, 3, 5]],
+      ['subject', { subject: 'spiffe://example.org/ns/x/sa/y', limit: 100 }, [6, 7, 8, 9, 10, 11]],
+      ['decision', { decision: 'deny', limit: 100 }, [0, 3, 6, 9]],
+      ['time range', { since: '2026-01-01T00:02:00Z', until: '2026-01-01T00:04:00Z', limit: 100 }, [2, 3]],
+      ['fromSeq', { fromSeq: 10, limit: 100 }, [10, 11]],
+      ['combined', { decision: 'allow', source: 'spiffe://example.org/b', limit: 100 }, [2, 4, 8, 10]],
+      ['limit 0', { limit: 0 }, []],
+    ];
+    for (const [label, filter, expected] of table) assert.deepEqual(await seqs(filter), expected, label);
+    await store.close();
+  });
+
+  test(`${name}: a closed store refuses appends with ERR_AUDIT_STORE_CLOSED`, async () => {
+    const store = await h.open();
+    await store.close();
+    await assert.rejects(store.append([decision(0)]), { code: 'ERR_AUDIT_STORE_CLOSED' });
+    await assert.rejects(store.size(), { code: 'ERR_AUDIT_STORE_CLOSED' });
+  });
+
+  const key = generateKeyPairSync('ed25519');
+  const signer = { name: 'test.example/audit', ...key };
+  const vkey = formatVerifierKey(signer.name, key.publicKey);
+
+  async function tenRecords(): Promise<{ store: AuditStore; lines: string[]; checkpoint: CheckpointBody }> {
+    const store = await h.open();
+    await store.append(Array.from({ length: 10 }, (_, i) => decision(i)));
+    const verdict = await verifyStore(store);
+    assert.ok(verdict.ok);
+    // The checkpoint goes through its signed form, as a security team would save it.
+    const note = signCheckpoint(
+      { origin: signer.name, size: 10, root: verdict.root, chainHead: verdict.head },
+      signer,
+    );
+    return { store, lines: await h.lines(store), checkpoint: verifyCheckpoint(note, vkey) };
+  }
+
+  const flip = (line: string) => {
+    const at = line.indexOf('GET /orders/') + 4;
+    return line.slice(0, at) + (line[at] === 'P' ? 'Q' : 'P') + line.slice(at + 1);
+  };
+  const tampers: [string, (l: string[]) => string[], number][] = [
+    ['flipping one byte of an event', (l) => l.map((x, i) => (i === 5 ? flip(x) : x)), 5],
+    ['deleting a record', (l) => l.filter((_, i) => i !== 5), 5],
+    ['swapping two records', (l) => [...l.slice(0, 5), l[6]!, l[5]!, ...l.slice(7)], 5],
+    ['duplicating a record', (l) => [...l.slice(0, 6), l[5]!, ...l.slice(6)], 6],
+    ['breaking a line', (l) => l.map((x, i) => (i === 7 ? x.slice(0, 40) : x)), 7],
+  ];
+  for (const [label, tamper, bad] of tampers) {
+    test(`${name}: verify names seq ${bad} as the first bad record after ${label}`, async () => {
+      const { store, lines } = await tenRecords();
+      const tampered = await h.replace(store, tamper(lines));
+      const verdict = await verifyStore(tampered);
+      assert.equal(verdict.ok, false);
+      assert.ok(!verdict.ok);
+      assert.equal(verdict.code, 'ERR_AUDIT_CHAIN_BROKEN');
+      assert.equal(verdict.seq, bad);
+      await tampered.close();
+    });
+  }
+
+  test(`${name}: truncating the tail makes the log inconsistent with a checkpoint saved earlier`, async () => {
+    const { store, lines, checkpoint } = await tenRecords();
+    const tampered = await h.replace(store, lines.slice(0, 8));
+    assert.equal((await verifyStore(tampered)).ok, true, 'a truncated chain is still a chain');
+    const verdict = await verifyStore(tampered, { checkpoint });
+    assert.ok(!verdict.ok);
+    assert.equal(verdict.code, 'ERR_AUDIT_CHECKPOINT_INCONSISTENT');
+    assert.match(verdict.reason, /truncated/);
+    await tampered.close();
+  });
+
+  test(`${name}: rewriting the tail with a fresh chain makes the log inconsistent with a checkpoint saved earlier`, async () => {
+    const { store, lines, checkpoint } = await tenRecords();
+    const kept = lines.slice(0, 6);
+    let prev = JSON.parse(kept[5]!).hash as string;
+    const forged = [...kept];
+    for (let seq = 6; seq < 12; seq++) {
+      const { record, line } = buildRecord(
+        seq,
+        '2026-05-05T00:00:00.000Z',
+        decision(seq, { decision: 'allow' }),
+        prev,
+      );
+      forged.push(line);
+      prev = record.hash;
+    }
+    const tampered = await h.replace(store, forged);
+    assert.equal((await verifyStore(tampered)).ok, true, 'the forged chain is self-consistent');
+    const verdict = await verifyStore(tampered, { checkpoint });
+    assert.ok(!verdict.ok);
+    assert.equal(verdict.code, 'ERR_AUDIT_CHECKPOINT_INCONSISTENT');
+    assert.equal(verdict.seq, 10);
+    await tampered.close();
+  });
+
+  test(`${name}: an intact log agrees with its checkpoint and with one from before later appends`, async () => {
+    const { store, checkpoint } = await tenRecords();
+    await store.append([decision(10), decision(11)]);
+    const verdict = await verifyStore(store, { checkpoint });
+    assert.ok(verdict.ok);
+    assert.equal(verdict.size, 12);
+    await store.close();
+  });
+}
