@@ -1,0 +1,135 @@
+import { z } from 'zod';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import {
+  ConfigError,
+  TOKEN_TTL_CAP_MS,
+  durationSchema,
+  loadConfigFile,
+  parseConfigText,
+  strictObject,
+} from '../core/index.ts';
+import { MASTER_KEY_ENV } from './master-key.ts';
+
+const port = z.number().int().min(0).max(65535);
+const path = z.string().min(1, 'must be a non-empty path');
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+
+const fileKeystoreSchema = strictObject({
+  type: z.literal('file'),
+  /** Directory holding `keyring.json` (private keys sealed with AES-256-GCM). */
+  dir: path,
+  /** Environment variable that holds the base64 master key. */
+  masterKeyEnv: envName.default(MASTER_KEY_ENV),
+});
+
+const vaultKeystoreSchema = strictObject({
+  type: z.literal('vault'),
+  address: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }),
+  /** KV v2 mount, e.g. `secret`. */
+  mount: z.string().regex(/^[A-Za-z0-9_-]+(?:\/[A-Za-z0-9_-]+)*$/, 'must be a mount path like "secret"'),
+  /** Secret path under the mount, e.g. `portcullis/sts/keyring`. */
+  path: z.string().regex(/^[A-Za-z0-9_.-]+(?:\/[A-Za-z0-9_.-]+)*$/, 'must be a path like "portcullis/sts"'),
+  /** Environment variable that holds the Vault token. */
+  tokenEnv: envName.default('VAULT_TOKEN'),
+  /** Optional CA bundle (PEM file) to trust for an https Vault address. */
+  caFile: path.optional(),
+  namespace: z.string().optional(),
+});
+
+/** The schema of `sts.yaml` (DESIGN.md § STS). Unknown keys are refused with a hint. */
+export const stsConfigSchema = strictObject({
+  listen: strictObject({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: port.default(8443),
+  }),
+  tls: strictObject({
+    /** PEM: the STS's own certificate chain (leaf first). */
+    cert: path,
+    key: path,
+    /** PEM: the trust anchors peers must chain to. */
+    trustBundle: path,
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
+  }),
+  /** Identity registry: a directory of `*.yaml` files or one file. */
+  identities: path,
+  /** `iss` of every token and the RFC 8414 `issuer`; an https URL without query or fragment. */
+  issuer: z
+    .url({ protocol: /^https$/, error: 'must be an https URL' })
+    .refine((u) => !u.includes('?') && !u.includes('#'), 'must have no query or fragment'),
+  keystore: z.discriminatedUnion('type', [fileKeystoreSchema, vaultKeystoreSchema], {
+    error: 'type must be "file" or "vault"',
+  }),
+  keys: strictObject({
+    algorithm: z.enum(['ES256']).default('ES256'),
+    /** How long a key signs before the next one takes over. */
+    rotationPeriod: durationSchema.default(86_400_000),
+    /** Max-age the JWKS is served with; a new key is published at least this long before it signs. */
+    jwksCachePeriod: durationSchema.default(300_000),
+    /** Allowed clock skew of verifiers; retiring keys stay published this much longer. */
+    clockSkew: durationSchema.default(60_000),
+  }).default({ algorithm: 'ES256', rotationPeriod: 86_400_000, jwksCachePeriod: 300_000, clockSkew: 60_000 }),
+  tokens: strictObject({
+    /** Global TTL cap on top of each registry entry's `tokenTtl`; at most 1h. */
+    ttlCap: durationSchema.default(TOKEN_TTL_CAP_MS),
+  }).default({ ttlCap: TOKEN_TTL_CAP_MS }),
+  rateLimit: strictObject({
+    /** Sustained token requests per second per caller SPIFFE ID. */
+    perSecond: z.number().positive().max(1_000_000).default(200),
+    /** Bucket size: requests a caller may burst above the sustained rate. */
+    burst: z.number().int().positive().max(1_000_000).default(400),
+    /** Most caller IDs tracked at once; the least recently seen is dropped beyond it. */
+    maxTracked: z.number().int().positive().max(10_000_000).default(100_000),
+  }).default({ perSecond: 200, burst: 400, maxTracked: 100_000 }),
+  /** Largest accepted request body in bytes. */
+  bodyLimit: z.number().int().min(256).max(1_048_576).default(8192),
+  audit: strictObject({
+    /** `memory` keeps events in process (tests, demos); `log` writes each event as a log line. */
+    sink: z.enum(['memory', 'log']).default('log'),
+  }).default({ sink: 'log' }),
+});
+
+/** Parsed STS configuration: durations in milliseconds, paths resolved against the config file's directory. */
+export type StsConfig = z.output<typeof stsConfigSchema>;
+/** STS configuration as written (durations as strings); the input of {@link parseStsConfig}. */
+export type StsConfigInput = z.input<typeof stsConfigSchema>;
+
+/**
+ * Checks a configuration object (as YAML would give it) and resolves relative paths against
+ * `baseDir`. Throws a one-line {@link ConfigError} naming `file`, the key and the problem.
+ */
+export function parseStsConfig(raw: unknown, file = '<sts config>', baseDir = process.cwd()): StsConfig {
+  // JSON is YAML: going through parseConfigText gives object configs the same one-line errors as files.
+  return finish(parseConfigText(JSON.stringify(raw ?? null), file, stsConfigSchema), file, baseDir);
+}
+
+/** Reads `sts.yaml`; relative paths in it are relative to the file. Throws {@link ConfigError}. */
+export function loadStsConfig(file: string): StsConfig {
+  return finish(loadConfigFile(file, stsConfigSchema), file, dirname(resolve(file)));
+}
+
+function finish(config: StsConfig, file: string, baseDir: string): StsConfig {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  if (config.tokens.ttlCap > TOKEN_TTL_CAP_MS)
+    throw new ConfigError('ERR_CONFIG_INVALID', file, 'tokens.ttlCap', 'exceeds the global cap of 1h');
+  if (config.keys.rotationPeriod <= config.keys.jwksCachePeriod)
+    throw new ConfigError(
+      'ERR_CONFIG_INVALID',
+      file,
+      'keys.rotationPeriod',
+      'must be longer than keys.jwksCachePeriod (a key is published one cache period before it signs)',
+    );
+  return {
+    ...config,
+    tls: {
+      ...config.tls,
+      cert: abs(config.tls.cert),
+      key: abs(config.tls.key),
+      trustBundle: abs(config.tls.trustBundle),
+    },
+    identities: abs(config.identities),
+    keystore:
+      config.keystore.type === 'file'
+        ? { ...config.keystore, dir: abs(config.keystore.dir) }
+        : { ...config.keystore, ...(config.keystore.caFile ? { caFile: abs(config.keystore.caFile) } : {}) },
+  };
+}

@@ -1,0 +1,395 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { SecureServerOptions } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { ACCESS_TOKEN_TYPE_URI, TOKEN_EXCHANGE_GRANT, PortcullisError } from '../../core/index.ts';
+import type { AuditEvent, AuditSink, Logger, Registry, Workload } from '../../core/index.ts';
+import type { StsConfig } from '../config.ts';
+import { HTTP_ERRORS, StsError } from '../errors.ts';
+import type { StsErrorCode } from '../errors.ts';
+import type { Keyring } from '../keyring/keyring.ts';
+import type { StsMetrics } from '../metrics.ts';
+import type { RateLimiter } from '../rate-limit.ts';
+import type { DenyList } from '../revocations/deny-list.ts';
+import { issueAccessToken } from '../token/issue.ts';
+import { parseTokenRequest } from '../token/parse-request.ts';
+import { verifySubjectToken } from '../token/verify-subject.ts';
+import type { StsPeer, StsPeerVerifier } from './peer.ts';
+
+/** Everything {@link buildStsApp} needs; only the composition root (`startSts`) fills defaults. */
+export interface StsDeps {
+  readonly config: StsConfig;
+  readonly registry: Registry;
+  readonly keyring: Keyring;
+  readonly peerVerifier: StsPeerVerifier;
+  readonly audit: AuditSink;
+  readonly clock: { now(): number };
+  readonly logger: Logger;
+  readonly metrics: StsMetrics;
+  readonly denyList: DenyList;
+  readonly rateLimiter: RateLimiter;
+  /** Token ids; `crypto.randomUUID` by default. */
+  readonly randomId?: () => string;
+  /** HTTPS options (key, cert, requestCert…); without them the app is plain HTTP, for `inject()` tests. */
+  readonly tls?: SecureServerOptions;
+  /** The STS's own SPIFFE ID, stamped as `source` on audit events. */
+  readonly selfId?: string;
+}
+
+/** Which kind of route a request hit: decides authentication and the audit event type. */
+type RouteKind = 'public' | 'token' | 'admin' | 'workload';
+
+interface Caller {
+  readonly peer: StsPeer;
+  readonly workload: Workload;
+}
+
+const revokeBodySchema = z.strictObject({
+  jti: z.string().min(1).max(256).optional(),
+  serial: z
+    .string()
+    .regex(/^(?:[0-9a-fA-F]{2}:?)*[0-9a-fA-F]{1,2}$/, 'must be a hex serial')
+    .max(128)
+    .optional(),
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+  reason: z.string().max(256).optional(),
+});
+
+/** Default lifetime of a serial entry sent without `expiresAt`: longer than any leaf the CA issues by default. */
+const DEFAULT_SERIAL_ENTRY_MS = 7 * 86_400_000;
+
+/**
+ * Builds the STS fastify app (DESIGN.md § STS), not listening. Every route but discovery and
+ * health requires a verified, registered peer, checked in `onRequest` before any body is read;
+ * admin routes also need role `admin`. All errors become RFC 6749 §5.2 bodies in one handler,
+ * and every refusal, issuance and admin call emits an audit event.
+ */
+export function buildStsApp(deps: StsDeps): FastifyInstance {
+  const { config, registry, keyring, peerVerifier, audit, clock, metrics, denyList, rateLimiter } = deps;
+  const randomId = deps.randomId ?? randomUUID;
+  const callers = new WeakMap<IncomingMessage, Caller>();
+  const started = new WeakMap<IncomingMessage, number>();
+  const issuer = config.issuer.replace(/\/+$/, '');
+  const skewSeconds = Math.ceil(config.keys.clockSkew / 1000);
+  const jwksMaxAge = Math.floor(config.keys.jwksCachePeriod / 1000);
+  const source = deps.selfId ? { source: deps.selfId } : {};
+
+  const app = Fastify({
+    ...(deps.tls ? { https: deps.tls } : {}),
+    loggerInstance: deps.logger,
+    // Per-request log lines would cost more than issuing a token; audit events record requests.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.bodyLimit,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    requestIdHeader: false,
+  }) as unknown as FastifyInstance;
+
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    done(null, body);
+  });
+
+  const kindOf = (req: FastifyRequest): RouteKind =>
+    ((req.routeOptions.config as { kind?: RouteKind } | undefined)?.kind ?? 'workload') as RouteKind;
+
+  const emit = (event: Omit<AuditEvent, 'time'>) => {
+    audit.emit({ time: new Date(clock.now()).toISOString(), ...source, ...event } as AuditEvent);
+  };
+
+  app.addHook('onRequest', (req, _reply, done) => {
+    started.set(req.raw, performance.now());
+    const kind = kindOf(req);
+    if (kind === 'public') return done();
+    let peer: StsPeer;
+    try {
+      peer = peerVerifier.verifySocket(req.raw.socket as TLSSocket);
+    } catch (err) {
+      const reason = (err as { code?: string }).code ?? 'ERR_STS_PEER_REFUSED';
+      return done(
+        new StsError('ERR_STS_PEER_REFUSED', 'the client certificate was refused', { reason, cause: err }),
+      );
+    }
+    const workload = registry.byId(peer.spiffeId.uri);
+    if (!workload) {
+      return done(
+        new StsError('ERR_STS_CLIENT_NOT_REGISTERED', `${peer.spiffeId.uri} is not a registered workload`),
+      );
+    }
+    callers.set(req.raw, { peer, workload });
+    if (kind === 'admin' && !workload.roles.includes('admin')) {
+      return done(new StsError('ERR_STS_FORBIDDEN', 'this route needs role admin'));
+    }
+    const wait = rateLimiter.take(peer.spiffeId.uri);
+    if (wait > 0) {
+      return done(new StsError('ERR_STS_RATE_LIMITED', 'too many requests', { retryAfterSeconds: wait }));
+    }
+    if (!audit.accepting()) {
+      return done(
+        new StsError(
+          'ERR_STS_AUDIT_UNAVAILABLE',
+          'the audit log cannot take events; refusing to act unrecorded',
+        ),
+      );
+    }
+    done();
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const code = toStsCode(err);
+    const { status, error } = HTTP_ERRORS[code];
+    const reason = err instanceof StsError ? err.reason : code;
+    if (status >= 500 && !(err instanceof StsError)) {
+      req.log.error({ err: { message: err.message, code: err.code }, url: req.url }, 'request failed');
+    }
+    const kind = kindOf(req);
+    const caller = callers.get(req.raw);
+    metrics.tokensRefused.inc({ reason });
+    emit({
+      type: kind === 'token' ? 'token.denied' : kind === 'admin' ? adminEventType(req) : 'authz.decision',
+      ...(caller ? { subject: caller.peer.spiffeId.uri } : {}),
+      action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`.slice(0, 4096),
+      decision: 'deny',
+      reason,
+      status,
+      latencyMs: latency(req),
+      ...(caller ? { attributes: { serial: caller.peer.serial } } : {}),
+    });
+    reply.code(status).header('cache-control', 'no-store');
+    if (err instanceof StsError && err.retryAfterSeconds !== undefined)
+      reply.header('retry-after', String(err.retryAfterSeconds));
+    const description = status < 500 || err instanceof StsError ? err.message : 'internal error';
+    return reply.send({ error, error_description: description });
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.send(new StsError('ERR_STS_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
+  });
+
+  const latency = (req: FastifyRequest) => {
+    const t = started.get(req.raw);
+    return t === undefined ? 0 : Math.round((performance.now() - t) * 1000) / 1000;
+  };
+  const callerOf = (req: FastifyRequest): Caller => {
+    const c = callers.get(req.raw);
+    if (!c) throw new StsError('ERR_STS_PEER_REFUSED', 'no verified peer');
+    return c;
+  };
+
+  // ---- token endpoint --------------------------------------------------------------------
+  app.post('/oauth2/token', { config: { kind: 'token' } }, (req, reply) => {
+    if (typeof req.body !== 'string') {
+      throw new StsError(
+        req.body === undefined ? 'ERR_STS_REQUEST_INVALID' : 'ERR_STS_MEDIA_TYPE_UNSUPPORTED',
+        'the body must be application/x-www-form-urlencoded',
+      );
+    }
+    const { peer, workload } = callerOf(req);
+    const request = parseTokenRequest(req.body);
+    const nowMs = clock.now();
+    let delegatedSubject: string | undefined;
+    if (request.subjectToken !== undefined) {
+      const subject = verifySubjectToken({
+        token: request.subjectToken,
+        issuer: config.issuer,
+        caller: workload.spiffeId.uri,
+        nowSeconds: Math.floor(nowMs / 1000),
+        skewSeconds,
+        publicKey: (kid) => keyring.publicKey(kid),
+      });
+      if (denyList.isJtiRevoked(subject.jti))
+        throw new StsError('ERR_STS_SUBJECT_TOKEN_INVALID', 'subject_token has been revoked');
+      delegatedSubject = subject.sub;
+    }
+    const signer = keyring.signer();
+    const issued = issueAccessToken({
+      issuer: config.issuer,
+      workload,
+      thumbprint: peer.thumbprint,
+      request,
+      ttlCapMs: config.tokens.ttlCap,
+      nowMs,
+      jti: randomId(),
+      signer,
+      ...(delegatedSubject !== undefined ? { delegatedSubject } : {}),
+    });
+    metrics.tokensIssued.inc({
+      grant: request.grantType === 'client_credentials' ? 'client_credentials' : 'token_exchange',
+    });
+    emit({
+      type: 'token.issued',
+      subject: issued.claims.sub,
+      target: issued.claims.aud,
+      action: 'POST /oauth2/token',
+      decision: 'allow',
+      reason: 'issued',
+      status: 200,
+      latencyMs: latency(req),
+      jti: issued.claims.jti,
+      attributes: {
+        kid: signer.kid,
+        grant: request.grantType,
+        serial: peer.serial,
+        ...(issued.claims.act ? { actor: issued.claims.act.sub } : {}),
+      },
+    });
+    reply.header('cache-control', 'no-store').header('pragma', 'no-cache').type('application/json');
+    return reply.send(
+      `{"access_token":"${issued.accessToken}","token_type":"Bearer","expires_in":${issued.expiresIn},"issued_token_type":"${ACCESS_TOKEN_TYPE_URI}"}`,
+    );
+  });
+
+  // ---- discovery ---------------------------------------------------------------------------
+  app.get('/.well-known/jwks.json', { config: { kind: 'public' } }, (req, reply) => {
+    const { body, etag } = keyring.jwks();
+    reply.header('cache-control', `public, max-age=${jwksMaxAge}`).header('etag', etag);
+    if (req.headers['if-none-match'] === etag) return reply.code(304).send();
+    return reply.type('application/jwk-set+json').send(body);
+  });
+
+  const metadata = JSON.stringify({
+    issuer: config.issuer,
+    token_endpoint: `${issuer}/oauth2/token`,
+    jwks_uri: `${issuer}/.well-known/jwks.json`,
+    grant_types_supported: ['client_credentials', TOKEN_EXCHANGE_GRANT],
+    token_endpoint_auth_methods_supported: ['tls_client_auth'],
+    response_types_supported: [],
+    tls_client_certificate_bound_access_tokens: true,
+    revocation_list_uri: `${issuer}/v1/revocations`,
+  });
+  app.get('/.well-known/oauth-authorization-server', { config: { kind: 'public' } }, (_req, reply) => {
+    reply.header('cache-control', `public, max-age=${jwksMaxAge}`).type('application/json');
+    return reply.send(metadata);
+  });
+
+  // ---- revocations -------------------------------------------------------------------------
+  app.get('/v1/revocations', { config: { kind: 'workload' } }, (req, reply) => {
+    const { body, etag } = denyList.snapshot();
+    reply.header('cache-control', 'no-cache').header('etag', etag);
+    if (req.headers['if-none-match'] === etag) return reply.code(304).send();
+    return reply.type('application/json').send(body);
+  });
+
+  // ---- admin -------------------------------------------------------------------------------
+  const adminAllowed = (req: FastifyRequest, action: string, extra: Partial<AuditEvent> = {}) => {
+    emit({
+      type: adminEventType(req),
+      subject: callerOf(req).peer.spiffeId.uri,
+      action,
+      decision: 'allow',
+      reason: 'allowed',
+      status: 200,
+      latencyMs: latency(req),
+      ...extra,
+    });
+  };
+
+  app.get('/v1/admin/keys', { config: { kind: 'admin' } }, (req, reply) => {
+    const keys = keyring.list();
+    adminAllowed(req, 'GET /v1/admin/keys');
+    return reply.header('cache-control', 'no-store').send({ keys });
+  });
+
+  app.post('/v1/admin/keys/rotate', { config: { kind: 'admin' } }, async (req, reply) => {
+    const result = await keyring.rotate();
+    adminAllowed(req, 'POST /v1/admin/keys/rotate', {
+      target: result.currentKid,
+      attributes: {
+        rotated: result.rotated,
+        ...(result.activatesAt ? { activatesAt: result.activatesAt } : {}),
+      },
+    });
+    return reply.header('cache-control', 'no-store').send({ ...result, keys: keyring.list() });
+  });
+
+  app.post('/v1/admin/revoke', { config: { kind: 'admin' } }, (req, reply) => {
+    if (req.body === null || typeof req.body !== 'object')
+      throw new StsError('ERR_STS_REQUEST_INVALID', 'the body must be a JSON object');
+    const parsed = revokeBodySchema.safeParse(req.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new StsError('ERR_STS_REQUEST_INVALID', `${issue.path.join('.') || 'body'}: ${issue.message}`);
+    }
+    const { jti, serial, expiresAt } = parsed.data;
+    if ((jti === undefined) === (serial === undefined))
+      throw new StsError('ERR_STS_REQUEST_INVALID', 'exactly one of "jti" and "serial" is required');
+    const now = clock.now();
+    const until = expiresAt
+      ? Date.parse(expiresAt)
+      : now + (jti !== undefined ? config.tokens.ttlCap + config.keys.clockSkew : DEFAULT_SERIAL_ENTRY_MS);
+    if (until <= now) throw new StsError('ERR_STS_REQUEST_INVALID', 'expiresAt must be in the future');
+    const canonicalSerial = serial
+      ?.replace(/:/g, '')
+      .toLowerCase()
+      .replace(/^0+(?=.)/, '');
+    if (jti !== undefined) denyList.revokeJti(jti, until);
+    else denyList.revokeSerial(canonicalSerial!, until);
+    const entry =
+      jti !== undefined
+        ? { jti, expiresAt: new Date(until).toISOString() }
+        : { serial: canonicalSerial!, expiresAt: new Date(until).toISOString() };
+    adminAllowed(req, 'POST /v1/admin/revoke', {
+      target: jti ?? canonicalSerial!,
+      ...(jti !== undefined ? { jti } : {}),
+      attributes: { kind: jti !== undefined ? 'jti' : 'serial', expiresAt: entry.expiresAt },
+    });
+    return reply.header('cache-control', 'no-store').send({ revoked: entry });
+  });
+
+  // ---- health and metrics ------------------------------------------------------------------
+  app.get('/healthz', { config: { kind: 'public' } }, (_req, reply) => reply.send({ status: 'ok' }));
+  app.get('/readyz', { config: { kind: 'public' } }, (_req, reply) => {
+    let ready = audit.accepting();
+    try {
+      keyring.signer();
+    } catch {
+      ready = false;
+    }
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
+  });
+  app.get('/metrics', { config: { kind: 'workload' } }, async (_req, reply) => {
+    const now = clock.now();
+    for (const state of ['next', 'current', 'retiring'] as const) {
+      const times = keyring
+        .list()
+        .filter((k) => k.state === state)
+        .map((k) =>
+          Date.parse(
+            k.state === 'current' ? k.activatedAt! : k.state === 'retiring' ? k.retiredAt! : k.publishedAt,
+          ),
+        );
+      metrics.keyAge.set({ state }, times.length ? (now - Math.min(...times)) / 1000 : 0);
+    }
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  return app;
+}
+
+function adminEventType(req: FastifyRequest): `admin.${string}` {
+  const route = req.routeOptions.url ?? '';
+  if (route.endsWith('/keys/rotate')) return 'admin.keys.rotate';
+  if (route.endsWith('/keys')) return 'admin.keys.list';
+  if (route.endsWith('/revoke')) return 'admin.revoke';
+  return 'admin.request';
+}
+
+/** Maps any error to one of our codes: ours pass through, fastify's body errors become request errors. */
+function toStsCode(err: FastifyError): StsErrorCode {
+  if (err instanceof StsError) return err.code;
+  if (err instanceof PortcullisError) return 'ERR_STS_REQUEST_INVALID';
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return 'ERR_STS_BODY_TOO_LARGE';
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return 'ERR_STS_MEDIA_TYPE_UNSUPPORTED';
+  }
+  const status = err.statusCode ?? 500;
+  if (status === 413) return 'ERR_STS_BODY_TOO_LARGE';
+  if (status === 415) return 'ERR_STS_MEDIA_TYPE_UNSUPPORTED';
+  if (status >= 400 && status < 500) return 'ERR_STS_REQUEST_INVALID';
+  return 'ERR_STS_INTERNAL';
+}

@@ -1,0 +1,179 @@
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { Registry as PromRegistry } from 'prom-client';
+import { createPeerVerifier } from '../ca/index.ts';
+import { ConfigError, MemoryAuditSink, createLogger, loadRegistry } from '../core/index.ts';
+import type { AuditSink, Logger, Registry } from '../core/index.ts';
+import { LogAuditSink } from './audit-sink.ts';
+import type { StsConfig } from './config.ts';
+import { keyringAuditEvents } from './http/audit-events.ts';
+import { buildStsApp } from './http/app.ts';
+import { Keyring } from './keyring/keyring.ts';
+import type { KeyMaterial } from './keyring/key-material.ts';
+import { createKeystore } from './keystore/create.ts';
+import type { Keystore } from './keystore/keystore.ts';
+import { createStsMetrics } from './metrics.ts';
+import { createRateLimiter } from './rate-limit.ts';
+import { createDenyList } from './revocations/deny-list.ts';
+import type { DenyList } from './revocations/deny-list.ts';
+
+/** What {@link startSts} lets a caller replace; everything else comes from the config. */
+export interface StartStsOverrides {
+  /** Master key (base64 text or bytes) instead of the config's environment variable. */
+  readonly masterKey?: string | Uint8Array;
+  /** Environment to read secrets from; `process.env` by default. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  readonly vaultToken?: string;
+  /** Audit sink; by default the config's `audit.sink`. */
+  readonly audit?: AuditSink;
+  readonly logger?: Logger;
+  readonly clock?: { now(): number };
+  readonly keystore?: Keystore;
+  readonly registry?: Registry;
+  readonly metricsRegistry?: PromRegistry;
+  readonly mintKey?: () => KeyMaterial;
+  /** How often the keyring re-reads the keystore for other replicas' changes. */
+  readonly keyringRefreshMs?: number;
+}
+
+/** A running STS. */
+export interface RunningSts {
+  /** `https://<host>:<port>` it listens on. */
+  readonly url: string;
+  readonly port: number;
+  readonly app: FastifyInstance;
+  readonly audit: AuditSink;
+  readonly keyring: Keyring;
+  readonly denyList: DenyList;
+  /** Stops accepting, drains in-flight requests, stops the keyring, flushes audit events. */
+  close(): Promise<void>;
+}
+
+/**
+ * The composition root: reads the TLS files and the registry, opens the keystore and keyring
+ * (refusing to start on a missing, short or wrong master key), builds the app and listens.
+ * `config.listen.port` may be 0; the chosen port is returned.
+ */
+export async function startSts(config: StsConfig, overrides: StartStsOverrides = {}): Promise<RunningSts> {
+  const logger = overrides.logger ?? createLogger({ name: 'sts' });
+  const clock = overrides.clock ?? { now: () => Date.now() };
+  const read = (file: string, key: string) => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        'ERR_CONFIG_NOT_FOUND',
+        file,
+        '',
+        `${key}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
+        { cause: err },
+      );
+    }
+  };
+  const cert = read(config.tls.cert, 'tls.cert');
+  const key = read(config.tls.key, 'tls.key');
+  const trustBundle = read(config.tls.trustBundle, 'tls.trustBundle');
+  const registry = overrides.registry ?? loadRegistry(config.identities);
+  const selfId = ownSpiffeId(cert);
+  const audit =
+    overrides.audit ?? (config.audit.sink === 'memory' ? new MemoryAuditSink() : new LogAuditSink(logger));
+  const metrics = createStsMetrics(overrides.metricsRegistry, overrides.metricsRegistry === undefined);
+  const denyList = createDenyList(clock);
+  const peerVerifier = createPeerVerifier({
+    trustAnchorsPem: trustBundle,
+    trustDomain: registry.trustDomain,
+    isRevoked: (serial) => denyList.isSerialRevoked(serial),
+    purpose: 'clientAuth',
+    clock: () => clock.now(),
+  });
+  const keystore =
+    overrides.keystore ??
+    createKeystore(config.keystore, {
+      ...(overrides.env ? { env: overrides.env } : {}),
+      ...(overrides.masterKey !== undefined ? { masterKey: overrides.masterKey } : {}),
+      ...(overrides.vaultToken !== undefined ? { vaultToken: overrides.vaultToken } : {}),
+    });
+  const keyring = await Keyring.open({
+    keystore,
+    clock,
+    logger,
+    policy: {
+      rotationPeriodMs: config.keys.rotationPeriod,
+      // One cache period plus the skew allowance, so a verifier whose fetch was in flight at publication still sees the key in time.
+      publishLeadMs: config.keys.jwksCachePeriod + config.keys.clockSkew,
+      retainAfterRetireMs: config.tokens.ttlCap + config.keys.clockSkew,
+    },
+    ...(overrides.mintKey ? { mintKey: overrides.mintKey } : {}),
+    ...(overrides.keyringRefreshMs ? { refreshIntervalMs: overrides.keyringRefreshMs } : {}),
+    onChange: (changes) => {
+      for (const event of keyringAuditEvents(changes, clock.now(), selfId)) audit.emit(event);
+      metrics.rotations.inc(changes.filter((c) => c.kind === 'rotated').length);
+    },
+  });
+  const rateLimiter = createRateLimiter({ ...config.rateLimit, clock });
+  const app = buildStsApp({
+    config,
+    registry,
+    keyring,
+    peerVerifier,
+    audit,
+    clock,
+    logger,
+    metrics,
+    denyList,
+    rateLimiter,
+    ...(selfId ? { selfId } : {}),
+    tls: {
+      cert,
+      key,
+      // Node exposes a client's intermediates (getPeerCertificate(true).issuerCertificate) only when
+      // it can rebuild the chain from its own `ca` list, so the intermediates of the STS's own chain
+      // (the same CA issues every workload) ride along. Trust is decided by the peer verifier, which
+      // anchors on trustBundle alone.
+      ca: [trustBundle, ...intermediatesOf(cert)],
+      requestCert: true,
+      // The peer is checked in onRequest so that a refusal gets an RFC 6749 body and an audit event.
+      rejectUnauthorized: false,
+      minVersion: config.tls.minVersion,
+    },
+  });
+  try {
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+  } catch (err) {
+    await keyring.stop();
+    throw err;
+  }
+  keyring.start();
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.listen.port;
+  const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  return {
+    url: `https://${host}:${port}`,
+    port,
+    app,
+    audit,
+    keyring,
+    denyList,
+    async close() {
+      await app.close();
+      await keyring.stop();
+      await audit.flush();
+    },
+  };
+}
+
+/** The certificates after the leaf in a PEM chain. */
+function intermediatesOf(chainPem: string): string[] {
+  const blocks = chainPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks.slice(1);
+}
+
+function ownSpiffeId(pem: string): string | undefined {
+  try {
+    const san = new X509Certificate(pem).subjectAltName ?? '';
+    return /URI:(spiffe:\/\/[^,\s]+)/.exec(san)?.[1];
+  } catch {
+    return undefined;
+  }
+}
