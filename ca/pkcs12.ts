@@ -107,21 +107,9 @@ function bagAttributes(friendlyName: string, localKeyId: string): forge.asn1.Asn
     seq([
       oid(pki.oids.friendlyName!),
       asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SET, true, [
-        asn1.create(
-          asn1.Class.UNIVERSAL,
-          asn1.Type.BMPSTRING,
-          false,
-          forge.util.encodeUtf8(friendlyName).length ? toBmp(friendlyName) : '',
-        ),
+        // forge encodes a BMPSTRING's JS string value as UCS-2 itself.
+        asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BMPSTRING, false, friendlyName),
       ]),
     ]),
   ]);
-}
-function toBmp(s: string): string {
-  let out = '';
-  for (const ch of s) {
-    const code = ch.charCodeAt(0);
-    out += String.fromCharCode(code >> 8, code & 0xff);
-  }
-  return out;
 }

@@ -22,7 +22,11 @@ export interface PeerIdentity {
 
 /** Options of {@link createPeerVerifier}. */
 export interface PeerVerifierOptions {
-  /** PEM bundle of trusted roots. */
+  /**
+   * PEM bundle of the trust domain's CA certificates. Self-signed ones are the trust anchors;
+   * any others (intermediates) are kept as a pool that completes chains a peer sent without
+   * them. They are never trusted by themselves: each must chain to an anchor.
+   */
   readonly trustAnchorsPem: string;
   readonly trustDomain: string;
   /** Called with canonical serials of the leaf and each intermediate; true refuses the chain. */
@@ -68,12 +72,14 @@ const ANY_EKU = '2.5.29.37.0';
 
 /** Builds a {@link PeerVerifier} over a trust bundle. Throws TypeError for an empty or unreadable bundle. */
 export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
-  const anchors = splitPemBundle(options.trustAnchorsPem).map((der) => {
+  const bundle = splitPemBundle(options.trustAnchorsPem).map((der) => {
     const p = parse(der, 'trust bundle');
     if (!p.node.ca) throw new TypeError('trust bundle holds a certificate that is not a CA');
     return p;
   });
-  if (anchors.length === 0) throw new TypeError('"trustAnchorsPem" holds no certificate');
+  const anchors = bundle.filter((c) => c.node.checkIssued(c.node) && c.node.verify(c.node.publicKey));
+  const pool = bundle.filter((c) => !anchors.includes(c));
+  if (anchors.length === 0) throw new TypeError('"trustAnchorsPem" holds no self-signed CA certificate');
   const clock = options.clock ?? Date.now;
   const isRevoked = options.isRevoked ?? (() => false);
   const cache = new WeakMap<TLSSocket, Verified | CaError>();
@@ -94,31 +100,19 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
     return check(validate(chain));
   }
 
-  function validate(chain: readonly Uint8Array[]): Verified {
+  function validate(chain: readonly Uint8Array[], tlsVerified = false): Verified {
     if (chain.length === 0) throw new CaError('ERR_CA_PEER_NO_CERT', 'peer presented no certificate');
     if (chain.length > MAX_CHAIN)
       throw new CaError('ERR_CA_CHAIN_INVALID', `peer chain longer than ${MAX_CHAIN} certificates`);
     const presented = chain.map((der, i) => parse(der, i === 0 ? 'peer leaf' : `peer chain[${i}]`));
     const leaf = presented[0]!;
-    const path = buildPath(leaf, presented.slice(1), anchors);
+    // The leaf's own validity first: an expired certificate is reported as expired, whoever signed it.
+    checkValidity([leaf], leaf, clock());
+    const path = buildPath(leaf, [...presented.slice(1), ...pool], anchors, tlsVerified);
+    checkValidity(path, leaf, clock());
     checkLeaf(leaf, options);
-    checkCas(path.slice(1, -1), leaf);
-    const now = clock();
-    const below = path.slice(0, -1);
-    for (const c of path) {
-      if (now > c.notAfter) {
-        throw new CaError(
-          'ERR_CA_CERT_EXPIRED',
-          `${c === leaf ? 'peer certificate' : `CA certificate "${c.cert.subject}"`} expired at ${new Date(c.notAfter).toISOString()}`,
-        );
-      }
-      if (now < c.notBefore) {
-        throw new CaError(
-          'ERR_CA_CERT_NOT_YET_VALID',
-          `${c === leaf ? 'peer certificate' : `CA certificate "${c.cert.subject}"`} is not valid before ${new Date(c.notBefore).toISOString()}`,
-        );
-      }
-    }
+    checkCas(path.length > 1 ? path.slice(1, -1) : [], leaf);
+    const below = path.length > 1 ? path.slice(0, -1) : path;
     const spiffeId = leafSpiffeId(leaf, options.trustDomain);
     return {
       identity: Object.freeze({
@@ -131,6 +125,7 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
       serials: below.map((c) => c.serial),
       notBefore: Math.max(...path.map((c) => c.notBefore)),
       notAfter: Math.min(...path.map((c) => c.notAfter)),
+      // tlsVerified paths end at the leaf: OpenSSL validated the part above it.
     };
   }
 
@@ -138,7 +133,7 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
     let v = cache.get(socket);
     if (v === undefined) {
       try {
-        v = validate(peerChain(socket));
+        v = validate(peerChain(socket), socket.authorized);
       } catch (err) {
         if (!(err instanceof CaError)) throw err;
         v = err;
@@ -189,8 +184,21 @@ function parse(der: Uint8Array, label: string): Parsed {
   }
 }
 
-/** Walks from the leaf up through presented intermediates to a trust anchor. */
-function buildPath(leaf: Parsed, intermediates: readonly Parsed[], anchors: readonly Parsed[]): Parsed[] {
+/**
+ * Walks from the leaf up through presented or pooled intermediates to a trust anchor.
+ *
+ * Node does not expose the intermediates a TLS client sent (`getPeerCertificate(true)` on the
+ * server side returns the leaf alone). When an issuer is missing from both the peer's chain and
+ * the pool, `tlsVerified` (OpenSSL validated the full chain against the same trust bundle during
+ * the handshake: `socket.authorized`) stands in for the links above the leaf; the path is then
+ * the leaf alone, and every leaf check still runs here.
+ */
+function buildPath(
+  leaf: Parsed,
+  intermediates: readonly Parsed[],
+  anchors: readonly Parsed[],
+  tlsVerified: boolean,
+): Parsed[] {
   const path = [leaf];
   let cur = leaf;
   for (let depth = 0; depth < MAX_CHAIN; depth++) {
@@ -201,6 +209,7 @@ function buildPath(leaf: Parsed, intermediates: readonly Parsed[], anchors: read
     }
     // A peer may include the root itself; it only counts if it is one of our anchors (handled above).
     const next = intermediates.find((c) => c !== cur && !path.includes(c) && issued(c, cur));
+    if (!next && tlsVerified && cur === leaf) return path;
     if (!next) {
       const names = intermediates.some((c) => c.node.subject === cur.node.issuer);
       throw new CaError(
@@ -214,6 +223,19 @@ function buildPath(leaf: Parsed, intermediates: readonly Parsed[], anchors: read
     cur = next;
   }
   throw new CaError('ERR_CA_CHAIN_INVALID', 'peer chain too long');
+}
+
+function checkValidity(path: readonly Parsed[], leaf: Parsed, now: number): void {
+  for (const c of path) {
+    const what = c === leaf ? 'peer certificate' : `CA certificate "${c.cert.subject}"`;
+    if (now > c.notAfter)
+      throw new CaError('ERR_CA_CERT_EXPIRED', `${what} expired at ${new Date(c.notAfter).toISOString()}`);
+    if (now < c.notBefore)
+      throw new CaError(
+        'ERR_CA_CERT_NOT_YET_VALID',
+        `${what} is not valid before ${new Date(c.notBefore).toISOString()}`,
+      );
+  }
 }
 
 function issued(issuer: Parsed, subject: Parsed): boolean {

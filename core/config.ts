@@ -72,7 +72,8 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
     throw new ConfigError('ERR_CONFIG_INVALID', file, '', 'file is empty');
   const result = schema.safeParse(data);
   if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
+  // A misspelled key also makes the real key look missing; the misspelling is the cause to report.
+  const issue = result.error.issues.find((i) => i.code === 'unrecognized_keys') ?? result.error.issues[0]!;
   const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
   throw new ConfigError('ERR_CONFIG_INVALID', file, formatKeyPath(path), describeIssue(issue, data));
 }

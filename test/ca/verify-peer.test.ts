@@ -1,0 +1,197 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { CaError, createPeerVerifier, x509 } from '../../ca/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import type { MintOptions, TestPki } from '../helpers/pki.ts';
+
+let pki: TestPki;
+before(async () => {
+  pki = await makeTestPki();
+});
+after(() => pki.cleanup());
+
+const revoked = new Set<string>();
+const verifier = () =>
+  createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    trustDomain: 'example.org',
+    isRevoked: (s) => revoked.has(s),
+    purpose: 'clientAuth',
+  });
+
+test('a workload leaf with its intermediate verifies to its SPIFFE ID, serial and thumbprint', () => {
+  const web = pki.leaf('web');
+  const der = [
+    web.leafDer,
+    new Uint8Array(Buffer.from(pki.intermediatePem.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64')),
+  ];
+  const id = verifier().verifyChain(der);
+  assert.equal(id.spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+  assert.equal(id.serial, web.serial);
+  assert.equal(id.thumbprint, web.thumbprint);
+});
+
+test('chain verification refuses each kind of bad certificate with its own code', async () => {
+  const hour = 3_600_000;
+  const cases: [string, MintOptions | 'empty' | 'garbage' | 'revoked', string][] = [
+    [
+      'expired',
+      { notBefore: new Date(Date.now() - 2 * hour), notAfter: new Date(Date.now() - hour) },
+      'ERR_CA_CERT_EXPIRED',
+    ],
+    [
+      'not yet valid',
+      { notBefore: new Date(Date.now() + hour), notAfter: new Date(Date.now() + 2 * hour) },
+      'ERR_CA_CERT_NOT_YET_VALID',
+    ],
+    ['signed by another CA', { signer: 'foreign' }, 'ERR_CA_CHAIN_UNTRUSTED'],
+    ['missing intermediate', { withIntermediate: false }, 'ERR_CA_CHAIN_UNTRUSTED'],
+    ['CA:true leaf', { ca: true }, 'ERR_CA_LEAF_IS_CA'],
+    [
+      'keyCertSign on a leaf',
+      { keyUsage: x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyCertSign },
+      'ERR_CA_LEAF_KEY_USAGE',
+    ],
+    ['no URI SAN', { uris: [], dnsNames: ['web.shop.internal'] }, 'ERR_CA_SPIFFE_ID_MISSING'],
+    ['no SAN at all', { uris: [] }, 'ERR_CA_SPIFFE_ID_MISSING'],
+    [
+      'two URI SANs',
+      { uris: ['spiffe://example.org/a', 'spiffe://example.org/b'] },
+      'ERR_CA_SPIFFE_ID_MULTIPLE',
+    ],
+    [
+      'foreign trust domain',
+      { signer: 'root', uris: ['spiffe://evil.org/a'] },
+      'ERR_CA_FOREIGN_TRUST_DOMAIN',
+    ],
+    [
+      'URI outside the intermediate name constraints',
+      { uris: ['spiffe://evil.org/a'] },
+      'ERR_CA_NAME_CONSTRAINTS',
+    ],
+    ['malformed SPIFFE ID', { uris: ['spiffe://example.org/a/../b'] }, 'ERR_CA_SPIFFE_ID_INVALID'],
+    ['bare trust domain ID', { uris: ['spiffe://example.org'] }, 'ERR_CA_SPIFFE_ID_INVALID'],
+    ['RSA 1024 key', { keyAlgorithm: 'rsa-1024' }, 'ERR_CA_KEY_TOO_WEAK'],
+    ['revoked serial', 'revoked', 'ERR_CA_CERT_REVOKED'],
+    ['no certificate', 'empty', 'ERR_CA_PEER_NO_CERT'],
+    ['garbage bytes', 'garbage', 'ERR_CA_CERT_MALFORMED'],
+  ];
+  for (const [name, what, code] of cases) {
+    let chain: Uint8Array[];
+    if (what === 'empty') chain = [];
+    else if (what === 'garbage') chain = [new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x01])];
+    else if (what === 'revoked') {
+      const m = await pki.mint();
+      revoked.add(m.serial);
+      chain = m.chainDer;
+    } else chain = (await pki.mint(what)).chainDer;
+    assert.throws(
+      () => verifier().verifyChain(chain),
+      (err: unknown) => {
+        assert.ok(err instanceof CaError, `${name}: ${String(err)}`);
+        assert.equal(err.code, code, `${name}: ${err.message}`);
+        return true;
+      },
+      name,
+    );
+  }
+});
+
+test('a verifier needs a non-empty trust bundle of CA certificates', () => {
+  assert.throws(() => createPeerVerifier({ trustAnchorsPem: '', trustDomain: 'example.org' }), TypeError);
+  assert.throws(
+    () => createPeerVerifier({ trustAnchorsPem: pki.leaf('web').certPem, trustDomain: 'example.org' }),
+    TypeError,
+  );
+});
+
+test('over real TLS, verifySocket caches the chain per connection but rechecks expiry and revocation', async () => {
+  let now = Date.now();
+  const denied = new Set<string>();
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    trustDomain: 'example.org',
+    isRevoked: (s) => denied.has(s),
+    clock: () => now,
+  });
+  const sts = pki.leaf('sts');
+  const server = createServer({
+    cert: sts.certPem,
+    key: sts.keyPem,
+    ca: pki.rootPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.3',
+  });
+  const seen = once(server, 'secureConnection') as Promise<[TLSSocket]>;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const web = pki.leaf('web');
+  const client = connect({
+    port: (server.address() as AddressInfo).port,
+    host: '127.0.0.1',
+    cert: web.certPem,
+    key: web.keyPem,
+    ca: pki.rootPem,
+    servername: 'localhost',
+  });
+  try {
+    const [socket] = await seen;
+    assert.equal(v.verifySocket(socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+    denied.add(web.serial);
+    assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_CERT_REVOKED' });
+    denied.clear();
+    now += 25 * 3_600_000;
+    assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_CERT_EXPIRED' });
+  } finally {
+    client.destroy();
+    server.close();
+  }
+});
+
+test('over real TLS, a peer without a certificate is ERR_CA_PEER_NO_CERT', async () => {
+  const v = createPeerVerifier({ trustAnchorsPem: pki.rootPem, trustDomain: 'example.org' });
+  const sts = pki.leaf('sts');
+  const server = createServer({
+    cert: sts.certPem,
+    key: sts.keyPem,
+    ca: pki.rootPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
+  const seen = once(server, 'secureConnection') as Promise<[TLSSocket]>;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const client = connect({
+    port: (server.address() as AddressInfo).port,
+    host: '127.0.0.1',
+    ca: pki.rootPem,
+    servername: 'localhost',
+  });
+  try {
+    const [socket] = await seen;
+    assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_PEER_NO_CERT' });
+  } finally {
+    client.destroy();
+    server.close();
+  }
+});
+
+test('intermediates in the trust bundle complete a chain the peer sent without them, and are not trusted alone', async () => {
+  const m = await pki.mint({ withIntermediate: false });
+  const pooled = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem + pki.intermediatePem,
+    trustDomain: 'example.org',
+  });
+  assert.equal(pooled.verifyChain(m.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+  assert.throws(
+    () => createPeerVerifier({ trustAnchorsPem: pki.intermediatePem, trustDomain: 'example.org' }),
+    TypeError,
+  );
+  const foreign = await pki.mint({ signer: 'foreign', withIntermediate: false });
+  assert.throws(() => pooled.verifyChain(foreign.chainDer), { code: 'ERR_CA_CHAIN_UNTRUSTED' });
+});

@@ -1,0 +1,211 @@
+// Test PKI: a real CA directory, real leaves for the example identities, and a mint for odd
+// certificates (expired, foreign CA, two URI SANs, CA:true leaf…) that peer checks must refuse.
+import { mkdtempSync, rmSync, copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { X509Certificate as NodeX509 } from 'node:crypto';
+import { certificateThumbprint, loadRegistry } from '../../core/index.ts';
+import type { Registry } from '../../core/index.ts';
+import {
+  exportPrivateKeyPem,
+  generateKeyPair,
+  initCaDirectory,
+  issueWorkloadCertificates,
+  normalizeSerial,
+  randomSerial,
+  signingAlgorithm,
+  x509,
+} from './ca-internals.ts';
+import type { CaMaterial, KeyAlgorithm } from './ca-internals.ts';
+
+const EXAMPLE_IDENTITIES = new URL('../../identities/example.yaml', import.meta.url);
+
+/** A workload's credentials on disk and in memory. */
+export interface TestLeaf {
+  /** Path of leaf + intermediate PEM. */
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Leaf followed by the intermediate. */
+  readonly certPem: string;
+  readonly keyPem: string;
+  readonly leafDer: Uint8Array;
+  readonly serial: string;
+  readonly thumbprint: string;
+}
+
+/** Options of {@link TestPki.mint}: every knob a hostile or broken certificate may turn. */
+export interface MintOptions {
+  readonly uris?: readonly string[];
+  readonly dnsNames?: readonly string[];
+  readonly ca?: boolean;
+  readonly keyUsage?: number;
+  readonly notBefore?: Date;
+  readonly notAfter?: Date;
+  /** Who signs: the test intermediate (default), the root directly, or the foreign CA. */
+  readonly signer?: 'intermediate' | 'root' | 'foreign';
+  readonly keyAlgorithm?: KeyAlgorithm | 'rsa-1024';
+  /** Include the intermediate in the returned chain (default true). */
+  readonly withIntermediate?: boolean;
+}
+
+/** A minted certificate with its key and the chain a peer would present. */
+export interface MintedCert {
+  readonly certPem: string;
+  readonly keyPem: string;
+  /** What a peer presents: the leaf, plus the intermediate unless withIntermediate is false. */
+  readonly chainPem: string;
+  readonly leafDer: Uint8Array;
+  readonly chainDer: Uint8Array[];
+  readonly serial: string;
+}
+
+/** A CA, an identity registry and certificates for its workloads, all in a temp dir. */
+export interface TestPki {
+  readonly dir: string;
+  readonly trustDomain: string;
+  readonly identitiesDir: string;
+  readonly registry: Registry;
+  readonly ca: CaMaterial;
+  /** Root PEM: the trust bundle. */
+  readonly rootPem: string;
+  readonly rootFile: string;
+  readonly intermediatePem: string;
+  readonly certsDir: string;
+  leaf(name: string): TestLeaf;
+  mint(options?: MintOptions): Promise<MintedCert>;
+  cleanup(): void;
+}
+
+/**
+ * Creates a CA and leaves for `identities/example.yaml` (or `identitiesYaml`) under a temp dir,
+ * exactly as `npm run certs` would. Call `cleanup()` when done.
+ */
+export async function makeTestPki(
+  options: { identitiesYaml?: string; keyAlgorithm?: KeyAlgorithm } = {},
+): Promise<TestPki> {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-pki-'));
+  const identitiesDir = join(dir, 'identities');
+  mkdirSync(identitiesDir);
+  if (options.identitiesYaml) {
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(join(identitiesDir, 'registry.yaml'), options.identitiesYaml);
+  } else {
+    copyFileSync(EXAMPLE_IDENTITIES, join(identitiesDir, 'example.yaml'));
+  }
+  const registry = loadRegistry(identitiesDir);
+  const keyAlgorithm = options.keyAlgorithm ?? 'ecdsa-p256';
+  const ca = await initCaDirectory(join(dir, 'ca'), { trustDomain: registry.trustDomain, keyAlgorithm });
+  const certsDir = join(dir, 'certs');
+  await issueWorkloadCertificates({
+    registry,
+    ca,
+    outDir: certsDir,
+    validityMs: 24 * 3_600_000,
+    renewWithinMs: 3_600_000,
+    keyAlgorithm,
+    deps: { now: () => new Date() },
+  });
+  let foreign: CaMaterial | undefined;
+  const rootFile = join(certsDir, 'root.pem');
+
+  return {
+    dir,
+    trustDomain: registry.trustDomain,
+    identitiesDir,
+    registry,
+    ca,
+    rootPem: ca.rootPem,
+    rootFile,
+    intermediatePem: ca.intermediatePem,
+    certsDir,
+    leaf(name) {
+      const certFile = join(certsDir, `${name}.pem`);
+      const keyFile = join(certsDir, `${name}-key.pem`);
+      const certPem = readFileSync(certFile, 'utf8');
+      const node = new NodeX509(certPem);
+      return {
+        certFile,
+        keyFile,
+        certPem,
+        keyPem: readFileSync(keyFile, 'utf8'),
+        leafDer: new Uint8Array(node.raw),
+        serial: normalizeSerial(node.serialNumber),
+        thumbprint: certificateThumbprint(node.raw),
+      };
+    },
+    async mint(o = {}) {
+      if (o.signer === 'foreign' && !foreign) {
+        foreign = await initCaDirectory(join(dir, 'foreign-ca'), { trustDomain: registry.trustDomain });
+      }
+      const issuer =
+        o.signer === 'foreign'
+          ? foreign!.intermediate
+          : o.signer === 'root'
+            ? await rootSigner(ca)
+            : ca.intermediate;
+      const alg = o.keyAlgorithm ?? 'ecdsa-p256';
+      const keys =
+        alg === 'rsa-1024'
+          ? ((await crypto.subtle.generateKey(
+              {
+                name: 'RSASSA-PKCS1-v1_5',
+                modulusLength: 1024,
+                publicExponent: new Uint8Array([1, 0, 1]),
+                hash: 'SHA-256',
+              },
+              true,
+              ['sign', 'verify'],
+            )) as CryptoKeyPair)
+          : await generateKeyPair(alg);
+      const now = Date.now();
+      const uris = o.uris ?? [`spiffe://${registry.trustDomain}/ns/shop/sa/web`];
+      const extensions: x509.Extension[] = [
+        new x509.BasicConstraintsExtension(o.ca ?? false, undefined, true),
+        new x509.KeyUsagesExtension(o.keyUsage ?? x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([
+          x509.ExtendedKeyUsage.serverAuth,
+          x509.ExtendedKeyUsage.clientAuth,
+        ]),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        await x509.AuthorityKeyIdentifierExtension.create(issuer.cert.publicKey),
+      ];
+      const names = [
+        ...uris.map((value) => ({ type: 'url' as const, value })),
+        ...(o.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
+      ];
+      if (names.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(names));
+      const cert = await x509.X509CertificateGenerator.create({
+        serialNumber: randomSerial(),
+        subject: 'O=test, CN=minted',
+        issuer: issuer.cert.subject,
+        notBefore: o.notBefore ?? new Date(now - 60_000),
+        notAfter: o.notAfter ?? new Date(now + 3_600_000),
+        signingAlgorithm: signingAlgorithm(issuer.algorithm),
+        publicKey: keys.publicKey,
+        signingKey: issuer.privateKey,
+        extensions,
+      });
+      const certPem = cert.toString('pem') + '\n';
+      const intermediatePem = o.signer === 'foreign' ? foreign!.intermediatePem : ca.intermediatePem;
+      const withIntermediate = (o.withIntermediate ?? true) && o.signer !== 'root';
+      const leafDer = new Uint8Array(cert.rawData);
+      return {
+        certPem,
+        keyPem: await exportPrivateKeyPem(keys.privateKey),
+        chainPem: withIntermediate ? certPem + intermediatePem : certPem,
+        leafDer,
+        chainDer: withIntermediate ? [leafDer, new Uint8Array(new NodeX509(intermediatePem).raw)] : [leafDer],
+        serial: normalizeSerial(cert.serialNumber),
+      };
+    },
+    cleanup() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function rootSigner(ca: CaMaterial) {
+  const { importPrivateKeyPem } = await import('./ca-internals.ts');
+  const key = await importPrivateKeyPem(readFileSync(join(ca.dir, 'root-key.pem'), 'utf8'), 'root key');
+  return { cert: ca.root, privateKey: key.keys.privateKey, algorithm: key.algorithm };
+}
