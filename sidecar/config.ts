@@ -1,0 +1,130 @@
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
+import {
+  ConfigError,
+  durationSchema,
+  loadConfigFile,
+  parseConfigText,
+  spiffeIdSchema,
+  strictObject,
+  trustDomainSchema,
+} from '../core/index.ts';
+
+const port = z.number().int().min(0).max(65535);
+const path = z.string().min(1, 'must be a non-empty path');
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+const ROUTE_NAME = /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/;
+const ADDRESS = /^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
+
+const routeSchema = strictObject({
+  /** Route name: what the app puts in the URL host (`http://orders/...`). */
+  name: z.string().regex(ROUTE_NAME, 'must be a lowercase host name'),
+  /** More host names that select this route. */
+  hosts: z.array(z.string().regex(ROUTE_NAME, 'must be a lowercase host name')).default([]),
+  /** `host:port` of the peer sidecar's inbound listener. */
+  address: z.string().regex(ADDRESS, 'must be host:port'),
+  /** The SPIFFE ID the peer sidecar must present; also the token audience. */
+  spiffeId: spiffeIdSchema.transform((s) => s.uri),
+});
+
+/** The schema of a sidecar config file (`config/sidecar-*.yaml`). Unknown keys are refused with a hint. */
+export const sidecarConfigSchema = strictObject({
+  /** This service's SPIFFE ID: the only accepted token audience, and the policy's `service`. */
+  service: spiffeIdSchema.transform((s) => s.uri),
+  trustDomain: trustDomainSchema,
+  tls: strictObject({
+    /** PEM: own certificate chain, leaf first. */
+    cert: path,
+    key: path,
+    /** PEM: trust anchors peers must chain to. */
+    trustBundle: path,
+    /** How often the files are checked for a renewed certificate. */
+    reloadInterval: durationSchema.default(5_000),
+  }),
+  sts: strictObject({
+    url: z.url({ protocol: /^https$/, error: 'must be an https URL' }),
+    /** SPIFFE ID the STS must present. */
+    spiffeId: spiffeIdSchema.transform((s) => s.uri),
+    /** Exact `iss` of accepted tokens (the STS's `issuer`). */
+    issuer: z.url({ protocol: /^https$/, error: 'must be an https URL' }),
+    /** Bound on every call to the STS. */
+    timeout: durationSchema.default(2_000),
+    jwksRefresh: durationSchema.default(60_000),
+    /** How long the last good key set is trusted without a successful fetch; then 503. */
+    jwksMaxStale: durationSchema.default(3_600_000),
+    kidRefetchCooldown: durationSchema.default(30_000),
+    revocationsPoll: durationSchema.default(15_000),
+  }),
+  inbound: strictObject({
+    listen: strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(15443) }),
+    /** The local app, `http://127.0.0.1:<port>`. */
+    app: z.url({ protocol: /^http$/, error: 'must be an http URL of the local app' }),
+    policy: path,
+    policyReloadInterval: durationSchema.default(2_000),
+    maxTokenBytes: z.number().int().min(512).max(65_536).default(8192),
+    maxTokenLifetime: durationSchema.default(3_600_000),
+    clockSkew: durationSchema.default(30_000),
+    upstreamHeadersTimeout: durationSchema.default(10_000),
+    upstreamBodyTimeout: durationSchema.default(30_000),
+    upstreamConnections: z.number().int().min(1).max(4096).default(128),
+  }),
+  outbound: strictObject({
+    /** Loopback only: the app's HTTP proxy (`HTTP_PROXY=http://127.0.0.1:15001`). */
+    listen: strictObject({ host: z.string().default('127.0.0.1'), port: port.default(15001) }),
+    /** Tokens are refreshed this long before they expire (at most half their lifetime). */
+    tokenRefreshBefore: durationSchema.default(60_000),
+    /** After a failed token fetch, requests without a valid token get 503 at once for this long. */
+    tokenRetryAfter: durationSchema.default(1_000),
+    upstreamHeadersTimeout: durationSchema.default(10_000),
+    routes: z.array(routeSchema).default([]),
+  }).optional(),
+  /** Audit delivery; wired by the composition root (collector client of audit/). */
+  audit: strictObject({
+    collector: z.url({ protocol: /^https$/, error: 'must be an https URL' }).optional(),
+    failMode: z.enum(['open', 'closed']).default('open'),
+    spoolDir: path.optional(),
+  }).optional(),
+});
+
+/** Parsed sidecar configuration: durations in ms, paths absolute. */
+export type SidecarConfig = z.output<typeof sidecarConfigSchema>;
+/** Sidecar configuration as written (durations as strings). */
+export type SidecarConfigInput = z.input<typeof sidecarConfigSchema>;
+
+/** Checks a configuration object and resolves relative paths against `baseDir`; throws a one-line ConfigError. */
+export function parseSidecarConfig(
+  raw: unknown,
+  file = '<sidecar config>',
+  baseDir = process.cwd(),
+): SidecarConfig {
+  return finish(parseConfigText(JSON.stringify(raw ?? null), file, sidecarConfigSchema), file, baseDir);
+}
+
+/** Reads a sidecar config file; relative paths in it are relative to the file. Throws ConfigError. */
+export function loadSidecarConfig(file: string): SidecarConfig {
+  return finish(loadConfigFile(file, sidecarConfigSchema), file, dirname(resolve(file)));
+}
+
+function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const bad = (key: string, problem: string) => new ConfigError('ERR_CONFIG_INVALID', file, key, problem);
+  if (!c.service.startsWith(`spiffe://${c.trustDomain}/`))
+    throw bad('service', `is outside the trust domain "${c.trustDomain}"`);
+  if (c.outbound) {
+    if (!LOOPBACK.has(c.outbound.listen.host))
+      throw bad('outbound.listen.host', 'must be a loopback address (127.0.0.1, ::1 or localhost)');
+    const seen = new Set<string>();
+    c.outbound.routes.forEach((r, i) => {
+      for (const h of [r.name, ...r.hosts]) {
+        if (seen.has(h)) throw bad(`outbound.routes[${i}]`, `host "${h}" is already routed`);
+        seen.add(h);
+      }
+    });
+  }
+  return {
+    ...c,
+    tls: { ...c.tls, cert: abs(c.tls.cert), key: abs(c.tls.key), trustBundle: abs(c.tls.trustBundle) },
+    inbound: { ...c.inbound, policy: abs(c.inbound.policy) },
+    ...(c.audit?.spoolDir ? { audit: { ...c.audit, spoolDir: abs(c.audit.spoolDir) } } : {}),
+  };
+}

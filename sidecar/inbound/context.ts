@@ -1,0 +1,32 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { PeerIdentity } from '../../ca/index.ts';
+import type { SidecarError } from '../errors.ts';
+import type { Decision } from '../policy/compile.ts';
+import type { VerifiedToken } from '../token/verify.ts';
+import type { ScannedHeaders } from './headers.ts';
+import type { CheckedTarget } from './target.ts';
+
+/** What the inbound layers learn about one request, in layer order. */
+export interface InboundContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** Monotonic start time (ms). */
+  readonly startedAt: number;
+  readonly traceId: string;
+  readonly spanId: string;
+  peer?: PeerIdentity;
+  token?: string;
+  verified?: VerifiedToken;
+  target?: CheckedTarget;
+  headers?: ScannedHeaders;
+  decision?: Decision;
+  /** False when a deny was let through because the policy is in `mode: audit`. */
+  enforced: boolean;
+  /** Set when a layer refused the request, or the upstream failed. */
+  error?: SidecarError;
+  /** Extra audit attributes (e.g. the ca/ code behind a refused peer). */
+  attributes?: Record<string, string>;
+}
+
+/** One single-purpose inbound layer (STYLE.md #7): it enriches the context or throws a SidecarError. */
+export type InboundLayer = (ctx: InboundContext) => void | Promise<void>;

@@ -1,0 +1,115 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuditSink, Logger } from '../../core/index.ts';
+import { SidecarError, statusForCode } from '../errors.ts';
+import type { InboundContext, InboundLayer } from './context.ts';
+import { auditRecorder } from './layers/audit.ts';
+import { forward } from './layers/forward.ts';
+import type { UpstreamOptions } from './layers/forward.ts';
+import type { IdSource } from './trace.ts';
+import { traceIdOf } from './trace.ts';
+
+/** Dependencies of {@link createInboundHandler}. */
+export interface InboundHandlerDeps {
+  readonly service: string;
+  /** The ordered checks: peer → token → binding → path → authorize. */
+  readonly layers: readonly InboundLayer[];
+  readonly upstream: UpstreamOptions;
+  readonly sink: AuditSink;
+  readonly ids: IdSource;
+  /** Monotonic ms, for latency. */
+  readonly now: () => number;
+  /** Wall-clock ms, for event times. */
+  readonly clock: () => number;
+  readonly logger: Logger;
+}
+
+/**
+ * The inbound request handler: runs the layers in order (synchronously while they are), forwards
+ * what passes, and records every request — refused or not — with one audit event. Refusals get
+ * the status of their code (errors.ts, the one mapping), a JSON body `{error, message}` and, for
+ * 401, `WWW-Authenticate: Bearer error="invalid_token"`. While the audit sink is not accepting,
+ * every request is refused with 503 `ERR_SIDECAR_AUDIT_UNAVAILABLE`.
+ */
+export function createInboundHandler(
+  deps: InboundHandlerDeps,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const record = auditRecorder(deps.sink, deps.service, deps.now, deps.clock);
+  const { layers } = deps;
+
+  const refuse = (ctx: InboundContext, err: unknown) => {
+    const e =
+      err instanceof SidecarError
+        ? err
+        : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'internal error', { cause: err });
+    if (!(err instanceof SidecarError))
+      deps.logger.error({ err: (err as Error)?.message }, 'unexpected inbound failure');
+    ctx.error = e;
+    const status = statusForCode(e.code);
+    if (!ctx.res.headersSent) {
+      const body = JSON.stringify({ error: e.code, message: e.message });
+      const headers: Record<string, string | number> = {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+      };
+      if (status === 401) headers['www-authenticate'] = 'Bearer error="invalid_token"';
+      if (e.code === 'ERR_SIDECAR_REQUEST_MALFORMED') headers.connection = 'close';
+      ctx.res.writeHead(status, headers).end(body);
+    }
+    record(ctx, status);
+  };
+
+  const pass = (ctx: InboundContext) => {
+    forward(ctx, deps.upstream).then(
+      (status) => record(ctx, status),
+      (err) => refuse(ctx, err),
+    );
+  };
+
+  const run = (ctx: InboundContext, from: number): void => {
+    for (let i = from; i < layers.length; i++) {
+      let r: void | Promise<void>;
+      try {
+        r = layers[i]!(ctx);
+      } catch (err) {
+        return refuse(ctx, err);
+      }
+      if (r) {
+        r.then(
+          () => run(ctx, i + 1),
+          (err) => refuse(ctx, err),
+        );
+        return;
+      }
+    }
+    pass(ctx);
+  };
+
+  return (req, res) => {
+    const incoming = req.headers.traceparent;
+    const traceparent =
+      typeof incoming === 'string' &&
+      /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/.test(incoming) &&
+      !incoming.startsWith('00-00000000000000000000000000000000')
+        ? incoming
+        : undefined;
+    const ctx: InboundContext = {
+      req,
+      res,
+      startedAt: deps.now(),
+      traceId: traceparent ? traceIdOf(traceparent) : deps.ids.traceId(),
+      spanId: deps.ids.spanId(),
+      enforced: true,
+    };
+    if (!deps.sink.accepting()) {
+      return refuse(
+        ctx,
+        new SidecarError(
+          'ERR_SIDECAR_AUDIT_UNAVAILABLE',
+          'audit log unavailable; refusing unrecorded requests',
+        ),
+      );
+    }
+    run(ctx, 0);
+  };
+}

@@ -1,0 +1,111 @@
+import { SidecarError } from '../errors.ts';
+
+/** What {@link scanRequestHeaders} learned: the headers the app may see, and the caller's trace context. */
+export interface ScannedHeaders {
+  /** Flat `[name, value, …]` list, in arrival order, with every stripped header removed. */
+  readonly forward: string[];
+  /** The caller's `traceparent`, when it is well formed. */
+  readonly traceparent: string | undefined;
+}
+
+// RFC 9110 §7.6.1 connection-specific fields, plus the de-facto ones (keep-alive, proxy-connection).
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+// Never forwarded as sent: the sidecar sets Host, consumes the token, and owns identity and trace headers.
+const CONSUMED = new Set(['host', 'authorization', 'traceparent']);
+const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override']);
+const IDENTITY = new Set(['x-forwarded-client-cert', 'x-spiffe-id', 'x-client-cert', 'x-ssl-client-cert']);
+const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
+const DIGITS = /^\d{1,15}$/;
+// Connection may not name fields whose removal would change framing or routing.
+const NOT_DROPPABLE = new Set(['content-length', 'host', 'content-type']);
+
+/**
+ * Single pass over Node's `rawHeaders`. Refuses request-smuggling shapes with
+ * `ERR_SIDECAR_REQUEST_MALFORMED` (no Host or more than one, several Content-Length, a
+ * non-numeric one, Transfer-Encoding with Content-Length or other than exactly `chunked`,
+ * several Transfer-Encoding, Connection naming a framing field); strips hop-by-hop headers, every
+ * header named in Connection, identity headers in any case and with `_` for `-`
+ * (`x-portcullis-*`, `x-forwarded-client-cert`, `x-spiffe-id`…), method-override headers, Host,
+ * Authorization and traceparent. Pure.
+ */
+export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
+  let hosts = 0;
+  let contentLength = 0;
+  let transferEncoding = 0;
+  let teValue = '';
+  let connectionNames: Set<string> | undefined;
+  let traceparent: string | undefined;
+  const kept: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    switch (name) {
+      case 'host':
+        hosts++;
+        continue;
+      case 'content-length':
+        contentLength++;
+        if (!DIGITS.test(value)) throw malformed('Content-Length is not a number');
+        break;
+      case 'transfer-encoding':
+        transferEncoding++;
+        teValue = value.trim().toLowerCase();
+        continue;
+      case 'connection':
+        for (const token of value.split(',')) {
+          const t = token.trim().toLowerCase();
+          if (!t) continue;
+          if (NOT_DROPPABLE.has(t)) throw malformed(`Connection may not name ${t}`);
+          (connectionNames ??= new Set()).add(t);
+        }
+        continue;
+      case 'traceparent':
+        traceparent = TRACEPARENT.test(value) ? value : undefined;
+        continue;
+    }
+    if (HOP_BY_HOP.has(name) || CONSUMED.has(name) || METHOD_OVERRIDE.has(name)) continue;
+    if (name.charCodeAt(0) === 0x78 /* x */ || name.includes('_')) {
+      const n = name.replaceAll('_', '-');
+      if (n.startsWith('x-portcullis-') || IDENTITY.has(n) || METHOD_OVERRIDE.has(n)) continue;
+      if (n !== name && (HOP_BY_HOP.has(n) || CONSUMED.has(n) || n === 'content-length')) continue;
+    }
+    kept.push(raw[i]!, value);
+  }
+  if (hosts !== 1) throw malformed(hosts === 0 ? 'Host header missing' : 'more than one Host header');
+  if (contentLength > 1) throw malformed('more than one Content-Length header');
+  if (transferEncoding > 1) throw malformed('more than one Transfer-Encoding header');
+  if (transferEncoding === 1) {
+    if (contentLength > 0) throw malformed('Transfer-Encoding together with Content-Length');
+    if (teValue !== 'chunked') throw malformed('Transfer-Encoding other than chunked');
+  }
+  let forward = kept;
+  if (connectionNames) {
+    forward = [];
+    for (let i = 0; i < kept.length; i += 2)
+      if (!connectionNames.has(kept[i]!.toLowerCase())) forward.push(kept[i]!, kept[i + 1]!);
+  }
+  return { forward, traceparent };
+}
+
+/** Strips hop-by-hop headers (and those named in Connection) from an upstream response's header object. */
+export function stripResponseHeaders(headers: Record<string, string | string[] | undefined>): void {
+  const connection = headers.connection;
+  if (connection) {
+    for (const token of String(connection).split(',')) delete headers[token.trim().toLowerCase()];
+  }
+  for (const name of HOP_BY_HOP) delete headers[name];
+}
+
+function malformed(why: string): SidecarError {
+  return new SidecarError('ERR_SIDECAR_REQUEST_MALFORMED', `malformed request: ${why}`);
+}

@@ -1,0 +1,78 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Dispatcher } from 'undici';
+import { SidecarError } from '../../errors.ts';
+import { stripResponseHeaders } from '../headers.ts';
+import type { InboundContext } from '../context.ts';
+
+/** Where and how the inbound side forwards to the local app. */
+export interface UpstreamOptions {
+  /** Keep-alive pool to the app (undici Pool on `http://127.0.0.1:<port>`). */
+  readonly pool: Dispatcher;
+  /** Host header the app receives (the sidecar sets it; the client's is never forwarded). */
+  readonly host: string;
+  readonly headersTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+}
+
+/**
+ * Layer 6, forward: sends the authorized request to the app with the same target string, the
+ * scanned (stripped) headers plus `host`, `x-portcullis-peer` and `traceparent`, streaming both
+ * bodies through the keep-alive pool. Resolves with the status the client got; an upstream that
+ * fails before answering becomes `ERR_SIDECAR_UPSTREAM_UNAVAILABLE` (502) or `…_TIMEOUT` (504).
+ */
+export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<number> {
+  const { req, res } = ctx;
+  const headers = ctx.headers!.forward.slice();
+  headers.push(
+    'host',
+    up.host,
+    'x-portcullis-peer',
+    ctx.peer!.spiffeId.uri,
+    'traceparent',
+    `00-${ctx.traceId}-${ctx.spanId}-01`,
+  );
+  const hasBody =
+    req.headers['transfer-encoding'] !== undefined ||
+    (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+  return new Promise<number>((resolve, reject) => {
+    let status = 0;
+    up.pool.stream(
+      {
+        method: req.method as Dispatcher.HttpMethod,
+        path: ctx.target!.target,
+        headers,
+        body: hasBody ? req : null,
+        headersTimeout: up.headersTimeoutMs,
+        bodyTimeout: up.bodyTimeoutMs,
+      },
+      ({ statusCode, headers: h }) => {
+        status = statusCode;
+        stripResponseHeaders(h as Record<string, string | string[] | undefined>);
+        res.writeHead(statusCode, h as IncomingHttpHeaders);
+        return res;
+      },
+      (err) => {
+        if (!err) return resolve(status);
+        if (status !== 0) {
+          // Headers are gone already: the only honest signal left is a cut connection.
+          res.destroy();
+          return resolve(status);
+        }
+        reject(upstreamError(err));
+      },
+    );
+  });
+}
+
+function upstreamError(err: Error): SidecarError {
+  const code = (err as { code?: string }).code;
+  if (
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'UND_ERR_BODY_TIMEOUT' ||
+    code === 'UND_ERR_CONNECT_TIMEOUT'
+  )
+    return new SidecarError('ERR_SIDECAR_UPSTREAM_TIMEOUT', 'the service did not answer in time', {
+      cause: err,
+    });
+  return new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the service is unavailable', { cause: err });
+}

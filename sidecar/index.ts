@@ -1,0 +1,24 @@
+// Public face of sidecar/: inbound (mTLS, token, binding, path, authz, forward, audit), outbound
+// (route, token source, mTLS dispatcher), JWKS cache, policy loading and enforcement.
+export { SidecarError, SIDECAR_STATUS, statusForCode } from './errors.ts';
+export type { SidecarErrorCode } from './errors.ts';
+export { loadSidecarConfig, parseSidecarConfig, sidecarConfigSchema } from './config.ts';
+export type { SidecarConfig, SidecarConfigInput } from './config.ts';
+export { startSidecar } from './start.ts';
+export type { RunningSidecar, StartSidecarOverrides } from './start.ts';
+export { parsePolicy } from './policy/parse.ts';
+export type { Policy, PolicyRule, PolicyMode } from './policy/parse.ts';
+export { loadPolicyFile } from './policy/load.ts';
+export { compilePolicy, DEFAULT_DENY_RULE } from './policy/compile.ts';
+export type { Authorizer, Decision } from './policy/compile.ts';
+export { CASBIN_MODEL, translatePolicy } from './policy/translate.ts';
+export type { CasbinRows } from './policy/translate.ts';
+export { checkRequestTarget } from './inbound/target.ts';
+export type { CheckedTarget } from './inbound/target.ts';
+export { scanRequestHeaders } from './inbound/headers.ts';
+export { verifyAccessToken } from './token/verify.ts';
+export type { TokenRules, VerifiedToken } from './token/verify.ts';
+export { createJwksCache } from './jwks/cache.ts';
+export type { JwksCache, JwksCacheDeps } from './jwks/cache.ts';
+export { parseJwks } from './jwks/parse.ts';
+export { LogAuditSink } from './audit-log-sink.ts';

@@ -1,0 +1,118 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import type { Logger } from '../../core/index.ts';
+import { SidecarError, statusForCode } from '../errors.ts';
+import { scanRequestHeaders, stripResponseHeaders } from '../inbound/headers.ts';
+import type { IdSource } from '../inbound/trace.ts';
+import { traceIdOf } from '../inbound/trace.ts';
+import type { ResolvedRoute, Route } from './route.ts';
+import { resolveRoute } from './route.ts';
+import type { TokenSource } from './token-source.ts';
+
+/** Dependencies of {@link createOutboundHandler}. */
+export interface OutboundHandlerDeps {
+  readonly routes: ReadonlyMap<string, Route>;
+  readonly tokens: TokenSource;
+  /** The mTLS dispatcher to a route's peer sidecar (checks its SPIFFE ID on connect). */
+  readonly dispatcher: (route: Route) => Dispatcher;
+  readonly ids: IdSource;
+  readonly headersTimeoutMs: number;
+  readonly logger: Logger;
+}
+
+const LOOPBACK = /^(?:127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
+
+/**
+ * The outbound request handler (route → token source → mTLS dispatcher): loopback callers only,
+ * target mapped to a route, a token for the route's audience attached, the request forwarded
+ * over mTLS to the peer sidecar with its headers cleaned (the app cannot set identity headers or
+ * its own Authorization). Refusals answer with the status of their code and a short JSON body.
+ */
+export function createOutboundHandler(
+  deps: OutboundHandlerDeps,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const refuse = (res: ServerResponse, err: unknown) => {
+    const e =
+      err instanceof SidecarError
+        ? err
+        : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'peer unavailable', { cause: err });
+    if (res.headersSent) return void res.destroy();
+    const body = JSON.stringify({ error: e.code, message: e.message });
+    res
+      .writeHead(statusForCode(e.code), {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+      })
+      .end(body);
+  };
+  return (req, res) => {
+    let resolved: ResolvedRoute;
+    let forwardHeaders: string[];
+    let traceparent: string | undefined;
+    try {
+      if (!LOOPBACK.test(req.socket.remoteAddress ?? ''))
+        throw new SidecarError(
+          'ERR_SIDECAR_OUTBOUND_NOT_LOOPBACK',
+          'the outbound proxy serves loopback callers only',
+        );
+      resolved = resolveRoute(req.method!, req.url!, req.headers.host, deps.routes);
+      const scanned = scanRequestHeaders(req.rawHeaders);
+      forwardHeaders = scanned.forward;
+      traceparent = scanned.traceparent;
+    } catch (err) {
+      return refuse(res, err);
+    }
+    deps.tokens.get(resolved.route.spiffeId).then(
+      (token) => {
+        const traceId = traceparent ? traceIdOf(traceparent) : deps.ids.traceId();
+        const headers = forwardHeaders.slice();
+        headers.push(
+          'host',
+          resolved.route.name,
+          'authorization',
+          `Bearer ${token}`,
+          'traceparent',
+          `00-${traceId}-${deps.ids.spanId()}-01`,
+        );
+        const hasBody =
+          req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
+        let status = 0;
+        deps.dispatcher(resolved.route).stream(
+          {
+            origin: `https://${resolved.route.address}`,
+            method: req.method as Dispatcher.HttpMethod,
+            path: resolved.target,
+            headers,
+            body: hasBody ? req : null,
+            headersTimeout: deps.headersTimeoutMs,
+          },
+          ({ statusCode, headers: h }) => {
+            status = statusCode;
+            stripResponseHeaders(h as Record<string, string | string[] | undefined>);
+            res.writeHead(statusCode, h as IncomingHttpHeaders);
+            return res;
+          },
+          (err) => {
+            if (!err) return;
+            if (status !== 0) return void res.destroy();
+            const code = (err as { code?: string }).code;
+            if (err instanceof SidecarError) return refuse(res, err);
+            if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT')
+              return refuse(
+                res,
+                new SidecarError('ERR_SIDECAR_UPSTREAM_TIMEOUT', 'peer did not answer in time', {
+                  cause: err,
+                }),
+              );
+            deps.logger.warn({ route: resolved.route.name, err: err.message }, 'outbound call failed');
+            refuse(
+              res,
+              new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'peer unavailable', { cause: err }),
+            );
+          },
+        );
+      },
+      (err) => refuse(res, err),
+    );
+  };
+}

@@ -1,0 +1,283 @@
+import { randomBytes } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
+import type { Server as HttpServer } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { createSecureContext } from 'node:tls';
+import { Pool } from 'undici';
+import { createPeerVerifier } from '../ca/index.ts';
+import type { PeerVerifier } from '../ca/index.ts';
+import { createLogger } from '../core/index.ts';
+import type { AuditSink, Logger } from '../core/index.ts';
+import { LogAuditSink } from './audit-log-sink.ts';
+import type { SidecarConfig } from './config.ts';
+import { createInboundHandler } from './inbound/handle.ts';
+import { authorizeLayer } from './inbound/layers/authorize.ts';
+import { bindingLayer } from './inbound/layers/binding.ts';
+import { pathLayer } from './inbound/layers/path.ts';
+import { peerLayer } from './inbound/layers/peer.ts';
+import { tokenLayer } from './inbound/layers/token.ts';
+import { createInboundServer, updateServerTls } from './inbound/server.ts';
+import { createIdSource } from './inbound/trace.ts';
+import { createJwksCache } from './jwks/cache.ts';
+import type { JwksCache } from './jwks/cache.ts';
+import { createOutboundHandler } from './outbound/handle.ts';
+import type { Route } from './outbound/route.ts';
+import { createTokenSource } from './outbound/token-source.ts';
+import type { TokenSource } from './outbound/token-source.ts';
+import { watchPolicy } from './policy/watch.ts';
+import type { PolicyWatcher } from './policy/watch.ts';
+import { createRevocationList } from './revocations.ts';
+import type { RevocationList } from './revocations.ts';
+import { createStsClient } from './sts-client.ts';
+import { createClaimsCache } from './token/claims-cache.ts';
+import { createMtlsConnector } from './tls/connector.ts';
+import { watchTlsFiles } from './tls/watch.ts';
+import type { TlsWatcher } from './tls/watch.ts';
+
+/** What {@link startSidecar} lets a caller replace; everything else comes from the config. */
+export interface StartSidecarOverrides {
+  /** Audit sink (the audit/ collector client in production); a log sink by default. */
+  readonly sink?: AuditSink;
+  readonly logger?: Logger;
+  /** Wall clock in ms. */
+  readonly clock?: () => number;
+  readonly random?: (n: number) => Uint8Array;
+}
+
+/** A running sidecar. */
+export interface RunningSidecar {
+  /** `https://host:port` of the inbound mTLS listener. */
+  readonly inbound: { readonly url: string; readonly port: number };
+  /** `http://127.0.0.1:port` of the outbound proxy, when configured. */
+  readonly outbound: { readonly url: string; readonly port: number } | undefined;
+  readonly sink: AuditSink;
+  readonly policy: PolicyWatcher;
+  readonly tls: TlsWatcher;
+  readonly jwks: JwksCache;
+  readonly revocations: RevocationList;
+  readonly tokens: TokenSource | undefined;
+  /** Stops accepting, drains in-flight requests, stops timers, flushes audit events. */
+  close(): Promise<void>;
+}
+
+/**
+ * The composition root of the sidecar: loads TLS material and the policy (refusing to start on
+ * bad files), starts the JWKS cache and revocation poller (an unreachable STS at start is not
+ * fatal: requests get 503 until keys arrive), listens inbound (mTLS) and, when configured,
+ * outbound (loopback HTTP proxy). Ports may be 0; the chosen ones are returned.
+ */
+export async function startSidecar(
+  config: SidecarConfig,
+  overrides: StartSidecarOverrides = {},
+): Promise<RunningSidecar> {
+  const logger = overrides.logger ?? createLogger({ name: 'sidecar' });
+  const clock = overrides.clock ?? Date.now;
+  const sink = overrides.sink ?? new LogAuditSink(logger);
+  const ids = createIdSource(overrides.random ?? ((n) => randomBytes(n)));
+
+  const tls = watchTlsFiles({
+    certFile: config.tls.cert,
+    keyFile: config.tls.key,
+    caFile: config.tls.trustBundle,
+    intervalMs: config.tls.reloadInterval,
+    logger,
+    validate: (m) => void createSecureContext({ cert: m.cert, key: m.key, ca: m.ca }),
+  });
+  let revocations: RevocationList | undefined;
+  const makeVerifier = (ca: string) =>
+    createPeerVerifier({
+      trustAnchorsPem: ca,
+      trustDomain: config.trustDomain,
+      isRevoked: (serial) => revocations?.isSerialRevoked(serial) ?? false,
+      clock,
+    });
+  let verifier: PeerVerifier = makeVerifier(tls.current().ca);
+  const policy = watchPolicy({
+    file: config.inbound.policy,
+    service: config.service,
+    intervalMs: config.inbound.policyReloadInterval,
+    logger,
+  });
+
+  const sts = createStsClient({
+    url: config.sts.url,
+    spiffeId: config.sts.spiffeId,
+    material: () => tls.current(),
+    verifier: () => verifier,
+    timeoutMs: config.sts.timeout,
+    clock,
+  });
+  const jwks = createJwksCache({
+    fetchJwks: () => sts.fetchJwks(),
+    clock,
+    logger,
+    refreshMs: config.sts.jwksRefresh,
+    retryMs: Math.min(5_000, config.sts.jwksRefresh),
+    maxStaleMs: config.sts.jwksMaxStale,
+    kidCooldownMs: config.sts.kidRefetchCooldown,
+  });
+  revocations = createRevocationList({
+    fetchRevocations: (etag) => sts.fetchRevocations(etag),
+    clock,
+    logger,
+    intervalMs: config.sts.revocationsPoll,
+  });
+  await Promise.all([jwks.start(), revocations.start()]);
+  const revoked = revocations;
+
+  const pool = new Pool(config.inbound.app, {
+    connections: config.inbound.upstreamConnections,
+    keepAliveTimeout: 30_000,
+    headersTimeout: config.inbound.upstreamHeadersTimeout,
+    bodyTimeout: config.inbound.upstreamBodyTimeout,
+  });
+  const claims = createClaimsCache(50_000, clock);
+  const handler = createInboundHandler({
+    service: config.service,
+    layers: [
+      peerLayer(() => verifier),
+      tokenLayer(
+        {
+          jwks,
+          issuer: config.sts.issuer,
+          audience: config.service,
+          maxTokenBytes: config.inbound.maxTokenBytes,
+          maxLifetimeSeconds: Math.floor(config.inbound.maxTokenLifetime / 1000),
+          skewSeconds: Math.floor(config.inbound.clockSkew / 1000),
+          isJtiRevoked: (jti) => revoked.isJtiRevoked(jti),
+          clock,
+        },
+        claims,
+      ),
+      bindingLayer(),
+      pathLayer(),
+      authorizeLayer(() => policy.current()),
+    ],
+    upstream: {
+      pool,
+      host: new URL(config.inbound.app).host,
+      headersTimeoutMs: config.inbound.upstreamHeadersTimeout,
+      bodyTimeoutMs: config.inbound.upstreamBodyTimeout,
+    },
+    sink,
+    ids,
+    now: () => performance.now(),
+    clock,
+    logger,
+  });
+  const inbound: HttpsServer = createInboundServer(tls.current(), handler, (err) => {
+    if (!sink.accepting()) return;
+    sink.emit({
+      type: 'authz.decision',
+      time: new Date(clock()).toISOString(),
+      source: config.service,
+      target: config.service,
+      decision: 'deny',
+      reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
+      status: 400,
+      attributes: { parserError: String((err as { code?: string }).code ?? 'unknown').slice(0, 64) },
+    });
+  });
+  await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
+
+  let tokens: TokenSource | undefined;
+  let outbound: HttpServer | undefined;
+  const dispatchers = new Map<string, Pool>();
+  if (config.outbound) {
+    const out = config.outbound;
+    const routes = new Map<string, Route>();
+    for (const r of out.routes) for (const h of [r.name, ...r.hosts]) routes.set(h, r);
+    tokens = createTokenSource({
+      request: (aud) => sts.requestToken(aud),
+      clock,
+      logger,
+      refreshBeforeMs: out.tokenRefreshBefore,
+      retryAfterMs: out.tokenRetryAfter,
+    });
+    const dispatcherFor = (route: Route): Pool => {
+      let d = dispatchers.get(route.name);
+      if (!d) {
+        d = new Pool(`https://${route.address}`, {
+          connect: createMtlsConnector({
+            material: () => tls.current(),
+            verifier: () => verifier,
+            expectedId: route.spiffeId,
+            timeoutMs: config.sts.timeout,
+          }),
+          connections: 64,
+          keepAliveTimeout: 30_000,
+        });
+        dispatchers.set(route.name, d);
+      }
+      return d;
+    };
+    outbound = createHttpServer(
+      { keepAliveTimeout: 65_000, headersTimeout: 20_000, noDelay: true },
+      createOutboundHandler({
+        routes,
+        tokens,
+        dispatcher: dispatcherFor,
+        ids,
+        headersTimeoutMs: out.upstreamHeadersTimeout,
+        logger,
+      }),
+    );
+    await listen(outbound, out.listen.host, out.listen.port);
+  }
+
+  tls.onChange((m) => {
+    verifier = makeVerifier(m.ca);
+    updateServerTls(inbound, m);
+    claims.clear();
+    tokens?.invalidate();
+    // Tokens are bound to the old certificate: new connections, new tokens.
+    for (const [name, d] of dispatchers) {
+      dispatchers.delete(name);
+      void d.close().catch(() => {});
+    }
+  });
+
+  const urlOf = (server: HttpServer | HttpsServer, scheme: string) => {
+    const a = server.address() as AddressInfo;
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    return { url: `${scheme}://${host}:${a.port}`, port: a.port };
+  };
+  return {
+    inbound: urlOf(inbound, 'https'),
+    outbound: outbound ? urlOf(outbound, 'http') : undefined,
+    sink,
+    policy,
+    tls,
+    jwks,
+    revocations: revoked,
+    tokens,
+    async close() {
+      tls.close();
+      policy.close();
+      jwks.close();
+      revoked.close();
+      const closing = [close(inbound), ...(outbound ? [close(outbound)] : [])];
+      inbound.closeIdleConnections();
+      outbound?.closeIdleConnections();
+      await Promise.all(closing);
+      await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
+      await sink.flush();
+    },
+  };
+}
+
+function listen(server: HttpServer | HttpsServer, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function close(server: HttpServer | HttpsServer): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
