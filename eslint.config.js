@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'certs/**', 'data/**', '.portcullis/**', 'coverage/**'] },
+  { ignores: ['node_modules/**', 'tmp/**', 'certs/**', 'data/**', '.portcullis/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
