@@ -85,12 +85,13 @@ export async function startSidecar(
     logger,
     validate: (m) => void createSecureContext({ cert: m.cert, key: m.key, ca: m.ca }),
   });
-  let revocations: RevocationList | undefined;
+  // The verifier consults the revocation list, which is fetched with a client that uses the verifier.
+  const revocationRef: { list?: RevocationList } = {};
   const makeVerifier = (ca: string) =>
     createPeerVerifier({
       trustAnchorsPem: ca,
       trustDomain: config.trustDomain,
-      isRevoked: (serial) => revocations?.isSerialRevoked(serial) ?? false,
+      isRevoked: (serial) => revocationRef.list?.isSerialRevoked(serial) ?? false,
       clock,
     });
   let verifier: PeerVerifier = makeVerifier(tls.current().ca);
@@ -118,14 +119,14 @@ export async function startSidecar(
     maxStaleMs: config.sts.jwksMaxStale,
     kidCooldownMs: config.sts.kidRefetchCooldown,
   });
-  revocations = createRevocationList({
+  const revoked = createRevocationList({
     fetchRevocations: (etag) => sts.fetchRevocations(etag),
     clock,
     logger,
     intervalMs: config.sts.revocationsPoll,
   });
-  await Promise.all([jwks.start(), revocations.start()]);
-  const revoked = revocations;
+  revocationRef.list = revoked;
+  await Promise.all([jwks.start(), revoked.start()]);
 
   const pool = new Pool(config.inbound.app, {
     connections: config.inbound.upstreamConnections,

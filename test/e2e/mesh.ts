@@ -73,7 +73,9 @@ export interface Mesh {
 }
 
 /** Starts STS, orders (app + sidecar) and web (app + sidecar with an outbound route to orders). */
-export async function startMesh(opts: { webTtl?: string; ordersPolicy?: string } = {}): Promise<Mesh> {
+export async function startMesh(
+  opts: { webTtl?: string; ordersPolicy?: string; ordersSink?: MemoryAuditSink } = {},
+): Promise<Mesh> {
   const pki = await makeTestPki({ identitiesYaml: identitiesYaml(opts.webTtl ?? '5m') });
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-mesh-'));
   const quiet = createLogger({ name: 'e2e', level: 'silent' });
@@ -111,7 +113,7 @@ export async function startMesh(opts: { webTtl?: string; ordersPolicy?: string }
     },
     sts: { url: sts.url, spiffeId: STS_ID, issuer: ISSUER, timeout: '1s', kidRefetchCooldown: '1s' },
   });
-  const ordersSink = new MemoryAuditSink();
+  const ordersSink = opts.ordersSink ?? new MemoryAuditSink();
   const orders = await startSidecar(
     parseSidecarConfig(
       {
