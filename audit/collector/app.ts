@@ -1,0 +1,263 @@
+import type { IncomingMessage } from 'node:http';
+import type { SecureServerOptions } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
+import { PortcullisError, parseAuditEvent } from '../../core/index.ts';
+import type { AuditEvent, Logger, Registry, SpiffeId, Workload } from '../../core/index.ts';
+import { CollectorRequestError } from '../errors.ts';
+import type { AuditErrorCode } from '../errors.ts';
+import type { AuditLog } from './log.ts';
+import type { RecordFilter } from '../query-filter.ts';
+
+/** The peer check the collector needs: ca/'s `createPeerVerifier(...)` result satisfies it. */
+export interface CollectorPeerVerifier {
+  /** Throws an error with a `code` when the peer is refused. */
+  verifySocket(socket: TLSSocket): { readonly spiffeId: SpiffeId };
+}
+
+/** Everything {@link buildCollectorApp} needs; only `startCollector` fills defaults. */
+export interface CollectorDeps {
+  readonly log: AuditLog;
+  readonly registry: Registry;
+  readonly peerVerifier: CollectorPeerVerifier;
+  readonly logger: Logger;
+  readonly clock: () => Date;
+  /** The collector's own SPIFFE ID: `source` of the events it records about its own decisions. */
+  readonly selfId: string;
+  /** Verifier key of the checkpoint signer, served at `GET /v1/checkpoints/key`. */
+  readonly verifierKey: string;
+  readonly limits: {
+    readonly bodyBytes: number;
+    readonly batchEvents: number;
+    readonly queryRecords: number;
+  };
+  /** Called after each durable append (the checkpoint policy listens here). */
+  readonly onAppended?: (count: number) => void;
+  /** HTTPS options (key, cert, requestCert…); without them the app is plain HTTP, for `inject()` tests. */
+  readonly tls?: SecureServerOptions;
+}
+
+/** HTTP status of each error code the collector answers with. */
+const STATUS: Partial<Record<AuditErrorCode, number>> = {
+  ERR_AUDIT_PEER_REFUSED: 401,
+  ERR_AUDIT_PEER_NOT_REGISTERED: 403,
+  ERR_AUDIT_FORBIDDEN: 403,
+  ERR_AUDIT_BAD_REQUEST: 400,
+  ERR_AUDIT_PROOF_RANGE: 400,
+  ERR_AUDIT_STORE_UNAVAILABLE: 503,
+  ERR_AUDIT_STORE_CLOSED: 503,
+};
+
+type Access = 'public' | 'workload' | 'reader';
+
+/**
+ * Builds the collector's fastify app (DESIGN.md § Audit log), not listening. Every route but
+ * `/healthz` needs a verified, registered peer, checked in `onRequest` before any body is read;
+ * queries and inclusion proofs also need role `audit-reader`, and refusals of those are
+ * themselves appended to the log. Errors become `{error, message}` bodies in one handler.
+ */
+export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
+  const { log, registry, peerVerifier, limits } = deps;
+  const callers = new WeakMap<IncomingMessage, Workload>();
+
+  const app = Fastify({
+    ...(deps.tls ? { https: deps.tls } : {}),
+    loggerInstance: deps.logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: limits.bodyBytes,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    requestIdHeader: false,
+  }) as unknown as FastifyInstance;
+
+  const accessOf = (req: FastifyRequest): Access =>
+    (req.routeOptions.config as { access?: Access } | undefined)?.access ?? 'workload';
+
+  /** Records the collector's own decision about a control-plane read. */
+  const audit = async (req: FastifyRequest, subject: string, allow: boolean, status: number) => {
+    const event: AuditEvent = {
+      type: 'admin.audit.read',
+      time: deps.clock().toISOString(),
+      source: deps.selfId,
+      subject,
+      target: deps.selfId,
+      action: `${req.method} ${req.url.split('?')[0]}`.slice(0, 4096),
+      decision: allow ? 'allow' : 'deny',
+      reason: allow ? 'allowed' : 'ERR_AUDIT_FORBIDDEN',
+      status,
+    };
+    await log.append([event]);
+    deps.onAppended?.(1);
+  };
+
+  app.addHook('onRequest', async (req) => {
+    const access = accessOf(req);
+    if (access === 'public') return;
+    let peer;
+    try {
+      peer = peerVerifier.verifySocket(req.raw.socket as TLSSocket);
+    } catch (err) {
+      const reason = (err as { code?: string }).code ?? 'unknown';
+      throw new CollectorRequestError(
+        'ERR_AUDIT_PEER_REFUSED',
+        `the client certificate was refused (${reason})`,
+        {
+          cause: err,
+        },
+      );
+    }
+    const workload = registry.byId(peer.spiffeId.uri);
+    if (!workload)
+      throw new CollectorRequestError(
+        'ERR_AUDIT_PEER_NOT_REGISTERED',
+        `${peer.spiffeId.uri} is not a registered workload`,
+      );
+    callers.set(req.raw, workload);
+    if (access === 'reader' && !workload.roles.includes('audit-reader')) {
+      await audit(req, workload.spiffeId.uri, false, 403);
+      throw new CollectorRequestError('ERR_AUDIT_FORBIDDEN', 'this route needs role audit-reader');
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    let status: number;
+    let code: string;
+    let message: string;
+    if (err instanceof PortcullisError && STATUS[err.code as AuditErrorCode]) {
+      status = STATUS[err.code as AuditErrorCode]!;
+      code = err.code;
+      message = err.message;
+    } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      [status, code, message] = [413, 'ERR_AUDIT_BAD_REQUEST', `body exceeds ${limits.bodyBytes} bytes`];
+    } else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      [status, code, message] = [415, 'ERR_AUDIT_BAD_REQUEST', 'body must be application/json'];
+    } else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+      [status, code, message] = [err.statusCode, 'ERR_AUDIT_BAD_REQUEST', err.message.split('\n')[0]!];
+    } else {
+      req.log.error({ err }, 'collector request failed');
+      [status, code, message] = [500, 'ERR_AUDIT_INTERNAL', 'internal error'];
+    }
+    if (status >= 500 && status !== 503) req.log.error({ err }, 'collector request failed');
+    void reply.code(status).header('cache-control', 'no-store').send({ error: code, message });
+  });
+
+  app.get('/healthz', { config: { access: 'public' } }, async () => ({ status: 'ok' }));
+
+  app.post('/v1/events', async (req) => {
+    const workload = callers.get(req.raw)!;
+    const events = parseBatch(req.body, limits.batchEvents, workload.spiffeId.uri);
+    const records = await log.append(events);
+    deps.onAppended?.(records.length);
+    return { accepted: records.length, firstSeq: records[0]!.seq, lastSeq: records.at(-1)!.seq };
+  });
+
+  app.get('/v1/events', { config: { access: 'reader' } }, async (req, reply) => {
+    const filter = parseFilter(req.query as Record<string, unknown>, limits.queryRecords);
+    const records = await log.store().query(filter);
+    await audit(req, callers.get(req.raw)!.spiffeId.uri, true, 200);
+    const nextSeq = records.length === filter.limit ? records.at(-1)!.seq + 1 : null;
+    void reply.header('cache-control', 'no-store');
+    return { records, nextSeq };
+  });
+
+  app.get('/v1/checkpoints/latest', async (_req, reply) => {
+    const { note } = log.latest() ?? (await log.checkpoint());
+    void reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store');
+    return note;
+  });
+
+  app.get('/v1/checkpoints/key', async (_req, reply) => {
+    void reply.type('text/plain; charset=utf-8');
+    return `${deps.verifierKey}\n`;
+  });
+
+  app.get('/v1/proofs/inclusion', { config: { access: 'reader' } }, async (req, reply) => {
+    const q = req.query as Record<string, unknown>;
+    const seq = intParam(q, 'seq', true)!;
+    const size = intParam(q, 'size', true)!;
+    if (seq >= size) throw new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', 'seq must be below size');
+    const { record, proof } = await log.inclusion(seq, size);
+    void reply.header('cache-control', 'no-store');
+    return { seq, size, record, proof: proof.map((p) => p.toString('base64')) };
+  });
+
+  app.get('/v1/proofs/consistency', async (req) => {
+    const q = req.query as Record<string, unknown>;
+    const from = intParam(q, 'from', true)!;
+    const to = intParam(q, 'to', true)!;
+    if (from > to) throw new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', 'from must not exceed to');
+    const proof = await log.consistency(from, to);
+    return { from, to, proof: proof.map((p) => p.toString('base64')) };
+  });
+
+  return app;
+}
+
+/** Parses `{events: [...]}`, validating each event and stamping `source` with the peer's ID. */
+function parseBatch(body: unknown, max: number, source: string): AuditEvent[] {
+  const bad = (why: string) => new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', why);
+  if (body === null || typeof body !== 'object' || Array.isArray(body))
+    throw bad('body must be {"events": [...]}');
+  const keys = Object.keys(body);
+  if (keys.length !== 1 || keys[0] !== 'events') throw bad('body must be {"events": [...]}');
+  const list = (body as { events: unknown }).events;
+  if (!Array.isArray(list) || list.length === 0) throw bad('events must be a non-empty list');
+  if (list.length > max) throw bad(`at most ${max} events per request`);
+  return list.map((raw, i) => {
+    try {
+      // A client cannot speak for another: whatever source it wrote is replaced by its own.
+      return { ...parseAuditEvent(raw), source };
+    } catch (err) {
+      throw bad(`events[${i}]: ${(err as Error).message}`);
+    }
+  });
+}
+
+const FILTER_KEYS = new Set(['since', 'until', 'type', 'source', 'subject', 'decision', 'fromSeq', 'limit']);
+
+/** Parses the query string of `GET /v1/events` into a {@link RecordFilter}. */
+function parseFilter(q: Record<string, unknown>, maxLimit: number): RecordFilter {
+  const bad = (why: string) => new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', why);
+  for (const k of Object.keys(q)) if (!FILTER_KEYS.has(k)) throw bad(`unknown filter "${k}"`);
+  const str = (k: string): string | undefined => {
+    const v = q[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || v.length === 0 || v.length > 2048)
+      throw bad(`${k} must be given once, non-empty`);
+    return v;
+  };
+  const time = (k: string) => {
+    const v = str(k);
+    if (v !== undefined && (!/^\d{4}-\d{2}-\d{2}T/.test(v) || Number.isNaN(Date.parse(v))))
+      throw bad(`${k} must be an RFC 3339 time`);
+    return v;
+  };
+  const decision = str('decision');
+  if (decision !== undefined && decision !== 'allow' && decision !== 'deny')
+    throw bad('decision must be allow or deny');
+  const limit = intParam(q, 'limit', false) ?? maxLimit;
+  if (limit < 1 || limit > maxLimit) throw bad(`limit must be between 1 and ${maxLimit}`);
+  return {
+    since: time('since'),
+    until: time('until'),
+    type: str('type'),
+    source: str('source'),
+    subject: str('subject'),
+    decision: decision as 'allow' | 'deny' | undefined,
+    fromSeq: intParam(q, 'fromSeq', false),
+    limit,
+  };
+}
+
+function intParam(q: Record<string, unknown>, key: string, required: boolean): number | undefined {
+  const v = q[key];
+  if (v === undefined) {
+    if (required) throw new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', `${key} is required`);
+    return undefined;
+  }
+  if (typeof v !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(v))
+    throw new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', `${key} must be a non-negative integer`);
+  return Number(v);
+}

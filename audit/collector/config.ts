@@ -1,0 +1,94 @@
+import { z } from 'zod';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { durationSchema, loadConfigFile, parseConfigText, strictObject } from '../../core/index.ts';
+
+const port = z.number().int().min(0).max(65535);
+const path = z.string().min(1, 'must be a non-empty path');
+
+/** The schema of the collector's YAML config (DESIGN.md § Audit log). Unknown keys are refused with a hint. */
+export const auditConfigSchema = strictObject({
+  listen: strictObject({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: port.default(8444),
+  }),
+  tls: strictObject({
+    /** PEM: the collector's own certificate chain (leaf first). */
+    cert: path,
+    key: path,
+    /** PEM: the trust anchors peers must chain to. */
+    trustBundle: path,
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
+  }),
+  /** Identity registry: a directory of `*.yaml` files or one file. */
+  identities: path,
+  /** Names the log in checkpoints and signs as; e.g. `example.org/portcullis/audit`. */
+  origin: z
+    .string()
+    .regex(/^[^\s+]{1,255}$/, 'must be one word without spaces or "+" (e.g. example.org/audit)'),
+  /** Holds the collector's checkpoint key (generated on first start, 0600) and its latest checkpoint. */
+  dataDir: path,
+  /** `file:DIR` (relative DIR is relative to this file) or `postgres://user@host:port/db`. */
+  store: z.string().regex(/^(file:.+|postgres(ql)?:\/\/.+)$/, 'must be file:DIR or postgres://…'),
+  /** PostgreSQL table (optionally schema-qualified) for a postgres store. */
+  table: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/, 'must be a lowercase SQL identifier')
+    .default('audit_records'),
+  checkpoint: strictObject({
+    /** Sign a checkpoint once this many records were appended since the last one… */
+    everyRecords: z.number().int().min(1).max(10_000_000).default(1000),
+    /** …or this long after the last one, if anything was appended. */
+    interval: durationSchema.default(10_000),
+  }).default({ everyRecords: 1000, interval: 10_000 }),
+  limits: strictObject({
+    /** Largest accepted request body in bytes. */
+    bodyBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(64 * 1_048_576)
+      .default(1_048_576),
+    /** Most events in one `POST /v1/events`. */
+    batchEvents: z.number().int().min(1).max(100_000).default(1000),
+    /** Most records one query returns. */
+    queryRecords: z.number().int().min(1).max(100_000).default(1000),
+  }).default({ bodyBytes: 1_048_576, batchEvents: 1000, queryRecords: 1000 }),
+});
+
+/** Parsed collector configuration: durations in ms, paths absolute. */
+export type AuditConfig = z.output<typeof auditConfigSchema>;
+/** Collector configuration as written (durations as strings); the input of {@link parseAuditConfig}. */
+export type AuditConfigInput = z.input<typeof auditConfigSchema>;
+
+/**
+ * Checks a configuration object (as YAML would give it) and resolves relative paths against
+ * `baseDir`. Throws a one-line `ConfigError` naming `file`, the key and the problem.
+ */
+export function parseAuditConfig(
+  raw: unknown,
+  file = '<audit config>',
+  baseDir = process.cwd(),
+): AuditConfig {
+  return finish(parseConfigText(JSON.stringify(raw ?? null), file, auditConfigSchema), baseDir);
+}
+
+/** Reads the collector's YAML config; relative paths in it are relative to the file. Throws `ConfigError`. */
+export function loadAuditConfig(file: string): AuditConfig {
+  return finish(loadConfigFile(file, auditConfigSchema), dirname(resolve(file)));
+}
+
+function finish(config: AuditConfig, baseDir: string): AuditConfig {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  return {
+    ...config,
+    tls: {
+      ...config.tls,
+      cert: abs(config.tls.cert),
+      key: abs(config.tls.key),
+      trustBundle: abs(config.tls.trustBundle),
+    },
+    identities: abs(config.identities),
+    dataDir: abs(config.dataDir),
+    store: config.store.startsWith('file:') ? `file:${abs(config.store.slice(5))}` : config.store,
+  };
+}
