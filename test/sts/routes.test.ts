@@ -1,0 +1,217 @@
+// Discovery, revocations, admin, health and metrics routes over real mTLS.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makeTestPki } from '../helpers/pki.ts';
+import type { TestPki } from '../helpers/pki.ts';
+import type { AuditEvent, AuditSink } from '../../core/index.ts';
+import { ORDERS, WEB, call, mtlsAgent, requestToken, startTestSts } from './helpers.ts';
+import type { TestSts } from './helpers.ts';
+
+describe('STS routes', () => {
+  let pki: TestPki;
+  let sts: TestSts;
+  const agents: { close(): Promise<void> }[] = [];
+  const as = (name: string | undefined) => {
+    const leaf = name ? pki.leaf(name) : undefined;
+    const a = mtlsAgent({ ...(leaf ? { cert: leaf.certPem, key: leaf.keyPem } : {}), ca: pki.rootPem });
+    agents.push(a);
+    return a;
+  };
+  before(async () => {
+    pki = await makeTestPki();
+    sts = await startTestSts(pki);
+  });
+  after(async () => {
+    for (const a of agents) await a.close();
+    await sts.close();
+    pki.cleanup();
+  });
+
+  test('discovery needs no client certificate and advertises certificate-bound tokens (RFC 8414)', async () => {
+    const res = await call(as(undefined), `${sts.url}/.well-known/oauth-authorization-server`);
+    assert.equal(res.status, 200);
+    assert.equal(res.json.issuer, 'https://sts.portcullis.internal');
+    assert.equal(res.json.tls_client_certificate_bound_access_tokens, true);
+    assert.equal(res.json.token_endpoint, 'https://sts.portcullis.internal/oauth2/token');
+    assert.deepEqual(res.json.token_endpoint_auth_methods_supported, ['tls_client_auth']);
+    assert.ok(res.json.grant_types_supported.includes('urn:ietf:params:oauth:grant-type:token-exchange'));
+  });
+
+  test('the JWKS holds public keys only, carries max-age and an ETag, and answers If-None-Match with 304', async () => {
+    const agent = as(undefined);
+    const res = await call(agent, `${sts.url}/.well-known/jwks.json`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['cache-control'], 'public, max-age=300');
+    assert.equal(res.json.keys.length, 2, 'current and next');
+    for (const k of res.json.keys) {
+      assert.deepEqual(Object.keys(k).sort(), ['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
+    }
+    const again = await call(agent, `${sts.url}/.well-known/jwks.json`, {
+      headers: { 'if-none-match': String(res.headers.etag) },
+    });
+    assert.equal(again.status, 304);
+    const stale = await call(agent, `${sts.url}/.well-known/jwks.json`, {
+      headers: { 'if-none-match': '"other"' },
+    });
+    assert.equal(stale.status, 200);
+  });
+
+  test('an admin revokes a jti and a serial; workloads read the list with ETag; the revoked serial is refused', async () => {
+    const admin = as('admin-console');
+    const web = as('web');
+    const empty = await call(web, `${sts.url}/v1/revocations`);
+    assert.equal(empty.status, 200);
+    assert.deepEqual(empty.json, { jtis: [], serials: [] });
+    const minted = await pki.mint({ uris: [WEB] });
+    const expiresAt = new Date(Date.now() + 600_000).toISOString();
+    const r1 = await call(admin, `${sts.url}/v1/admin/revoke`, {
+      method: 'POST',
+      body: JSON.stringify({ jti: 'abc-123', expiresAt }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(r1.status, 200, r1.text);
+    const r2 = await call(admin, `${sts.url}/v1/admin/revoke`, {
+      method: 'POST',
+      body: JSON.stringify({ serial: minted.serial.toUpperCase() }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(r2.status, 200, r2.text);
+    assert.equal(r2.json.revoked.serial, minted.serial);
+    const list = await call(web, `${sts.url}/v1/revocations`);
+    assert.deepEqual(list.json.jtis, [{ jti: 'abc-123', expiresAt }]);
+    assert.equal(list.json.serials[0].serial, minted.serial);
+    assert.notEqual(list.headers.etag, empty.headers.etag);
+    const notModified = await call(web, `${sts.url}/v1/revocations`, {
+      headers: { 'if-none-match': String(list.headers.etag) },
+    });
+    assert.equal(notModified.status, 304);
+    const revokedAgent = mtlsAgent({ cert: minted.chainPem, key: minted.keyPem, ca: pki.rootPem });
+    agents.push(revokedAgent);
+    const refused = await requestToken(revokedAgent, sts.url, {
+      grant_type: 'client_credentials',
+      audience: ORDERS,
+    });
+    assert.equal(refused.status, 401);
+    const adminEvents = sts.events.filter((e) => e.type === 'admin.revoke' && e.decision === 'allow');
+    assert.equal(adminEvents.length, 2);
+  });
+
+  const badRevokes = [
+    { name: 'prototype-poisoning JSON', body: '{"jti":"a","__proto__":{"polluted":true}}' },
+    { name: 'constructor-poisoning JSON', body: '{"jti":"a","constructor":{"prototype":{"polluted":true}}}' },
+    { name: 'both jti and serial', body: '{"jti":"a","serial":"0a"}' },
+    { name: 'neither jti nor serial', body: '{}' },
+    { name: 'an unknown key', body: '{"jti":"a","jtii":"b"}' },
+    { name: 'an expiry in the past', body: '{"jti":"a","expiresAt":"2000-01-01T00:00:00Z"}' },
+    { name: 'malformed JSON', body: '{"jti":' },
+  ];
+  for (const c of badRevokes) {
+    test(`POST /v1/admin/revoke refuses ${c.name} with 400 invalid_request`, async () => {
+      const before = sts.events.length;
+      const res = await call(as('admin-console'), `${sts.url}/v1/admin/revoke`, {
+        method: 'POST',
+        body: c.body,
+        headers: { 'content-type': 'application/json' },
+      });
+      assert.equal(res.status, 400, res.text);
+      assert.equal(res.json.error, 'invalid_request');
+      assert.equal(({} as Record<string, unknown>).polluted, undefined);
+      assert.equal(
+        sts.events.slice(before).find((e) => e.decision === 'deny')?.reason,
+        'ERR_STS_REQUEST_INVALID',
+      );
+    });
+  }
+
+  test('an admin lists keys and rotates on demand; rotation waits for the publication lead', async () => {
+    const admin = as('admin-console');
+    const listed = await call(admin, `${sts.url}/v1/admin/keys`);
+    assert.equal(listed.status, 200);
+    assert.equal(listed.headers['cache-control'], 'no-store');
+    assert.deepEqual(
+      listed.json.keys.map((k: { state: string }) => k.state),
+      ['current', 'next'],
+    );
+    assert.equal(JSON.stringify(listed.json).includes('"d"'), false);
+    const rotated = await call(admin, `${sts.url}/v1/admin/keys/rotate`, {
+      method: 'POST',
+      body: '{}',
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(rotated.status, 200, rotated.text);
+    // The next key was published moments ago: it may only sign after one cache period plus skew.
+    assert.equal(rotated.json.rotated, false);
+    assert.ok(Date.parse(rotated.json.activatesAt) >= Date.now() + 300_000);
+    assert.ok(sts.events.some((e) => e.type === 'admin.keys.rotate' && e.decision === 'allow'));
+  });
+
+  test('health is open, readiness reflects the keyring and audit sink, and metrics need mTLS', async () => {
+    assert.equal((await call(as(undefined), `${sts.url}/healthz`)).status, 200);
+    assert.equal((await call(as(undefined), `${sts.url}/readyz`)).status, 200);
+    assert.equal((await call(as(undefined), `${sts.url}/metrics`)).status, 401);
+    const m = await call(as('web'), `${sts.url}/metrics`);
+    assert.equal(m.status, 200);
+    assert.match(m.text, /portcullis_sts_tokens_issued_total/);
+    assert.match(m.text, /portcullis_sts_requests_refused_total\{reason="ERR_CA_PEER_NO_CERT"\} [1-9]/);
+    assert.match(m.text, /portcullis_sts_key_age_seconds\{state="current"\}/);
+  });
+
+  test('unknown routes answer 404 invalid_request, after the peer check', async () => {
+    assert.equal((await call(as(undefined), `${sts.url}/nope`)).status, 401);
+    const res = await call(as('web'), `${sts.url}/nope`);
+    assert.equal(res.status, 404);
+    assert.equal(res.json.error, 'invalid_request');
+  });
+});
+
+test('a caller over its rate gets 429 with Retry-After, keyed on its SPIFFE ID', async () => {
+  const pki = await makeTestPki();
+  const sts = await startTestSts(pki, { rateLimit: { perSecond: 0.5, burst: 2 } });
+  const web = pki.leaf('web');
+  const orders = pki.leaf('orders');
+  const a = mtlsAgent({ cert: web.certPem, key: web.keyPem, ca: pki.rootPem });
+  const b = mtlsAgent({ cert: orders.certPem, key: orders.keyPem, ca: pki.rootPem });
+  try {
+    const form = { grant_type: 'client_credentials', audience: ORDERS };
+    assert.equal((await requestToken(a, sts.url, form)).status, 200);
+    assert.equal((await requestToken(a, sts.url, form)).status, 200);
+    const limited = await requestToken(a, sts.url, form);
+    assert.equal(limited.status, 429);
+    assert.equal(limited.json.error, 'temporarily_unavailable');
+    assert.equal(limited.headers['retry-after'], '2');
+    assert.equal(sts.events.at(-1)!.reason, 'ERR_STS_RATE_LIMITED');
+    // Another identity has its own bucket.
+    assert.equal((await call(b, `${sts.url}/v1/revocations`)).status, 200);
+  } finally {
+    await a.close();
+    await b.close();
+    await sts.close();
+    pki.cleanup();
+  }
+});
+
+test('when the audit sink stops accepting, requests are refused with 503 and readiness fails', async () => {
+  const pki = await makeTestPki();
+  const events: AuditEvent[] = [];
+  let accepting = true;
+  const audit: AuditSink = {
+    emit: (e) => void events.push(e),
+    accepting: () => accepting,
+    flush: async () => {},
+    close: async () => {},
+  };
+  const sts = await startTestSts(pki, {}, { audit });
+  const web = pki.leaf('web');
+  const agent = mtlsAgent({ cert: web.certPem, key: web.keyPem, ca: pki.rootPem });
+  try {
+    accepting = false;
+    const res = await requestToken(agent, sts.url, { grant_type: 'client_credentials', audience: ORDERS });
+    assert.equal(res.status, 503);
+    assert.equal(res.json.error, 'temporarily_unavailable');
+    assert.equal((await call(agent, `${sts.url}/readyz`)).status, 503);
+  } finally {
+    await agent.close();
+    await sts.close();
+    pki.cleanup();
+  }
+});
