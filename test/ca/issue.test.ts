@@ -16,29 +16,43 @@ import {
   revokeCertificate,
   splitPemBundle,
 } from '../../ca/index.ts';
-import type { KeyAlgorithm } from '../../ca/index.ts';
+import type { CaMaterial, KeyAlgorithm } from '../../ca/index.ts';
+import type { Registry } from '../../core/index.ts';
 
 const identities = new URL('../../identities', import.meta.url).pathname;
 const openssl = (...args: string[]) =>
   execFileSync('openssl', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
+/** Runs `fn` over a fresh CA and certificates for the example identities in a temp dir. */
+async function withIssued(
+  options: { keyAlgorithm?: KeyAlgorithm; p12Passphrase?: string },
+  fn: (t: { dir: string; ca: CaMaterial; out: string; registry: Registry }) => Promise<void>,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-ca-'));
+  try {
+    const registry = loadRegistry(identities);
+    const keyAlgorithm = options.keyAlgorithm ?? 'ecdsa-p256';
+    const ca = await initCaDirectory(join(dir, 'ca'), { trustDomain: 'example.org', keyAlgorithm });
+    const out = join(dir, 'certs');
+    await issueWorkloadCertificates({
+      registry,
+      ca,
+      outDir: out,
+      validityMs: 86_400_000,
+      renewWithinMs: 3_600_000,
+      keyAlgorithm,
+      ...(options.p12Passphrase ? { p12Passphrase: options.p12Passphrase } : {}),
+      deps: { now: () => new Date() },
+    });
+    await fn({ dir, ca, out, registry });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 for (const alg of ['ecdsa-p256', 'ed25519', 'rsa-3072'] as KeyAlgorithm[]) {
   test(`${alg}: every leaf passes openssl verify -x509_strict and names exactly its SPIFFE ID`, async () => {
-    const dir = mkdtempSync(join(tmpdir(), `portcullis-ca-${alg}-`));
-    try {
-      const registry = loadRegistry(identities);
-      const ca = await initCaDirectory(join(dir, 'ca'), { trustDomain: 'example.org', keyAlgorithm: alg });
-      const out = join(dir, 'certs');
-      const result = await issueWorkloadCertificates({
-        registry,
-        ca,
-        outDir: out,
-        validityMs: 86_400_000,
-        renewWithinMs: 3_600_000,
-        keyAlgorithm: alg,
-        deps: { now: () => new Date() },
-      });
-      assert.equal(result.outcomes.filter((o) => o.action === 'issued').length, registry.workloads.length);
+    await withIssued({ keyAlgorithm: alg }, async ({ dir, out, registry }) => {
       for (const w of registry.workloads) {
         const file = join(out, `${w.name}.pem`);
         assert.match(
@@ -66,9 +80,7 @@ for (const alg of ['ecdsa-p256', 'ed25519', 'rsa-3072'] as KeyAlgorithm[]) {
       assert.match(text, /CA:TRUE, pathlen:0/);
       assert.match(text, /Permitted:\s+URI:example\.org/);
       assert.equal(statSync(join(dir, 'ca', 'root-key.pem')).mode & 0o777, 0o600);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 }
 
@@ -80,20 +92,7 @@ test('serials are random: 200 leaves, 200 distinct 128-bit serials', async () =>
 });
 
 test('PKCS#12 bundles open in openssl with the passphrase and not without it', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-p12-'));
-  try {
-    const ca = await initCaDirectory(join(dir, 'ca'), { trustDomain: 'example.org' });
-    const out = join(dir, 'certs');
-    await issueWorkloadCertificates({
-      registry: loadRegistry(identities),
-      ca,
-      outDir: out,
-      validityMs: 86_400_000,
-      renewWithinMs: 3_600_000,
-      keyAlgorithm: 'ecdsa-p256',
-      p12Passphrase: 'correct horse',
-      deps: { now: () => new Date() },
-    });
+  await withIssued({ p12Passphrase: 'correct horse' }, async ({ dir, out }) => {
     writeFileSync(join(dir, 'pass'), 'correct horse\n');
     const p12 = join(out, 'web.p12');
     assert.equal(statSync(p12).mode & 0o777, 0o600);
@@ -114,25 +113,11 @@ test('PKCS#12 bundles open in openssl with the passphrase and not without it', a
       () => exportPkcs12({ chainDer: [], privateKeyPem: '', passphrase: 'x', friendlyName: 'x' }),
       TypeError,
     );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('revocation re-signs the CRL with the next number; openssl sees the serial revoked', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-crl-'));
-  try {
-    const ca = await initCaDirectory(join(dir, 'ca'), { trustDomain: 'example.org' });
-    const out = join(dir, 'certs');
-    await issueWorkloadCertificates({
-      registry: loadRegistry(identities),
-      ca,
-      outDir: out,
-      validityMs: 86_400_000,
-      renewWithinMs: 3_600_000,
-      keyAlgorithm: 'ecdsa-p256',
-      deps: { now: () => new Date() },
-    });
+  await withIssued({}, async ({ dir, ca, out }) => {
     const orders = new X509Certificate(readFileSync(join(out, 'orders.pem')));
     const r = await revokeCertificate({
       ca,
@@ -186,9 +171,7 @@ test('revocation re-signs the CRL with the next number; openssl sees the serial 
       revokeCertificate({ ca, outDir: out, serial: 'xyz', deps: { now: () => new Date() } }),
       { code: 'ERR_CA_SERIAL_INVALID' },
     );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a CA directory is never overwritten without force, and a broken one is named', async () => {
