@@ -1,0 +1,38 @@
+import { loadStsConfig, startSts } from '../../sts/index.ts';
+import type { CliCommand } from '../lib/command.ts';
+import { parseFlags, required } from '../lib/command.ts';
+
+/** Group summary shown by `portcullis --help`. */
+export const summary = 'run the Security Token Service (mTLS in, certificate-bound JWT out)';
+
+const USAGE = `usage: portcullis sts --config FILE
+
+Runs the Security Token Service described by FILE (see config/sts.yaml and docs/sts.md).
+The file keystore reads its master key from PORTCULLIS_MASTER_KEY (base64 of at least 32 bytes;
+generate one with: openssl rand -base64 32). Stops gracefully on SIGINT or SIGTERM.
+
+flags:
+  --config FILE   STS configuration (required)`;
+
+/** `portcullis sts`. */
+export const commands: readonly CliCommand[] = [
+  {
+    name: 'sts',
+    summary,
+    usage: USAGE,
+    async run(argv) {
+      const flags = parseFlags(argv, { config: { type: 'string' } }, 'sts');
+      const config = loadStsConfig(required(flags.config, 'config', 'sts'));
+      const sts = await startSts(config);
+      console.error(`portcullis sts: listening on ${sts.url} (issuer ${config.issuer})`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await sts.close();
+      console.error('portcullis sts: stopped');
+      return 0;
+    },
+  },
+];
