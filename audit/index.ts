@@ -56,3 +56,10 @@ export type { CollectorOverrides, RunningCollector } from './collector/start.ts'
 export { createAuditClient } from './client/client.ts';
 export type { AuditClient, AuditClientMetrics, AuditClientOptions } from './client/client.ts';
 export { Spool } from './client/spool.ts';
+export { createCollectorApi } from './client/api.ts';
+export type { CollectorApi, CollectorApiOptions, InclusionBundle } from './client/api.ts';
+export { fetchCheckpoint } from './checkpoint-fetch.ts';
+export { verifyInclusionBundle } from './inclusion-bundle-verify.ts';
+export { verifyLog } from './verify-log.ts';
+export type { LogVerification } from './verify-log.ts';
+export { formatRecordTable } from './query-format.ts';

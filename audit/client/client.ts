@@ -94,6 +94,7 @@ class Client implements AuditClient {
   #failures = 0;
   #closing = false;
   #closed = false;
+  #closingDone: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #idleWaiters: (() => void)[] = [];
   readonly #done: Promise<void>;
@@ -160,14 +161,15 @@ class Client implements AuditClient {
     });
   }
 
-  async close(): Promise<void> {
-    if (!this.#closing) {
+  close(): Promise<void> {
+    this.#closingDone ??= (async () => {
       this.#closing = true;
       this.#wake?.();
-    }
-    await this.#done;
-    this.#closed = true;
-    await this.#agent.close();
+      await this.#done;
+      this.#closed = true;
+      await this.#agent.close();
+    })();
+    return this.#closingDone;
   }
 
   metrics(): AuditClientMetrics {

@@ -5,7 +5,7 @@ import { openPostgresStore } from './postgres.ts';
 
 /** Options of {@link openStore}. */
 export interface OpenStoreOptions extends StoreDeps {
-  /** File store only: open as is, without recovery, refusing appends (for `verify`). */
+  /** Open as is, refusing appends (for `verify`): no recovery of a file store, no table creation in postgres. */
   readonly readOnly?: boolean;
   /** Postgres store only: table (optionally schema-qualified). */
   readonly table?: string;
@@ -13,7 +13,7 @@ export interface OpenStoreOptions extends StoreDeps {
 
 /**
  * Opens a store from a spec: `file:DIR` or `postgres:URL` (`postgres://…` and `postgresql://…`
- * work as is). Throws `ERR_AUDIT_STORE_SPEC` for anything else.
+ * work as is; `?table=schema.name` picks the table). Throws `ERR_AUDIT_STORE_SPEC` for anything else.
  */
 export async function openStore(spec: string, options: OpenStoreOptions = {}): Promise<AuditStore> {
   if (spec.startsWith('file:')) {
@@ -23,8 +23,18 @@ export async function openStore(spec: string, options: OpenStoreOptions = {}): P
   }
   const url =
     spec.startsWith('postgres:') && !spec.startsWith('postgres://') ? spec.slice('postgres:'.length) : spec;
-  if (/^postgres(ql)?:\/\//.test(url))
-    return openPostgresStore({ connectionString: url, table: options.table, clock: options.clock });
+  if (/^postgres(ql)?:\/\//.test(url)) {
+    // `?table=schema.name` picks the table; it is ours, not a libpq parameter.
+    const parsed = new URL(url);
+    const table = parsed.searchParams.get('table') ?? options.table;
+    parsed.searchParams.delete('table');
+    return openPostgresStore({
+      connectionString: parsed.href,
+      table: table ?? undefined,
+      clock: options.clock,
+      readOnly: options.readOnly,
+    });
+  }
   throw new StoreError(
     'ERR_AUDIT_STORE_SPEC',
     `store "${spec.replace(/\/\/[^@/]*@/, '//')}": expected file:DIR or postgres:URL`,

@@ -15,6 +15,8 @@ export interface PostgresStoreOptions extends StoreDeps {
   readonly table?: string;
   /** Pool size (default 4). */
   readonly poolSize?: number;
+  /** Create nothing and refuse appends; a missing table is `ERR_AUDIT_STORE_UNAVAILABLE` (for `verify`). */
+  readonly readOnly?: boolean;
 }
 
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -31,9 +33,11 @@ export class PostgresStore implements AuditStore {
   readonly #pool: pg.Pool;
   readonly #committer: GroupCommitter;
   readonly #clock: () => Date;
+  readonly #readOnly: boolean;
   #closed = false;
 
-  private constructor(pool: pg.Pool, table: string, deps: StoreDeps) {
+  private constructor(pool: pg.Pool, table: string, deps: StoreDeps & { readOnly?: boolean }) {
+    this.#readOnly = deps.readOnly ?? false;
     this.#pool = pool;
     this.table = table;
     this.#clock = deps.clock ?? (() => new Date());
@@ -53,6 +57,21 @@ export class PostgresStore implements AuditStore {
     });
     // An idle client that loses its connection must not crash the process; the next query fails instead.
     pool.on('error', () => {});
+    if (options.readOnly) {
+      let exists: boolean;
+      try {
+        const { rows } = await pool.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [table]);
+        exists = rows[0]?.t !== null && rows[0]?.t !== undefined;
+      } catch (err) {
+        await pool.end().catch(() => {});
+        throw unavailable(options.connectionString, err);
+      }
+      if (!exists) {
+        await pool.end().catch(() => {});
+        throw new StoreError('ERR_AUDIT_STORE_UNAVAILABLE', `postgres: table ${table} does not exist`);
+      }
+      return new PostgresStore(pool, table, options);
+    }
     try {
       if (parts.length === 2) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${parts[0]}`);
       await pool.query(`CREATE TABLE IF NOT EXISTS ${table} (
@@ -74,6 +93,10 @@ export class PostgresStore implements AuditStore {
 
   append(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
     if (this.#closed) return Promise.reject(new StoreError('ERR_AUDIT_STORE_CLOSED', 'the store is closed'));
+    if (this.#readOnly)
+      return Promise.reject(
+        new StoreError('ERR_AUDIT_STORE_UNAVAILABLE', `postgres: ${this.table} opened read-only`),
+      );
     return this.#committer.submit(events);
   }
 

@@ -1,0 +1,348 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createLogger } from '../../core/index.ts';
+import {
+  createCollectorApi,
+  fetchCheckpoint,
+  formatRecordTable,
+  loadAuditConfig,
+  openStore,
+  startCollector,
+  verifyCheckpoint,
+  verifyInclusionBundle,
+  verifyLog,
+} from '../../audit/index.ts';
+import type { AuditRecord, CollectorApi, InclusionBundle, RecordFilter } from '../../audit/index.ts';
+import type { CliCommand } from '../lib/command.ts';
+import { UsageError, parseFlags, required } from '../lib/command.ts';
+
+/** Group summary shown by `portcullis --help`. */
+export const summary = 'tamper-evident audit log: serve the collector, verify, query, checkpoint, prove';
+
+const REMOTE_FLAGS = `collector connection (mTLS):
+  --url URL              collector base URL, e.g. https://127.0.0.1:8444
+  --cert FILE            your certificate chain (PEM)
+  --key FILE             your private key (PEM)
+  --trust FILE           trust bundle (PEM)
+  --collector-id ID      SPIFFE ID the collector must present`;
+
+const remoteOptions = {
+  url: { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
+  trust: { type: 'string' },
+  'collector-id': { type: 'string' },
+} as const;
+
+type RemoteFlags = { url?: string; cert?: string; key?: string; trust?: string; 'collector-id'?: string };
+
+function collectorApi(flags: RemoteFlags, command: string): CollectorApi {
+  return createCollectorApi({
+    url: required(flags.url, 'url', command),
+    tls: {
+      cert: required(flags.cert, 'cert', command),
+      key: required(flags.key, 'key', command),
+      trustBundle: required(flags.trust, 'trust', command),
+    },
+    collectorId: required(flags['collector-id'], 'collector-id', command),
+  });
+}
+
+/** Reads a file named by a flag; a missing file is one line naming the flag and the file. */
+function readFlagFile(file: string, flag: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`--${flag} ${file}: cannot be read (${(err as NodeJS.ErrnoException).code})`, {
+      cause: err,
+    });
+  }
+}
+
+/** `--public-key` takes the verifier key itself (`name+id+key`) or a file holding it. */
+function publicKey(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  return /^[^\s+]+\+[0-9a-f]{8}\+/.test(value) ? value : readFlagFile(value, 'public-key').trim();
+}
+
+function nonNegative(value: string | undefined, flag: string, command: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(value))
+    throw new UsageError(
+      `${command}: --${flag} must be a non-negative integer (see: portcullis ${command} --help)`,
+    );
+  return Number(value);
+}
+
+const serve: CliCommand = {
+  name: 'audit serve',
+  summary: 'run the audit collector (mTLS) until SIGINT/SIGTERM',
+  usage: `usage: portcullis audit serve --config FILE
+
+Runs the audit collector: POST /v1/events from registered workloads, GET /v1/events for
+role audit-reader, signed checkpoints and Merkle proofs. See config/audit.yaml.
+
+flags:
+  --config FILE   collector config (required)`,
+  async run(argv) {
+    const flags = parseFlags(argv, { config: { type: 'string' } }, 'audit serve');
+    const config = loadAuditConfig(required(flags.config, 'config', 'audit serve'));
+    const logger = createLogger({ name: 'audit' });
+    const running = await startCollector(config, { logger });
+    logger.info(
+      {
+        url: running.url,
+        store: config.store.replace(/\/\/[^@/]*@/, '//'),
+        verifierKey: running.verifierKey,
+        size: running.log.size,
+      },
+      'audit collector listening',
+    );
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve());
+      process.once('SIGTERM', () => resolve());
+    });
+    logger.info('audit collector stopping');
+    await running.close();
+    return 0;
+  },
+};
+
+const verify: CliCommand = {
+  name: 'audit verify',
+  summary: 'verify a stored log (and that it agrees with a saved checkpoint)',
+  usage: `usage: portcullis audit verify --store file:DIR|postgres:URL [--checkpoint FILE [--public-key KEY]] [--deep] [--json]
+
+Reads every record as stored and checks sequence, hash links, record hashes and the Merkle
+root. With --checkpoint, the log must also agree with that checkpoint (same chain head and
+root at its size): a truncated or rewritten log is reported inconsistent.
+Exit 0 when intact; exit 1 naming the first bad seq and why.
+
+flags:
+  --store SPEC        file:DIR or postgres://user@host:port/db (required)
+  --checkpoint FILE   a checkpoint saved earlier (portcullis audit checkpoint --out)
+  --public-key KEY    collector verifier key, or a file holding it (checkpoint.vkey); checks the checkpoint's signature
+  --deep              also parse every event and check it is canonical and schema-valid
+  --json              print the result as one JSON line`,
+  async run(argv) {
+    const flags = parseFlags(
+      argv,
+      {
+        store: { type: 'string' },
+        checkpoint: { type: 'string' },
+        'public-key': { type: 'string' },
+        deep: { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
+      'audit verify',
+    );
+    const spec = required(flags.store, 'store', 'audit verify');
+    if (flags['public-key'] && !flags.checkpoint)
+      throw new UsageError(
+        'audit verify: --public-key needs --checkpoint (see: portcullis audit verify --help)',
+      );
+    const started = performance.now();
+    const result = await verifyLog(spec, {
+      checkpointNote: flags.checkpoint ? readFlagFile(flags.checkpoint, 'checkpoint') : undefined,
+      publicKey: publicKey(flags['public-key']),
+      deep: flags.deep,
+    });
+    const seconds = (performance.now() - started) / 1000;
+    const v = result.verdict;
+    if (flags.json) {
+      console.log(
+        JSON.stringify(
+          v.ok
+            ? { ok: true, size: v.size, head: v.head, root: v.root.toString('base64'), seconds }
+            : { ok: false, code: v.code, seq: v.seq, reason: v.reason },
+        ),
+      );
+    } else if (v.ok) {
+      const against = result.checkpoint
+        ? `; agrees with the checkpoint at size ${result.checkpoint.size}${result.signatureChecked ? '' : ' (signature not checked: no --public-key)'}`
+        : '';
+      console.log(`intact: ${v.size} records, head ${v.head}, root ${v.root.toString('base64')}${against}`);
+    } else if (v.code === 'ERR_AUDIT_CHECKPOINT_INCONSISTENT') {
+      console.error(`inconsistent with the checkpoint: ${v.reason} [${v.code}]`);
+    } else {
+      console.error(`tampered: first bad record seq ${v.seq}: ${v.reason} [${v.code}]`);
+    }
+    return v.ok ? 0 : 1;
+  },
+};
+
+const filterOptions = {
+  since: { type: 'string' },
+  until: { type: 'string' },
+  type: { type: 'string' },
+  source: { type: 'string' },
+  subject: { type: 'string' },
+  decision: { type: 'string' },
+  'from-seq': { type: 'string' },
+  limit: { type: 'string' },
+  json: { type: 'boolean' },
+  store: { type: 'string' },
+} as const;
+
+const query: CliCommand = {
+  name: 'audit query',
+  summary: 'list audit records by time range, type, source, subject and decision',
+  usage: `usage: portcullis audit query (--store SPEC | collector flags) [filters] [--json]
+
+Prints matching records as a table, or as JSON lines with --json. Against a collector, your
+workload needs role audit-reader (and the query is itself audited).
+
+filters:
+  --since TIME        records appended at or after this RFC 3339 time
+  --until TIME        records appended before this time
+  --type TYPE         e.g. authz.decision, token.issued
+  --source ID         emitting workload's SPIFFE ID
+  --subject ID        acting workload's SPIFFE ID
+  --decision D        allow or deny
+  --from-seq N        start at this seq
+  --limit N           at most N records (default 100)
+
+  --store SPEC        read a store directly (file:DIR or postgres://…) instead of a collector
+${REMOTE_FLAGS}`,
+  async run(argv) {
+    const flags = parseFlags(argv, { ...filterOptions, ...remoteOptions }, 'audit query');
+    if (flags.decision !== undefined && flags.decision !== 'allow' && flags.decision !== 'deny')
+      throw new UsageError(
+        'audit query: --decision must be allow or deny (see: portcullis audit query --help)',
+      );
+    for (const k of ['since', 'until'] as const)
+      if (flags[k] !== undefined && Number.isNaN(Date.parse(flags[k]!)))
+        throw new UsageError(
+          `audit query: --${k} must be an RFC 3339 time (see: portcullis audit query --help)`,
+        );
+    const filter: RecordFilter = {
+      since: flags.since,
+      until: flags.until,
+      type: flags.type,
+      source: flags.source,
+      subject: flags.subject,
+      decision: flags.decision as 'allow' | 'deny' | undefined,
+      fromSeq: nonNegative(flags['from-seq'], 'from-seq', 'audit query'),
+      limit: nonNegative(flags.limit, 'limit', 'audit query') ?? 100,
+    };
+    let records: AuditRecord[];
+    if (flags.store) {
+      const store = await openStore(flags.store, { readOnly: true });
+      try {
+        records = await store.query(filter);
+      } finally {
+        await store.close();
+      }
+    } else {
+      const api = collectorApi(flags, 'audit query');
+      try {
+        records = (await api.events(filter)).records;
+      } finally {
+        await api.close();
+      }
+    }
+    if (flags.json) for (const r of records) console.log(JSON.stringify(r));
+    else console.log(formatRecordTable(records));
+    return 0;
+  },
+};
+
+const checkpoint: CliCommand = {
+  name: 'audit checkpoint',
+  summary: 'fetch, verify and save the latest signed checkpoint',
+  usage: `usage: portcullis audit checkpoint --out FILE --public-key KEY (collector flags)
+
+Fetches the collector's latest checkpoint and checks its signature. If FILE already holds a
+checkpoint, the new one must extend it (consistency proof) or nothing is written and the
+command exits 1: the log was rewritten since you last looked.
+
+flags:
+  --out FILE          where to save the checkpoint (required)
+  --public-key KEY    collector verifier key, or a file holding it (required)
+${REMOTE_FLAGS}`,
+  async run(argv) {
+    const flags = parseFlags(
+      argv,
+      { out: { type: 'string' }, 'public-key': { type: 'string' }, ...remoteOptions },
+      'audit checkpoint',
+    );
+    const out = required(flags.out, 'out', 'audit checkpoint');
+    const key = publicKey(required(flags['public-key'], 'public-key', 'audit checkpoint'))!;
+    const previous = existsSync(out) ? readFlagFile(out, 'out') : undefined;
+    const api = collectorApi(flags, 'audit checkpoint');
+    try {
+      const fetched = await fetchCheckpoint(api, key, previous);
+      writeFileSync(out, fetched.note, { mode: 0o644 });
+      const extended = fetched.previous
+        ? ` (extends the saved checkpoint at size ${fetched.previous.size})`
+        : '';
+      console.log(
+        `saved checkpoint of ${fetched.body.origin} at size ${fetched.body.size} to ${out}${extended}`,
+      );
+      return 0;
+    } finally {
+      await api.close();
+    }
+  },
+};
+
+const prove: CliCommand = {
+  name: 'audit prove',
+  summary: 'prove that a record is in the log a saved checkpoint commits to',
+  usage: `usage: portcullis audit prove --seq N --checkpoint FILE --public-key KEY (collector flags [--save FILE] | --bundle FILE)
+
+Gets the inclusion proof of record N for the checkpoint's size (from the collector, or from a
+bundle saved earlier with --save) and checks it offline with only the collector's public key:
+the checkpoint signature, the record's hash, and the Merkle path to the signed root.
+
+flags:
+  --seq N             record to prove (required with a collector)
+  --checkpoint FILE   a saved checkpoint (required)
+  --public-key KEY    collector verifier key, or a file holding it (required)
+  --save FILE         also save the proof bundle (record + proof) as JSON
+  --bundle FILE       verify a saved bundle instead of asking a collector
+${REMOTE_FLAGS}`,
+  async run(argv) {
+    const flags = parseFlags(
+      argv,
+      {
+        seq: { type: 'string' },
+        checkpoint: { type: 'string' },
+        'public-key': { type: 'string' },
+        save: { type: 'string' },
+        bundle: { type: 'string' },
+        ...remoteOptions,
+      },
+      'audit prove',
+    );
+    const note = readFlagFile(required(flags.checkpoint, 'checkpoint', 'audit prove'), 'checkpoint');
+    const key = publicKey(required(flags['public-key'], 'public-key', 'audit prove'))!;
+    let bundle: InclusionBundle;
+    if (flags.bundle) {
+      try {
+        bundle = JSON.parse(readFlagFile(flags.bundle, 'bundle')) as InclusionBundle;
+      } catch (err) {
+        if (err instanceof SyntaxError) throw new Error(`--bundle ${flags.bundle}: not JSON`, { cause: err });
+        throw err;
+      }
+    } else {
+      const seq = nonNegative(required(flags.seq, 'seq', 'audit prove'), 'seq', 'audit prove')!;
+      const { size } = verifyCheckpoint(note, key);
+      const api = collectorApi(flags, 'audit prove');
+      try {
+        bundle = await api.inclusion(seq, size);
+      } finally {
+        await api.close();
+      }
+      if (flags.save) writeFileSync(flags.save, `${JSON.stringify(bundle, null, 2)}\n`);
+    }
+    const record = verifyInclusionBundle(bundle, note, key);
+    console.log(
+      `included: record ${record.seq} (${record.event.type}, hash ${record.hash}) is in the checkpoint of size ${bundle.size}`,
+    );
+    console.log(JSON.stringify(record));
+    return 0;
+  },
+};
+
+/** `portcullis audit serve|verify|query|checkpoint|prove`. */
+export const commands: readonly CliCommand[] = [serve, verify, query, checkpoint, prove];

@@ -1,0 +1,337 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { RunningCollector } from '../../audit/index.ts';
+import { openFileStore, openPostgresStore } from '../../audit/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import type { TestPki } from '../helpers/pki.ts';
+import { call, startTestCollector, workloadAgent } from './collector-harness.ts';
+import { PG_URL, decision, pgSchema, tempDir } from './helpers.ts';
+
+const CLI = new URL('../../cli/portcullis.ts', import.meta.url).pathname;
+
+function run(
+  args: string[],
+  timeoutMs = 20_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+let pki: TestPki;
+let tmp: ReturnType<typeof tempDir>;
+let collector: RunningCollector;
+let remote: (name: string) => string[];
+
+before(async () => {
+  pki = await makeTestPki();
+  tmp = tempDir();
+  collector = await startTestCollector(pki, join(tmp.dir, 'c'), {
+    checkpoint: { everyRecords: 1, interval: '1h' },
+  });
+  remote = (name) => [
+    '--url',
+    collector.url,
+    '--cert',
+    pki.leaf(name).certFile,
+    '--key',
+    pki.leaf(name).keyFile,
+    '--trust',
+    pki.rootFile,
+    '--collector-id',
+    'spiffe://example.org/ns/portcullis/sa/audit',
+  ];
+  const agent = workloadAgent(pki, pki.leaf('web'));
+  const res = await call(agent, `${collector.url}/v1/events`, {
+    method: 'POST',
+    body: { events: Array.from({ length: 6 }, (_, i) => decision(i)) },
+  });
+  assert.equal(res.status, 200);
+  await agent.close();
+  await collector.log.checkpoint();
+});
+
+after(async () => {
+  await collector.close();
+  tmp.cleanup();
+  pki.cleanup();
+});
+
+async function fileLog(name: string, n: number): Promise<string> {
+  const dir = join(tmp.dir, name);
+  const store = await openFileStore({ dir });
+  await store.append(Array.from({ length: n }, (_, i) => decision(i)));
+  await store.close();
+  return dir;
+}
+
+test('cli: audit verify exits 0 on an intact file log and 1 naming the first bad seq of a tampered one', async () => {
+  const dir = await fileLog('v1', 10);
+  const ok = await run(['audit', 'verify', '--store', `file:${dir}`]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /^intact: 10 records/);
+  const seg = join(dir, '0000000000000000.jsonl');
+  const lines = readFileSync(seg, 'utf8').split('\n');
+  lines[4] = lines[4]!.replace('GET /orders/4', 'GET /orders/X');
+  writeFileSync(seg, lines.join('\n'));
+  const bad = await run(['audit', 'verify', '--store', `file:${dir}`]);
+  assert.equal(bad.code, 1);
+  assert.equal(
+    bad.stderr.trim(),
+    'tampered: first bad record seq 4: hash does not match the record content [ERR_AUDIT_CHAIN_BROKEN]',
+  );
+  const json = await run(['audit', 'verify', '--store', `file:${dir}`, '--json']);
+  assert.deepEqual(JSON.parse(json.stdout), {
+    ok: false,
+    code: 'ERR_AUDIT_CHAIN_BROKEN',
+    seq: 4,
+    reason: 'hash does not match the record content',
+  });
+});
+
+test('cli: audit verify against a postgres log names the first bad seq', async () => {
+  const { schema, drop } = await pgSchema('cli');
+  try {
+    const table = `${schema}.log`;
+    const store = await openPostgresStore({ connectionString: PG_URL, table });
+    await store.append(Array.from({ length: 8 }, (_, i) => decision(i)));
+    await store.close();
+    const spec = `${PG_URL}?table=${table}`;
+    assert.equal((await run(['audit', 'verify', '--store', spec])).code, 0);
+    const { sql } = await import('./helpers.ts');
+    await sql(`DELETE FROM ${table} WHERE seq = 3`);
+    const bad = await run(['audit', 'verify', '--store', spec]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /first bad record seq 3: seq 4 found where 3 was expected/);
+    const missing = await run(['audit', 'verify', '--store', `${PG_URL}?table=${schema}.nope`]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /table .*nope does not exist \[ERR_AUDIT_STORE_UNAVAILABLE\]/);
+  } finally {
+    await drop();
+  }
+});
+
+test('cli: audit checkpoint saves a verified checkpoint; verify reports a truncated log inconsistent with it', async () => {
+  const out = join(tmp.dir, 'cp.note');
+  const key = collector.verifierKey;
+  const saved = await run(['audit', 'checkpoint', '--out', out, '--public-key', key, ...remote('web')]);
+  assert.equal(saved.code, 0, saved.stderr);
+  assert.match(saved.stdout, /saved checkpoint of example.org\/audit at size \d+/);
+  // A second fetch must extend the first (consistency proof checked).
+  const again = await run(['audit', 'checkpoint', '--out', out, '--public-key', key, ...remote('web')]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /extends the saved checkpoint/);
+
+  const logDir = join(tmp.dir, 'c', 'log');
+  const copy = join(tmp.dir, 'copy');
+  const src = await openFileStore({ dir: logDir, readOnly: true });
+  const lines: string[] = [];
+  for await (const l of src.readLines()) lines.push(l);
+  await src.close();
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(copy);
+  writeFileSync(join(copy, '0000000000000000.jsonl'), lines.map((l) => `${l}\n`).join(''));
+  const intact = await run([
+    'audit',
+    'verify',
+    '--store',
+    `file:${copy}`,
+    '--checkpoint',
+    out,
+    '--public-key',
+    key,
+  ]);
+  assert.equal(intact.code, 0, intact.stderr);
+  writeFileSync(
+    join(copy, '0000000000000000.jsonl'),
+    lines
+      .slice(0, 3)
+      .map((l) => `${l}\n`)
+      .join(''),
+  );
+  const cut = await run([
+    'audit',
+    'verify',
+    '--store',
+    `file:${copy}`,
+    '--checkpoint',
+    out,
+    '--public-key',
+    key,
+  ]);
+  assert.equal(cut.code, 1);
+  assert.match(
+    cut.stderr,
+    /^inconsistent with the checkpoint: log has 3 records .* \[ERR_AUDIT_CHECKPOINT_INCONSISTENT\]/,
+  );
+});
+
+test('cli: audit prove verifies a record offline against a saved checkpoint and refuses a modified bundle', async () => {
+  const out = join(tmp.dir, 'cp2.note');
+  const key = collector.verifierKey;
+  assert.equal(
+    (await run(['audit', 'checkpoint', '--out', out, '--public-key', key, ...remote('web')])).code,
+    0,
+  );
+  const bundle = join(tmp.dir, 'proof.json');
+  const proved = await run([
+    'audit',
+    'prove',
+    '--seq',
+    '2',
+    '--checkpoint',
+    out,
+    '--public-key',
+    key,
+    '--save',
+    bundle,
+    ...remote('security-console'),
+  ]);
+  assert.equal(proved.code, 0, proved.stderr);
+  assert.match(proved.stdout, /^included: record 2 \(authz.decision/);
+  // Offline: no collector flags at all.
+  const offline = await run(['audit', 'prove', '--bundle', bundle, '--checkpoint', out, '--public-key', key]);
+  assert.equal(offline.code, 0, offline.stderr);
+  const modified = JSON.parse(readFileSync(bundle, 'utf8'));
+  modified.record.event.decision = modified.record.event.decision === 'allow' ? 'deny' : 'allow';
+  writeFileSync(bundle, JSON.stringify(modified));
+  const refused = await run(['audit', 'prove', '--bundle', bundle, '--checkpoint', out, '--public-key', key]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /ERR_AUDIT_PROOF_INVALID/);
+});
+
+test('cli: audit query prints a table for an audit-reader, JSON lines with --json, and fails for a workload without the role', async () => {
+  const table = await run([
+    'audit',
+    'query',
+    '--type',
+    'authz.decision',
+    '--decision',
+    'deny',
+    ...remote('security-console'),
+  ]);
+  assert.equal(table.code, 0, table.stderr);
+  const rows = table.stdout.trim().split('\n');
+  assert.match(rows[0]!, /^SEQ\s+TIME\s+TYPE\s+SOURCE/);
+  assert.equal(rows.length, 1 + 2, 'decisions 0 and 3 are denies');
+  const json = await run(['audit', 'query', '--limit', '1', '--json', ...remote('security-console')]);
+  assert.equal(JSON.parse(json.stdout.trim()).seq, 0);
+  const refused = await run(['audit', 'query', ...remote('web')]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /403: this route needs role audit-reader \[ERR_AUDIT_FORBIDDEN\]/);
+  const local = await run([
+    'audit',
+    'query',
+    '--store',
+    `file:${join(tmp.dir, 'c', 'log')}`,
+    '--subject',
+    'spiffe://example.org/ns/shop/sa/web',
+    '--json',
+  ]);
+  assert.equal(local.code, 0, local.stderr);
+  assert.ok(local.stdout.trim().split('\n').length >= 6);
+});
+
+const usageErrors: [string, string[], RegExp][] = [
+  ['an unknown flag', ['audit', 'verify', '--store', 'file:/x', '--bogus'], /Unknown option '--bogus'/],
+  ['a missing --store', ['audit', 'verify'], /--store is required/],
+  [
+    'a bad --decision',
+    ['audit', 'query', '--store', 'file:/x', '--decision', 'maybe'],
+    /--decision must be allow or deny/,
+  ],
+  [
+    'a bad --limit',
+    ['audit', 'query', '--store', 'file:/x', '--limit=abc'],
+    /--limit must be a non-negative integer/,
+  ],
+  ['a missing --out', ['audit', 'checkpoint', '--public-key', 'k'], /--out is required/],
+  [
+    '--public-key without --checkpoint',
+    ['audit', 'verify', '--store', 'file:/x', '--public-key', 'k'],
+    /needs --checkpoint/,
+  ],
+];
+for (const [label, args, message] of usageErrors) {
+  test(`cli: ${label} exits 2 with one line`, async () => {
+    const r = await run(args);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  });
+}
+
+test('cli: a bad store spec, a missing store dir and a bad config exit 1 with one line naming the problem', async () => {
+  const spec = await run(['audit', 'verify', '--store', 'mysql://x']);
+  assert.equal(spec.code, 1);
+  assert.match(spec.stderr, /expected file:DIR or postgres:URL \[ERR_AUDIT_STORE_SPEC\]/);
+  const missing = await run(['audit', 'verify', '--store', `file:${join(tmp.dir, 'none')}`]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /cannot open the store directory \(ENOENT\)/);
+  const config = join(tmp.dir, 'bad.yaml');
+  writeFileSync(
+    config,
+    'origin: example.org/audit\nstore: file:log\ndataDir: d\nidentities: i\ntls: {cert: a, key: b, trustBundle: c}\ncheckpoint: {everyRecord: 5}\n',
+  );
+  const bad = await run(['audit', 'serve', '--config', config]);
+  assert.equal(bad.code, 1);
+  assert.equal(
+    bad.stderr.trim(),
+    `portcullis: ${config}: checkpoint.everyRecord: unknown key (did you mean "everyRecords"?) [ERR_CONFIG_INVALID]`,
+  );
+  const gone = await run(['audit', 'serve', '--config', join(tmp.dir, 'nope.yaml')]);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /nope.yaml: no such file \[ERR_CONFIG_NOT_FOUND\]/);
+});
+
+test(
+  'cli: audit serve runs a collector from a config file and stops cleanly on SIGTERM',
+  { timeout: 30_000 },
+  async () => {
+    const dir = join(tmp.dir, 'serve');
+    const config = join(tmp.dir, 'serve.yaml');
+    writeFileSync(
+      config,
+      [
+        'listen: {host: 127.0.0.1, port: 0}',
+        'origin: example.org/audit',
+        `identities: ${pki.identitiesDir}`,
+        `tls: {cert: ${pki.leaf('audit').certFile}, key: ${pki.leaf('audit').keyFile}, trustBundle: ${pki.rootFile}}`,
+        `dataDir: ${join(dir, 'data')}`,
+        `store: file:${join(dir, 'log')}`,
+      ].join('\n'),
+    );
+    const child = spawn(process.execPath, [CLI, 'audit', 'serve', '--config', config], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const listening = new Promise<Record<string, unknown>>((resolve, reject) => {
+      child.on('exit', (code) => reject(new Error(`exited ${code}`)));
+      child.stdout.on('data', (d) => {
+        out += d;
+        const line = out.split('\n').find((l) => l.includes('audit collector listening'));
+        if (line) resolve(JSON.parse(line));
+      });
+    });
+    const info = await listening;
+    assert.match(String(info.url), /^https:\/\/127\.0\.0\.1:\d+$/);
+    assert.match(String(info.verifierKey), /^example\.org\/audit\+[0-9a-f]{8}\+/);
+    child.removeAllListeners('exit');
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  },
+);

@@ -1,0 +1,273 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { createLogger } from '../../core/index.ts';
+import type { AuditClient, AuditClientOptions, AuditRecord, RunningCollector } from '../../audit/index.ts';
+import { createAuditClient, openFileStore, verifyStore } from '../../audit/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import type { TestPki } from '../helpers/pki.ts';
+import { quiet, startTestCollector } from './collector-harness.ts';
+import { decision, tempDir } from './helpers.ts';
+
+const COLLECTOR_ID = 'spiffe://example.org/ns/portcullis/sa/audit';
+let pki: TestPki;
+
+before(async () => {
+  pki = await makeTestPki();
+});
+after(() => pki.cleanup());
+
+function clientOptions(
+  pkiDir: TestPki,
+  url: string,
+  spoolDir: string,
+  extra: Partial<AuditClientOptions> = {},
+): AuditClientOptions {
+  const leaf = pkiDir.leaf('web');
+  return {
+    url,
+    tls: { cert: leaf.certFile, key: leaf.keyFile, trustBundle: pkiDir.rootFile },
+    collectorId: COLLECTOR_ID,
+    spoolDir,
+    spoolMaxBytes: 10_000_000,
+    failMode: 'open',
+    batchSize: 100,
+    batchIntervalMs: 10,
+    retryMinMs: 20,
+    retryMaxMs: 100,
+    logger: quiet,
+    ...extra,
+  };
+}
+
+/** A logger whose lines the test can read. */
+function capturingLogger() {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
+      cb();
+    },
+  });
+  return { lines, logger: createLogger({ name: 'audit-client-test', level: 'info', destination }) };
+}
+
+async function until(cond: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function records(dir: string): Promise<AuditRecord[]> {
+  const store = await openFileStore({ dir: join(dir, 'log'), readOnly: true });
+  const out: AuditRecord[] = [];
+  for await (const r of store.read(0)) out.push(r);
+  const verdict = await verifyStore(store);
+  assert.ok(verdict.ok, JSON.stringify(verdict));
+  await store.close();
+  return out;
+}
+
+const actions = (rs: AuditRecord[]) =>
+  rs.filter((r) => r.event.type === 'authz.decision').map((r) => r.event.action);
+const expectedActions = (n: number, from = 0) =>
+  Array.from({ length: n }, (_, i) => `GET /orders/${from + i}`);
+
+test('client: delivers every event in order over mTLS, with metrics', async () => {
+  const tmp = tempDir();
+  const collector = await startTestCollector(pki, tmp.dir);
+  const metricsRegistry = new Registry();
+  const client = createAuditClient(
+    clientOptions(pki, collector.url, join(tmp.dir, 'spool'), { metricsRegistry }),
+  );
+  try {
+    for (let i = 0; i < 1000; i++) client.emit(decision(i));
+    await client.flush();
+    assert.deepEqual(client.metrics(), {
+      queueDepth: 0,
+      spoolDepth: 0,
+      spoolBytes: 0,
+      delivered: 1000,
+      spooled: 0,
+      lost: 0,
+      failures: 0,
+    });
+    const text = await metricsRegistry.metrics();
+    assert.match(text, /portcullis_audit_queue_depth 0/);
+    assert.match(text, /portcullis_audit_events_delivered_total 1000/);
+    await client.close();
+    await collector.close();
+    const rs = await records(tmp.dir);
+    assert.deepEqual(actions(rs), expectedActions(1000));
+    assert.ok(rs.every((r) => r.event.source === 'spiffe://example.org/ns/shop/sa/web'));
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test(
+  'client: a collector outage in the middle of a stream is spooled and replayed; every event arrives once, in order',
+  { timeout: 60_000 },
+  async () => {
+    const tmp = tempDir();
+    let collector: RunningCollector = await startTestCollector(pki, tmp.dir);
+    const port = collector.port;
+    const client = createAuditClient(clientOptions(pki, collector.url, join(tmp.dir, 'spool')));
+    const N = 3000;
+    let maxSpool = 0;
+    try {
+      for (let i = 0; i < N; i++) {
+        client.emit(decision(i));
+        if (i % 50 === 49) await new Promise((r) => setTimeout(r, 5));
+        if (i === 1000) await collector.close();
+        if (i > 1000 && i < 2000) maxSpool = Math.max(maxSpool, client.metrics().spoolDepth);
+        if (i === 2000) {
+          assert.equal(client.accepting(), true, 'failMode open keeps accepting');
+          collector = await startTestCollector(pki, tmp.dir, { listen: { host: '127.0.0.1', port } });
+        }
+      }
+      await client.flush();
+      await until(() => client.metrics().delivered === N);
+      const m = client.metrics();
+      assert.ok(maxSpool > 0, 'events were spooled while the collector was away');
+      assert.ok(m.spooled > 0 && m.failures > 0);
+      assert.equal(m.lost, 0);
+      assert.equal(m.spoolDepth, 0);
+      await client.close();
+      await collector.close();
+      const rs = await records(tmp.dir);
+      // The count of authz.decision events equals the number emitted, exactly, and order holds.
+      assert.deepEqual(actions(rs), expectedActions(N));
+    } finally {
+      await client.close();
+      tmp.cleanup();
+    }
+  },
+);
+
+test(
+  'client: a new process replays what a previous one left in the spool, before its own events',
+  { timeout: 30_000 },
+  async () => {
+    const tmp = tempDir();
+    const spool = join(tmp.dir, 'spool');
+    const collector = await startTestCollector(pki, tmp.dir);
+    const port = collector.port;
+    await collector.close();
+    try {
+      const first = createAuditClient(clientOptions(pki, collector.url, spool));
+      for (let i = 0; i < 250; i++) first.emit(decision(i));
+      await first.flush();
+      assert.equal(first.metrics().spoolDepth, 250);
+      await first.close();
+
+      const back = await startTestCollector(pki, tmp.dir, { listen: { host: '127.0.0.1', port } });
+      const second = createAuditClient(clientOptions(pki, back.url, spool));
+      for (let i = 250; i < 300; i++) second.emit(decision(i));
+      await until(() => second.metrics().delivered === 300);
+      await second.close();
+      await back.close();
+      assert.deepEqual(actions(await records(tmp.dir)), expectedActions(300));
+    } finally {
+      tmp.cleanup();
+    }
+  },
+);
+
+test('client: failMode open counts and logs what a full spool cannot keep, and keeps accepting', async () => {
+  const tmp = tempDir();
+  const { lines, logger } = capturingLogger();
+  // Nothing listens on port 1: every delivery fails.
+  const client = createAuditClient(
+    clientOptions(pki, 'https://127.0.0.1:1', join(tmp.dir, 'spool'), { spoolMaxBytes: 4096, logger }),
+  );
+  try {
+    for (let i = 0; i < 100; i++) client.emit(decision(i));
+    await client.flush();
+    const m = client.metrics();
+    assert.ok(m.lost > 0, 'some events were lost');
+    assert.equal(m.lost + m.spoolDepth, 100, 'every event is either spooled or counted as lost');
+    assert.ok(m.spoolBytes <= 4096);
+    assert.equal(client.accepting(), true);
+    assert.ok(lines.some((l) => /audit events lost: spool is full/.test(String(l.msg)) && l.level === 50));
+  } finally {
+    await client.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: failMode closed stops accepting once the spool is full', async () => {
+  const tmp = tempDir();
+  const client = createAuditClient(
+    clientOptions(pki, 'https://127.0.0.1:1', join(tmp.dir, 'spool'), {
+      spoolMaxBytes: 4096,
+      failMode: 'closed',
+    }),
+  );
+  try {
+    assert.equal(client.accepting(), true);
+    for (let i = 0; i < 100; i++) client.emit(decision(i));
+    await client.flush();
+    assert.equal(client.accepting(), false);
+    assert.equal(client.metrics().lost + client.metrics().spoolDepth, 100);
+  } finally {
+    await client.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: a collector that does not carry the expected SPIFFE ID gets nothing; events are spooled', async () => {
+  const tmp = tempDir();
+  const collector = await startTestCollector(pki, tmp.dir);
+  const client = createAuditClient(
+    clientOptions(pki, collector.url, join(tmp.dir, 'spool'), {
+      collectorId: 'spiffe://example.org/ns/shop/sa/orders',
+    }),
+  );
+  try {
+    for (let i = 0; i < 10; i++) client.emit(decision(i));
+    await client.flush();
+    assert.equal(client.metrics().delivered, 0);
+    assert.equal(client.metrics().spoolDepth, 10);
+    assert.ok(client.metrics().failures >= 1);
+    assert.equal(collector.log.size, 0);
+  } finally {
+    await client.close();
+    await collector.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: invalid events and events after close are counted as lost, never sent', async () => {
+  const tmp = tempDir();
+  const client: AuditClient = createAuditClient(
+    clientOptions(pki, 'https://127.0.0.1:1', join(tmp.dir, 'spool')),
+  );
+  try {
+    client.emit({ ...decision(1), decision: 'perhaps' } as never);
+    await client.close();
+    client.emit(decision(2));
+    assert.equal(client.metrics().lost, 2);
+    assert.equal(client.accepting(), false);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+const badOptions: [string, Partial<AuditClientOptions>][] = [
+  ['failMode', { failMode: 'maybe' as never }],
+  ['spoolMaxBytes', { spoolMaxBytes: 10 }],
+  ['url', { url: 'http://127.0.0.1:1' }],
+];
+for (const [label, change] of badOptions) {
+  test(`client: a bad "${label}" option is a TypeError`, () => {
+    assert.throws(
+      () => createAuditClient(clientOptions(pki, 'https://127.0.0.1:1', '/nonexistent', change)),
+      TypeError,
+    );
+  });
+}
