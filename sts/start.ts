@@ -9,6 +9,7 @@ import { LogAuditSink } from './audit-sink.ts';
 import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
 import { buildStsApp } from './http/app.ts';
+import { cachePeerVerifications } from './http/peer-cache.ts';
 import { Keyring } from './keyring/keyring.ts';
 import type { KeyMaterial } from './keyring/key-material.ts';
 import { createKeystore } from './keystore/create.ts';
@@ -80,13 +81,17 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     overrides.audit ?? (config.audit.sink === 'memory' ? new MemoryAuditSink() : new LogAuditSink(logger));
   const metrics = createStsMetrics(overrides.metricsRegistry, overrides.metricsRegistry === undefined);
   const denyList = createDenyList(clock);
-  const peerVerifier = createPeerVerifier({
-    trustAnchorsPem: trustBundle,
-    trustDomain: registry.trustDomain,
-    isRevoked: (serial) => denyList.isSerialRevoked(serial),
-    purpose: 'clientAuth',
-    clock: () => clock.now(),
-  });
+  const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
+  const peerVerifier = cachePeerVerifications(
+    createPeerVerifier({
+      trustAnchorsPem: trustBundle,
+      trustDomain: registry.trustDomain,
+      isRevoked,
+      purpose: 'clientAuth',
+      clock: () => clock.now(),
+    }),
+    { clock, isRevoked, generation: () => denyList.serialGeneration() },
+  );
   const keystore =
     overrides.keystore ??
     createKeystore(config.keystore, {

@@ -76,10 +76,14 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   const skewSeconds = Math.ceil(config.keys.clockSkew / 1000);
   const jwksMaxAge = Math.floor(config.keys.jwksCachePeriod / 1000);
   const source = deps.selfId ? { source: deps.selfId } : {};
+  // Labelled children resolved once: prom-client hashes label sets on every unbound inc().
+  const issuedClientCredentials = metrics.tokensIssued.labels('client_credentials');
+  const issuedTokenExchange = metrics.tokensIssued.labels('token_exchange');
 
   const app = Fastify({
     ...(deps.tls ? { https: deps.tls } : {}),
-    loggerInstance: deps.logger,
+    // No per-request child loggers: the hot path logs nothing; failures go to deps.logger below.
+    logger: false,
     // Per-request log lines would cost more than issuing a token; audit events record requests.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimit,
@@ -143,7 +147,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     const { status, error } = HTTP_ERRORS[code];
     const reason = err instanceof StsError ? err.reason : code;
     if (status >= 500 && !(err instanceof StsError)) {
-      req.log.error({ err: { message: err.message, code: err.code }, url: req.url }, 'request failed');
+      deps.logger.error({ err: { message: err.message, code: err.code }, url: req.url }, 'request failed');
     }
     const kind = kindOf(req);
     const caller = callers.get(req.raw);

@@ -96,6 +96,36 @@ describe('STS routes', () => {
     assert.equal(adminEvents.length, 2);
   });
 
+  test('a certificate revoked after use is refused on its open connection and on new ones', async () => {
+    const minted = await pki.mint({ uris: [WEB] });
+    const first = mtlsAgent({ cert: minted.chainPem, key: minted.keyPem, ca: pki.rootPem });
+    const second = mtlsAgent({ cert: minted.chainPem, key: minted.keyPem, ca: pki.rootPem });
+    agents.push(first, second);
+    const form = { grant_type: 'client_credentials', audience: ORDERS };
+    assert.equal((await requestToken(first, sts.url, form)).status, 200);
+    assert.equal(
+      (await requestToken(second, sts.url, form)).status,
+      200,
+      'verified once, reused across connections',
+    );
+    const revoke = await call(as('admin-console'), `${sts.url}/v1/admin/revoke`, {
+      method: 'POST',
+      body: JSON.stringify({ serial: minted.serial }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(revoke.status, 200);
+    for (const agent of [
+      first,
+      second,
+      mtlsAgent({ cert: minted.chainPem, key: minted.keyPem, ca: pki.rootPem }),
+    ]) {
+      const res = await requestToken(agent, sts.url, form);
+      assert.equal(res.status, 401);
+      assert.equal(sts.events.at(-1)!.reason, 'ERR_CA_CERT_REVOKED');
+      if (!agents.includes(agent)) await agent.close();
+    }
+  });
+
   const badRevokes = [
     { name: 'prototype-poisoning JSON', body: '{"jti":"a","__proto__":{"polluted":true}}' },
     { name: 'constructor-poisoning JSON', body: '{"jti":"a","constructor":{"prototype":{"polluted":true}}}' },

@@ -1,0 +1,168 @@
+// `npx node bench/sts/run.ts`: STS token issuance vs a bare fastify mTLS route, keep-alive and
+// new-connection, in one run. Env: BENCH_DURATION_MS (default 10000 per phase), BENCH_CONNECTIONS
+// (default 32), BENCH_PIPELINING (default 8), BENCH_CONCURRENCY (new-connection loops, default 16).
+// Prints a human summary and one machine-readable line starting with `BENCH_STS_RESULT `.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { initCaDirectory, issueWorkloadCertificates } from '../../ca/index.ts';
+import { loadRegistry } from '../../core/index.ts';
+import { keepAliveLoad, newConnectionLoad } from './load.ts';
+import type { Target } from './load.ts';
+
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 10_000);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const PIPELINING = Number(process.env.BENCH_PIPELINING ?? 8);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
+const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
+
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-sts-'));
+const children: ChildProcess[] = [];
+
+async function setup() {
+  const ids = join(dir, 'identities');
+  mkdirSync(ids);
+  copyFileSync(new URL('../../identities/example.yaml', import.meta.url), join(ids, 'example.yaml'));
+  const registry = loadRegistry(ids);
+  const ca = await initCaDirectory(join(dir, 'ca'), {
+    trustDomain: registry.trustDomain,
+    keyAlgorithm: 'ecdsa-p256',
+  });
+  const certs = join(dir, 'certs');
+  await issueWorkloadCertificates({
+    registry,
+    ca,
+    outDir: certs,
+    validityMs: 24 * 3_600_000,
+    renewWithinMs: 3_600_000,
+    keyAlgorithm: 'ecdsa-p256',
+    deps: { now: () => new Date() },
+  });
+  return { ids, certs };
+}
+
+function startServer(mode: 'sts' | 'bare', config: object): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn(
+    process.execPath,
+    [new URL('./server.ts', import.meta.url).pathname, mode, JSON.stringify(config)],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, PORTCULLIS_MASTER_KEY: randomBytes(32).toString('base64') },
+    },
+  );
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /READY (\d+)/.exec(out);
+      if (m) resolve({ port: Number(m[1]), child });
+    });
+    child.once('exit', (code) => reject(new Error(`${mode} server exited ${code}`)));
+  });
+}
+
+async function stop(child: ChildProcess) {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function main() {
+  const { ids, certs } = await setup();
+  const config = {
+    listen: { host: '127.0.0.1', port: 0 },
+    tls: {
+      cert: join(certs, 'sts.pem'),
+      key: join(certs, 'sts-key.pem'),
+      trustBundle: join(certs, 'root.pem'),
+    },
+    identities: ids,
+    issuer: 'https://sts.portcullis.internal',
+    keystore: { type: 'file', dir: join(dir, 'keys') },
+    rateLimit: { perSecond: 1_000_000, burst: 1_000_000 },
+    audit: { sink: 'memory' },
+  };
+  const body = `grant_type=client_credentials&audience=${encodeURIComponent(ORDERS)}`;
+  const request = Buffer.from(
+    `POST /oauth2/token HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    'latin1',
+  );
+  const tls = {
+    cert: readFileSync(join(certs, 'web.pem')),
+    key: readFileSync(join(certs, 'web-key.pem')),
+    ca: readFileSync(join(certs, 'root.pem')),
+    servername: 'localhost',
+  };
+  const results: Record<
+    string,
+    { perSecond: number; completed: number; non2xx: number; errors: number; resumed?: number }
+  > = {};
+  for (const mode of ['bare', 'sts'] as const) {
+    const { port, child } = await startServer(mode, config);
+    const target: Target = { host: '127.0.0.1', port, tls, request };
+    await keepAliveLoad(target, {
+      connections: CONNECTIONS,
+      pipelining: PIPELINING,
+      durationMs: Math.min(2000, DURATION / 5),
+    }); // warm-up
+    const ka = await keepAliveLoad(target, {
+      connections: CONNECTIONS,
+      pipelining: PIPELINING,
+      durationMs: DURATION,
+    });
+    if (mode === 'sts' && !/"access_token":"eyJ/.test(ka.sample))
+      throw new Error(`unexpected STS answer: ${ka.sample}`);
+    const nc = await newConnectionLoad(target, {
+      concurrency: CONCURRENCY,
+      durationMs: DURATION,
+      resume: true,
+    });
+    results[`${mode}KeepAlive`] = ka;
+    results[`${mode}NewConnection`] = nc;
+    await stop(child);
+    console.log(
+      `${mode.padEnd(4)} keep-alive: ${ka.perSecond}/s (${ka.completed} ok, ${ka.non2xx} non-2xx, ${ka.errors} errors); ` +
+        `new connection: ${nc.perSecond}/s (${nc.completed} ok, ${nc.resumed} resumed, ${nc.non2xx} non-2xx, ${nc.errors} errors)`,
+    );
+  }
+  const summary = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    memTotalGiB: +(totalmem() / 2 ** 30).toFixed(1),
+    memFreeGiB: +(freemem() / 2 ** 30).toFixed(1),
+    loadavg: loadavg().map((l) => +l.toFixed(2)),
+    durationMs: DURATION,
+    connections: CONNECTIONS,
+    pipelining: PIPELINING,
+    concurrency: CONCURRENCY,
+    stsKeepAlivePerSec: results.stsKeepAlive!.perSecond,
+    bareKeepAlivePerSec: results.bareKeepAlive!.perSecond,
+    keepAliveRatio: +(results.stsKeepAlive!.perSecond / results.bareKeepAlive!.perSecond).toFixed(3),
+    stsNewConnPerSec: results.stsNewConnection!.perSecond,
+    bareNewConnPerSec: results.bareNewConnection!.perSecond,
+    newConnRatio: +(results.stsNewConnection!.perSecond / results.bareNewConnection!.perSecond).toFixed(3),
+    stsNewConnResumed: results.stsNewConnection!.resumed,
+    stsErrors:
+      results.stsKeepAlive!.errors +
+      results.stsNewConnection!.errors +
+      results.stsKeepAlive!.non2xx +
+      results.stsNewConnection!.non2xx,
+  };
+  console.log(`BENCH_STS_RESULT ${JSON.stringify(summary)}`);
+}
+
+main()
+  .catch((err: unknown) => {
+    console.error(`bench failed: ${(err as Error).message}`);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  });
