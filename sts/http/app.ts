@@ -220,9 +220,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       signer,
       ...(delegatedSubject !== undefined ? { delegatedSubject } : {}),
     });
-    metrics.tokensIssued.inc({
-      grant: request.grantType === 'client_credentials' ? 'client_credentials' : 'token_exchange',
-    });
+    (request.grantType === 'client_credentials' ? issuedClientCredentials : issuedTokenExchange).inc();
     emit({
       type: 'token.issued',
       subject: issued.claims.sub,
