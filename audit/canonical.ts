@@ -10,7 +10,8 @@ import { RecordInvalidError } from './errors.ts';
 export function canonicalJson(value: unknown): string {
   switch (typeof value) {
     case 'string':
-      if (LONE_SURROGATE.test(value)) throw new RecordInvalidError('string holds a lone surrogate');
+      if (ANY_SURROGATE.test(value) && LONE_SURROGATE.test(value))
+        throw new RecordInvalidError('string holds a lone surrogate');
       return JSON.stringify(value);
     case 'number':
       if (!Number.isFinite(value)) throw new RecordInvalidError('number is not finite');
@@ -25,13 +26,13 @@ export function canonicalJson(value: unknown): string {
         return `${out}]`;
       }
       const obj = value as Record<string, unknown>;
-      const keys = Object.keys(obj).sort();
+      const shape = shapeOf(Object.keys(obj));
       let out = '{';
       let first = true;
-      for (const key of keys) {
-        const v = obj[key];
+      for (let i = 0; i < shape.keys.length; i++) {
+        const v = obj[shape.keys[i]!];
         if (v === undefined) continue;
-        out += `${first ? '' : ','}${canonicalJson(key)}:${canonicalJson(v)}`;
+        out += (first ? '' : ',') + shape.prefixes[i]! + canonicalJson(v);
         first = false;
       }
       return `${out}}`;
@@ -42,3 +43,26 @@ export function canonicalJson(value: unknown): string {
 }
 
 const LONE_SURROGATE = /\p{Surrogate}/u;
+// A cheap pre-check: most strings hold no surrogate code unit at all.
+const ANY_SURROGATE = /[\uD800-\uDFFF]/;
+
+interface Shape {
+  readonly keys: readonly string[];
+  /** `"key":` for each sorted key, serialized once. */
+  readonly prefixes: readonly string[];
+}
+
+// Audit events come in a handful of shapes; sorting and escaping their keys once per shape
+// instead of once per record is most of the cost of canonicalization.
+const shapes = new Map<string, Shape>();
+
+function shapeOf(keys: string[]): Shape {
+  const id = keys.join('\u0000');
+  let shape = shapes.get(id);
+  if (!shape) {
+    const sorted = [...keys].sort();
+    shape = { keys: sorted, prefixes: sorted.map((k) => `${canonicalJson(k)}:`) };
+    if (shapes.size < 1024) shapes.set(id, shape);
+  }
+  return shape;
+}

@@ -114,3 +114,66 @@ export function toRecord(value: unknown): AuditRecord {
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+
+const EVENT_PREFIX = Buffer.from('{"event":{');
+const HASH_KEY = Buffer.from(',"hash":"');
+const PREV_KEY = Buffer.from('","prev":"');
+const SEQ_KEY = Buffer.from('","seq":');
+const TIME_KEY = Buffer.from(',"time":"');
+
+/** What {@link scanRecordBytes} reads off one stored line (fields are overwritten on each call). */
+export interface ScannedBytes {
+  seq: number;
+  prev: string;
+  hash: string;
+  /** SHA-256 of the line's body bytes as they are. */
+  digest: Buffer;
+  /** Byte range of the event's JSON within the buffer. */
+  eventStart: number;
+  eventEnd: number;
+}
+
+/**
+ * The byte-level twin of {@link scanRecordLine}, for verifying millions of records: reads seq,
+ * prev and hash of the canonical line `buf[start, end)` and hashes its body bytes without
+ * building strings. Reuses `out` and `scratch`; returns false when the line is not in
+ * canonical record form.
+ */
+export function scanRecordBytes(
+  buf: Buffer,
+  start: number,
+  end: number,
+  out: ScannedBytes,
+  scratch: { buf: Buffer },
+): boolean {
+  if (
+    end - start < 200 ||
+    buf.compare(EVENT_PREFIX, 0, EVENT_PREFIX.length, start, start + EVENT_PREFIX.length) !== 0
+  )
+    return false;
+  const at = buf.lastIndexOf(HASH_KEY, end - 1);
+  if (at < start + 10 || at + 160 > end) return false;
+  if (buf.compare(PREV_KEY, 0, PREV_KEY.length, at + 73, at + 83) !== 0) return false;
+  if (buf.compare(SEQ_KEY, 0, SEQ_KEY.length, at + 147, at + 155) !== 0) return false;
+  let i = at + 155;
+  let seq = 0;
+  const digitsStart = i;
+  while (i < end && buf[i]! >= 0x30 && buf[i]! <= 0x39 && i - digitsStart < 16)
+    seq = seq * 10 + (buf[i++]! - 0x30);
+  if (i === digitsStart || (buf[digitsStart] === 0x30 && i - digitsStart > 1)) return false;
+  if (buf.compare(TIME_KEY, 0, TIME_KEY.length, i, i + TIME_KEY.length) !== 0) return false;
+  if (buf[end - 1] !== 0x7d || buf[end - 2] !== 0x22) return false;
+  for (let t = i + TIME_KEY.length; t < end - 2; t++) if (buf[t] === 0x22 || buf[t] === 0x5c) return false;
+  // Body = the line without `,"hash":"<64 hex>"`: exactly the canonical {event, prev, seq, time}.
+  const len = end - start - 74;
+  if (scratch.buf.length < len) scratch.buf = Buffer.allocUnsafe(Math.max(len, scratch.buf.length * 2));
+  buf.copy(scratch.buf, 0, start, at);
+  buf.copy(scratch.buf, at - start, at + 74, end);
+  out.digest = hash('sha256', scratch.buf.subarray(0, len), 'buffer');
+  out.seq = seq;
+  out.hash = buf.toString('latin1', at + 9, at + 73);
+  out.prev = buf.toString('latin1', at + 83, at + 147);
+  out.eventStart = start + 9;
+  out.eventEnd = at;
+  return true;
+}

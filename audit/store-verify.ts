@@ -12,6 +12,6 @@ export async function verifyStore(
   options: ChainVerifierOptions = {},
 ): Promise<ChainVerdict> {
   const v = new ChainVerifier(options);
-  for await (const line of store.readLines(0)) if (!v.pushLine(line)) break;
+  for await (const buf of store.readBuffers()) if (!v.pushBuffer(buf)) break;
   return v.result();
 }

@@ -18,7 +18,7 @@ export interface LogVerification {
  */
 export async function verifyLog(
   storeSpec: string,
-  options: { checkpointNote?: string; publicKey?: string; deep?: boolean } = {},
+  options: { checkpointNote?: string; publicKey?: string; deep?: boolean; root?: boolean } = {},
 ): Promise<LogVerification> {
   let checkpoint: CheckpointBody | undefined;
   if (options.checkpointNote !== undefined) {
@@ -28,7 +28,7 @@ export async function verifyLog(
   }
   const store = await openStore(storeSpec, { readOnly: true });
   try {
-    const verdict = await verifyStore(store, { checkpoint, deep: options.deep });
+    const verdict = await verifyStore(store, { checkpoint, deep: options.deep, root: options.root });
     return { verdict, checkpoint, signatureChecked: Boolean(options.publicKey) };
   } finally {
     await store.close();

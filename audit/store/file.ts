@@ -8,7 +8,7 @@ import { StoreError } from '../errors.ts';
 import type { RecordFilter } from '../query-filter.ts';
 import { scanQuery } from '../query-filter.ts';
 import type { AuditStore, LogHead, StoreDeps } from './store.ts';
-import { GroupCommitter } from './store.ts';
+import { GroupCommitter, linesToBuffers } from './store.ts';
 
 /** Options of {@link openFileStore}. */
 export interface FileStoreOptions extends StoreDeps {
@@ -243,6 +243,21 @@ export class FileStore implements AuditStore {
         if (seg.first + j >= limit) return;
         yield lines[j]!;
       }
+    }
+  }
+
+  async *readBuffers(): AsyncIterable<Buffer> {
+    this.#check();
+    if (!this.#options.readOnly) {
+      // A live store may be mid-append: only committed lines count.
+      yield* linesToBuffers(this.readLines(0));
+      return;
+    }
+    for (const seg of this.#segments) {
+      const buf = await readFile(join(this.dir, seg.name));
+      // A torn last line (no newline yet) is not a record.
+      const cut = buf.lastIndexOf(0x0a) + 1;
+      if (cut) yield buf.subarray(0, cut);
     }
   }
 

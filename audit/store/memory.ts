@@ -5,6 +5,7 @@ import { StoreError } from '../errors.ts';
 import type { RecordFilter } from '../query-filter.ts';
 import { scanQuery } from '../query-filter.ts';
 import type { AuditStore, LogHead, StoreDeps } from './store.ts';
+import { linesToBuffers } from './store.ts';
 
 /**
  * An in-process store for tests and single-process tools. `lines` is exposed so that tests can
@@ -35,6 +36,10 @@ export class MemoryStore implements AuditStore {
       prev = record.hash;
     }
     return out;
+  }
+
+  readBuffers(): AsyncIterable<Buffer> {
+    return linesToBuffers(this.readLines(0));
   }
 
   async *read(fromSeq: number, toSeq?: number): AsyncIterable<AuditRecord> {

@@ -5,7 +5,7 @@ import { GENESIS_PREV, buildRecord, parseRecordLine } from '../record.ts';
 import { StoreError } from '../errors.ts';
 import type { RecordFilter } from '../query-filter.ts';
 import type { AuditStore, LogHead, StoreDeps } from './store.ts';
-import { GroupCommitter } from './store.ts';
+import { GroupCommitter, linesToBuffers } from './store.ts';
 
 /** Options of {@link openPostgresStore}. */
 export interface PostgresStoreOptions extends StoreDeps {
@@ -168,6 +168,10 @@ export class PostgresStore implements AuditStore {
       if (rows.length < PAGE) return;
       after = Number(rows.at(-1)!.seq);
     }
+  }
+
+  readBuffers(): AsyncIterable<Buffer> {
+    return linesToBuffers(this.readLines(0));
   }
 
   async *read(fromSeq: number, toSeq?: number): AsyncIterable<AuditRecord> {

@@ -110,7 +110,7 @@ flags:
 const verify: CliCommand = {
   name: 'audit verify',
   summary: 'verify a stored log (and that it agrees with a saved checkpoint)',
-  usage: `usage: portcullis audit verify --store file:DIR|postgres:URL [--checkpoint FILE [--public-key KEY]] [--deep] [--json]
+  usage: `usage: portcullis audit verify --store file:DIR|postgres:URL [--checkpoint FILE [--public-key KEY]] [--root] [--deep] [--json]
 
 Reads every record as stored and checks sequence, hash links, record hashes and the Merkle
 root. With --checkpoint, the log must also agree with that checkpoint (same chain head and
@@ -121,6 +121,7 @@ flags:
   --store SPEC        file:DIR or postgres://user@host:port/db (required)
   --checkpoint FILE   a checkpoint saved earlier (portcullis audit checkpoint --out)
   --public-key KEY    collector verifier key, or a file holding it (checkpoint.vkey); checks the checkpoint's signature
+  --root              also compute and print the Merkle root of the whole log
   --deep              also parse every event and check it is canonical and schema-valid
   --json              print the result as one JSON line`,
   async run(argv) {
@@ -131,6 +132,7 @@ flags:
         checkpoint: { type: 'string' },
         'public-key': { type: 'string' },
         deep: { type: 'boolean' },
+        root: { type: 'boolean' },
         json: { type: 'boolean' },
       },
       'audit verify',
@@ -145,6 +147,7 @@ flags:
       checkpointNote: flags.checkpoint ? readFlagFile(flags.checkpoint, 'checkpoint') : undefined,
       publicKey: publicKey(flags['public-key']),
       deep: flags.deep,
+      root: flags.root ?? false,
     });
     const seconds = (performance.now() - started) / 1000;
     const v = result.verdict;
@@ -152,7 +155,13 @@ flags:
       console.log(
         JSON.stringify(
           v.ok
-            ? { ok: true, size: v.size, head: v.head, root: v.root.toString('base64'), seconds }
+            ? {
+                ok: true,
+                size: v.size,
+                head: v.head,
+                root: flags.root ? v.root?.toString('base64') : undefined,
+                seconds,
+              }
             : { ok: false, code: v.code, seq: v.seq, reason: v.reason },
         ),
       );
@@ -160,7 +169,8 @@ flags:
       const against = result.checkpoint
         ? `; agrees with the checkpoint at size ${result.checkpoint.size}${result.signatureChecked ? '' : ' (signature not checked: no --public-key)'}`
         : '';
-      console.log(`intact: ${v.size} records, head ${v.head}, root ${v.root.toString('base64')}${against}`);
+      const root = flags.root && v.root ? `, root ${v.root.toString('base64')}` : '';
+      console.log(`intact: ${v.size} records, head ${v.head}${root}${against}`);
     } else if (v.code === 'ERR_AUDIT_CHECKPOINT_INCONSISTENT') {
       console.error(`inconsistent with the checkpoint: ${v.reason} [${v.code}]`);
     } else {

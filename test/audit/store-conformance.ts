@@ -155,7 +155,7 @@ export function storeConformance(name: string, harness: () => StoreHarness): voi
     assert.ok(verdict.ok);
     // The checkpoint goes through its signed form, as a security team would save it.
     const note = signCheckpoint(
-      { origin: signer.name, size: 10, root: verdict.root, chainHead: verdict.head },
+      { origin: signer.name, size: 10, root: verdict.root!, chainHead: verdict.head },
       signer,
     );
     return { store, lines: await h.lines(store), checkpoint: verifyCheckpoint(note, vkey) };
@@ -171,6 +171,7 @@ export function storeConformance(name: string, harness: () => StoreHarness): voi
     ['swapping two records', (l) => [...l.slice(0, 5), l[6]!, l[5]!, ...l.slice(7)], 5],
     ['duplicating a record', (l) => [...l.slice(0, 6), l[5]!, ...l.slice(6)], 6],
     ['breaking a line', (l) => l.map((x, i) => (i === 7 ? x.slice(0, 40) : x)), 7],
+    ['inserting a blank line', (l) => [...l.slice(0, 3), '', ...l.slice(3)], 3],
   ];
   for (const [label, tamper, bad] of tampers) {
     test(`${name}: verify names seq ${bad} as the first bad record after ${label}`, async () => {
