@@ -10,7 +10,7 @@ export const auditConfigSchema = strictObject({
   listen: strictObject({
     host: z.string().min(1).default('127.0.0.1'),
     port: port.default(8444),
-  }),
+  }).default({ host: '127.0.0.1', port: 8444 }),
   tls: strictObject({
     /** PEM: the collector's own certificate chain (leaf first). */
     cert: path,
