@@ -80,6 +80,15 @@ export const stsConfigSchema = strictObject({
     /** Most caller IDs tracked at once; the least recently seen is dropped beyond it. */
     maxTracked: z.number().int().positive().max(10_000_000).default(100_000),
   }).default({ perSecond: 200, burst: 400, maxTracked: 100_000 }),
+  /** Optional CRL to feed the serial deny-list (e.g. certs/crl.pem from `portcullis certs revoke`). */
+  revocation: strictObject({
+    crl: path.optional(),
+    /** PEM of the CRL's signer; defaults to the first intermediate of `tls.cert`. */
+    crlIssuer: path.optional(),
+    pollInterval: durationSchema.default(30_000),
+    /** How long after its revocation date a CRL serial stays on the deny-list. */
+    entryLifetime: durationSchema.default(30 * 86_400_000),
+  }).default({ pollInterval: 30_000, entryLifetime: 30 * 86_400_000 }),
   /** Largest accepted request body in bytes. */
   bodyLimit: z.number().int().min(256).max(1_048_576).default(8192),
   audit: strictObject({
@@ -127,6 +136,11 @@ function finish(config: StsConfig, file: string, baseDir: string): StsConfig {
       trustBundle: abs(config.tls.trustBundle),
     },
     identities: abs(config.identities),
+    revocation: {
+      ...config.revocation,
+      ...(config.revocation.crl ? { crl: abs(config.revocation.crl) } : {}),
+      ...(config.revocation.crlIssuer ? { crlIssuer: abs(config.revocation.crlIssuer) } : {}),
+    },
     keystore:
       config.keystore.type === 'file'
         ? { ...config.keystore, dir: abs(config.keystore.dir) }

@@ -25,7 +25,8 @@ export type StsErrorCode =
   | 'ERR_STS_KEYSTORE_CORRUPT'
   | 'ERR_STS_KEYSTORE_UNAVAILABLE'
   | 'ERR_STS_ADMIN_CALL_FAILED'
-  | 'ERR_STS_INTERNAL';
+  | 'ERR_STS_INTERNAL'
+  | 'ERR_STS_CRL_INVALID';
 
 /** Every failure of sts/. `reason` carries the underlying code (e.g. a ca/ peer code) when there is one. */
 export class StsError extends PortcullisError<StsErrorCode> {
@@ -81,4 +82,5 @@ export const HTTP_ERRORS: Readonly<Record<StsErrorCode, { status: number; error:
   ERR_STS_KEYSTORE_UNAVAILABLE: { status: 503, error: 'temporarily_unavailable' },
   ERR_STS_ADMIN_CALL_FAILED: { status: 502, error: 'server_error' },
   ERR_STS_INTERNAL: { status: 500, error: 'server_error' },
+  ERR_STS_CRL_INVALID: { status: 500, error: 'server_error' },
 };

@@ -17,6 +17,7 @@ import type { Keystore } from './keystore/keystore.ts';
 import { createStsMetrics } from './metrics.ts';
 import { createRateLimiter } from './rate-limit.ts';
 import { createDenyList } from './revocations/deny-list.ts';
+import { startCrlSource } from './revocations/crl-source.ts';
 import type { DenyList } from './revocations/deny-list.ts';
 
 /** What {@link startSts} lets a caller replace; everything else comes from the config. */
@@ -99,23 +100,41 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       ...(overrides.masterKey !== undefined ? { masterKey: overrides.masterKey } : {}),
       ...(overrides.vaultToken !== undefined ? { vaultToken: overrides.vaultToken } : {}),
     });
-  const keyring = await Keyring.open({
-    keystore,
-    clock,
-    logger,
-    policy: {
-      rotationPeriodMs: config.keys.rotationPeriod,
-      // One cache period plus the skew allowance, so a verifier whose fetch was in flight at publication still sees the key in time.
-      publishLeadMs: config.keys.jwksCachePeriod + config.keys.clockSkew,
-      retainAfterRetireMs: config.tokens.ttlCap + config.keys.clockSkew,
-    },
-    ...(overrides.mintKey ? { mintKey: overrides.mintKey } : {}),
-    ...(overrides.keyringRefreshMs ? { refreshIntervalMs: overrides.keyringRefreshMs } : {}),
-    onChange: (changes) => {
-      for (const event of keyringAuditEvents(changes, clock.now(), selfId)) audit.emit(event);
-      metrics.rotations.inc(changes.filter((c) => c.kind === 'rotated').length);
-    },
-  });
+  const crlSource = config.revocation.crl
+    ? await startCrlSource({
+        file: config.revocation.crl,
+        issuerPem: config.revocation.crlIssuer
+          ? read(config.revocation.crlIssuer, 'revocation.crlIssuer')
+          : (intermediatesOf(cert)[0] ?? ''),
+        denyList,
+        logger,
+        pollIntervalMs: config.revocation.pollInterval,
+        entryLifetimeMs: config.revocation.entryLifetime,
+      })
+    : undefined;
+  let keyring: Keyring;
+  try {
+    keyring = await Keyring.open({
+      keystore,
+      clock,
+      logger,
+      policy: {
+        rotationPeriodMs: config.keys.rotationPeriod,
+        // One cache period plus the skew allowance, so a verifier whose fetch was in flight at publication still sees the key in time.
+        publishLeadMs: config.keys.jwksCachePeriod + config.keys.clockSkew,
+        retainAfterRetireMs: config.tokens.ttlCap + config.keys.clockSkew,
+      },
+      ...(overrides.mintKey ? { mintKey: overrides.mintKey } : {}),
+      ...(overrides.keyringRefreshMs ? { refreshIntervalMs: overrides.keyringRefreshMs } : {}),
+      onChange: (changes) => {
+        for (const event of keyringAuditEvents(changes, clock.now(), selfId)) audit.emit(event);
+        metrics.rotations.inc(changes.filter((c) => c.kind === 'rotated').length);
+      },
+    });
+  } catch (err) {
+    crlSource?.stop();
+    throw err;
+  }
   const rateLimiter = createRateLimiter({ ...config.rateLimit, clock });
   const app = buildStsApp({
     config,
@@ -147,6 +166,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {
     await keyring.stop();
+    crlSource?.stop();
     throw err;
   }
   keyring.start();
@@ -163,6 +183,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     async close() {
       await app.close();
       await keyring.stop();
+      crlSource?.stop();
       await audit.flush();
     },
   };

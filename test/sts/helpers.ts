@@ -57,7 +57,17 @@ export async function startTestSts(
 ): Promise<TestSts> {
   const config = testConfig(pki, extra, keystoreDir);
   const audit = new MemoryAuditSink();
-  const sts = await startSts(config, { masterKey: MASTER_KEY, audit, logger: quietLogger(), ...overrides });
+  const removeOwnKeystore = () => {
+    if (!keystoreDir && config.keystore.type === 'file')
+      rmSync(config.keystore.dir, { recursive: true, force: true });
+  };
+  let sts: RunningSts;
+  try {
+    sts = await startSts(config, { masterKey: MASTER_KEY, audit, logger: quietLogger(), ...overrides });
+  } catch (err) {
+    removeOwnKeystore();
+    throw err;
+  }
   return {
     ...sts,
     events: audit.events,
