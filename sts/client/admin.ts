@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { Agent, request } from 'undici';
 import { StsError } from '../errors.ts';
 import type { KeySummary } from '../keyring/keyring.ts';
@@ -30,7 +31,7 @@ export function createStsAdminClient(options: StsAdminClientOptions): StsAdminCl
       cert: options.cert,
       key: options.key,
       ca: options.ca,
-      servername: base.hostname === '127.0.0.1' ? undefined : base.hostname,
+      ...(isIP(base.hostname.replace(/^\[|\]$/g, '')) ? {} : { servername: base.hostname }),
     },
     headersTimeout: options.timeoutMs ?? 10_000,
     bodyTimeout: options.timeoutMs ?? 10_000,

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { TestPki } from '../helpers/pki.ts';
+import { parseAuditEvent } from '../../core/index.ts';
 import type { AuditEvent, AuditSink } from '../../core/index.ts';
 import { ORDERS, WEB, call, mtlsAgent, requestToken, startTestSts } from './helpers.ts';
 import type { TestSts } from './helpers.ts';
@@ -22,6 +23,7 @@ describe('STS routes', () => {
     sts = await startTestSts(pki);
   });
   after(async () => {
+    for (const event of sts.events) parseAuditEvent(event);
     for (const a of agents) await a.close();
     await sts.close();
     pki.cleanup();

@@ -7,7 +7,7 @@ import { createPublicKey } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { certificateThumbprint } from '../../core/index.ts';
+import { certificateThumbprint, parseAuditEvent } from '../../core/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { ORDERS, WEB, call, decodeJwt, mtlsAgent, requestToken, startTestSts } from './helpers.ts';
@@ -40,6 +40,9 @@ describe('POST /oauth2/token', () => {
     work = mkdtempSync(join(tmpdir(), 'sts-token-test-'));
   });
   after(async () => {
+    // Every event the STS emitted must pass the core/ schema the audit collector enforces.
+    assert.ok(sts.events.length > 20);
+    for (const event of sts.events) parseAuditEvent(event);
     await sts.close();
     pki.cleanup();
     rmSync(work, { recursive: true, force: true });
