@@ -4,7 +4,17 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createDenyList, createRateLimiter, loadStsConfig, parseStsConfig } from '../../sts/index.ts';
+import { createLogger } from '../../core/index.ts';
+import {
+  FileKeystore,
+  LogAuditSink,
+  createDenyList,
+  createRateLimiter,
+  generateSigningKey,
+  jwkThumbprint,
+  loadStsConfig,
+  parseStsConfig,
+} from '../../sts/index.ts';
 
 test('the rate limiter allows a burst, then asks to wait, then refills at the sustained rate', () => {
   let now = 0;
@@ -126,4 +136,33 @@ test('parseStsConfig takes an object, fills documented defaults and refuses a mi
     code: 'ERR_CONFIG_INVALID',
     message: /^inline: tls: is required/,
   });
+});
+
+test('kids are RFC 7638 thumbprints, equal to what jose computes; a non-EC key is a TypeError', async () => {
+  const { calculateJwkThumbprint } = await import('jose');
+  const key = generateSigningKey();
+  assert.equal(
+    key.kid,
+    await calculateJwkThumbprint(key.publicJwk as Parameters<typeof calculateJwkThumbprint>[0]),
+  );
+  assert.equal(jwkThumbprint(key.publicJwk), key.kid);
+  assert.throws(() => jwkThumbprint({ kty: 'RSA', n: 'x', e: 'AQAB' }), TypeError);
+});
+
+test('the log audit sink writes one JSON line per event and never refuses', async () => {
+  const lines: string[] = [];
+  const logger = createLogger({
+    name: 't',
+    level: 'info',
+    destination: { write: (l: string) => void lines.push(l) },
+  });
+  const sink = new LogAuditSink(logger);
+  sink.emit({ type: 'token.issued', time: new Date(0).toISOString(), jti: 'j' });
+  await sink.flush();
+  assert.equal(sink.accepting(), true);
+  assert.equal(JSON.parse(lines[0]!).audit.jti, 'j');
+});
+
+test('a file keystore refuses a master key shorter than 32 bytes as a caller mistake', () => {
+  assert.throws(() => new FileKeystore({ dir: '/nonexistent', masterKey: new Uint8Array(31) }), TypeError);
 });
