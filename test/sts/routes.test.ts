@@ -128,6 +128,23 @@ describe('STS routes', () => {
     }
   });
 
+  test('TLS 1.2 clients are refused at the handshake (TLS 1.3 minimum by default)', async () => {
+    const web = pki.leaf('web');
+    const old = mtlsAgent({ cert: web.certPem, key: web.keyPem, ca: pki.rootPem }, { maxVersion: 'TLSv1.2' });
+    agents.push(old);
+    await assert.rejects(call(old, `${sts.url}/.well-known/jwks.json`), /version|protocol|alert/i);
+  });
+
+  test('a refused peer is answered before its body is read: an oversized body from no certificate gets 401, not 413', async () => {
+    const res = await call(as(undefined), `${sts.url}/oauth2/token`, {
+      method: 'POST',
+      body: `grant_type=client_credentials&pad=${'x'.repeat(100_000)}`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    assert.equal(res.status, 401);
+    assert.equal(res.json.error, 'invalid_client');
+  });
+
   const badRevokes = [
     { name: 'prototype-poisoning JSON', body: '{"jti":"a","__proto__":{"polluted":true}}' },
     { name: 'constructor-poisoning JSON', body: '{"jti":"a","constructor":{"prototype":{"polluted":true}}}' },
