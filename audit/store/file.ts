@@ -8,7 +8,7 @@ import { StoreError } from '../errors.ts';
 import type { RecordFilter } from '../query-filter.ts';
 import { scanQuery } from '../query-filter.ts';
 import type { AuditStore, LogHead, StoreDeps } from './store.ts';
-import { GroupCommitter, linesToBuffers } from './store.ts';
+import { PipelineCommitter, linesToBuffers } from './store.ts';
 
 /** Options of {@link openFileStore}. */
 export interface FileStoreOptions extends StoreDeps {
@@ -26,6 +26,12 @@ export interface FileStoreOptions extends StoreDeps {
 
 const SEGMENT = /^(\d{16})\.jsonl$/;
 const segmentName = (first: number) => `${String(first).padStart(16, '0')}.jsonl`;
+
+interface Prepared {
+  readonly first: number;
+  readonly lines: readonly string[];
+  readonly head: string;
+}
 
 interface Segment {
   readonly first: number;
@@ -47,7 +53,10 @@ export class FileStore implements AuditStore {
   #head = GENESIS_PREV;
   #closed = false;
   #broken: StoreError | undefined;
-  readonly #committer: GroupCommitter;
+  /** Size and head including batches built but not yet durable. */
+  #prepSize = 0;
+  #prepHead = GENESIS_PREV;
+  readonly #committer: PipelineCommitter<Prepared>;
   readonly #options: FileStoreOptions;
   readonly #clock: () => Date;
 
@@ -55,7 +64,10 @@ export class FileStore implements AuditStore {
     this.#options = options;
     this.dir = options.dir;
     this.#clock = options.clock ?? (() => new Date());
-    this.#committer = new GroupCommitter((events) => this.#write(events));
+    this.#committer = new PipelineCommitter(
+      (events) => this.#prepare(events),
+      (batch) => this.#persist(batch),
+    );
   }
 
   /** Opens (and, unless read-only, recovers) the store in `options.dir`. */
@@ -112,6 +124,8 @@ export class FileStore implements AuditStore {
     this.#segCount = lines.length;
     this.#size = last.first + lines.length;
     this.#head = lines.length ? scanRecordLine(lines.at(-1)!).hash : await this.#lastHashBefore(last);
+    this.#prepSize = this.#size;
+    this.#prepHead = this.#head;
   }
 
   async #lastHashBefore(segment: Segment): Promise<string> {
@@ -161,28 +175,42 @@ export class FileStore implements AuditStore {
     return this.#committer.submit(events);
   }
 
-  async #write(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
-    const max = this.#options.segmentRecords!;
+  /** Builds a batch's records after the last prepared one (CPU only; runs while the previous batch syncs). */
+  #prepare(events: readonly AuditEvent[]): { records: AuditRecord[]; prepared: Prepared } {
+    if (this.#broken) throw this.#broken;
     const time = this.#clock().toISOString();
     const records: AuditRecord[] = [];
-    let prev = this.#head;
-    let seq = this.#size;
-    let buffer = '';
-    let inSegment = this.#segCount;
+    const lines: string[] = [];
+    let prev = this.#prepHead;
+    let seq = this.#prepSize;
+    for (const event of events) {
+      const { record, line } = buildRecord(seq, time, event, prev);
+      records.push(record);
+      lines.push(line);
+      prev = record.hash;
+      seq++;
+    }
+    const first = this.#prepSize;
+    this.#prepSize = seq;
+    this.#prepHead = prev;
+    return { records, prepared: { first, lines, head: prev } };
+  }
+
+  /** Writes a prepared batch (rolling segments as needed) and fdatasyncs it. Batches come in order. */
+  async #persist(batch: Prepared): Promise<void> {
     if (this.#broken) throw this.#broken;
+    const max = this.#options.segmentRecords!;
+    let inSegment = this.#segCount;
+    let buffer = '';
     try {
-      for (const event of events) {
+      for (let i = 0; i < batch.lines.length; i++) {
         if (!this.#fh || inSegment >= max) {
-          if (buffer) await this.#flush(buffer);
+          await this.#flush(buffer);
           buffer = '';
-          await this.#roll(seq);
+          await this.#roll(batch.first + i);
           inSegment = 0;
         }
-        const { record, line } = buildRecord(seq, time, event, prev);
-        records.push(record);
-        buffer += `${line}\n`;
-        prev = record.hash;
-        seq++;
+        buffer += `${batch.lines[i]}\n`;
         inSegment++;
       }
       await this.#flush(buffer);
@@ -196,14 +224,14 @@ export class FileStore implements AuditStore {
       );
       throw this.#broken;
     }
-    this.#size = seq;
-    this.#head = prev;
+    this.#size = batch.first + batch.lines.length;
+    this.#head = batch.head;
     this.#segCount = inSegment;
-    return records;
   }
 
   async #flush(buffer: string): Promise<void> {
     if (!buffer) return;
+    // With no file yet (first batch), #roll opened it before the first line was added.
     const bytes = Buffer.from(buffer);
     await this.#fh!.write(bytes);
     if (this.#options.fsync !== false) await this.#fh!.datasync();

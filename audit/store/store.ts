@@ -128,3 +128,101 @@ export async function* linesToBuffers(lines: AsyncIterable<string>): AsyncIterab
   }
   if (batch.length) yield Buffer.from(`${batch.join('\n')}\n`);
 }
+
+/**
+ * Group commit with a two-stage pipeline, for stores whose records can be built before the
+ * previous batch is durable (a single writer, like the file store): while batch k is written and
+ * fsynced, batch k+1 is already being built. Batches are persisted strictly in order; a batch's
+ * appends resolve only after its own persist. If a persist fails, the ones chained after it must
+ * fail too (the store's `persist` refuses once broken).
+ */
+export class PipelineCommitter<P> {
+  #queue: Pending[] = [];
+  #tail: Promise<void> = Promise.resolve();
+  #inflight = 0;
+  #scheduled = false;
+  readonly #prepare: (events: readonly AuditEvent[]) => { records: AuditRecord[]; prepared: P };
+  readonly #persist: (prepared: P) => Promise<void>;
+  readonly #maxInFlight: number;
+  readonly #maxBatch: number;
+
+  constructor(
+    prepare: (events: readonly AuditEvent[]) => { records: AuditRecord[]; prepared: P },
+    persist: (prepared: P) => Promise<void>,
+    options: { maxInFlight?: number; maxBatch?: number } = {},
+  ) {
+    this.#prepare = prepare;
+    this.#persist = persist;
+    this.#maxInFlight = options.maxInFlight ?? 2;
+    this.#maxBatch = options.maxBatch ?? 50_000;
+  }
+
+  /** Queues events; resolves with their records once the batch holding them is durable. */
+  submit(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
+    if (events.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ events, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  /** Resolves once every submitted append has settled. */
+  async idle(): Promise<void> {
+    while (this.#inflight || this.#queue.length) {
+      await this.#tail;
+      await new Promise<void>((r) => setImmediate(r));
+    }
+  }
+
+  #kick(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    // Let producers that run in the same tick join the batch.
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    while (this.#queue.length && this.#inflight < this.#maxInFlight) {
+      const batch: Pending[] = [];
+      let count = 0;
+      while (this.#queue.length && (count === 0 || count + this.#queue[0]!.events.length <= this.#maxBatch)) {
+        const p = this.#queue.shift()!;
+        batch.push(p);
+        count += p.events.length;
+      }
+      let built: { records: AuditRecord[]; prepared: P };
+      try {
+        built = this.#prepare(batch.length === 1 ? batch[0]!.events : batch.flatMap((p) => p.events));
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+        continue;
+      }
+      this.#inflight++;
+      const done = this.#tail.then(() => this.#persist(built.prepared));
+      this.#tail = done.then(
+        () => {},
+        () => {},
+      );
+      void done
+        .then(
+          () => {
+            let at = 0;
+            for (const p of batch) {
+              p.resolve(built.records.slice(at, at + p.events.length));
+              at += p.events.length;
+            }
+          },
+          (err: unknown) => {
+            for (const p of batch) p.reject(err);
+          },
+        )
+        .finally(() => {
+          this.#inflight--;
+          if (this.#queue.length) this.#kick();
+        });
+    }
+  }
+}

@@ -1,12 +1,13 @@
 // Audit log benchmarks: durable appends/s (file store with group-committed fdatasync; postgres),
-// and verify records/s, each next to a baseline measured in the same run.
+// and verify records/s, each next to a baseline measured in the same run. Throughput figures are
+// the best of three rounds (verify: three passes): the machine is shared.
 //
 //   npx node bench/audit/run.ts            full run (~1 minute)
 //   npx node bench/audit/run.ts --quick    short run to check it works
 //
 // Prints one human line per figure and a final machine-readable line: `BENCH audit {json}`.
 import { mkdtempSync, openSync, rmSync, writeSync, fdatasyncSync, closeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hash } from 'node:crypto';
 import pg from 'pg';
@@ -38,16 +39,24 @@ const event = (i: number): AuditEvent => ({
   traceId: '0123456789abcdef0123456789abcdef',
 });
 
-/** `total` single-event appends from `producers` concurrent producers; returns appends/s. */
+/**
+ * `total` single-event appends from `producers` concurrent producers, in three rounds; returns
+ * the best round's appends/s (the machine is shared: the best round is the least disturbed).
+ */
 async function appendRate(store: AuditStore, total: number, producers: number): Promise<number> {
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: producers }, async () => {
-      while (next < total) await store.append([event(next++)]);
-    }),
-  );
-  return total / ((performance.now() - started) / 1000);
+  let best = 0;
+  for (let round = 0; round < 3; round++) {
+    let next = 0;
+    const n = Math.ceil(total / 3);
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: producers }, async () => {
+        while (next < n) await store.append([event(next++)]);
+      }),
+    );
+    best = Math.max(best, n / ((performance.now() - started) / 1000));
+  }
+  return best;
 }
 
 function fdatasyncRate(dir: string, ms: number): number {
@@ -70,6 +79,7 @@ const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-audit-'));
 try {
   // 1. File store.
   results.fdatasyncPerSec = fdatasyncRate(dir, quick ? 500 : 2000);
+  results.loadAverage1m = loadavg()[0]!;
   console.log(
     `baseline  one write + fdatasync per event: ${fmt(results.fdatasyncPerSec)} /s (${(1000 / results.fdatasyncPerSec).toFixed(3)} ms each)`,
   );
@@ -179,5 +189,7 @@ try {
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
-const rounded = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.round(v)]));
+const rounded = Object.fromEntries(
+  Object.entries(results).map(([k, v]) => [k, k === 'loadAverage1m' ? Number(v.toFixed(2)) : Math.round(v)]),
+);
 console.log(`BENCH audit ${JSON.stringify({ quick, producers: PRODUCERS, ...rounded })}`);
