@@ -34,7 +34,9 @@ export function testConfig(
       },
       identities: pki.identitiesDir,
       issuer: 'https://sts.portcullis.internal',
-      keystore: { type: 'file', dir: keystoreDir ?? mkdtempSync(join(tmpdir(), 'sts-keys-')) },
+      ...('keystore' in extra
+        ? {}
+        : { keystore: { type: 'file', dir: keystoreDir ?? mkdtempSync(join(tmpdir(), 'sts-keys-')) } }),
       audit: { sink: 'memory' },
       ...extra,
     },
