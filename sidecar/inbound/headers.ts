@@ -97,13 +97,28 @@ export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
   return { forward, traceparent };
 }
 
-/** Strips hop-by-hop headers (and those named in Connection) from an upstream response's header object. */
-export function stripResponseHeaders(headers: Record<string, string | string[] | undefined>): void {
+/**
+ * An upstream response's headers as a flat `[name, value, …]` list for `writeHead`, without
+ * hop-by-hop headers and those named in Connection (no `delete`: it would turn the object slow).
+ */
+export function responseHeaderList(headers: Record<string, string | string[] | undefined>): string[] {
   const connection = headers.connection;
-  if (connection) {
-    for (const token of String(connection).split(',')) delete headers[token.trim().toLowerCase()];
+  let named: Set<string> | undefined;
+  if (connection)
+    named = new Set(
+      String(connection)
+        .split(',')
+        .map((t) => t.trim().toLowerCase()),
+    );
+  const out: string[] = [];
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || named?.has(name)) continue;
+    const value = headers[name];
+    if (value === undefined) continue;
+    if (typeof value === 'string') out.push(name, value);
+    else for (const v of value) out.push(name, v);
   }
-  for (const name of HOP_BY_HOP) delete headers[name];
+  return out;
 }
 
 function malformed(why: string): SidecarError {

@@ -1,8 +1,8 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
-import { scanRequestHeaders, stripResponseHeaders } from '../inbound/headers.ts';
+import { scanRequestHeaders, responseHeaderList } from '../inbound/headers.ts';
 import type { IdSource } from '../inbound/trace.ts';
 import { traceIdOf } from '../inbound/trace.ts';
 import type { ResolvedRoute, Route } from './route.ts';
@@ -88,8 +88,7 @@ export function createOutboundHandler(
           },
           ({ statusCode, headers: h }) => {
             status = statusCode;
-            stripResponseHeaders(h as Record<string, string | string[] | undefined>);
-            res.writeHead(statusCode, h as IncomingHttpHeaders);
+            res.writeHead(statusCode, responseHeaderList(h as Record<string, string | string[] | undefined>));
             return res;
           },
           (err) => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { scanRequestHeaders, stripResponseHeaders } from '../../sidecar/inbound/headers.ts';
+import { responseHeaderList, scanRequestHeaders } from '../../sidecar/inbound/headers.ts';
 import { extractBearer } from '../../sidecar/token/bearer.ts';
 
 const base = ['Host', 'orders'];
@@ -89,8 +89,14 @@ describe('scanRequestHeaders', () => {
       'transfer-encoding': 'chunked',
       'content-type': 'text/plain',
     };
-    stripResponseHeaders(h);
-    assert.deepEqual(h, { 'content-type': 'text/plain' });
+    assert.deepEqual(responseHeaderList({ ...h, 'set-cookie': ['a=1', 'b=2'] }), [
+      'content-type',
+      'text/plain',
+      'set-cookie',
+      'a=1',
+      'set-cookie',
+      'b=2',
+    ]);
   });
 });
 

@@ -1,7 +1,6 @@
-import type { IncomingHttpHeaders } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { SidecarError } from '../../errors.ts';
-import { stripResponseHeaders } from '../headers.ts';
+import { responseHeaderList } from '../headers.ts';
 import type { InboundContext } from '../context.ts';
 
 /** Where and how the inbound side forwards to the local app. */
@@ -42,13 +41,11 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
         path: ctx.target!.target,
         headers,
         body: hasBody ? req : null,
-        headersTimeout: up.headersTimeoutMs,
-        bodyTimeout: up.bodyTimeoutMs,
+        // Timeouts are the pool's (set once in start.ts): no per-request timer options on the hot path.
       },
       ({ statusCode, headers: h }) => {
         status = statusCode;
-        stripResponseHeaders(h as Record<string, string | string[] | undefined>);
-        res.writeHead(statusCode, h as IncomingHttpHeaders);
+        res.writeHead(statusCode, responseHeaderList(h as Record<string, string | string[] | undefined>));
         return res;
       },
       (err) => {

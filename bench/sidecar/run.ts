@@ -1,0 +1,469 @@
+// Sidecar benchmark (issue 4): the app called directly, behind nginx as an mTLS-terminating reverse
+// proxy, and behind the inbound sidecar with token verification and a 100-rule policy — one load
+// generator (bench/sidecar/loadgen.ts) over keep-alive connections at fixed concurrency, then at a
+// fixed 1,000 req/s. Usage: node bench/sidecar/run.ts [--duration 60s] [--rate-duration 20s]
+// [--concurrency 64] [--rate 1000] [--rules 100] [--record]. Prints `BENCH_SIDECAR {json}` last;
+// with --record writes bench/RESULTS-sidecar.md.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { initCaDirectory, issueWorkloadCertificates } from '../../ca/index.ts';
+import { MemoryAuditSink, createLogger, loadRegistry, parseDuration } from '../../core/index.ts';
+import { parseStsConfig, startSts } from '../../sts/index.ts';
+
+const { values: flags } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '60s' },
+    'rate-duration': { type: 'string', default: '20s' },
+    warmup: { type: 'string', default: '3s' },
+    concurrency: { type: 'string', default: '64' },
+    rate: { type: 'string', default: '1000' },
+    rules: { type: 'string', default: '100' },
+    record: { type: 'boolean', default: false },
+    /** Comma-separated subset of direct,nginx,sidecar (for profiling; ratios need all three). */
+    only: { type: 'string', default: 'direct,nginx,bare,sidecar' },
+    /** V8 flags of the sidecar process (docs/sidecar.md recommends them to bound resident memory). */
+    'sidecar-node-options': { type: 'string', default: '--max-semi-space-size=16 --max-old-space-size=80' },
+  },
+  strict: true,
+});
+const durationMs = parseDuration(flags.duration);
+const rateDurationMs = parseDuration(flags['rate-duration']);
+const warmupMs = parseDuration(flags.warmup);
+const concurrency = Number(flags.concurrency);
+const rate = Number(flags.rate);
+const ruleCount = Number(flags.rules);
+const node = process.execPath;
+const here = new URL('.', import.meta.url).pathname;
+const root = new URL('../../', import.meta.url).pathname;
+const WEB = 'spiffe://example.org/ns/shop/sa/web';
+const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
+
+function ensureNginx(): string {
+  const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n')[0];
+  if (found) return found;
+  console.error('nginx missing: installing Debian nginx (apt-get install -y nginx)');
+  execFileSync('apt-get', ['install', '-y', 'nginx'], {
+    stdio: 'inherit',
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
+  execFileSync('sh', ['-c', 'service nginx stop || true'], { stdio: 'ignore' });
+  return '/usr/sbin/nginx';
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a child and resolves with its first JSON stdout line. */
+function startChild(args: string[]): Promise<{ child: ChildProcess; info: Record<string, number> }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(node, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    child.stdout!.on('data', function onData(c: Buffer) {
+      buf += c;
+      const nl = buf.indexOf('\n');
+      if (nl === -1) return;
+      child.stdout!.off('data', onData);
+      resolve({ child, info: JSON.parse(buf.slice(0, nl)) as Record<string, number> });
+    });
+    child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
+  });
+}
+
+function stop(child: ChildProcess): Promise<string> {
+  return new Promise((resolve) => {
+    let out = '';
+    child.stdout?.on('data', (c: Buffer) => (out += c));
+    child.once('exit', () => resolve(out));
+    child.kill('SIGTERM');
+  });
+}
+
+/** CPU seconds (user + system) used so far by `pids` (Linux /proc; 100 ticks per second). */
+function cpuSeconds(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // a process that is gone has nothing more to count
+    }
+  }
+  return ticks / 100;
+}
+
+/** A process and its direct children (nginx: master and workers). */
+function withChildren(pid: number): number[] {
+  const kids = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter(Boolean)
+    .map(Number);
+  return [pid, ...kids];
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
+}
+
+function policyYaml(rules: number): string {
+  const lines = [
+    `service: ${ORDERS}`,
+    'mode: enforce',
+    'roles:',
+    `  storefront: [${WEB}]`,
+    '  others: [spiffe://example.org/ns/ops/sa/admin-console]',
+    'rules:',
+  ];
+  for (let i = 0; i < rules - 2; i++) {
+    const effect = i % 10 === 0 ? 'deny' : 'allow';
+    lines.push(
+      `  - id: filler-${i}`,
+      `    effect: ${effect}`,
+      `    ${i % 3 === 0 ? 'role: others' : `subjects: ['*']`}`,
+      `    methods: [${['POST', 'PUT', 'DELETE', 'GET'][i % 4]}]`,
+      `    paths: [/svc${i}/:id, /svc${i}/items/*]`,
+    );
+  }
+  lines.push(
+    '  - id: nobody-touches-admin',
+    '    effect: deny',
+    "    subjects: ['*']",
+    '    paths: [/admin, /admin/*]',
+  );
+  lines.push(
+    '  - id: storefront-reads-orders',
+    '    role: storefront',
+    '    methods: [GET]',
+    '    paths: [/orders, /orders/:id]',
+  );
+  return lines.join('\n') + '\n';
+}
+
+function token(stsUrl: string, cert: string, key: string): Promise<string> {
+  const body = `grant_type=client_credentials&audience=${encodeURIComponent(ORDERS)}`;
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      `${stsUrl}/oauth2/token`,
+      {
+        method: 'POST',
+        cert,
+        key,
+        rejectUnauthorized: false,
+        agent: false,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': body.length },
+      },
+      (res) => {
+        let t = '';
+        res.on('data', (c: Buffer) => (t += c));
+        res.on('end', () =>
+          res.statusCode === 200 ? resolve(JSON.parse(t).access_token) : reject(new Error(t)),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+interface Phase {
+  ok: number;
+  errors: number;
+  statusErrors: number;
+  seconds: number;
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+  maxms: number;
+}
+
+/** Runs one load phase in its own process (asynchronously, so that the STS in this process stays responsive). */
+function load(opts: Record<string, unknown>): Promise<Phase> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      node,
+      [join(here, 'loadgen.ts'), JSON.stringify({ warmupMs, concurrency, rate, headers: {}, ...opts })],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c));
+    child.on('exit', (code) =>
+      code === 0
+        ? resolve(JSON.parse(out.trim().split('\n').at(-1)!) as Phase)
+        : reject(new Error(`loadgen exited with ${code}`)),
+    );
+  });
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-sidecar-'));
+const children: ChildProcess[] = [];
+try {
+  const nginxBin = ensureNginx();
+  // PKI and identities exactly as `npm run certs` would make them.
+  const idDir = join(dir, 'identities');
+  mkdirSync(idDir);
+  copyFileSync(join(root, 'identities/example.yaml'), join(idDir, 'example.yaml'));
+  const registry = loadRegistry(idDir);
+  const ca = await initCaDirectory(join(dir, 'ca'), {
+    trustDomain: registry.trustDomain,
+    keyAlgorithm: 'ecdsa-p256',
+  });
+  const certs = join(dir, 'certs');
+  await issueWorkloadCertificates({
+    registry,
+    ca,
+    outDir: certs,
+    validityMs: 86_400_000,
+    renewWithinMs: 3_600_000,
+    keyAlgorithm: 'ecdsa-p256',
+    deps: { now: () => new Date() },
+  });
+  const sts = await startSts(
+    parseStsConfig({
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: {
+        cert: join(certs, 'sts.pem'),
+        key: join(certs, 'sts-key.pem'),
+        trustBundle: join(certs, 'root.pem'),
+      },
+      identities: idDir,
+      issuer: 'https://sts.portcullis.internal',
+      keystore: { type: 'file', dir: join(dir, 'keys') },
+      audit: { sink: 'memory' },
+    }),
+    {
+      masterKey: randomBytes(32).toString('base64'),
+      audit: new MemoryAuditSink(),
+      logger: createLogger({ name: 'bench-sts', level: 'silent' }),
+    },
+  );
+  const webCert = readFileSync(join(certs, 'web.pem'), 'utf8');
+  const webKey = readFileSync(join(certs, 'web-key.pem'), 'utf8');
+  const bearer = `Bearer ${await token(sts.url, webCert, webKey)}`;
+
+  const app = await startChild([join(here, 'app.ts')]);
+  children.push(app.child);
+  const appPort = app.info.port!;
+
+  // nginx: mTLS-terminating reverse proxy with a keep-alive upstream pool; one worker, like the one Node process of the sidecar.
+  const nginxPort = await freePort();
+  const nginxDir = join(dir, 'nginx');
+  mkdirSync(join(nginxDir, 'tmp'), { recursive: true });
+  writeFileSync(
+    join(nginxDir, 'nginx.conf'),
+    `user root root;
+worker_processes 1;
+daemon off;
+pid ${nginxDir}/nginx.pid;
+error_log ${nginxDir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${nginxDir}/tmp/body; proxy_temp_path ${nginxDir}/tmp/proxy;
+  fastcgi_temp_path ${nginxDir}/tmp/fcgi; uwsgi_temp_path ${nginxDir}/tmp/uwsgi; scgi_temp_path ${nginxDir}/tmp/scgi;
+  upstream app { server 127.0.0.1:${appPort}; keepalive 128; }
+  server {
+    listen 127.0.0.1:${nginxPort} ssl;
+    ssl_protocols TLSv1.3;
+    ssl_certificate ${join(certs, 'orders.pem')};
+    ssl_certificate_key ${join(certs, 'orders-key.pem')};
+    ssl_client_certificate ${join(certs, 'root.pem')};
+    ssl_verify_client on;
+    ssl_verify_depth 3;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Client-Verify $ssl_client_verify;
+    }
+  }
+}
+`,
+  );
+  const nginx = spawn(nginxBin, ['-c', join(nginxDir, 'nginx.conf'), '-p', nginxDir], { stdio: 'inherit' });
+  children.push(nginx);
+  await new Promise((r) => setTimeout(r, 500));
+
+  const policyFile = join(dir, 'orders-policy.yaml');
+  writeFileSync(policyFile, policyYaml(ruleCount));
+  const sidecarConfig = join(dir, 'sidecar-orders.yaml');
+  writeFileSync(
+    sidecarConfig,
+    `service: ${ORDERS}
+trustDomain: example.org
+tls: { cert: ${join(certs, 'orders.pem')}, key: ${join(certs, 'orders-key.pem')}, trustBundle: ${join(certs, 'root.pem')} }
+sts: { url: "${sts.url}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "https://sts.portcullis.internal" }
+inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPort}", policy: ${policyFile}, upstreamConnections: 128 }
+`,
+  );
+  // BENCH_SIDECAR_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the sidecar process.
+  const extraArgs = `${flags['sidecar-node-options']} ${process.env.BENCH_SIDECAR_NODE_ARGS ?? ''}`
+    .split(' ')
+    .filter(Boolean);
+  const sidecar = await startChild([...extraArgs, join(here, 'sidecar-proc.ts'), sidecarConfig]);
+  children.push(sidecar.child);
+
+  const bare = await startChild([
+    join(here, 'bare-proxy.ts'),
+    join(certs, 'orders.pem'),
+    join(certs, 'orders-key.pem'),
+    join(certs, 'root.pem'),
+    String(appPort),
+  ]);
+  children.push(bare.child);
+  const tls = {
+    certFile: join(certs, 'web.pem'),
+    keyFile: join(certs, 'web-key.pem'),
+    caFile: join(certs, 'root.pem'),
+  };
+  const headers = { authorization: bearer };
+  const targets = {
+    direct: { url: `http://127.0.0.1:${appPort}`, path: '/orders/1', headers },
+    nginx: { url: `https://127.0.0.1:${nginxPort}`, path: '/orders/1', headers, tls },
+    bare: { url: `https://127.0.0.1:${bare.info.port}`, path: '/orders/1', headers, tls },
+    sidecar: { url: `https://127.0.0.1:${sidecar.info.port}`, path: '/orders/1', headers, tls },
+  } as const;
+
+  const loadBefore = loadavg();
+  const results: Record<
+    string,
+    { throughput: Phase; fixed: Phase; cpuUsPerRequest: number; rssMaxMb?: number; rssStartMb?: number }
+  > = {};
+  const proxyPids: Record<string, () => number[]> = {
+    direct: () => [app.child.pid!],
+    nginx: () => withChildren(nginx.pid!),
+    bare: () => [bare.child.pid!],
+    sidecar: () => [sidecar.child.pid!],
+  };
+  const only = new Set(flags.only.split(','));
+  for (const [name, target] of Object.entries(targets)) {
+    if (!only.has(name)) continue;
+    console.error(`[bench] ${name}: closed loop, concurrency ${concurrency}, ${durationMs / 1000}s`);
+    const rss: number[] = [];
+    const sampler =
+      name === 'sidecar' ? setInterval(() => rss.push(rssMb(sidecar.child.pid!)), 1000) : undefined;
+    const startRss = name === 'sidecar' ? rssMb(sidecar.child.pid!) : undefined;
+    // CPU time of the proxy process(es) per request: robust to other load on a shared machine.
+    const cpu0 = cpuSeconds(proxyPids[name]!());
+    const throughput = await load({ ...target, mode: 'closed', durationMs });
+    const cpuUsPerRequest = Math.round(
+      ((cpuSeconds(proxyPids[name]!()) - cpu0) * 1e6) /
+        Math.max(1, throughput.ok + throughput.statusErrors + (warmupMs / durationMs) * throughput.ok),
+    );
+    console.error(`[bench] ${name}: open loop ${rate} req/s, ${rateDurationMs / 1000}s`);
+    const fixed = await load({ ...target, mode: 'rate', durationMs: rateDurationMs });
+    if (sampler) clearInterval(sampler);
+    results[name] = {
+      throughput,
+      fixed,
+      cpuUsPerRequest,
+      ...(sampler ? { rssMaxMb: Math.max(...rss, startRss!), rssStartMb: startRss! } : {}),
+    };
+    console.error(`[bench] ${name}: ${JSON.stringify(results[name])}`);
+  }
+  const loadAfter = loadavg();
+  const sidecarOut = await stop(sidecar.child);
+  await sts.close();
+
+  const empty: (typeof results)[string] = {
+    cpuUsPerRequest: 0,
+    throughput: { ok: 0, errors: 0, statusErrors: 0, seconds: 0, rps: 0, p50ms: 0, p99ms: 0, maxms: 0 },
+    fixed: { ok: 0, errors: 0, statusErrors: 0, seconds: 0, rps: 0, p50ms: 0, p99ms: 0, maxms: 0 },
+  };
+  const d = results.direct ?? empty;
+  const n = results.nginx ?? empty;
+  const s = results.sidecar ?? empty;
+  const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+  const summary = {
+    date: new Date().toISOString(),
+    node: process.version,
+    nproc: cpus().length,
+    memGb: Math.round(totalmem() / 2 ** 30),
+    freeGb: Math.round(freemem() / 2 ** 30),
+    load: {
+      before: loadBefore.map((x) => Math.round(x * 100) / 100),
+      after: loadAfter.map((x) => Math.round(x * 100) / 100),
+    },
+    concurrency,
+    durationS: durationMs / 1000,
+    rate,
+    rateDurationS: rateDurationMs / 1000,
+    rules: ruleCount,
+    sidecarNodeOptions: flags['sidecar-node-options'],
+    direct: d,
+    bare: results.bare ?? empty,
+    nginx: n,
+    sidecar: s,
+    ratios: {
+      sidecarToNginxThroughput: ratio(s.throughput.rps, n.throughput.rps),
+      sidecarToDirectThroughput: ratio(s.throughput.rps, d.throughput.rps),
+      nginxToDirectThroughput: ratio(n.throughput.rps, d.throughput.rps),
+      bareToNginxThroughput: ratio((results.bare ?? empty).throughput.rps, n.throughput.rps),
+      sidecarToNginxCpuPerRequest: ratio(s.cpuUsPerRequest, n.cpuUsPerRequest),
+      sidecarMinusNginxP99AtRateMs: Math.round((s.fixed.p99ms - n.fixed.p99ms) * 1000) / 1000,
+    },
+    targets: {
+      throughputAtLeast06xNginx: s.throughput.rps >= 0.6 * n.throughput.rps,
+      p99Within1msOfNginxAtRate: s.fixed.p99ms - n.fixed.p99ms <= 1,
+      rssUnder200Mb: (s.rssMaxMb ?? 0) < 200,
+    },
+    sidecarExit: sidecarOut.trim(),
+  };
+  if (flags.record) writeFileSync(join(root, 'bench/RESULTS-sidecar.md'), renderResults(summary));
+  console.log(`BENCH_SIDECAR ${JSON.stringify(summary)}`);
+} finally {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 300));
+  rmSync(dir, { recursive: true, force: true });
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- renders the summary object built just above
+function renderResults(x: any): string {
+  const row = (name: string, r: { throughput: Phase; fixed: Phase; cpuUsPerRequest: number }) =>
+    `| ${name} | ${r.throughput.rps} | ${r.throughput.p50ms} | ${r.throughput.p99ms} | ${r.throughput.errors + r.throughput.statusErrors} | ${r.cpuUsPerRequest} | ${r.fixed.rps} | ${r.fixed.p50ms} | ${r.fixed.p99ms} |`;
+  return `# Sidecar benchmark results
+
+Command: \`node bench/sidecar/run.ts --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --concurrency ${x.concurrency} --rate ${x.rate} --rules ${x.rules} --record\`
+
+- Date: ${x.date}; Node ${x.node}; nproc ${x.nproc}; memory ${x.memGb} GiB (free ${x.freeGb} GiB)
+- Load average (1/5/15 min) before: ${x.load.before.join(' / ')}; after: ${x.load.after.join(' / ')}
+- One machine: load generator, app, proxy and STS share its ${x.nproc} cores.
+- Load generator: \`bench/sidecar/loadgen.ts\` (undici Pool, ${x.concurrency} keep-alive connections, one request in flight per connection), same process for every target; closed loop for ${x.durationS} s after a warm-up, then open loop at ${x.rate} req/s for ${x.rateDurationS} s.
+- Sidecar process V8 flags: \`${x.sidecarNodeOptions}\` (memory bound; decision 0035). "proxy CPU µs/request" is user+system CPU of the proxy process(es) (app process for direct) from /proc over the closed-loop phase divided by requests: it is less sensitive than req/s to other load on a shared machine.
+- direct: plain HTTP to the app. nginx: Debian nginx, TLS 1.3, \`ssl_verify_client on\` against the root, keep-alive upstream pool (128), \`worker_processes 1\` (one process, like the sidecar's one Node process), no token, no policy. sidecar: the inbound sidecar (one Node process) with peer check, bearer token (ES256, from the real STS) verified and cached per (token, certificate), binding, path checks, a ${x.rules}-rule policy (the matching rule last), forward over an undici keep-alive pool, one audit event per request into a batching sink.
+
+| target | req/s (closed loop) | p50 ms | p99 ms | errors | proxy CPU µs/request | req/s (fixed rate) | p50 ms @rate | p99 ms @rate |
+|---|---|---|---|---|---|---|---|---|
+${row('direct', x.direct)}
+${row('nginx (mTLS)', x.nginx)}
+${row('bare Node mTLS proxy (node:https + undici, no checks)', x.bare)}
+${row('sidecar (mTLS + token + policy + audit)', x.sidecar)}
+
+Ratios (same run): sidecar / nginx throughput **${x.ratios.sidecarToNginxThroughput}** (target ≥ 0.6); bare Node proxy / nginx ${x.ratios.bareToNginxThroughput}; sidecar / direct ${x.ratios.sidecarToDirectThroughput}; nginx / direct ${x.ratios.nginxToDirectThroughput}; sidecar / nginx CPU per request ${x.ratios.sidecarToNginxCpuPerRequest}. At ${x.rate} req/s, sidecar p99 − nginx p99 = **${x.ratios.sidecarMinusNginxP99AtRateMs} ms** (target ≤ 1 ms).
+
+Sidecar resident memory: ${x.sidecar.rssStartMb} MB at start of its phases, max **${x.sidecar.rssMaxMb} MB** over the ${x.durationS + x.rateDurationS} s of load (target < 200 MB).
+
+Targets met: ${JSON.stringify(x.targets)}
+
+Machine-readable line: \`BENCH_SIDECAR {…}\` on stdout.
+`;
+}

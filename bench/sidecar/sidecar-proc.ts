@@ -1,0 +1,60 @@
+// The benchmark's sidecar process: the real sidecar from a config file, with an audit sink that
+// does what a batching collector client does on the request path (queue) plus its serialization
+// off the request path, so that audit cost is counted. Prints its inbound port.
+import type { AuditEvent, AuditSink } from '../../core/index.ts';
+import { createLogger } from '../../core/index.ts';
+import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
+
+/** Queues events and serializes them in batches every 100 ms, as the collector client would before sending. */
+class BatchingSink implements AuditSink {
+  queue: AuditEvent[] = [];
+  delivered = 0;
+  bytes = 0;
+  readonly timer = setInterval(() => this.drain(), 100);
+  emit(event: AuditEvent): void {
+    this.queue.push(event);
+  }
+  accepting(): boolean {
+    return true;
+  }
+  drain(): void {
+    if (this.queue.length === 0) return;
+    const batch = this.queue;
+    this.queue = [];
+    this.bytes += JSON.stringify(batch).length;
+    this.delivered += batch.length;
+  }
+  async flush(): Promise<void> {
+    this.drain();
+  }
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    this.drain();
+  }
+}
+
+const sink = new BatchingSink();
+const running = await startSidecar(loadSidecarConfig(process.argv[2]!), {
+  sink,
+  logger: createLogger({ name: 'bench-sidecar', level: 'warn' }),
+});
+console.log(JSON.stringify({ port: running.inbound.port }));
+process.on('SIGTERM', () => {
+  void running.close().then(() => {
+    (globalThis as { gc?: () => void }).gc?.();
+    const m = process.memoryUsage();
+    const mb = (n: number) => Math.round(n / 1e5) / 10;
+    console.log(
+      JSON.stringify({
+        auditEvents: sink.delivered,
+        auditBytes: sink.bytes,
+        rssMb: mb(m.rss),
+        heapUsedMb: mb(m.heapUsed),
+        heapTotalMb: mb(m.heapTotal),
+        externalMb: mb(m.external),
+        arrayBuffersMb: mb(m.arrayBuffers),
+      }),
+    );
+    process.exit(0);
+  });
+});
