@@ -115,7 +115,11 @@ export async function issueWorkloadCertificates(opts: IssueWorkloadsOptions): Pr
       subject: `O=${registry.trustDomain}, CN=${workload.name}`,
       publicKey: keys.publicKey,
       issuer: ca.intermediate,
-      names: { spiffeId: workload.spiffeId.uri, dnsNames: workload.dnsNames },
+      names: {
+        spiffeId: workload.spiffeId.uri,
+        dnsNames: workload.dnsNames,
+        ipAddresses: workload.ipAddresses,
+      },
       validityMs: opts.validityMs,
       deps: { now },
     });

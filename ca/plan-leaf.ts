@@ -59,8 +59,18 @@ export function planLeaf(input: {
     .map((n) => n.value)
     .sort();
   const wantDns = [...workload.dnsNames].sort();
-  if (uris.length !== 1 || uris[0] !== workload.spiffeId.uri || dns.join(',') !== wantDns.join(',')) {
-    return { action: 'renew', reason: 'registry entry changed (SPIFFE ID or DNS names)' };
+  const ips = items
+    .filter((n) => n.type === 'ip')
+    .map((n) => canonicalIp(n.value))
+    .sort();
+  const wantIps = workload.ipAddresses.map(canonicalIp).sort();
+  if (
+    uris.length !== 1 ||
+    uris[0] !== workload.spiffeId.uri ||
+    dns.join(',') !== wantDns.join(',') ||
+    ips.join(',') !== wantIps.join(',')
+  ) {
+    return { action: 'renew', reason: 'registry entry changed (SPIFFE ID, DNS names or IP addresses)' };
   }
   const notAfter = parsed.notAfter;
   if (notAfter.getTime() - input.nowMs <= input.renewWithinMs) {
@@ -73,4 +83,9 @@ export function planLeaf(input: {
     };
   }
   return { action: 'keep', notAfter };
+}
+
+/** One spelling per address, so that `::1` and `0:0:0:0:0:0:0:1` compare equal. */
+function canonicalIp(ip: string): string {
+  return ip.includes(':') ? new URL(`http://[${ip}]`).hostname : ip;
 }

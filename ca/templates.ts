@@ -16,6 +16,7 @@ export type CertificateRole = 'root' | 'intermediate' | 'leaf';
 export interface LeafNames {
   readonly spiffeId: string;
   readonly dnsNames: readonly string[];
+  readonly ipAddresses?: readonly string[];
 }
 
 /**
@@ -68,6 +69,7 @@ export function certificateExtensions(
           [
             { type: 'url', value: names.spiffeId },
             ...names.dnsNames.map((value) => ({ type: 'dns' as const, value })),
+            ...(names.ipAddresses ?? []).map((value) => ({ type: 'ip' as const, value })),
           ],
           false,
         ),

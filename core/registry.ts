@@ -23,6 +23,8 @@ export interface Workload {
   readonly name: string;
   readonly spiffeId: SpiffeId;
   readonly dnsNames: readonly string[];
+  /** IP address SANs (for workloads reached by address, such as a loopback STS). */
+  readonly ipAddresses: readonly string[];
   /** SPIFFE IDs (URIs) this workload may request tokens for. */
   readonly audiences: readonly string[];
   readonly tokenTtlMs: number;
@@ -48,6 +50,9 @@ const workloadSchema = strictObject({
   name: z.string().regex(NAME, 'must be lowercase letters, digits and dashes (used as a file name)'),
   spiffeId: spiffeIdSchema,
   dnsNames: z.array(z.string().max(253).regex(DNS_NAME, 'must be a lowercase DNS name')).default([]),
+  ipAddresses: z
+    .array(z.union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address' }))
+    .default([]),
   audiences: z.array(spiffeIdSchema).default([]),
   tokenTtl: durationSchema.optional(),
   roles: z.array(z.enum(ROLES)).default([]),
@@ -128,6 +133,7 @@ export function parseRegistry(sources: readonly RegistrySource[]): Registry {
         name: entry.name,
         spiffeId: entry.spiffeId,
         dnsNames: Object.freeze([...new Set(entry.dnsNames)]),
+        ipAddresses: Object.freeze([...new Set(entry.ipAddresses)]),
         audiences: Object.freeze([...new Set(entry.audiences.map((a) => a.uri))]),
         tokenTtlMs,
         roles: Object.freeze([...new Set(entry.roles)]),

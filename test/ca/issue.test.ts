@@ -68,7 +68,11 @@ for (const alg of ['ecdsa-p256', 'ed25519', 'rsa-3072'] as KeyAlgorithm[]) {
           /: OK/,
         );
         const san = openssl('x509', '-in', file, '-noout', '-ext', 'subjectAltName');
-        const expected = [`URI:${w.spiffeId.uri}`, ...w.dnsNames.map((d) => `DNS:${d}`)].join(', ');
+        const expected = [
+          `URI:${w.spiffeId.uri}`,
+          ...w.dnsNames.map((d) => `DNS:${d}`),
+          ...w.ipAddresses.map((ip) => `IP Address:${ip}`),
+        ].join(', ');
         assert.equal(san.trim().split('\n').pop()!.trim(), expected);
         assert.equal(statSync(join(out, `${w.name}-key.pem`)).mode & 0o777, 0o600);
         const leaf = new X509Certificate(readFileSync(file));

@@ -83,6 +83,11 @@ test('registry errors name the file, the key path and the problem', () => {
       'ids.yaml: workloads[0].dnsNames[0]: must be a lowercase DNS name',
     ],
     [
+      head + '  - name: a\n    spiffeId: spiffe://example.org/a\n    ipAddresses: [300.1.1.1]\n',
+      'ERR_CONFIG_INVALID',
+      'ids.yaml: workloads[0].ipAddresses[0]: must be an IPv4 or IPv6 address',
+    ],
+    [
       'trustDomain: example.org\nworkloads: []\n',
       'ERR_CONFIG_INVALID',
       'ids.yaml: workloads: must list at least one workload',
