@@ -105,12 +105,14 @@ export class PostgresStore implements AuditStore {
       throw unavailable('postgres', err);
     });
     try {
-      await client.query('BEGIN');
-      // One writer at a time across every collector sharing this table.
-      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`portcullis-audit:${this.table}`]);
-      const head = await client.query<{ seq: string; hash: string }>(
-        `SELECT seq, hash FROM ${this.table} ORDER BY seq DESC LIMIT 1`,
-      );
+      // One round trip for BEGIN, the lock and the head (simple protocol, no parameters: the
+      // table name is a checked identifier and the lock key is derived from it).
+      const lockKey = `portcullis-audit:${this.table}`.replace(/'/g, "''");
+      const results = (await client.query(
+        `BEGIN; SELECT pg_advisory_xact_lock(hashtext('${lockKey}')); SELECT seq, hash FROM ${this.table} ORDER BY seq DESC LIMIT 1`,
+      )) as unknown as pg.QueryResult<{ seq: string; hash: string }>[];
+      // One writer at a time across every collector sharing this table: the lock above.
+      const head = results[2]!;
       let seq = head.rows[0] ? Number(head.rows[0].seq) + 1 : 0;
       let prev = head.rows[0]?.hash ?? GENESIS_PREV;
       const now = this.#clock();

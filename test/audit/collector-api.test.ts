@@ -1,0 +1,138 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CollectorApi } from '../../audit/index.ts';
+import {
+  DATA_FILES,
+  GENESIS_PREV,
+  buildRecord,
+  createCollectorApi,
+  fetchCheckpoint,
+  verifyInclusionBundle,
+} from '../../audit/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import type { TestPki } from '../helpers/pki.ts';
+import { call, startTestCollector, workloadAgent } from './collector-harness.ts';
+import { decision, tempDir } from './helpers.ts';
+
+const COLLECTOR_ID = 'spiffe://example.org/ns/portcullis/sa/audit';
+let pki: TestPki;
+
+before(async () => {
+  pki = await makeTestPki();
+});
+after(() => pki.cleanup());
+
+function api(url: string, name = 'security-console', collectorId = COLLECTOR_ID): CollectorApi {
+  const leaf = pki.leaf(name);
+  return createCollectorApi({
+    url,
+    tls: { cert: leaf.certFile, key: leaf.keyFile, trustBundle: pki.rootFile },
+    collectorId,
+  });
+}
+
+test('fetchCheckpoint refuses a collector whose log was rewritten since the saved checkpoint', async () => {
+  const tmp = tempDir();
+  try {
+    let collector = await startTestCollector(pki, tmp.dir);
+    const port = collector.port;
+    const agent = workloadAgent(pki, pki.leaf('web'));
+    await call(agent, `${collector.url}/v1/events`, {
+      method: 'POST',
+      body: { events: [0, 1, 2, 3].map((i) => decision(i)) },
+    });
+    await collector.log.checkpoint();
+    let client = api(collector.url);
+    const saved = await fetchCheckpoint(client, collector.verifierKey);
+    assert.equal(saved.body.size, 4);
+    await client.close();
+    await collector.close();
+
+    // The operator rewrites history: a fresh chain of 6 records, and removes the collector's own
+    // memory of its last checkpoint so that it starts. The key is the same.
+    const lines: string[] = [];
+    let prev = GENESIS_PREV;
+    for (let i = 0; i < 6; i++) {
+      const { record, line } = buildRecord(i, '2026-01-01T00:00:00.000Z', decision(i, { status: 201 }), prev);
+      lines.push(line);
+      prev = record.hash;
+    }
+    writeFileSync(join(tmp.dir, 'log', '0000000000000000.jsonl'), lines.map((l) => `${l}\n`).join(''));
+    rmSync(join(tmp.dir, 'data', DATA_FILES.latest));
+    collector = await startTestCollector(pki, tmp.dir, { listen: { host: '127.0.0.1', port } });
+    client = api(collector.url);
+    await assert.rejects(fetchCheckpoint(client, collector.verifierKey, saved.note), {
+      code: 'ERR_AUDIT_CHECKPOINT_INCONSISTENT',
+    });
+    // Without the saved checkpoint the new one verifies: only history can tell.
+    assert.equal((await fetchCheckpoint(client, collector.verifierKey)).body.size, 6);
+    await client.close();
+    await agent.close();
+    await collector.close();
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('an inclusion bundle for another size or seq than the checkpoint is refused with ERR_AUDIT_PROOF_INVALID', async () => {
+  const tmp = tempDir();
+  try {
+    const collector = await startTestCollector(pki, tmp.dir);
+    const agent = workloadAgent(pki, pki.leaf('web'));
+    await call(agent, `${collector.url}/v1/events`, {
+      method: 'POST',
+      body: { events: [0, 1, 2].map((i) => decision(i)) },
+    });
+    const { note } = await collector.log.checkpoint();
+    const client = api(collector.url);
+    const bundle = await client.inclusion(1, 3);
+    assert.equal(verifyInclusionBundle(bundle, note, collector.verifierKey).seq, 1);
+    const bad = [
+      { ...bundle, size: 2 },
+      { ...bundle, seq: 2 },
+      { ...bundle, proof: bundle.proof.slice(1) },
+      { ...bundle, proof: [42] as unknown as string[] },
+    ];
+    for (const b of bad)
+      assert.throws(() => verifyInclusionBundle(b, note, collector.verifierKey), {
+        code: 'ERR_AUDIT_PROOF_INVALID',
+      });
+    await assert.rejects(client.inclusion(3, 3), { code: 'ERR_AUDIT_COLLECTOR_REFUSED', status: 400 });
+    await client.close();
+    await agent.close();
+    await collector.close();
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('the collector API refuses a collector with the wrong SPIFFE ID and reports an unreachable one', async () => {
+  const tmp = tempDir();
+  try {
+    const collector = await startTestCollector(pki, tmp.dir);
+    const wrong = api(collector.url, 'security-console', 'spiffe://example.org/ns/shop/sa/orders');
+    await assert.rejects(wrong.latestCheckpoint(), {
+      code: 'ERR_AUDIT_COLLECTOR_UNREACHABLE',
+      message: /does not name/,
+    });
+    await wrong.close();
+    await collector.close();
+    const gone = api(collector.url);
+    await assert.rejects(gone.latestCheckpoint(), { code: 'ERR_AUDIT_COLLECTOR_UNREACHABLE' });
+    await gone.close();
+    assert.throws(
+      () =>
+        createCollectorApi({
+          url: collector.url,
+          tls: { cert: '/nonexistent.pem', key: 'k', trustBundle: 't' },
+          collectorId: COLLECTOR_ID,
+        }),
+      { code: 'ERR_AUDIT_COLLECTOR_UNREACHABLE', message: /nonexistent\.pem: cannot be read/ },
+    );
+    assert.ok(readFileSync(join(tmp.dir, 'data', DATA_FILES.verifierKey), 'utf8'));
+  } finally {
+    tmp.cleanup();
+  }
+});
