@@ -56,7 +56,10 @@ export const sidecarConfigSchema = strictObject({
     revocationsPoll: durationSchema.default(15_000),
   }),
   inbound: strictObject({
-    listen: strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(15443) }),
+    listen: strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(15443) }).default({
+      host: '0.0.0.0',
+      port: 15443,
+    }),
     /** The local app, `http://127.0.0.1:<port>`. */
     app: z.url({ protocol: /^http$/, error: 'must be an http URL of the local app' }),
     policy: path,
@@ -70,7 +73,10 @@ export const sidecarConfigSchema = strictObject({
   }),
   outbound: strictObject({
     /** Loopback only: the app's HTTP proxy (`HTTP_PROXY=http://127.0.0.1:15001`). */
-    listen: strictObject({ host: z.string().default('127.0.0.1'), port: port.default(15001) }),
+    listen: strictObject({ host: z.string().default('127.0.0.1'), port: port.default(15001) }).default({
+      host: '127.0.0.1',
+      port: 15001,
+    }),
     /** Tokens are refreshed this long before they expire (at most half their lifetime). */
     tokenRefreshBefore: durationSchema.default(60_000),
     /** After a failed token fetch, requests without a valid token get 503 at once for this long. */

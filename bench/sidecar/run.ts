@@ -256,7 +256,8 @@ try {
   );
   const webCert = readFileSync(join(certs, 'web.pem'), 'utf8');
   const webKey = readFileSync(join(certs, 'web-key.pem'), 'utf8');
-  const bearer = `Bearer ${await token(sts.url, webCert, webKey)}`;
+  // A fresh token per target (web's tokens live 5 minutes; the whole run is longer).
+  const freshHeaders = async () => ({ authorization: `Bearer ${await token(sts.url, webCert, webKey)}` });
 
   const app = await startChild([join(here, 'app.ts')]);
   children.push(app.child);
@@ -335,7 +336,7 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
     keyFile: join(certs, 'web-key.pem'),
     caFile: join(certs, 'root.pem'),
   };
-  const headers = { authorization: bearer };
+  const headers = await freshHeaders();
   const targets = {
     direct: { url: `http://127.0.0.1:${appPort}`, path: '/orders/1', headers },
     nginx: { url: `https://127.0.0.1:${nginxPort}`, path: '/orders/1', headers, tls },
@@ -364,13 +365,14 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
     const startRss = name === 'sidecar' ? rssMb(sidecar.child.pid!) : undefined;
     // CPU time of the proxy process(es) per request: robust to other load on a shared machine.
     const cpu0 = cpuSeconds(proxyPids[name]!());
-    const throughput = await load({ ...target, mode: 'closed', durationMs });
+    const phaseHeaders = await freshHeaders();
+    const throughput = await load({ ...target, headers: phaseHeaders, mode: 'closed', durationMs });
     const cpuUsPerRequest = Math.round(
       ((cpuSeconds(proxyPids[name]!()) - cpu0) * 1e6) /
         Math.max(1, throughput.ok + throughput.statusErrors + (warmupMs / durationMs) * throughput.ok),
     );
     console.error(`[bench] ${name}: open loop ${rate} req/s, ${rateDurationMs / 1000}s`);
-    const fixed = await load({ ...target, mode: 'rate', durationMs: rateDurationMs });
+    const fixed = await load({ ...target, headers: phaseHeaders, mode: 'rate', durationMs: rateDurationMs });
     if (sampler) clearInterval(sampler);
     results[name] = {
       throughput,

@@ -14,24 +14,26 @@ export interface ClaimsCache {
  * on every hit); when full it drops expired entries, then the oldest.
  */
 export function createClaimsCache(maxEntries: number, clock: () => number): ClaimsCache {
-  const map = new Map<string, VerifiedToken>();
+  // Keyed by token, holding the thumbprint it was verified with: a bound token is only ever valid on
+  // one certificate, so this is the (certificate, token) key without building a long string per request.
+  const map = new Map<string, { readonly thumbprint: string; readonly verified: VerifiedToken }>();
   return {
     get(thumbprint, token) {
-      const key = `${thumbprint} ${token}`;
-      const v = map.get(key);
-      if (v && v.claims.exp * 1000 <= clock()) {
-        map.delete(key);
+      const e = map.get(token);
+      if (!e || e.thumbprint !== thumbprint) return undefined;
+      if (e.verified.claims.exp * 1000 <= clock()) {
+        map.delete(token);
         return undefined;
       }
-      return v;
+      return e.verified;
     },
     set(thumbprint, token, verified) {
       if (map.size >= maxEntries) {
         const now = clock();
-        for (const [k, v] of map) if (v.claims.exp * 1000 <= now) map.delete(k);
+        for (const [k, v] of map) if (v.verified.claims.exp * 1000 <= now) map.delete(k);
         while (map.size >= maxEntries) map.delete(map.keys().next().value!);
       }
-      map.set(`${thumbprint} ${token}`, verified);
+      map.set(token, { thumbprint, verified });
     },
     get size() {
       return map.size;

@@ -21,7 +21,8 @@ export interface UpstreamOptions {
  */
 export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<number> {
   const { req, res } = ctx;
-  const headers = ctx.headers!.forward.slice();
+  // The scanned list belongs to this request: extend it in place.
+  const headers = ctx.headers!.forward;
   headers.push(
     'host',
     up.host,
