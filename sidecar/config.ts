@@ -84,6 +84,15 @@ export const sidecarConfigSchema = strictObject({
     upstreamHeadersTimeout: durationSchema.default(10_000),
     routes: z.array(routeSchema).default([]),
   }).optional(),
+  /** Prometheus `GET /metrics` on a plain-HTTP listener (loopback by default). */
+  metrics: strictObject({
+    listen: strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(15090) }).default(
+      {
+        host: '127.0.0.1',
+        port: 15090,
+      },
+    ),
+  }).optional(),
   /** Audit delivery; wired by the composition root (collector client of audit/). */
   audit: strictObject({
     collector: z.url({ protocol: /^https$/, error: 'must be an https URL' }).optional(),

@@ -33,6 +33,8 @@ import type { RevocationList } from './revocations.ts';
 import { createStsClient } from './sts-client.ts';
 import { createClaimsCache } from './token/claims-cache.ts';
 import { createMtlsConnector } from './tls/connector.ts';
+import { createSidecarMetrics } from './metrics.ts';
+import type { SidecarMetrics } from './metrics.ts';
 import { watchTlsFiles } from './tls/watch.ts';
 import type { TlsWatcher } from './tls/watch.ts';
 
@@ -44,6 +46,8 @@ export interface StartSidecarOverrides {
   /** Wall clock in ms. */
   readonly clock?: () => number;
   readonly random?: (n: number) => Uint8Array;
+  /** Include Node process metrics (default true; tests running several sidecars in one process turn it off). */
+  readonly defaultMetrics?: boolean;
 }
 
 /** A running sidecar. */
@@ -58,6 +62,9 @@ export interface RunningSidecar {
   readonly jwks: JwksCache;
   readonly revocations: RevocationList;
   readonly tokens: TokenSource | undefined;
+  readonly metrics: SidecarMetrics;
+  /** `http://host:port/metrics`, when `metrics` is configured. */
+  readonly metricsUrl: string | undefined;
   /** Stops accepting, drains in-flight requests, stops timers, flushes audit events. */
   close(): Promise<void>;
 }
@@ -135,6 +142,17 @@ export async function startSidecar(
     bodyTimeout: config.inbound.upstreamBodyTimeout,
   });
   const claims = createClaimsCache(50_000, clock);
+  let tokens: TokenSource | undefined;
+  const metrics = createSidecarMetrics(
+    {
+      policy: () => ({ ...policy.stats, hash: policy.current().policy.hash }),
+      tls: () => tls.stats,
+      jwks: () => jwks.stats(),
+      revocations: () => revoked.stats(),
+      tokens: () => tokens?.stats(),
+    },
+    overrides.defaultMetrics ?? true,
+  );
   const handler = createInboundHandler({
     service: config.service,
     layers: [
@@ -167,6 +185,7 @@ export async function startSidecar(
     now: () => performance.now(),
     clock,
     logger,
+    count: (decision, reason, rule) => metrics.record(decision, reason, rule),
   });
   const inbound: HttpsServer = createInboundServer(tls.current(), handler, (err) => {
     if (!sink.accepting()) return;
@@ -183,7 +202,6 @@ export async function startSidecar(
   });
   await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
 
-  let tokens: TokenSource | undefined;
   let outbound: HttpServer | undefined;
   const dispatchers = new Map<string, Pool>();
   if (config.outbound) {
@@ -228,6 +246,18 @@ export async function startSidecar(
     await listen(outbound, out.listen.host, out.listen.port);
   }
 
+  let metricsServer: HttpServer | undefined;
+  if (config.metrics) {
+    metricsServer = createHttpServer((req, res) => {
+      if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
+    });
+    await listen(metricsServer, config.metrics.listen.host, config.metrics.listen.port);
+  }
+
   tls.onChange((m) => {
     verifier = makeVerifier(m.ca);
     updateServerTls(inbound, m);
@@ -254,12 +284,18 @@ export async function startSidecar(
     jwks,
     revocations: revoked,
     tokens,
+    metrics,
+    metricsUrl: metricsServer ? `${urlOf(metricsServer, 'http').url}/metrics` : undefined,
     async close() {
       tls.close();
       policy.close();
       jwks.close();
       revoked.close();
-      const closing = [close(inbound), ...(outbound ? [close(outbound)] : [])];
+      const closing = [
+        close(inbound),
+        ...(outbound ? [close(outbound)] : []),
+        ...(metricsServer ? [close(metricsServer)] : []),
+      ];
       inbound.closeIdleConnections();
       outbound?.closeIdleConnections();
       await Promise.all(closing);

@@ -21,6 +21,8 @@ export interface InboundHandlerDeps {
   /** Wall-clock ms, for event times. */
   readonly clock: () => number;
   readonly logger: Logger;
+  /** Counts each outcome for metrics. */
+  readonly count?: (decision: 'allow' | 'deny', reason: string, rule: string | undefined) => void;
 }
 
 /**
@@ -33,7 +35,7 @@ export interface InboundHandlerDeps {
 export function createInboundHandler(
   deps: InboundHandlerDeps,
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  const record = auditRecorder(deps.sink, deps.service, deps.now, deps.clock);
+  const record = auditRecorder(deps.sink, deps.service, deps.now, deps.clock, deps.count);
   const { layers } = deps;
 
   const refuse = (ctx: InboundContext, err: unknown) => {

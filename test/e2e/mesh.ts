@@ -125,10 +125,11 @@ export async function startMesh(
           policy: ordersPolicyFile,
           policyReloadInterval: '1h',
         },
+        metrics: { listen: { host: '127.0.0.1', port: 0 } },
       },
       'e2e orders',
     ),
-    { sink: ordersSink, logger: quiet },
+    { sink: ordersSink, logger: quiet, defaultMetrics: false },
   );
   const webSink = new MemoryAuditSink();
   const web = await startSidecar(
@@ -152,7 +153,7 @@ export async function startMesh(
       },
       'e2e web',
     ),
-    { sink: webSink, logger: quiet },
+    { sink: webSink, logger: quiet, defaultMetrics: false },
   );
   let stsClosed = false;
   return {

@@ -354,6 +354,20 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     assert.equal(mesh.orders.policy.stats.failures, failures + 1);
     assert.match(mesh.orders.policy.stats.lastError!, /mode: must be one of/);
     assert.equal(mesh.orders.policy.current().policy.mode, 'audit');
+    const metrics = await (await fetch(mesh.orders.metricsUrl!)).text();
+    assert.match(
+      metrics,
+      new RegExp(`^portcullis_sidecar_policy_reload_failures_total ${failures + 1}$`, 'm'),
+    );
+    assert.match(
+      metrics,
+      /^portcullis_sidecar_decisions_total\{decision="deny",reason="ERR_SIDECAR_POLICY_DENIED",rule="default-deny"\} \d+$/m,
+    );
+    assert.match(
+      metrics,
+      /^portcullis_sidecar_decisions_total\{decision="allow",reason="allowed",rule="storefront-reads-orders"\} \d+$/m,
+    );
+    assert.match(metrics, /^portcullis_sidecar_jwks_age_seconds \d/m);
     writeFileSync(
       mesh.ordersPolicyFile,
       'service: spiffe://example.org/ns/shop/sa/orders\nmode: enforce\nroles:\n  storefront: [spiffe://example.org/ns/shop/sa/web]\nrules:\n  - {id: storefront-reads-orders, role: storefront, methods: [GET], paths: [/orders, /orders/:id]}\n',

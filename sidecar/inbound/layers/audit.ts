@@ -7,7 +7,13 @@ const MAX_ACTION = 4096;
  * Layer 7, audit: one `authz.decision` event per inbound request, refused or forwarded, with the
  * decision, reason code, matched rule, policy hash, final status, latency, jti and trace id.
  */
-export function auditRecorder(sink: AuditSink, service: string, now: () => number, time: () => number) {
+export function auditRecorder(
+  sink: AuditSink,
+  service: string,
+  now: () => number,
+  time: () => number,
+  count: (decision: 'allow' | 'deny', reason: string, rule: string | undefined) => void = () => {},
+) {
   return (ctx: InboundContext, status: number): void => {
     const d = ctx.decision;
     const target = ctx.req.url ?? '';
@@ -32,5 +38,6 @@ export function auditRecorder(sink: AuditSink, service: string, now: () => numbe
     if (ctx.verified) event.jti = ctx.verified.claims.jti.slice(0, 256);
     if (ctx.attributes) event.attributes = ctx.attributes;
     sink.emit(event);
+    count(event.decision!, event.reason!, event.rule);
   };
 }
