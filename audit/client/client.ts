@@ -23,6 +23,8 @@ export interface AuditClientOptions {
   readonly failMode: 'open' | 'closed';
   /** Most events per request (default 500). */
   readonly batchSize?: number;
+  /** Most bytes of JSON per request (default 512 KiB, under the collector's default 1 MiB body limit). */
+  readonly batchMaxBytes?: number;
   /** Longest an event waits in memory for a batch to fill (default 100 ms). */
   readonly batchIntervalMs?: number;
   /** Events held in memory before they go to the spool (default 10,000). */
@@ -248,7 +250,8 @@ class Client implements AuditClient {
           await this.#sleep(wait);
           continue;
         }
-        const batch = await spool.peek(this.#batchSize);
+        const peeked = await spool.peek(this.#batchSize);
+        const batch = peeked.slice(0, this.#fitting(peeked));
         if (await this.#post(batch)) {
           await spool.ack(batch.length);
           this.#delivered += batch.length;
@@ -268,13 +271,24 @@ class Client implements AuditClient {
         // Let the batch fill for up to one interval; emit wakes us early once it is full.
         await this.#sleep(interval);
       }
-      const batch = this.#queue.splice(0, this.#batchSize);
+      const batch = this.#queue.splice(0, this.#fitting(this.#queue.slice(0, this.#batchSize)));
       this.#inflight = batch.length;
       const ok = await this.#post(batch);
       if (ok) this.#delivered += batch.length;
       else await this.#spill([...batch, ...this.#queue.splice(0)]);
       this.#inflight = 0;
     }
+  }
+
+  /** How many of `events` (at least one) fit in one request body. */
+  #fitting(events: readonly AuditEvent[]): number {
+    const max = this.#o.batchMaxBytes ?? 524_288;
+    let bytes = 12;
+    for (let i = 0; i < events.length; i++) {
+      bytes += Buffer.byteLength(JSON.stringify(events[i])) + 1;
+      if (bytes > max) return Math.max(1, i);
+    }
+    return events.length;
   }
 
   /** Posts one batch; false (and backoff set) when the collector is unreachable or refuses. */

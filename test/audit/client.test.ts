@@ -105,6 +105,8 @@ test('client: delivers every event in order over mTLS, with metrics', async () =
     assert.deepEqual(actions(rs), expectedActions(1000));
     assert.ok(rs.every((r) => r.event.source === 'spiffe://example.org/ns/shop/sa/web'));
   } finally {
+    await client.close();
+    await collector.close();
     tmp.cleanup();
   }
 });
@@ -158,6 +160,7 @@ test(
     const collector = await startTestCollector(pki, tmp.dir);
     const port = collector.port;
     await collector.close();
+    let back: RunningCollector | undefined;
     try {
       const first = createAuditClient(clientOptions(pki, collector.url, spool));
       for (let i = 0; i < 250; i++) first.emit(decision(i));
@@ -165,7 +168,7 @@ test(
       assert.equal(first.metrics().spoolDepth, 250);
       await first.close();
 
-      const back = await startTestCollector(pki, tmp.dir, { listen: { host: '127.0.0.1', port } });
+      back = await startTestCollector(pki, tmp.dir, { listen: { host: '127.0.0.1', port } });
       const second = createAuditClient(clientOptions(pki, back.url, spool));
       for (let i = 250; i < 300; i++) second.emit(decision(i));
       await until(() => second.metrics().delivered === 300);
@@ -173,6 +176,7 @@ test(
       await back.close();
       assert.deepEqual(actions(await records(tmp.dir)), expectedActions(300));
     } finally {
+      await back?.close();
       tmp.cleanup();
     }
   },
@@ -271,3 +275,31 @@ for (const [label, change] of badOptions) {
     );
   });
 }
+
+test('client: bursts beyond the memory queue and the byte limit of a request go through the spool and arrive in order', async () => {
+  const tmp = tempDir();
+  const collector = await startTestCollector(pki, tmp.dir);
+  const client = createAuditClient(
+    clientOptions(pki, collector.url, join(tmp.dir, 'spool'), {
+      queueMax: 50,
+      batchSize: 500,
+      batchMaxBytes: 8192,
+    }),
+  );
+  try {
+    const big = 'x'.repeat(2000);
+    for (let i = 0; i < 600; i++) client.emit(decision(i, i % 10 === 0 ? { target: big } : {}));
+    await client.flush();
+    await until(() => client.metrics().delivered === 600);
+    assert.ok(client.metrics().spooled > 0, 'the burst overflowed the memory queue into the spool');
+    assert.equal(client.metrics().lost, 0);
+    assert.equal(client.metrics().failures, 0);
+    await client.close();
+    await collector.close();
+    assert.deepEqual(actions(await records(tmp.dir)), expectedActions(600));
+  } finally {
+    await client.close();
+    await collector.close();
+    tmp.cleanup();
+  }
+});
