@@ -5,7 +5,8 @@ import { verifyInclusion } from './proof-inclusion-verify.ts';
 import { hashRecord, toRecord } from './record.ts';
 import type { AuditRecord } from './record.ts';
 import { recordLeafHash } from './merkle.ts';
-import { ProofInvalidError } from './errors.ts';
+import { ProofInvalidError, ProofRangeError } from './errors.ts';
+import type { CollectorApi } from './client/api.ts';
 
 /**
  * Checks, offline and with only the collector's public key, that `bundle.record` is in the log
@@ -37,4 +38,23 @@ export function verifyInclusionBundle(
     root: checkpoint.root,
   });
   return record;
+}
+
+/**
+ * Asks a collector for the inclusion proof of record `seq` at the size of a saved checkpoint
+ * (whose signature is checked first). Throws `ERR_AUDIT_PROOF_RANGE` when the checkpoint does
+ * not cover `seq` yet: save a newer one.
+ */
+export async function fetchInclusionBundle(
+  api: CollectorApi,
+  checkpointNote: string,
+  key: string | VerifierKey,
+  seq: number,
+): Promise<InclusionBundle> {
+  const { size } = verifyCheckpoint(checkpointNote, key);
+  if (seq >= size)
+    throw new ProofRangeError(
+      `record ${seq} is not covered by the checkpoint (size ${size}); save a newer one with portcullis audit checkpoint`,
+    );
+  return api.inclusion(seq, size);
 }

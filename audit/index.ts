@@ -59,7 +59,7 @@ export { Spool } from './client/spool.ts';
 export { createCollectorApi } from './client/api.ts';
 export type { CollectorApi, CollectorApiOptions, InclusionBundle } from './client/api.ts';
 export { fetchCheckpoint } from './checkpoint-fetch.ts';
-export { verifyInclusionBundle } from './inclusion-bundle-verify.ts';
+export { fetchInclusionBundle, verifyInclusionBundle } from './inclusion-bundle-verify.ts';
 export { verifyLog } from './verify-log.ts';
 export type { LogVerification } from './verify-log.ts';
 export { formatRecordTable } from './query-format.ts';

@@ -7,7 +7,7 @@ import {
   loadAuditConfig,
   openStore,
   startCollector,
-  verifyCheckpoint,
+  fetchInclusionBundle,
   verifyInclusionBundle,
   verifyLog,
 } from '../../audit/index.ts';
@@ -336,10 +336,9 @@ ${REMOTE_FLAGS}`,
       }
     } else {
       const seq = nonNegative(required(flags.seq, 'seq', 'audit prove'), 'seq', 'audit prove')!;
-      const { size } = verifyCheckpoint(note, key);
       const api = collectorApi(flags, 'audit prove');
       try {
-        bundle = await api.inclusion(seq, size);
+        bundle = await fetchInclusionBundle(api, note, key, seq);
       } finally {
         await api.close();
       }

@@ -202,6 +202,19 @@ test('cli: audit prove verifies a record offline against a saved checkpoint and 
   ]);
   assert.equal(proved.code, 0, proved.stderr);
   assert.match(proved.stdout, /^included: record 2 \(authz.decision/);
+  const beyond = await run([
+    'audit',
+    'prove',
+    '--seq',
+    '100000',
+    '--checkpoint',
+    out,
+    '--public-key',
+    key,
+    ...remote('security-console'),
+  ]);
+  assert.equal(beyond.code, 1);
+  assert.match(beyond.stderr, /record 100000 is not covered by the checkpoint .* \[ERR_AUDIT_PROOF_RANGE\]/);
   // Offline: no collector flags at all.
   const offline = await run(['audit', 'prove', '--bundle', bundle, '--checkpoint', out, '--public-key', key]);
   assert.equal(offline.code, 0, offline.stderr);
