@@ -22,11 +22,12 @@ export interface LeafNames {
 /**
  * A fresh random positive 128-bit serial as lowercase hex (CA/B BR ask for at least 64 bits of
  * randomness; DESIGN.md asks for 128). The top bit is cleared so DER needs no sign byte, and the
- * first byte is kept non-zero so every serial has the same length.
+ * second-highest bit is set so every serial has the same length and its hex form never starts
+ * with a zero (tools print serials with and without leading zeros; ours have none to lose).
  */
 export function randomSerial(random: (n: number) => Uint8Array = randomBytes): string {
   const bytes = Uint8Array.from(random(16));
-  bytes[0] = (bytes[0]! & 0x7f) | 0x01;
+  bytes[0] = (bytes[0]! & 0x7f) | 0x40;
   return Buffer.from(bytes).toString('hex');
 }
 
