@@ -63,3 +63,5 @@ export { fetchInclusionBundle, verifyInclusionBundle } from './inclusion-bundle-
 export { verifyLog } from './verify-log.ts';
 export type { LogVerification } from './verify-log.ts';
 export { formatRecordTable } from './query-format.ts';
+export { auditSinkConfigSchema, createAuditSink, resolveAuditSinkConfig } from './client/sink-config.ts';
+export type { AuditSinkConfig } from './client/sink-config.ts';

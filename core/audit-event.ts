@@ -98,3 +98,22 @@ export class MemoryAuditSink implements AuditSink {
   async flush(): Promise<void> {}
   async close(): Promise<void> {}
 }
+
+/**
+ * An {@link AuditSink} that writes each event as one JSON log line (`msg: "audit"`): for a part
+ * run without a collector. It never refuses events.
+ */
+export class LogAuditSink implements AuditSink {
+  readonly #logger: { info(obj: object, msg: string): void };
+  constructor(logger: { info(obj: object, msg: string): void }) {
+    this.#logger = logger;
+  }
+  emit(event: AuditEvent): void {
+    this.#logger.info({ audit: event }, 'audit');
+  }
+  accepting(): boolean {
+    return true;
+  }
+  async flush(): Promise<void> {}
+  async close(): Promise<void> {}
+}

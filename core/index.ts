@@ -40,7 +40,13 @@ export {
   parseAccessTokenClaims,
 } from './token-claims.ts';
 export type { AccessTokenClaims, BuildClaimsInput, TokenAlgorithm } from './token-claims.ts';
-export { AUDIT_EVENT_TYPES, auditEventSchema, parseAuditEvent, MemoryAuditSink } from './audit-event.ts';
+export {
+  AUDIT_EVENT_TYPES,
+  auditEventSchema,
+  parseAuditEvent,
+  MemoryAuditSink,
+  LogAuditSink,
+} from './audit-event.ts';
 export type { AuditEvent, AuditEventType, AuditSink } from './audit-event.ts';
 export { createLogger, REDACTED_PATHS } from './logger.ts';
 export type { Logger, LoggerOptions } from './logger.ts';

@@ -8,6 +8,7 @@ import {
   parseConfigText,
   strictObject,
 } from '../core/index.ts';
+import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts';
 import { MASTER_KEY_ENV } from './master-key.ts';
 
 const port = z.number().int().min(0).max(65535);
@@ -91,10 +92,8 @@ export const stsConfigSchema = strictObject({
   }).default({ pollInterval: 30_000, entryLifetime: 30 * 86_400_000 }),
   /** Largest accepted request body in bytes. */
   bodyLimit: z.number().int().min(256).max(1_048_576).default(8192),
-  audit: strictObject({
-    /** `memory` keeps events in process (tests, demos); `log` writes each event as a log line. */
-    sink: z.enum(['memory', 'log']).default('log'),
-  }).default({ sink: 'log' }),
+  /** Where audit events go: the collector (mTLS, disk spool), log lines, or memory (tests). */
+  audit: auditSinkConfigSchema,
 });
 
 /** Parsed STS configuration: durations in milliseconds, paths resolved against the config file's directory. */
@@ -136,6 +135,7 @@ function finish(config: StsConfig, file: string, baseDir: string): StsConfig {
       trustBundle: abs(config.tls.trustBundle),
     },
     identities: abs(config.identities),
+    audit: resolveAuditSinkConfig(config.audit, baseDir),
     revocation: {
       ...config.revocation,
       ...(config.revocation.crl ? { crl: abs(config.revocation.crl) } : {}),

@@ -26,7 +26,6 @@ export { VaultKeystore } from './keystore/vault.ts';
 export type { VaultKeystoreOptions } from './keystore/vault.ts';
 export { createKeystore } from './keystore/create.ts';
 export type { KeystoreSecrets } from './keystore/create.ts';
-export { LogAuditSink } from './audit-sink.ts';
 export { createStsMetrics } from './metrics.ts';
 export type { StsMetrics } from './metrics.ts';
 export { createRateLimiter } from './rate-limit.ts';

@@ -2,10 +2,10 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
+import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier } from '../ca/index.ts';
-import { ConfigError, MemoryAuditSink, createLogger, loadRegistry } from '../core/index.ts';
+import { ConfigError, createLogger, loadRegistry } from '../core/index.ts';
 import type { AuditSink, Logger, Registry } from '../core/index.ts';
-import { LogAuditSink } from './audit-sink.ts';
 import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
 import { buildStsApp } from './http/app.ts';
@@ -79,7 +79,12 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const registry = overrides.registry ?? loadRegistry(config.identities);
   const selfId = ownSpiffeId(cert);
   const audit =
-    overrides.audit ?? (config.audit.sink === 'memory' ? new MemoryAuditSink() : new LogAuditSink(logger));
+    overrides.audit ??
+    createAuditSink(config.audit, {
+      tls: config.tls,
+      logger,
+      ...(overrides.metricsRegistry ? { metricsRegistry: overrides.metricsRegistry } : {}),
+    });
   const metrics = createStsMetrics(overrides.metricsRegistry, overrides.metricsRegistry === undefined);
   const denyList = createDenyList(clock);
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);

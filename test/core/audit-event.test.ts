@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryAuditSink, parseAuditEvent } from '../../core/index.ts';
+import { LogAuditSink, MemoryAuditSink, createLogger, parseAuditEvent } from '../../core/index.ts';
 
 const base = { type: 'authz.decision', time: '2026-11-22T08:00:00.000Z' };
 
@@ -58,4 +58,18 @@ test('the memory sink keeps events in order and always accepts', async () => {
     ['authz.decision', 'token.issued'],
   );
   assert.equal(sink.accepting(), true);
+});
+
+test('the log audit sink writes one JSON line per event and never refuses', async () => {
+  const lines: string[] = [];
+  const logger = createLogger({
+    name: 't',
+    level: 'info',
+    destination: { write: (l: string) => void lines.push(l) },
+  });
+  const sink = new LogAuditSink(logger);
+  sink.emit({ type: 'token.issued', time: new Date(0).toISOString(), jti: 'j' });
+  await sink.flush();
+  assert.equal(sink.accepting(), true);
+  assert.equal(JSON.parse(lines[0]!).audit.jti, 'j');
 });

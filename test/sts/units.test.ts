@@ -4,10 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger } from '../../core/index.ts';
 import {
   FileKeystore,
-  LogAuditSink,
   createDenyList,
   createRateLimiter,
   generateSigningKey,
@@ -147,20 +145,6 @@ test('kids are RFC 7638 thumbprints, equal to what jose computes; a non-EC key i
   );
   assert.equal(jwkThumbprint(key.publicJwk), key.kid);
   assert.throws(() => jwkThumbprint({ kty: 'RSA', n: 'x', e: 'AQAB' }), TypeError);
-});
-
-test('the log audit sink writes one JSON line per event and never refuses', async () => {
-  const lines: string[] = [];
-  const logger = createLogger({
-    name: 't',
-    level: 'info',
-    destination: { write: (l: string) => void lines.push(l) },
-  });
-  const sink = new LogAuditSink(logger);
-  sink.emit({ type: 'token.issued', time: new Date(0).toISOString(), jti: 'j' });
-  await sink.flush();
-  assert.equal(sink.accepting(), true);
-  assert.equal(JSON.parse(lines[0]!).audit.jti, 'j');
 });
 
 test('a file keystore refuses a master key shorter than 32 bytes as a caller mistake', () => {

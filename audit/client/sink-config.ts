@@ -1,0 +1,76 @@
+import { isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
+import { LogAuditSink, MemoryAuditSink, spiffeIdSchema, strictObject } from '../../core/index.ts';
+import type { AuditSink, Logger } from '../../core/index.ts';
+import { createAuditClient } from './client.ts';
+import type { Registry as MetricsRegistry } from 'prom-client';
+
+/**
+ * The `audit:` section shared by the STS and sidecar configs: where their audit events go.
+ * `collector` posts to the audit collector over mTLS with a disk spool (the production setting);
+ * `log` writes each event as a log line; `memory` keeps them in process (tests).
+ */
+export const auditSinkConfigSchema = strictObject({
+  sink: z.enum(['collector', 'log', 'memory']).default('log'),
+  /** `https://host:port` of the collector. */
+  collector: z.url({ protocol: /^https$/, error: 'must be an https URL' }).optional(),
+  /** The collector's SPIFFE ID, checked on its certificate. */
+  collectorId: spiffeIdSchema.optional(),
+  /** Spool directory for events the collector could not take yet. */
+  spoolDir: z.string().min(1).optional(),
+  spoolMaxBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .default(64 * 1024 * 1024),
+  /** `open`: keep serving and count what the spool could not hold; `closed`: refuse new requests once it is full. */
+  failMode: z.enum(['open', 'closed']).default('open'),
+})
+  .superRefine((c, ctx) => {
+    if (c.sink !== 'collector') return;
+    for (const key of ['collector', 'collectorId', 'spoolDir'] as const) {
+      if (c[key] === undefined)
+        ctx.addIssue({ code: 'custom', path: [key], message: 'is required when sink is "collector"' });
+    }
+  })
+  .default({ sink: 'log', spoolMaxBytes: 64 * 1024 * 1024, failMode: 'open' });
+
+/** Parsed `audit:` section. */
+export type AuditSinkConfig = z.output<typeof auditSinkConfigSchema>;
+
+/** Resolves the section's relative paths (the spool directory) against `baseDir`. */
+export function resolveAuditSinkConfig(config: AuditSinkConfig, baseDir: string): AuditSinkConfig {
+  if (!config.spoolDir || isAbsolute(config.spoolDir)) return config;
+  return { ...config, spoolDir: resolve(baseDir, config.spoolDir) };
+}
+
+/**
+ * Builds the sink an `audit:` section describes. A collector sink authenticates with the
+ * workload's own certificate (`tls`).
+ */
+export function createAuditSink(
+  config: AuditSinkConfig,
+  deps: {
+    readonly tls: { readonly cert: string; readonly key: string; readonly trustBundle: string };
+    readonly logger: Logger;
+    readonly metricsRegistry?: MetricsRegistry;
+  },
+): AuditSink {
+  switch (config.sink) {
+    case 'memory':
+      return new MemoryAuditSink();
+    case 'log':
+      return new LogAuditSink(deps.logger);
+    case 'collector':
+      return createAuditClient({
+        url: config.collector!,
+        collectorId: config.collectorId!.uri,
+        tls: deps.tls,
+        spoolDir: config.spoolDir!,
+        spoolMaxBytes: config.spoolMaxBytes,
+        failMode: config.failMode,
+        logger: deps.logger,
+        ...(deps.metricsRegistry ? { metricsRegistry: deps.metricsRegistry } : {}),
+      });
+  }
+}

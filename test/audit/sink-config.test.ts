@@ -1,0 +1,55 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { z } from 'zod';
+import {
+  LogAuditSink,
+  MemoryAuditSink,
+  createLogger,
+  parseConfigText,
+  strictObject,
+} from '../../core/index.ts';
+import { auditSinkConfigSchema, createAuditSink, resolveAuditSinkConfig } from '../../audit/index.ts';
+
+const schema = strictObject({ audit: auditSinkConfigSchema, other: z.number().optional() });
+const parse = (text: string) => parseConfigText(text, 'part.yaml', schema).audit;
+const logger = createLogger({ name: 't', level: 'silent' });
+const tls = { cert: '/nonexistent', key: '/nonexistent', trustBundle: '/nonexistent' };
+
+test('without an audit section events go to the log; memory and log sinks build as named', () => {
+  assert.equal(parse('other: 1\n').sink, 'log');
+  assert.ok(createAuditSink(parse('other: 1\n'), { tls, logger }) instanceof LogAuditSink);
+  assert.ok(createAuditSink(parse('audit: {sink: memory}\n'), { tls, logger }) instanceof MemoryAuditSink);
+});
+
+test('a collector sink needs the collector URL, its SPIFFE ID and a spool directory', () => {
+  const cases: [string, RegExp][] = [
+    [
+      'audit: {sink: collector, collectorId: "spiffe://example.org/audit", spoolDir: s}\n',
+      /part\.yaml: audit\.collector: is required when sink is "collector"/,
+    ],
+    [
+      'audit: {sink: collector, collector: "https://127.0.0.1:1", spoolDir: s}\n',
+      /part\.yaml: audit\.collectorId: is required/,
+    ],
+    [
+      'audit: {sink: collector, collector: "https://127.0.0.1:1", collectorId: "spiffe://example.org/audit"}\n',
+      /audit\.spoolDir: is required/,
+    ],
+    [
+      'audit: {sink: collector, collector: "http://127.0.0.1:1", collectorId: "spiffe://example.org/audit", spoolDir: s}\n',
+      /audit\.collector: must be an https URL/,
+    ],
+    ['audit: {sink: kafka}\n', /audit\.sink: must be one of "collector", "log", "memory"/],
+    ['audit: {sink: log, failmode: closed}\n', /audit\.failmode: unknown key \(did you mean "failMode"\?\)/],
+  ];
+  for (const [text, expected] of cases)
+    assert.throws(() => parse(text), { code: 'ERR_CONFIG_INVALID', message: expected }, text);
+});
+
+test('the spool directory resolves against the config file directory', () => {
+  const c = parse(
+    'audit: {sink: collector, collector: "https://127.0.0.1:1", collectorId: "spiffe://example.org/audit", spoolDir: spool}\n',
+  );
+  assert.equal(resolveAuditSinkConfig(c, '/etc/portcullis').spoolDir, '/etc/portcullis/spool');
+  assert.equal(resolveAuditSinkConfig({ ...c, spoolDir: '/abs' }, '/etc').spoolDir, '/abs');
+});
