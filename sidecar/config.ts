@@ -1,5 +1,6 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
+import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts';
 import {
   ConfigError,
   durationSchema,
@@ -93,12 +94,8 @@ export const sidecarConfigSchema = strictObject({
       },
     ),
   }).optional(),
-  /** Audit delivery; wired by the composition root (collector client of audit/). */
-  audit: strictObject({
-    collector: z.url({ protocol: /^https$/, error: 'must be an https URL' }).optional(),
-    failMode: z.enum(['open', 'closed']).default('open'),
-    spoolDir: path.optional(),
-  }).optional(),
+  /** Where audit events go: the collector (mTLS, disk spool), log lines, or memory (tests). */
+  audit: auditSinkConfigSchema,
 });
 
 /** Parsed sidecar configuration: durations in ms, paths absolute. */
@@ -140,6 +137,6 @@ function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig 
     ...c,
     tls: { ...c.tls, cert: abs(c.tls.cert), key: abs(c.tls.key), trustBundle: abs(c.tls.trustBundle) },
     inbound: { ...c.inbound, policy: abs(c.inbound.policy) },
-    ...(c.audit?.spoolDir ? { audit: { ...c.audit, spoolDir: abs(c.audit.spoolDir) } } : {}),
+    audit: resolveAuditSinkConfig(c.audit, baseDir),
   };
 }

@@ -21,4 +21,3 @@ export type { TokenRules, VerifiedToken } from './token/verify.ts';
 export { createJwksCache } from './jwks/cache.ts';
 export type { JwksCache, JwksCacheDeps } from './jwks/cache.ts';
 export { parseJwks } from './jwks/parse.ts';
-export { LogAuditSink } from './audit-log-sink.ts';

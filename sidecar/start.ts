@@ -6,11 +6,11 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createSecureContext } from 'node:tls';
 import { Pool } from 'undici';
+import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier } from '../ca/index.ts';
 import type { PeerVerifier } from '../ca/index.ts';
 import { createLogger } from '../core/index.ts';
 import type { AuditSink, Logger } from '../core/index.ts';
-import { LogAuditSink } from './audit-log-sink.ts';
 import type { SidecarConfig } from './config.ts';
 import { createInboundHandler } from './inbound/handle.ts';
 import { authorizeLayer } from './inbound/layers/authorize.ts';
@@ -81,7 +81,6 @@ export async function startSidecar(
 ): Promise<RunningSidecar> {
   const logger = overrides.logger ?? createLogger({ name: 'sidecar' });
   const clock = overrides.clock ?? Date.now;
-  const sink = overrides.sink ?? new LogAuditSink(logger);
   const ids = createIdSource(overrides.random ?? ((n) => randomBytes(n)));
 
   const tls = watchTlsFiles({
@@ -153,6 +152,9 @@ export async function startSidecar(
     },
     overrides.defaultMetrics ?? true,
   );
+  const sink =
+    overrides.sink ??
+    createAuditSink(config.audit, { tls: config.tls, logger, metricsRegistry: metrics.registry });
   const handler = createInboundHandler({
     service: config.service,
     layers: [

@@ -4,9 +4,6 @@ import { parseSidecarConfig } from '../../sidecar/config.ts';
 import { resolveRoute } from '../../sidecar/outbound/route.ts';
 import type { Route } from '../../sidecar/outbound/route.ts';
 import { loadPolicyFile } from '../../sidecar/policy/load.ts';
-import { LogAuditSink } from '../../sidecar/audit-log-sink.ts';
-import { createLogger } from '../../core/index.ts';
-import { Writable } from 'node:stream';
 
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 const route: Route = {
@@ -124,29 +121,5 @@ describe('loadPolicyFile', () => {
         return true;
       },
     );
-  });
-});
-
-describe('LogAuditSink', () => {
-  it('writes each event as one log line and always accepts', async () => {
-    const lines: string[] = [];
-    const destination = new Writable({
-      write(chunk, _enc, cb) {
-        lines.push(String(chunk));
-        cb();
-      },
-    });
-    const sink = new LogAuditSink(createLogger({ name: 't', destination }));
-    sink.emit({
-      type: 'authz.decision',
-      time: new Date(0).toISOString(),
-      decision: 'deny',
-      reason: 'ERR_SIDECAR_POLICY_DENIED',
-    });
-    await sink.flush();
-    assert.equal(sink.accepting(), true);
-    await new Promise((r) => setImmediate(r));
-    assert.equal(lines.length, 1);
-    assert.equal(JSON.parse(lines[0]!).audit.reason, 'ERR_SIDECAR_POLICY_DENIED');
   });
 });
