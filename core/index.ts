@@ -50,3 +50,17 @@ export {
 export type { AuditEvent, AuditEventType, AuditSink } from './audit-event.ts';
 export { createLogger, REDACTED_PATHS } from './logger.ts';
 export type { Logger, LoggerOptions } from './logger.ts';
+export {
+  startTelemetry,
+  activeTracer,
+  parseTraceparent,
+  formatTraceparent,
+  startSpan,
+  SpanKind,
+  SpanStatusCode,
+  type Telemetry,
+  type TelemetryOptions,
+  type Span,
+  type SpanContext,
+  type Tracer,
+} from './telemetry.ts';

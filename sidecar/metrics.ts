@@ -14,7 +14,18 @@ export interface SidecarMetrics {
   readonly registry: Registry;
   /** Counts one inbound outcome; cheap (a map increment), exported at scrape time. */
   record(decision: 'allow' | 'deny', reason: string, rule: string | undefined): void;
+  /**
+   * The observer of upstream exchange durations (seconds) for `side` (`inbound`: the local app;
+   * `outbound`: a peer sidecar) and `route` (`app`, or the outbound route name). Resolve it once
+   * per route: each observation is then an array increment.
+   */
+  upstream(side: 'inbound' | 'outbound', route: string): (seconds: number) => void;
 }
+
+/** Buckets of `portcullis_sidecar_upstream_duration_seconds`: 0.5 ms to 10 s. */
+export const UPSTREAM_BUCKETS: readonly number[] = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
 
 /**
  * Builds the metrics: decisions by decision/reason/rule, policy and certificate reloads and
@@ -40,6 +51,27 @@ export function createSidecarMetrics(sources: SidecarMetricSources, withDefaults
       }
     },
   });
+  const upstream = latencyHistogram(
+    registry,
+    'portcullis_sidecar_upstream_duration_seconds',
+    'Upstream exchanges (request sent to response fully relayed), by side and route',
+    UPSTREAM_BUCKETS,
+  );
+  // Figures the parts keep as running totals: exported as counters (by their increase since the last scrape).
+  const counter = (name: string, help: string, read: () => number | undefined) => {
+    let last = 0;
+    return new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const v = read();
+        if (v === undefined) return;
+        if (v > last) this.inc(v - last);
+        last = v;
+      },
+    });
+  };
   const gauge = (name: string, help: string, read: () => number | undefined) =>
     new Gauge({
       name,
@@ -50,28 +82,28 @@ export function createSidecarMetrics(sources: SidecarMetricSources, withDefaults
         if (v !== undefined) this.set(v);
       },
     });
-  gauge(
+  counter(
     'portcullis_sidecar_policy_reloads_total',
     'Policy files that took effect after start',
     () => sources.policy().reloads,
   );
-  gauge(
+  counter(
     'portcullis_sidecar_policy_reload_failures_total',
     'Changed policy files refused (previous policy kept)',
     () => sources.policy().failures,
   );
-  gauge(
+  counter(
     'portcullis_sidecar_certificate_reloads_total',
     'Certificate reloads that took effect',
     () => sources.tls().reloads,
   );
-  gauge(
+  counter(
     'portcullis_sidecar_certificate_reload_failures_total',
     'Changed certificate files refused',
     () => sources.tls().failures,
   );
-  gauge('portcullis_sidecar_jwks_fetches_total', 'Successful JWKS fetches', () => sources.jwks().fetches);
-  gauge(
+  counter('portcullis_sidecar_jwks_fetches_total', 'Successful JWKS fetches', () => sources.jwks().fetches);
+  counter(
     'portcullis_sidecar_jwks_fetch_failures_total',
     'Failed or refused JWKS fetches',
     () => sources.jwks().failures,
@@ -80,17 +112,17 @@ export function createSidecarMetrics(sources: SidecarMetricSources, withDefaults
     const a = sources.jwks().ageMs;
     return a === undefined ? undefined : a / 1000;
   });
-  gauge(
+  counter(
     'portcullis_sidecar_revocation_poll_failures_total',
     'Failed revocation list polls',
     () => sources.revocations().failures,
   );
-  gauge(
+  counter(
     'portcullis_sidecar_outbound_token_fetches_total',
     'Outbound tokens fetched from the STS',
     () => sources.tokens()?.fetches,
   );
-  gauge(
+  counter(
     'portcullis_sidecar_outbound_token_failures_total',
     'Failed outbound token fetches',
     () => sources.tokens()?.failures,
@@ -107,5 +139,74 @@ export function createSidecarMetrics(sources: SidecarMetricSources, withDefaults
       }
       c.n++;
     },
+    upstream: (side, route) => upstream(side, route),
+  };
+}
+
+/**
+ * A histogram kept as plain arrays on the request path and rendered by prom-client's registry at
+ * scrape time (prom-client's own `observe` hashes the label set on every call).
+ */
+function latencyHistogram(
+  registry: Registry,
+  name: string,
+  help: string,
+  buckets: readonly number[],
+): (side: string, route: string) => (seconds: number) => void {
+  const series = new Map<string, { side: string; route: string; counts: Float64Array; sum: number }>();
+  const metric = {
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    async get() {
+      const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+      for (const s of series.values()) {
+        let cumulative = 0;
+        for (let i = 0; i < buckets.length; i++) {
+          cumulative += s.counts[i]!;
+          values.push({
+            metricName: `${name}_bucket`,
+            labels: { le: buckets[i]!, side: s.side, route: s.route },
+            value: cumulative,
+          });
+        }
+        cumulative += s.counts[buckets.length]!;
+        values.push({
+          metricName: `${name}_bucket`,
+          labels: { le: '+Inf', side: s.side, route: s.route },
+          value: cumulative,
+        });
+        values.push({ metricName: `${name}_sum`, labels: { side: s.side, route: s.route }, value: s.sum });
+        values.push({
+          metricName: `${name}_count`,
+          labels: { side: s.side, route: s.route },
+          value: cumulative,
+        });
+      }
+      return { name, help, type: 'histogram', values, aggregator: 'sum' };
+    },
+    reset() {
+      for (const s of series.values()) {
+        s.counts.fill(0);
+        s.sum = 0;
+      }
+    },
+  };
+  registry.registerMetric(metric as unknown as Parameters<Registry['registerMetric']>[0]);
+  return (side, route) => {
+    const key = `${side}|${route}`;
+    let s = series.get(key);
+    if (!s) {
+      s = { side, route, counts: new Float64Array(buckets.length + 1), sum: 0 };
+      series.set(key, s);
+    }
+    const one = s;
+    return (seconds) => {
+      let i = 0;
+      while (i < buckets.length && seconds > buckets[i]!) i++;
+      one.counts[i] = one.counts[i]! + 1;
+      one.sum += seconds;
+    };
   };
 }

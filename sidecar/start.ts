@@ -9,8 +9,8 @@ import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier } from '../ca/index.ts';
 import type { PeerVerifier } from '../ca/index.ts';
-import { createLogger } from '../core/index.ts';
-import type { AuditSink, Logger } from '../core/index.ts';
+import { activeTracer, createLogger } from '../core/index.ts';
+import type { AuditSink, Logger, Tracer } from '../core/index.ts';
 import type { SidecarConfig } from './config.ts';
 import { createInboundHandler } from './inbound/handle.ts';
 import { authorizeLayer } from './inbound/layers/authorize.ts';
@@ -48,6 +48,8 @@ export interface StartSidecarOverrides {
   readonly random?: (n: number) => Uint8Array;
   /** Include Node process metrics (default true; tests running several sidecars in one process turn it off). */
   readonly defaultMetrics?: boolean;
+  /** Tracer of the sidecar's spans; the process's telemetry (`startTelemetry`) by default, none when it is off. */
+  readonly tracer?: Tracer;
 }
 
 /** A running sidecar. */
@@ -82,6 +84,7 @@ export async function startSidecar(
   const logger = overrides.logger ?? createLogger({ name: 'sidecar' });
   const clock = overrides.clock ?? Date.now;
   const ids = createIdSource(overrides.random ?? ((n) => randomBytes(n)));
+  const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sidecar');
 
   const tls = watchTlsFiles({
     certFile: config.tls.cert,
@@ -174,13 +177,16 @@ export async function startSidecar(
       ),
       bindingLayer(),
       pathLayer(),
-      authorizeLayer(() => policy.current()),
+      authorizeLayer(() => policy.current(), tracer),
     ],
     upstream: {
       pool,
       host: new URL(config.inbound.app).host,
       headersTimeoutMs: config.inbound.upstreamHeadersTimeout,
       bodyTimeoutMs: config.inbound.upstreamBodyTimeout,
+      observe: metrics.upstream('inbound', 'app'),
+      now: () => performance.now(),
+      ...(tracer ? { tracer } : {}),
     },
     sink,
     ids,
@@ -188,6 +194,7 @@ export async function startSidecar(
     clock,
     logger,
     count: (decision, reason, rule) => metrics.record(decision, reason, rule),
+    ...(tracer ? { tracer } : {}),
   });
   const inbound: HttpsServer = createInboundServer(tls.current(), handler, (err) => {
     if (!sink.accepting()) return;
@@ -211,7 +218,7 @@ export async function startSidecar(
     const routes = new Map<string, Route>();
     for (const r of out.routes) for (const h of [r.name, ...r.hosts]) routes.set(h, r);
     tokens = createTokenSource({
-      request: (aud) => sts.requestToken(aud),
+      request: (aud, traceparent) => sts.requestToken(aud, traceparent),
       clock,
       logger,
       refreshBeforeMs: out.tokenRefreshBefore,
@@ -243,6 +250,9 @@ export async function startSidecar(
         ids,
         headersTimeoutMs: out.upstreamHeadersTimeout,
         logger,
+        observe: (route) => metrics.upstream('outbound', route),
+        now: () => performance.now(),
+        ...(tracer ? { tracer } : {}),
       }),
     );
     await listen(outbound, out.listen.host, out.listen.port);

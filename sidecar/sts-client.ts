@@ -15,7 +15,8 @@ export interface FetchedToken {
 export interface StsClient {
   fetchJwks(): Promise<unknown>;
   fetchRevocations(etag: string | undefined): Promise<RevocationsResponse>;
-  requestToken(audience: string): Promise<FetchedToken>;
+  /** `traceparent`, when given, makes the STS's `sts.token` span a child of the caller's span. */
+  requestToken(audience: string, traceparent?: string): Promise<FetchedToken>;
   close(): Promise<void>;
 }
 
@@ -110,11 +111,14 @@ export function createStsClient(opts: {
       const tag = r.headers.etag;
       return { status: 200, etag: typeof tag === 'string' ? tag : undefined, body: json(r.text) };
     },
-    async requestToken(audience) {
+    async requestToken(audience, traceparent) {
       const sentAt = opts.clock();
       const r = await call('/oauth2/token', {
         method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          ...(traceparent ? { traceparent } : {}),
+        },
         body: new URLSearchParams({ grant_type: 'client_credentials', audience }).toString(),
       });
       const body = json(r.text) as { access_token?: unknown; expires_in?: unknown; error?: unknown };

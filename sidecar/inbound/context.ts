@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PeerIdentity } from '../../ca/index.ts';
+import type { Span } from '../../core/index.ts';
 import type { SidecarError } from '../errors.ts';
 import type { Decision } from '../policy/compile.ts';
 import type { VerifiedToken } from '../token/verify.ts';
@@ -13,7 +14,10 @@ export interface InboundContext {
   /** Monotonic start time (ms). */
   readonly startedAt: number;
   readonly traceId: string;
+  /** The span id the app's `traceparent` names as parent when tracing is off. */
   readonly spanId: string;
+  /** The `sidecar.inbound` span, when tracing is on. */
+  readonly span?: Span;
   peer?: PeerIdentity;
   token?: string;
   verified?: VerifiedToken;

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AuditSink, Logger } from '../../core/index.ts';
+import { SpanKind, SpanStatusCode, parseTraceparent, startSpan } from '../../core/index.ts';
+import type { AuditSink, Logger, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
 import type { InboundContext, InboundLayer } from './context.ts';
 import { auditRecorder } from './layers/audit.ts';
@@ -23,6 +24,8 @@ export interface InboundHandlerDeps {
   readonly logger: Logger;
   /** Counts each outcome for metrics. */
   readonly count?: (decision: 'allow' | 'deny', reason: string, rule: string | undefined) => void;
+  /** With a tracer, each request is a `sidecar.inbound` span, child of the caller's `traceparent`. */
+  readonly tracer?: Tracer;
 }
 
 /**
@@ -35,8 +38,24 @@ export interface InboundHandlerDeps {
 export function createInboundHandler(
   deps: InboundHandlerDeps,
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  const record = auditRecorder(deps.sink, deps.service, deps.now, deps.clock, deps.count);
-  const { layers } = deps;
+  const audit = auditRecorder(deps.sink, deps.service, deps.now, deps.clock, deps.count);
+  const { layers, tracer } = deps;
+  const record = (ctx: InboundContext, status: number) => {
+    audit(ctx, status);
+    const span = ctx.span;
+    if (span) {
+      const d = ctx.decision;
+      span.setAttributes({
+        'http.response.status_code': status,
+        'portcullis.decision': d?.allow ? 'allow' : 'deny',
+        'portcullis.reason': ctx.error?.code ?? d?.reason ?? 'allowed',
+      });
+      if (ctx.peer) span.setAttribute('portcullis.caller', ctx.peer.spiffeId.uri);
+      if (d) span.setAttribute('portcullis.rule', d.rule);
+      if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: ctx.error?.code ?? '' });
+      span.end();
+    }
+  };
 
   const refuse = (ctx: InboundContext, err: unknown) => {
     const e =
@@ -44,7 +63,7 @@ export function createInboundHandler(
         ? err
         : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'internal error', { cause: err });
     if (!(err instanceof SidecarError))
-      deps.logger.error({ err: (err as Error)?.message }, 'unexpected inbound failure');
+      deps.logger.error({ err: (err as Error)?.message, traceId: ctx.traceId }, 'unexpected inbound failure');
     ctx.error = e;
     const status = statusForCode(e.code);
     if (!ctx.res.headersSent) {
@@ -87,7 +106,20 @@ export function createInboundHandler(
     pass(ctx);
   };
 
+  const traced = (req: IncomingMessage, res: ServerResponse): InboundContext => {
+    const span = startSpan(
+      tracer!,
+      'sidecar.inbound',
+      parseTraceparent(req.headers.traceparent),
+      SpanKind.SERVER,
+      { 'portcullis.service': deps.service, 'http.request.method': req.method ?? '' },
+    );
+    const sc = span.spanContext();
+    return { req, res, startedAt: deps.now(), traceId: sc.traceId, spanId: sc.spanId, span, enforced: true };
+  };
+
   return (req, res) => {
+    if (tracer) return start(traced(req, res));
     const incoming = req.headers.traceparent;
     const traceparent =
       typeof incoming === 'string' &&
@@ -103,6 +135,10 @@ export function createInboundHandler(
       spanId: deps.ids.spanId(),
       enforced: true,
     };
+    start(ctx);
+  };
+
+  function start(ctx: InboundContext): void {
     if (!deps.sink.accepting()) {
       return refuse(
         ctx,
@@ -113,5 +149,5 @@ export function createInboundHandler(
       );
     }
     run(ctx, 0);
-  };
+  }
 }

@@ -1,6 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import type { Logger } from '../../core/index.ts';
+import {
+  SpanKind,
+  SpanStatusCode,
+  formatTraceparent,
+  parseTraceparent,
+  startSpan,
+} from '../../core/index.ts';
+import type { Logger, Span, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
 import { scanRequestHeaders, responseHeaderList } from '../inbound/headers.ts';
 import type { IdSource } from '../inbound/trace.ts';
@@ -18,6 +25,12 @@ export interface OutboundHandlerDeps {
   readonly ids: IdSource;
   readonly headersTimeoutMs: number;
   readonly logger: Logger;
+  /** With a tracer, each call is a `sidecar.outbound` span, child of the app's `traceparent`. */
+  readonly tracer?: Tracer;
+  /** The observer of a route's exchange durations in seconds (the upstream latency histogram). */
+  readonly observe?: (route: string) => (seconds: number) => void;
+  /** Monotonic ms, for the histogram. */
+  readonly now?: () => number;
 }
 
 const LOOPBACK = /^(?:127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
@@ -31,11 +44,22 @@ const LOOPBACK = /^(?:127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
 export function createOutboundHandler(
   deps: OutboundHandlerDeps,
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  const refuse = (res: ServerResponse, err: unknown) => {
+  const { tracer } = deps;
+  const observers = new Map<string, (seconds: number) => void>();
+  const observerOf = (route: string) => {
+    let o = observers.get(route);
+    if (!o && deps.observe) observers.set(route, (o = deps.observe(route)));
+    return o;
+  };
+  const refuse = (res: ServerResponse, err: unknown, span?: Span) => {
     const e =
       err instanceof SidecarError
         ? err
         : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'peer unavailable', { cause: err });
+    span
+      ?.setAttributes({ 'portcullis.reason': e.code, 'http.response.status_code': statusForCode(e.code) })
+      .setStatus({ code: SpanStatusCode.ERROR, message: e.code })
+      .end();
     if (res.headersSent) return void res.destroy();
     const body = JSON.stringify({ error: e.code, message: e.message });
     res
@@ -62,9 +86,18 @@ export function createOutboundHandler(
     } catch (err) {
       return refuse(res, err);
     }
-    deps.tokens.get(resolved.route.spiffeId).then(
+    const span = tracer
+      ? startSpan(tracer, 'sidecar.outbound', parseTraceparent(traceparent), SpanKind.CLIENT, {
+          'portcullis.route': resolved.route.name,
+          'portcullis.audience': resolved.route.spiffeId,
+          'http.request.method': req.method!,
+        })
+      : undefined;
+    const outgoing = span
+      ? formatTraceparent(span.spanContext())
+      : `00-${traceparent ? traceIdOf(traceparent) : deps.ids.traceId()}-${deps.ids.spanId()}-01`;
+    deps.tokens.get(resolved.route.spiffeId, span ? outgoing : undefined).then(
       (token) => {
-        const traceId = traceparent ? traceIdOf(traceparent) : deps.ids.traceId();
         const headers = forwardHeaders.slice();
         headers.push(
           'host',
@@ -72,8 +105,10 @@ export function createOutboundHandler(
           'authorization',
           `Bearer ${token}`,
           'traceparent',
-          `00-${traceId}-${deps.ids.spanId()}-01`,
+          outgoing,
         );
+        const observe = observerOf(resolved.route.name);
+        const sentAt = observe && deps.now ? deps.now() : 0;
         const hasBody =
           req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
         let status = 0;
@@ -92,26 +127,37 @@ export function createOutboundHandler(
             return res;
           },
           (err) => {
+            if (observe && deps.now) observe((deps.now() - sentAt) / 1000);
+            if (span && (!err || status !== 0)) {
+              span.setAttribute('http.response.status_code', status);
+              if (err || status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+              span.end();
+            }
             if (!err) return;
             if (status !== 0) return void res.destroy();
             const code = (err as { code?: string }).code;
-            if (err instanceof SidecarError) return refuse(res, err);
+            if (err instanceof SidecarError) return refuse(res, err, span);
             if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT')
               return refuse(
                 res,
                 new SidecarError('ERR_SIDECAR_UPSTREAM_TIMEOUT', 'peer did not answer in time', {
                   cause: err,
                 }),
+                span,
               );
-            deps.logger.warn({ route: resolved.route.name, err: err.message }, 'outbound call failed');
+            deps.logger.warn(
+              { route: resolved.route.name, err: err.message, traceId: outgoing.slice(3, 35) },
+              'outbound call failed',
+            );
             refuse(
               res,
               new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'peer unavailable', { cause: err }),
+              span,
             );
           },
         );
       },
-      (err) => refuse(res, err),
+      (err) => refuse(res, err, span),
     );
   };
 }

@@ -4,8 +4,11 @@ import type { FetchedToken } from '../sts-client.ts';
 
 /** Tokens for the app's outbound calls, one per audience. */
 export interface TokenSource {
-  /** A token for `audience` that is valid now; `ERR_SIDECAR_TOKEN_UNAVAILABLE` at once when none can be had. */
-  get(audience: string): Promise<string>;
+  /**
+   * A token for `audience` that is valid now; `ERR_SIDECAR_TOKEN_UNAVAILABLE` at once when none can
+   * be had. `traceparent` rides along on a fetch this call starts (not on cache hits).
+   */
+  get(audience: string, traceparent?: string): Promise<string>;
   /** Drops every cached token (the certificate they are bound to changed). */
   invalidate(): void;
   stats(): { fetches: number; failures: number; cached: number };
@@ -13,7 +16,7 @@ export interface TokenSource {
 
 /** Dependencies of {@link createTokenSource}. */
 export interface TokenSourceDeps {
-  readonly request: (audience: string) => Promise<FetchedToken>;
+  readonly request: (audience: string, traceparent?: string) => Promise<FetchedToken>;
   readonly clock: () => number;
   readonly logger: Logger;
   /** Refresh this long before expiry (capped at half the token's lifetime). */
@@ -44,14 +47,14 @@ export function createTokenSource(deps: TokenSourceDeps): TokenSource {
   let fetches = 0;
   let failures = 0;
 
-  function fetch(audience: string): Promise<Entry> {
+  function fetch(audience: string, traceparent?: string): Promise<Entry> {
     let p = inflight.get(audience);
     if (p) return p;
     const gen = generation;
     p = (async () => {
       const sentAt = deps.clock();
       try {
-        const t = await deps.request(audience);
+        const t = await deps.request(audience, traceparent);
         fetches++;
         const lifetime = t.expiresAtMs - sentAt;
         const entry = {
@@ -85,19 +88,20 @@ export function createTokenSource(deps: TokenSourceDeps): TokenSource {
     );
 
   return {
-    async get(audience) {
+    async get(audience, traceparent) {
       const now = deps.clock();
       const e = cache.get(audience);
       const usable = e !== undefined && now < e.expiresAtMs - IN_FLIGHT_MARGIN_MS;
       const cooling = now - (failedAt.get(audience) ?? -Infinity) < deps.retryAfterMs;
       if (usable) {
-        if (now >= e.refreshAtMs && !cooling && !inflight.has(audience)) fetch(audience).catch(() => {});
+        if (now >= e.refreshAtMs && !cooling && !inflight.has(audience))
+          fetch(audience, traceparent).catch(() => {});
         return e.token;
       }
       if (e) cache.delete(audience);
       if (cooling) throw unavailable(audience);
       try {
-        return (await fetch(audience)).token;
+        return (await fetch(audience, traceparent)).token;
       } catch (err) {
         throw unavailable(audience, err);
       }

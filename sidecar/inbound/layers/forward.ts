@@ -1,4 +1,6 @@
 import type { Dispatcher } from 'undici';
+import { SpanKind, SpanStatusCode, formatTraceparent, startSpan } from '../../../core/index.ts';
+import type { Tracer } from '../../../core/index.ts';
 import { SidecarError } from '../../errors.ts';
 import { responseHeaderList } from '../headers.ts';
 import type { InboundContext } from '../context.ts';
@@ -11,6 +13,12 @@ export interface UpstreamOptions {
   readonly host: string;
   readonly headersTimeoutMs: number;
   readonly bodyTimeoutMs: number;
+  /** Records the exchange's duration in seconds (the upstream latency histogram). */
+  readonly observe?: (seconds: number) => void;
+  /** Makes a `sidecar.upstream` span under the request's `sidecar.inbound` span. */
+  readonly tracer?: Tracer;
+  /** Monotonic ms. */
+  readonly now?: () => number;
 }
 
 /**
@@ -23,14 +31,30 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
   const { req, res } = ctx;
   // The scanned list belongs to this request: extend it in place.
   const headers = ctx.headers!.forward;
+  const span =
+    up.tracer && ctx.span
+      ? startSpan(up.tracer, 'sidecar.upstream', ctx.span, SpanKind.CLIENT, {
+          'http.request.method': req.method!,
+          'server.address': up.host,
+        })
+      : undefined;
   headers.push(
     'host',
     up.host,
     'x-portcullis-peer',
     ctx.peer!.spiffeId.uri,
     'traceparent',
-    `00-${ctx.traceId}-${ctx.spanId}-01`,
+    span ? formatTraceparent(span.spanContext()) : `00-${ctx.traceId}-${ctx.spanId}-01`,
   );
+  const sentAt = up.observe && up.now ? up.now() : 0;
+  const done = (status: number, failed: boolean) => {
+    if (up.observe && up.now) up.observe((up.now() - sentAt) / 1000);
+    if (span) {
+      if (status !== 0) span.setAttribute('http.response.status_code', status);
+      if (failed) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    }
+  };
   const hasBody =
     req.headers['transfer-encoding'] !== undefined ||
     (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
@@ -50,6 +74,7 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
         return res;
       },
       (err) => {
+        done(status, !!err || status >= 500);
         if (!err) return resolve(status);
         if (status !== 0) {
           // Headers are gone already: the only honest signal left is a cut connection.
