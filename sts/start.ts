@@ -4,8 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier } from '../ca/index.ts';
-import { ConfigError, createLogger, loadRegistry } from '../core/index.ts';
-import type { AuditSink, Logger, Registry } from '../core/index.ts';
+import { ConfigError, activeTracer, createLogger, loadRegistry } from '../core/index.ts';
+import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
 import { buildStsApp } from './http/app.ts';
@@ -37,6 +37,8 @@ export interface StartStsOverrides {
   readonly mintKey?: () => KeyMaterial;
   /** How often the keyring re-reads the keystore for other replicas' changes. */
   readonly keyringRefreshMs?: number;
+  /** Tracer of the `sts.token` spans; the process's telemetry (`startTelemetry`) by default, none when it is off. */
+  readonly tracer?: Tracer;
 }
 
 /** A running STS. */
@@ -78,14 +80,12 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const trustBundle = read(config.tls.trustBundle, 'tls.trustBundle');
   const registry = overrides.registry ?? loadRegistry(config.identities);
   const selfId = ownSpiffeId(cert);
+  const metrics = createStsMetrics(overrides.metricsRegistry, overrides.metricsRegistry === undefined);
+  // The audit client's queue and spool gauges are served on the STS's own /metrics.
   const audit =
     overrides.audit ??
-    createAuditSink(config.audit, {
-      tls: config.tls,
-      logger,
-      ...(overrides.metricsRegistry ? { metricsRegistry: overrides.metricsRegistry } : {}),
-    });
-  const metrics = createStsMetrics(overrides.metricsRegistry, overrides.metricsRegistry === undefined);
+    createAuditSink(config.audit, { tls: config.tls, logger, metricsRegistry: metrics.registry });
+  const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sts');
   const denyList = createDenyList(clock);
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
   const peerVerifier = cachePeerVerifications(
@@ -153,6 +153,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     denyList,
     rateLimiter,
     ...(selfId ? { selfId } : {}),
+    ...(tracer ? { tracer } : {}),
     tls: {
       cert,
       key,

@@ -3,11 +3,12 @@ import type { SecureServerOptions } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
-import { PortcullisError, parseAuditEvent } from '../../core/index.ts';
+import { PortcullisError, parseAuditEvent, parseTraceparent } from '../../core/index.ts';
 import type { AuditEvent, Logger, Registry, SpiffeId, Workload } from '../../core/index.ts';
 import { CollectorRequestError } from '../errors.ts';
 import type { AuditErrorCode } from '../errors.ts';
 import type { AuditLog } from './log.ts';
+import type { CollectorMetrics } from './metrics.ts';
 import type { RecordFilter } from '../query-filter.ts';
 
 /** The peer check the collector needs: ca/'s `createPeerVerifier(...)` result satisfies it. */
@@ -36,6 +37,8 @@ export interface CollectorDeps {
   readonly onAppended?: (count: number) => void;
   /** HTTPS options (key, cert, requestCert…); without them the app is plain HTTP, for `inject()` tests. */
   readonly tls?: SecureServerOptions;
+  /** When given, requests are counted and `GET /metrics` (registered peers) serves the registry. */
+  readonly metrics?: CollectorMetrics;
 }
 
 /** HTTP status of each error code the collector answers with. */
@@ -121,7 +124,16 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     }
   });
 
+  const { metrics } = deps;
+  if (metrics) {
+    app.addHook('onResponse', (req, reply, done) => {
+      metrics.requests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+      done();
+    });
+  }
+
   app.setErrorHandler((err: FastifyError, req, reply) => {
+    const traceId = parseTraceparent(req.headers.traceparent)?.traceId;
     let status: number;
     let code: string;
     let message: string;
@@ -136,14 +148,21 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     } else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
       [status, code, message] = [err.statusCode, 'ERR_AUDIT_BAD_REQUEST', err.message.split('\n')[0]!];
     } else {
-      req.log.error({ err }, 'collector request failed');
       [status, code, message] = [500, 'ERR_AUDIT_INTERNAL', 'internal error'];
     }
-    if (status >= 500 && status !== 503) req.log.error({ err }, 'collector request failed');
+    if (status >= 500 && status !== 503)
+      req.log.error({ err, ...(traceId ? { traceId } : {}) }, 'collector request failed');
     void reply.code(status).header('cache-control', 'no-store').send({ error: code, message });
   });
 
   app.get('/healthz', { config: { access: 'public' } }, async () => ({ status: 'ok' }));
+
+  if (metrics) {
+    app.get('/metrics', async (_req, reply) => {
+      void reply.type(metrics.registry.contentType).header('cache-control', 'no-store');
+      return metrics.registry.metrics();
+    });
+  }
 
   app.post('/v1/events', async (req) => {
     const workload = callers.get(req.raw)!;

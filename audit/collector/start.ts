@@ -12,6 +12,8 @@ import type { AuditConfig } from './config.ts';
 import { DATA_FILES, loadCheckpointKey } from './key-load.ts';
 import { AuditLog } from './log.ts';
 import { buildCollectorApp } from './app.ts';
+import { createCollectorMetrics } from './metrics.ts';
+import type { CollectorMetrics } from './metrics.ts';
 import type { CollectorPeerVerifier } from './app.ts';
 
 /** What tests and embedders may replace when starting a collector. */
@@ -21,6 +23,8 @@ export interface CollectorOverrides {
   readonly logger?: Logger;
   readonly clock?: () => Date;
   readonly peerVerifier?: CollectorPeerVerifier;
+  /** Include Node process metrics on `/metrics` (default true; tests running several servers in one process turn it off). */
+  readonly defaultMetrics?: boolean;
 }
 
 /** A running collector. `close()` stops listening, signs a last checkpoint and closes the store. */
@@ -31,6 +35,7 @@ export interface RunningCollector {
   readonly log: AuditLog;
   /** The signed-note verifier key of the collector's checkpoint key. */
   readonly verifierKey: string;
+  readonly metrics: CollectorMetrics;
   close(): Promise<void>;
 }
 
@@ -74,7 +79,12 @@ export async function startCollector(
     lastCheckpoint = undefined;
   }
   const store = overrides.store ?? (await openStore(config.store, { clock, table: config.table }));
-  let log: AuditLog;
+  let log: AuditLog | undefined;
+  const metrics = createCollectorMetrics(
+    { size: () => log?.size ?? 0, checkpointSize: () => log?.latest()?.body.size ?? 0 },
+    undefined,
+    overrides.defaultMetrics ?? true,
+  );
   try {
     log = await AuditLog.open({
       store,
@@ -83,6 +93,7 @@ export async function startCollector(
       lastCheckpoint,
       onCheckpoint: (note, body) => {
         writeFileAtomic(latestFile, note, 0o644);
+        metrics.checkpoints.inc();
         logger.info({ size: body.size }, 'checkpoint signed');
       },
     });
@@ -115,7 +126,9 @@ export async function startCollector(
     selfId,
     verifierKey: signer.verifierKey,
     limits: config.limits,
+    metrics,
     onAppended: (n) => {
+      metrics.appended.inc(n);
       sinceCheckpoint += n;
       if (sinceCheckpoint >= config.checkpoint.everyRecords) void checkpoint();
     },
@@ -145,6 +158,7 @@ export async function startCollector(
     app,
     log,
     verifierKey: signer.verifierKey,
+    metrics,
     close() {
       closed ??= (async () => {
         clearInterval(timer);

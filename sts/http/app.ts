@@ -5,8 +5,16 @@ import type { TLSSocket } from 'node:tls';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { ACCESS_TOKEN_TYPE_URI, TOKEN_EXCHANGE_GRANT, PortcullisError } from '../../core/index.ts';
-import type { AuditEvent, AuditSink, Logger, Registry, Workload } from '../../core/index.ts';
+import {
+  ACCESS_TOKEN_TYPE_URI,
+  TOKEN_EXCHANGE_GRANT,
+  PortcullisError,
+  SpanKind,
+  SpanStatusCode,
+  parseTraceparent,
+  startSpan,
+} from '../../core/index.ts';
+import type { AuditEvent, AuditSink, Logger, Registry, Span, Tracer, Workload } from '../../core/index.ts';
 import type { StsConfig } from '../config.ts';
 import { HTTP_ERRORS, StsError } from '../errors.ts';
 import type { StsErrorCode } from '../errors.ts';
@@ -37,6 +45,8 @@ export interface StsDeps {
   readonly tls?: SecureServerOptions;
   /** The STS's own SPIFFE ID, stamped as `source` on audit events. */
   readonly selfId?: string;
+  /** With a tracer, each token request is an `sts.token` span, child of the caller's `traceparent`. */
+  readonly tracer?: Tracer;
 }
 
 /** Which kind of route a request hit: decides authentication and the audit event type. */
@@ -72,6 +82,8 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   const randomId = deps.randomId ?? randomUUID;
   const callers = new WeakMap<IncomingMessage, Caller>();
   const started = new WeakMap<IncomingMessage, number>();
+  const spans = new WeakMap<IncomingMessage, Span>();
+  const { tracer } = deps;
   const issuer = config.issuer.replace(/\/+$/, '');
   const skewSeconds = Math.ceil(config.keys.clockSkew / 1000);
   const jwksMaxAge = Math.floor(config.keys.jwksCachePeriod / 1000);
@@ -103,10 +115,40 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   const emit = (event: Omit<AuditEvent, 'time'>) => {
     audit.emit({ time: new Date(clock.now()).toISOString(), ...source, ...event } as AuditEvent);
   };
+  /** The request's trace id: its span's, or the caller's `traceparent`'s when tracing is off. */
+  const traceOf = (req: FastifyRequest): { traceId?: string } => {
+    const traceId =
+      spans.get(req.raw)?.spanContext().traceId ?? parseTraceparent(req.headers.traceparent)?.traceId;
+    return traceId ? { traceId } : {};
+  };
+
+  if (tracer) {
+    const end = (req: FastifyRequest, status: number | undefined) => {
+      const span = spans.get(req.raw);
+      if (!span) return;
+      spans.delete(req.raw);
+      if (status !== undefined) span.setAttribute('http.response.status_code', status);
+      else span.setStatus({ code: SpanStatusCode.ERROR, message: 'aborted' });
+      span.end();
+    };
+    app.addHook('onResponse', (req, reply, done) => {
+      end(req, reply.statusCode);
+      done();
+    });
+    app.addHook('onRequestAbort', (req, done) => {
+      end(req, undefined);
+      done();
+    });
+  }
 
   app.addHook('onRequest', (req, _reply, done) => {
     started.set(req.raw, performance.now());
     const kind = kindOf(req);
+    if (kind === 'token' && tracer)
+      spans.set(
+        req.raw,
+        startSpan(tracer, 'sts.token', parseTraceparent(req.headers.traceparent), SpanKind.SERVER),
+      );
     if (kind === 'public') return done();
     let peer: StsPeer;
     try {
@@ -146,12 +188,25 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     const code = toStsCode(err);
     const { status, error } = HTTP_ERRORS[code];
     const reason = err instanceof StsError ? err.reason : code;
+    const trace = traceOf(req);
     if (status >= 500 && !(err instanceof StsError)) {
-      deps.logger.error({ err: { message: err.message, code: err.code }, url: req.url }, 'request failed');
+      deps.logger.error(
+        { err: { message: err.message, code: err.code }, url: req.url, ...trace },
+        'request failed',
+      );
     }
     const kind = kindOf(req);
     const caller = callers.get(req.raw);
     metrics.tokensRefused.inc({ reason });
+    if (kind === 'token') metrics.tokenRequestsRefused.inc({ reason });
+    spans
+      .get(req.raw)
+      ?.setAttributes({
+        'portcullis.outcome': 'refused',
+        'portcullis.reason': reason,
+        ...(caller ? { 'portcullis.caller': caller.peer.spiffeId.uri } : {}),
+      })
+      .setStatus({ code: SpanStatusCode.ERROR, message: reason });
     emit({
       type: kind === 'token' ? 'token.denied' : kind === 'admin' ? adminEventType(req) : 'authz.decision',
       ...(caller ? { subject: caller.peer.spiffeId.uri } : {}),
@@ -160,6 +215,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       reason,
       status,
       latencyMs: latency(req),
+      ...trace,
       ...(caller ? { attributes: { serial: caller.peer.serial } } : {}),
     });
     reply.code(status).header('cache-control', 'no-store');
@@ -221,6 +277,12 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       ...(delegatedSubject !== undefined ? { delegatedSubject } : {}),
     });
     (request.grantType === 'client_credentials' ? issuedClientCredentials : issuedTokenExchange).inc();
+    spans.get(req.raw)?.setAttributes({
+      'portcullis.outcome': 'issued',
+      'portcullis.caller': workload.spiffeId.uri,
+      'portcullis.audience': issued.claims.aud,
+      'portcullis.grant': request.grantType,
+    });
     emit({
       type: 'token.issued',
       subject: issued.claims.sub,
@@ -231,6 +293,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       status: 200,
       latencyMs: latency(req),
       jti: issued.claims.jti,
+      ...traceOf(req),
       attributes: {
         kid: signer.kid,
         grant: request.grantType,

@@ -1,0 +1,68 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** What the collector's gauges read at scrape time. */
+export interface CollectorMetricSources {
+  /** Records in the log. */
+  readonly size: () => number;
+  /** Size of the latest signed checkpoint (0 before the first). */
+  readonly checkpointSize: () => number;
+}
+
+/** The audit collector's Prometheus metrics (served on its `GET /metrics`). */
+export interface CollectorMetrics {
+  readonly registry: Registry;
+  /** Requests answered, by route pattern and status code. */
+  readonly requests: Counter<'route' | 'status'>;
+  /** Records durably appended (batches from clients and the collector's own events). */
+  readonly appended: Counter;
+  /** Checkpoints signed. */
+  readonly checkpoints: Counter;
+}
+
+/**
+ * Creates the collector metrics on `registry` (a fresh one by default): requests by route and
+ * status, appended records, signed checkpoints, the log size and how many records the latest
+ * checkpoint does not cover yet, plus Node process metrics when `withDefaults`.
+ */
+export function createCollectorMetrics(
+  sources: CollectorMetricSources,
+  registry = new Registry(),
+  withDefaults = false,
+): CollectorMetrics {
+  if (withDefaults) collectDefaultMetrics({ register: registry, prefix: 'portcullis_audit_' });
+  new Gauge({
+    name: 'portcullis_audit_log_size',
+    help: 'Records in the audit log',
+    registers: [registry],
+    collect() {
+      this.set(sources.size());
+    },
+  });
+  new Gauge({
+    name: 'portcullis_audit_checkpoint_lag_records',
+    help: 'Records appended since the latest signed checkpoint',
+    registers: [registry],
+    collect() {
+      this.set(Math.max(0, sources.size() - sources.checkpointSize()));
+    },
+  });
+  return {
+    registry,
+    requests: new Counter({
+      name: 'portcullis_audit_collector_requests_total',
+      help: 'Collector requests answered, by route and status code',
+      labelNames: ['route', 'status'],
+      registers: [registry],
+    }),
+    appended: new Counter({
+      name: 'portcullis_audit_records_appended_total',
+      help: 'Audit records durably appended',
+      registers: [registry],
+    }),
+    checkpoints: new Counter({
+      name: 'portcullis_audit_checkpoints_total',
+      help: 'Checkpoints signed',
+      registers: [registry],
+    }),
+  };
+}
