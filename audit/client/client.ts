@@ -147,7 +147,14 @@ class Client implements AuditClient {
     if (this.#spoolFull && this.#queue.length >= this.#queueMax)
       return this.#lose(1, 'memory queue and spool are full');
     this.#queue.push(parsed);
-    if (this.#queue.length >= this.#batchSize || this.#queue.length > this.#queueMax) this.#wake?.();
+    // The first event wakes a loop that sleeps on an empty queue, so a lone event leaves within one
+    // batch interval; a full batch wakes it early.
+    if (
+      this.#queue.length === 1 ||
+      this.#queue.length >= this.#batchSize ||
+      this.#queue.length > this.#queueMax
+    )
+      this.#wake?.();
   }
 
   accepting(): boolean {

@@ -111,6 +111,24 @@ test('client: delivers every event in order over mTLS, with metrics', async () =
   }
 });
 
+test('client: a lone event leaves within one batch interval, without a flush', async () => {
+  const tmp = tempDir();
+  const collector = await startTestCollector(pki, tmp.dir);
+  const client = createAuditClient(
+    clientOptions(pki, collector.url, join(tmp.dir, 'spool'), { batchIntervalMs: 50 }),
+  );
+  try {
+    client.emit(decision(0));
+    await until(() => client.metrics().delivered === 1, 3_000);
+    client.emit(decision(1));
+    await until(() => client.metrics().delivered === 2, 3_000);
+  } finally {
+    await client.close();
+    await collector.close();
+    tmp.cleanup();
+  }
+});
+
 test(
   'client: a collector outage in the middle of a stream is spooled and replayed; every event arrives once, in order',
   { timeout: 60_000 },
