@@ -63,6 +63,19 @@ module.exports = {
       to: { path: '^(cli|scripts|test)/', pathNot: '^$1/' },
     },
     {
+      name: 'demo-apps-stand-alone',
+      comment: 'The demo services are plain apps: they know nothing of Portcullis; only cli/ and test/ start them.',
+      severity: 'error',
+      from: { path: '^demo/' },
+      to: { path: '^(core|ca|audit|sts|sidecar|cli|scripts|test|bench)/' },
+    },
+    {
+      name: 'only-tools-start-demo-apps',
+      severity: 'error',
+      from: { path: '^(core|ca|audit|sts|sidecar|bench|scripts)/' },
+      to: { path: '^demo/' },
+    },
+    {
       name: 'no-unresolvable',
       severity: 'error',
       from: {},

@@ -1,23 +1,293 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join, relative, resolve } from 'node:path';
+import { pino } from 'pino';
+import { loadAuditConfig, startCollector } from '../../audit/index.ts';
+import type { RunningCollector } from '../../audit/index.ts';
+import {
+  initCaDirectory,
+  issueWorkloadCertificates,
+  loadCaDirectory,
+  writeFileAtomic,
+} from '../../ca/index.ts';
+import { createLogger, loadRegistry } from '../../core/index.ts';
+import type { Logger } from '../../core/index.ts';
+import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
+import type { RunningSidecar } from '../../sidecar/index.ts';
+import { loadStsConfig, startSts } from '../../sts/index.ts';
+import type { RunningSts } from '../../sts/index.ts';
+import { startDemoApp } from '../../demo/app.ts';
+import type { DemoApp } from '../../demo/app.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { UsageError, parseFlags } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'run the local demo mesh on loopback';
 
-/** `portcullis up`: the one-command mesh. It lands with the STS, sidecar and audit collector. */
+/** Fixed loopback ports, so that the banner's commands can be pasted as they are. */
+export const UP_PORTS = {
+  sts: 8443,
+  audit: 8444,
+  ordersInbound: 15443,
+  webInbound: 15444,
+  webOutbound: 15001,
+  webApp: 8081,
+  ordersApp: 8082,
+  webMetrics: 15091,
+  ordersMetrics: 15090,
+} as const;
+
+const USAGE = `usage: portcullis up [--data-dir DIR] [--identities DIR] [--policies DIR] [--port-offset N] [--log-level LEVEL]
+
+Starts the local mesh on loopback: creates the CA and certificates in the data directory if
+missing (never overwriting; expiring leaves are renewed), starts the audit collector (file
+store), the STS (file keystore under a generated master key stored 0600), and the demo apps
+web and orders, each behind a sidecar. Ctrl-C drains requests, flushes audit events and exits 0.
+A second run reuses the data directory.
+
+flags:
+  --data-dir DIR     where certificates, keys, configs and the audit log live (default .portcullis)
+  --identities DIR   workload registry (default identities)
+  --policies DIR     sidecar policies, one <service>.yaml each (default policies)
+  --port-offset N    add N to every port (default 0: STS 8443, collector 8444, web outbound 15001, …)
+  --log-level LEVEL  log level of the parts, on stderr (default warn)`;
+
+/** `portcullis up`. */
 export const commands: readonly CliCommand[] = [
   {
     name: 'up',
     summary,
-    usage:
-      'usage: portcullis up\n\nStarts the local mesh (CA, STS, audit collector, two demo services with sidecars) on loopback.',
-    async run() {
-      console.error(
-        'portcullis up: the local mesh is not built yet in this version (it needs the STS, sidecar and audit collector).',
+    usage: USAGE,
+    async run(argv) {
+      const flags = parseFlags(
+        argv,
+        {
+          'data-dir': { type: 'string' },
+          identities: { type: 'string' },
+          policies: { type: 'string' },
+          'port-offset': { type: 'string' },
+          'log-level': { type: 'string' },
+        },
+        'up',
       );
-      console.error(
-        'What works today: npm run certs (issue workload certificates), portcullis ca init, portcullis certs issue|revoke.',
-      );
-      return 1;
+      const offset = Number(flags['port-offset'] ?? 0);
+      if (!Number.isInteger(offset) || offset < 0 || offset > 40_000)
+        throw new UsageError('up: --port-offset must be an integer from 0 to 40000');
+      const level = flags['log-level'] ?? 'warn';
+      if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
+        throw new UsageError(`up: --log-level must be one of trace, debug, info, warn, error, fatal, silent`);
+      }
+      const mesh = await startMesh({
+        dataDir: resolve(flags['data-dir'] ?? '.portcullis'),
+        identities: resolve(flags.identities ?? 'identities'),
+        policies: resolve(flags.policies ?? 'policies'),
+        logLevel: level as pino.LevelWithSilent,
+        portOffset: offset,
+        print: (line) => console.log(line),
+      });
+      console.log(mesh.banner);
+      await new Promise<void>((done) => {
+        let stopping = false;
+        const stop = (signal: string) => {
+          // Ctrl-C reaches every process of the group and npm forwards it once more: the first
+          // signal starts the shutdown, later ones are acknowledged and otherwise ignored.
+          if (stopping) return;
+          stopping = true;
+          console.log(`\n${signal}: draining requests and flushing audit events…`);
+          const timer = setTimeout(() => {
+            console.error('portcullis up: shutdown took longer than 30s; exiting');
+            process.exit(1);
+          }, 30_000);
+          timer.unref();
+          mesh.close().then(
+            () => {
+              console.log('stopped; every audit event is in the log.');
+              done();
+            },
+            (err: unknown) => {
+              console.error(`portcullis up: shutdown failed: ${(err as Error).message}`);
+              process.exitCode = 1;
+              done();
+            },
+          );
+        };
+        process.on('SIGINT', () => stop('SIGINT'));
+        process.on('SIGTERM', () => stop('SIGTERM'));
+      });
+      return process.exitCode === 1 ? 1 : 0;
     },
   },
 ];
+
+/** Options of {@link startMesh}. */
+export interface MeshOptions {
+  readonly dataDir: string;
+  readonly identities: string;
+  readonly policies: string;
+  readonly logLevel: pino.LevelWithSilent;
+  readonly portOffset: number;
+  readonly print: (line: string) => void;
+}
+
+/** A running local mesh. */
+export interface Mesh {
+  readonly banner: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Brings the mesh up in dependency order (collector, STS, apps, sidecars), writing the parts'
+ * configs into `dataDir/config/` and loading them through the same loaders the single-part
+ * commands use. On any failure the parts already started are stopped again.
+ */
+export async function startMesh(o: MeshOptions): Promise<Mesh> {
+  const P = Object.fromEntries(Object.entries(UP_PORTS).map(([k, v]) => [k, v + o.portOffset])) as Record<
+    keyof typeof UP_PORTS,
+    number
+  >;
+  const dirs = {
+    certs: join(o.dataDir, 'certs'),
+    config: join(o.dataDir, 'config'),
+    spool: join(o.dataDir, 'spool'),
+  };
+  mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
+  mkdirSync(dirs.config, { recursive: true });
+
+  // 1. Identity: CA once, then idempotent issuance (never overwrites what is still good).
+  const registry = loadRegistry(o.identities);
+  for (const name of ['sts', 'audit', 'web', 'orders', 'security-console']) {
+    if (!registry.byName(name))
+      throw new Error(`${o.identities}: the demo mesh needs a workload named "${name}"`);
+  }
+  const caDir = join(dirs.certs, 'ca');
+  const ca = existsSync(join(caDir, 'root.pem'))
+    ? await loadCaDirectory(caDir)
+    : await initCaDirectory(caDir, { trustDomain: registry.trustDomain });
+  const issued = await issueWorkloadCertificates({
+    registry,
+    ca,
+    outDir: dirs.certs,
+    validityMs: 86_400_000,
+    renewWithinMs: 8 * 3_600_000,
+    keyAlgorithm: 'ecdsa-p256',
+    deps: { now: () => new Date() },
+  });
+  const fresh = issued.outcomes.filter((x) => x.action !== 'unchanged').length;
+  o.print(
+    fresh
+      ? `certificates: ${fresh} issued or renewed in ${rel(dirs.certs)}`
+      : `certificates: reusing ${rel(dirs.certs)}`,
+  );
+
+  // 2. The STS master key: generated once, kept 0600 beside the keystore it seals.
+  const masterKeyFile = join(o.dataDir, 'master-key');
+  if (!existsSync(masterKeyFile))
+    writeFileAtomic(masterKeyFile, `${randomBytes(32).toString('base64')}\n`, 0o600);
+  const masterKey = readFileSync(masterKeyFile, 'utf8').trim();
+
+  // 3. Configs, written where an operator can read and reuse them.
+  const td = registry.trustDomain;
+  const id = (name: string) => registry.byName(name)!.spiffeId.uri;
+  const tls = (name: string) =>
+    `tls:\n  cert: ${join(dirs.certs, `${name}.pem`)}\n  key: ${join(dirs.certs, `${name}-key.pem`)}\n  trustBundle: ${join(dirs.certs, 'root.pem')}\n`;
+  const audit = (name: string, failMode: 'open' | 'closed') =>
+    `audit:\n  sink: collector\n  collector: https://127.0.0.1:${P.audit}\n  collectorId: ${id('audit')}\n  spoolDir: ${join(dirs.spool, name)}\n  failMode: ${failMode}\n`;
+  const issuer = `https://127.0.0.1:${P.sts}`;
+  const files = {
+    audit: write(
+      dirs.config,
+      'audit.yaml',
+      `listen: { host: 127.0.0.1, port: ${P.audit} }\norigin: ${td}/portcullis/audit\nidentities: ${o.identities}\n${tls('audit')}dataDir: ${join(o.dataDir, 'audit')}\nstore: file:${join(o.dataDir, 'audit', 'log')}\ncheckpoint: { everyRecords: 100, interval: 5s }\n`,
+    ),
+    sts: write(
+      dirs.config,
+      'sts.yaml',
+      `listen: { host: 127.0.0.1, port: ${P.sts} }\n${tls('sts')}identities: ${o.identities}\nissuer: ${issuer}\nkeystore:\n  type: file\n  dir: ${join(o.dataDir, 'sts-keys')}\n${audit('sts', 'open')}revocation:\n  crl: ${join(dirs.certs, 'crl.pem')}\n`,
+    ),
+    orders: write(
+      dirs.config,
+      'sidecar-orders.yaml',
+      `service: ${id('orders')}\ntrustDomain: ${td}\n${tls('orders')}sts:\n  url: ${issuer}\n  spiffeId: ${id('sts')}\n  issuer: ${issuer}\ninbound:\n  listen: { host: 127.0.0.1, port: ${P.ordersInbound} }\n  app: http://127.0.0.1:${P.ordersApp}\n  policy: ${join(o.policies, 'orders.yaml')}\nmetrics:\n  listen: { host: 127.0.0.1, port: ${P.ordersMetrics} }\n${audit('orders', 'closed')}`,
+    ),
+    web: write(
+      dirs.config,
+      'sidecar-web.yaml',
+      `service: ${id('web')}\ntrustDomain: ${td}\n${tls('web')}sts:\n  url: ${issuer}\n  spiffeId: ${id('sts')}\n  issuer: ${issuer}\ninbound:\n  listen: { host: 127.0.0.1, port: ${P.webInbound} }\n  app: http://127.0.0.1:${P.webApp}\n  policy: ${join(o.policies, 'web.yaml')}\noutbound:\n  listen: { host: 127.0.0.1, port: ${P.webOutbound} }\n  routes:\n    - name: orders\n      hosts: [orders.shop.internal]\n      address: 127.0.0.1:${P.ordersInbound}\n      spiffeId: ${id('orders')}\nmetrics:\n  listen: { host: 127.0.0.1, port: ${P.webMetrics} }\n${audit('web', 'open')}`,
+    ),
+  };
+
+  // 4. Start in dependency order; stop what started if a later part fails.
+  const stops: (() => Promise<void>)[] = [];
+  const log = (name: string): Logger =>
+    createLogger({ name, level: o.logLevel, destination: pino.destination(2) });
+  const close = async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+  };
+  try {
+    const collector: RunningCollector = await startCollector(loadAuditConfig(files.audit), {
+      logger: log('audit'),
+    });
+    stops.push(() => collector.close());
+    const sts: RunningSts = await startSts(loadStsConfig(files.sts), { masterKey, logger: log('sts') });
+    stops.push(() => sts.close());
+    const ordersApp: DemoApp = await startDemoApp({ kind: 'orders', port: P.ordersApp });
+    stops.push(() => ordersApp.close());
+    const webApp: DemoApp = await startDemoApp({
+      kind: 'web',
+      port: P.webApp,
+      proxy: `http://127.0.0.1:${P.webOutbound}`,
+    });
+    stops.push(() => webApp.close());
+    const orders: RunningSidecar = await startSidecar(loadSidecarConfig(files.orders), {
+      logger: log('sidecar-orders'),
+      defaultMetrics: false,
+    });
+    stops.push(() => orders.close());
+    const web: RunningSidecar = await startSidecar(loadSidecarConfig(files.web), {
+      logger: log('sidecar-web'),
+      defaultMetrics: false,
+    });
+    stops.push(() => web.close());
+  } catch (err) {
+    await close();
+    throw err;
+  }
+
+  const c = (p: string) => rel(p);
+  const banner = `
+Portcullis mesh is up (trust domain ${td}; data in ${c(o.dataDir)}/)
+
+  STS               https://127.0.0.1:${P.sts}   keys: /.well-known/jwks.json
+  audit collector   https://127.0.0.1:${P.audit}   checkpoint key: ${c(join(o.dataDir, 'audit', 'checkpoint.vkey'))}
+  web               app http://127.0.0.1:${P.webApp}   sidecar outbound http://127.0.0.1:${P.webOutbound}, inbound https://127.0.0.1:${P.webInbound}
+  orders            app http://127.0.0.1:${P.ordersApp}   sidecar inbound https://127.0.0.1:${P.ordersInbound} (policy ${c(join(o.policies, 'orders.yaml'))})
+
+Try it (in another terminal, from ${c(process.cwd()) || '.'}):
+
+  1. Call orders from web through both sidecars (web's outbound proxy → mTLS + bound token → orders):
+     curl -s -x http://127.0.0.1:${P.webOutbound} http://orders.shop.internal/orders/1
+
+  2. Read that call's audit record (as security-console, the audit-reader):
+     npm run -s portcullis -- audit query --type authz.decision --limit 5 \\
+       --url https://127.0.0.1:${P.audit} --collector-id ${id('audit')} \\
+       --cert ${c(join(dirs.certs, 'security-console.pem'))} --key ${c(join(dirs.certs, 'security-console-key.pem'))} --trust ${c(join(dirs.certs, 'root.pem'))}
+
+  3. Verify the log is intact (hash chain and Merkle tree, offline):
+     npm run -s portcullis -- audit verify --store file:${c(join(o.dataDir, 'audit', 'log'))}
+
+  A call the policy denies, for contrast (403, also in the log):
+     curl -s -X POST -x http://127.0.0.1:${P.webOutbound} http://orders.shop.internal/orders/1
+
+Ctrl-C stops the mesh (in-flight requests drain, audit events are flushed).`;
+  return { banner, close };
+}
+
+function write(dir: string, name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileAtomic(path, `# Written by portcullis up; regenerated on each start.\n${text}`);
+  return path;
+}
+
+function rel(path: string): string {
+  return relative(process.cwd(), path) || '.';
+}
