@@ -64,7 +64,8 @@ module.exports = {
     },
     {
       name: 'demo-apps-stand-alone',
-      comment: 'The demo services are plain apps: they know nothing of Portcullis; only cli/ and test/ start them.',
+      comment:
+        'The demo services are plain apps: they know nothing of Portcullis; only cli/ and test/ start them.',
       severity: 'error',
       from: { path: '^demo/' },
       to: { path: '^(core|ca|audit|sts|sidecar|cli|scripts|test|bench)/' },
