@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryAuditSink, createLogger } from '../../core/index.ts';
+import type { AuditSink } from '../../core/index.ts';
 import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
@@ -74,10 +75,17 @@ export interface Mesh {
 
 /** Starts STS, orders (app + sidecar) and web (app + sidecar with an outbound route to orders). */
 export async function startMesh(
-  opts: { webTtl?: string; ordersPolicy?: string; ordersSink?: MemoryAuditSink } = {},
+  opts: {
+    webTtl?: string;
+    ordersPolicy?: string;
+    ordersSink?: MemoryAuditSink;
+    /** Real audit sinks (collector clients) for the parts, built once the PKI exists. */
+    audit?: (pki: TestPki, dir: string) => Promise<{ sts: AuditSink; web: AuditSink; orders: AuditSink }>;
+  } = {},
 ): Promise<Mesh> {
   const pki = await makeTestPki({ identitiesYaml: identitiesYaml(opts.webTtl ?? '5m') });
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-mesh-'));
+  const sinks = opts.audit ? await opts.audit(pki, dir) : undefined;
   const quiet = createLogger({ name: 'e2e', level: 'silent' });
   const sts = await startSts(
     parseStsConfig(
@@ -95,7 +103,7 @@ export async function startMesh(
       },
       'e2e sts',
     ),
-    { masterKey: MASTER_KEY, audit: new MemoryAuditSink(), logger: quiet },
+    { masterKey: MASTER_KEY, audit: sinks?.sts ?? new MemoryAuditSink(), logger: quiet },
   );
   const ordersApp = await startEchoApp('orders');
   const webApp = await startEchoApp('web');
@@ -113,7 +121,7 @@ export async function startMesh(
     },
     sts: { url: sts.url, spiffeId: STS_ID, issuer: ISSUER, timeout: '1s', kidRefetchCooldown: '1s' },
   });
-  const ordersSink = opts.ordersSink ?? new MemoryAuditSink();
+  const ordersSink = sinks?.orders ?? opts.ordersSink ?? new MemoryAuditSink();
   const orders = await startSidecar(
     parseSidecarConfig(
       {
@@ -131,7 +139,7 @@ export async function startMesh(
     ),
     { sink: ordersSink, logger: quiet, defaultMetrics: false },
   );
-  const webSink = new MemoryAuditSink();
+  const webSink = sinks?.web ?? new MemoryAuditSink();
   const web = await startSidecar(
     parseSidecarConfig(
       {
@@ -168,8 +176,8 @@ export async function startMesh(
     },
     web,
     orders,
-    webEvents: webSink.events,
-    ordersEvents: ordersSink.events,
+    webEvents: webSink instanceof MemoryAuditSink ? webSink.events : [],
+    ordersEvents: ordersSink instanceof MemoryAuditSink ? ordersSink.events : [],
     ordersApp,
     webApp,
     ordersPolicyFile,
