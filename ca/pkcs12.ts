@@ -1,5 +1,6 @@
-import forge from 'node-forge';
+import type forge from 'node-forge';
 import { createHash, createPrivateKey, randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 
 /** Options of {@link exportPkcs12}. */
 export interface Pkcs12Input {
@@ -12,8 +13,12 @@ export interface Pkcs12Input {
   readonly friendlyName: string;
 }
 
-const { asn1, pki } = forge;
 const PBKDF2_ITERATIONS = 100_000;
+
+// node-forge is loaded on first use: every process that imports ca/ (the sidecar, the STS) would
+// otherwise carry it, and only the cert script exports PKCS#12.
+let forgeLib: typeof forge | undefined;
+const lib = (): typeof forge => (forgeLib ??= createRequire(import.meta.url)('node-forge') as typeof forge);
 
 /**
  * A PKCS#12 (PFX) bundle of a workload's key and chain, readable by OpenSSL, Java and browsers:
@@ -24,6 +29,8 @@ const PBKDF2_ITERATIONS = 100_000;
  * `toPkcs12Asn1` only understands RSA keys, so the bags are assembled here for any key type.
  */
 export function exportPkcs12(input: Pkcs12Input): Uint8Array {
+  const forge = lib();
+  const { asn1, pki } = forge;
   if (input.chainDer.length === 0) throw new TypeError('"chainDer" must hold at least the leaf');
   if (typeof input.passphrase !== 'string' || input.passphrase.length === 0)
     throw new TypeError('"passphrase" must be non-empty');
@@ -83,22 +90,28 @@ export function exportPkcs12(input: Pkcs12Input): Uint8Array {
 }
 
 function seq(items: forge.asn1.Asn1[]): forge.asn1.Asn1 {
+  const { asn1 } = lib();
   return asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, items);
 }
 function oid(id: string): forge.asn1.Asn1 {
+  const { asn1 } = lib();
   return asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(id).getBytes());
 }
 function octets(bytes: string): forge.asn1.Asn1 {
+  const { asn1 } = lib();
   return asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OCTETSTRING, false, bytes);
 }
 function ctx0(items: forge.asn1.Asn1[]): forge.asn1.Asn1 {
+  const { asn1 } = lib();
   return asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, true, items);
 }
 /** PKCS#7 ContentInfo of type `data` wrapping the DER of `content`. */
 function dataContent(content: forge.asn1.Asn1): forge.asn1.Asn1 {
+  const { asn1, pki } = lib();
   return seq([oid(pki.oids.data!), ctx0([octets(asn1.toDer(content).getBytes())])]);
 }
 function bagAttributes(friendlyName: string, localKeyId: string): forge.asn1.Asn1 {
+  const { asn1, pki } = lib();
   return asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SET, true, [
     seq([
       oid(pki.oids.localKeyId!),
