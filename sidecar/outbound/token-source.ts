@@ -70,7 +70,14 @@ export function createTokenSource(deps: TokenSourceDeps): TokenSource {
       } catch (err) {
         failures++;
         failedAt.set(audience, deps.clock());
-        deps.logger.warn({ audience, err: (err as Error).message }, 'token fetch failed');
+        deps.logger.warn(
+          {
+            audience,
+            err: (err as Error).message,
+            ...(traceparent ? { traceId: traceparent.slice(3, 35) } : {}),
+          },
+          'token fetch failed',
+        );
         throw err;
       } finally {
         inflight.delete(audience);

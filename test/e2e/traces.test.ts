@@ -4,9 +4,13 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { tracing } from '@opentelemetry/sdk-node';
-import { SpanKind, startTelemetry } from '../../core/index.ts';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { SpanKind, createLogger, startTelemetry } from '../../core/index.ts';
+import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { MemoryAuditSink, Telemetry } from '../../core/index.ts';
-import { ORDERS, WEB, startMesh, viaProxy } from './mesh.ts';
+import { ISSUER, ORDERS, STS_ID, WEB, startMesh, viaProxy } from './mesh.ts';
 import type { Mesh } from './mesh.ts';
 
 type Finished = tracing.ReadableSpan;
@@ -54,7 +58,7 @@ const hex = (n: number) =>
 test('one trace id spans web outbound, the STS token, orders inbound, authorize, upstream and the orders app, parent by parent', async () => {
   const traceId = `1${hex(31)}`;
   const appSpan = `2${hex(15)}`;
-  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/7', {
+  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/orders/7', {
     traceparent: `00-${traceId}-${appSpan}-01`,
   });
   assert.equal(res.status, 200, res.body);
@@ -115,14 +119,21 @@ test('one trace id spans web outbound, the STS token, orders inbound, authorize,
   assert.equal(seen.app, 'orders');
   assert.equal(seen.headers.traceparent, `00-${traceId}-${upstream.spanContext().spanId}-01`);
 
-  // Children end before their parents, and every span stays inside its parent's time.
+  // Every child lies inside its parent's time. OTel anchors each span's clock on Date.now() (ms
+  // granularity), so spans of one process may disagree by up to a millisecond: allow 2 ms.
   const ns = (t: [number, number]) => t[0] * 1e9 + t[1];
+  const slack = 2e6;
   for (const [child, parent] of [
     [upstream, inbound],
     [authorize, inbound],
+    [inbound, outbound],
+    [token, outbound],
   ] as const) {
-    assert.ok(ns(child.startTime) >= ns(parent.startTime), `${child.name} starts inside ${parent.name}`);
-    assert.ok(ns(child.endTime) <= ns(parent.endTime), `${child.name} ends inside ${parent.name}`);
+    assert.ok(
+      ns(child.startTime) + slack >= ns(parent.startTime),
+      `${child.name} starts inside ${parent.name}`,
+    );
+    assert.ok(ns(child.endTime) <= ns(parent.endTime) + slack, `${child.name} ends inside ${parent.name}`);
   }
 
   // The audit events of that call carry the same trace id: orders' decision and the STS's issuance.
@@ -135,7 +146,7 @@ test('one trace id spans web outbound, the STS token, orders inbound, authorize,
 
 test('a call without traceparent starts a new trace at web outbound that still reaches the orders app', async () => {
   const before = new Set(exporter.getFinishedSpans().map((s) => s.spanContext().spanId));
-  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/8');
+  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/orders/8');
   assert.equal(res.status, 200, res.body);
   const got = res.json().headers.traceparent as string;
   const traceId = got.slice(3, 35);
@@ -152,7 +163,7 @@ test('a call without traceparent starts a new trace at web outbound that still r
 });
 
 test('a malformed traceparent from the app is not continued: the call gets a fresh trace id', async () => {
-  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/9', {
+  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/orders/9', {
     traceparent: '00-00000000000000000000000000000000-00f067aa0ba902b7-01',
   });
   assert.equal(res.status, 200);
@@ -164,7 +175,7 @@ test('a malformed traceparent from the app is not continued: the call gets a fre
 
 test('a denied call is traced too: the authorize span names the deny rule and no upstream span exists', async () => {
   const traceId = `3${hex(31)}`;
-  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/admin/keys', {
+  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/admin/keys', {
     traceparent: `00-${traceId}-${hex(15)}a-01`,
   });
   assert.equal(res.status, 403);
@@ -184,11 +195,68 @@ test('a denied call is traced too: the authorize span names the deny rule and no
 
 test('an unsampled caller (flags 00) is honoured: orders app sees flags 00 and nothing is exported', async () => {
   const traceId = `4${hex(31)}`;
-  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/10', {
+  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/orders/10', {
     traceparent: `00-${traceId}-${hex(15)}b-00`,
   });
   assert.equal(res.status, 200);
   assert.match(res.json().headers.traceparent, new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`));
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId).length, 0);
+});
+
+test('a failed outbound call ends its span in error and its log line names the trace id', async () => {
+  // A second web sidecar whose route points at a closed port, logging into an array.
+  const closed = createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const deadPort = (closed.address() as AddressInfo).port;
+  await new Promise((r) => closed.close(r));
+  const lines: string[] = [];
+  const logger = createLogger({
+    name: 'web',
+    level: 'info',
+    destination: { write: (l: string) => lines.push(l) },
+  });
+  const web = await startSidecar(
+    parseSidecarConfig(
+      {
+        service: WEB,
+        trustDomain: 'example.org',
+        tls: {
+          cert: join(mesh.pki.certsDir, 'web.pem'),
+          key: join(mesh.pki.certsDir, 'web-key.pem'),
+          trustBundle: mesh.pki.rootFile,
+        },
+        sts: { url: mesh.sts.url, spiffeId: STS_ID, issuer: ISSUER, timeout: '1s' },
+        inbound: {
+          listen: { host: '127.0.0.1', port: 0 },
+          app: mesh.webApp.url,
+          policy: 'policies/web.yaml',
+        },
+        outbound: {
+          listen: { host: '127.0.0.1', port: 0 },
+          routes: [{ name: 'orders', hosts: [], address: `127.0.0.1:${deadPort}`, spiffeId: ORDERS }],
+        },
+      },
+      'e2e web (dead route)',
+    ),
+    { logger, defaultMetrics: false },
+  );
+  try {
+    const traceId = `5${hex(31)}`;
+    const res = await viaProxy(web.outbound.port, 'GET', 'http://orders/orders/1', {
+      traceparent: `00-${traceId}-${hex(15)}c-01`,
+    });
+    assert.equal(res.status, 502);
+    assert.equal(res.json().error, 'ERR_SIDECAR_UPSTREAM_UNAVAILABLE');
+    const outbound = one(await spansOf(traceId, ['sidecar.outbound']), 'sidecar.outbound');
+    assert.equal(outbound.status.code, 2 /* SpanStatusCode.ERROR */);
+    assert.equal(outbound.attributes['portcullis.reason'], 'ERR_SIDECAR_UPSTREAM_UNAVAILABLE');
+    assert.equal(outbound.attributes['http.response.status_code'], 502);
+    const logged = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'outbound call failed');
+    assert.ok(logged, lines.join(''));
+    assert.equal(logged.traceId, traceId);
+    assert.ok(!lines.join('').includes('Bearer '), 'no token in the log');
+  } finally {
+    await web.close();
+  }
 });
