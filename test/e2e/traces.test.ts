@@ -58,7 +58,7 @@ const hex = (n: number) =>
 test('one trace id spans web outbound, the STS token, orders inbound, authorize, upstream and the orders app, parent by parent', async () => {
   const traceId = `1${hex(31)}`;
   const appSpan = `2${hex(15)}`;
-  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/orders/7', {
+  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/7', {
     traceparent: `00-${traceId}-${appSpan}-01`,
   });
   assert.equal(res.status, 200, res.body);
@@ -146,7 +146,7 @@ test('one trace id spans web outbound, the STS token, orders inbound, authorize,
 
 test('a call without traceparent starts a new trace at web outbound that still reaches the orders app', async () => {
   const before = new Set(exporter.getFinishedSpans().map((s) => s.spanContext().spanId));
-  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/orders/8');
+  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/8');
   assert.equal(res.status, 200, res.body);
   const got = res.json().headers.traceparent as string;
   const traceId = got.slice(3, 35);
@@ -163,7 +163,7 @@ test('a call without traceparent starts a new trace at web outbound that still r
 });
 
 test('a malformed traceparent from the app is not continued: the call gets a fresh trace id', async () => {
-  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/orders/9', {
+  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/9', {
     traceparent: '00-00000000000000000000000000000000-00f067aa0ba902b7-01',
   });
   assert.equal(res.status, 200);
@@ -175,7 +175,7 @@ test('a malformed traceparent from the app is not continued: the call gets a fre
 
 test('a denied call is traced too: the authorize span names the deny rule and no upstream span exists', async () => {
   const traceId = `3${hex(31)}`;
-  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/admin/keys', {
+  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/admin/keys', {
     traceparent: `00-${traceId}-${hex(15)}a-01`,
   });
   assert.equal(res.status, 403);
@@ -195,7 +195,7 @@ test('a denied call is traced too: the authorize span names the deny rule and no
 
 test('an unsampled caller (flags 00) is honoured: orders app sees flags 00 and nothing is exported', async () => {
   const traceId = `4${hex(31)}`;
-  const res = await viaProxy(mesh.web.outbound.port, 'GET', 'http://orders/orders/10', {
+  const res = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/10', {
     traceparent: `00-${traceId}-${hex(15)}b-00`,
   });
   assert.equal(res.status, 200);
@@ -243,7 +243,7 @@ test('a failed outbound call ends its span in error and its log line names the t
   );
   try {
     const traceId = `5${hex(31)}`;
-    const res = await viaProxy(web.outbound.port, 'GET', 'http://orders/orders/1', {
+    const res = await viaProxy(web.outbound!.port, 'GET', 'http://orders/orders/1', {
       traceparent: `00-${traceId}-${hex(15)}c-01`,
     });
     assert.equal(res.status, 502);
