@@ -9,6 +9,7 @@ import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
 import { buildStsApp } from './http/app.ts';
+import { createSigningPool } from './token/sign-pool.ts';
 import { cachePeerVerifications } from './http/peer-cache.ts';
 import { Keyring } from './keyring/keyring.ts';
 import type { KeyMaterial } from './keyring/key-material.ts';
@@ -141,7 +142,11 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     throw err;
   }
   const rateLimiter = createRateLimiter({ ...config.rateLimit, clock });
+  const signingPool = createSigningPool({
+    onError: (err) => logger.error({ err }, 'signing worker failed; signing on the event loop from now on'),
+  });
   const app = buildStsApp({
+    signingPool,
     config,
     registry,
     keyring,
@@ -173,6 +178,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   } catch (err) {
     await keyring.stop();
     crlSource?.stop();
+    await signingPool.close();
     throw err;
   }
   keyring.start();
@@ -190,6 +196,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       await app.close();
       await keyring.stop();
       crlSource?.stop();
+      await signingPool.close();
       await audit.flush();
     },
   };

@@ -23,6 +23,7 @@ import type { StsMetrics } from '../metrics.ts';
 import type { RateLimiter } from '../rate-limit.ts';
 import type { DenyList } from '../revocations/deny-list.ts';
 import { issueAccessToken } from '../token/issue.ts';
+import type { SigningPool } from '../token/sign-pool.ts';
 import { parseTokenRequest } from '../token/parse-request.ts';
 import { verifySubjectToken } from '../token/verify-subject.ts';
 import type { StsPeer, StsPeerVerifier } from './peer.ts';
@@ -47,6 +48,8 @@ export interface StsDeps {
   readonly selfId?: string;
   /** With a tracer, each token request is an `sts.token` span, child of the caller's `traceparent`. */
   readonly tracer?: Tracer;
+  /** Signs tokens off the event loop (see sign-pool.ts). */
+  readonly signingPool: SigningPool;
 }
 
 /** Which kind of route a request hit: decides authentication and the audit event type. */
@@ -240,7 +243,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   };
 
   // ---- token endpoint --------------------------------------------------------------------
-  app.post('/oauth2/token', { config: { kind: 'token' } }, (req, reply) => {
+  app.post('/oauth2/token', { config: { kind: 'token' } }, async (req, reply) => {
     if (typeof req.body !== 'string') {
       throw new StsError(
         req.body === undefined ? 'ERR_STS_REQUEST_INVALID' : 'ERR_STS_MEDIA_TYPE_UNSUPPORTED',
@@ -273,9 +276,10 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       ttlCapMs: config.tokens.ttlCap,
       nowMs,
       jti: randomId(),
-      signer,
+      encodedHeader: signer.encodedHeader,
       ...(delegatedSubject !== undefined ? { delegatedSubject } : {}),
     });
+    const accessToken = `${issued.signingInput}.${await deps.signingPool.sign(issued.signingInput, signer.key)}`;
     (request.grantType === 'client_credentials' ? issuedClientCredentials : issuedTokenExchange).inc();
     spans.get(req.raw)?.setAttributes({
       'portcullis.outcome': 'issued',
@@ -303,7 +307,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     });
     reply.header('cache-control', 'no-store').header('pragma', 'no-cache').type('application/json');
     return reply.send(
-      `{"access_token":"${issued.accessToken}","token_type":"Bearer","expires_in":${issued.expiresIn},"issued_token_type":"${ACCESS_TOKEN_TYPE_URI}"}`,
+      `{"access_token":"${accessToken}","token_type":"Bearer","expires_in":${issued.expiresIn},"issued_token_type":"${ACCESS_TOKEN_TYPE_URI}"}`,
     );
   });
 

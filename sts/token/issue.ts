@@ -2,8 +2,7 @@ import { buildAccessTokenClaims } from '../../core/index.ts';
 import type { AccessTokenClaims, Workload } from '../../core/index.ts';
 import { StsError } from '../errors.ts';
 import type { TokenRequest } from './parse-request.ts';
-import { signJwt } from './sign.ts';
-import type { JwsSigner } from './sign.ts';
+import { jwsSigningInput } from './sign.ts';
 
 /** Inputs of {@link issueAccessToken}: the verified caller, its request, and the deps. */
 export interface IssueInput {
@@ -17,14 +16,15 @@ export interface IssueInput {
   readonly ttlCapMs: number;
   readonly nowMs: number;
   readonly jti: string;
-  readonly signer: JwsSigner;
+  /** The signing key's encoded JOSE header (alg, kid, typ). */
+  readonly encodedHeader: string;
   /** For token exchange with a subject token: the `sub` being acted for. */
   readonly delegatedSubject?: string;
 }
 
-/** A signed token with its claims. */
+/** A decided token: its claims and the JWS signing input the caller signs. */
 export interface IssuedToken {
-  readonly accessToken: string;
+  readonly signingInput: string;
   readonly claims: AccessTokenClaims;
   readonly expiresIn: number;
 }
@@ -34,6 +34,7 @@ export interface IssuedToken {
  * (`ERR_STS_AUDIENCE_NOT_ALLOWED`), a sent `client_id` must be the caller
  * (`ERR_STS_CLIENT_NOT_REGISTERED`), and the lifetime is the entry's TTL capped by the global
  * cap; asking for more is `ERR_STS_TTL_TOO_LONG`. The token is bound to the certificate (RFC 8705).
+ * Pure: signing is the caller's (the STS signs through its signing pool).
  */
 export function issueAccessToken(input: IssueInput): IssuedToken {
   const { workload, request } = input;
@@ -70,5 +71,5 @@ export function issueAccessToken(input: IssueInput): IssuedToken {
     thumbprint: input.thumbprint,
     ...(delegated ? { actor: caller } : {}),
   });
-  return { accessToken: signJwt(claims, input.signer), claims, expiresIn: ttlSeconds };
+  return { signingInput: jwsSigningInput(claims, input.encodedHeader), claims, expiresIn: ttlSeconds };
 }

@@ -1,22 +1,31 @@
 import { sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 
-/** What {@link signJwt} needs of a key: the pre-imported private key and the encoded header. */
+/** What signing a JWT needs of a key: the pre-imported private key and the encoded header. */
 export interface JwsSigner {
   readonly key: KeyObject;
   readonly encodedHeader: string;
 }
 
+/** The JWS signing input `base64url(header).base64url(claims)` (RFC 7515 §5.1). */
+export function jwsSigningInput(claims: object, encodedHeader: string): string {
+  return `${encodedHeader}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+}
+
 /**
- * Signs a JWT as JWS compact serialization with ES256. Synchronous: one ECDSA P-256 sign is
- * tens of microseconds of CPU and no I/O, cheaper than a round trip through the thread pool.
+ * The base64url JWS signature of `input`: ES256 for a P-256 key (raw r||s, RFC 7518 §3.4),
+ * EdDSA for an Ed25519 key. Synchronous; the STS calls it through its signing pool.
  */
+export function signInput(key: KeyObject, input: string): string {
+  if (key.asymmetricKeyType !== 'ec') return sign(null, Buffer.from(input), key).toString('base64url');
+  // The bare KeyObject takes node's fast path; the DER signature is then unpacked to r||s.
+  return derToJose(sign('sha256', Buffer.from(input), key)).toString('base64url');
+}
+
+/** Signs a JWT (JWS compact serialization) on the calling thread. */
 export function signJwt(claims: object, signer: JwsSigner): string {
-  const input = `${signer.encodedHeader}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
-  // Passing the bare KeyObject takes node's fast path; the DER signature is then unpacked to the
-  // raw r||s form that RFC 7518 §3.4 requires.
-  const der = sign('sha256', Buffer.from(input), signer.key);
-  return `${input}.${derToJose(der).toString('base64url')}`;
+  const input = jwsSigningInput(claims, signer.encodedHeader);
+  return `${input}.${signInput(signer.key, input)}`;
 }
 
 /** Converts an ASN.1 DER ECDSA-Sig-Value (SEQUENCE of two INTEGERs) to 64 bytes r||s for P-256. */
