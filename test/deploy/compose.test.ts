@@ -727,3 +727,25 @@ describe('docker-compose.yml', () => {
     assert.equal(r.status, 0, r.stderr);
   });
 });
+
+// ───────────────────────── docs ─────────────────────────
+
+describe('operator docs', () => {
+  it('the README links architecture, operations, threat model and the part guides, and every link resolves', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const section = /^## Documentation\n([\s\S]*?)(?=^## )/m.exec(readme)?.[1];
+    assert.ok(section, 'README.md has a Documentation section');
+    const links = [...section.matchAll(/\]\(([^)#]+)\)/g)].map((m) => m[1]!);
+    for (const doc of ['architecture', 'operations', 'threat-model', 'sts', 'sidecar', 'audit'])
+      assert.ok(links.includes(`docs/${doc}.md`), `README links docs/${doc}.md`);
+    for (const l of links) assert.ok(existsSync(join(ROOT, l)), `README links ${l}, which does not exist`);
+  });
+
+  it('every relative link of operations.md and threat-model.md resolves', () => {
+    for (const doc of ['operations.md', 'threat-model.md']) {
+      const text = readFileSync(join(ROOT, 'docs', doc), 'utf8');
+      for (const m of text.matchAll(/\]\(([^)#:]+)(#[^)]*)?\)/g))
+        assert.ok(existsSync(join(ROOT, 'docs', m[1]!)), `docs/${doc} links ${m[1]}, which does not exist`);
+    }
+  });
+});
