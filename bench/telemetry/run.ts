@@ -1,7 +1,8 @@
 // Telemetry cost on the sidecar (issue 6): the inbound sidecar benchmark (bench/sidecar/run.ts,
-// `--only sidecar`) with tracing off and on (OTLP/HTTP to a local sink that counts what it gets),
-// and optionally the same benchmark from an earlier checkout (`--baseline DIR`, e.g. the commit
-// before telemetry) — modes alternate round by round so that load drifts hit them alike.
+// `--only sidecar`) with tracing off, on (OTLP/HTTP to a local sink that counts what it gets), on
+// with 1 % sampling, and optionally the same benchmark from an earlier checkout (`--baseline DIR`,
+// e.g. the commit before telemetry) — modes alternate round by round so that load drifts hit them
+// alike.
 // Usage: node bench/telemetry/run.ts [--duration 15s] [--rate-duration 5s] [--rounds 3]
 // [--baseline DIR] [--record]. Prints `BENCH_TELEMETRY {json}` last; --record writes
 // bench/RESULTS-telemetry.md (keeping its hand-written notes after "## Notes").
@@ -55,7 +56,7 @@ interface SidecarFigures {
   p99msAtRate: number;
   rssMaxMb: number;
 }
-type Mode = 'baseline' | 'off' | 'on';
+type Mode = 'baseline' | 'off' | 'on' | 'sampled';
 
 function runOnce(mode: Mode): Promise<SidecarFigures> {
   const cwd = mode === 'baseline' ? baselineDir! : root;
@@ -63,9 +64,16 @@ function runOnce(mode: Mode): Promise<SidecarFigures> {
   delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
   delete env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
   delete env.BENCH_SIDECAR_NODE_ARGS;
-  if (mode === 'on') {
+  delete env.OTEL_TRACES_SAMPLER;
+  delete env.OTEL_TRACES_SAMPLER_ARG;
+  if (mode === 'on' || mode === 'sampled') {
     env.OTEL_EXPORTER_OTLP_ENDPOINT = endpoint;
     env.BENCH_SIDECAR_NODE_ARGS = `--import ${join(root, 'bench/telemetry/preload.ts')}`;
+  }
+  if (mode === 'sampled') {
+    // The standard sampler variables: 1 % of new traces recorded (parents' decisions are honoured).
+    env.OTEL_TRACES_SAMPLER = 'parentbased_traceidratio';
+    env.OTEL_TRACES_SAMPLER_ARG = '0.01';
   }
   const args = [
     join(cwd, 'bench/sidecar/run.ts'),
@@ -96,8 +104,8 @@ function runOnce(mode: Mode): Promise<SidecarFigures> {
   });
 }
 
-const modes: Mode[] = [...(baselineDir ? (['baseline'] as const) : []), 'off', 'on'];
-const runs: Record<Mode, SidecarFigures[]> = { baseline: [], off: [], on: [] };
+const modes: Mode[] = [...(baselineDir ? (['baseline'] as const) : []), 'off', 'on', 'sampled'];
+const runs: Record<Mode, SidecarFigures[]> = { baseline: [], off: [], on: [], sampled: [] };
 const loadBefore = loadavg();
 for (let round = 1; round <= rounds; round++) {
   for (const mode of modes) {
@@ -146,6 +154,8 @@ summary.ratios = {
   offToBaselineCpuBest: r(m.off?.cpuUsPerRequestBest, m.baseline?.cpuUsPerRequestBest),
   onToOffRpsBest: r(m.on?.rpsBest, m.off?.rpsBest),
   onToOffCpuBest: r(m.on?.cpuUsPerRequestBest, m.off?.cpuUsPerRequestBest),
+  sampledToOffRpsBest: r(m.sampled?.rpsBest, m.off?.rpsBest),
+  sampledToOffCpuBest: r(m.sampled?.cpuUsPerRequestBest, m.off?.cpuUsPerRequestBest),
 };
 console.log(`BENCH_TELEMETRY ${JSON.stringify(summary)}`);
 
@@ -167,13 +177,13 @@ Command: \`node bench/telemetry/run.ts --duration ${flags.duration} --rate-durat
 - Date: ${summary.date}; Node ${summary.node}; nproc ${summary.nproc}; memory ${summary.memGb} GiB (free ${summary.freeGb} GiB)
 - Load average (1/5/15 min) before: ${summary.load.before.join(' / ')}; after: ${summary.load.after.join(' / ')}
 - Each run is \`bench/sidecar/run.ts --only sidecar\` (the inbound sidecar: mTLS, token, binding, 100-rule policy, forward, audit event; 64 keep-alive connections closed loop, then 1,000 req/s). Modes alternate within each round.
-- Modes: ${baselineDir ? '`baseline` = the same benchmark from the commit before telemetry; ' : ''}\`off\` = this tree, no telemetry started (the default); \`on\` = this tree with \`startTelemetry\` preloaded (\`bench/telemetry/preload.ts\`), 3 spans per request (\`sidecar.inbound\`, \`sidecar.authorize\`, \`sidecar.upstream\`), batch-exported over OTLP/HTTP (protobuf) to a local sink (${exports} exports, ${Math.round(exportedBytes / 1e6)} MB received).
+- Modes: ${baselineDir ? '`baseline` = the same benchmark from the commit before telemetry; ' : ''}\`off\` = this tree, no telemetry started (the default); \`on\` = this tree with \`startTelemetry\` preloaded (\`bench/telemetry/preload.ts\`), 3 spans per request (\`sidecar.inbound\`, \`sidecar.authorize\`, \`sidecar.upstream\`), batch-exported over OTLP/HTTP (protobuf) to a local sink (${exports} exports, ${Math.round(exportedBytes / 1e6)} MB received over all runs); \`sampled\` = \`on\` with \`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.01\`.
 
 | mode | req/s best | req/s median | CPU µs/request best | CPU µs/request median | p99 ms @1000 req/s (median) | RSS max MB |
 |---|---|---|---|---|---|---|
 ${modes.map(row).join('\n')}
 
-Ratios (best of ${rounds}): ${baselineDir ? `off / baseline throughput **${summary.ratios.offToBaselineRpsBest}**, CPU per request ${summary.ratios.offToBaselineCpuBest}; ` : ''}on / off throughput **${summary.ratios.onToOffRpsBest}**, CPU per request ${summary.ratios.onToOffCpuBest}.
+Ratios (best of ${rounds}): ${baselineDir ? `off / baseline throughput **${summary.ratios.offToBaselineRpsBest}**, CPU per request ${summary.ratios.offToBaselineCpuBest}; ` : ''}on / off throughput **${summary.ratios.onToOffRpsBest}**, CPU per request ${summary.ratios.onToOffCpuBest}; sampled (1 %) / off throughput **${summary.ratios.sampledToOffRpsBest}**, CPU per request ${summary.ratios.sampledToOffCpuBest}.
 
 Machine-readable line: \`BENCH_TELEMETRY {…}\` on stdout.
 
