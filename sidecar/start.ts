@@ -7,8 +7,8 @@ import { performance } from 'node:perf_hooks';
 import { createSecureContext } from 'node:tls';
 import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier } from '../ca/index.ts';
-import type { PeerVerifier } from '../ca/index.ts';
+import { createPeerVerifier, watchTlsFiles } from '../ca/index.ts';
+import type { PeerVerifier, TlsWatcher } from '../ca/index.ts';
 import { activeTracer, createLogger } from '../core/index.ts';
 import type { AuditSink, Logger, Tracer } from '../core/index.ts';
 import type { SidecarConfig } from './config.ts';
@@ -35,8 +35,6 @@ import { createClaimsCache } from './token/claims-cache.ts';
 import { createMtlsConnector } from './tls/connector.ts';
 import { createSidecarMetrics } from './metrics.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { watchTlsFiles } from './tls/watch.ts';
-import type { TlsWatcher } from './tls/watch.ts';
 
 /** What {@link startSidecar} lets a caller replace; everything else comes from the config. */
 export interface StartSidecarOverrides {

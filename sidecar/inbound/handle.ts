@@ -43,7 +43,7 @@ export function createInboundHandler(
   const record = (ctx: InboundContext, status: number) => {
     audit(ctx, status);
     const span = ctx.span;
-    if (span) {
+    if (span?.isRecording()) {
       const d = ctx.decision;
       span.setAttributes({
         'http.response.status_code': status,
@@ -54,7 +54,7 @@ export function createInboundHandler(
       if (d) span.setAttribute('portcullis.rule', d.rule);
       if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: ctx.error?.code ?? '' });
       span.end();
-    }
+    } else span?.end();
   };
 
   const refuse = (ctx: InboundContext, err: unknown) => {

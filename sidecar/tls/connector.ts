@@ -1,3 +1,4 @@
+import type { TlsMaterial } from '../../ca/index.ts';
 import { connect as tlsConnect } from 'node:tls';
 import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
@@ -6,11 +7,8 @@ import type { PeerVerifier } from '../../ca/index.ts';
 import { SidecarError } from '../errors.ts';
 
 /** The client side of the sidecar's mTLS: its current certificate and key, and the trust bundle. */
-export interface ClientTlsMaterial {
-  readonly cert: string;
-  readonly key: string;
-  readonly ca: string;
-}
+/** The material the connector presents and trusts (see ca/ watchTlsFiles). */
+export type ClientTlsMaterial = TlsMaterial;
 
 /**
  * An undici `connect` function that opens TLS 1.3 with the sidecar's own certificate and, before

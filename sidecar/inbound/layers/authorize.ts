@@ -12,7 +12,9 @@ import type { InboundLayer } from '../context.ts';
  */
 export function authorizeLayer(policy: () => Authorizer, tracer?: Tracer): InboundLayer {
   return (ctx) => {
-    const span = tracer && ctx.span ? startSpan(tracer, 'sidecar.authorize', ctx.span) : undefined;
+    // An unsampled request gets no child spans: nothing would be exported.
+    const span =
+      tracer && ctx.span?.isRecording() ? startSpan(tracer, 'sidecar.authorize', ctx.span) : undefined;
     const d = policy().decide(ctx.peer!.spiffeId.uri, ctx.req.method!, ctx.target!.path);
     ctx.decision = d;
     span

@@ -31,8 +31,9 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
   const { req, res } = ctx;
   // The scanned list belongs to this request: extend it in place.
   const headers = ctx.headers!.forward;
+  // An unsampled request gets no upstream span: the app's parent is then the inbound span.
   const span =
-    up.tracer && ctx.span
+    up.tracer && ctx.span?.isRecording()
       ? startSpan(up.tracer, 'sidecar.upstream', ctx.span, SpanKind.CLIENT, {
           'http.request.method': req.method!,
           'server.address': up.host,
@@ -44,7 +45,11 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
     'x-portcullis-peer',
     ctx.peer!.spiffeId.uri,
     'traceparent',
-    span ? formatTraceparent(span.spanContext()) : `00-${ctx.traceId}-${ctx.spanId}-01`,
+    span
+      ? formatTraceparent(span.spanContext())
+      : ctx.span
+        ? formatTraceparent(ctx.span.spanContext())
+        : `00-${ctx.traceId}-${ctx.spanId}-01`,
   );
   const sentAt = up.observe && up.now ? up.now() : 0;
   const done = (status: number, failed: boolean) => {
