@@ -25,3 +25,5 @@ export { OUT_FILES, issueWorkloadCertificates } from './issue-workloads.ts';
 export type { IssueWorkloadsOptions, IssueWorkloadsResult, WorkloadOutcome } from './issue-workloads.ts';
 export { REVOCATION_REASONS, revokeCertificate } from './revoke.ts';
 export type { RevocationReason, RevokeOptions, RevokeResult } from './revoke.ts';
+export { watchTlsFiles } from './watch-tls.ts';
+export type { TlsMaterial, TlsWatcher } from './watch-tls.ts';

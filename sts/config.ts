@@ -50,6 +50,8 @@ export const stsConfigSchema = strictObject({
     /** PEM: the trust anchors peers must chain to. */
     trustBundle: path,
     minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
+    /** How often the files are checked for a renewed certificate. */
+    reloadInterval: durationSchema.default(5_000),
   }),
   /** Identity registry: a directory of `*.yaml` files or one file. */
   identities: path,

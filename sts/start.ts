@@ -1,9 +1,10 @@
+import type { Server as HttpsServer } from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier } from '../ca/index.ts';
+import { createPeerVerifier, watchTlsFiles } from '../ca/index.ts';
 import { ConfigError, activeTracer, createLogger, loadRegistry } from '../core/index.ts';
 import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
@@ -76,9 +77,15 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       );
     }
   };
-  const cert = read(config.tls.cert, 'tls.cert');
-  const key = read(config.tls.key, 'tls.key');
-  const trustBundle = read(config.tls.trustBundle, 'tls.trustBundle');
+  // Renewed certificates are picked up without a restart (new connections use the new leaf).
+  const tlsFiles = watchTlsFiles({
+    certFile: config.tls.cert,
+    keyFile: config.tls.key,
+    caFile: config.tls.trustBundle,
+    intervalMs: config.tls.reloadInterval,
+    logger,
+  });
+  const { cert, key, ca: trustBundle } = tlsFiles.current();
   const registry = overrides.registry ?? loadRegistry(config.identities);
   const selfId = ownSpiffeId(cert);
   const metrics = createStsMetrics(overrides.metricsRegistry, overrides.metricsRegistry === undefined);
@@ -179,9 +186,18 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     await keyring.stop();
     crlSource?.stop();
     await signingPool.close();
+    tlsFiles.close();
     throw err;
   }
   keyring.start();
+  tlsFiles.onChange((m) =>
+    (app.server as unknown as HttpsServer).setSecureContext({
+      cert: m.cert,
+      key: m.key,
+      ca: [m.ca, ...intermediatesOf(m.cert)],
+      minVersion: config.tls.minVersion,
+    }),
+  );
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.listen.port;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
@@ -197,6 +213,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       await keyring.stop();
       crlSource?.stop();
       await signingPool.close();
+      tlsFiles.close();
       await audit.flush();
     },
   };

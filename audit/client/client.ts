@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs';
 import type { PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
+import { watchTlsFiles } from '../../ca/index.ts';
+import type { TlsMaterial, TlsWatcher } from '../../ca/index.ts';
 import { createLogger, parseAuditEvent } from '../../core/index.ts';
 import type { AuditEvent, AuditSink, Logger } from '../../core/index.ts';
 import { Spool } from './spool.ts';
@@ -34,6 +35,8 @@ export interface AuditClientOptions {
   readonly retryMaxMs?: number;
   /** Per-request timeout (default 10 s). */
   readonly requestTimeoutMs?: number;
+  /** How often the certificate files are checked for a renewal (default 5 s). */
+  readonly tlsReloadIntervalMs?: number;
   readonly logger?: Logger;
   /** Registers queue/spool gauges and delivered/lost counters here when given. */
   readonly metricsRegistry?: MetricsRegistry;
@@ -79,7 +82,8 @@ export function createAuditClient(options: AuditClientOptions): AuditClient {
 class Client implements AuditClient {
   readonly #o: AuditClientOptions;
   readonly #logger: Logger;
-  readonly #agent: Agent;
+  #agent: Agent;
+  readonly #tls: TlsWatcher;
   readonly #endpoint: string;
   readonly #batchSize: number;
   readonly #queueMax: number;
@@ -108,22 +112,19 @@ class Client implements AuditClient {
     this.#queueMax = o.queueMax ?? 10_000;
     this.#backoff = o.retryMinMs ?? 100;
     this.#endpoint = new URL('/v1/events', o.url).href;
-    const expected = o.collectorId;
-    this.#agent = new Agent({
-      connect: {
-        cert: readFileSync(o.tls.cert),
-        key: readFileSync(o.tls.key),
-        ca: readFileSync(o.tls.trustBundle),
-        minVersion: 'TLSv1.3',
-        // The chain is checked against the trust bundle by TLS; the name that matters is the SPIFFE ID.
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          const uris = (cert.subjectaltname ?? '').split(', ').filter((s) => s.startsWith('URI:'));
-          if (uris.length !== 1 || uris[0] !== `URI:${expected}`)
-            return new Error(`collector certificate does not name ${expected}`);
-          return undefined;
-        },
-      },
-      keepAliveTimeout: 30_000,
+    // A renewed certificate is picked up without a restart: new connections use the new leaf.
+    this.#tls = watchTlsFiles({
+      certFile: o.tls.cert,
+      keyFile: o.tls.key,
+      caFile: o.tls.trustBundle,
+      intervalMs: o.tlsReloadIntervalMs ?? 5_000,
+      logger: this.#logger,
+    });
+    this.#agent = this.#connect(this.#tls.current());
+    this.#tls.onChange((material) => {
+      const old = this.#agent;
+      this.#agent = this.#connect(material);
+      void old.close();
     });
     if (o.metricsRegistry) this.#registerMetrics(o.metricsRegistry);
     this.#done = this.#run().catch((err: unknown) => {
@@ -170,12 +171,34 @@ class Client implements AuditClient {
     });
   }
 
+  /** An mTLS agent presenting `material`, accepting only a collector named by `collectorId`. */
+  #connect(material: TlsMaterial): Agent {
+    const expected = this.#o.collectorId;
+    return new Agent({
+      connect: {
+        cert: material.cert,
+        key: material.key,
+        ca: material.ca,
+        minVersion: 'TLSv1.3',
+        // The chain is checked against the trust bundle by TLS; the name that matters is the SPIFFE ID.
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+          const uris = (cert.subjectaltname ?? '').split(', ').filter((u) => u.startsWith('URI:'));
+          if (uris.length !== 1 || uris[0] !== `URI:${expected}`)
+            return new Error(`collector certificate does not name ${expected}`);
+          return undefined;
+        },
+      },
+      keepAliveTimeout: 30_000,
+    });
+  }
+
   close(): Promise<void> {
     this.#closingDone ??= (async () => {
       this.#closing = true;
       this.#wake?.();
       await this.#done;
       this.#closed = true;
+      this.#tls.close();
       await this.#agent.close();
     })();
     return this.#closingDone;

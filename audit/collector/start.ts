@@ -1,10 +1,11 @@
+import type { Server as HttpsServer } from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createLogger, loadRegistry } from '../../core/index.ts';
 import type { Logger, Registry } from '../../core/index.ts';
-import { createPeerVerifier, writeFileAtomic } from '../../ca/index.ts';
+import { createPeerVerifier, watchTlsFiles, writeFileAtomic } from '../../ca/index.ts';
 import type { AuditStore } from '../store/store.ts';
 import { openStore } from '../store/open.ts';
 import { ConfigFileError } from './config-error.ts';
@@ -51,16 +52,15 @@ export async function startCollector(
   const logger = overrides.logger ?? createLogger({ name: 'audit' });
   const clock = overrides.clock ?? (() => new Date());
   const registry = overrides.registry ?? loadRegistry(config.identities);
-  const read = (file: string, key: string) => {
-    try {
-      return readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigFileError(file, key, `cannot be read (${(err as NodeJS.ErrnoException).code})`, err);
-    }
-  };
-  const certPem = read(config.tls.cert, 'tls.cert');
-  const keyPem = read(config.tls.key, 'tls.key');
-  const trustPem = read(config.tls.trustBundle, 'tls.trustBundle');
+  // Renewed certificates are picked up without a restart (new connections use the new leaf).
+  const tlsFiles = watchTlsFiles({
+    certFile: config.tls.cert,
+    keyFile: config.tls.key,
+    caFile: config.tls.trustBundle,
+    intervalMs: config.tls.reloadInterval,
+    logger,
+  });
+  const { cert: certPem, key: keyPem, ca: trustPem } = tlsFiles.current();
   const selfId = spiffeIdOf(certPem, config.tls.cert);
   const peerVerifier =
     overrides.peerVerifier ??
@@ -145,9 +145,18 @@ export async function startCollector(
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {
+    tlsFiles.close();
     await store.close().catch(() => {});
     throw err;
   }
+  tlsFiles.onChange((m) =>
+    (app.server as unknown as HttpsServer).setSecureContext({
+      cert: m.cert,
+      key: m.key,
+      ca: m.ca,
+      minVersion: config.tls.minVersion,
+    }),
+  );
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.listen.port;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
@@ -162,6 +171,7 @@ export async function startCollector(
     close() {
       closed ??= (async () => {
         clearInterval(timer);
+        tlsFiles.close();
         await app.close();
         await checkpointing;
         await checkpoint();

@@ -1,0 +1,107 @@
+import { readFileSync, statSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
+import type { Logger } from '../core/index.ts';
+import { ConfigError } from '../core/index.ts';
+
+/** A workload's TLS material as PEM text: its chain (leaf first), its key, its trust bundle. */
+export interface TlsMaterial {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+}
+
+/** Watches the certificate, key and trust bundle files; `current()` changes identity only when they change. */
+export interface TlsWatcher {
+  current(): TlsMaterial;
+  /** Re-reads the files now; true when the material changed. A half-written pair keeps the old one. */
+  reload(): boolean;
+  onChange(listener: (m: TlsMaterial) => void): void;
+  readonly stats: { reloads: number; failures: number };
+  close(): void;
+}
+
+/**
+ * Loads the TLS files (throwing ConfigError at start) and polls their mtimes, so that a renewed
+ * certificate (`certs issue` runs well before expiry) is picked up without a restart. A change
+ * that does not load as a matching key pair keeps the previous material, logs and counts a
+ * failure. Used by every server and client of Portcullis that holds a workload certificate.
+ */
+export function watchTlsFiles(deps: {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly caFile: string;
+  readonly intervalMs: number;
+  readonly logger: Logger;
+  /** Checks a candidate; throws when it is unusable. By default: builds a TLS secure context. */
+  readonly validate?: (m: TlsMaterial) => void;
+}): TlsWatcher {
+  const read = (file: string, key: string) => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        'ERR_CONFIG_NOT_FOUND',
+        file,
+        '',
+        `${key}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
+        { cause: err },
+      );
+    }
+  };
+  const load = (): TlsMaterial => {
+    const m = Object.freeze({
+      cert: read(deps.certFile, 'tls.cert'),
+      key: read(deps.keyFile, 'tls.key'),
+      ca: read(deps.caFile, 'tls.trustBundle'),
+    });
+    (deps.validate ?? ((c: TlsMaterial) => createSecureContext({ cert: c.cert, key: c.key, ca: c.ca })))(m);
+    return m;
+  };
+  const stamp = () =>
+    [deps.certFile, deps.keyFile, deps.caFile]
+      .map((f) => {
+        try {
+          const s = statSync(f, { bigint: true });
+          return `${s.mtimeNs}:${s.size}:${s.ino}`;
+        } catch {
+          return 'missing';
+        }
+      })
+      .join('|');
+  let material = load();
+  let last = stamp();
+  const listeners: ((m: TlsMaterial) => void)[] = [];
+  const stats = { reloads: 0, failures: 0 };
+  const reload = () => {
+    try {
+      const next = load();
+      if (next.cert === material.cert && next.key === material.key && next.ca === material.ca) return false;
+      material = next;
+      stats.reloads++;
+      deps.logger.info({ file: deps.certFile }, 'certificate reloaded');
+      for (const l of listeners) l(next);
+      return true;
+    } catch (err) {
+      stats.failures++;
+      deps.logger.error(
+        { err: (err as Error).message },
+        'certificate files unusable; keeping the previous certificate',
+      );
+      return false;
+    }
+  };
+  const timer = setInterval(() => {
+    const s = stamp();
+    if (s === last) return;
+    last = s;
+    reload();
+  }, deps.intervalMs);
+  timer.unref();
+  return {
+    current: () => material,
+    reload,
+    onChange: (l) => void listeners.push(l),
+    stats,
+    close: () => clearInterval(timer),
+  };
+}

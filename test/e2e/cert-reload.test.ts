@@ -1,0 +1,134 @@
+// Renewed certificates are served without a restart by the STS and the audit collector, and the
+// audit client presents its renewed certificate: `certs issue` from cron is all an operator runs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:tls';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { createAuditClient, parseAuditConfig, startCollector } from '../../audit/index.ts';
+import { issueWorkloadCertificates } from '../../ca/index.ts';
+import { createLogger } from '../../core/index.ts';
+import { parseStsConfig, startSts } from '../../sts/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+
+const quiet = createLogger({ name: 'test', level: 'silent' });
+
+/** The serial of the certificate a server presents on a fresh connection. */
+function servedSerial(port: number, creds: { cert: string; key: string; ca: string }): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(
+      { host: '127.0.0.1', port, ...creds, servername: 'localhost', checkServerIdentity: () => undefined },
+      () => {
+        const serial = socket.getPeerX509Certificate()!.serialNumber.toLowerCase();
+        socket.destroy();
+        resolve(serial);
+      },
+    );
+    socket.on('error', reject);
+  });
+}
+
+const serialOf = (pem: string) => new X509Certificate(pem).serialNumber.toLowerCase();
+
+test(
+  'the STS, the collector and the audit client pick up renewed certificates without a restart',
+  { timeout: 60_000 },
+  async () => {
+    const pki = await makeTestPki();
+    const leaf = (n: string) => pki.leaf(n);
+    const tls = (n: string) => ({
+      cert: leaf(n).certFile,
+      key: leaf(n).keyFile,
+      trustBundle: pki.rootFile,
+      reloadInterval: '100ms',
+    });
+    const sts = await startSts(
+      parseStsConfig(
+        {
+          listen: { host: '127.0.0.1', port: 0 },
+          tls: tls('sts'),
+          identities: pki.identitiesDir,
+          issuer: 'https://sts.example.org',
+          keystore: { type: 'file', dir: join(pki.dir, 'keys') },
+          audit: { sink: 'memory' },
+        },
+        'reload sts',
+      ),
+      { masterKey: randomBytes(32).toString('base64'), logger: quiet },
+    );
+    const collector = await startCollector(
+      parseAuditConfig(
+        {
+          listen: { host: '127.0.0.1', port: 0 },
+          tls: tls('audit'),
+          identities: pki.identitiesDir,
+          origin: 'example.org/audit',
+          dataDir: join(pki.dir, 'audit'),
+          store: `file:${join(pki.dir, 'audit', 'log')}`,
+          checkpoint: { everyRecords: 1000, interval: '1h' },
+        },
+        'reload audit',
+      ),
+      { logger: quiet },
+    );
+    const clientLines: string[] = [];
+    const clientLog = createLogger({
+      name: 'client',
+      level: 'info',
+      destination: { write: (l: string) => void clientLines.push(l) },
+    });
+    const client = createAuditClient({
+      url: collector.url,
+      collectorId: 'spiffe://example.org/ns/portcullis/sa/audit',
+      tls: { cert: leaf('web').certFile, key: leaf('web').keyFile, trustBundle: pki.rootFile },
+      spoolDir: join(pki.dir, 'spool'),
+      spoolMaxBytes: 1_000_000,
+      failMode: 'open',
+      batchIntervalMs: 10,
+      tlsReloadIntervalMs: 100,
+      logger: quiet,
+    });
+    const web = { cert: leaf('web').certPem, key: leaf('web').keyPem, ca: pki.rootPem };
+    try {
+      const before = {
+        sts: await servedSerial(sts.port, web),
+        audit: await servedSerial(collector.port, web),
+      };
+      assert.equal(before.sts, serialOf(leaf('sts').certPem));
+      client.emit({ type: 'authz.decision', time: new Date().toISOString(), action: 'before' });
+      await client.flush();
+
+      // What cron does: renew everything (a horizon longer than the lifetime renews every leaf).
+      await issueWorkloadCertificates({
+        registry: pki.registry,
+        ca: pki.ca,
+        outDir: pki.certsDir,
+        validityMs: 86_400_000,
+        renewWithinMs: 2 * 86_400_000,
+        keyAlgorithm: 'ecdsa-p256',
+        deps: { now: () => new Date() },
+      });
+      const renewed = { sts: serialOf(leaf('sts').certPem), audit: serialOf(leaf('audit').certPem) };
+      assert.notEqual(renewed.sts, before.sts);
+      const until = Date.now() + 5_000;
+      let served = before;
+      while (Date.now() < until && (served.sts !== renewed.sts || served.audit !== renewed.audit)) {
+        await new Promise((r) => setTimeout(r, 100));
+        served = { sts: await servedSerial(sts.port, web), audit: await servedSerial(collector.port, web) };
+      }
+      assert.deepEqual(served, renewed);
+
+      // The client's next connection presents web's renewed certificate, and delivery goes on.
+      await new Promise((r) => setTimeout(r, 300));
+      client.emit({ type: 'authz.decision', time: new Date().toISOString(), action: 'after' });
+      await client.flush();
+      assert.equal(client.metrics().delivered, 2);
+      assert.equal(client.metrics().failures, 0);
+    } finally {
+      await client.close();
+      await collector.close();
+      await sts.close();
+      pki.cleanup();
+    }
+  },
+);
