@@ -13,7 +13,12 @@ export const AUDIT_EVENT_TYPES = [
 const TYPE =
   /^(?:authz\.decision|token\.issued|token\.denied|key\.rotated|cert\.issued|cert\.revoked|admin\.[a-z][a-z0-9_.-]{0,63})$/;
 
-const text = (max: number) => z.string().max(max);
+// Well-formed only: a lone surrogate has no canonical JSON (RFC 8785), so the log could not hash it.
+const text = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => s.isWellFormed(), 'must be well-formed Unicode (no lone surrogates)');
 
 /**
  * The audit event of DESIGN.md § Audit log. Every field but `type` and `time` is optional so

@@ -90,6 +90,28 @@ for (const [label, body, message] of badBatches) {
   });
 }
 
+test('collector: an event holding a lone surrogate is refused with 400, not 500, and fails no batch appended with it', async () => {
+  const size = collector.log.size;
+  const orders = workloadAgent(pki, pki.leaf('orders'));
+  try {
+    // Both posts reach the store in the same turn: a bad event must not take the other batch down.
+    const [bad, good] = await Promise.all([
+      call(web, `${collector.url}/v1/events`, {
+        method: 'POST',
+        body: { events: [{ ...decision(1), reason: 'x\ud800y' }] },
+      }),
+      call(orders, `${collector.url}/v1/events`, { method: 'POST', body: { events: [decision(2)] } }),
+    ]);
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal((bad.body as { error: string }).error, 'ERR_AUDIT_BAD_REQUEST');
+    assert.match((bad.body as { message: string }).message, /events\[0\]: reason/);
+    assert.equal(good.status, 200, good.text);
+    assert.equal(collector.log.size, size + 1);
+  } finally {
+    await orders.close();
+  }
+});
+
 test('collector: a body over the limit is refused with 413, and bad JSON with 400, without internals', async () => {
   const big = await call(web, `${collector.url}/v1/events`, {
     method: 'POST',
