@@ -20,8 +20,9 @@ const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
 ]);
-// Never forwarded as sent: the sidecar sets Host, consumes the token, and owns identity and trace headers.
-const CONSUMED = new Set(['host', 'authorization', 'traceparent']);
+// Never forwarded as sent: the sidecar sets Host, consumes the token, and owns identity and trace
+// headers. Expect is answered by the sidecar's own server (100 Continue) and undici refuses it.
+const CONSUMED = new Set(['host', 'authorization', 'traceparent', 'expect']);
 const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override']);
 const IDENTITY = new Set(['x-forwarded-client-cert', 'x-spiffe-id', 'x-client-cert', 'x-ssl-client-cert']);
 const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
@@ -36,7 +37,7 @@ const NOT_DROPPABLE = new Set(['content-length', 'host', 'content-type']);
  * several Transfer-Encoding, Connection naming a framing field); strips hop-by-hop headers, every
  * header named in Connection, identity headers in any case and with `_` for `-`
  * (`x-portcullis-*`, `x-forwarded-client-cert`, `x-spiffe-id`…), method-override headers, Host,
- * Authorization and traceparent. Pure.
+ * Authorization, traceparent and Expect. Pure.
  */
 export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
   let hosts = 0;

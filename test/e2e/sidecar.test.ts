@@ -112,6 +112,22 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     assert.equal(r.status, 200, r.body);
   });
 
+  it('a request with Expect: 100-continue reaches the app through both sidecars (200, not 502 ERR_SIDECAR_UPSTREAM_UNAVAILABLE)', async () => {
+    const proxied = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/1', {
+      expect: '100-continue',
+    });
+    assert.equal(proxied.status, 200, proxied.body);
+    const token = await stsToken(mesh, 'web', ORDERS);
+    const straight = await direct(mesh.orders.inbound.port, web, 'GET', '/orders/1', [
+      'Authorization',
+      `Bearer ${token}`,
+      'Expect',
+      '100-continue',
+    ]);
+    assert.equal(straight.status, 200, straight.body);
+    assert.equal(straight.json().headers.expect, undefined);
+  });
+
   it('refuses POST /orders/1 with 403 and an audit event naming the rule', async () => {
     const before = mesh.ordersApp.seen.length;
     const r = await viaProxy(
