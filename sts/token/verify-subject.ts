@@ -25,14 +25,18 @@ const invalid = (why: string) => new StsError('ERR_STS_SUBJECT_TOKEN_INVALID', `
 export function verifySubjectToken(input: VerifySubjectInput): AccessTokenClaims {
   const parts = input.token.split('.');
   if (parts.length !== 3 || input.token.length > 8192) throw invalid('is not a compact JWS');
-  let header: Record<string, unknown>;
+  let parsed: unknown;
   let payload: unknown;
   try {
-    header = JSON.parse(Buffer.from(parts[0]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+    parsed = JSON.parse(Buffer.from(parts[0]!, 'base64url').toString('utf8'));
     payload = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8'));
   } catch {
     throw invalid('is not a compact JWS');
   }
+  // JSON.parse also yields null, numbers and strings: only an object is a JOSE header.
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw invalid('has an unexpected header');
+  const header = parsed as Record<string, unknown>;
   if (header.alg !== 'ES256' || header.typ !== ACCESS_TOKEN_TYP || typeof header.kid !== 'string')
     throw invalid('has an unexpected header');
   const key = input.publicKey(header.kid);

@@ -382,6 +382,20 @@ describe('POST /oauth2/token', () => {
         type: 'token.denied',
       },
       {
+        name: 'a subject_token whose header is JSON null',
+        creds: web,
+        form: {
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          audience: ORDERS,
+          subject_token: `${Buffer.from('null').toString('base64url')}.${Buffer.from('{}').toString('base64url')}.AA`,
+          subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        },
+        status: 400,
+        error: 'invalid_grant',
+        reason: 'ERR_STS_SUBJECT_TOKEN_INVALID',
+        type: 'token.denied',
+      },
+      {
         name: 'a non-admin calling an admin route',
         creds: web,
         path: '/v1/admin/keys',
