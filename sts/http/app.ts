@@ -111,6 +111,9 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, body);
   });
+  // Fastify's default text/plain parser also yields a string, which the token route would take for
+  // a form: no route reads text, so that media type is refused (415) like any other.
+  app.removeContentTypeParser('text/plain');
 
   const kindOf = (req: FastifyRequest): RouteKind =>
     ((req.routeOptions.config as { kind?: RouteKind } | undefined)?.kind ?? 'workload') as RouteKind;

@@ -231,6 +231,7 @@ describe('POST /oauth2/token', () => {
       method?: string;
       form?: Record<string, string | string[]>;
       body?: string;
+      contentType?: string;
       status: number;
       error: string;
       reason: string;
@@ -396,6 +397,16 @@ describe('POST /oauth2/token', () => {
         type: 'token.denied',
       },
       {
+        name: 'a text/plain body on the token endpoint',
+        creds: web,
+        body: new URLSearchParams(cc).toString(),
+        contentType: 'text/plain',
+        status: 415,
+        error: 'invalid_request',
+        reason: 'ERR_STS_MEDIA_TYPE_UNSUPPORTED',
+        type: 'token.denied',
+      },
+      {
         name: 'a non-admin calling an admin route',
         creds: web,
         path: '/v1/admin/keys',
@@ -440,7 +451,11 @@ describe('POST /oauth2/token', () => {
                 ...(c.body !== undefined ? { body: c.body } : {}),
                 headers:
                   c.body !== undefined
-                    ? { 'content-type': isJson ? 'application/json' : 'application/x-www-form-urlencoded' }
+                    ? {
+                        'content-type':
+                          c.contentType ??
+                          (isJson ? 'application/json' : 'application/x-www-form-urlencoded'),
+                      }
                     : {},
               });
           assert.equal(res.status, c.status, res.text);
