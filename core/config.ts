@@ -42,6 +42,19 @@ export const durationSchema = z.string().transform((value, ctx): number => {
 });
 
 /**
+ * The `tls:` section of every part's config: its own chain (leaf first) and key, the trust
+ * bundle peers must chain to, the minimum TLS version, and how often the files are checked for a
+ * renewed certificate. Relative paths are resolved by the part's loader.
+ */
+export const tlsFilesSchema = strictObject({
+  cert: z.string().min(1, 'must be a non-empty path'),
+  key: z.string().min(1, 'must be a non-empty path'),
+  trustBundle: z.string().min(1, 'must be a non-empty path'),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
+  reloadInterval: durationSchema.default(5_000),
+});
+
+/**
  * Parses YAML text into a typed value using `schema` (which should use strict objects so
  * that unknown keys fail). Every failure is a {@link ConfigError} whose message is one line:
  * `<file>: <key path>: <problem>`. Duplicate keys, anchors pointing nowhere and multi-document

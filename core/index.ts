@@ -24,6 +24,7 @@ export {
   spiffeIdSchema,
   trustDomainSchema,
   durationSchema,
+  tlsFilesSchema,
 } from './config.ts';
 export { loadConfigFile } from './config-file.ts';
 export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';

@@ -7,6 +7,7 @@ import {
   loadConfigFile,
   parseConfigText,
   strictObject,
+  tlsFilesSchema,
 } from '../core/index.ts';
 import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts';
 import { MASTER_KEY_ENV } from './master-key.ts';
@@ -43,16 +44,7 @@ export const stsConfigSchema = strictObject({
     host: z.string().min(1).default('127.0.0.1'),
     port: port.default(8443),
   }),
-  tls: strictObject({
-    /** PEM: the STS's own certificate chain (leaf first). */
-    cert: path,
-    key: path,
-    /** PEM: the trust anchors peers must chain to. */
-    trustBundle: path,
-    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
-    /** How often the files are checked for a renewed certificate. */
-    reloadInterval: durationSchema.default(5_000),
-  }),
+  tls: tlsFilesSchema,
   /** Identity registry: a directory of `*.yaml` files or one file. */
   identities: path,
   /** `iss` of every token and the RFC 8414 `issuer`; an https URL without query or fragment. */

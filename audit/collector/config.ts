@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { durationSchema, loadConfigFile, parseConfigText, strictObject } from '../../core/index.ts';
+import {
+  durationSchema,
+  loadConfigFile,
+  parseConfigText,
+  strictObject,
+  tlsFilesSchema,
+} from '../../core/index.ts';
 
 const port = z.number().int().min(0).max(65535);
 const path = z.string().min(1, 'must be a non-empty path');
@@ -11,16 +17,7 @@ export const auditConfigSchema = strictObject({
     host: z.string().min(1).default('127.0.0.1'),
     port: port.default(8444),
   }).default({ host: '127.0.0.1', port: 8444 }),
-  tls: strictObject({
-    /** PEM: the collector's own certificate chain (leaf first). */
-    cert: path,
-    key: path,
-    /** PEM: the trust anchors peers must chain to. */
-    trustBundle: path,
-    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
-    /** How often the files are checked for a renewed certificate. */
-    reloadInterval: durationSchema.default(5_000),
-  }),
+  tls: tlsFilesSchema,
   /** Identity registry: a directory of `*.yaml` files or one file. */
   identities: path,
   /** Names the log in checkpoints and signs as; e.g. `example.org/portcullis/audit`. */
