@@ -22,7 +22,7 @@ import { createInboundServer, updateServerTls } from './inbound/server.ts';
 import { createIdSource } from './inbound/trace.ts';
 import { createJwksCache } from './jwks/cache.ts';
 import type { JwksCache } from './jwks/cache.ts';
-import { createOutboundHandler } from './outbound/handle.ts';
+import { createOutboundHandler, refuseConnect } from './outbound/handle.ts';
 import type { Route } from './outbound/route.ts';
 import { createTokenSource } from './outbound/token-source.ts';
 import type { TokenSource } from './outbound/token-source.ts';
@@ -253,6 +253,7 @@ export async function startSidecar(
         ...(tracer ? { tracer } : {}),
       }),
     );
+    outbound.on('connect', refuseConnect);
     await listen(outbound, out.listen.host, out.listen.port);
   }
 

@@ -40,6 +40,18 @@ export function createInboundServer(
       `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     );
   });
+  // CONNECT (authority-form) is not proxied either. Without a listener Node drops the socket
+  // unanswered and unrecorded: refuse it like a request the parser refuses.
+  server.on('connect', (_req, socket: Duplex) => {
+    onParserError(Object.assign(new Error('CONNECT is not proxied'), { code: 'CONNECT' }));
+    const body = JSON.stringify({
+      error: 'ERR_SIDECAR_REQUEST_MALFORMED',
+      message: 'malformed request: CONNECT is not proxied',
+    });
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
   // Upgrades (WebSocket, h2c) are not proxied: a bare refusal rather than a silent hang.
   server.on('upgrade', (_req, socket: Duplex) =>
     socket.end('HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n'),

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import {
   SpanKind,
@@ -160,4 +161,19 @@ export function createOutboundHandler(
       (err) => refuse(res, err, span),
     );
   };
+}
+
+/**
+ * The outbound listener's `connect` handler: the app speaks plain HTTP to its sidecar, so a CONNECT
+ * tunnel is refused with 400 `ERR_SIDECAR_PATH_AMBIGUOUS` (without a handler Node drops the socket
+ * unanswered).
+ */
+export function refuseConnect(_req: IncomingMessage, socket: Duplex): void {
+  const body = JSON.stringify({
+    error: 'ERR_SIDECAR_PATH_AMBIGUOUS',
+    message: 'CONNECT is not proxied: send http:// requests to the sidecar',
+  });
+  socket.end(
+    `HTTP/1.1 ${statusForCode('ERR_SIDECAR_PATH_AMBIGUOUS')} Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
