@@ -82,7 +82,10 @@ async function rotateUnderLoad(onDemand: boolean) {
     assert.deepEqual(failures, []);
     assert.ok(rotations() >= 3, `saw ${rotations()} rotations before the deadline`);
     assert.ok(kidsVerified.size >= 4, `tokens from ${kidsVerified.size} keys verified`);
-    assert.ok(fetches >= 4, 'the verifier refreshed the key set on its schedule');
+    // The cooldown rules out kid-triggered refetches, so tokens of a key published after the first
+    // fetch verify only through a scheduled refresh: four keys need at least one (the first fetch
+    // sees the current and the next key). A fixed larger count depended on machine load.
+    assert.ok(fetches >= 2, `the verifier refreshed the key set on its schedule (${fetches} fetches)`);
     assert.ok(verified > 50);
   } finally {
     await agent.close();
