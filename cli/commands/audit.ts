@@ -1,3 +1,4 @@
+import { startTelemetry } from '../../core/index.ts';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createLogger } from '../../core/index.ts';
 import {
@@ -87,6 +88,8 @@ flags:
     const flags = parseFlags(argv, { config: { type: 'string' } }, 'audit serve');
     const config = loadAuditConfig(required(flags.config, 'config', 'audit serve'));
     const logger = createLogger({ name: 'audit' });
+    // Traces go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise this is a no-op.
+    const telemetry = await startTelemetry({ serviceName: 'portcullis-audit' });
     const running = await startCollector(config, { logger });
     logger.info(
       {
@@ -103,6 +106,7 @@ flags:
     });
     logger.info('audit collector stopping');
     await running.close();
+    await telemetry.shutdown();
     return 0;
   },
 };

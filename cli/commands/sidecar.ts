@@ -1,3 +1,4 @@
+import { startTelemetry } from '../../core/index.ts';
 import { createLogger } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
@@ -26,6 +27,8 @@ export const commands: readonly CliCommand[] = [
       const flags = parseFlags(argv, { config: { type: 'string' } }, 'sidecar');
       const config = loadSidecarConfig(required(flags.config, 'config', 'sidecar'));
       const logger = createLogger({ name: 'sidecar' });
+      // Traces go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise this is a no-op.
+      const telemetry = await startTelemetry({ serviceName: 'portcullis-sidecar' });
       const running = await startSidecar(config, { logger });
       logger.info(
         {
@@ -43,6 +46,7 @@ export const commands: readonly CliCommand[] = [
       });
       logger.info('sidecar draining');
       await running.close();
+      await telemetry.shutdown();
       return 0;
     },
   },

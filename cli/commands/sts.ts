@@ -1,3 +1,4 @@
+import { startTelemetry } from '../../core/index.ts';
 import { loadStsConfig, startSts } from '../../sts/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { parseFlags, required } from '../lib/command.ts';
@@ -23,6 +24,8 @@ export const commands: readonly CliCommand[] = [
     async run(argv) {
       const flags = parseFlags(argv, { config: { type: 'string' } }, 'sts');
       const config = loadStsConfig(required(flags.config, 'config', 'sts'));
+      // Traces go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise this is a no-op.
+      const telemetry = await startTelemetry({ serviceName: 'portcullis-sts' });
       const sts = await startSts(config);
       console.error(`portcullis sts: listening on ${sts.url} (issuer ${config.issuer})`);
       await new Promise<void>((resolve) => {
@@ -31,6 +34,7 @@ export const commands: readonly CliCommand[] = [
         process.once('SIGTERM', stop);
       });
       await sts.close();
+      await telemetry.shutdown();
       console.error('portcullis sts: stopped');
       return 0;
     },

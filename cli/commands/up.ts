@@ -10,7 +10,7 @@ import {
   loadCaDirectory,
   writeFileAtomic,
 } from '../../ca/index.ts';
-import { createLogger, loadRegistry } from '../../core/index.ts';
+import { createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
@@ -77,6 +77,8 @@ export const commands: readonly CliCommand[] = [
       if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
         throw new UsageError(`up: --log-level must be one of trace, debug, info, warn, error, fatal, silent`);
       }
+      // One telemetry for the whole mesh; spans are told apart by name and portcullis.service.
+      const telemetry = await startTelemetry({ serviceName: 'portcullis' });
       const mesh = await startMesh({
         dataDir: resolve(flags['data-dir'] ?? '.portcullis'),
         identities: resolve(flags.identities ?? 'identities'),
@@ -102,7 +104,7 @@ export const commands: readonly CliCommand[] = [
           mesh.close().then(
             () => {
               console.log('stopped; every audit event is in the log.');
-              done();
+              void telemetry.shutdown().finally(done);
             },
             (err: unknown) => {
               console.error(`portcullis up: shutdown failed: ${(err as Error).message}`);
