@@ -66,7 +66,12 @@ export const stsConfigSchema = strictObject({
   tokens: strictObject({
     /** Global TTL cap on top of each registry entry's `tokenTtl`; at most 1h. */
     ttlCap: durationSchema.default(TOKEN_TTL_CAP_MS),
-  }).default({ ttlCap: TOKEN_TTL_CAP_MS }),
+    /**
+     * Sign on a worker thread: `auto` does when the machine has at least 4 cores to spare one
+     * (on 2 cores the worker competes with the event loop and costs throughput; bench/RESULTS.md).
+     */
+    signingWorker: z.enum(['auto', 'on', 'off']).default('auto'),
+  }).default({ ttlCap: TOKEN_TTL_CAP_MS, signingWorker: 'auto' }),
   rateLimit: strictObject({
     /** Sustained token requests per second per caller SPIFFE ID. */
     perSecond: z.number().positive().max(1_000_000).default(200),

@@ -1,5 +1,6 @@
 import type { Server as HttpsServer } from 'node:https';
 import { X509Certificate } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
@@ -149,7 +150,9 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     throw err;
   }
   const rateLimiter = createRateLimiter({ ...config.rateLimit, clock });
+  const signingWorker = config.tokens.signingWorker;
   const signingPool = createSigningPool({
+    worker: signingWorker === 'on' || (signingWorker === 'auto' && availableParallelism() >= 4),
     onError: (err) => logger.error({ err }, 'signing worker failed; signing on the event loop from now on'),
   });
   const app = buildStsApp({

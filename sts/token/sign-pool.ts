@@ -20,15 +20,18 @@ interface Pending {
 }
 
 /**
- * A one-thread signing pool. The signature is the single most expensive step of issuing a token
+ * A one-thread signing pool (or, with `worker: false`, signing on the calling thread). The signature is the single most expensive step of issuing a token
  * (about a quarter of the STS's CPU per token, profiled), so it runs beside the event loop, which
  * meanwhile parses, checks and answers other requests. Requests that arrive in the same turn of
  * the event loop (pipelined or concurrent) go to the worker as one message. If the worker dies,
  * what it held and everything after is signed on the calling thread.
  */
-export function createSigningPool(options: { onError?: (err: Error) => void } = {}): SigningPool {
-  let worker: Worker | undefined = new Worker(new URL('./sign-worker.ts', import.meta.url));
-  worker.unref();
+export function createSigningPool(
+  options: { readonly worker?: boolean; readonly onError?: (err: Error) => void } = {},
+): SigningPool {
+  let worker: Worker | undefined =
+    options.worker === false ? undefined : new Worker(new URL('./sign-worker.ts', import.meta.url));
+  worker?.unref();
   const keyIds = new WeakMap<KeyObject, number>();
   let nextKeyId = 1;
   let nextBatch = 1;
@@ -41,7 +44,7 @@ export function createSigningPool(options: { onError?: (err: Error) => void } = 
     for (const batch of inflight.values()) for (const p of batch) signHere(p);
     inflight.clear();
   };
-  worker.on('message', (m: FromWorker) => {
+  worker?.on('message', (m: FromWorker) => {
     const batch = inflight.get(m.batch);
     if (!batch) return;
     inflight.delete(m.batch);
@@ -53,12 +56,12 @@ export function createSigningPool(options: { onError?: (err: Error) => void } = 
     }
     batch.forEach((p, i) => p.resolve(m.signatures![i]!));
   });
-  worker.on('error', (err) => {
+  worker?.on('error', (err) => {
     options.onError?.(err);
     worker = undefined;
     rescue();
   });
-  worker.on('exit', () => {
+  worker?.on('exit', () => {
     worker = undefined;
     rescue();
   });
@@ -92,6 +95,7 @@ export function createSigningPool(options: { onError?: (err: Error) => void } = 
   return {
     sign(input, key) {
       return new Promise((resolve, reject) => {
+        if (!worker) return signHere({ input, keyId: 0, key, resolve, reject });
         let keyId = keyIds.get(key);
         if (keyId === undefined) {
           keyId = nextKeyId++;

@@ -36,3 +36,10 @@ test('a pool whose worker is gone still signs, on the calling thread', async () 
   assert.ok(verifies('after-close', sigs[20]!, ec, true));
   sigs.slice(0, 20).forEach((s, i) => assert.ok(verifies(`in-${i}`, s, ec, true)));
 });
+
+test('without a worker the pool signs on the calling thread', async () => {
+  const pool = createSigningPool({ worker: false });
+  const sig = await pool.sign('header.payload', ec.privateKey);
+  assert.ok(verifies('header.payload', sig, ec, true));
+  await pool.close();
+});
