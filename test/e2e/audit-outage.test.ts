@@ -106,6 +106,7 @@ test(
     } finally {
       await mesh.close().catch(() => {});
       await collector?.close().catch(() => {});
+      if (collectorDir) rmSync(collectorDir, { recursive: true, force: true });
     }
   },
 );

@@ -86,7 +86,7 @@ test(
       failMode: 'open',
       batchIntervalMs: 10,
       tlsReloadIntervalMs: 100,
-      logger: quiet,
+      logger: clientLog,
     });
     const web = { cert: leaf('web').certPem, key: leaf('web').keyPem, ca: pki.rootPem };
     try {
