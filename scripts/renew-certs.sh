@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Platform script for cron: issue missing and renew expiring workload certificates.
+# Idempotent: a run with nothing to renew changes no file. Running parts pick renewed files up
+# within their reload interval (no restart). Environment (defaults in brackets):
+#   IDENTITIES [identities]  CA_DIR [certs/ca]  OUT_DIR [certs]  RENEW_WITHIN [8h]
+# Example crontab line: 17 * * * *  /srv/portcullis/scripts/renew-certs.sh >> /var/log/portcullis-certs.log 2>&1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec node_modules/.bin/node cli/portcullis.ts certs issue \
+  --identities "${IDENTITIES:-identities}" \
+  --ca "${CA_DIR:-certs/ca}" \
+  --out "${OUT_DIR:-certs}" \
+  --renew-within "${RENEW_WITHIN:-8h}"
