@@ -9,7 +9,8 @@ import { join } from 'node:path';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const CLI = join(ROOT, 'cli/portcullis.ts');
-const OFFSET = '21000';
+// Fixed ports below the kernel's ephemeral range (32768+), where port-0 listeners of other tests live.
+const OFFSET = '10000';
 
 /** Starts `portcullis up` and resolves with its banner once it is ready (or rejects after 30 s). */
 function up(dataDir: string): Promise<{ child: ChildProcess; banner: string; ms: number }> {
