@@ -1,7 +1,7 @@
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from '../core/index.ts';
-import { ConfigError } from '../core/index.ts';
+import { readConfiguredFile } from '../core/index.ts';
 
 /** A workload's TLS material as PEM text: its chain (leaf first), its key, its trust bundle. */
 export interface TlsMaterial {
@@ -35,24 +35,11 @@ export function watchTlsFiles(deps: {
   /** Checks a candidate; throws when it is unusable. By default: builds a TLS secure context. */
   readonly validate?: (m: TlsMaterial) => void;
 }): TlsWatcher {
-  const read = (file: string, key: string) => {
-    try {
-      return readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError(
-        'ERR_CONFIG_NOT_FOUND',
-        file,
-        '',
-        `${key}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
-        { cause: err },
-      );
-    }
-  };
   const load = (): TlsMaterial => {
     const m = Object.freeze({
-      cert: read(deps.certFile, 'tls.cert'),
-      key: read(deps.keyFile, 'tls.key'),
-      ca: read(deps.caFile, 'tls.trustBundle'),
+      cert: readConfiguredFile(deps.certFile, 'tls.cert'),
+      key: readConfiguredFile(deps.keyFile, 'tls.key'),
+      ca: readConfiguredFile(deps.caFile, 'tls.trustBundle'),
     });
     (deps.validate ?? ((c: TlsMaterial) => createSecureContext({ cert: c.cert, key: c.key, ca: c.ca })))(m);
     return m;

@@ -23,3 +23,19 @@ export function loadConfigFile<S extends z.ZodType>(file: string, schema: S): z.
   }
   return parseConfigText(text, file, schema);
 }
+
+/**
+ * Reads a file a config names (a certificate, a key, a CRL) as UTF-8 text. A missing or
+ * unreadable file is a {@link ConfigError} `ERR_CONFIG_NOT_FOUND` saying which setting named it:
+ * `<file>: <setting>: cannot be read (ENOENT)`.
+ */
+export function readConfiguredFile(file: string, setting: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError('ERR_CONFIG_NOT_FOUND', file, '', `${setting}: cannot be read (${code})`, {
+      cause: err,
+    });
+  }
+}

@@ -26,7 +26,7 @@ export {
   durationSchema,
   tlsFilesSchema,
 } from './config.ts';
-export { loadConfigFile } from './config-file.ts';
+export { loadConfigFile, readConfiguredFile } from './config-file.ts';
 export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';
 export type { Registry, Workload, Role, RegistrySource } from './registry.ts';
 export { loadRegistry } from './registry-load.ts';

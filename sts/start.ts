@@ -1,12 +1,12 @@
 import type { Server as HttpsServer } from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { readFileSync } from 'node:fs';
+
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier, watchTlsFiles } from '../ca/index.ts';
-import { ConfigError, activeTracer, createLogger, loadRegistry } from '../core/index.ts';
+import { activeTracer, createLogger, loadRegistry, readConfiguredFile } from '../core/index.ts';
 import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
@@ -65,19 +65,6 @@ export interface RunningSts {
 export async function startSts(config: StsConfig, overrides: StartStsOverrides = {}): Promise<RunningSts> {
   const logger = overrides.logger ?? createLogger({ name: 'sts' });
   const clock = overrides.clock ?? { now: () => Date.now() };
-  const read = (file: string, key: string) => {
-    try {
-      return readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError(
-        'ERR_CONFIG_NOT_FOUND',
-        file,
-        '',
-        `${key}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
-        { cause: err },
-      );
-    }
-  };
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
   const tlsFiles = watchTlsFiles({
     certFile: config.tls.cert,
@@ -118,7 +105,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     ? await startCrlSource({
         file: config.revocation.crl,
         issuerPem: config.revocation.crlIssuer
-          ? read(config.revocation.crlIssuer, 'revocation.crlIssuer')
+          ? readConfiguredFile(config.revocation.crlIssuer, 'revocation.crlIssuer')
           : (intermediatesOf(cert)[0] ?? ''),
         denyList,
         logger,

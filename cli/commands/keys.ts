@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { ConfigError } from '../../core/index.ts';
+import { ConfigError, readConfiguredFile } from '../../core/index.ts';
 import { createStsAdminClient } from '../../sts/index.ts';
 import type { KeySummary, StsAdminClient } from '../../sts/index.ts';
 import type { CliCommand } from '../lib/command.ts';
@@ -23,17 +22,9 @@ const OPTIONS = {
   json: { type: 'boolean', default: false },
 } as const;
 
+/** A PEM file named by a flag; a missing one is an error naming the flag. */
 function pem(file: string, flag: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(
-      'ERR_CONFIG_NOT_FOUND',
-      file,
-      '',
-      `--${flag}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
-    );
-  }
+  return readConfiguredFile(file, `--${flag}`);
 }
 
 async function withClient<T>(
