@@ -1,3 +1,4 @@
+import { isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
@@ -53,6 +54,24 @@ export const tlsFilesSchema = strictObject({
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
   reloadInterval: durationSchema.default(5_000),
 });
+
+/** A path a config file names, resolved against the config file's directory (`baseDir`). */
+export function resolveConfigPath(path: string, baseDir: string): string {
+  return isAbsolute(path) ? path : resolve(baseDir, path);
+}
+
+/** The `tls:` section with its three paths resolved against the config file's directory. */
+export function resolveTlsFiles<T extends { cert: string; key: string; trustBundle: string }>(
+  tls: T,
+  baseDir: string,
+): T {
+  return {
+    ...tls,
+    cert: resolveConfigPath(tls.cert, baseDir),
+    key: resolveConfigPath(tls.key, baseDir),
+    trustBundle: resolveConfigPath(tls.trustBundle, baseDir),
+  };
+}
 
 /**
  * Parses YAML text into a typed value using `schema` (which should use strict objects so

@@ -25,6 +25,8 @@ export {
   trustDomainSchema,
   durationSchema,
   tlsFilesSchema,
+  resolveConfigPath,
+  resolveTlsFiles,
 } from './config.ts';
 export { loadConfigFile, readConfiguredFile } from './config-file.ts';
 export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';

@@ -1,4 +1,4 @@
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts';
 import {
@@ -9,6 +9,8 @@ import {
   spiffeIdSchema,
   strictObject,
   trustDomainSchema,
+  resolveConfigPath,
+  resolveTlsFiles,
 } from '../core/index.ts';
 
 const port = z.number().int().min(0).max(65535);
@@ -118,7 +120,7 @@ export function loadSidecarConfig(file: string): SidecarConfig {
 }
 
 function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig {
-  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const abs = (p: string) => resolveConfigPath(p, baseDir);
   const bad = (key: string, problem: string) => new ConfigError('ERR_CONFIG_INVALID', file, key, problem);
   if (!c.service.startsWith(`spiffe://${c.trustDomain}/`))
     throw bad('service', `is outside the trust domain "${c.trustDomain}"`);
@@ -135,7 +137,7 @@ function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig 
   }
   return {
     ...c,
-    tls: { ...c.tls, cert: abs(c.tls.cert), key: abs(c.tls.key), trustBundle: abs(c.tls.trustBundle) },
+    tls: resolveTlsFiles(c.tls, baseDir),
     inbound: { ...c.inbound, policy: abs(c.inbound.policy) },
     audit: resolveAuditSinkConfig(c.audit, baseDir),
   };

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import {
   ConfigError,
   TOKEN_TTL_CAP_MS,
@@ -8,6 +8,8 @@ import {
   parseConfigText,
   strictObject,
   tlsFilesSchema,
+  resolveConfigPath,
+  resolveTlsFiles,
 } from '../core/index.ts';
 import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts';
 import { MASTER_KEY_ENV } from './master-key.ts';
@@ -115,7 +117,7 @@ export function loadStsConfig(file: string): StsConfig {
 }
 
 function finish(config: StsConfig, file: string, baseDir: string): StsConfig {
-  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const abs = (p: string) => resolveConfigPath(p, baseDir);
   if (config.tokens.ttlCap > TOKEN_TTL_CAP_MS)
     throw new ConfigError('ERR_CONFIG_INVALID', file, 'tokens.ttlCap', 'exceeds the global cap of 1h');
   if (config.keys.rotationPeriod <= config.keys.jwksCachePeriod)
@@ -127,12 +129,7 @@ function finish(config: StsConfig, file: string, baseDir: string): StsConfig {
     );
   return {
     ...config,
-    tls: {
-      ...config.tls,
-      cert: abs(config.tls.cert),
-      key: abs(config.tls.key),
-      trustBundle: abs(config.tls.trustBundle),
-    },
+    tls: resolveTlsFiles(config.tls, baseDir),
     identities: abs(config.identities),
     audit: resolveAuditSinkConfig(config.audit, baseDir),
     revocation: {

@@ -1,6 +1,11 @@
-import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { LogAuditSink, MemoryAuditSink, spiffeIdSchema, strictObject } from '../../core/index.ts';
+import {
+  LogAuditSink,
+  MemoryAuditSink,
+  resolveConfigPath,
+  spiffeIdSchema,
+  strictObject,
+} from '../../core/index.ts';
 import type { AuditSink, Logger } from '../../core/index.ts';
 import { createAuditClient } from './client.ts';
 import type { Registry as MetricsRegistry } from 'prom-client';
@@ -40,8 +45,7 @@ export type AuditSinkConfig = z.output<typeof auditSinkConfigSchema>;
 
 /** Resolves the section's relative paths (the spool directory) against `baseDir`. */
 export function resolveAuditSinkConfig(config: AuditSinkConfig, baseDir: string): AuditSinkConfig {
-  if (!config.spoolDir || isAbsolute(config.spoolDir)) return config;
-  return { ...config, spoolDir: resolve(baseDir, config.spoolDir) };
+  return config.spoolDir ? { ...config, spoolDir: resolveConfigPath(config.spoolDir, baseDir) } : config;
 }
 
 /**

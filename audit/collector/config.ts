@@ -1,11 +1,13 @@
 import { z } from 'zod';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import {
   durationSchema,
   loadConfigFile,
   parseConfigText,
   strictObject,
   tlsFilesSchema,
+  resolveConfigPath,
+  resolveTlsFiles,
 } from '../../core/index.ts';
 
 const port = z.number().int().min(0).max(65535);
@@ -77,15 +79,10 @@ export function loadAuditConfig(file: string): AuditConfig {
 }
 
 function finish(config: AuditConfig, baseDir: string): AuditConfig {
-  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const abs = (p: string) => resolveConfigPath(p, baseDir);
   return {
     ...config,
-    tls: {
-      ...config.tls,
-      cert: abs(config.tls.cert),
-      key: abs(config.tls.key),
-      trustBundle: abs(config.tls.trustBundle),
-    },
+    tls: resolveTlsFiles(config.tls, baseDir),
     identities: abs(config.identities),
     dataDir: abs(config.dataDir),
     store: config.store.startsWith('file:') ? `file:${abs(config.store.slice(5))}` : config.store,
