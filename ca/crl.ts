@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { CRLNumber, id_ce_cRLNumber } from '@peculiar/asn1-x509';
 import { CaError } from './errors.ts';
@@ -90,4 +91,34 @@ export async function parseCrl(pemText: string, issuer: x509.X509Certificate): P
     })),
     pem: pemText,
   };
+}
+
+/** How long a CRL is valid when neither `certs issue` nor `certs revoke` is told otherwise. */
+export const DEFAULT_CRL_VALIDITY_MS = 7 * 86_400_000;
+
+/**
+ * The CRL at `path`, checked against the intermediate, or undefined when there is none yet.
+ * Throws CaError `ERR_CA_CRL_INVALID` naming the file when it is there but not a CRL of `issuer`.
+ */
+export async function loadCrlFile(
+  path: string,
+  issuer: x509.X509Certificate,
+): Promise<RevocationList | undefined> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    return await parseCrl(text, issuer);
+  } catch (err) {
+    throw new CaError(
+      'ERR_CA_CRL_INVALID',
+      `${path}: ${(err as Error).message}; move it away to start a new CRL`,
+      {
+        cause: err,
+      },
+    );
+  }
 }

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Registry } from '../core/index.ts';
 import { CaError } from './errors.ts';
-import { createCrl, parseCrl } from './crl.ts';
+import { DEFAULT_CRL_VALIDITY_MS, createCrl, loadCrlFile } from './crl.ts';
 import type { RevocationList } from './crl.ts';
 import type { CaMaterial } from './directory.ts';
 import { writeFileAtomic } from './fs.ts';
@@ -53,8 +53,6 @@ export const OUT_FILES = {
   p12: (name: string) => `${name}.p12`,
 } as const;
 
-const DEFAULT_CRL_VALIDITY_MS = 7 * 86_400_000;
-
 /**
  * Idempotent issuance for every workload of the registry: issues what is missing, renews what
  * {@link planLeaf} says must be renewed, leaves the rest byte for byte. Writes the trust files
@@ -63,14 +61,11 @@ const DEFAULT_CRL_VALIDITY_MS = 7 * 86_400_000;
  */
 export async function issueWorkloadCertificates(opts: IssueWorkloadsOptions): Promise<IssueWorkloadsResult> {
   const { registry, ca, outDir } = opts;
-  if (registry.trustDomain !== ca.trustDomain) {
-    throw new CaError(
-      'ERR_CA_INVALID',
-      `${registry.workloads[0]?.origin.file ?? 'registry'}: trustDomain "${registry.trustDomain}" differs from the CA's "${ca.trustDomain}" (${ca.dir})`,
-    );
-  }
+  assertRegistryMatchesCa(registry, ca);
   if (existsSync(outDir) && !statSync(outDir).isDirectory())
     throw new CaError('ERR_CA_INVALID', `${outDir}: exists and is not a directory`);
+  // Read and check before the first write: a broken CRL refuses the run with nothing written.
+  const currentCrl = await loadCrlFile(join(outDir, OUT_FILES.crl), ca.intermediate.cert);
   const now = opts.deps.now;
   const progress = opts.deps.progress ?? (() => {});
   mkdirSync(outDir, { recursive: true, mode: 0o755 });
@@ -81,29 +76,25 @@ export async function issueWorkloadCertificates(opts: IssueWorkloadsOptions): Pr
   };
   write(OUT_FILES.root, ca.rootPem);
   write(OUT_FILES.intermediate, ca.intermediatePem);
-  await refreshCrl(opts, write);
+  await refreshCrl(opts, currentCrl, write);
 
   const outcomes: WorkloadOutcome[] = [];
   for (const workload of registry.workloads) {
     const certPath = join(outDir, OUT_FILES.cert(workload.name));
     const keyPath = join(outDir, OUT_FILES.key(workload.name));
     const p12Path = join(outDir, OUT_FILES.p12(workload.name));
+    const existing = { certPem: readIfExists(certPath), keyPem: readIfExists(keyPath) };
     const plan = planLeaf({
       workload,
-      existing: { certPem: readIfExists(certPath), keyPem: readIfExists(keyPath) },
+      existing,
       intermediatePem: ca.intermediatePem,
       nowMs: now().getTime(),
       renewWithinMs: opts.renewWithinMs,
     });
     if (plan.action === 'keep') {
       if (opts.p12Passphrase !== undefined && !existsSync(p12Path)) {
-        writeP12(
-          workload.name,
-          readFileSync(certPath, 'utf8'),
-          readFileSync(keyPath, 'utf8'),
-          opts.p12Passphrase,
-          write,
-        );
+        // A kept leaf had both files (planLeaf renews otherwise).
+        writeP12(workload.name, existing.certPem!, existing.keyPem!, opts.p12Passphrase, write);
       }
       outcomes.push({ name: workload.name, action: 'unchanged', notAfter: plan.notAfter });
       progress(`unchanged ${workload.name.padEnd(18)} valid until ${plan.notAfter.toISOString()}`);
@@ -162,23 +153,13 @@ function writeP12(
 }
 
 /** Creates the CRL when missing; re-signs it (same entries, next number) when it is close to its nextUpdate. */
-async function refreshCrl(opts: IssueWorkloadsOptions, write: (f: string, d: string) => void): Promise<void> {
-  const path = join(opts.outDir, OUT_FILES.crl);
-  const existing = readIfExists(path);
-  let current: RevocationList | undefined;
-  if (existing !== undefined) {
-    try {
-      current = await parseCrl(existing, opts.ca.intermediate.cert);
-    } catch (err) {
-      throw new CaError(
-        'ERR_CA_CRL_INVALID',
-        `${path}: ${(err as Error).message}; move it away to start a new CRL`,
-        { cause: err },
-      );
-    }
-    const nextUpdate = current.nextUpdate?.getTime() ?? 0;
-    if (nextUpdate - opts.deps.now().getTime() > opts.renewWithinMs) return;
-  }
+async function refreshCrl(
+  opts: IssueWorkloadsOptions,
+  current: RevocationList | undefined,
+  write: (f: string, d: string) => void,
+): Promise<void> {
+  if (current && (current.nextUpdate?.getTime() ?? 0) - opts.deps.now().getTime() > opts.renewWithinMs)
+    return;
   const crl = await createCrl({
     issuer: opts.ca.intermediate,
     entries: current?.entries ?? [],
@@ -187,6 +168,19 @@ async function refreshCrl(opts: IssueWorkloadsOptions, write: (f: string, d: str
     deps: { now: opts.deps.now },
   });
   write(OUT_FILES.crl, crl.pem);
+}
+
+/**
+ * Refuses (CaError `ERR_CA_INVALID`) a registry whose trust domain is not the one the CA's
+ * intermediate is name-constrained to. Callers run it before writing anything.
+ */
+export function assertRegistryMatchesCa(registry: Registry, ca: CaMaterial): void {
+  if (registry.trustDomain !== ca.trustDomain) {
+    throw new CaError(
+      'ERR_CA_INVALID',
+      `${registry.workloads[0]?.origin.file ?? 'registry'}: trustDomain "${registry.trustDomain}" differs from the CA's "${ca.trustDomain}" (${ca.dir})`,
+    );
+  }
 }
 
 function readIfExists(path: string): string | undefined {

@@ -1,8 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate as NodeX509 } from 'node:crypto';
-import { CaError } from './errors.ts';
-import { createCrl, parseCrl } from './crl.ts';
+import { DEFAULT_CRL_VALIDITY_MS, createCrl, loadCrlFile } from './crl.ts';
 import type { RevocationList } from './crl.ts';
 import type { CaMaterial } from './directory.ts';
 import { writeFileAtomic } from './fs.ts';
@@ -47,20 +46,7 @@ export interface RevokeResult {
 export async function revokeCertificate(opts: RevokeOptions): Promise<RevokeResult> {
   const serial = normalizeSerial(opts.serial);
   const path = join(opts.outDir, OUT_FILES.crl);
-  let current: RevocationList | undefined;
-  let text: string | undefined;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    text = undefined;
-  }
-  if (text !== undefined) {
-    try {
-      current = await parseCrl(text, opts.ca.intermediate.cert);
-    } catch (err) {
-      throw new CaError('ERR_CA_CRL_INVALID', `${path}: ${(err as Error).message}`, { cause: err });
-    }
-  }
+  const current = await loadCrlFile(path, opts.ca.intermediate.cert);
   const workload = findWorkloadBySerial(opts.outDir, serial);
   if (current?.entries.some((e) => e.serial === serial))
     return { serial, alreadyRevoked: true, workload, crl: current };
@@ -72,7 +58,7 @@ export async function revokeCertificate(opts: RevokeOptions): Promise<RevokeResu
       { serial, revokedAt: opts.deps.now(), ...(reason !== undefined ? { reason } : {}) },
     ],
     number: (current?.number ?? 0) + 1,
-    validityMs: opts.crlValidityMs ?? 7 * 86_400_000,
+    validityMs: opts.crlValidityMs ?? DEFAULT_CRL_VALIDITY_MS,
     deps: opts.deps,
   });
   writeFileAtomic(path, crl.pem);
@@ -90,7 +76,7 @@ function findWorkloadBySerial(outDir: string, serial: string): string | undefine
     if (
       !f.endsWith('.pem') ||
       f.endsWith('-key.pem') ||
-      ['root.pem', 'intermediate.pem', 'crl.pem'].includes(f)
+      [OUT_FILES.root, OUT_FILES.intermediate, OUT_FILES.crl].includes(f as 'root.pem')
     )
       continue;
     try {

@@ -148,7 +148,7 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
 }
 
 /** The DER chain a TLS peer sent, leaf first (Node links it through `issuerCertificate`). */
-export function peerChain(socket: TLSSocket): Uint8Array[] {
+function peerChain(socket: TLSSocket): Uint8Array[] {
   const first = socket.getPeerCertificate(true);
   const out: Uint8Array[] = [];
   if (!first || !first.raw) return out;

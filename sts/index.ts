@@ -36,6 +36,5 @@ export { parseTokenRequest } from './token/parse-request.ts';
 export type { TokenRequest } from './token/parse-request.ts';
 export { issueAccessToken } from './token/issue.ts';
 export type { IssueInput, IssuedToken } from './token/issue.ts';
-export { signJwt } from './token/sign.ts';
 export { createStsAdminClient } from './client/admin.ts';
 export type { StsAdminClient, StsAdminClientOptions } from './client/admin.ts';

@@ -27,12 +27,19 @@ export function parseMasterKey(value: string | undefined, name = MASTER_KEY_ENV)
       `${name} is not base64 (generate one with: openssl rand -base64 32)`,
     );
   }
-  const bytes = Buffer.from(text.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  return checkMasterKeyLength(
+    new Uint8Array(Buffer.from(text.replace(/-/g, '+').replace(/_/g, '/'), 'base64')),
+    name,
+  );
+}
+
+/** Refuses a master key shorter than {@link MASTER_KEY_MIN_BYTES} with `ERR_STS_MASTER_KEY_INVALID`. */
+export function checkMasterKeyLength(bytes: Uint8Array, name = MASTER_KEY_ENV): Uint8Array {
   if (bytes.length < MASTER_KEY_MIN_BYTES) {
     throw new StsError(
       'ERR_STS_MASTER_KEY_INVALID',
       `${name} decodes to ${bytes.length} bytes; at least ${MASTER_KEY_MIN_BYTES} are required (generate one with: openssl rand -base64 32)`,
     );
   }
-  return new Uint8Array(bytes);
+  return bytes;
 }

@@ -1,6 +1,5 @@
-import { startTelemetry } from '../../core/index.ts';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { createLogger } from '../../core/index.ts';
+import { existsSync, writeFileSync } from 'node:fs';
+import { createLogger, readConfiguredFile, startTelemetry } from '../../core/index.ts';
 import {
   createCollectorApi,
   fetchCheckpoint,
@@ -48,21 +47,10 @@ function collectorApi(flags: RemoteFlags, command: string): CollectorApi {
   });
 }
 
-/** Reads a file named by a flag; a missing file is one line naming the flag and the file. */
-function readFlagFile(file: string, flag: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new Error(`--${flag} ${file}: cannot be read (${(err as NodeJS.ErrnoException).code})`, {
-      cause: err,
-    });
-  }
-}
-
 /** `--public-key` takes the verifier key itself (`name+id+key`) or a file holding it. */
 function publicKey(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
-  return /^[^\s+]+\+[0-9a-f]{8}\+/.test(value) ? value : readFlagFile(value, 'public-key').trim();
+  return /^[^\s+]+\+[0-9a-f]{8}\+/.test(value) ? value : readConfiguredFile(value, '--public-key').trim();
 }
 
 function nonNegative(value: string | undefined, flag: string, command: string): number | undefined {
@@ -148,7 +136,7 @@ flags:
       );
     const started = performance.now();
     const result = await verifyLog(spec, {
-      checkpointNote: flags.checkpoint ? readFlagFile(flags.checkpoint, 'checkpoint') : undefined,
+      checkpointNote: flags.checkpoint ? readConfiguredFile(flags.checkpoint, '--checkpoint') : undefined,
       publicKey: publicKey(flags['public-key']),
       deep: flags.deep,
       root: flags.root ?? false,
@@ -281,7 +269,7 @@ ${REMOTE_FLAGS}`,
     );
     const out = required(flags.out, 'out', 'audit checkpoint');
     const key = publicKey(required(flags['public-key'], 'public-key', 'audit checkpoint'))!;
-    const previous = existsSync(out) ? readFlagFile(out, 'out') : undefined;
+    const previous = existsSync(out) ? readConfiguredFile(out, '--out') : undefined;
     const api = collectorApi(flags, 'audit checkpoint');
     try {
       const fetched = await fetchCheckpoint(api, key, previous);
@@ -328,12 +316,12 @@ ${REMOTE_FLAGS}`,
       },
       'audit prove',
     );
-    const note = readFlagFile(required(flags.checkpoint, 'checkpoint', 'audit prove'), 'checkpoint');
+    const note = readConfiguredFile(required(flags.checkpoint, 'checkpoint', 'audit prove'), '--checkpoint');
     const key = publicKey(required(flags['public-key'], 'public-key', 'audit prove'))!;
     let bundle: InclusionBundle;
     if (flags.bundle) {
       try {
-        bundle = JSON.parse(readFlagFile(flags.bundle, 'bundle')) as InclusionBundle;
+        bundle = JSON.parse(readConfiguredFile(flags.bundle, '--bundle')) as InclusionBundle;
       } catch (err) {
         if (err instanceof SyntaxError) throw new Error(`--bundle ${flags.bundle}: not JSON`, { cause: err });
         throw err;

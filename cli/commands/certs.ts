@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   CA_FILES,
+  KEY_ALGORITHMS,
+  assertRegistryMatchesCa,
   REVOCATION_REASONS,
   initCaDirectory,
   issueWorkloadCertificates,
@@ -36,7 +38,7 @@ flags:
   --init-ca                  create the CA in --ca first if there is none (trust domain from the registry)
   --validity DURATION        leaf lifetime (default ${formatDuration(DEFAULT_VALIDITY_MS)})
   --renew-within DURATION    renew leaves expiring within this (default ${formatDuration(DEFAULT_RENEW_WITHIN_MS)})
-  --key-algorithm ALG        ecdsa-p256 | ed25519 | rsa-3072 (default ecdsa-p256)
+  --key-algorithm ALG        ${KEY_ALGORITHMS.join(' | ')} (default ecdsa-p256)
   --p12                      also export PKCS#12 bundles
   --passphrase-file FILE     PKCS#12 passphrase (first line); created with a random passphrase (0600) if missing`;
 
@@ -113,6 +115,7 @@ export const commands: readonly CliCommand[] = [
       } else {
         ca = await loadCaDirectory(caDir);
       }
+      assertRegistryMatchesCa(registry, ca);
       if (createdPassphrase) {
         writeFileAtomic(flags['passphrase-file']!, `${passphrase}\n`, 0o600);
         console.log(`wrote a new random PKCS#12 passphrase to ${flags['passphrase-file']} (0600)`);

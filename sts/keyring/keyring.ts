@@ -62,7 +62,6 @@ export class Keyring {
   #timer: NodeJS.Timeout | undefined;
   #stopped = true;
   #nextStepAt = Number.POSITIVE_INFINITY;
-  #lastError: unknown;
   #running: Promise<void> = Promise.resolve();
 
   private constructor(opts: KeyringOptions) {
@@ -105,11 +104,6 @@ export class Keyring {
   /** Public key of a published key by kid, for verifying subject tokens. */
   publicKey(kid: string): KeyObject | undefined {
     return this.#publicKeys.get(kid);
-  }
-
-  /** The last background failure, if the last step failed (for `/readyz` and logs). */
-  lastError(): unknown {
-    return this.#lastError;
   }
 
   /** Lists the keys with their state and transition times. */
@@ -225,11 +219,9 @@ export class Keyring {
     this.#timer = setTimeout(() => {
       this.refresh().then(
         () => {
-          this.#lastError = undefined;
           this.#schedule();
         },
         (err: unknown) => {
-          this.#lastError = err;
           this.#opts.logger.error(
             { err: errorSummary(err) },
             'keyring step failed; keeping the last good keys',

@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { readConfiguredFile } from '../../core/index.ts';
 import { StsError } from '../errors.ts';
 import type { StsConfig } from '../config.ts';
-import { parseMasterKey } from '../master-key.ts';
+import { checkMasterKeyLength, parseMasterKey } from '../master-key.ts';
 import { FileKeystore } from './file.ts';
 import type { Keystore } from './keystore.ts';
 import { VaultKeystore } from './vault.ts';
@@ -24,9 +24,8 @@ export function createKeystore(config: StsConfig['keystore'], secrets: KeystoreS
   if (config.type === 'file') {
     const masterKey =
       secrets.masterKey instanceof Uint8Array
-        ? secrets.masterKey
+        ? checkMasterKeyLength(secrets.masterKey, config.masterKeyEnv)
         : parseMasterKey(secrets.masterKey ?? env[config.masterKeyEnv], config.masterKeyEnv);
-    if (masterKey.length < 32) parseMasterKey(Buffer.from(masterKey).toString('base64'), config.masterKeyEnv);
     return new FileKeystore({ dir: config.dir, masterKey, masterKeyName: config.masterKeyEnv });
   }
   const token = secrets.vaultToken ?? env[config.tokenEnv];
@@ -42,6 +41,6 @@ export function createKeystore(config: StsConfig['keystore'], secrets: KeystoreS
     path: config.path,
     token,
     ...(config.namespace ? { namespace: config.namespace } : {}),
-    ...(config.caFile ? { ca: readFileSync(config.caFile, 'utf8') } : {}),
+    ...(config.caFile ? { ca: readConfiguredFile(config.caFile, 'keystore.caFile') } : {}),
   });
 }

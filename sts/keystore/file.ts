@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:cr
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StsError } from '../errors.ts';
+import { MASTER_KEY_ENV, MASTER_KEY_MIN_BYTES } from '../master-key.ts';
 import type { KeyRecord, KeyringState } from '../keyring/state.ts';
 import { KEYRING_FORMAT, corrupt, sealedKeyringSchema, toState } from './codec.ts';
 import type { Keystore, KeystoreSnapshot } from './keystore.ts';
@@ -35,10 +36,10 @@ export class FileKeystore implements Keystore {
   readonly #staleLockMs: number;
 
   constructor(options: FileKeystoreOptions) {
-    if (!(options.masterKey instanceof Uint8Array) || options.masterKey.length < 32)
+    if (!(options.masterKey instanceof Uint8Array) || options.masterKey.length < MASTER_KEY_MIN_BYTES)
       throw new TypeError('"masterKey" must be at least 32 bytes');
     this.#dir = options.dir;
-    this.#keyName = options.masterKeyName ?? 'PORTCULLIS_MASTER_KEY';
+    this.#keyName = options.masterKeyName ?? MASTER_KEY_ENV;
     this.#staleLockMs = options.staleLockMs ?? 30_000;
     this.#aesKey = Buffer.from(
       hkdfSync('sha256', options.masterKey, 'portcullis', 'portcullis/sts/file-keystore/v1', 32),

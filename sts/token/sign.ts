@@ -1,12 +1,6 @@
 import { sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 
-/** What signing a JWT needs of a key: the pre-imported private key and the encoded header. */
-export interface JwsSigner {
-  readonly key: KeyObject;
-  readonly encodedHeader: string;
-}
-
 /** The JWS signing input `base64url(header).base64url(claims)` (RFC 7515 §5.1). */
 export function jwsSigningInput(claims: object, encodedHeader: string): string {
   return `${encodedHeader}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
@@ -20,12 +14,6 @@ export function signInput(key: KeyObject, input: string): string {
   if (key.asymmetricKeyType !== 'ec') return sign(null, Buffer.from(input), key).toString('base64url');
   // The bare KeyObject takes node's fast path; the DER signature is then unpacked to r||s.
   return derToJose(sign('sha256', Buffer.from(input), key)).toString('base64url');
-}
-
-/** Signs a JWT (JWS compact serialization) on the calling thread. */
-export function signJwt(claims: object, signer: JwsSigner): string {
-  const input = jwsSigningInput(claims, signer.encodedHeader);
-  return `${input}.${signInput(signer.key, input)}`;
 }
 
 /** Converts an ASN.1 DER ECDSA-Sig-Value (SEQUENCE of two INTEGERs) to 64 bytes r||s for P-256. */
