@@ -57,7 +57,8 @@ interface Shape {
 const shapes = new Map<string, Shape>();
 
 function shapeOf(keys: string[]): Shape {
-  const id = keys.join('\u0000');
+  // JSON of the key list: unambiguous whatever characters the keys contain.
+  const id = JSON.stringify(keys);
   let shape = shapes.get(id);
   if (!shape) {
     const sorted = [...keys].sort();

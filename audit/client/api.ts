@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readConfiguredFile } from '../../core/index.ts';
 import type { PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
 import { CollectorClientError } from '../errors.ts';
@@ -37,22 +37,11 @@ export interface CollectorApi {
 
 /** An mTLS client of the collector's query, checkpoint and proof routes. */
 export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
-  const read = (file: string) => {
-    try {
-      return readFileSync(file);
-    } catch (err) {
-      throw new CollectorClientError(
-        'ERR_AUDIT_COLLECTOR_UNREACHABLE',
-        `${file}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
-        { cause: err },
-      );
-    }
-  };
   const agent = new Agent({
     connect: {
-      cert: read(options.tls.cert),
-      key: read(options.tls.key),
-      ca: read(options.tls.trustBundle),
+      cert: readConfiguredFile(options.tls.cert, '--cert'),
+      key: readConfiguredFile(options.tls.key, '--key'),
+      ca: readConfiguredFile(options.tls.trustBundle, '--trust'),
       minVersion: 'TLSv1.3',
       checkServerIdentity: (_host: string, cert: PeerCertificate) => {
         const uris = (cert.subjectaltname ?? '').split(', ').filter((s) => s.startsWith('URI:'));

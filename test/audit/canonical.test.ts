@@ -31,3 +31,8 @@ for (const [name, value] of refused) {
     assert.throws(() => canonicalJson(value), { code: 'ERR_AUDIT_RECORD_INVALID' });
   });
 }
+
+test('keys that contain NUL do not collide with another shape in the key-order cache', () => {
+  assert.equal(canonicalJson({ a: 1, b: 2 }), '{"a":1,"b":2}');
+  assert.equal(canonicalJson({ 'a\u0000b': 1 }), '{"a\\u0000b":1}');
+});
