@@ -230,7 +230,9 @@ export async function startSidecar(
             material: () => tls.current(),
             verifier: () => verifier,
             expectedId: route.spiffeId,
+            // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
             timeoutMs: config.sts.timeout,
+            timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
           }),
           connections: 64,
           keepAliveTimeout: 30_000,

@@ -3,7 +3,7 @@ import type { PeerVerifier } from '../ca/index.ts';
 import { SidecarError } from './errors.ts';
 import type { RevocationsResponse } from './revocations.ts';
 import { createMtlsConnector } from './tls/connector.ts';
-import type { ClientTlsMaterial } from './tls/connector.ts';
+import type { TlsMaterial } from '../ca/index.ts';
 
 /** A token from the STS and when it stops being usable (ms since the epoch). */
 export interface FetchedToken {
@@ -31,7 +31,7 @@ const MAX_BODY = 256 * 1024;
 export function createStsClient(opts: {
   readonly url: string;
   readonly spiffeId: string;
-  readonly material: () => ClientTlsMaterial;
+  readonly material: () => TlsMaterial;
   readonly verifier: () => PeerVerifier;
   readonly timeoutMs: number;
   readonly clock: () => number;
@@ -46,6 +46,7 @@ export function createStsClient(opts: {
         verifier: opts.verifier,
         expectedId: opts.spiffeId,
         timeoutMs: opts.timeoutMs,
+        timeoutCode: 'ERR_SIDECAR_STS_UNAVAILABLE',
       }),
       keepAliveTimeout: 30_000,
       connections: 4,

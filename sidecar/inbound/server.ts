@@ -2,7 +2,7 @@ import { createServer } from 'node:https';
 import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { ClientTlsMaterial } from '../tls/connector.ts';
+import type { TlsMaterial } from '../../ca/index.ts';
 
 /**
  * The inbound mTLS listener: node:https directly (no framework on the hot path), TLS 1.3, a client
@@ -11,7 +11,7 @@ import type { ClientTlsMaterial } from '../tls/connector.ts';
  * a 400 with `ERR_SIDECAR_REQUEST_MALFORMED` and `onParserError` is told.
  */
 export function createInboundServer(
-  material: ClientTlsMaterial,
+  material: TlsMaterial,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   onParserError: (err: Error) => void,
 ): Server {
@@ -60,6 +60,6 @@ export function createInboundServer(
 }
 
 /** Applies renewed TLS material to a listening server: new connections use the new leaf. */
-export function updateServerTls(server: Server, material: ClientTlsMaterial): void {
+export function updateServerTls(server: Server, material: TlsMaterial): void {
   server.setSecureContext({ cert: material.cert, key: material.key, ca: material.ca, minVersion: 'TLSv1.3' });
 }

@@ -6,10 +6,6 @@ import type { buildConnector } from 'undici';
 import type { PeerVerifier } from '../../ca/index.ts';
 import { SidecarError } from '../errors.ts';
 
-/** The client side of the sidecar's mTLS: its current certificate and key, and the trust bundle. */
-/** The material the connector presents and trusts (see ca/ watchTlsFiles). */
-export type ClientTlsMaterial = TlsMaterial;
-
 /**
  * An undici `connect` function that opens TLS 1.3 with the sidecar's own certificate and, before
  * any request byte is written, checks the server with ca/'s peer verifier (chain, one SPIFFE ID in
@@ -18,10 +14,12 @@ export type ClientTlsMaterial = TlsMaterial;
  * certificate is used from the next connection on.
  */
 export function createMtlsConnector(opts: {
-  readonly material: () => ClientTlsMaterial;
+  readonly material: () => TlsMaterial;
   readonly verifier: () => PeerVerifier;
   readonly expectedId: string;
   readonly timeoutMs: number;
+  /** What a handshake that outlasts `timeoutMs` is: the STS unreachable, or a slow peer sidecar. */
+  readonly timeoutCode: 'ERR_SIDECAR_STS_UNAVAILABLE' | 'ERR_SIDECAR_UPSTREAM_TIMEOUT';
 }): buildConnector.connector {
   return (options, callback) => {
     const m = opts.material();
@@ -48,7 +46,7 @@ export function createMtlsConnector(opts: {
     };
     const socket = tlsConnect(tlsOptions);
     const timer = setTimeout(
-      () => finish(new SidecarError('ERR_SIDECAR_STS_UNAVAILABLE', 'TLS connect timed out'), socket),
+      () => finish(new SidecarError(opts.timeoutCode, 'TLS connect timed out'), socket),
       opts.timeoutMs,
     );
     socket.setNoDelay(true);
