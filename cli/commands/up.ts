@@ -25,7 +25,7 @@ import { UsageError, parseFlags } from '../lib/command.ts';
 export const summary = 'run the local demo mesh on loopback';
 
 /** Fixed loopback ports, so that the banner's commands can be pasted as they are. */
-export const UP_PORTS = {
+const UP_PORTS = {
   sts: 8443,
   audit: 8444,
   ordersInbound: 15443,
@@ -122,7 +122,7 @@ export const commands: readonly CliCommand[] = [
 ];
 
 /** Options of {@link startMesh}. */
-export interface MeshOptions {
+interface MeshOptions {
   readonly dataDir: string;
   readonly identities: string;
   readonly policies: string;
@@ -132,7 +132,7 @@ export interface MeshOptions {
 }
 
 /** A running local mesh. */
-export interface Mesh {
+interface Mesh {
   readonly banner: string;
   close(): Promise<void>;
 }
@@ -142,7 +142,7 @@ export interface Mesh {
  * configs into `dataDir/config/` and loading them through the same loaders the single-part
  * commands use. On any failure the parts already started are stopped again.
  */
-export async function startMesh(o: MeshOptions): Promise<Mesh> {
+async function startMesh(o: MeshOptions): Promise<Mesh> {
   const P = Object.fromEntries(Object.entries(UP_PORTS).map(([k, v]) => [k, v + o.portOffset])) as Record<
     keyof typeof UP_PORTS,
     number
@@ -255,16 +255,15 @@ export async function startMesh(o: MeshOptions): Promise<Mesh> {
     throw err;
   }
 
-  const c = (p: string) => rel(p);
   const banner = `
-Portcullis mesh is up (trust domain ${td}; data in ${c(o.dataDir)}/)
+Portcullis mesh is up (trust domain ${td}; data in ${rel(o.dataDir)}/)
 
   STS               https://127.0.0.1:${P.sts}   keys: /.well-known/jwks.json
-  audit collector   https://127.0.0.1:${P.audit}   checkpoint key: ${c(join(o.dataDir, 'audit', 'checkpoint.vkey'))}
+  audit collector   https://127.0.0.1:${P.audit}   checkpoint key: ${rel(join(o.dataDir, 'audit', 'checkpoint.vkey'))}
   web               app http://127.0.0.1:${P.webApp}   sidecar outbound http://127.0.0.1:${P.webOutbound}, inbound https://127.0.0.1:${P.webInbound}
-  orders            app http://127.0.0.1:${P.ordersApp}   sidecar inbound https://127.0.0.1:${P.ordersInbound} (policy ${c(join(o.policies, 'orders.yaml'))})
+  orders            app http://127.0.0.1:${P.ordersApp}   sidecar inbound https://127.0.0.1:${P.ordersInbound} (policy ${rel(join(o.policies, 'orders.yaml'))})
 
-Try it (in another terminal, from ${c(process.cwd()) || '.'}):
+Try it (in another terminal, from ${rel(process.cwd())}):
 
   1. Call orders from web through both sidecars (web's outbound proxy → mTLS + bound token → orders):
      curl -s -x http://127.0.0.1:${P.webOutbound} http://orders.shop.internal/orders/1
@@ -272,10 +271,10 @@ Try it (in another terminal, from ${c(process.cwd()) || '.'}):
   2. Read that call's audit record (as security-console, the audit-reader):
      npm run -s portcullis -- audit query --type authz.decision --limit 5 \\
        --url https://127.0.0.1:${P.audit} --collector-id ${id('audit')} \\
-       --cert ${c(join(dirs.certs, 'security-console.pem'))} --key ${c(join(dirs.certs, 'security-console-key.pem'))} --trust ${c(join(dirs.certs, 'root.pem'))}
+       --cert ${rel(join(dirs.certs, 'security-console.pem'))} --key ${rel(join(dirs.certs, 'security-console-key.pem'))} --trust ${rel(join(dirs.certs, 'root.pem'))}
 
   3. Verify the log is intact (hash chain and Merkle tree, offline):
-     npm run -s portcullis -- audit verify --store file:${c(join(o.dataDir, 'audit', 'log'))}
+     npm run -s portcullis -- audit verify --store file:${rel(join(o.dataDir, 'audit', 'log'))}
 
   A call the policy denies, for contrast (403, also in the log):
      curl -s -X POST -x http://127.0.0.1:${P.webOutbound} http://orders.shop.internal/orders/1

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { MemoryAuditSink, normalizeSerialHex } from './ops-helpers.ts';
+import { normalizeSerial } from '../../ca/index.ts';
+import { MemoryAuditSink } from '../../core/index.ts';
 import { ORDERS, WEB, direct, startMesh, viaProxy } from './mesh.ts';
 import type { Mesh } from './mesh.ts';
 
@@ -20,7 +21,7 @@ function servedSerial(port: number, creds: { cert: string; key: string }): Promi
     const s = connect(
       { host: '127.0.0.1', port, cert: creds.cert, key: creds.key, rejectUnauthorized: false },
       () => {
-        const serial = normalizeSerialHex(s.getPeerCertificate().serialNumber);
+        const serial = normalizeSerial(s.getPeerCertificate().serialNumber);
         s.end();
         resolve(serial);
       },
