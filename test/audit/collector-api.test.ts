@@ -129,7 +129,8 @@ test('the collector API refuses a collector with the wrong SPIFFE ID and reports
           tls: { cert: '/nonexistent.pem', key: 'k', trustBundle: 't' },
           collectorId: COLLECTOR_ID,
         }),
-      { code: 'ERR_AUDIT_COLLECTOR_UNREACHABLE', message: /nonexistent\.pem: cannot be read/ },
+      // A missing credential file is a configuration mistake naming the flag, not an unreachable collector.
+      { code: 'ERR_CONFIG_NOT_FOUND', message: '/nonexistent.pem: --cert: cannot be read (ENOENT)' },
     );
     assert.ok(readFileSync(join(tmp.dir, 'data', DATA_FILES.verifierKey), 'utf8'));
   } finally {

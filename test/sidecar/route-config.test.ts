@@ -117,7 +117,10 @@ describe('loadPolicyFile', () => {
       () => loadPolicyFile('/nonexistent/policy.yaml'),
       (err: Error & { code?: string }) => {
         assert.equal(err.code, 'ERR_CONFIG_NOT_FOUND');
-        assert.match(err.message, /^\/nonexistent\/policy\.yaml: inbound\.policy: cannot be read \(ENOENT\)$/);
+        assert.match(
+          err.message,
+          /^\/nonexistent\/policy\.yaml: inbound\.policy: cannot be read \(ENOENT\)$/,
+        );
         return true;
       },
     );
