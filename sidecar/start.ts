@@ -33,6 +33,7 @@ import type { RevocationList } from './revocations.ts';
 import { createStsClient } from './sts-client.ts';
 import { createClaimsCache } from './token/claims-cache.ts';
 import { createMtlsConnector } from './tls/connector.ts';
+import { disableAllocationSitePretenuring } from './heap.ts';
 import { createSidecarMetrics } from './metrics.ts';
 import type { SidecarMetrics } from './metrics.ts';
 
@@ -73,12 +74,14 @@ export interface RunningSidecar {
  * The composition root of the sidecar: loads TLS material and the policy (refusing to start on
  * bad files), starts the JWKS cache and revocation poller (an unreachable STS at start is not
  * fatal: requests get 503 until keys arrive), listens inbound (mTLS) and, when configured,
- * outbound (loopback HTTP proxy). Ports may be 0; the chosen ones are returned.
+ * outbound (loopback HTTP proxy). Ports may be 0; the chosen ones are returned. Turns off V8's
+ * allocation-site pretenuring for the process (see `heap.ts`).
  */
 export async function startSidecar(
   config: SidecarConfig,
   overrides: StartSidecarOverrides = {},
 ): Promise<RunningSidecar> {
+  disableAllocationSitePretenuring();
   const logger = overrides.logger ?? createLogger({ name: 'sidecar' });
   const clock = overrides.clock ?? Date.now;
   const ids = createIdSource(overrides.random ?? ((n) => randomBytes(n)));

@@ -30,7 +30,7 @@ const { values: flags } = parseArgs({
     /** Comma-separated subset of direct,nginx,sidecar (for profiling; ratios need all three). */
     only: { type: 'string', default: 'direct,nginx,bare,sidecar' },
     /** V8 flags of the sidecar process (docs/sidecar.md recommends them to bound resident memory). */
-    'sidecar-node-options': { type: 'string', default: '--max-semi-space-size=16 --max-old-space-size=80' },
+    'sidecar-node-options': { type: 'string', default: '--max-semi-space-size=8 --max-old-space-size=80' },
   },
   strict: true,
 });

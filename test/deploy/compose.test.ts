@@ -691,7 +691,7 @@ describe('docker-compose.yml', () => {
       const [service, s] = ours.find(([, x]) => configOf(x) === `${APP}/config/compose/${file}`)!;
       assert.match(
         s.environment?.NODE_OPTIONS ?? '',
-        /--max-semi-space-size=16 --max-old-space-size=80/,
+        /--max-semi-space-size=8 --max-old-space-size=80/,
         service,
       );
     }
