@@ -69,8 +69,8 @@ export const stsConfigSchema = strictObject({
     /** Global TTL cap on top of each registry entry's `tokenTtl`; at most 1h. */
     ttlCap: durationSchema.default(TOKEN_TTL_CAP_MS),
     /**
-     * Sign on a worker thread: `auto` does when the machine has at least 4 cores to spare one
-     * (on 2 cores the worker competes with the event loop and costs throughput; bench/RESULTS.md).
+     * Sign on a worker thread: `auto` does when the machine has at least 2 cores (decision 0015;
+     * on one core the worker only adds hand-offs).
      */
     signingWorker: z.enum(['auto', 'on', 'off']).default('auto'),
   }).default({ ttlCap: TOKEN_TTL_CAP_MS, signingWorker: 'auto' }),

@@ -139,7 +139,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const rateLimiter = createRateLimiter({ ...config.rateLimit, clock });
   const signingWorker = config.tokens.signingWorker;
   const signingPool = createSigningPool({
-    worker: signingWorker === 'on' || (signingWorker === 'auto' && availableParallelism() >= 4),
+    worker: signingWorker === 'on' || (signingWorker === 'auto' && availableParallelism() >= 2),
     onError: (err) => logger.error({ err }, 'signing worker failed; signing on the event loop from now on'),
   });
   const app = buildStsApp({

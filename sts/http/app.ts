@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import type { SecureServerOptions } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { LogController } from 'fastify';
@@ -60,6 +59,18 @@ interface Caller {
   readonly workload: Workload;
 }
 
+/**
+ * What the hooks learn about one request, kept on the fastify request (`decorateRequest`) rather
+ * than in WeakMaps keyed by it: three ephemeron entries per request showed up in GC under load.
+ */
+interface RequestState {
+  readonly startedAt: number;
+  caller?: Caller;
+  span?: Span;
+}
+type StatefulRequest = FastifyRequest & { stsState: RequestState | null };
+const stateOf = (req: FastifyRequest): RequestState | null => (req as StatefulRequest).stsState;
+
 const revokeBodySchema = z.strictObject({
   jti: z.string().min(1).max(256).optional(),
   serial: z
@@ -83,9 +94,6 @@ const DEFAULT_SERIAL_ENTRY_MS = 7 * 86_400_000;
 export function buildStsApp(deps: StsDeps): FastifyInstance {
   const { config, registry, keyring, peerVerifier, audit, clock, metrics, denyList, rateLimiter } = deps;
   const randomId = deps.randomId ?? randomUUID;
-  const callers = new WeakMap<IncomingMessage, Caller>();
-  const started = new WeakMap<IncomingMessage, number>();
-  const spans = new WeakMap<IncomingMessage, Span>();
   const { tracer } = deps;
   const issuer = config.issuer.replace(/\/+$/, '');
   const skewSeconds = Math.ceil(config.keys.clockSkew / 1000);
@@ -108,6 +116,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     requestIdHeader: false,
   }) as unknown as FastifyInstance;
 
+  app.decorateRequest('stsState', null);
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, body);
   });
@@ -124,15 +133,16 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   /** The request's trace id: its span's, or the caller's `traceparent`'s when tracing is off. */
   const traceOf = (req: FastifyRequest): { traceId?: string } => {
     const traceId =
-      spans.get(req.raw)?.spanContext().traceId ?? parseTraceparent(req.headers.traceparent)?.traceId;
+      stateOf(req)?.span?.spanContext().traceId ?? parseTraceparent(req.headers.traceparent)?.traceId;
     return traceId ? { traceId } : {};
   };
 
   if (tracer) {
     const end = (req: FastifyRequest, status: number | undefined) => {
-      const span = spans.get(req.raw);
+      const state = stateOf(req);
+      const span = state?.span;
       if (!span) return;
-      spans.delete(req.raw);
+      state.span = undefined;
       if (status !== undefined) span.setAttribute('http.response.status_code', status);
       else span.setStatus({ code: SpanStatusCode.ERROR, message: 'aborted' });
       span.end();
@@ -148,13 +158,11 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   }
 
   app.addHook('onRequest', (req, _reply, done) => {
-    started.set(req.raw, performance.now());
+    const state: RequestState = { startedAt: performance.now() };
+    (req as StatefulRequest).stsState = state;
     const kind = kindOf(req);
     if (kind === 'token' && tracer)
-      spans.set(
-        req.raw,
-        startSpan(tracer, 'sts.token', parseTraceparent(req.headers.traceparent), SpanKind.SERVER),
-      );
+      state.span = startSpan(tracer, 'sts.token', parseTraceparent(req.headers.traceparent), SpanKind.SERVER);
     if (kind === 'public') return done();
     let peer: StsPeer;
     try {
@@ -171,7 +179,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
         new StsError('ERR_STS_CLIENT_NOT_REGISTERED', `${peer.spiffeId.uri} is not a registered workload`),
       );
     }
-    callers.set(req.raw, { peer, workload });
+    state.caller = { peer, workload };
     if (kind === 'admin' && !workload.roles.includes('admin')) {
       return done(new StsError('ERR_STS_FORBIDDEN', 'this route needs role admin'));
     }
@@ -202,12 +210,11 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       );
     }
     const kind = kindOf(req);
-    const caller = callers.get(req.raw);
+    const caller = stateOf(req)?.caller;
     metrics.tokensRefused.inc({ reason });
     if (kind === 'token') metrics.tokenRequestsRefused.inc({ reason });
-    spans
-      .get(req.raw)
-      ?.setAttributes({
+    stateOf(req)
+      ?.span?.setAttributes({
         'portcullis.outcome': 'refused',
         'portcullis.reason': reason,
         ...(caller ? { 'portcullis.caller': caller.peer.spiffeId.uri } : {}),
@@ -236,11 +243,11 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   });
 
   const latency = (req: FastifyRequest) => {
-    const t = started.get(req.raw);
+    const t = stateOf(req)?.startedAt;
     return t === undefined ? 0 : Math.round((performance.now() - t) * 1000) / 1000;
   };
   const callerOf = (req: FastifyRequest): Caller => {
-    const c = callers.get(req.raw);
+    const c = stateOf(req)?.caller;
     if (!c) throw new StsError('ERR_STS_PEER_REFUSED', 'no verified peer');
     return c;
   };
@@ -284,7 +291,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     });
     const accessToken = `${issued.signingInput}.${await deps.signingPool.sign(issued.signingInput, signer.key)}`;
     (request.grantType === 'client_credentials' ? issuedClientCredentials : issuedTokenExchange).inc();
-    spans.get(req.raw)?.setAttributes({
+    stateOf(req)?.span?.setAttributes({
       'portcullis.outcome': 'issued',
       'portcullis.caller': workload.spiffeId.uri,
       'portcullis.audience': issued.claims.aud,

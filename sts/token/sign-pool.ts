@@ -11,6 +11,14 @@ export interface SigningPool {
   close(): Promise<void>;
 }
 
+/**
+ * The most signatures one message to the worker carries. Without a cap, every request read in one
+ * poll phase went over as one batch while the event loop waited, then every answer came back at
+ * once while the worker waited: under pipelined load the two threads took turns instead of
+ * overlapping (17.9k tokens/s against 27.8k with batches of 8; 4 and 16 measured within noise).
+ */
+const MAX_BATCH = 8;
+
 interface Pending {
   readonly input: string;
   readonly keyId: number;
@@ -20,11 +28,13 @@ interface Pending {
 }
 
 /**
- * A one-thread signing pool (or, with `worker: false`, signing on the calling thread). The signature is the single most expensive step of issuing a token
- * (about a quarter of the STS's CPU per token, profiled), so it runs beside the event loop, which
- * meanwhile parses, checks and answers other requests. Requests that arrive in the same turn of
- * the event loop (pipelined or concurrent) go to the worker as one message. If the worker dies,
- * what it held and everything after is signed on the calling thread.
+ * A one-thread signing pool (or, with `worker: false`, signing on the calling thread). The
+ * signature is the single most expensive step of issuing a token (about a third of the STS's CPU
+ * per token, profiled), so it runs beside the event loop, which meanwhile parses, checks and
+ * answers other requests. Signatures requested in one turn of the event loop go to the worker
+ * together, at most {@link MAX_BATCH} to a message, so that the worker starts on the first while
+ * the event loop is still reading the rest. If the worker dies, what it held and everything after
+ * is signed on the calling thread.
  */
 export function createSigningPool(
   options: { readonly worker?: boolean; readonly onError?: (err: Error) => void } = {},
@@ -68,6 +78,7 @@ export function createSigningPool(
 
   const flush = () => {
     scheduled = false;
+    if (queue.length === 0) return;
     const batch = queue;
     queue = [];
     if (!worker) {
@@ -103,7 +114,8 @@ export function createSigningPool(
           worker?.postMessage({ type: 'key', id: keyId, key } satisfies ToWorker);
         }
         queue.push({ input, keyId, key, resolve, reject });
-        if (!scheduled) {
+        if (queue.length >= MAX_BATCH) flush();
+        else if (!scheduled) {
           scheduled = true;
           setImmediate(flush);
         }
