@@ -7,7 +7,6 @@ import { auditRecorder } from './layers/audit.ts';
 import { forward } from './layers/forward.ts';
 import type { UpstreamOptions } from './layers/forward.ts';
 import type { IdSource } from './trace.ts';
-import { traceIdOf } from './trace.ts';
 
 /** Dependencies of {@link createInboundHandler}. */
 export interface InboundHandlerDeps {
@@ -120,18 +119,12 @@ export function createInboundHandler(
 
   return (req, res) => {
     if (tracer) return start(traced(req, res));
-    const incoming = req.headers.traceparent;
-    const traceparent =
-      typeof incoming === 'string' &&
-      /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/.test(incoming) &&
-      !incoming.startsWith('00-00000000000000000000000000000000')
-        ? incoming
-        : undefined;
+    const parent = parseTraceparent(req.headers.traceparent);
     const ctx: InboundContext = {
       req,
       res,
       startedAt: deps.now(),
-      traceId: traceparent ? traceIdOf(traceparent) : deps.ids.traceId(),
+      traceId: parent?.traceId ?? deps.ids.traceId(),
       spanId: deps.ids.spanId(),
       enforced: true,
     };

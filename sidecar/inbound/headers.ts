@@ -1,11 +1,13 @@
+import { parseTraceparent } from '../../core/index.ts';
+import type { SpanContext } from '../../core/index.ts';
 import { SidecarError } from '../errors.ts';
 
 /** What {@link scanRequestHeaders} learned: the headers the app may see, and the caller's trace context. */
 export interface ScannedHeaders {
   /** Flat `[name, value, …]` list, in arrival order, with every stripped header removed. */
   readonly forward: string[];
-  /** The caller's `traceparent`, when it is well formed. */
-  readonly traceparent: string | undefined;
+  /** The caller's trace context, when its `traceparent` is well formed (core's `parseTraceparent`). */
+  readonly traceparent: SpanContext | undefined;
 }
 
 // RFC 9110 §7.6.1 connection-specific fields, plus the de-facto ones (keep-alive, proxy-connection).
@@ -25,7 +27,6 @@ const HOP_BY_HOP = new Set([
 const CONSUMED = new Set(['host', 'authorization', 'traceparent', 'expect']);
 const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override']);
 const IDENTITY = new Set(['x-forwarded-client-cert', 'x-spiffe-id', 'x-client-cert', 'x-ssl-client-cert']);
-const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
 const DIGITS = /^\d{1,15}$/;
 // Connection may not name fields whose removal would change framing or routing.
 const NOT_DROPPABLE = new Set(['content-length', 'host', 'content-type']);
@@ -45,7 +46,7 @@ export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
   let transferEncoding = 0;
   let teValue = '';
   let connectionNames: Set<string> | undefined;
-  let traceparent: string | undefined;
+  let traceparent: SpanContext | undefined;
   const kept: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase();
@@ -71,7 +72,7 @@ export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
         }
         continue;
       case 'traceparent':
-        traceparent = TRACEPARENT.test(value) ? value : undefined;
+        traceparent = parseTraceparent(value);
         continue;
     }
     if (HOP_BY_HOP.has(name) || CONSUMED.has(name) || METHOD_OVERRIDE.has(name)) continue;

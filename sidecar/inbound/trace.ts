@@ -25,8 +25,3 @@ export function createIdSource(random: (n: number) => Uint8Array): IdSource {
   };
   return { traceId: () => take(16), spanId: () => take(8) };
 }
-
-/** The trace id inside a validated `traceparent`. */
-export function traceIdOf(traceparent: string): string {
-  return traceparent.slice(3, 35);
-}

@@ -1,18 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import {
-  SpanKind,
-  SpanStatusCode,
-  formatTraceparent,
-  parseTraceparent,
-  startSpan,
-} from '../../core/index.ts';
-import type { Logger, Span, Tracer } from '../../core/index.ts';
+import { SpanKind, SpanStatusCode, formatTraceparent, startSpan } from '../../core/index.ts';
+import type { Logger, Span, SpanContext, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
 import { scanRequestHeaders, responseHeaderList } from '../inbound/headers.ts';
 import type { IdSource } from '../inbound/trace.ts';
-import { traceIdOf } from '../inbound/trace.ts';
 import type { ResolvedRoute, Route } from './route.ts';
 import { resolveRoute } from './route.ts';
 import type { TokenSource } from './token-source.ts';
@@ -73,7 +66,7 @@ export function createOutboundHandler(
   return (req, res) => {
     let resolved: ResolvedRoute;
     let forwardHeaders: string[];
-    let traceparent: string | undefined;
+    let parent: SpanContext | undefined;
     try {
       if (!LOOPBACK.test(req.socket.remoteAddress ?? ''))
         throw new SidecarError(
@@ -83,12 +76,12 @@ export function createOutboundHandler(
       resolved = resolveRoute(req.method!, req.url!, req.headers.host, deps.routes);
       const scanned = scanRequestHeaders(req.rawHeaders);
       forwardHeaders = scanned.forward;
-      traceparent = scanned.traceparent;
+      parent = scanned.traceparent;
     } catch (err) {
       return refuse(res, err);
     }
     const span = tracer
-      ? startSpan(tracer, 'sidecar.outbound', parseTraceparent(traceparent), SpanKind.CLIENT, {
+      ? startSpan(tracer, 'sidecar.outbound', parent, SpanKind.CLIENT, {
           'portcullis.route': resolved.route.name,
           'portcullis.audience': resolved.route.spiffeId,
           'http.request.method': req.method!,
@@ -96,7 +89,7 @@ export function createOutboundHandler(
       : undefined;
     const outgoing = span
       ? formatTraceparent(span.spanContext())
-      : `00-${traceparent ? traceIdOf(traceparent) : deps.ids.traceId()}-${deps.ids.spanId()}-01`;
+      : `00-${parent?.traceId ?? deps.ids.traceId()}-${deps.ids.spanId()}-01`;
     deps.tokens.get(resolved.route.spiffeId, span ? outgoing : undefined).then(
       (token) => {
         const headers = forwardHeaders.slice();

@@ -374,6 +374,28 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     assert.equal(seen.method, 'GET');
   });
 
+  it("continues a caller's well-formed trace on the inbound side and starts a new one for a malformed traceparent", async () => {
+    const t = await stsToken(mesh, 'web', ORDERS);
+    const traceId = '0af7651916cd43dd8448eb211c80319c';
+    const seenTrace = async (traceparent: string) => {
+      const r = await direct(mesh.orders.inbound.port, web, 'GET', '/orders/7', [
+        'Authorization',
+        `Bearer ${t}`,
+        'traceparent',
+        traceparent,
+      ]);
+      assert.equal(r.status, 200, r.body);
+      const seen = r.json().headers.traceparent as string;
+      assert.match(seen, /^00-[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-01$/);
+      assert.equal(lastEvent(mesh.ordersEvents).traceId, seen.slice(3, 35));
+      return seen.slice(3, 35);
+    };
+    assert.equal(await seenTrace(`00-${traceId}-b7ad6b7169203331-01`), traceId);
+    // An all-zero parent span id is invalid (W3C trace context §3.2.2.4): not a trace to join.
+    assert.notEqual(await seenTrace(`00-${traceId}-0000000000000000-01`), traceId);
+    assert.notEqual(await seenTrace(`00-${traceId.toUpperCase()}-b7ad6b7169203331-01`), traceId);
+  });
+
   it('lets a denied request through in mode: audit and records decision deny, enforced false (policy hot reload)', async () => {
     const previous = mesh.orders.policy.current().policy.hash;
     writeFileSync(
