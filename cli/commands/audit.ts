@@ -106,7 +106,9 @@ const verify: CliCommand = {
 
 Reads every record as stored and checks sequence, hash links, record hashes and the Merkle
 root. With --checkpoint, the log must also agree with that checkpoint (same chain head and
-root at its size): a truncated or rewritten log is reported inconsistent.
+root at its size): a truncated or rewritten log is reported inconsistent. Without one, records
+cut from the end of the log leave a valid chain behind: only a checkpoint saved earlier can show
+that the log once went further, and the output says so.
 Exit 0 when intact; exit 1 naming the first bad seq and why.
 
 flags:
@@ -152,6 +154,8 @@ flags:
                 size: v.size,
                 head: v.head,
                 root: flags.root ? v.root?.toString('base64') : undefined,
+                // false: nothing to compare the end of the log with, so a cut tail would pass.
+                checkpoint: result.checkpoint !== undefined,
                 seconds,
               }
             : { ok: false, code: v.code, seq: v.seq, reason: v.reason },
@@ -160,7 +164,7 @@ flags:
     } else if (v.ok) {
       const against = result.checkpoint
         ? `; agrees with the checkpoint at size ${result.checkpoint.size}${result.signatureChecked ? '' : ' (signature not checked: no --public-key)'}`
-        : '';
+        : '; no --checkpoint: records cut from the end would not show (save checkpoints with portcullis audit checkpoint)';
       const root = flags.root && v.root ? `, root ${v.root.toString('base64')}` : '';
       console.log(`intact: ${v.size} records, head ${v.head}${root}${against}`);
     } else if (v.code === 'ERR_AUDIT_CHECKPOINT_INCONSISTENT') {

@@ -85,6 +85,17 @@ test('cli: audit verify exits 0 on an intact file log and 1 naming the first bad
   assert.match(ok.stdout, /^intact: 10 records/);
   const seg = join(dir, '0000000000000000.jsonl');
   const lines = readFileSync(seg, 'utf8').split('\n');
+  // A cut tail leaves a valid chain: without a checkpoint the answer must not pretend otherwise.
+  writeFileSync(seg, lines.slice(0, 6).join('\n') + '\n');
+  const cut = await run(['audit', 'verify', '--store', `file:${dir}`]);
+  assert.equal(cut.code, 0, cut.stderr);
+  assert.match(
+    cut.stdout,
+    /^intact: 6 records, .*; no --checkpoint: records cut from the end would not show/,
+  );
+  const cutJson = await run(['audit', 'verify', '--store', `file:${dir}`, '--json']);
+  assert.equal(JSON.parse(cutJson.stdout).checkpoint, false);
+  writeFileSync(seg, lines.join('\n'));
   lines[4] = lines[4]!.replace('GET /orders/4', 'GET /orders/X');
   writeFileSync(seg, lines.join('\n'));
   const bad = await run(['audit', 'verify', '--store', `file:${dir}`]);
@@ -155,6 +166,7 @@ test('cli: audit checkpoint saves a verified checkpoint; verify reports a trunca
     key,
   ]);
   assert.equal(intact.code, 0, intact.stderr);
+  assert.match(intact.stdout, /; agrees with the checkpoint at size \d+$/m);
   writeFileSync(
     join(copy, '0000000000000000.jsonl'),
     lines
