@@ -197,7 +197,7 @@ export async function startSidecar(
     count: (decision, reason, rule) => metrics.record(decision, reason, rule),
     ...(tracer ? { tracer } : {}),
   });
-  const inbound: HttpsServer = createInboundServer(tls.current(), handler, (err) => {
+  const inbound: HttpsServer = createInboundServer(tls.current(), handler, (what, status) => {
     if (!sink.accepting()) return;
     sink.emit({
       type: 'authz.decision',
@@ -206,8 +206,8 @@ export async function startSidecar(
       target: config.service,
       decision: 'deny',
       reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
-      status: 400,
-      attributes: { parserError: String((err as { code?: string }).code ?? 'unknown').slice(0, 64) },
+      status,
+      attributes: { parserError: what.slice(0, 64) },
     });
   });
   await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);

@@ -4,16 +4,21 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TlsMaterial } from '../../ca/index.ts';
 
+/** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
+export type RawRefusal = (what: string, status: number) => void;
+
 /**
  * The inbound mTLS listener: node:https directly (no framework on the hot path), TLS 1.3, a client
  * certificate requested but judged by the peer layer (so that a refused peer gets an HTTP answer
- * and an audit event). Requests the HTTP parser itself refuses (smuggling shapes, bad bytes) get
- * a 400 with `ERR_SIDECAR_REQUEST_MALFORMED` and `onParserError` is told.
+ * and an audit event). What never reaches the handler is still answered and reported through
+ * `onRefused`, which records it: requests the HTTP parser refuses (smuggling shapes, bad bytes)
+ * and CONNECT get 400 `ERR_SIDECAR_REQUEST_MALFORMED`, upgrades (WebSocket, h2c) 501, and an
+ * `Expect` other than `100-continue` 417.
  */
 export function createInboundServer(
   material: TlsMaterial,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
-  onParserError: (err: Error) => void,
+  onRefused: RawRefusal,
 ): Server {
   const server = createServer(
     {
@@ -32,32 +37,45 @@ export function createInboundServer(
     },
     handler,
   );
+  const refuse = (socket: Duplex, what: string, status: 400 | 501, message: string) => {
+    onRefused(what, status);
+    const body = JSON.stringify({ error: 'ERR_SIDECAR_REQUEST_MALFORMED', message });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  };
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
     if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
-    onParserError(err);
-    const body = JSON.stringify({ error: 'ERR_SIDECAR_REQUEST_MALFORMED', message: 'malformed request' });
-    socket.end(
-      `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    refuse(socket, err.code ?? 'unknown', 400, 'malformed request');
   });
   // CONNECT (authority-form) is not proxied either. Without a listener Node drops the socket
   // unanswered and unrecorded: refuse it like a request the parser refuses.
-  server.on('connect', (_req, socket: Duplex) => {
-    onParserError(Object.assign(new Error('CONNECT is not proxied'), { code: 'CONNECT' }));
+  server.on('connect', (_req, socket: Duplex) =>
+    refuse(socket, 'CONNECT', 400, 'malformed request: CONNECT is not proxied'),
+  );
+  // Upgrades (WebSocket, h2c) are not proxied: a refusal rather than a silent hang.
+  server.on('upgrade', (_req, socket: Duplex) =>
+    refuse(socket, 'UPGRADE', 501, 'protocol upgrades are not proxied'),
+  );
+  // Node would answer an Expect it does not know with a bare 417; this answers and records it.
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    onRefused('EXPECT', 417);
     const body = JSON.stringify({
       error: 'ERR_SIDECAR_REQUEST_MALFORMED',
-      message: 'malformed request: CONNECT is not proxied',
+      message: 'only Expect: 100-continue is supported',
     });
-    socket.end(
-      `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    res
+      .writeHead(417, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        connection: 'close',
+      })
+      .end(body);
   });
-  // Upgrades (WebSocket, h2c) are not proxied: a bare refusal rather than a silent hang.
-  server.on('upgrade', (_req, socket: Duplex) =>
-    socket.end('HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n'),
-  );
   return server;
 }
+
+const STATUS_TEXT = { 400: 'Bad Request', 501: 'Not Implemented' } as const;
 
 /** Applies renewed TLS material to a listening server: new connections use the new leaf. */
 export function updateServerTls(server: Server, material: TlsMaterial): void {

@@ -156,6 +156,48 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     assert.equal(ev.reason, 'ERR_SIDECAR_REQUEST_MALFORMED');
   });
 
+  for (const [what, request, status] of [
+    [
+      'an Upgrade (WebSocket)',
+      'GET /orders/1 HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      501,
+    ],
+    [
+      'an Expect other than 100-continue',
+      'GET /orders/1 HTTP/1.1\r\nHost: orders\r\nExpect: foo\r\n\r\n',
+      417,
+    ],
+  ] as const) {
+    it(`${what} is answered ${status} at the inbound side, never forwarded, and is an audit event`, async () => {
+      const before = mesh.ordersEvents.length;
+      const seenBefore = mesh.ordersApp.seen.length;
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({
+          port: mesh.orders.inbound.port,
+          host: '127.0.0.1',
+          ...web,
+          rejectUnauthorized: false,
+        });
+        let text = '';
+        socket.setTimeout(5_000, () => socket.destroy(new Error(`no answer to ${what}`)));
+        socket.on('data', (c: Buffer) => (text += c));
+        socket.on('error', reject);
+        socket.on('close', () => resolve(text));
+        socket.write(request);
+      });
+      assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), answer);
+      assert.match(answer, /ERR_SIDECAR_REQUEST_MALFORMED/);
+      assert.equal(mesh.ordersApp.seen.length, seenBefore);
+      const ev = mesh.ordersEvents.slice(before).find((e) => e.status === status);
+      assert.ok(
+        ev,
+        `the refused request is in the audit log: ${JSON.stringify(mesh.ordersEvents.slice(before))}`,
+      );
+      assert.equal(ev.decision, 'deny');
+      assert.equal(ev.reason, 'ERR_SIDECAR_REQUEST_MALFORMED');
+    });
+  }
+
   it('refuses POST /orders/1 with 403 and an audit event naming the rule', async () => {
     const before = mesh.ordersApp.seen.length;
     const r = await viaProxy(
