@@ -280,11 +280,10 @@ class Client implements AuditClient {
           await this.#sleep(wait);
           continue;
         }
-        const peeked = await spool.peek(this.#batchSize);
-        const batch = peeked.slice(0, this.#fitting(peeked));
-        if (await this.#post(batch)) {
-          await spool.ack(batch.length);
-          this.#delivered += batch.length;
+        const { count, body } = this.#batch(await spool.peek(this.#batchSize));
+        if (await this.#post(body)) {
+          await spool.ack(count);
+          this.#delivered += count;
           if (spool.bytes < spool.maxBytes / 2) this.#spoolFull = false;
         } else if (this.#closing) {
           return;
@@ -301,35 +300,42 @@ class Client implements AuditClient {
         // Let the batch fill for up to one interval; emit wakes us early once it is full.
         await this.#sleep(interval);
       }
-      const batch = this.#queue.splice(0, this.#fitting(this.#queue.slice(0, this.#batchSize)));
+      const { count, body } = this.#batch(this.#queue.slice(0, this.#batchSize));
+      const batch = this.#queue.splice(0, count);
       this.#inflight = batch.length;
-      const ok = await this.#post(batch);
+      const ok = await this.#post(body);
       if (ok) this.#delivered += batch.length;
       else await this.#spill([...batch, ...this.#queue.splice(0)]);
       this.#inflight = 0;
     }
   }
 
-  /** How many of `events` (at least one) fit in one request body. */
-  #fitting(events: readonly AuditEvent[]): number {
+  /**
+   * The leading `events` that fit in one request body (at least one), and that body: each event
+   * is serialized once, for both the size check and the body.
+   */
+  #batch(events: readonly AuditEvent[]): { count: number; body: string } {
     const max = this.#o.batchMaxBytes ?? 524_288;
-    let bytes = 12;
-    for (let i = 0; i < events.length; i++) {
-      bytes += Buffer.byteLength(JSON.stringify(events[i])) + 1;
-      if (bytes > max) return Math.max(1, i);
+    const parts: string[] = [];
+    let bytes = 12; // {"events":[]}
+    for (const event of events) {
+      const json = JSON.stringify(event);
+      bytes += Buffer.byteLength(json) + 1;
+      if (bytes > max && parts.length > 0) break;
+      parts.push(json);
     }
-    return events.length;
+    return { count: parts.length, body: `{"events":[${parts.join(',')}]}` };
   }
 
-  /** Posts one batch; false (and backoff set) when the collector is unreachable or refuses. */
-  async #post(events: AuditEvent[]): Promise<boolean> {
-    if (!events.length) return true;
+  /** Posts one batch body; false (and backoff set) when the collector is unreachable or refuses. */
+  async #post(body: string): Promise<boolean> {
+    if (body === '{"events":[]}') return true;
     try {
       const res = await request(this.#endpoint, {
         method: 'POST',
         dispatcher: this.#agent,
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ events }),
+        body,
         headersTimeout: this.#o.requestTimeoutMs ?? 10_000,
         bodyTimeout: this.#o.requestTimeoutMs ?? 10_000,
       });
