@@ -1,5 +1,5 @@
 import { readConfiguredFile } from '../../core/index.ts';
-import type { PeerCertificate } from 'node:tls';
+import { expectCollectorId } from './server-identity.ts';
 import { Agent, request } from 'undici';
 import { CollectorClientError } from '../errors.ts';
 import type { AuditRecord } from '../record.ts';
@@ -43,12 +43,7 @@ export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
       key: readConfiguredFile(options.tls.key, '--key'),
       ca: readConfiguredFile(options.tls.trustBundle, '--trust'),
       minVersion: 'TLSv1.3',
-      checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-        const uris = (cert.subjectaltname ?? '').split(', ').filter((s) => s.startsWith('URI:'));
-        return uris.length === 1 && uris[0] === `URI:${options.collectorId}`
-          ? undefined
-          : new Error(`collector certificate does not name ${options.collectorId}`);
-      },
+      checkServerIdentity: expectCollectorId(options.collectorId),
     },
   });
   const get = async (path: string): Promise<string> => {

@@ -1,4 +1,4 @@
-import type { PeerCertificate } from 'node:tls';
+import { expectCollectorId } from './server-identity.ts';
 import { Agent, request } from 'undici';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
@@ -173,20 +173,13 @@ class Client implements AuditClient {
 
   /** An mTLS agent presenting `material`, accepting only a collector named by `collectorId`. */
   #connect(material: TlsMaterial): Agent {
-    const expected = this.#o.collectorId;
     return new Agent({
       connect: {
         cert: material.cert,
         key: material.key,
         ca: material.ca,
         minVersion: 'TLSv1.3',
-        // The chain is checked against the trust bundle by TLS; the name that matters is the SPIFFE ID.
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          const uris = (cert.subjectaltname ?? '').split(', ').filter((u) => u.startsWith('URI:'));
-          if (uris.length !== 1 || uris[0] !== `URI:${expected}`)
-            return new Error(`collector certificate does not name ${expected}`);
-          return undefined;
-        },
+        checkServerIdentity: expectCollectorId(this.#o.collectorId),
       },
       keepAliveTimeout: 30_000,
     });
