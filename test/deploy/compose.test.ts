@@ -305,10 +305,18 @@ describe('the image health probe (portcullis-healthcheck)', () => {
         PORTCULLIS_HEALTHCHECK_CA: join(certs, 'root.pem'),
       });
       assert.equal(ok.status, 0, ok.out);
+      // A real CA of the same trust domain that did not issue the STS's certificate.
+      const other = join(dir, 'other-ca');
+      const init = run([CLI, 'ca', 'init', '--trust-domain', registry.trustDomain, '--out', other], 60_000);
+      assert.equal(init.status, 0, init.stderr);
       const wrong = await check([`https://127.0.0.1:${port}/readyz`], {
-        PORTCULLIS_HEALTHCHECK_CA: join(ROOT, 'node_modules/undici/package.json'), // not a CA
+        PORTCULLIS_HEALTHCHECK_CA: join(other, 'root.pem'),
       });
       assert.equal(wrong.status, 1, wrong.out);
+      const notCa = await check([`https://127.0.0.1:${port}/readyz`], {
+        PORTCULLIS_HEALTHCHECK_CA: join(ROOT, 'node_modules/undici/package.json'),
+      });
+      assert.equal(notCa.status, 1, notCa.out);
       const missing = await check([`https://127.0.0.1:${port}/readyz`], {
         PORTCULLIS_HEALTHCHECK_CA: join(dir, 'nope.pem'),
       });
