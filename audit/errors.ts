@@ -18,6 +18,7 @@ export type AuditErrorCode =
   | 'ERR_AUDIT_PEER_NOT_REGISTERED'
   | 'ERR_AUDIT_FORBIDDEN'
   | 'ERR_AUDIT_BAD_REQUEST'
+  | 'ERR_AUDIT_NOT_FOUND'
   | 'ERR_AUDIT_COLLECTOR_UNREACHABLE'
   | 'ERR_AUDIT_COLLECTOR_REFUSED';
 
@@ -94,6 +95,7 @@ export class CollectorRequestError extends AuditError {
       | 'ERR_AUDIT_PEER_NOT_REGISTERED'
       | 'ERR_AUDIT_FORBIDDEN'
       | 'ERR_AUDIT_BAD_REQUEST'
+      | 'ERR_AUDIT_NOT_FOUND'
       | 'ERR_AUDIT_PROOF_RANGE',
     message: string,
     options?: { cause?: unknown },

@@ -22,7 +22,7 @@ import { createInboundServer, updateServerTls } from './inbound/server.ts';
 import { createIdSource } from './inbound/trace.ts';
 import { createJwksCache } from './jwks/cache.ts';
 import type { JwksCache } from './jwks/cache.ts';
-import { createOutboundHandler, refuseConnect } from './outbound/handle.ts';
+import { createOutboundHandler, refuseClientError, refuseConnect } from './outbound/handle.ts';
 import type { Route } from './outbound/route.ts';
 import { createTokenSource } from './outbound/token-source.ts';
 import type { TokenSource } from './outbound/token-source.ts';
@@ -259,6 +259,7 @@ export async function startSidecar(
       }),
     );
     outbound.on('connect', refuseConnect);
+    outbound.on('clientError', refuseClientError);
     await listen(outbound, out.listen.host, out.listen.port);
   }
 

@@ -1,9 +1,16 @@
 import type { IncomingMessage } from 'node:http';
 import type { SecureServerOptions } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
-import { PortcullisError, parseAuditEvent, parseTraceparent } from '../../core/index.ts';
+import {
+  PortcullisError,
+  clientErrorStatus,
+  endWithHttpError,
+  parseAuditEvent,
+  parseTraceparent,
+} from '../../core/index.ts';
 import type { AuditEvent, Logger, Registry, SpiffeId, Workload } from '../../core/index.ts';
 import { CollectorRequestError } from '../errors.ts';
 import type { AuditErrorCode } from '../errors.ts';
@@ -47,6 +54,7 @@ const STATUS: Partial<Record<AuditErrorCode, number>> = {
   ERR_AUDIT_PEER_NOT_REGISTERED: 403,
   ERR_AUDIT_FORBIDDEN: 403,
   ERR_AUDIT_BAD_REQUEST: 400,
+  ERR_AUDIT_NOT_FOUND: 404,
   ERR_AUDIT_PROOF_RANGE: 400,
   ERR_AUDIT_STORE_UNAVAILABLE: 503,
   ERR_AUDIT_STORE_CLOSED: 503,
@@ -73,6 +81,18 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
     requestIdHeader: false,
+    // What the HTTP parser refuses gets this API's `{error, message}` body, not fastify's default.
+    clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
+      const status = clientErrorStatus(err);
+      if (status === undefined) return void socket.destroy();
+      const message =
+        status === 431
+          ? 'request headers too large'
+          : status === 408
+            ? 'request timed out'
+            : 'malformed HTTP request';
+      endWithHttpError(socket, status, JSON.stringify({ error: 'ERR_AUDIT_BAD_REQUEST', message }));
+    },
   }) as unknown as FastifyInstance;
 
   const accessOf = (req: FastifyRequest): Access =>
@@ -153,6 +173,15 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     if (status >= 500 && status !== 503)
       req.log.error({ err, ...(traceId ? { traceId } : {}) }, 'collector request failed');
     void reply.code(status).header('cache-control', 'no-store').send({ error: code, message });
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.send(
+      new CollectorRequestError(
+        'ERR_AUDIT_NOT_FOUND',
+        `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 256)}`,
+      ),
+    );
   });
 
   app.get('/healthz', { config: { access: 'public' } }, async () => ({ status: 'ok' }));

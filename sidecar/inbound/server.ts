@@ -3,6 +3,7 @@ import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TlsMaterial } from '../../ca/index.ts';
+import { clientErrorStatus, endWithHttpError } from '../../core/index.ts';
 
 /** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
 export type RawRefusal = (what: string, status: number) => void;
@@ -37,16 +38,20 @@ export function createInboundServer(
     },
     handler,
   );
-  const refuse = (socket: Duplex, what: string, status: 400 | 501, message: string) => {
+  const refuse = (socket: Duplex, what: string, status: number, message: string) => {
     onRefused(what, status);
-    const body = JSON.stringify({ error: 'ERR_SIDECAR_REQUEST_MALFORMED', message });
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    endWithHttpError(socket, status, JSON.stringify({ error: 'ERR_SIDECAR_REQUEST_MALFORMED', message }));
   };
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
-    refuse(socket, err.code ?? 'unknown', 400, 'malformed request');
+    const status = clientErrorStatus(err);
+    if (status === undefined || !socket.writable) return void socket.destroy();
+    const message =
+      status === 431
+        ? 'request headers too large'
+        : status === 408
+          ? 'request timed out'
+          : 'malformed request';
+    refuse(socket, err.code ?? 'unknown', status, message);
   });
   // CONNECT (authority-form) is not proxied either. Without a listener Node drops the socket
   // unanswered and unrecorded: refuse it like a request the parser refuses.
@@ -74,8 +79,6 @@ export function createInboundServer(
   });
   return server;
 }
-
-const STATUS_TEXT = { 400: 'Bad Request', 501: 'Not Implemented' } as const;
 
 /** Applies renewed TLS material to a listening server: new connections use the new leaf. */
 export function updateServerTls(server: Server, material: TlsMaterial): void {

@@ -1,7 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { SpanKind, SpanStatusCode, formatTraceparent, startSpan } from '../../core/index.ts';
+import {
+  SpanKind,
+  SpanStatusCode,
+  clientErrorStatus,
+  endWithHttpError,
+  formatTraceparent,
+  startSpan,
+} from '../../core/index.ts';
 import type { Logger, Span, SpanContext, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
 import { scanRequestHeaders, responseHeaderList } from '../inbound/headers.ts';
@@ -157,6 +164,24 @@ export function createOutboundHandler(
 }
 
 /**
+ * The outbound listener's `clientError` handler: what the HTTP parser refuses from the app gets
+ * the sidecar's JSON error shape (`ERR_SIDECAR_REQUEST_MALFORMED`, 400 or 431) rather than Node's
+ * bare answer.
+ */
+export function refuseClientError(err: Error & { code?: string }, socket: Duplex): void {
+  const status = clientErrorStatus(err);
+  if (status === undefined) return void socket.destroy();
+  endWithHttpError(
+    socket,
+    status,
+    JSON.stringify({
+      error: 'ERR_SIDECAR_REQUEST_MALFORMED',
+      message: status === 431 ? 'request headers too large' : 'malformed request',
+    }),
+  );
+}
+
+/**
  * The outbound listener's `connect` handler: the app speaks plain HTTP to its sidecar, so a CONNECT
  * tunnel is refused with 400 `ERR_SIDECAR_PATH_AMBIGUOUS` (without a handler Node drops the socket
  * unanswered).
@@ -166,7 +191,5 @@ export function refuseConnect(_req: IncomingMessage, socket: Duplex): void {
     error: 'ERR_SIDECAR_PATH_AMBIGUOUS',
     message: 'CONNECT is not proxied: send http:// requests to the sidecar',
   });
-  socket.end(
-    `HTTP/1.1 ${statusForCode('ERR_SIDECAR_PATH_AMBIGUOUS')} Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-  );
+  endWithHttpError(socket, statusForCode('ERR_SIDECAR_PATH_AMBIGUOUS'), body);
 }

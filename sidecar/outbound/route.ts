@@ -18,7 +18,8 @@ export interface ResolvedRoute {
 
 /**
  * Maps an app request to a route. Absolute-form (`GET http://orders/orders/1`, as sent by an
- * HTTP_PROXY client) is routed by the URL's host; origin-form by the Host header (route name).
+ * HTTP_PROXY client) is routed by the URL's host; origin-form by the Host header (route name). A
+ * port is allowed and ignored (the route names the peer's address); one outside 1–65535 is refused.
  * Only `http:` is proxied (the sidecar adds TLS itself); unknown names are `ERR_SIDECAR_ROUTE_UNKNOWN`,
  * CONNECT and other target forms `ERR_SIDECAR_PATH_AMBIGUOUS`. Pure.
  */
@@ -50,7 +51,15 @@ export function resolveRoute(
     path = m[2] ?? '/';
     if (path.startsWith('?')) path = `/${path}`;
   }
-  const hostname = name.toLowerCase().replace(/:\d+$/, '');
+  // The port names the app's idea of the peer and is not used for routing, but it must be one.
+  const lower = name.toLowerCase();
+  const portAt = lower.search(/:\d+$/);
+  if (portAt >= 0) {
+    const port = Number(lower.slice(portAt + 1));
+    if (!(port >= 1 && port <= 65_535))
+      throw new SidecarError('ERR_SIDECAR_PATH_AMBIGUOUS', `invalid port in "${name.slice(0, 260)}"`);
+  }
+  const hostname = portAt < 0 ? lower : lower.slice(0, portAt);
   const route = routes.get(hostname);
   if (!route) throw new SidecarError('ERR_SIDECAR_ROUTE_UNKNOWN', `no route for "${hostname.slice(0, 253)}"`);
   return { route, target: path };

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { SecureServerOptions } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
@@ -9,6 +10,8 @@ import {
   TOKEN_EXCHANGE_GRANT,
   PortcullisError,
   SpanKind,
+  clientErrorStatus,
+  endWithHttpError,
   SpanStatusCode,
   parseTraceparent,
   startSpan,
@@ -114,6 +117,30 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
     requestIdHeader: false,
+    // What the HTTP parser refuses (smuggling shapes, bad bytes, oversized headers) gets an
+    // RFC 6749 body and an audit event like every other refusal, not fastify's default body.
+    clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
+      const status = clientErrorStatus(err);
+      if (status === undefined) return void socket.destroy();
+      emit({
+        type: 'authz.decision',
+        decision: 'deny',
+        reason: 'ERR_STS_REQUEST_INVALID',
+        status,
+        attributes: { parserError: String(err.code ?? 'unknown').slice(0, 64) },
+      });
+      const description =
+        status === 431
+          ? 'request headers too large'
+          : status === 408
+            ? 'request timed out'
+            : 'malformed HTTP request';
+      endWithHttpError(
+        socket,
+        status,
+        JSON.stringify({ error: 'invalid_request', error_description: description }),
+      );
+    },
   }) as unknown as FastifyInstance;
 
   app.decorateRequest('stsState', null);

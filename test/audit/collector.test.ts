@@ -1,5 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect as tlsConnect } from 'node:tls';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Agent } from 'undici';
@@ -122,6 +123,41 @@ test('collector: a body over the limit is refused with 413, and bad JSON with 40
   const bad = await call(web, `${collector.url}/v1/events`, { method: 'POST', rawBody: '{"events": [' });
   assert.equal(bad.status, 400);
   assert.doesNotMatch(bad.text, /at .*\.js|node_modules/);
+});
+
+test('collector: an unknown route is 404 ERR_AUDIT_NOT_FOUND in the API shape, without echoing the query', async () => {
+  const res = await call(web, `${collector.url}/v1/records?limit=abc&secret=x`);
+  assert.equal(res.status, 404, res.text);
+  assert.deepEqual(res.body, { error: 'ERR_AUDIT_NOT_FOUND', message: 'no route GET /v1/records' });
+});
+
+test('collector: what the HTTP parser refuses gets 400 ERR_AUDIT_BAD_REQUEST, not the framework default', async () => {
+  const leaf = pki.leaf('web');
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = tlsConnect({
+      port: Number(new URL(collector.url).port),
+      host: '127.0.0.1',
+      cert: leaf.certPem,
+      key: leaf.keyPem,
+      ca: pki.rootPem,
+      rejectUnauthorized: false,
+    });
+    let text = '';
+    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
+    socket.on('data', (c: Buffer) => (text += c));
+    socket.on('error', (err) => (text ? resolve(text) : reject(err)));
+    socket.on('close', () => resolve(text));
+    socket.on('secureConnect', () =>
+      socket.write(
+        'POST /v1/events HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n',
+      ),
+    );
+  });
+  assert.match(answer, /^HTTP\/1\.1 400 /, answer);
+  assert.deepEqual(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), {
+    error: 'ERR_AUDIT_BAD_REQUEST',
+    message: 'malformed HTTP request',
+  });
 });
 
 test('collector: peers without a trusted certificate or outside the registry are refused', async () => {

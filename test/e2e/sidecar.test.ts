@@ -198,6 +198,27 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     });
   }
 
+  it("what the outbound listener's HTTP parser refuses gets the sidecar's JSON error, 400 or 431", async () => {
+    const ask = (request: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = netConnect(mesh.web.outbound!.port, '127.0.0.1');
+        let text = '';
+        socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
+        socket.on('data', (c: Buffer) => (text += c));
+        socket.on('error', (err) => (text ? resolve(text) : reject(err)));
+        socket.on('close', () => resolve(text));
+        socket.write(request);
+      });
+    const bad = await ask('GET http://orders/orders/1 HTTP/1.1\r\nHost: orders\r\nX-A: a\u0000b\r\n\r\n');
+    assert.match(bad, /^HTTP\/1\.1 400 /, bad);
+    assert.match(bad, /"error":"ERR_SIDECAR_REQUEST_MALFORMED"/);
+    const big = await ask(
+      `GET http://orders/orders/1 HTTP/1.1\r\nHost: orders\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`,
+    );
+    assert.match(big, /^HTTP\/1\.1 431 /, big);
+    assert.match(big, /request headers too large/);
+  });
+
   it('refuses POST /orders/1 with 403 and an audit event naming the rule', async () => {
     const before = mesh.ordersApp.seen.length;
     const r = await viaProxy(

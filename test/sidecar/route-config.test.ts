@@ -40,6 +40,9 @@ describe('resolveRoute', () => {
     ['GET', 'http://payments/x', undefined, 'ERR_SIDECAR_ROUTE_UNKNOWN'],
     ['GET', '/x', undefined, 'ERR_SIDECAR_ROUTE_UNKNOWN'],
     ['GET', '/x', '127.0.0.1:15001', 'ERR_SIDECAR_ROUTE_UNKNOWN'],
+    ['GET', 'http://orders:99999/x', undefined, 'ERR_SIDECAR_PATH_AMBIGUOUS'],
+    ['GET', 'http://orders:0/x', undefined, 'ERR_SIDECAR_PATH_AMBIGUOUS'],
+    ['GET', '/x', 'orders:65536', 'ERR_SIDECAR_PATH_AMBIGUOUS'],
   ];
   for (const [method, target, host, code] of bad) {
     it(`refuses ${method} ${target} (Host ${host}) with ${code}`, () => {

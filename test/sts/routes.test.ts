@@ -1,6 +1,7 @@
 // Discovery, revocations, admin, health and metrics routes over real mTLS.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect as tlsConnect } from 'node:tls';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { parseAuditEvent } from '../../core/index.ts';
@@ -169,6 +170,49 @@ describe('STS routes', () => {
         sts.events.slice(before).find((e) => e.decision === 'deny')?.reason,
         'ERR_STS_REQUEST_INVALID',
       );
+    });
+  }
+
+  for (const [what, request, status] of [
+    [
+      'a chunked body with a bad chunk size',
+      'POST /oauth2/token HTTP/1.1\r\nHost: sts\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n',
+      400,
+    ],
+    [
+      'Transfer-Encoding with Content-Length',
+      'POST /oauth2/token HTTP/1.1\r\nHost: sts\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n',
+      400,
+    ],
+    ['oversized headers', `GET /healthz HTTP/1.1\r\nHost: sts\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+  ] as const) {
+    test(`what the HTTP parser refuses (${what}) gets ${status} with an RFC 6749 body and an audit event`, async () => {
+      const before = sts.events.length;
+      const leaf = pki.leaf('web');
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({
+          port: new URL(sts.url).port as unknown as number,
+          host: '127.0.0.1',
+          cert: leaf.certPem,
+          key: leaf.keyPem,
+          ca: pki.rootPem,
+          servername: 'localhost',
+          rejectUnauthorized: false,
+        });
+        let text = '';
+        socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
+        socket.on('data', (c: Buffer) => (text += c));
+        socket.on('error', (err) => (text ? resolve(text) : reject(err)));
+        socket.on('close', () => resolve(text));
+        socket.on('secureConnect', () => socket.write(request));
+      });
+      assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), answer);
+      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, string>;
+      assert.equal(body.error, 'invalid_request');
+      assert.equal(typeof body.error_description, 'string');
+      const ev = sts.events.slice(before).find((e) => e.status === status);
+      assert.equal(ev?.decision, 'deny');
+      assert.equal(ev?.reason, 'ERR_STS_REQUEST_INVALID');
     });
   }
 

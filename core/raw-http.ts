@@ -1,0 +1,28 @@
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+
+/**
+ * Answers on a raw socket, for requests the HTTP parser or the server refuses before any handler
+ * runs (smuggling shapes, bad bytes, oversized headers, CONNECT, upgrades): one JSON body in the
+ * server's own error shape, `connection: close`, then the socket is ended. A socket that can no
+ * longer be written to is destroyed instead.
+ */
+export function endWithHttpError(socket: Duplex, status: number, body: string): void {
+  if (!socket.writable) return void socket.destroy();
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * The status for a client error Node reports on a connection (the `clientError` event): 408 for a
+ * request that timed out, 431 for oversized headers, 400 for everything else the parser refused.
+ * `undefined` for a connection the peer already reset: there is nobody to answer.
+ */
+export function clientErrorStatus(err: Error & { code?: string }): number | undefined {
+  if (err.code === 'ECONNRESET') return undefined;
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
+  if (err.code === 'HPE_HEADER_OVERFLOW') return 431;
+  return 400;
+}
