@@ -5,14 +5,27 @@ import type { Duplex } from 'node:stream';
  * Answers on a raw socket, for requests the HTTP parser or the server refuses before any handler
  * runs (smuggling shapes, bad bytes, oversized headers, CONNECT, upgrades): one JSON body in the
  * server's own error shape, `connection: close`, then the socket is ended. A socket that can no
- * longer be written to is destroyed instead.
+ * longer be written to, or that is in the middle of an earlier response on the same connection
+ * (an answer written now would land inside that response's body), is destroyed instead. Returns
+ * whether the answer was written.
  */
-export function endWithHttpError(socket: Duplex, status: number, body: string): void {
-  if (!socket.writable) return void socket.destroy();
+export function endWithHttpError(socket: Duplex, status: number, body: string): boolean {
+  if (!canAnswer(socket)) {
+    socket.destroy();
+    return false;
+  }
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
   );
+  return true;
+}
+
+/** Whether a raw answer can go out on `socket` now: writable, and no response of node:http's under way. */
+export function canAnswer(socket: Duplex): boolean {
+  // node:http keeps the response being written on the socket (the same check its default uses).
+  const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  return socket.writable && !current?.headersSent;
 }
 
 /**

@@ -39,12 +39,13 @@ export function createInboundServer(
     handler,
   );
   const refuse = (socket: Duplex, what: string, status: number, message: string) => {
-    onRefused(what, status);
-    endWithHttpError(socket, status, JSON.stringify({ error: 'ERR_SIDECAR_REQUEST_MALFORMED', message }));
+    // Recorded only when answered: a connection dropped mid-response got no 4xx to record.
+    if (endWithHttpError(socket, status, JSON.stringify({ error: 'ERR_SIDECAR_REQUEST_MALFORMED', message })))
+      onRefused(what, status);
   };
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
     const status = clientErrorStatus(err);
-    if (status === undefined || !socket.writable) return void socket.destroy();
+    if (status === undefined) return void socket.destroy();
     const message =
       status === 431
         ? 'request headers too large'

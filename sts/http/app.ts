@@ -10,6 +10,7 @@ import {
   TOKEN_EXCHANGE_GRANT,
   PortcullisError,
   SpanKind,
+  canAnswer,
   clientErrorStatus,
   endWithHttpError,
   SpanStatusCode,
@@ -121,7 +122,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     // RFC 6749 body and an audit event like every other refusal, not fastify's default body.
     clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
       const status = clientErrorStatus(err);
-      if (status === undefined) return void socket.destroy();
+      if (status === undefined || !canAnswer(socket)) return void socket.destroy();
       emit({
         type: 'authz.decision',
         decision: 'deny',
