@@ -15,7 +15,8 @@ export interface SigningPool {
  * The most signatures one message to the worker carries. Without a cap, every request read in one
  * poll phase went over as one batch while the event loop waited, then every answer came back at
  * once while the worker waited: under pipelined load the two threads took turns instead of
- * overlapping (17.9k tokens/s uncapped against 27.8k with batches of 8, same run; 4 and 16 within noise).
+ * overlapping (17.9k tokens/s uncapped against 27.8k with batches of 8, same run; batches of 4
+ * and 16 within noise).
  */
 const MAX_BATCH = 8;
 
