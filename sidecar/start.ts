@@ -245,7 +245,8 @@ export async function startSidecar(
       return d;
     };
     outbound = createHttpServer(
-      { keepAliveTimeout: 65_000, headersTimeout: 20_000, noDelay: true },
+      // requireHostHeader off: the header scan refuses a request without Host in the sidecar's own shape.
+      { keepAliveTimeout: 65_000, headersTimeout: 20_000, noDelay: true, requireHostHeader: false },
       createOutboundHandler({
         routes,
         tokens,

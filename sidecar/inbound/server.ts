@@ -35,6 +35,9 @@ export function createInboundServer(
       headersTimeout: 20_000,
       requestTimeout: 120_000,
       noDelay: true,
+      // The header scan refuses a request without Host itself (400 ERR_SIDECAR_REQUEST_MALFORMED,
+      // audited); Node's own check would answer a bare 400 that no layer records.
+      requireHostHeader: false,
     },
     handler,
   );

@@ -80,8 +80,9 @@ export function createOutboundHandler(
           'ERR_SIDECAR_OUTBOUND_NOT_LOOPBACK',
           'the outbound proxy serves loopback callers only',
         );
-      resolved = resolveRoute(req.method!, req.url!, req.headers.host, deps.routes);
+      // Framing first: a request without Host (or with two) is malformed before it is unroutable.
       const scanned = scanRequestHeaders(req.rawHeaders);
+      resolved = resolveRoute(req.method!, req.url!, req.headers.host, deps.routes);
       forwardHeaders = scanned.forward;
       parent = scanned.traceparent;
     } catch (err) {

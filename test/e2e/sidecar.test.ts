@@ -219,6 +219,42 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     assert.match(big, /request headers too large/);
   });
 
+  it('an HTTP/1.1 request without Host is refused with 400 by the sidecar itself on both sides, inbound with an audit event', async () => {
+    const t = await stsToken(mesh, 'web', ORDERS);
+    const before = mesh.ordersEvents.length;
+    const seenBefore = mesh.ordersApp.seen.length;
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = tlsConnect({
+        port: mesh.orders.inbound.port,
+        host: '127.0.0.1',
+        ...web,
+        rejectUnauthorized: false,
+      });
+      let text = '';
+      socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
+      socket.on('data', (c: Buffer) => (text += c));
+      socket.on('error', reject);
+      socket.on('close', () => resolve(text));
+      socket.write(`GET /orders/1 HTTP/1.1\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
+    });
+    assert.match(answer, /^HTTP\/1\.1 400 /, answer);
+    assert.match(answer, /"error":"ERR_SIDECAR_REQUEST_MALFORMED"/);
+    assert.equal(mesh.ordersApp.seen.length, seenBefore);
+    const ev = mesh.ordersEvents.slice(before).find((e) => e.status === 400);
+    assert.equal(ev?.reason, 'ERR_SIDECAR_REQUEST_MALFORMED');
+    const out = await new Promise<string>((resolve, reject) => {
+      const socket = netConnect(mesh.web.outbound!.port, '127.0.0.1');
+      let text = '';
+      socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
+      socket.on('data', (c: Buffer) => (text += c));
+      socket.on('error', reject);
+      socket.on('close', () => resolve(text));
+      socket.write('GET /orders/1 HTTP/1.1\r\nConnection: close\r\n\r\n');
+    });
+    assert.match(out, /^HTTP\/1\.1 400 /, out);
+    assert.match(out, /"error":"ERR_SIDECAR_REQUEST_MALFORMED"/, out);
+  });
+
   it('refuses POST /orders/1 with 403 and an audit event naming the rule', async () => {
     const before = mesh.ordersApp.seen.length;
     const r = await viaProxy(
