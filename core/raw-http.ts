@@ -29,13 +29,16 @@ export function canAnswer(socket: Duplex): boolean {
 }
 
 /**
- * The status for a client error Node reports on a connection (the `clientError` event): 408 for a
- * request that timed out, 431 for oversized headers, 400 for everything else the parser refused.
- * `undefined` for a connection the peer already reset: there is nobody to answer.
+ * The answer to a client error Node reports on a connection (the `clientError` event): 408 for a
+ * request that timed out, 431 for oversized headers, 400 for everything else the parser refused,
+ * each with a short message. `undefined` for a connection the peer already reset: there is nobody
+ * to answer.
  */
-export function clientErrorStatus(err: Error & { code?: string }): number | undefined {
+export function describeClientError(
+  err: Error & { code?: string },
+): { readonly status: number; readonly message: string } | undefined {
   if (err.code === 'ECONNRESET') return undefined;
-  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
-  if (err.code === 'HPE_HEADER_OVERFLOW') return 431;
-  return 400;
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return { status: 408, message: 'request timed out' };
+  if (err.code === 'HPE_HEADER_OVERFLOW') return { status: 431, message: 'request headers too large' };
+  return { status: 400, message: 'malformed HTTP request' };
 }

@@ -6,7 +6,7 @@ import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
 import {
   PortcullisError,
-  clientErrorStatus,
+  describeClientError,
   endWithHttpError,
   parseAuditEvent,
   parseTraceparent,
@@ -83,15 +83,13 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     requestIdHeader: false,
     // What the HTTP parser refuses gets this API's `{error, message}` body, not fastify's default.
     clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
-      const status = clientErrorStatus(err);
-      if (status === undefined) return void socket.destroy();
-      const message =
-        status === 431
-          ? 'request headers too large'
-          : status === 408
-            ? 'request timed out'
-            : 'malformed HTTP request';
-      endWithHttpError(socket, status, JSON.stringify({ error: 'ERR_AUDIT_BAD_REQUEST', message }));
+      const answer = describeClientError(err);
+      if (!answer) return void socket.destroy();
+      endWithHttpError(
+        socket,
+        answer.status,
+        JSON.stringify({ error: 'ERR_AUDIT_BAD_REQUEST', message: answer.message }),
+      );
     },
   }) as unknown as FastifyInstance;
 

@@ -3,7 +3,7 @@ import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TlsMaterial } from '../../ca/index.ts';
-import { clientErrorStatus, endWithHttpError } from '../../core/index.ts';
+import { describeClientError, endWithHttpError } from '../../core/index.ts';
 
 /** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
 export type RawRefusal = (what: string, status: number) => void;
@@ -47,15 +47,9 @@ export function createInboundServer(
       onRefused(what, status);
   };
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
-    const status = clientErrorStatus(err);
-    if (status === undefined) return void socket.destroy();
-    const message =
-      status === 431
-        ? 'request headers too large'
-        : status === 408
-          ? 'request timed out'
-          : 'malformed request';
-    refuse(socket, err.code ?? 'unknown', status, message);
+    const answer = describeClientError(err);
+    if (!answer) return void socket.destroy();
+    refuse(socket, err.code ?? 'unknown', answer.status, answer.message);
   });
   // CONNECT (authority-form) is not proxied either. Without a listener Node drops the socket
   // unanswered and unrecorded: refuse it like a request the parser refuses.

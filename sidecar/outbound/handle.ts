@@ -4,7 +4,7 @@ import type { Dispatcher } from 'undici';
 import {
   SpanKind,
   SpanStatusCode,
-  clientErrorStatus,
+  describeClientError,
   endWithHttpError,
   formatTraceparent,
   startSpan,
@@ -170,16 +170,10 @@ export function createOutboundHandler(
  * bare answer.
  */
 export function refuseClientError(err: Error & { code?: string }, socket: Duplex): void {
-  const status = clientErrorStatus(err);
-  if (status === undefined) return void socket.destroy();
-  endWithHttpError(
-    socket,
-    status,
-    JSON.stringify({
-      error: 'ERR_SIDECAR_REQUEST_MALFORMED',
-      message: status === 431 ? 'request headers too large' : 'malformed request',
-    }),
-  );
+  const answer = describeClientError(err);
+  if (!answer) return void socket.destroy();
+  const body = { error: 'ERR_SIDECAR_REQUEST_MALFORMED', message: answer.message };
+  endWithHttpError(socket, answer.status, JSON.stringify(body));
 }
 
 /**

@@ -11,7 +11,7 @@ import {
   PortcullisError,
   SpanKind,
   canAnswer,
-  clientErrorStatus,
+  describeClientError,
   endWithHttpError,
   SpanStatusCode,
   parseTraceparent,
@@ -121,26 +121,17 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     // What the HTTP parser refuses (smuggling shapes, bad bytes, oversized headers) gets an
     // RFC 6749 body and an audit event like every other refusal, not fastify's default body.
     clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
-      const status = clientErrorStatus(err);
-      if (status === undefined || !canAnswer(socket)) return void socket.destroy();
+      const answer = describeClientError(err);
+      if (!answer || !canAnswer(socket)) return void socket.destroy();
       emit({
         type: 'authz.decision',
         decision: 'deny',
         reason: 'ERR_STS_REQUEST_INVALID',
-        status,
+        status: answer.status,
         attributes: { parserError: String(err.code ?? 'unknown').slice(0, 64) },
       });
-      const description =
-        status === 431
-          ? 'request headers too large'
-          : status === 408
-            ? 'request timed out'
-            : 'malformed HTTP request';
-      endWithHttpError(
-        socket,
-        status,
-        JSON.stringify({ error: 'invalid_request', error_description: description }),
-      );
+      const body = { error: 'invalid_request', error_description: answer.message };
+      endWithHttpError(socket, answer.status, JSON.stringify(body));
     },
   }) as unknown as FastifyInstance;
 

@@ -1,6 +1,5 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect as tlsConnect } from 'node:tls';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Agent } from 'undici';
@@ -16,6 +15,7 @@ import {
   verifyStore,
 } from '../../audit/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
+import { rawExchange, rawJsonBody } from '../helpers/raw-http.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { call, startTestCollector, workloadAgent } from './collector-harness.ts';
 import { decision, tempDir } from './helpers.ts';
@@ -133,28 +133,15 @@ test('collector: an unknown route is 404 ERR_AUDIT_NOT_FOUND in the API shape, w
 
 test('collector: what the HTTP parser refuses gets 400 ERR_AUDIT_BAD_REQUEST, not the framework default', async () => {
   const leaf = pki.leaf('web');
-  const answer = await new Promise<string>((resolve, reject) => {
-    const socket = tlsConnect({
+  const answer = await rawExchange(
+    {
       port: Number(new URL(collector.url).port),
-      host: '127.0.0.1',
-      cert: leaf.certPem,
-      key: leaf.keyPem,
-      ca: pki.rootPem,
-      rejectUnauthorized: false,
-    });
-    let text = '';
-    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
-    socket.on('data', (c: Buffer) => (text += c));
-    socket.on('error', (err) => (text ? resolve(text) : reject(err)));
-    socket.on('close', () => resolve(text));
-    socket.on('secureConnect', () =>
-      socket.write(
-        'POST /v1/events HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n',
-      ),
-    );
-  });
+      tls: { cert: leaf.certPem, key: leaf.keyPem, ca: pki.rootPem },
+    },
+    'POST /v1/events HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n',
+  );
   assert.match(answer, /^HTTP\/1\.1 400 /, answer);
-  assert.deepEqual(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), {
+  assert.deepEqual(rawJsonBody(answer), {
     error: 'ERR_AUDIT_BAD_REQUEST',
     message: 'malformed HTTP request',
   });

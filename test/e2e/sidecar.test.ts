@@ -9,6 +9,7 @@ import { CompactSign } from 'jose';
 import type { AuditEvent } from '../../core/index.ts';
 import { ADMIN, ISSUER, ORDERS, WEB, direct, startMesh, viaProxy } from './mesh.ts';
 import type { Mesh } from './mesh.ts';
+import { rawExchange } from '../helpers/raw-http.ts';
 
 /** A token straight from the real STS, as `name` (client credentials over mTLS). */
 function stsToken(mesh: Mesh, name: string, audience: string): Promise<string> {
@@ -171,20 +172,7 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     it(`${what} is answered ${status} at the inbound side, never forwarded, and is an audit event`, async () => {
       const before = mesh.ordersEvents.length;
       const seenBefore = mesh.ordersApp.seen.length;
-      const answer = await new Promise<string>((resolve, reject) => {
-        const socket = tlsConnect({
-          port: mesh.orders.inbound.port,
-          host: '127.0.0.1',
-          ...web,
-          rejectUnauthorized: false,
-        });
-        let text = '';
-        socket.setTimeout(5_000, () => socket.destroy(new Error(`no answer to ${what}`)));
-        socket.on('data', (c: Buffer) => (text += c));
-        socket.on('error', reject);
-        socket.on('close', () => resolve(text));
-        socket.write(request);
-      });
+      const answer = await rawExchange({ port: mesh.orders.inbound.port, tls: web }, request);
       assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), answer);
       assert.match(answer, /ERR_SIDECAR_REQUEST_MALFORMED/);
       assert.equal(mesh.ordersApp.seen.length, seenBefore);
@@ -199,16 +187,7 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
   }
 
   it("what the outbound listener's HTTP parser refuses gets the sidecar's JSON error, 400 or 431", async () => {
-    const ask = (request: string) =>
-      new Promise<string>((resolve, reject) => {
-        const socket = netConnect(mesh.web.outbound!.port, '127.0.0.1');
-        let text = '';
-        socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
-        socket.on('data', (c: Buffer) => (text += c));
-        socket.on('error', (err) => (text ? resolve(text) : reject(err)));
-        socket.on('close', () => resolve(text));
-        socket.write(request);
-      });
+    const ask = (request: string) => rawExchange({ port: mesh.web.outbound!.port }, request);
     const bad = await ask('GET http://orders/orders/1 HTTP/1.1\r\nHost: orders\r\nX-A: a\u0000b\r\n\r\n');
     assert.match(bad, /^HTTP\/1\.1 400 /, bad);
     assert.match(bad, /"error":"ERR_SIDECAR_REQUEST_MALFORMED"/);
@@ -223,34 +202,19 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     const t = await stsToken(mesh, 'web', ORDERS);
     const before = mesh.ordersEvents.length;
     const seenBefore = mesh.ordersApp.seen.length;
-    const answer = await new Promise<string>((resolve, reject) => {
-      const socket = tlsConnect({
-        port: mesh.orders.inbound.port,
-        host: '127.0.0.1',
-        ...web,
-        rejectUnauthorized: false,
-      });
-      let text = '';
-      socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
-      socket.on('data', (c: Buffer) => (text += c));
-      socket.on('error', reject);
-      socket.on('close', () => resolve(text));
-      socket.write(`GET /orders/1 HTTP/1.1\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
-    });
+    const answer = await rawExchange(
+      { port: mesh.orders.inbound.port, tls: web },
+      `GET /orders/1 HTTP/1.1\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
     assert.match(answer, /^HTTP\/1\.1 400 /, answer);
     assert.match(answer, /"error":"ERR_SIDECAR_REQUEST_MALFORMED"/);
     assert.equal(mesh.ordersApp.seen.length, seenBefore);
     const ev = mesh.ordersEvents.slice(before).find((e) => e.status === 400);
     assert.equal(ev?.reason, 'ERR_SIDECAR_REQUEST_MALFORMED');
-    const out = await new Promise<string>((resolve, reject) => {
-      const socket = netConnect(mesh.web.outbound!.port, '127.0.0.1');
-      let text = '';
-      socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
-      socket.on('data', (c: Buffer) => (text += c));
-      socket.on('error', reject);
-      socket.on('close', () => resolve(text));
-      socket.write('GET /orders/1 HTTP/1.1\r\nConnection: close\r\n\r\n');
-    });
+    const out = await rawExchange(
+      { port: mesh.web.outbound!.port },
+      'GET /orders/1 HTTP/1.1\r\nConnection: close\r\n\r\n',
+    );
     assert.match(out, /^HTTP\/1\.1 400 /, out);
     assert.match(out, /"error":"ERR_SIDECAR_REQUEST_MALFORMED"/, out);
   });

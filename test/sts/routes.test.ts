@@ -1,8 +1,8 @@
 // Discovery, revocations, admin, health and metrics routes over real mTLS.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect as tlsConnect } from 'node:tls';
 import { makeTestPki } from '../helpers/pki.ts';
+import { rawExchange, rawJsonBody } from '../helpers/raw-http.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { parseAuditEvent } from '../../core/index.ts';
 import type { AuditEvent, AuditSink } from '../../core/index.ts';
@@ -189,25 +189,15 @@ describe('STS routes', () => {
     test(`what the HTTP parser refuses (${what}) gets ${status} with an RFC 6749 body and an audit event`, async () => {
       const before = sts.events.length;
       const leaf = pki.leaf('web');
-      const answer = await new Promise<string>((resolve, reject) => {
-        const socket = tlsConnect({
-          port: new URL(sts.url).port as unknown as number,
-          host: '127.0.0.1',
-          cert: leaf.certPem,
-          key: leaf.keyPem,
-          ca: pki.rootPem,
-          servername: 'localhost',
-          rejectUnauthorized: false,
-        });
-        let text = '';
-        socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
-        socket.on('data', (c: Buffer) => (text += c));
-        socket.on('error', (err) => (text ? resolve(text) : reject(err)));
-        socket.on('close', () => resolve(text));
-        socket.on('secureConnect', () => socket.write(request));
-      });
+      const answer = await rawExchange(
+        {
+          port: Number(new URL(sts.url).port),
+          tls: { cert: leaf.certPem, key: leaf.keyPem, ca: pki.rootPem, servername: 'localhost' },
+        },
+        request,
+      );
       assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), answer);
-      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, string>;
+      const body = rawJsonBody(answer) as Record<string, string>;
       assert.equal(body.error, 'invalid_request');
       assert.equal(typeof body.error_description, 'string');
       const ev = sts.events.slice(before).find((e) => e.status === status);
