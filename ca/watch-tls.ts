@@ -26,26 +26,28 @@ export interface TlsWatcher {
  * that does not load as a matching key pair keeps the previous material, logs and counts a
  * failure. Used by every server and client of Portcullis that holds a workload certificate.
  */
-export function watchTlsFiles(deps: {
-  readonly certFile: string;
-  readonly keyFile: string;
-  readonly caFile: string;
-  readonly intervalMs: number;
-  readonly logger: Logger;
-  /** Checks a candidate; throws when it is unusable. By default: builds a TLS secure context. */
-  readonly validate?: (m: TlsMaterial) => void;
-}): TlsWatcher {
+export function watchTlsFiles(
+  /** A part's `tls:` config section (paths resolved); `reloadInterval` in ms. */
+  tls: {
+    readonly cert: string;
+    readonly key: string;
+    readonly trustBundle: string;
+    readonly reloadInterval: number;
+  },
+  logger: Logger,
+): TlsWatcher {
   const load = (): TlsMaterial => {
     const m = Object.freeze({
-      cert: readConfiguredFile(deps.certFile, 'tls.cert'),
-      key: readConfiguredFile(deps.keyFile, 'tls.key'),
-      ca: readConfiguredFile(deps.caFile, 'tls.trustBundle'),
+      cert: readConfiguredFile(tls.cert, 'tls.cert'),
+      key: readConfiguredFile(tls.key, 'tls.key'),
+      ca: readConfiguredFile(tls.trustBundle, 'tls.trustBundle'),
     });
-    (deps.validate ?? ((c: TlsMaterial) => createSecureContext({ cert: c.cert, key: c.key, ca: c.ca })))(m);
+    // Throws (and so keeps the previous material) unless the key matches the chain.
+    createSecureContext({ cert: m.cert, key: m.key, ca: m.ca });
     return m;
   };
   const stamp = () =>
-    [deps.certFile, deps.keyFile, deps.caFile]
+    [tls.cert, tls.key, tls.trustBundle]
       .map((f) => {
         try {
           const s = statSync(f, { bigint: true });
@@ -65,12 +67,12 @@ export function watchTlsFiles(deps: {
       if (next.cert === material.cert && next.key === material.key && next.ca === material.ca) return false;
       material = next;
       stats.reloads++;
-      deps.logger.info({ file: deps.certFile }, 'certificate reloaded');
+      logger.info({ file: tls.cert }, 'certificate reloaded');
       for (const l of listeners) l(next);
       return true;
     } catch (err) {
       stats.failures++;
-      deps.logger.error(
+      logger.error(
         { err: (err as Error).message },
         'certificate files unusable; keeping the previous certificate',
       );
@@ -82,7 +84,7 @@ export function watchTlsFiles(deps: {
     if (s === last) return;
     last = s;
     reload();
-  }, deps.intervalMs);
+  }, tls.reloadInterval);
   timer.unref();
   return {
     current: () => material,

@@ -4,7 +4,6 @@ import type { Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { createSecureContext } from 'node:tls';
 import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier, watchTlsFiles } from '../ca/index.ts';
@@ -87,14 +86,7 @@ export async function startSidecar(
   const ids = createIdSource(overrides.random ?? ((n) => randomBytes(n)));
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sidecar');
 
-  const tls = watchTlsFiles({
-    certFile: config.tls.cert,
-    keyFile: config.tls.key,
-    caFile: config.tls.trustBundle,
-    intervalMs: config.tls.reloadInterval,
-    logger,
-    validate: (m) => void createSecureContext({ cert: m.cert, key: m.key, ca: m.ca }),
-  });
+  const tls = watchTlsFiles(config.tls, logger);
   // The verifier consults the revocation list, which is fetched with a client that uses the verifier.
   const revocationRef: { list?: RevocationList } = {};
   const makeVerifier = (ca: string) =>

@@ -66,13 +66,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const logger = overrides.logger ?? createLogger({ name: 'sts' });
   const clock = overrides.clock ?? { now: () => Date.now() };
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
-  const tlsFiles = watchTlsFiles({
-    certFile: config.tls.cert,
-    keyFile: config.tls.key,
-    caFile: config.tls.trustBundle,
-    intervalMs: config.tls.reloadInterval,
-    logger,
-  });
+  const tlsFiles = watchTlsFiles(config.tls, logger);
   const { cert, key, ca: trustBundle } = tlsFiles.current();
   const registry = overrides.registry ?? loadRegistry(config.identities);
   const selfId = ownSpiffeId(cert);

@@ -113,13 +113,7 @@ class Client implements AuditClient {
     this.#backoff = o.retryMinMs ?? 100;
     this.#endpoint = new URL('/v1/events', o.url).href;
     // A renewed certificate is picked up without a restart: new connections use the new leaf.
-    this.#tls = watchTlsFiles({
-      certFile: o.tls.cert,
-      keyFile: o.tls.key,
-      caFile: o.tls.trustBundle,
-      intervalMs: o.tlsReloadIntervalMs ?? 5_000,
-      logger: this.#logger,
-    });
+    this.#tls = watchTlsFiles({ ...o.tls, reloadInterval: o.tlsReloadIntervalMs ?? 5_000 }, this.#logger);
     this.#agent = this.#connect(this.#tls.current());
     this.#tls.onChange((material) => {
       const old = this.#agent;

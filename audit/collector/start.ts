@@ -53,13 +53,7 @@ export async function startCollector(
   const clock = overrides.clock ?? (() => new Date());
   const registry = overrides.registry ?? loadRegistry(config.identities);
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
-  const tlsFiles = watchTlsFiles({
-    certFile: config.tls.cert,
-    keyFile: config.tls.key,
-    caFile: config.tls.trustBundle,
-    intervalMs: config.tls.reloadInterval,
-    logger,
-  });
+  const tlsFiles = watchTlsFiles(config.tls, logger);
   const { cert: certPem, key: keyPem, ca: trustPem } = tlsFiles.current();
   const selfId = spiffeIdOf(certPem, config.tls.cert);
   const peerVerifier =
