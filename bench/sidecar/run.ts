@@ -7,15 +7,15 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { initCaDirectory, issueWorkloadCertificates } from '../../ca/index.ts';
-import { MemoryAuditSink, createLogger, loadRegistry, parseDuration } from '../../core/index.ts';
+import { examplePki } from '../pki.ts';
+import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
 
 const { values: flags } = parseArgs({
@@ -217,24 +217,7 @@ const children: ChildProcess[] = [];
 try {
   const nginxBin = ensureNginx();
   // PKI and identities exactly as `npm run certs` would make them.
-  const idDir = join(dir, 'identities');
-  mkdirSync(idDir);
-  copyFileSync(join(root, 'identities/example.yaml'), join(idDir, 'example.yaml'));
-  const registry = loadRegistry(idDir);
-  const ca = await initCaDirectory(join(dir, 'ca'), {
-    trustDomain: registry.trustDomain,
-    keyAlgorithm: 'ecdsa-p256',
-  });
-  const certs = join(dir, 'certs');
-  await issueWorkloadCertificates({
-    registry,
-    ca,
-    outDir: certs,
-    validityMs: 86_400_000,
-    renewWithinMs: 3_600_000,
-    keyAlgorithm: 'ecdsa-p256',
-    deps: { now: () => new Date() },
-  });
+  const { ids: idDir, certs } = await examplePki(dir);
   const sts = await startSts(
     parseStsConfig({
       listen: { host: '127.0.0.1', port: 0 },

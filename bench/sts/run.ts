@@ -4,12 +4,11 @@
 // Prints a human summary and one machine-readable line starting with `BENCH_STS_RESULT `.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { initCaDirectory, issueWorkloadCertificates } from '../../ca/index.ts';
-import { loadRegistry } from '../../core/index.ts';
+import { examplePki } from '../pki.ts';
 import { keepAliveLoad, newConnectionLoad } from './load.ts';
 import type { Target } from './load.ts';
 
@@ -21,28 +20,6 @@ const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-sts-'));
 const children: ChildProcess[] = [];
-
-async function setup() {
-  const ids = join(dir, 'identities');
-  mkdirSync(ids);
-  copyFileSync(new URL('../../identities/example.yaml', import.meta.url), join(ids, 'example.yaml'));
-  const registry = loadRegistry(ids);
-  const ca = await initCaDirectory(join(dir, 'ca'), {
-    trustDomain: registry.trustDomain,
-    keyAlgorithm: 'ecdsa-p256',
-  });
-  const certs = join(dir, 'certs');
-  await issueWorkloadCertificates({
-    registry,
-    ca,
-    outDir: certs,
-    validityMs: 24 * 3_600_000,
-    renewWithinMs: 3_600_000,
-    keyAlgorithm: 'ecdsa-p256',
-    deps: { now: () => new Date() },
-  });
-  return { ids, certs };
-}
 
 function startServer(mode: 'sts' | 'bare', config: object): Promise<{ port: number; child: ChildProcess }> {
   const child = spawn(
@@ -72,7 +49,7 @@ async function stop(child: ChildProcess) {
 }
 
 async function main() {
-  const { ids, certs } = await setup();
+  const { ids, certs } = await examplePki(dir);
   const config = {
     listen: { host: '127.0.0.1', port: 0 },
     tls: {
