@@ -3,15 +3,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:tls';
-import { X509Certificate, randomBytes } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
-import { createAuditClient, parseAuditConfig, startCollector } from '../../audit/index.ts';
+import { createAuditClient } from '../../audit/index.ts';
 import { issueWorkloadCertificates } from '../../ca/index.ts';
 import { createLogger } from '../../core/index.ts';
-import { parseStsConfig, startSts } from '../../sts/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
-
-const quiet = createLogger({ name: 'test', level: 'silent' });
+import { startTestCollector } from '../audit/collector-harness.ts';
+import { startTestSts } from '../sts/helpers.ts';
 
 /** The serial of the certificate a server presents on a fresh connection. */
 function servedSerial(port: number, creds: { cert: string; key: string; ca: string }): Promise<string> {
@@ -42,35 +41,8 @@ test(
       trustBundle: pki.rootFile,
       reloadInterval: '100ms',
     });
-    const sts = await startSts(
-      parseStsConfig(
-        {
-          listen: { host: '127.0.0.1', port: 0 },
-          tls: tls('sts'),
-          identities: pki.identitiesDir,
-          issuer: 'https://sts.example.org',
-          keystore: { type: 'file', dir: join(pki.dir, 'keys') },
-          audit: { sink: 'memory' },
-        },
-        'reload sts',
-      ),
-      { masterKey: randomBytes(32).toString('base64'), logger: quiet },
-    );
-    const collector = await startCollector(
-      parseAuditConfig(
-        {
-          listen: { host: '127.0.0.1', port: 0 },
-          tls: tls('audit'),
-          identities: pki.identitiesDir,
-          origin: 'example.org/audit',
-          dataDir: join(pki.dir, 'audit'),
-          store: `file:${join(pki.dir, 'audit', 'log')}`,
-          checkpoint: { everyRecords: 1000, interval: '1h' },
-        },
-        'reload audit',
-      ),
-      { logger: quiet },
-    );
+    const sts = await startTestSts(pki, { tls: tls('sts') });
+    const collector = await startTestCollector(pki, join(pki.dir, 'audit'), { tls: tls('audit') });
     const clientLines: string[] = [];
     const clientLog = createLogger({
       name: 'client',
@@ -118,8 +90,12 @@ test(
       }
       assert.deepEqual(served, renewed);
 
-      // The client's next connection presents web's renewed certificate, and delivery goes on.
-      await new Promise((r) => setTimeout(r, 300));
+      // The client reloads web's renewed certificate (its next connection presents it), and
+      // delivery goes on.
+      const reloaded = () => clientLines.some((l) => l.includes('certificate reloaded'));
+      const clientUntil = Date.now() + 5_000;
+      while (!reloaded() && Date.now() < clientUntil) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(reloaded(), `the audit client did not reload its certificate: ${clientLines.join('')}`);
       client.emit({ type: 'authz.decision', time: new Date().toISOString(), action: 'after' });
       await client.flush();
       assert.equal(client.metrics().delivered, 2);
