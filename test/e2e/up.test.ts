@@ -13,8 +13,7 @@ const CLI = join(ROOT, 'cli/portcullis.ts');
 const OFFSET = '10000';
 
 /** Starts `portcullis up` and resolves with its banner once it is ready (or rejects after 30 s). */
-function up(dataDir: string): Promise<{ child: ChildProcess; banner: string; ms: number }> {
-  const started = Date.now();
+function up(dataDir: string): Promise<{ child: ChildProcess; banner: string }> {
   const child = spawn(process.execPath, [CLI, 'up', '--data-dir', dataDir, '--port-offset', OFFSET], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -31,7 +30,7 @@ function up(dataDir: string): Promise<{ child: ChildProcess; banner: string; ms:
       out += c.toString();
       if (out.includes('Ctrl-C stops the mesh')) {
         clearTimeout(timer);
-        resolve({ child, banner: out, ms: Date.now() - started });
+        resolve({ child, banner: out });
       }
     });
     child.once('exit', (code) => {
@@ -72,7 +71,6 @@ test(
     try {
       const first = await up(dataDir);
       child = first.child;
-      assert.ok(first.ms < 30_000, `ready after ${first.ms} ms`);
       const commands = bannerCommands(first.banner);
       assert.equal(commands.length, 4, first.banner);
       const [call, query, verify, denied] = commands as [string, string, string, string];
