@@ -98,7 +98,8 @@ export const DEFAULT_CRL_VALIDITY_MS = 7 * 86_400_000;
 
 /**
  * The CRL at `path`, checked against the intermediate, or undefined when there is none yet.
- * Throws CaError `ERR_CA_CRL_INVALID` naming the file when it is there but not a CRL of `issuer`.
+ * Throws CaError `ERR_CA_CRL_INVALID` naming the file when it is there but cannot be read or is
+ * not a CRL of `issuer`.
  */
 export async function loadCrlFile(
   path: string,
@@ -107,8 +108,15 @@ export async function loadCrlFile(
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
+  } catch (err) {
+    // Only a missing file means "no CRL yet": any other failure must not start an empty CRL
+    // over the revocations the unreadable one holds.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CaError(
+      'ERR_CA_CRL_INVALID',
+      `${path}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      { cause: err },
+    );
   }
   try {
     return await parseCrl(text, issuer);

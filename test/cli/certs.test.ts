@@ -8,6 +8,7 @@ import {
   mkdtempSync,
   readFileSync,
   readdirSync,
+  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -242,6 +243,15 @@ test('certs revoke adds the serial to the CRL and names the workload', () => {
     const bad = run(dir, 'certs', 'revoke', '--serial', 'not-hex');
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /"not-hex" is not a certificate serial/);
+    // A CRL that is there but unreadable is not "no CRL yet": revoking must not start a new,
+    // empty CRL over it and so drop the revocation above.
+    const crlFile = join(dir, 'certs', 'crl.pem');
+    renameSync(crlFile, `${crlFile}.saved`);
+    mkdirSync(crlFile);
+    const unreadable = run(dir, 'certs', 'revoke', '--serial', '0a0b');
+    assert.equal(unreadable.code, 1, unreadable.stdout);
+    assert.match(unreadable.stderr, /crl\.pem: cannot be read \(EISDIR\)/);
+    assert.equal(run(dir, ...ISSUE).code, 1);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
