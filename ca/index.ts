@@ -23,5 +23,5 @@ export { assertRegistryMatchesCa, issueWorkloadCertificates } from './issue-work
 export type { IssueWorkloadsOptions, IssueWorkloadsResult, WorkloadOutcome } from './issue-workloads.ts';
 export { REVOCATION_REASONS, revokeCertificate } from './revoke.ts';
 export type { RevocationReason, RevokeOptions, RevokeResult } from './revoke.ts';
-export { watchTlsFiles } from './watch-tls.ts';
+export { followTrustBundle, watchTlsFiles } from './watch-tls.ts';
 export type { TlsMaterial, TlsWatcher } from './watch-tls.ts';

@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from '../core/index.ts';
+import type { PeerVerifier } from './verify-peer.ts';
 import { readConfiguredFile } from '../core/index.ts';
 
 /** A workload's TLS material as PEM text: its chain (leaf first), its key, its trust bundle. */
@@ -92,5 +93,32 @@ export function watchTlsFiles(
     onChange: (l) => void listeners.push(l),
     stats,
     close: () => clearInterval(timer),
+  };
+}
+
+/**
+ * A peer verifier that follows the watched trust bundle: built from the current bundle, and built
+ * again when a reload changes it, so that a CA rotation (new anchors in `tls.trustBundle`) needs
+ * no restart. `generation` counts those rebuilds, for caches of verification results.
+ */
+export function followTrustBundle(
+  tls: TlsWatcher,
+  make: (trustPem: string) => PeerVerifier,
+): PeerVerifier & { readonly generation: number } {
+  let trust = tls.current().ca;
+  let inner = make(trust);
+  let generation = 0;
+  tls.onChange((m) => {
+    if (m.ca === trust) return;
+    trust = m.ca;
+    inner = make(trust);
+    generation++;
+  });
+  return {
+    verifySocket: (socket) => inner.verifySocket(socket),
+    verifyChain: (chain) => inner.verifyChain(chain),
+    get generation() {
+      return generation;
+    },
   };
 }

@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, watchTlsFiles } from '../ca/index.ts';
-import type { PeerVerifier, TlsWatcher } from '../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
+import type { TlsWatcher } from '../ca/index.ts';
 import { activeTracer, createLogger } from '../core/index.ts';
 import type { AuditSink, Logger, Tracer } from '../core/index.ts';
 import type { SidecarConfig } from './config.ts';
@@ -96,7 +96,7 @@ export async function startSidecar(
       isRevoked: (serial) => revocationRef.list?.isSerialRevoked(serial) ?? false,
       clock,
     });
-  let verifier: PeerVerifier = makeVerifier(tls.current().ca);
+  const verifier = followTrustBundle(tls, makeVerifier);
   const policy = watchPolicy({
     file: config.inbound.policy,
     service: config.service,
@@ -269,7 +269,6 @@ export async function startSidecar(
   }
 
   tls.onChange((m) => {
-    verifier = makeVerifier(m.ca);
     updateServerTls(inbound, m);
     claims.clear();
     tokens?.invalidate();

@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, watchTlsFiles } from '../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
 import { activeTracer, createLogger, loadRegistry, readConfiguredFile } from '../core/index.ts';
 import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
@@ -78,16 +78,21 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sts');
   const denyList = createDenyList(clock);
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
-  const peerVerifier = cachePeerVerifications(
+  // Trust follows tls.trustBundle across reloads; a new bundle or a new revocation empties the cache.
+  const trust = followTrustBundle(tlsFiles, (trustAnchorsPem) =>
     createPeerVerifier({
-      trustAnchorsPem: trustBundle,
+      trustAnchorsPem,
       trustDomain: registry.trustDomain,
       isRevoked,
       purpose: 'clientAuth',
       clock: () => clock.now(),
     }),
-    { clock, isRevoked, generation: () => denyList.serialGeneration() },
   );
+  const peerVerifier = cachePeerVerifications(trust, {
+    clock,
+    isRevoked,
+    generation: () => denyList.serialGeneration() + trust.generation,
+  });
   const keystore =
     overrides.keystore ??
     createKeystore(config.keystore, {
@@ -156,7 +161,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       // Node exposes a client's intermediates (getPeerCertificate(true).issuerCertificate) only when
       // it can rebuild the chain from its own `ca` list, so the intermediates of the STS's own chain
       // (the same CA issues every workload) ride along. Trust is decided by the peer verifier, which
-      // anchors on trustBundle alone.
+      // anchors on the current tls.trustBundle alone.
       ca: [trustBundle, ...intermediatesOf(cert)],
       requestCert: true,
       // The peer is checked in onRequest so that a refusal gets an RFC 6749 body and an audit event.

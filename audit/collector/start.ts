@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createLogger, loadRegistry } from '../../core/index.ts';
 import type { Logger, Registry } from '../../core/index.ts';
-import { createPeerVerifier, watchTlsFiles, writeFileAtomic } from '../../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, watchTlsFiles, writeFileAtomic } from '../../ca/index.ts';
 import type { AuditStore } from '../store/store.ts';
 import { openStore } from '../store/open.ts';
 import { ConfigFileError } from './config-error.ts';
@@ -56,13 +56,12 @@ export async function startCollector(
   const tlsFiles = watchTlsFiles(config.tls, logger);
   const { cert: certPem, key: keyPem, ca: trustPem } = tlsFiles.current();
   const selfId = spiffeIdOf(certPem, config.tls.cert);
+  // Trust follows tls.trustBundle across reloads (a CA rotation needs no restart).
   const peerVerifier =
     overrides.peerVerifier ??
-    createPeerVerifier({
-      trustAnchorsPem: trustPem,
-      trustDomain: registry.trustDomain,
-      purpose: 'clientAuth',
-    });
+    followTrustBundle(tlsFiles, (trustAnchorsPem) =>
+      createPeerVerifier({ trustAnchorsPem, trustDomain: registry.trustDomain, purpose: 'clientAuth' }),
+    );
 
   const signer = loadCheckpointKey(config.dataDir, config.origin);
   const latestFile = join(config.dataDir, DATA_FILES.latest);

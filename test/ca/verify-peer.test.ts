@@ -4,7 +4,11 @@ import { once } from 'node:events';
 import { connect, createServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { CaError, createPeerVerifier, x509 } from '../../ca/index.ts';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CaError, createPeerVerifier, followTrustBundle, watchTlsFiles, x509 } from '../../ca/index.ts';
+import { createLogger } from '../../core/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { MintOptions, TestPki } from '../helpers/pki.ts';
 
@@ -194,4 +198,33 @@ test('intermediates in the trust bundle complete a chain the peer sent without t
   );
   const foreign = await pki.mint({ signer: 'foreign', withIntermediate: false });
   assert.throws(() => pooled.verifyChain(foreign.chainDer), { code: 'ERR_CA_CHAIN_UNTRUSTED' });
+});
+
+test('followTrustBundle: a CA added to the watched trust bundle is trusted after the reload, without a new verifier', async () => {
+  const foreignLeaf = await pki.mint({ signer: 'foreign', uris: ['spiffe://example.org/ns/shop/sa/web'] });
+  const dir = mkdtempSync(join(tmpdir(), 'trust-follow-'));
+  try {
+    const trustFile = join(dir, 'trust.pem');
+    writeFileSync(trustFile, pki.rootPem);
+    const web = pki.leaf('web');
+    const watcher = watchTlsFiles(
+      { cert: web.certFile, key: web.keyFile, trustBundle: trustFile, reloadInterval: 3_600_000 },
+      createLogger({ name: 'test', level: 'silent' }),
+    );
+    const v = followTrustBundle(watcher, (trustAnchorsPem) =>
+      createPeerVerifier({ trustAnchorsPem, trustDomain: 'example.org' }),
+    );
+    assert.throws(() => v.verifyChain(foreignLeaf.chainDer), CaError);
+    assert.equal(watcher.reload(), false);
+    assert.equal(v.generation, 0);
+    // The CA rotation's first step: both roots in the bundle.
+    const foreignRoot = readFileSync(join(pki.dir, 'foreign-ca', 'root.pem'), 'utf8');
+    writeFileSync(trustFile, pki.rootPem + foreignRoot);
+    assert.equal(watcher.reload(), true);
+    assert.equal(v.generation, 1);
+    assert.equal(v.verifyChain(foreignLeaf.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+    watcher.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
