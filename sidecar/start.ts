@@ -149,8 +149,7 @@ export async function startSidecar(
     overrides.defaultMetrics ?? true,
   );
   const sink =
-    overrides.sink ??
-    createAuditSink(config.audit, { tls: config.tls, logger, metricsRegistry: metrics.registry });
+    overrides.sink ?? createAuditSink(config.audit, { tls, logger, metricsRegistry: metrics.registry });
   const handler = createInboundHandler({
     service: config.service,
     layers: [
@@ -309,7 +308,8 @@ export async function startSidecar(
       outbound?.closeIdleConnections();
       await Promise.all(closing);
       await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
-      await sink.flush();
+      // A sink the caller passed in is the caller's to close; the one built here is closed here.
+      await (overrides.sink ? sink.flush() : sink.close());
     },
   };
 }

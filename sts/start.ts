@@ -74,7 +74,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   // The audit client's queue and spool gauges are served on the STS's own /metrics.
   const audit =
     overrides.audit ??
-    createAuditSink(config.audit, { tls: config.tls, logger, metricsRegistry: metrics.registry });
+    createAuditSink(config.audit, { tls: tlsFiles, logger, metricsRegistry: metrics.registry });
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sts');
   const denyList = createDenyList(clock);
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
@@ -93,13 +93,26 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     isRevoked,
     generation: () => denyList.serialGeneration() + trust.generation,
   });
-  const keystore =
-    overrides.keystore ??
-    createKeystore(config.keystore, {
-      ...(overrides.env ? { env: overrides.env } : {}),
-      ...(overrides.masterKey !== undefined ? { masterKey: overrides.masterKey } : {}),
-      ...(overrides.vaultToken !== undefined ? { vaultToken: overrides.vaultToken } : {}),
-    });
+  // What start-up has opened so far, released in reverse order when a later step fails (a
+  // collector sink's loop and timers would otherwise keep a failed `portcullis sts` alive).
+  const ownSink = () => (overrides.audit ? audit.flush() : audit.close());
+  const opened: (() => unknown)[] = [() => tlsFiles.close(), ownSink];
+  const failed = async (err: unknown): Promise<never> => {
+    for (const release of opened.reverse()) await release();
+    throw err;
+  };
+  let keystore: Keystore;
+  try {
+    keystore =
+      overrides.keystore ??
+      createKeystore(config.keystore, {
+        ...(overrides.env ? { env: overrides.env } : {}),
+        ...(overrides.masterKey !== undefined ? { masterKey: overrides.masterKey } : {}),
+        ...(overrides.vaultToken !== undefined ? { vaultToken: overrides.vaultToken } : {}),
+      });
+  } catch (err) {
+    return failed(err);
+  }
   const crlSource = config.revocation.crl
     ? await startCrlSource({
         file: config.revocation.crl,
@@ -110,8 +123,9 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
         logger,
         pollIntervalMs: config.revocation.pollInterval,
         entryLifetimeMs: config.revocation.entryLifetime,
-      })
+      }).catch(failed)
     : undefined;
+  if (crlSource) opened.push(() => crlSource.stop());
   let keyring: Keyring;
   try {
     keyring = await Keyring.open({
@@ -132,15 +146,16 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       },
     });
   } catch (err) {
-    crlSource?.stop();
-    throw err;
+    return failed(err);
   }
+  opened.push(() => keyring.stop());
   const rateLimiter = createRateLimiter({ ...config.rateLimit, clock });
   const signingWorker = config.tokens.signingWorker;
   const signingPool = createSigningPool({
     worker: signingWorker === 'on' || (signingWorker === 'auto' && availableParallelism() >= 2),
     onError: (err) => logger.error({ err }, 'signing worker failed; signing on the event loop from now on'),
   });
+  opened.push(() => signingPool.close());
   const app = buildStsApp({
     signingPool,
     config,
@@ -172,11 +187,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {
-    await keyring.stop();
-    crlSource?.stop();
-    await signingPool.close();
-    tlsFiles.close();
-    throw err;
+    return failed(err);
   }
   keyring.start();
   tlsFiles.onChange((m) =>
@@ -203,7 +214,8 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       crlSource?.stop();
       await signingPool.close();
       tlsFiles.close();
-      await audit.flush();
+      // A sink the caller passed in is the caller's to close; the one built here is closed here.
+      await ownSink();
     },
   };
 }

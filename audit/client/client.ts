@@ -12,8 +12,12 @@ import { Spool } from './spool.ts';
 export interface AuditClientOptions {
   /** Collector base URL, `https://host:port`. */
   readonly url: string;
-  /** PEM files: this workload's certificate chain and key, and the trust bundle. */
-  readonly tls: { readonly cert: string; readonly key: string; readonly trustBundle: string };
+  /**
+   * PEM files (this workload's certificate chain and key, and the trust bundle), which the client
+   * watches for renewals itself; or the owner's watcher of those files, which the client follows
+   * and leaves to the owner to close.
+   */
+  readonly tls: { readonly cert: string; readonly key: string; readonly trustBundle: string } | TlsWatcher;
   /** The SPIFFE ID the collector's certificate must carry. */
   readonly collectorId: string;
   /** Directory of the on-disk spool (created 0700). */
@@ -35,7 +39,7 @@ export interface AuditClientOptions {
   readonly retryMaxMs?: number;
   /** Per-request timeout (default 10 s). */
   readonly requestTimeoutMs?: number;
-  /** How often the certificate files are checked for a renewal (default 5 s). */
+  /** How often the certificate files are checked for a renewal, when the client watches them (default 5 s). */
   readonly tlsReloadIntervalMs?: number;
   readonly logger?: Logger;
   /** Registers queue/spool gauges and delivered/lost counters here when given. */
@@ -84,6 +88,7 @@ class Client implements AuditClient {
   readonly #logger: Logger;
   #agent: Agent;
   readonly #tls: TlsWatcher;
+  readonly #ownsTls: boolean;
   readonly #endpoint: string;
   readonly #batchSize: number;
   readonly #queueMax: number;
@@ -113,7 +118,11 @@ class Client implements AuditClient {
     this.#backoff = o.retryMinMs ?? 100;
     this.#endpoint = new URL('/v1/events', o.url).href;
     // A renewed certificate is picked up without a restart: new connections use the new leaf.
-    this.#tls = watchTlsFiles({ ...o.tls, reloadInterval: o.tlsReloadIntervalMs ?? 5_000 }, this.#logger);
+    this.#ownsTls = !('current' in o.tls);
+    this.#tls =
+      'current' in o.tls
+        ? o.tls
+        : watchTlsFiles({ ...o.tls, reloadInterval: o.tlsReloadIntervalMs ?? 5_000 }, this.#logger);
     this.#agent = this.#connect(this.#tls.current());
     this.#tls.onChange((material) => {
       const old = this.#agent;
@@ -185,7 +194,7 @@ class Client implements AuditClient {
       this.#wake?.();
       await this.#done;
       this.#closed = true;
-      this.#tls.close();
+      if (this.#ownsTls) this.#tls.close();
       await this.#agent.close();
     })();
     return this.#closingDone;

@@ -8,6 +8,7 @@ import {
 } from '../../core/index.ts';
 import type { AuditSink, Logger } from '../../core/index.ts';
 import { createAuditClient } from './client.ts';
+import type { AuditClientOptions } from './client.ts';
 import type { Registry as MetricsRegistry } from 'prom-client';
 
 /**
@@ -55,7 +56,8 @@ export function resolveAuditSinkConfig(config: AuditSinkConfig, baseDir: string)
 export function createAuditSink(
   config: AuditSinkConfig,
   deps: {
-    readonly tls: { readonly cert: string; readonly key: string; readonly trustBundle: string };
+    /** The part's TLS files, or its watcher of them (shared, so they are watched once). */
+    readonly tls: AuditClientOptions['tls'];
     readonly logger: Logger;
     readonly metricsRegistry?: MetricsRegistry;
   },
