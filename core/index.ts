@@ -29,7 +29,7 @@ export {
   resolveTlsFiles,
 } from './config.ts';
 export { loadConfigFile, readConfiguredFile } from './config-file.ts';
-export { canAnswer, describeClientError, endWithHttpError } from './raw-http.ts';
+export { describeClientError, endWithHttpError } from './raw-http.ts';
 export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';
 export type { Registry, Workload, Role, RegistrySource } from './registry.ts';
 export { loadRegistry } from './registry-load.ts';

@@ -22,7 +22,7 @@ export function endWithHttpError(socket: Duplex, status: number, body: string): 
 }
 
 /** Whether a raw answer can go out on `socket` now: writable, and no response of node:http's under way. */
-export function canAnswer(socket: Duplex): boolean {
+function canAnswer(socket: Duplex): boolean {
   // node:http keeps the response being written on the socket (the same check its default uses).
   const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
   return socket.writable && !current?.headersSent;

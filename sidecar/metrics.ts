@@ -2,11 +2,11 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Figures the sidecar parts keep as plain counters; read only when Prometheus scrapes. */
 export interface SidecarMetricSources {
-  readonly policy: () => { reloads: number; failures: number; hash: string };
+  readonly policy: () => { reloads: number; failures: number };
   readonly tls: () => { reloads: number; failures: number };
   readonly jwks: () => { fetches: number; failures: number; ageMs: number | undefined };
-  readonly revocations: () => { polls: number; failures: number };
-  readonly tokens: () => { fetches: number; failures: number; cached: number } | undefined;
+  readonly revocations: () => { failures: number };
+  readonly tokens: () => { fetches: number; failures: number } | undefined;
 }
 
 /** The sidecar's Prometheus metrics (DESIGN.md § Operations). */
@@ -29,7 +29,7 @@ export const UPSTREAM_BUCKETS: readonly number[] = [
 
 /**
  * Builds the metrics: decisions by decision/reason/rule, policy and certificate reloads and
- * refused files, JWKS fetches/failures/age, revocation polls, outbound token fetches. Request-path
+ * refused files, JWKS fetches/failures/age, failed revocation polls, outbound token fetches. Request-path
  * counting is a Map increment; prom-client objects are only touched at scrape time.
  */
 export function createSidecarMetrics(sources: SidecarMetricSources, withDefaults = true): SidecarMetrics {

@@ -38,7 +38,7 @@ import type { SidecarMetrics } from './metrics.ts';
 
 /** What {@link startSidecar} lets a caller replace; everything else comes from the config. */
 export interface StartSidecarOverrides {
-  /** Audit sink (the audit/ collector client in production); a log sink by default. */
+  /** Audit sink; by default the one the config's `audit:` section names (`createAuditSink`). */
   readonly sink?: AuditSink;
   readonly logger?: Logger;
   /** Wall clock in ms. */
@@ -140,7 +140,7 @@ export async function startSidecar(
   let tokens: TokenSource | undefined;
   const metrics = createSidecarMetrics(
     {
-      policy: () => ({ ...policy.stats, hash: policy.current().policy.hash }),
+      policy: () => policy.stats,
       tls: () => tls.stats,
       jwks: () => jwks.stats(),
       revocations: () => revoked.stats(),
@@ -174,8 +174,6 @@ export async function startSidecar(
     upstream: {
       pool,
       host: new URL(config.inbound.app).host,
-      headersTimeoutMs: config.inbound.upstreamHeadersTimeout,
-      bodyTimeoutMs: config.inbound.upstreamBodyTimeout,
       observe: metrics.upstream('inbound', 'app'),
       now: () => performance.now(),
       ...(tracer ? { tracer } : {}),
@@ -189,6 +187,7 @@ export async function startSidecar(
     ...(tracer ? { tracer } : {}),
   });
   const inbound: HttpsServer = createInboundServer(tls.current(), handler, (what, status) => {
+    metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
     if (!sink.accepting()) return;
     sink.emit({
       type: 'authz.decision',

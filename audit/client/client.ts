@@ -325,7 +325,6 @@ class Client implements AuditClient {
 
   /** Posts one batch body; false (and backoff set) when the collector is unreachable or refuses. */
   async #post(body: string): Promise<boolean> {
-    if (body === '{"events":[]}') return true;
     try {
       const res = await request(this.#endpoint, {
         method: 'POST',

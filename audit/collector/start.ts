@@ -14,7 +14,6 @@ import { DATA_FILES, loadCheckpointKey } from './key-load.ts';
 import { AuditLog } from './log.ts';
 import { buildCollectorApp } from './app.ts';
 import { createCollectorMetrics } from './metrics.ts';
-import type { CollectorMetrics } from './metrics.ts';
 import type { CollectorPeerVerifier } from './app.ts';
 
 /** What tests and embedders may replace when starting a collector. */
@@ -36,7 +35,6 @@ export interface RunningCollector {
   readonly log: AuditLog;
   /** The signed-note verifier key of the collector's checkpoint key. */
   readonly verifierKey: string;
-  readonly metrics: CollectorMetrics;
   close(): Promise<void>;
 }
 
@@ -160,7 +158,6 @@ export async function startCollector(
     app,
     log,
     verifierKey: signer.verifierKey,
-    metrics,
     close() {
       closed ??= (async () => {
         clearInterval(timer);

@@ -22,11 +22,6 @@ const OPTIONS = {
   json: { type: 'boolean', default: false },
 } as const;
 
-/** A PEM file named by a flag; a missing one is an error naming the flag. */
-function pem(file: string, flag: string): string {
-  return readConfiguredFile(file, `--${flag}`);
-}
-
 async function withClient<T>(
   argv: readonly string[],
   command: string,
@@ -40,9 +35,9 @@ async function withClient<T>(
   }
   const client = createStsAdminClient({
     url: flags.sts,
-    cert: pem(flags.cert, 'cert'),
-    key: pem(flags.key, 'key'),
-    ca: pem(flags.ca, 'ca'),
+    cert: readConfiguredFile(flags.cert, '--cert'),
+    key: readConfiguredFile(flags.key, '--key'),
+    ca: readConfiguredFile(flags.ca, '--ca'),
   });
   try {
     return await fn(client, flags.json);

@@ -1,5 +1,4 @@
-import { startTelemetry } from '../../core/index.ts';
-import { createLogger } from '../../core/index.ts';
+import { createLogger, startTelemetry } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { parseFlags, required } from '../lib/command.ts';

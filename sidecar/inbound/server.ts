@@ -13,8 +13,9 @@ export type RawRefusal = (what: string, status: number) => void;
  * certificate requested but judged by the peer layer (so that a refused peer gets an HTTP answer
  * and an audit event). What never reaches the handler is still answered and reported through
  * `onRefused`, which records it: requests the HTTP parser refuses (smuggling shapes, bad bytes)
- * and CONNECT get 400 `ERR_SIDECAR_REQUEST_MALFORMED`, upgrades (WebSocket, h2c) 501, and an
- * `Expect` other than `100-continue` 417.
+ * and CONNECT get 400 `ERR_SIDECAR_REQUEST_MALFORMED` (431 for oversized headers, 408 for a
+ * request that timed out), upgrades (WebSocket, h2c) 501, and an `Expect` other than
+ * `100-continue` 417.
  */
 export function createInboundServer(
   material: TlsMaterial,
@@ -62,7 +63,6 @@ export function createInboundServer(
   );
   // Node would answer an Expect it does not know with a bare 417; this answers and records it.
   server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
-    onRefused('EXPECT', 417);
     const body = JSON.stringify({
       error: 'ERR_SIDECAR_REQUEST_MALFORMED',
       message: 'only Expect: 100-continue is supported',
@@ -71,9 +71,11 @@ export function createInboundServer(
       .writeHead(417, {
         'content-type': 'application/json',
         'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
         connection: 'close',
       })
       .end(body);
+    onRefused('EXPECT', 417);
   });
   return server;
 }

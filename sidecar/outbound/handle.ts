@@ -166,7 +166,7 @@ export function createOutboundHandler(
 
 /**
  * The outbound listener's `clientError` handler: what the HTTP parser refuses from the app gets
- * the sidecar's JSON error shape (`ERR_SIDECAR_REQUEST_MALFORMED`, 400 or 431) rather than Node's
+ * the sidecar's JSON error shape (`ERR_SIDECAR_REQUEST_MALFORMED`: 400, 408 or 431) rather than Node's
  * bare answer.
  */
 export function refuseClientError(err: Error & { code?: string }, socket: Duplex): void {

@@ -10,7 +10,6 @@ import {
   TOKEN_EXCHANGE_GRANT,
   PortcullisError,
   SpanKind,
-  canAnswer,
   describeClientError,
   endWithHttpError,
   SpanStatusCode,
@@ -122,16 +121,17 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     // RFC 6749 body and an audit event like every other refusal, not fastify's default body.
     clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
       const answer = describeClientError(err);
-      if (!answer || !canAnswer(socket)) return void socket.destroy();
-      emit({
-        type: 'authz.decision',
-        decision: 'deny',
-        reason: 'ERR_STS_REQUEST_INVALID',
-        status: answer.status,
-        attributes: { parserError: String(err.code ?? 'unknown').slice(0, 64) },
-      });
+      if (!answer) return void socket.destroy();
       const body = { error: 'invalid_request', error_description: answer.message };
-      endWithHttpError(socket, answer.status, JSON.stringify(body));
+      // Recorded only when answered: a connection dropped mid-response got no 4xx to record.
+      if (endWithHttpError(socket, answer.status, JSON.stringify(body)))
+        emit({
+          type: 'authz.decision',
+          decision: 'deny',
+          reason: 'ERR_STS_REQUEST_INVALID',
+          status: answer.status,
+          attributes: { parserError: String(err.code ?? 'unknown').slice(0, 64) },
+        });
     },
   }) as unknown as FastifyInstance;
 

@@ -17,6 +17,7 @@ import type { RunningSidecar } from '../../sidecar/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
+import { rawExchange } from '../helpers/raw-http.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { ISSUER, ORDERS, STS_ID, WEB, startEchoApp, viaProxy } from './mesh.ts';
 
@@ -237,6 +238,13 @@ test('each server /metrics exposes the named series and they move by what the re
   const read = await request(`${collector.url}/v1/events`, { dispatcher: agent });
   assert.equal(read.statusCode, 403);
   await read.body.dump();
+  // 1 request orders' inbound listener refuses before any layer runs (CONNECT).
+  const webLeaf = pki.leaf('web');
+  const connect = await rawExchange(
+    { port: orders.inbound.port, tls: { cert: webLeaf.certPem, key: webLeaf.keyPem } },
+    'CONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\n',
+  );
+  assert.match(connect, /^HTTP\/1\.1 400 /);
   await flushAll();
   // The collector's own checkpoint, signed on demand.
   await collector.log.checkpoint();
@@ -292,6 +300,14 @@ test('each server /metrics exposes the named series and they move by what the re
     }),
     1,
   );
+  assert.equal(
+    delta('orders', 'portcullis_sidecar_decisions_total', {
+      decision: 'deny',
+      reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
+      rule: '',
+    }),
+    1,
+  );
   const inboundApp = { side: 'inbound', route: 'app' };
   assert.equal(delta('orders', 'portcullis_sidecar_upstream_duration_seconds_count', inboundApp), 3);
   assert.equal(
@@ -304,7 +320,11 @@ test('each server /metrics exposes the named series and they move by what the re
   assert.equal(delta('orders', 'portcullis_sidecar_jwks_fetch_failures_total'), 0);
   assert.equal(value(a.orders, 'portcullis_audit_queue_depth'), 0);
   assert.equal(value(a.orders, 'portcullis_audit_spool_depth'), 0);
-  assert.equal(delta('orders', 'portcullis_audit_events_delivered_total'), 4);
+  assert.equal(
+    delta('orders', 'portcullis_audit_events_delivered_total'),
+    5,
+    '4 decisions and the CONNECT refusal',
+  );
 
   // Web's sidecar: the outbound side of the histogram (the denied call was an exchange too) and its one token fetch.
   const outboundOrders = { side: 'outbound', route: 'orders' };
@@ -315,9 +335,9 @@ test('each server /metrics exposes the named series and they move by what the re
   );
   assert.equal(delta('web', 'portcullis_sidecar_outbound_token_fetches_total'), 1);
 
-  // Collector: appends (2 from the STS, 4 from orders, its own refusal of web's read), checkpoints, requests by route/status.
-  assert.equal(delta('collector', 'portcullis_audit_records_appended_total'), 7);
-  assert.equal(delta('collector', 'portcullis_audit_log_size'), 7);
+  // Collector: appends (2 from the STS, 5 from orders, its own refusal of web's read), checkpoints, requests by route/status.
+  assert.equal(delta('collector', 'portcullis_audit_records_appended_total'), 8);
+  assert.equal(delta('collector', 'portcullis_audit_log_size'), 8);
   assert.equal(delta('collector', 'portcullis_audit_checkpoints_total'), 1);
   assert.equal(value(a.collector, 'portcullis_audit_checkpoint_lag_records'), 0);
   assert.ok(

@@ -11,8 +11,6 @@ export interface UpstreamOptions {
   readonly pool: Dispatcher;
   /** Host header the app receives (the sidecar sets it; the client's is never forwarded). */
   readonly host: string;
-  readonly headersTimeoutMs: number;
-  readonly bodyTimeoutMs: number;
   /** Records the exchange's duration in seconds (the upstream latency histogram). */
   readonly observe?: (seconds: number) => void;
   /** Makes a `sidecar.upstream` span under the request's `sidecar.inbound` span. */
