@@ -123,29 +123,39 @@ function webHandler(options: DemoAppOptions) {
 // `node demo/app.ts orders --port 8082` / `node demo/app.ts web --port 8081 --proxy http://127.0.0.1:15001`
 if (import.meta.main) {
   const { parseArgs } = await import('node:util');
-  const { positionals, values } = parseArgs({
-    allowPositionals: true,
-    options: {
-      port: { type: 'string' },
-      host: { type: 'string' },
-      proxy: { type: 'string' },
-      'orders-host': { type: 'string' },
-    },
-  });
-  const kind = positionals[0];
-  if (kind !== 'orders' && kind !== 'web') {
-    console.error(
-      'usage: node demo/app.ts orders|web [--host H] [--port N] [--proxy URL] [--orders-host NAME]',
-    );
+  const USAGE = 'usage: node demo/app.ts orders|web [--host H] [--port N] [--proxy URL] [--orders-host NAME]';
+  const fail = (why: string): never => {
+    console.error(`demo: ${why}\n${USAGE}`);
     process.exit(2);
+  };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: {
+        port: { type: 'string' },
+        host: { type: 'string' },
+        proxy: { type: 'string' },
+        'orders-host': { type: 'string' },
+      },
+    });
+  } catch (err) {
+    fail((err as Error).message);
   }
+  const { positionals, values } = parsed!;
+  const kind = positionals[0];
+  if (kind !== 'orders' && kind !== 'web') fail('the first argument is orders or web');
+  const port = Number(values.port ?? 0);
+  if (!/^\d{1,5}$/.test(values.port ?? '0') || port > 65_535) fail(`--port: "${values.port}" is not a port`);
+  if (values.proxy !== undefined && !URL.canParse(values.proxy))
+    fail(`--proxy: "${values.proxy}" is not a URL`);
   const app = await startDemoApp({
-    kind,
+    kind: kind as 'orders' | 'web',
     host: values.host ?? '127.0.0.1',
-    port: Number(values.port ?? 0),
+    port,
     ...(values.proxy ? { proxy: values.proxy } : {}),
     ...(values['orders-host'] ? { ordersHost: values['orders-host'] } : {}),
-  });
+  }).catch((err: Error) => fail(err.message));
   console.log(`demo ${kind} listening on ${app.url}`);
   const stop = () => void app.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
