@@ -21,8 +21,9 @@ import { durationFlag, keyAlgorithmFlag } from './ca.ts';
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'issue, renew and revoke workload certificates';
 
-const DEFAULT_VALIDITY_MS = 24 * 3_600_000;
-const DEFAULT_RENEW_WITHIN_MS = 8 * 3_600_000;
+/** Leaf lifetime and renewal horizon of `certs issue` (and of `portcullis up`). */
+export const DEFAULT_VALIDITY_MS = 24 * 3_600_000;
+export const DEFAULT_RENEW_WITHIN_MS = 8 * 3_600_000;
 
 const ISSUE_USAGE = `usage: portcullis certs issue --identities DIR --ca DIR --out DIR [flags]
 

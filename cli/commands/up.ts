@@ -2,9 +2,11 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, relative, resolve } from 'node:path';
 import { pino } from 'pino';
+import { stringify as stringifyYaml } from 'yaml';
 import { loadAuditConfig, startCollector } from '../../audit/index.ts';
 import type { RunningCollector } from '../../audit/index.ts';
 import {
+  CA_FILES,
   initCaDirectory,
   issueWorkloadCertificates,
   loadCaDirectory,
@@ -19,6 +21,7 @@ import type { RunningSts } from '../../sts/index.ts';
 import { startDemoApp } from '../../demo/app.ts';
 import type { DemoApp } from '../../demo/app.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { DEFAULT_RENEW_WITHIN_MS, DEFAULT_VALIDITY_MS } from './certs.ts';
 import { UsageError, parseFlags } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -162,15 +165,15 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
       throw new Error(`${o.identities}: the demo mesh needs a workload named "${name}"`);
   }
   const caDir = join(dirs.certs, 'ca');
-  const ca = existsSync(join(caDir, 'root.pem'))
+  const ca = existsSync(join(caDir, CA_FILES.rootCert))
     ? await loadCaDirectory(caDir)
     : await initCaDirectory(caDir, { trustDomain: registry.trustDomain });
   const issued = await issueWorkloadCertificates({
     registry,
     ca,
     outDir: dirs.certs,
-    validityMs: 86_400_000,
-    renewWithinMs: 8 * 3_600_000,
+    validityMs: DEFAULT_VALIDITY_MS,
+    renewWithinMs: DEFAULT_RENEW_WITHIN_MS,
     keyAlgorithm: 'ecdsa-p256',
     deps: { now: () => new Date() },
   });
@@ -190,32 +193,77 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
   // 3. Configs, written where an operator can read and reuse them.
   const td = registry.trustDomain;
   const id = (name: string) => registry.byName(name)!.spiffeId.uri;
-  const tls = (name: string) =>
-    `tls:\n  cert: ${join(dirs.certs, `${name}.pem`)}\n  key: ${join(dirs.certs, `${name}-key.pem`)}\n  trustBundle: ${join(dirs.certs, 'root.pem')}\n`;
-  const audit = (name: string, failMode: 'open' | 'closed') =>
-    `audit:\n  sink: collector\n  collector: https://127.0.0.1:${P.audit}\n  collectorId: ${id('audit')}\n  spoolDir: ${join(dirs.spool, name)}\n  failMode: ${failMode}\n`;
+  const tls = (name: string) => ({
+    cert: join(dirs.certs, `${name}.pem`),
+    key: join(dirs.certs, `${name}-key.pem`),
+    trustBundle: join(dirs.certs, CA_FILES.rootCert),
+  });
+  const audit = (name: string, failMode: 'open' | 'closed') => ({
+    sink: 'collector',
+    collector: `https://127.0.0.1:${P.audit}`,
+    collectorId: id('audit'),
+    spoolDir: join(dirs.spool, name),
+    failMode,
+  });
+  const loopback = (port: number) => ({ host: '127.0.0.1', port });
   const issuer = `https://127.0.0.1:${P.sts}`;
+  const sts = { url: issuer, spiffeId: id('sts'), issuer };
   const files = {
-    audit: write(
-      dirs.config,
-      'audit.yaml',
-      `listen: { host: 127.0.0.1, port: ${P.audit} }\norigin: ${td}/portcullis/audit\nidentities: ${o.identities}\n${tls('audit')}dataDir: ${join(o.dataDir, 'audit')}\nstore: file:${join(o.dataDir, 'audit', 'log')}\ncheckpoint: { everyRecords: 100, interval: 5s }\n`,
-    ),
-    sts: write(
-      dirs.config,
-      'sts.yaml',
-      `listen: { host: 127.0.0.1, port: ${P.sts} }\n${tls('sts')}identities: ${o.identities}\nissuer: ${issuer}\nkeystore:\n  type: file\n  dir: ${join(o.dataDir, 'sts-keys')}\n${audit('sts', 'open')}revocation:\n  crl: ${join(dirs.certs, 'crl.pem')}\n`,
-    ),
-    orders: write(
-      dirs.config,
-      'sidecar-orders.yaml',
-      `service: ${id('orders')}\ntrustDomain: ${td}\n${tls('orders')}sts:\n  url: ${issuer}\n  spiffeId: ${id('sts')}\n  issuer: ${issuer}\ninbound:\n  listen: { host: 127.0.0.1, port: ${P.ordersInbound} }\n  app: http://127.0.0.1:${P.ordersApp}\n  policy: ${join(o.policies, 'orders.yaml')}\nmetrics:\n  listen: { host: 127.0.0.1, port: ${P.ordersMetrics} }\n${audit('orders', 'closed')}`,
-    ),
-    web: write(
-      dirs.config,
-      'sidecar-web.yaml',
-      `service: ${id('web')}\ntrustDomain: ${td}\n${tls('web')}sts:\n  url: ${issuer}\n  spiffeId: ${id('sts')}\n  issuer: ${issuer}\ninbound:\n  listen: { host: 127.0.0.1, port: ${P.webInbound} }\n  app: http://127.0.0.1:${P.webApp}\n  policy: ${join(o.policies, 'web.yaml')}\noutbound:\n  listen: { host: 127.0.0.1, port: ${P.webOutbound} }\n  routes:\n    - name: orders\n      hosts: [orders.shop.internal]\n      address: 127.0.0.1:${P.ordersInbound}\n      spiffeId: ${id('orders')}\nmetrics:\n  listen: { host: 127.0.0.1, port: ${P.webMetrics} }\n${audit('web', 'open')}`,
-    ),
+    audit: write(dirs.config, 'audit.yaml', {
+      listen: loopback(P.audit),
+      origin: `${td}/portcullis/audit`,
+      identities: o.identities,
+      tls: tls('audit'),
+      dataDir: join(o.dataDir, 'audit'),
+      store: `file:${join(o.dataDir, 'audit', 'log')}`,
+      checkpoint: { everyRecords: 100, interval: '5s' },
+    }),
+    sts: write(dirs.config, 'sts.yaml', {
+      listen: loopback(P.sts),
+      tls: tls('sts'),
+      identities: o.identities,
+      issuer,
+      keystore: { type: 'file', dir: join(o.dataDir, 'sts-keys') },
+      audit: audit('sts', 'open'),
+      revocation: { crl: join(dirs.certs, 'crl.pem') },
+    }),
+    orders: write(dirs.config, 'sidecar-orders.yaml', {
+      service: id('orders'),
+      trustDomain: td,
+      tls: tls('orders'),
+      sts,
+      inbound: {
+        listen: loopback(P.ordersInbound),
+        app: `http://127.0.0.1:${P.ordersApp}`,
+        policy: join(o.policies, 'orders.yaml'),
+      },
+      metrics: { listen: loopback(P.ordersMetrics) },
+      audit: audit('orders', 'closed'),
+    }),
+    web: write(dirs.config, 'sidecar-web.yaml', {
+      service: id('web'),
+      trustDomain: td,
+      tls: tls('web'),
+      sts,
+      inbound: {
+        listen: loopback(P.webInbound),
+        app: `http://127.0.0.1:${P.webApp}`,
+        policy: join(o.policies, 'web.yaml'),
+      },
+      outbound: {
+        listen: loopback(P.webOutbound),
+        routes: [
+          {
+            name: 'orders',
+            hosts: ['orders.shop.internal'],
+            address: `127.0.0.1:${P.ordersInbound}`,
+            spiffeId: id('orders'),
+          },
+        ],
+      },
+      metrics: { listen: loopback(P.webMetrics) },
+      audit: audit('web', 'open'),
+    }),
   };
 
   // 4. Start in dependency order; stop what started if a later part fails.
@@ -227,10 +275,15 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
   };
   try {
     const collector: RunningCollector = await startCollector(loadAuditConfig(files.audit), {
+      registry,
       logger: log('audit'),
     });
     stops.push(() => collector.close());
-    const sts: RunningSts = await startSts(loadStsConfig(files.sts), { masterKey, logger: log('sts') });
+    const sts: RunningSts = await startSts(loadStsConfig(files.sts), {
+      registry,
+      masterKey,
+      logger: log('sts'),
+    });
     stops.push(() => sts.close());
     const ordersApp: DemoApp = await startDemoApp({ kind: 'orders', port: P.ordersApp });
     stops.push(() => ordersApp.close());
@@ -283,9 +336,10 @@ Ctrl-C stops the mesh (in-flight requests drain, audit events are flushed).`;
   return { banner, close };
 }
 
-function write(dir: string, name: string, text: string): string {
+/** Writes a config as YAML (serialized, so any path in it stays one value) and returns its path. */
+function write(dir: string, name: string, config: object): string {
   const path = join(dir, name);
-  writeFileAtomic(path, `# Written by portcullis up; regenerated on each start.\n${text}`);
+  writeFileAtomic(path, `# Written by portcullis up; regenerated on each start.\n${stringifyYaml(config)}`);
   return path;
 }
 
