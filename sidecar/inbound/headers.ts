@@ -1,13 +1,11 @@
-import { parseTraceparent } from '../../core/index.ts';
-import type { SpanContext } from '../../core/index.ts';
 import { SidecarError } from '../errors.ts';
 
 /** What {@link scanRequestHeaders} learned: the headers the app may see, and the caller's trace context. */
 export interface ScannedHeaders {
   /** Flat `[name, value, …]` list, in arrival order, with every stripped header removed. */
   readonly forward: string[];
-  /** The caller's trace context, when its `traceparent` is well formed (core's `parseTraceparent`). */
-  readonly traceparent: SpanContext | undefined;
+  /** The caller's `traceparent` value, unparsed (the outbound side parses it; inbound reads its own). */
+  readonly traceparent: string | undefined;
 }
 
 // RFC 9110 §7.6.1 connection-specific fields, plus the de-facto ones (keep-alive, proxy-connection).
@@ -46,7 +44,7 @@ export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
   let transferEncoding = 0;
   let teValue = '';
   let connectionNames: Set<string> | undefined;
-  let traceparent: SpanContext | undefined;
+  let traceparent: string | undefined;
   const kept: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase();
@@ -72,7 +70,7 @@ export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
         }
         continue;
       case 'traceparent':
-        traceparent = parseTraceparent(value);
+        traceparent = value;
         continue;
     }
     if (HOP_BY_HOP.has(name) || CONSUMED.has(name) || METHOD_OVERRIDE.has(name)) continue;

@@ -7,6 +7,7 @@ import {
   describeClientError,
   endWithHttpError,
   formatTraceparent,
+  parseTraceparent,
   startSpan,
 } from '../../core/index.ts';
 import type { Logger, Span, SpanContext, Tracer } from '../../core/index.ts';
@@ -84,7 +85,7 @@ export function createOutboundHandler(
       const scanned = scanRequestHeaders(req.rawHeaders);
       resolved = resolveRoute(req.method!, req.url!, req.headers.host, deps.routes);
       forwardHeaders = scanned.forward;
-      parent = scanned.traceparent;
+      parent = parseTraceparent(scanned.traceparent);
     } catch (err) {
       return refuse(res, err);
     }
@@ -95,9 +96,8 @@ export function createOutboundHandler(
           'http.request.method': req.method!,
         })
       : undefined;
-    const outgoing = span
-      ? formatTraceparent(span.spanContext())
-      : `00-${parent?.traceId ?? deps.ids.traceId()}-${deps.ids.spanId()}-01`;
+    const traceId = span ? span.spanContext().traceId : (parent?.traceId ?? deps.ids.traceId());
+    const outgoing = span ? formatTraceparent(span.spanContext()) : `00-${traceId}-${deps.ids.spanId()}-01`;
     deps.tokens.get(resolved.route.spiffeId, span ? outgoing : undefined).then(
       (token) => {
         const headers = forwardHeaders.slice();
@@ -148,7 +148,7 @@ export function createOutboundHandler(
                 span,
               );
             deps.logger.warn(
-              { route: resolved.route.name, err: err.message, traceId: outgoing.slice(3, 35) },
+              { route: resolved.route.name, err: err.message, traceId },
               'outbound call failed',
             );
             refuse(

@@ -52,26 +52,9 @@ describe('scanRequestHeaders', () => {
     ];
     const s = scanRequestHeaders(raw);
     assert.deepEqual(s.forward, ['Accept', 'application/json', 'Content-Length', '3', 'X-Request-Id', 'r1']);
-    assert.deepEqual(s.traceparent, {
-      traceId: '0af7651916cd43dd8448eb211c80319c',
-      spanId: 'b7ad6b7169203331',
-      traceFlags: 1,
-      isRemote: true,
-    });
+    // Returned as sent (not forwarded): the outbound side parses it with core's parseTraceparent.
+    assert.equal(s.traceparent, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
   });
-
-  for (const bad of [
-    '00-zz-yy-01',
-    '00-00000000000000000000000000000000-b7ad6b7169203331-01',
-    '00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01',
-    '00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01',
-    'ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
-    '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra',
-  ]) {
-    it(`ignores the malformed traceparent ${bad}`, () => {
-      assert.equal(scanRequestHeaders([...base, 'traceparent', bad]).traceparent, undefined);
-    });
-  }
 
   const smuggling: [string, string[]][] = [
     ['no Host', []],
