@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createJwksCache } from '../../sidecar/jwks/cache.ts';
 import type { JwksCache } from '../../sidecar/jwks/cache.ts';
+import { tokenLayer } from '../../sidecar/inbound/layers/token.ts';
 import { createClaimsCache } from '../../sidecar/token/claims-cache.ts';
 import { verifyAccessToken } from '../../sidecar/token/verify.ts';
 import type { TokenRules } from '../../sidecar/token/verify.ts';
@@ -51,6 +52,19 @@ describe('verifyAccessToken', () => {
     jwks.close();
     await fake.close();
     pki.cleanup();
+  });
+
+  it('the token layer caches a token only for the certificate it is bound to: a replay elsewhere does not displace it', async () => {
+    const cache = createClaimsCache(10, () => NOW);
+    const layer = tokenLayer({ ...rules, jwks }, cache);
+    const token = await sign(key, goodClaims(NOW, THUMB));
+    const on = (thumbprint: string) =>
+      ({ req: { rawHeaders: ['Authorization', `Bearer ${token}`] }, peer: { thumbprint } }) as never;
+    await layer(on(THUMB));
+    assert.ok(cache.get(THUMB, token), 'cached for its own certificate');
+    await layer(on('B'.repeat(43)));
+    assert.ok(cache.get(THUMB, token), 'still cached for its own certificate after a replay on another');
+    assert.equal(cache.get('B'.repeat(43), token), undefined);
   });
 
   it('accepts a well-formed token and returns its claims and kid', async () => {

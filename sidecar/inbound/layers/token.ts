@@ -40,6 +40,9 @@ async function verifyAndCache(
   cache: ClaimsCache,
 ): Promise<void> {
   const verified = await verifyAccessToken(token, rules);
-  cache.set(ctx.peer!.thumbprint, token, verified);
+  // Only a token bound to this certificate is worth keeping: one replayed from another
+  // connection is refused by the binding layer and must not displace its owner's entry.
+  if (verified.claims.cnf['x5t#S256'] === ctx.peer!.thumbprint)
+    cache.set(ctx.peer!.thumbprint, token, verified);
   ctx.verified = verified;
 }
