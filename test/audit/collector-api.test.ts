@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CollectorApi } from '../../audit/index.ts';
 import {
@@ -33,18 +33,34 @@ function api(url: string, name = 'security-console', collectorId = COLLECTOR_ID)
   });
 }
 
-test('fetchCheckpoint refuses a collector whose log was rewritten since the saved checkpoint', async () => {
+/** Runs a test body with a temp dir; whatever it `own`s is closed afterwards, pass or fail. */
+async function scoped(
+  body: (dir: string, own: <T extends { close(): Promise<void> }>(c: T) => T) => Promise<void>,
+): Promise<void> {
   const tmp = tempDir();
+  const owned: { close(): Promise<void> }[] = [];
   try {
-    let collector = await startTestCollector(pki, tmp.dir);
+    await body(tmp.dir, (c) => {
+      owned.push(c);
+      return c;
+    });
+  } finally {
+    for (const c of owned.reverse()) await c.close().catch(() => {});
+    tmp.cleanup();
+  }
+}
+
+test('fetchCheckpoint refuses a collector whose log was rewritten since the saved checkpoint', () =>
+  scoped(async (dir, own) => {
+    let collector = own(await startTestCollector(pki, dir));
     const port = collector.port;
-    const agent = workloadAgent(pki, pki.leaf('web'));
+    const agent = own(workloadAgent(pki, pki.leaf('web')));
     await call(agent, `${collector.url}/v1/events`, {
       method: 'POST',
       body: { events: [0, 1, 2, 3].map((i) => decision(i)) },
     });
     await collector.log.checkpoint();
-    let client = api(collector.url);
+    let client = own(api(collector.url));
     const saved = await fetchCheckpoint(client, collector.verifierKey);
     assert.equal(saved.body.size, 4);
     await client.close();
@@ -59,34 +75,27 @@ test('fetchCheckpoint refuses a collector whose log was rewritten since the save
       lines.push(line);
       prev = record.hash;
     }
-    writeFileSync(join(tmp.dir, 'log', '0000000000000000.jsonl'), lines.map((l) => `${l}\n`).join(''));
-    rmSync(join(tmp.dir, 'data', DATA_FILES.latest));
-    collector = await startTestCollector(pki, tmp.dir, { listen: { host: '127.0.0.1', port } });
-    client = api(collector.url);
+    writeFileSync(join(dir, 'log', '0000000000000000.jsonl'), lines.map((l) => `${l}\n`).join(''));
+    rmSync(join(dir, 'data', DATA_FILES.latest));
+    collector = own(await startTestCollector(pki, dir, { listen: { host: '127.0.0.1', port } }));
+    client = own(api(collector.url));
     await assert.rejects(fetchCheckpoint(client, collector.verifierKey, saved.note), {
       code: 'ERR_AUDIT_CHECKPOINT_INCONSISTENT',
     });
     // Without the saved checkpoint the new one verifies: only history can tell.
     assert.equal((await fetchCheckpoint(client, collector.verifierKey)).body.size, 6);
-    await client.close();
-    await agent.close();
-    await collector.close();
-  } finally {
-    tmp.cleanup();
-  }
-});
+  }));
 
-test('an inclusion bundle for another size or seq than the checkpoint is refused with ERR_AUDIT_PROOF_INVALID', async () => {
-  const tmp = tempDir();
-  try {
-    const collector = await startTestCollector(pki, tmp.dir);
-    const agent = workloadAgent(pki, pki.leaf('web'));
+test('an inclusion bundle for another size or seq than the checkpoint is refused with ERR_AUDIT_PROOF_INVALID', () =>
+  scoped(async (dir, own) => {
+    const collector = own(await startTestCollector(pki, dir));
+    const agent = own(workloadAgent(pki, pki.leaf('web')));
     await call(agent, `${collector.url}/v1/events`, {
       method: 'POST',
       body: { events: [0, 1, 2].map((i) => decision(i)) },
     });
     const { note } = await collector.log.checkpoint();
-    const client = api(collector.url);
+    const client = own(api(collector.url));
     const bundle = await client.inclusion(1, 3);
     assert.equal(verifyInclusionBundle(bundle, note, collector.verifierKey).seq, 1);
     const bad = [
@@ -100,28 +109,19 @@ test('an inclusion bundle for another size or seq than the checkpoint is refused
         code: 'ERR_AUDIT_PROOF_INVALID',
       });
     await assert.rejects(client.inclusion(3, 3), { code: 'ERR_AUDIT_COLLECTOR_REFUSED', status: 400 });
-    await client.close();
-    await agent.close();
-    await collector.close();
-  } finally {
-    tmp.cleanup();
-  }
-});
+  }));
 
-test('the collector API refuses a collector with the wrong SPIFFE ID and reports an unreachable one', async () => {
-  const tmp = tempDir();
-  try {
-    const collector = await startTestCollector(pki, tmp.dir);
-    const wrong = api(collector.url, 'security-console', 'spiffe://example.org/ns/shop/sa/orders');
+test('the collector API refuses a collector with the wrong SPIFFE ID and reports an unreachable one', () =>
+  scoped(async (dir, own) => {
+    const collector = own(await startTestCollector(pki, dir));
+    const wrong = own(api(collector.url, 'security-console', 'spiffe://example.org/ns/shop/sa/orders'));
     await assert.rejects(wrong.latestCheckpoint(), {
       code: 'ERR_AUDIT_COLLECTOR_UNREACHABLE',
       message: /does not name/,
     });
-    await wrong.close();
     await collector.close();
-    const gone = api(collector.url);
+    const gone = own(api(collector.url));
     await assert.rejects(gone.latestCheckpoint(), { code: 'ERR_AUDIT_COLLECTOR_UNREACHABLE' });
-    await gone.close();
     assert.throws(
       () =>
         createCollectorApi({
@@ -132,8 +132,4 @@ test('the collector API refuses a collector with the wrong SPIFFE ID and reports
       // A missing credential file is a configuration mistake naming the flag, not an unreachable collector.
       { code: 'ERR_CONFIG_NOT_FOUND', message: '/nonexistent.pem: --cert: cannot be read (ENOENT)' },
     );
-    assert.ok(readFileSync(join(tmp.dir, 'data', DATA_FILES.verifierKey), 'utf8'));
-  } finally {
-    tmp.cleanup();
-  }
-});
+  }));

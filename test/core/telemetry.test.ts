@@ -114,7 +114,7 @@ test('with OTEL_EXPORTER_OTLP_ENDPOINT set, spans are exported over OTLP/HTTP to
   await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
   try {
     process.env.OTEL_EXPORTER_OTLP_ENDPOINT = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`;
-    const t = await startTelemetry({ serviceName: 'otlp-test-service' });
+    const t = await start({ serviceName: 'otlp-test-service' });
     assert.equal(t.enabled, true);
     startSpan(t.tracer('unit')!, 'exported-over-otlp', undefined).end();
     await t.shutdown(); // flushes the batch

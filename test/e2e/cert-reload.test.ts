@@ -2,32 +2,17 @@
 // audit client presents its renewed certificate: `certs issue` from cron is all an operator runs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import { createAuditClient } from '../../audit/index.ts';
-import { issueWorkloadCertificates } from '../../ca/index.ts';
+import { issueWorkloadCertificates, normalizeSerial } from '../../ca/index.ts';
 import { createLogger } from '../../core/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
+import { servedSerial } from '../helpers/raw-http.ts';
 import { startTestCollector } from '../audit/collector-harness.ts';
 import { startTestSts } from '../sts/helpers.ts';
 
-/** The serial of the certificate a server presents on a fresh connection. */
-function servedSerial(port: number, creds: { cert: string; key: string; ca: string }): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(
-      { host: '127.0.0.1', port, ...creds, servername: 'localhost', checkServerIdentity: () => undefined },
-      () => {
-        const serial = socket.getPeerX509Certificate()!.serialNumber.toLowerCase();
-        socket.destroy();
-        resolve(serial);
-      },
-    );
-    socket.on('error', reject);
-  });
-}
-
-const serialOf = (pem: string) => new X509Certificate(pem).serialNumber.toLowerCase();
+const serialOf = (pem: string) => normalizeSerial(new X509Certificate(pem).serialNumber);
 
 test(
   'the STS, the collector and the audit client pick up renewed certificates without a restart',

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryAuditSink, createLogger } from '../../core/index.ts';
-import type { AuditSink } from '../../core/index.ts';
+import type { AuditEvent, AuditSink } from '../../core/index.ts';
 import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
@@ -176,8 +176,13 @@ export async function startMesh(
     },
     web,
     orders,
-    webEvents: webSink instanceof MemoryAuditSink ? webSink.events : [],
-    ordersEvents: ordersSink instanceof MemoryAuditSink ? ordersSink.events : [],
+    // A sink passed in that keeps no events has none to show: fail loudly rather than show none.
+    get webEvents() {
+      return eventsOf(webSink, 'web');
+    },
+    get ordersEvents() {
+      return eventsOf(ordersSink, 'orders');
+    },
     ordersApp,
     webApp,
     ordersPolicyFile,
@@ -269,4 +274,9 @@ export function direct(
     req.on('error', reject);
     req.end();
   });
+}
+
+function eventsOf(sink: AuditSink, name: string): AuditEvent[] {
+  if (sink instanceof MemoryAuditSink) return sink.events;
+  throw new TypeError(`the ${name} sidecar's audit sink keeps no events to read`);
 }

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { connect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { normalizeSerial } from '../../ca/index.ts';
 import { MemoryAuditSink } from '../../core/index.ts';
 import { ORDERS, WEB, direct, startMesh, viaProxy } from './mesh.ts';
 import type { Mesh } from './mesh.ts';
+import { rawExchange, servedSerial } from '../helpers/raw-http.ts';
 
 /** A memory sink whose `accepting()` the test flips, as a fail-closed collector client would. */
 class SwitchableSink extends MemoryAuditSink {
@@ -13,37 +12,6 @@ class SwitchableSink extends MemoryAuditSink {
   override accepting(): boolean {
     return this.open;
   }
-}
-
-/** The serial of the leaf a fresh TLS connection to `port` is served. */
-function servedSerial(port: number, creds: { cert: string; key: string }): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect(
-      { host: '127.0.0.1', port, cert: creds.cert, key: creds.key, rejectUnauthorized: false },
-      () => {
-        const serial = normalizeSerial(s.getPeerCertificate().serialNumber);
-        s.end();
-        resolve(serial);
-      },
-    );
-    s.on('error', reject);
-  });
-}
-
-/** Sends raw bytes on a fresh mTLS connection and returns what came back. */
-function raw(port: number, creds: { cert: string; key: string }, bytes: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const s = connect(
-      { host: '127.0.0.1', port, cert: creds.cert, key: creds.key, rejectUnauthorized: false },
-      () => s.write(bytes),
-    );
-    s.on('data', (c: Buffer) => (out += c));
-    s.on('end', () => resolve(out));
-    s.on('close', () => resolve(out));
-    s.on('error', reject);
-    setTimeout(() => s.destroy(), 2000).unref();
-  });
 }
 
 describe('sidecar operations: reloads, audit back-pressure, upstream failures', () => {
@@ -95,9 +63,8 @@ describe('sidecar operations: reloads, audit back-pressure, upstream failures', 
   });
 
   it('refuses a request-smuggling shape the HTTP parser catches (Transfer-Encoding with Content-Length) with 400', async () => {
-    const answer = await raw(
-      mesh.orders.inbound.port,
-      web,
+    const answer = await rawExchange(
+      { port: mesh.orders.inbound.port, tls: web },
       'POST /orders/1 HTTP/1.1\r\nHost: orders\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
     );
     assert.match(answer, /^HTTP\/1\.1 400 /);

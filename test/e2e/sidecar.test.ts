@@ -1,8 +1,5 @@
 import assert from 'node:assert/strict';
 import { request as httpsRequest } from 'node:https';
-import { connect as netConnect } from 'node:net';
-import type { Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { writeFileSync } from 'node:fs';
 import { CompactSign } from 'jose';
@@ -133,22 +130,12 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
   });
 
   it('CONNECT is answered 400 on both sides, not dropped, and the inbound refusal is an audit event', async () => {
-    const exchange = (socket: Socket) =>
-      new Promise<string>((resolve, reject) => {
-        let text = '';
-        socket.setTimeout(5_000, () => socket.destroy(new Error('no answer to CONNECT')));
-        socket.on('data', (c: Buffer) => (text += c));
-        socket.on('error', reject);
-        socket.on('close', () => resolve(text));
-        socket.write('CONNECT orders:443 HTTP/1.1\r\nHost: orders:443\r\n\r\n');
-      });
-    const out = await exchange(netConnect(mesh.web.outbound!.port, '127.0.0.1'));
+    const request = 'CONNECT orders:443 HTTP/1.1\r\nHost: orders:443\r\n\r\n';
+    const out = await rawExchange({ port: mesh.web.outbound!.port }, request);
     assert.match(out, /^HTTP\/1\.1 400 /, out);
     assert.match(out, /ERR_SIDECAR_PATH_AMBIGUOUS/);
     const before = mesh.ordersEvents.length;
-    const inb = await exchange(
-      tlsConnect({ port: mesh.orders.inbound.port, host: '127.0.0.1', ...web, rejectUnauthorized: false }),
-    );
+    const inb = await rawExchange({ port: mesh.orders.inbound.port, tls: web }, request);
     assert.match(inb, /^HTTP\/1\.1 400 /, inb);
     assert.match(inb, /ERR_SIDECAR_REQUEST_MALFORMED/);
     const ev = mesh.ordersEvents.slice(before).find((e) => e.status === 400);

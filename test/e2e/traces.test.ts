@@ -200,7 +200,13 @@ test('an unsampled caller (flags 00) is honoured: orders app sees flags 00 and n
   });
   assert.equal(res.status, 200);
   assert.match(res.json().headers.traceparent, new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`));
-  await new Promise((r) => setTimeout(r, 100));
+  // A sampled call made afterwards: once its spans are exported, the unsampled call's would have been too.
+  const marker = `5${hex(31)}`;
+  const sampled = await viaProxy(mesh.web.outbound!.port, 'GET', 'http://orders/orders/11', {
+    traceparent: `00-${marker}-${hex(15)}c-01`,
+  });
+  assert.equal(sampled.status, 200);
+  await spansOf(marker, ['sidecar.outbound', 'sidecar.inbound']);
   assert.equal(exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId).length, 0);
 });
 

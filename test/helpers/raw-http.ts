@@ -3,6 +3,7 @@
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { ConnectionOptions } from 'node:tls';
+import { normalizeSerial } from '../../ca/index.ts';
 
 /** Options of {@link rawExchange}: `tls` connects with TLS (client certificate and all), else plain TCP. */
 export interface RawTarget {
@@ -31,4 +32,22 @@ export function rawExchange(target: RawTarget, request: string): Promise<string>
 /** The JSON body of a raw HTTP/1.1 answer with a content-length. */
 export function rawJsonBody(answer: string): unknown {
   return JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
+}
+
+/**
+ * The serial (canonical hex, as `normalizeSerial` gives it) of the leaf a server presents on a
+ * fresh TLS connection: what a renewed certificate changes.
+ */
+export function servedSerial(port: number, tls: ConnectionOptions): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect(
+      { port, host: '127.0.0.1', rejectUnauthorized: false, servername: 'localhost', ...tls },
+      () => {
+        const serial = normalizeSerial(socket.getPeerX509Certificate()!.serialNumber);
+        socket.destroy();
+        resolve(serial);
+      },
+    );
+    socket.on('error', reject);
+  });
 }
