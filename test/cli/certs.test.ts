@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import {
   copyFileSync,
   mkdirSync,
@@ -252,6 +252,22 @@ test('certs revoke adds the serial to the CRL and names the workload', () => {
     assert.equal(unreadable.code, 1, unreadable.stdout);
     assert.match(unreadable.stderr, /crl\.pem: cannot be read \(EISDIR\)/);
     assert.equal(run(dir, ...ISSUE).code, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('with the root key moved offline, certs issue renews and certs revoke revokes', () => {
+  const dir = workspace();
+  try {
+    assert.equal(run(dir, ...ISSUE).code, 0);
+    renameSync(join(dir, 'certs', 'ca', 'root-key.pem'), join(dir, 'root-key.offline.pem'));
+    const renew = run(dir, ...ISSUE, '--validity', '72h', '--renew-within', '48h');
+    assert.equal(renew.code, 0, renew.stderr);
+    assert.match(renew.stdout, /renewed/);
+    const serial = new X509Certificate(readFileSync(join(dir, 'certs', 'web.pem'))).serialNumber;
+    const revoke = run(dir, 'certs', 'revoke', '--serial', serial);
+    assert.equal(revoke.code, 0, revoke.stderr);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
