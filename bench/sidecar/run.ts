@@ -7,7 +7,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -413,7 +413,13 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
     },
     sidecarExit: sidecarOut.trim(),
   };
-  if (flags.record) writeFileSync(join(root, 'bench/RESULTS-sidecar.md'), renderResults(summary));
+  if (flags.record) {
+    // The generated part is replaced; the hand-written sections (from the first `## ` heading:
+    // earlier runs, analysis) are kept.
+    const file = join(root, 'bench/RESULTS-sidecar.md');
+    const kept = existsSync(file) ? (/\n## [\s\S]*$/.exec(readFileSync(file, 'utf8'))?.[0] ?? '') : '';
+    writeFileSync(file, renderResults(summary) + kept);
+  }
   console.log(`BENCH_SIDECAR ${JSON.stringify(summary)}`);
 } finally {
   for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');

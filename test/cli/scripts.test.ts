@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -32,6 +32,11 @@ test('the cron renewal script issues what is missing, then has nothing to do', (
     const second = spawnSync('bash', [SCRIPT], { env, encoding: 'utf8', timeout: 60_000 });
     assert.equal(second.status, 0, second.stderr);
     assert.match(second.stdout, /nothing to do/);
+    // Where `npm run certs` left a PKCS#12 passphrase file, the bundles are kept up to date too.
+    writeFileSync(join(dir, 'certs', 'p12-passphrase'), 'correct horse battery staple\n', { mode: 0o600 });
+    const withP12 = spawnSync('bash', [SCRIPT], { env, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(withP12.status, 0, withP12.stderr);
+    assert.ok(existsSync(join(dir, 'certs', 'web.p12')), withP12.stdout);
     const bad = spawnSync('bash', [SCRIPT], {
       env: { ...env, RENEW_WITHIN: 'soon' },
       encoding: 'utf8',
