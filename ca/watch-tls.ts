@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from '../core/index.ts';
 import type { PeerVerifier } from './verify-peer.ts';
-import { readConfiguredFile } from '../core/index.ts';
+import { ConfigError, readConfiguredFile } from '../core/index.ts';
 
 /** A workload's TLS material as PEM text: its chain (leaf first), its key, its trust bundle. */
 export interface TlsMaterial {
@@ -44,7 +44,17 @@ export function watchTlsFiles(
       ca: readConfiguredFile(tls.trustBundle, 'tls.trustBundle'),
     });
     // Throws (and so keeps the previous material) unless the key matches the chain.
-    createSecureContext({ cert: m.cert, key: m.key, ca: m.ca });
+    try {
+      createSecureContext({ cert: m.cert, key: m.key, ca: m.ca });
+    } catch (err) {
+      throw new ConfigError(
+        'ERR_CONFIG_INVALID',
+        tls.cert,
+        'tls',
+        `the certificate, its key (${tls.key}) and the trust bundle do not load together (${(err as Error).message})`,
+        { cause: err },
+      );
+    }
     return m;
   };
   const stamp = () =>

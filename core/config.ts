@@ -42,15 +42,20 @@ export const durationSchema = z.string().transform((value, ctx): number => {
   }
 });
 
+/** A TCP port in a config file (0: any free one). */
+export const portSchema = z.number().int().min(0).max(65535);
+/** A file or directory path in a config file (resolved by the part's loader when relative). */
+export const pathSchema = z.string().min(1, 'must be a non-empty path');
+
 /**
  * The `tls:` section of every part's config: its own chain (leaf first) and key, the trust
  * bundle peers must chain to, the minimum TLS version, and how often the files are checked for a
  * renewed certificate. Relative paths are resolved by the part's loader.
  */
 export const tlsFilesSchema = strictObject({
-  cert: z.string().min(1, 'must be a non-empty path'),
-  key: z.string().min(1, 'must be a non-empty path'),
-  trustBundle: z.string().min(1, 'must be a non-empty path'),
+  cert: pathSchema,
+  key: pathSchema,
+  trustBundle: pathSchema,
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
   reloadInterval: durationSchema.default(5_000),
 });

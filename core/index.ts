@@ -25,6 +25,8 @@ export {
   trustDomainSchema,
   durationSchema,
   tlsFilesSchema,
+  pathSchema,
+  portSchema,
   resolveConfigPath,
   resolveTlsFiles,
 } from './config.ts';

@@ -51,7 +51,16 @@ const workloadSchema = strictObject({
   spiffeId: spiffeIdSchema,
   dnsNames: z.array(z.string().max(253).regex(DNS_NAME, 'must be a lowercase DNS name')).default([]),
   ipAddresses: z
-    .array(z.union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address' }))
+    .array(
+      z
+        .union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address' })
+        // The certificate library mis-encodes dotted IPv6 forms (::ffff:1.2.3.4 became ::ffff:1),
+        // so the leaf would name another address and be re-issued on every run.
+        .refine((ip) => !(ip.includes(':') && ip.includes('.')), {
+          error:
+            'an IPv6 address with a dotted IPv4 part is not supported: write the IPv4 address, or the IPv6 one in hex',
+        }),
+    )
     .default([]),
   audiences: z.array(spiffeIdSchema).default([]),
   tokenTtl: durationSchema.optional(),

@@ -11,10 +11,13 @@ import {
   trustDomainSchema,
   resolveConfigPath,
   resolveTlsFiles,
+  tlsFilesSchema,
+  pathSchema,
+  portSchema,
 } from '../core/index.ts';
 
-const port = z.number().int().min(0).max(65535);
-const path = z.string().min(1, 'must be a non-empty path');
+const port = portSchema;
+const path = pathSchema;
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 const ROUTE_NAME = /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/;
 const ADDRESS = /^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
@@ -35,15 +38,8 @@ export const sidecarConfigSchema = strictObject({
   /** This service's SPIFFE ID: the only accepted token audience, and the policy's `service`. */
   service: spiffeIdSchema.transform((s) => s.uri),
   trustDomain: trustDomainSchema,
-  tls: strictObject({
-    /** PEM: own certificate chain, leaf first. */
-    cert: path,
-    key: path,
-    /** PEM: trust anchors peers must chain to. */
-    trustBundle: path,
-    /** How often the files are checked for a renewed certificate. */
-    reloadInterval: durationSchema.default(5_000),
-  }),
+  /** The shared `tls:` section; the sidecar always speaks TLS 1.3, so it has no `minVersion`. */
+  tls: tlsFilesSchema.omit({ minVersion: true }),
   sts: strictObject({
     url: z.url({ protocol: /^https$/, error: 'must be an https URL' }),
     /** SPIFFE ID the STS must present. */

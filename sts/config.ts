@@ -10,12 +10,14 @@ import {
   tlsFilesSchema,
   resolveConfigPath,
   resolveTlsFiles,
+  pathSchema,
+  portSchema,
 } from '../core/index.ts';
 import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts';
 import { MASTER_KEY_ENV } from './master-key.ts';
 
-const port = z.number().int().min(0).max(65535);
-const path = z.string().min(1, 'must be a non-empty path');
+const port = portSchema;
+const path = pathSchema;
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
 
 const fileKeystoreSchema = strictObject({

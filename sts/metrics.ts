@@ -5,9 +5,9 @@ export interface StsMetrics {
   readonly registry: Registry;
   readonly tokensIssued: Counter<'grant'>;
   /** Every refused request, any route, by reason code. */
-  readonly tokensRefused: Counter<'reason'>;
+  readonly requestsRefused: Counter<'reason'>;
   /** Refused token requests only (`POST /oauth2/token`), by reason code. */
-  readonly tokenRequestsRefused: Counter<'reason'>;
+  readonly tokensRefused: Counter<'reason'>;
   readonly rotations: Counter;
   readonly keyAge: Gauge<'state'>;
 }
@@ -23,13 +23,13 @@ export function createStsMetrics(registry = new Registry(), withDefaults = false
       labelNames: ['grant'],
       registers: [registry],
     }),
-    tokensRefused: new Counter({
+    requestsRefused: new Counter({
       name: 'portcullis_sts_requests_refused_total',
       help: 'Requests refused, by reason code',
       labelNames: ['reason'],
       registers: [registry],
     }),
-    tokenRequestsRefused: new Counter({
+    tokensRefused: new Counter({
       name: 'portcullis_sts_tokens_refused_total',
       help: 'Token requests refused, by reason code',
       labelNames: ['reason'],

@@ -8,10 +8,12 @@ import {
   tlsFilesSchema,
   resolveConfigPath,
   resolveTlsFiles,
+  pathSchema,
+  portSchema,
 } from '../../core/index.ts';
 
-const port = z.number().int().min(0).max(65535);
-const path = z.string().min(1, 'must be a non-empty path');
+const port = portSchema;
+const path = pathSchema;
 
 /** The schema of the collector's YAML config (DESIGN.md § Audit log). Unknown keys are refused with a hint. */
 export const auditConfigSchema = strictObject({

@@ -68,7 +68,8 @@ const serve: CliCommand = {
   usage: `usage: portcullis audit serve --config FILE
 
 Runs the audit collector: POST /v1/events from registered workloads, GET /v1/events for
-role audit-reader, signed checkpoints and Merkle proofs. See config/audit.yaml.
+role audit-reader, signed checkpoints and Merkle proofs, /healthz, and /metrics (mTLS).
+See config/audit.yaml.
 
 flags:
   --config FILE   collector config (required)`,

@@ -230,8 +230,8 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     }
     const kind = kindOf(req);
     const caller = stateOf(req)?.caller;
-    metrics.tokensRefused.inc({ reason });
-    if (kind === 'token') metrics.tokenRequestsRefused.inc({ reason });
+    metrics.requestsRefused.inc({ reason });
+    if (kind === 'token') metrics.tokensRefused.inc({ reason });
     stateOf(req)
       ?.span?.setAttributes({
         'portcullis.outcome': 'refused',

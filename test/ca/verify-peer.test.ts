@@ -228,3 +228,19 @@ test('followTrustBundle: a CA added to the watched trust bundle is trusted after
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('watchTlsFiles refuses a certificate and key that are not a pair with a config error naming both files', () => {
+  const web = pki.leaf('web');
+  const orders = pki.leaf('orders');
+  assert.throws(
+    () =>
+      watchTlsFiles(
+        { cert: web.certFile, key: orders.keyFile, trustBundle: pki.rootFile, reloadInterval: 3_600_000 },
+        createLogger({ name: 'test', level: 'silent' }),
+      ),
+    (err: Error & { code?: string }) =>
+      err.code === 'ERR_CONFIG_INVALID' &&
+      err.message.startsWith(`${web.certFile}: tls: `) &&
+      err.message.includes(orders.keyFile),
+  );
+});

@@ -88,6 +88,11 @@ test('registry errors name the file, the key path and the problem', () => {
       'ids.yaml: workloads[0].ipAddresses[0]: must be an IPv4 or IPv6 address',
     ],
     [
+      head + "  - name: a\n    spiffeId: spiffe://example.org/a\n    ipAddresses: ['::ffff:10.0.0.1']\n",
+      'ERR_CONFIG_INVALID',
+      'ids.yaml: workloads[0].ipAddresses[0]: an IPv6 address with a dotted IPv4 part is not supported: write the IPv4 address, or the IPv6 one in hex',
+    ],
+    [
       'trustDomain: example.org\nworkloads: []\n',
       'ERR_CONFIG_INVALID',
       'ids.yaml: workloads: must list at least one workload',
