@@ -11,7 +11,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
+import { machineFacts } from '../machine.ts';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { examplePki } from '../pki.ts';
@@ -379,15 +380,7 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
   const s = results.sidecar ?? empty;
   const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
   const summary = {
-    date: new Date().toISOString(),
-    node: process.version,
-    nproc: cpus().length,
-    memGb: Math.round(totalmem() / 2 ** 30),
-    freeGb: Math.round(freemem() / 2 ** 30),
-    load: {
-      before: loadBefore.map((x) => Math.round(x * 100) / 100),
-      after: loadAfter.map((x) => Math.round(x * 100) / 100),
-    },
+    ...machineFacts(loadBefore, loadAfter),
     concurrency,
     durationS: durationMs / 1000,
     rate,

@@ -10,7 +10,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { cpus, freemem, loadavg, totalmem } from 'node:os';
+import { loadavg } from 'node:os';
+import { machineFacts } from '../machine.ts';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -133,12 +134,7 @@ const summarize = (fs: SidecarFigures[]) =>
         rssMaxMb: Math.max(...fs.map((f) => f.rssMaxMb)),
       };
 const summary = {
-  date: new Date().toISOString(),
-  node: process.version,
-  nproc: cpus().length,
-  memGb: Math.round(totalmem() / 2 ** 30),
-  freeGb: Math.round(freemem() / 2 ** 30),
-  load: { before: loadBefore.map((x) => +x.toFixed(2)), after: loadAfter.map((x) => +x.toFixed(2)) },
+  ...machineFacts(loadBefore, loadAfter),
   rounds,
   duration: flags.duration,
   baseline: baselineDir ?? null,

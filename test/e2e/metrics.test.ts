@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Agent, request } from 'undici';
-import { parseAuditConfig, startCollector } from '../../audit/index.ts';
+import { startCollector } from '../../audit/index.ts';
 import type { RunningCollector } from '../../audit/index.ts';
 import { createLogger } from '../../core/index.ts';
 import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
@@ -17,6 +17,7 @@ import type { RunningSidecar } from '../../sidecar/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
+import { collectorConfig } from '../audit/collector-harness.ts';
 import { rawExchange } from '../helpers/raw-http.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { ISSUER, ORDERS, STS_ID, WEB, startEchoApp, viaProxy } from './mesh.ts';
@@ -37,15 +38,7 @@ before(async () => {
   pki = await makeTestPki();
   dir = mkdtempSync(join(tmpdir(), 'portcullis-metrics-'));
   collector = await startCollector(
-    parseAuditConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      tls: { cert: pki.leaf('audit').certFile, key: pki.leaf('audit').keyFile, trustBundle: pki.rootFile },
-      identities: pki.identitiesDir,
-      origin: 'example.org/audit',
-      dataDir: join(dir, 'collector-data'),
-      store: `file:${join(dir, 'log')}`,
-      checkpoint: { everyRecords: 100_000, interval: '1h' },
-    }),
+    collectorConfig(pki, dir, { checkpoint: { everyRecords: 100_000, interval: '1h' } }),
     { logger: quiet, defaultMetrics: false },
   );
   const auditSection = (name: string) => ({
