@@ -94,7 +94,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     generation: () => denyList.serialGeneration() + trust.generation,
   });
   // What start-up has opened so far, released in reverse order when a later step fails (a
-  // collector sink's loop and timers would otherwise keep a failed `portcullis sts` alive).
+  // collector sink's loop and connections would otherwise run on in the calling process).
   const ownSink = () => (overrides.audit ? audit.flush() : audit.close());
   const opened: (() => unknown)[] = [() => tlsFiles.close(), ownSink];
   const failed = async (err: unknown): Promise<never> => {
