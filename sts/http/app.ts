@@ -10,6 +10,7 @@ import {
   TOKEN_EXCHANGE_GRANT,
   PortcullisError,
   SpanKind,
+  coalesceWrites,
   describeClientError,
   endWithHttpError,
   SpanStatusCode,
@@ -135,6 +136,8 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     },
   }) as unknown as FastifyInstance;
 
+  // Pipelined answers leave together: see coalesceWrites (one TLS write per turn, not per answer).
+  if (deps.tls) app.server.on('secureConnection', (socket: TLSSocket) => coalesceWrites(socket));
   app.decorateRequest('stsState', null);
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, body);

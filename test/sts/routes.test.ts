@@ -6,7 +6,7 @@ import { rawExchange, rawJsonBody } from '../helpers/raw-http.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { parseAuditEvent } from '../../core/index.ts';
 import type { AuditEvent, AuditSink } from '../../core/index.ts';
-import { ORDERS, WEB, call, mtlsAgent, requestToken, startTestSts } from './helpers.ts';
+import { ORDERS, WEB, call, decodeJwt, mtlsAgent, requestToken, startTestSts } from './helpers.ts';
 import type { TestSts } from './helpers.ts';
 
 describe('STS routes', () => {
@@ -127,6 +127,34 @@ describe('STS routes', () => {
       assert.equal(sts.events.at(-1)!.reason, 'ERR_CA_CERT_REVOKED');
       if (!agents.includes(agent)) await agent.close();
     }
+  });
+
+  test('pipelined token requests on one connection are all answered, in order, with distinct tokens', async () => {
+    const leaf = pki.leaf('web');
+    const form = (i: number) =>
+      `grant_type=client_credentials&audience=${encodeURIComponent(ORDERS)}&expires_in=${60 + i}`;
+    const requests = Array.from({ length: 12 }, (_, i) => {
+      const body = form(i);
+      const close = i === 11 ? 'connection: close\r\n' : '';
+      return `POST /oauth2/token HTTP/1.1\r\nhost: localhost\r\n${close}content-type: application/x-www-form-urlencoded\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    });
+    const answer = await rawExchange(
+      {
+        port: Number(new URL(sts.url).port),
+        tls: { cert: leaf.certPem, key: leaf.keyPem, ca: pki.rootPem, servername: 'localhost' },
+      },
+      requests.join(''),
+    );
+    const bodies = [...answer.matchAll(/HTTP\/1\.1 (\d+) [^]*?\r\n\r\n(\{[^]*?\})(?=HTTP\/1\.1 |$)/g)];
+    assert.equal(bodies.length, 12, answer);
+    const jtis = new Set<string>();
+    bodies.forEach(([, status, body], i) => {
+      assert.equal(status, '200');
+      const parsed = JSON.parse(body!) as { access_token: string; expires_in: number };
+      assert.equal(parsed.expires_in, 60 + i, 'answers come back in request order');
+      jtis.add(decodeJwt(parsed.access_token).payload.jti);
+    });
+    assert.equal(jtis.size, 12);
   });
 
   test('TLS 1.2 clients are refused at the handshake (TLS 1.3 minimum by default)', async () => {
