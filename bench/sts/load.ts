@@ -55,6 +55,10 @@ export async function keepAliveLoad(
   let sample = '';
   let running = true;
   const sockets: TLSSocket[] = [];
+  // refill[n - 1] is n requests back to back.
+  const refill = Array.from({ length: opts.pipelining }, (_, i) =>
+    Buffer.concat(Array.from({ length: i + 1 }, () => target.request)),
+  );
   const start = performance.now();
   await Promise.all(
     Array.from(
@@ -66,16 +70,25 @@ export async function keepAliveLoad(
             resolve();
           });
           sockets.push(socket);
-          socket.on(
-            'data',
-            responseReader((status, body) => {
-              if (!running) return;
-              if (status >= 200 && status < 300) completed++;
-              else non2xx++;
-              if (!sample) sample = body;
-              socket.write(target.request);
-            }),
-          );
+          // The requests that replace the answers read from one chunk go out in one write: one
+          // write per answer cost the generator ~5 µs of CPU a request, taken from the same two
+          // cores as the server it measures.
+          let owed = 0;
+          const read = responseReader((status, body) => {
+            if (!running) return;
+            if (status >= 200 && status < 300) completed++;
+            else non2xx++;
+            if (!sample) sample = body;
+            owed++;
+          });
+          socket.on('data', (chunk: Buffer) => {
+            read(chunk);
+            while (owed > 0) {
+              const n = Math.min(owed, refill.length);
+              socket.write(refill[n - 1]!);
+              owed -= n;
+            }
+          });
           socket.on('error', () => {
             errors++;
             resolve();

@@ -42,6 +42,12 @@ function startServer(mode: 'sts' | 'bare', config: object): Promise<{ port: numb
   });
 }
 
+/** User + system CPU milliseconds of a process, all threads (Linux /proc; clock ticks of 10 ms). */
+function processCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 async function stop(child: ChildProcess) {
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
@@ -78,6 +84,9 @@ async function main() {
     string,
     { perSecond: number; completed: number; non2xx: number; errors: number; resumed?: number }
   > = {};
+  // CPU µs per keep-alive request, server process (all threads) and load generator: steadier than
+  // requests per second when the two cores are shared with whatever else the machine runs.
+  const cpuPerRequest: Record<string, { server: number; loadgen: number }> = {};
   for (const mode of ['bare', 'sts'] as const) {
     const { port, child } = await startServer(mode, config);
     const target: Target = { host: '127.0.0.1', port, tls, request };
@@ -86,11 +95,17 @@ async function main() {
       pipelining: PIPELINING,
       durationMs: Math.min(2000, DURATION / 5),
     }); // warm-up
+    const cpu0 = { server: processCpuMs(child.pid!), loadgen: process.cpuUsage() };
     const ka = await keepAliveLoad(target, {
       connections: CONNECTIONS,
       pipelining: PIPELINING,
       durationMs: DURATION,
     });
+    const loadgenCpu = process.cpuUsage(cpu0.loadgen);
+    cpuPerRequest[mode] = {
+      server: Math.round(((processCpuMs(child.pid!) - cpu0.server) * 1000) / ka.completed),
+      loadgen: Math.round((loadgenCpu.user + loadgenCpu.system) / ka.completed),
+    };
     if (mode === 'sts' && !/"access_token":"eyJ/.test(ka.sample))
       throw new Error(`unexpected STS answer: ${ka.sample}`);
     const nc = await newConnectionLoad(target, {
@@ -121,6 +136,9 @@ async function main() {
     stsKeepAlivePerSec: results.stsKeepAlive!.perSecond,
     bareKeepAlivePerSec: results.bareKeepAlive!.perSecond,
     keepAliveRatio: +(results.stsKeepAlive!.perSecond / results.bareKeepAlive!.perSecond).toFixed(3),
+    stsCpuUsPerToken: cpuPerRequest.sts!.server,
+    bareCpuUsPerRequest: cpuPerRequest.bare!.server,
+    loadgenCpuUsPerRequest: { sts: cpuPerRequest.sts!.loadgen, bare: cpuPerRequest.bare!.loadgen },
     stsNewConnPerSec: results.stsNewConnection!.perSecond,
     bareNewConnPerSec: results.bareNewConnection!.perSecond,
     newConnRatio: +(results.stsNewConnection!.perSecond / results.bareNewConnection!.perSecond).toFixed(3),
