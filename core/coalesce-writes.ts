@@ -15,6 +15,7 @@ type WritableInternals = Socket & {
   _write(chunk: Buffer | string, encoding: BufferEncoding | 'buffer', cb: (err?: Error | null) => void): void;
   _writev(chunks: Chunk[], cb: (err?: Error | null) => void): void;
   _final(cb: (err?: Error | null) => void): void;
+  _destroy(err: Error | null, cb: (err?: Error | null) => void): void;
 };
 
 /** Bytes held before writes stop being acknowledged at once (and back-pressure applies). */
@@ -31,8 +32,8 @@ const DEFAULT_MAX_HELD_BYTES = 64 * 1024;
  * `maxHeldBytes` are held and no real write is in flight; the held chunks go out together in
  * `setImmediate`. Past the bound, or while the kernel is still taking the previous write,
  * callbacks wait for the real write as usual, so a client that does not read meets ordinary
- * back-pressure. `end()` writes what is held before the socket shuts down; a write error destroys
- * the socket as it would have without this.
+ * back-pressure. `end()` and `destroy()` write what is held before the socket shuts down or
+ * closes; a write error destroys the socket as it would have without this.
  *
  * Call it once per socket, before anything is written (for a TLS server, in `secureConnection`).
  */
@@ -40,6 +41,7 @@ export function coalesceWrites(socket: Socket, maxHeldBytes: number = DEFAULT_MA
   const s = socket as WritableInternals;
   const realWritev = s._writev.bind(s);
   const realFinal = s._final.bind(s);
+  const realDestroy = s._destroy.bind(s);
   let held: Held[] = [];
   let heldBytes = 0;
   let inflight = false;
@@ -73,7 +75,11 @@ export function coalesceWrites(socket: Socket, maxHeldBytes: number = DEFAULT_MA
   };
   const hold = (chunks: readonly Chunk[], cb: (err?: Error | null) => void) => {
     let bytes = 0;
-    for (const c of chunks) bytes += c.chunk.length;
+    for (const c of chunks)
+      bytes +=
+        typeof c.chunk === 'string'
+          ? Buffer.byteLength(c.chunk, c.encoding === 'buffer' ? 'utf8' : c.encoding)
+          : c.chunk.length;
     const ackNow = !inflight && heldBytes + bytes <= maxHeldBytes;
     chunks.forEach((c, i) =>
       held.push({
@@ -96,5 +102,12 @@ export function coalesceWrites(socket: Socket, maxHeldBytes: number = DEFAULT_MA
     if (!inflight && held.length === 0) return realFinal(cb);
     onIdle = () => realFinal(cb);
     if (!scheduled && !inflight) flush();
+  };
+  // What was acknowledged is written before the handle closes, as it would have been without this:
+  // node:http destroys an idle keep-alive socket right after its answer finished (server.close()).
+  // A real write still in flight means the rest would have been queued behind it and lost anyway.
+  s._destroy = (err, cb) => {
+    if (!inflight) flush();
+    realDestroy(err, cb);
   };
 }

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, connect } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -133,7 +134,7 @@ describe('coalesceWrites', () => {
     assert.equal(got, written);
   });
 
-  test('end() right after writes delivers them before the FIN; destroy() drops held bytes quietly', async () => {
+  test('end() right after writes delivers them before the FIN; destroy() right after writes still sends them', async () => {
     const a = await pair();
     coalesceWrites(a.local);
     const received = readAll(a.remote);
@@ -143,8 +144,28 @@ describe('coalesceWrites', () => {
     const b = await pair();
     coalesceWrites(b.local);
     b.local.on('error', (err) => assert.fail(err));
-    b.local.write('never sent');
+    let text = '';
+    b.remote.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    const closed = once(b.remote, 'close');
+    b.local.write('acknowledged, then destroyed');
     b.local.destroy();
     await once(b.local, 'close');
+    await closed;
+    assert.equal(text, 'acknowledged, then destroyed');
+  });
+
+  test('an HTTP answer survives server.close() destroying its idle keep-alive socket at once', async () => {
+    const http = createHttpServer((_req, res) => {
+      res.on('finish', () => http.close());
+      res.end('hello');
+    });
+    http.on('connection', (s: Socket) => coalesceWrites(s));
+    http.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    const client = connect((http.address() as AddressInfo).port, '127.0.0.1');
+    const answer = readAll(client);
+    client.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+    const text = await answer;
+    assert.match(text, /^HTTP\/1\.1 200 [^]*\r\n\r\nhello$/);
   });
 });
