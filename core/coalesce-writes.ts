@@ -100,8 +100,8 @@ export function coalesceWrites(socket: Socket, maxHeldBytes: number = DEFAULT_MA
   s._writev = (chunks, cb) => hold(chunks, cb);
   s._final = (cb) => {
     if (!inflight && held.length === 0) return realFinal(cb);
+    // Something is held (so a flush is scheduled) or in flight: shut down once it is written.
     onIdle = () => realFinal(cb);
-    if (!scheduled && !inflight) flush();
   };
   // What was acknowledged is written before the handle closes, as it would have been without this:
   // node:http destroys an idle keep-alive socket right after its answer finished (server.close()).

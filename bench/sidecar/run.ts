@@ -12,7 +12,7 @@ import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
-import { machineFacts } from '../machine.ts';
+import { cpuSeconds, machineFacts } from '../machine.ts';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { examplePki } from '../pki.ts';
@@ -94,20 +94,6 @@ function stop(child: ChildProcess): Promise<string> {
     child.once('exit', () => resolve(out));
     child.kill('SIGTERM');
   });
-}
-
-/** CPU seconds (user + system) used so far by `pids` (Linux /proc; 100 ticks per second). */
-function cpuSeconds(pids: readonly number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // a process that is gone has nothing more to count
-    }
-  }
-  return ticks / 100;
 }
 
 /** A process and its direct children (nginx: master and workers). */

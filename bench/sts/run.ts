@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { cpuSeconds } from '../machine.ts';
 import { examplePki } from '../pki.ts';
 import { keepAliveLoad, newConnectionLoad } from './load.ts';
 import type { Target } from './load.ts';
@@ -40,12 +41,6 @@ function startServer(mode: 'sts' | 'bare', config: object): Promise<{ port: numb
     });
     child.once('exit', (code) => reject(new Error(`${mode} server exited ${code}`)));
   });
-}
-
-/** User + system CPU milliseconds of a process, all threads (Linux /proc; clock ticks of 10 ms). */
-function processCpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 async function stop(child: ChildProcess) {
@@ -95,7 +90,7 @@ async function main() {
       pipelining: PIPELINING,
       durationMs: Math.min(2000, DURATION / 5),
     }); // warm-up
-    const cpu0 = { server: processCpuMs(child.pid!), loadgen: process.cpuUsage() };
+    const cpu0 = { server: cpuSeconds([child.pid!]), loadgen: process.cpuUsage() };
     const ka = await keepAliveLoad(target, {
       connections: CONNECTIONS,
       pipelining: PIPELINING,
@@ -103,7 +98,7 @@ async function main() {
     });
     const loadgenCpu = process.cpuUsage(cpu0.loadgen);
     cpuPerRequest[mode] = {
-      server: Math.round(((processCpuMs(child.pid!) - cpu0.server) * 1000) / ka.completed),
+      server: Math.round(((cpuSeconds([child.pid!]) - cpu0.server) * 1e6) / ka.completed),
       loadgen: Math.round((loadgenCpu.user + loadgenCpu.system) / ka.completed),
     };
     if (mode === 'sts' && !/"access_token":"eyJ/.test(ka.sample))
