@@ -293,7 +293,10 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
   const sidecar = await startChild([...extraArgs, join(here, 'sidecar-proc.ts'), sidecarConfig]);
   children.push(sidecar.child);
 
+  // BENCH_BARE_NODE_ARGS does the same for the bare Node proxy (to compare profiles).
+  const bareArgs = (process.env.BENCH_BARE_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const bare = await startChild([
+    ...bareArgs,
     join(here, 'bare-proxy.ts'),
     join(certs, 'orders.pem'),
     join(certs, 'orders-key.pem'),

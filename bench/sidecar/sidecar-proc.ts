@@ -1,6 +1,7 @@
 // The benchmark's sidecar process: the real sidecar from a config file, with an audit sink that
 // does what a batching collector client does on the request path (queue) plus its serialization
 // off the request path, so that audit cost is counted. Prints its inbound port.
+import { PerformanceObserver, constants } from 'node:perf_hooks';
 import type { AuditEvent, AuditSink } from '../../core/index.ts';
 import { createLogger } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
@@ -33,6 +34,23 @@ class BatchingSink implements AuditSink {
   }
 }
 
+// Garbage collections by kind (count, total ms), reported at exit with the memory figures.
+const gc: Record<string, { n: number; ms: number }> = {};
+const GC_KINDS: Record<number, string> = {
+  [constants.NODE_PERFORMANCE_GC_MINOR]: 'scavenge',
+  [constants.NODE_PERFORMANCE_GC_MAJOR]: 'markCompact',
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakCallbacks',
+};
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    const kind = GC_KINDS[(e as PerformanceEntry & { detail: { kind: number } }).detail.kind] ?? 'other';
+    const g = (gc[kind] ??= { n: 0, ms: 0 });
+    g.n++;
+    g.ms += e.duration;
+  }
+}).observe({ entryTypes: ['gc'] });
+
 const sink = new BatchingSink();
 const running = await startSidecar(loadSidecarConfig(process.argv[2]!), {
   sink,
@@ -53,6 +71,7 @@ process.on('SIGTERM', () => {
         heapTotalMb: mb(m.heapTotal),
         externalMb: mb(m.external),
         arrayBuffersMb: mb(m.arrayBuffers),
+        gc: Object.fromEntries(Object.entries(gc).map(([k, v]) => [k, { n: v.n, ms: Math.round(v.ms) }])),
       }),
     );
     process.exit(0);
