@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { SpanKind, SpanStatusCode, formatTraceparent, startSpan } from '../../../core/index.ts';
 import type { Tracer } from '../../../core/index.ts';
@@ -62,8 +63,7 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
     req.headers['transfer-encoding'] !== undefined ||
     (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
   return new Promise<number>((resolve, reject) => {
-    let status = 0;
-    up.pool.stream(
+    up.pool.dispatch(
       {
         method: req.method as Dispatcher.HttpMethod,
         path: ctx.target!.target,
@@ -71,23 +71,81 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
         body: hasBody ? req : null,
         // Timeouts are the pool's (set once in start.ts): no per-request timer options on the hot path.
       },
-      ({ statusCode, headers: h }) => {
-        status = statusCode;
-        res.writeHead(statusCode, responseHeaderList(h as Record<string, string | string[] | undefined>));
-        return res;
-      },
-      (err) => {
-        done(status, !!err || status >= 500);
-        if (!err) return resolve(status);
-        if (status !== 0) {
-          // Headers are gone already: the only honest signal left is a cut connection.
-          res.destroy();
-          return resolve(status);
-        }
-        reject(upstreamError(err));
-      },
+      new ForwardHandler(res, done, resolve, reject),
     );
   });
+}
+
+/**
+ * Relays one upstream response to the client through undici's dispatch handler interface: no
+ * stream wrapper, no `finished()` listeners, one `close` listener per request (a client gone
+ * mid-exchange aborts the upstream request) and a `drain` listener only while the client is slow.
+ */
+class ForwardHandler implements Dispatcher.DispatchHandler {
+  status = 0;
+  controller: Dispatcher.DispatchController | undefined;
+  settled = false;
+  readonly res: ServerResponse;
+  readonly done: (status: number, failed: boolean) => void;
+  readonly resolve: (status: number) => void;
+  readonly reject: (err: unknown) => void;
+
+  constructor(
+    res: ServerResponse,
+    done: (status: number, failed: boolean) => void,
+    resolve: (status: number) => void,
+    reject: (err: unknown) => void,
+  ) {
+    this.res = res;
+    this.done = done;
+    this.resolve = resolve;
+    this.reject = reject;
+    res.once('close', () => {
+      if (!this.settled) this.controller?.abort(new Error('client closed the connection'));
+    });
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    // The client went away while the request waited for a pooled connection.
+    if (this.res.destroyed) controller.abort(new Error('client closed the connection'));
+  }
+
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    // 1xx informational answers are not relayed (the listener answered Expect: 100-continue itself).
+    if (statusCode < 200) return;
+    this.res.writeHead(statusCode, responseHeaderList(headers));
+    this.status = statusCode;
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.res.write(chunk)) return;
+    controller.pause();
+    this.res.once('drain', () => controller.resume());
+  }
+
+  onResponseEnd(): void {
+    this.settled = true;
+    this.res.end();
+    this.done(this.status, this.status >= 500);
+    this.resolve(this.status);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.done(this.status, true);
+    if (this.status !== 0) {
+      // Headers are gone already: the only honest signal left is a cut connection.
+      this.res.destroy();
+      return this.resolve(this.status);
+    }
+    this.reject(upstreamError(err));
+  }
 }
 
 function upstreamError(err: Error): SidecarError {
