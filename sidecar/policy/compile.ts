@@ -26,6 +26,8 @@ interface CompiledRule {
   readonly methods: ReadonlySet<string> | null;
   readonly exact: ReadonlySet<string>;
   readonly patterns: readonly RegExp[];
+  /** First segment of each path (`""` for `/`); null where any first segment can match (`/*`, `/:x…`). */
+  readonly firstSegments: readonly (string | null)[];
 }
 
 interface SubjectRules {
@@ -34,6 +36,8 @@ interface SubjectRules {
 }
 
 const SUBJECT_CACHE_MAX = 10_000;
+/** The index slot of methods and first segments that no rule names (no method or segment has a space). */
+const OTHER = ' ';
 
 /**
  * Compiles a policy into a matcher with the same semantics as Casbin's `enforce` on
@@ -46,7 +50,8 @@ export function compilePolicy(policy: Policy): Authorizer {
   for (const [role, members] of policy.roles)
     for (const m of members) (memberOf.get(m) ?? memberOf.set(m, []).get(m)!).push(`role:${role}`);
   const compiled = policy.rules.map((r) => ({ rule: r, compiled: compileRule(r) }));
-  const bySubject = new Map<string, SubjectRules>();
+  // subject → method → first segment → candidate rules.
+  const index = new Map<string, Map<string, Map<string, SubjectRules>>>();
   const decisions = new Map<string, Decision>();
   const make = (allow: boolean, rule: string): Decision => {
     const key = `${allow ? 1 : 0}${rule}`;
@@ -65,31 +70,56 @@ export function compilePolicy(policy: Policy): Authorizer {
   };
   const defaultDeny = make(false, DEFAULT_DENY_RULE);
 
-  function rulesFor(subject: string): SubjectRules {
-    let s = bySubject.get(subject);
+  // Which rules can apply is decided by the subject, the method and the path's first segment;
+  // each (subject, method, first segment) gets its candidate lists once. Methods and segments
+  // that no rule names share one slot each, so a caller cannot grow the index with new ones.
+  const methodsNamed = new Set(compiled.flatMap(({ compiled: c }) => (c.methods ? [...c.methods] : [])));
+  const segmentsNamed = new Set(
+    compiled.flatMap(({ compiled: c }) => c.firstSegments.filter((x): x is string => x !== null)),
+  );
+
+  function rulesFor(subject: string, method: string, segment: string): SubjectRules {
+    let bySubject = index.get(subject);
+    if (!bySubject) {
+      if (index.size >= SUBJECT_CACHE_MAX) index.clear();
+      index.set(subject, (bySubject = new Map()));
+    }
+    const m = methodsNamed.has(method) ? method : OTHER;
+    const seg = segmentsNamed.has(segment) ? segment : OTHER;
+    let byMethod = bySubject.get(m);
+    if (!byMethod) bySubject.set(m, (byMethod = new Map()));
+    let s = byMethod.get(seg);
     if (s) return s;
     const names = new Set([subject, ...(memberOf.get(subject) ?? [])]);
     const deny: CompiledRule[] = [];
     const allow: CompiledRule[] = [];
     for (const { rule, compiled: c } of compiled) {
       if (!rule.subjects.some((x) => x === '*' || names.has(x))) continue;
+      if (c.methods !== null && !c.methods.has(m)) continue;
+      if (!c.firstSegments.some((x) => x === null || x === seg)) continue;
       (rule.effect === 'deny' ? deny : allow).push(c);
     }
     s = { deny, allow };
-    if (bySubject.size >= SUBJECT_CACHE_MAX) bySubject.clear();
-    bySubject.set(subject, s);
+    byMethod.set(seg, s);
     return s;
   }
 
   return {
     policy,
     decide(subject, method, path) {
-      const { deny, allow } = rulesFor(subject);
+      const { deny, allow } = rulesFor(subject, method, firstSegment(path));
       for (const c of deny) if (matches(c, method, path)) return make(false, c.id);
       for (const c of allow) if (matches(c, method, path)) return make(true, c.id);
       return defaultDeny;
     },
   };
+}
+
+/** The text between the leading `/` and the next one (`""` for `/` or a path not starting with `/`). */
+function firstSegment(path: string): string {
+  if (path.charCodeAt(0) !== 0x2f) return '';
+  const end = path.indexOf('/', 1);
+  return end === -1 ? path.slice(1) : path.slice(1, end);
 }
 
 function matches(c: CompiledRule, method: string, path: string): boolean {
@@ -108,10 +138,20 @@ function compileRule(rule: PolicyRule): CompiledRule {
   }
   return {
     id: rule.id,
+    firstSegments: rule.paths.map(patternFirstSegment),
     methods: rule.methods.includes('*') ? null : new Set(rule.methods),
     exact,
     patterns,
   };
+}
+
+/**
+ * The literal first segment every path a pattern matches starts with, or null when the first
+ * segment is `*` or a `:param`. keyMatch2 anchors a literal segment between `/` and `/` or the end.
+ */
+function patternFirstSegment(pattern: string): string | null {
+  const seg = firstSegment(pattern);
+  return seg === '*' || seg.startsWith(':') ? null : seg;
 }
 
 /** keyMatch2's regular expression for a validated pattern: `.` literal, `/*` → `/.*`, `:x` → `[^/]+`. */

@@ -42,9 +42,11 @@ function bigPolicy(n: number): string {
   for (let i = 0; i < n; i++) {
     const who = i % 5 === 0 ? `subjects: ['*']` : i % 5 === 1 ? `subjects: [${WEB}]` : `role: r${i % 3}`;
     const effect = i % 7 === 0 ? 'deny' : 'allow';
-    const path = [`/svc${i % 13}/:id`, `/svc${i % 13}/items/*`, `/svc${i % 13}`, `/v${i % 4}/file.json`][
-      i % 4
-    ];
+    // A few rules whose first segment is not literal, and the root: the compiled index's shared slots.
+    const special: Record<number, string> = { 3: '/:tenant/items/*', 8: '/*', 12: '/', 15: '/:tenant' };
+    const path =
+      special[i % 17] ??
+      [`/svc${i % 13}/:id`, `/svc${i % 13}/items/*`, `/svc${i % 13}`, `/v${i % 4}/file.json`][i % 4];
     const m = i % 6 === 0 ? '' : `\n    methods: [${methods[i % 4]}${i % 9 === 0 ? ', GET' : ''}]`;
     lines.push(`  - id: rule-${i}\n    effect: ${effect}\n    ${who}${m}\n    paths: [${path}]`);
   }
