@@ -14,12 +14,17 @@ export function auditRecorder(
   time: () => number,
   count: (decision: 'allow' | 'deny', reason: string, rule: string | undefined) => void = () => {},
 ) {
+  // Requests finishing in the same millisecond share one ISO string (one Date and format less each).
+  let lastMs = NaN;
+  let lastIso = '';
+  const isoTime = (ms: number) =>
+    ms === lastMs ? lastIso : ((lastMs = ms), (lastIso = new Date(ms).toISOString()));
   return (ctx: InboundContext, status: number): void => {
     const d = ctx.decision;
     const target = ctx.req.url ?? '';
     const event: AuditEvent = {
       type: 'authz.decision',
-      time: new Date(time()).toISOString(),
+      time: isoTime(time()),
       source: service,
       target: service,
       action: `${ctx.req.method} ${target.length > MAX_ACTION - 16 ? `${target.slice(0, MAX_ACTION - 17)}…` : target}`,

@@ -1,5 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { SidecarError } from '../../errors.ts';
+import type { PeerIdentity } from '../../../ca/index.ts';
+import type { VerifiedToken } from '../../token/verify.ts';
 import type { InboundLayer } from '../context.ts';
 
 /**
@@ -9,13 +11,19 @@ import type { InboundLayer } from '../context.ts';
  * with `ERR_SIDECAR_TOKEN_NOT_BOUND`.
  */
 export function bindingLayer(): InboundLayer {
+  // The last verified token found bound to each peer identity. Both objects are cached (per
+  // connection and per token), so a keep-alive connection compares the bytes once per token.
+  const bound = new WeakMap<PeerIdentity, VerifiedToken>();
   return (ctx) => {
-    const { claims } = ctx.verified!;
+    const verified = ctx.verified!;
     const peer = ctx.peer!;
+    if (bound.get(peer) === verified) return;
+    const { claims } = verified;
     const subOk = equal(claims.sub, peer.spiffeId.uri);
     const cnfOk = equal(claims.cnf['x5t#S256'], peer.thumbprint);
     if (!(subOk && cnfOk))
       throw new SidecarError('ERR_SIDECAR_TOKEN_NOT_BOUND', 'token is not bound to this connection');
+    bound.set(peer, verified);
   };
 }
 
