@@ -104,7 +104,8 @@ export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
 export function responseHeaderList(headers: Record<string, string | string[] | undefined>): string[] {
   const connection = headers.connection;
   let named: Set<string> | undefined;
-  if (connection)
+  // The usual `Connection: keep-alive` names only a hop-by-hop header: no set to build per response.
+  if (connection && connection !== 'keep-alive')
     named = new Set(
       String(connection)
         .split(',')

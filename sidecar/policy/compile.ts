@@ -41,8 +41,8 @@ const OTHER = ' ';
 
 /**
  * Compiles a policy into a matcher with the same semantics as Casbin's `enforce` on
- * {@link translatePolicy}'s rows (a test holds the two together): rules are pre-filtered per
- * subject (cached), literal paths are set lookups, patterns are regular expressions built the
+ * {@link translatePolicy}'s rows (a test holds the two together): candidate rules are indexed by
+ * subject (cached), method and first path segment (decision 0036), literal paths are set lookups, patterns are regular expressions built the
  * way keyMatch2 builds them. Deny-override, then first allow by file order, then default deny.
  */
 export function compilePolicy(policy: Policy): Authorizer {

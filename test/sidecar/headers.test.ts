@@ -94,6 +94,14 @@ describe('scanRequestHeaders', () => {
       'set-cookie',
       'b=2',
     ]);
+    assert.deepEqual(
+      responseHeaderList({ connection: 'keep-alive', 'keep-alive': 'timeout=5', 'x-a': '1' }),
+      ['x-a', '1'],
+    );
+    assert.deepEqual(responseHeaderList({ connection: 'Keep-Alive, X-A', 'x-a': '1', 'x-b': '2' }), [
+      'x-b',
+      '2',
+    ]);
   });
 });
 

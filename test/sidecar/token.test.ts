@@ -67,6 +67,41 @@ describe('verifyAccessToken', () => {
     assert.equal(cache.get('B'.repeat(43), token), undefined);
   });
 
+  it('a connection presenting the same Authorization value again still gets expiry, revocation and header checks', async () => {
+    let t = NOW;
+    const revoked = new Set<string>();
+    const cache = createClaimsCache(10, () => t);
+    const layer = tokenLayer(
+      { ...rules, jwks, clock: () => t, isJtiRevoked: (jti) => revoked.has(jti) },
+      cache,
+    );
+    const token = await sign(key, goodClaims(NOW, THUMB, { jti: 'memo-jti' }));
+    const peer = { thumbprint: THUMB };
+    const ctx = (raw: string[]) => ({ req: { rawHeaders: raw }, peer }) as never as { verified?: unknown };
+    const header = ['Authorization', `Bearer ${token}`];
+    const first = ctx(header);
+    await layer(first as never);
+    const second = ctx([...header]);
+    assert.equal(await layer(second as never), undefined, 'a repeat is answered synchronously');
+    assert.equal(second.verified, first.verified);
+    cache.clear();
+    assert.equal(layer(ctx([...header]) as never), undefined, 'the connection remembers its last token');
+    // Another value on the same connection is parsed afresh, and two headers are still two.
+    await assert.rejects(async () => layer(ctx(['Authorization', `Basic ${token}`]) as never), {
+      code: 'ERR_SIDECAR_TOKEN_MALFORMED',
+    });
+    await assert.rejects(async () => layer(ctx([...header, ...header]) as never), {
+      code: 'ERR_SIDECAR_TOKEN_MULTIPLE',
+    });
+    await assert.rejects(async () => layer(ctx([]) as never), { code: 'ERR_SIDECAR_TOKEN_MISSING' });
+    revoked.add('memo-jti');
+    await assert.rejects(async () => layer(ctx(header) as never), { code: 'ERR_SIDECAR_TOKEN_REVOKED' });
+    revoked.clear();
+    await layer(ctx(header) as never);
+    t = NOW + 301_000;
+    await assert.rejects(async () => layer(ctx(header) as never), { code: 'ERR_SIDECAR_TOKEN_EXPIRED' });
+  });
+
   it('accepts a well-formed token and returns its claims and kid', async () => {
     const v = await verifyAccessToken(await sign(key, goodClaims(NOW, THUMB)), rules);
     assert.equal(v.claims.sub, WEB);
