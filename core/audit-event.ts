@@ -1,3 +1,5 @@
+import { Ajv } from 'ajv';
+import type { ValidateFunction } from 'ajv';
 import { z } from 'zod';
 import { AuditEventError } from './errors.ts';
 
@@ -64,8 +66,73 @@ export const auditEventSchema = z.strictObject({
 export type AuditEvent = z.output<typeof auditEventSchema>;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number] | `admin.${string}`;
 
-/** Parses an untrusted value into an {@link AuditEvent}; throws {@link AuditEventError}. */
+// The schema above, compiled by Ajv from zod's own JSON Schema: the fast check for the common,
+// valid event (about four times cheaper than zod's parse, which allocated ~4 KB per event and ran on
+// every audited request). Zod stays the authority: whatever the fast check refuses is parsed by zod
+// for the verdict and the message, and a test checks that it accepts nothing zod refuses (decision
+// 0037). What Ajv measures differently or JSON Schema cannot say is checked by hand after it:
+// string lengths in UTF-16 code units as zod counts them (Ajv counts code points), well-formed
+// Unicode, at most 32 attributes.
+interface FastCheck {
+  readonly validate: ValidateFunction;
+  /** Field name → zod's maximum length; `attributes` values have ATTRIBUTE_MAX. */
+  readonly maxLength: Readonly<Record<string, number>>;
+}
+const ATTRIBUTE_MAX = 1024;
+let fast: FastCheck | undefined;
+
+function compileFastCheck(): FastCheck {
+  type Field = { maxLength?: number; maxProperties?: number; additionalProperties?: { anyOf: Field[] } };
+  const schema = z.toJSONSchema(auditEventSchema, { target: 'draft-07', io: 'input' }) as {
+    properties: Record<string, Field>;
+  };
+  // Lengths move out of the schema into the hand check (Ajv's code-point count is also its slowest part).
+  const maxLength: Record<string, number> = {};
+  for (const [name, field] of Object.entries(schema.properties)) {
+    if (field.maxLength !== undefined) maxLength[name] = field.maxLength;
+    delete field.maxLength;
+  }
+  const attributes = schema.properties.attributes!;
+  for (const choice of attributes.additionalProperties!.anyOf) {
+    if (choice.maxLength !== undefined && choice.maxLength !== ATTRIBUTE_MAX)
+      throw new Error('audit event schema: attribute length changed; update ATTRIBUTE_MAX');
+    delete choice.maxLength;
+  }
+  attributes.maxProperties = 32;
+  return { validate: new Ajv({ strict: true, validateFormats: false }).compile(schema), maxLength };
+}
+
+function wellFormedText(
+  value: Record<string, unknown>,
+  maxLength: Readonly<Record<string, number>>,
+): boolean {
+  for (const k in value) {
+    const v = value[k];
+    if (typeof v === 'string') {
+      if (v.length > (maxLength[k] ?? Infinity) || !v.isWellFormed()) return false;
+    } else if (k === 'attributes' && v !== undefined) {
+      // Attribute names are ASCII by the schema's pattern; their values may be any text.
+      for (const a of Object.values(v as Record<string, unknown>))
+        if (typeof a === 'string' && (a.length > ATTRIBUTE_MAX || !a.isWellFormed())) return false;
+    }
+  }
+  return true;
+}
+
+/** Parses an untrusted value into an {@link AuditEvent} (a copy); throws {@link AuditEventError}. */
 export function parseAuditEvent(value: unknown): AuditEvent {
+  fast ??= compileFastCheck();
+  if (
+    value !== null &&
+    typeof value === 'object' &&
+    Object.getPrototypeOf(value) === Object.prototype &&
+    fast.validate(value) &&
+    wellFormedText(value as Record<string, unknown>, fast.maxLength)
+  ) {
+    const event = { ...(value as AuditEvent) };
+    if (event.attributes) event.attributes = { ...event.attributes };
+    return event;
+  }
   const result = auditEventSchema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
