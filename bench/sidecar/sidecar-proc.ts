@@ -1,19 +1,19 @@
 // The benchmark's sidecar process: the real sidecar from a config file, with an audit sink that
-// does what a batching collector client does on the request path (queue) plus its serialization
-// off the request path, so that audit cost is counted. Prints its inbound port.
+// does what the collector client (audit/client) does on the request path (validate, queue) plus its
+// serialization off the request path, so that audit cost is counted. Prints its inbound port.
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import type { AuditEvent, AuditSink } from '../../core/index.ts';
-import { createLogger } from '../../core/index.ts';
+import { createLogger, parseAuditEvent } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 
-/** Queues events and serializes them in batches every 100 ms, as the collector client would before sending. */
+/** Validates and queues events and serializes them in batches every 100 ms, as the collector client does before sending. */
 class BatchingSink implements AuditSink {
   queue: AuditEvent[] = [];
   delivered = 0;
   bytes = 0;
   readonly timer = setInterval(() => this.drain(), 100);
   emit(event: AuditEvent): void {
-    this.queue.push(event);
+    this.queue.push(parseAuditEvent(event));
   }
   accepting(): boolean {
     return true;
