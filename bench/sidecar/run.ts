@@ -19,6 +19,7 @@ import { examplePki } from '../pki.ts';
 import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
 
+const TARGETS = ['direct', 'nginx', 'bare', 'sidecar'];
 const { values: flags } = parseArgs({
   options: {
     duration: { type: 'string', default: '60s' },
@@ -28,14 +29,20 @@ const { values: flags } = parseArgs({
     rate: { type: 'string', default: '1000' },
     rules: { type: 'string', default: '100' },
     record: { type: 'boolean', default: false },
-    /** Comma-separated subset of direct,nginx,sidecar (for profiling; ratios need all three). */
-    only: { type: 'string', default: 'direct,nginx,bare,sidecar' },
+    /** Comma-separated subset of direct,nginx,bare,sidecar (for profiling; the ratios need all four). */
+    only: { type: 'string', default: TARGETS.join(',') },
     /** V8 flags of the sidecar process (docs/sidecar.md recommends them to bound resident memory). */
     'sidecar-node-options': { type: 'string', default: '--max-semi-space-size=8 --max-old-space-size=80' },
   },
   strict: true,
 });
-if (flags.record && flags.only !== 'direct,nginx,bare,sidecar') {
+const only = new Set(flags.only.split(','));
+for (const name of only)
+  if (!TARGETS.includes(name)) {
+    console.error(`--only: unknown target "${name}" (expected some of ${TARGETS.join(', ')})`);
+    process.exit(2);
+  }
+if (flags.record && TARGETS.some((t) => !only.has(t))) {
   console.error('--record needs every target (drop --only): the recorded ratios compare them');
   process.exit(2);
 }
@@ -332,7 +339,6 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
     bare: () => [bare.child.pid!],
     sidecar: () => [sidecar.child.pid!],
   };
-  const only = new Set(flags.only.split(','));
   for (const [name, target] of Object.entries(targets)) {
     if (!only.has(name)) continue;
     console.error(`[bench] ${name}: closed loop, concurrency ${concurrency}, ${durationMs / 1000}s`);

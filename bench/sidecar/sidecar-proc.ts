@@ -12,8 +12,14 @@ class BatchingSink implements AuditSink {
   delivered = 0;
   bytes = 0;
   readonly timer = setInterval(() => this.drain(), 100);
+  lost = 0;
   emit(event: AuditEvent): void {
-    this.queue.push(parseAuditEvent(event));
+    // Like the client: an invalid event is counted as lost (reported at exit), never thrown at the caller.
+    try {
+      this.queue.push(parseAuditEvent(event));
+    } catch {
+      this.lost++;
+    }
   }
   accepting(): boolean {
     return true;
@@ -65,6 +71,7 @@ process.on('SIGTERM', () => {
     console.log(
       JSON.stringify({
         auditEvents: sink.delivered,
+        auditLost: sink.lost,
         auditBytes: sink.bytes,
         rssMb: mb(m.rss),
         heapUsedMb: mb(m.heapUsed),

@@ -33,8 +33,3 @@ export function parseBearer(value: string, maxBytes: number): string {
   if (!match) throw new SidecarError('ERR_SIDECAR_TOKEN_MALFORMED', 'Authorization must be "Bearer <JWT>"');
   return match[1]!;
 }
-
-/** Finds exactly one `Authorization: Bearer <JWS compact>` in `rawHeaders` ({@link findAuthorization}, {@link parseBearer}). */
-export function extractBearer(raw: readonly string[], maxBytes: number): string {
-  return parseBearer(findAuthorization(raw), maxBytes);
-}

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { auditEventSchema, parseAuditEvent } from '../../core/index.ts';
+import { prng } from '../helpers/prng.ts';
 
 const BASE: Record<string, unknown> = {
   type: 'authz.decision',
@@ -123,18 +124,6 @@ function agree(value: unknown, label: string): boolean {
   );
   if (zod.success) assert.deepEqual(ours, zod.data, `${label}: same event as zod`);
   return zod.success;
-}
-
-/** A deterministic pseudo-random generator so that failures reproduce. */
-function prng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('parseAuditEvent (fast check with zod as the authority)', () => {

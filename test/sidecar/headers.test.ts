@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { responseHeaderList, scanRequestHeaders } from '../../sidecar/inbound/headers.ts';
-import { extractBearer } from '../../sidecar/token/bearer.ts';
+import { findAuthorization, parseBearer } from '../../sidecar/token/bearer.ts';
+
+const extractBearer = (raw: string[], maxBytes: number) => parseBearer(findAuthorization(raw), maxBytes);
 
 const base = ['Host', 'orders'];
 
@@ -105,7 +107,7 @@ describe('scanRequestHeaders', () => {
   });
 });
 
-describe('extractBearer', () => {
+describe('findAuthorization and parseBearer', () => {
   const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln';
   it('returns the one bearer token', () => {
     assert.equal(extractBearer(['Authorization', `Bearer ${jwt}`], 8192), jwt);

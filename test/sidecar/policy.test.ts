@@ -6,6 +6,7 @@ import { compilePolicy, DEFAULT_DENY_RULE } from '../../sidecar/policy/compile.t
 import { parsePolicy } from '../../sidecar/policy/parse.ts';
 import type { Policy } from '../../sidecar/policy/parse.ts';
 import { CASBIN_MODEL, translatePolicy } from '../../sidecar/policy/translate.ts';
+import { prng } from '../helpers/prng.ts';
 
 const WEB = 'spiffe://example.org/ns/shop/sa/web';
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
@@ -17,15 +18,6 @@ async function casbinFor(policy: Policy) {
   if (rows.policies.length) await e.addPolicies(rows.policies);
   if (rows.groupings.length) await e.addGroupingPolicies(rows.groupings);
   return e;
-}
-
-/** A deterministic pseudo-random generator so that failures reproduce. */
-function prng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
 }
 
 function bigPolicy(n: number): string {
