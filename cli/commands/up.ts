@@ -12,7 +12,7 @@ import {
   loadCaDirectory,
   writeFileAtomic,
 } from '../../ca/index.ts';
-import { createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
+import { LOG_LEVELS, createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
@@ -77,8 +77,8 @@ export const commands: readonly CliCommand[] = [
       if (!Number.isInteger(offset) || offset < 0 || offset > 40_000)
         throw new UsageError('up: --port-offset must be an integer from 0 to 40000');
       const level = flags['log-level'] ?? 'warn';
-      if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
-        throw new UsageError(`up: --log-level must be one of trace, debug, info, warn, error, fatal, silent`);
+      if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+        throw new UsageError(`up: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
       }
       // One telemetry for the whole mesh; spans are told apart by name and portcullis.service.
       const telemetry = await startTelemetry({ serviceName: 'portcullis' });
