@@ -1,5 +1,5 @@
 import { createLogger, startTelemetry } from '../../core/index.ts';
-import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
+import { loadSidecarConfig, sidecarServiceName, startSidecar } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { parseFlags, required } from '../lib/command.ts';
 
@@ -27,7 +27,8 @@ export const commands: readonly CliCommand[] = [
       const config = loadSidecarConfig(required(flags.config, 'config', 'sidecar'));
       const logger = createLogger({ name: 'sidecar' });
       // Traces go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise this is a no-op.
-      const telemetry = await startTelemetry({ serviceName: 'portcullis-sidecar' });
+      // The service is named after the workload (`orders-sidecar`) unless OTEL_SERVICE_NAME says otherwise.
+      const telemetry = await startTelemetry({ serviceName: sidecarServiceName(config.service) });
       const running = await startSidecar(config, { logger });
       logger.info(
         {

@@ -12,9 +12,9 @@ import {
   loadCaDirectory,
   writeFileAtomic,
 } from '../../ca/index.ts';
-import { LOG_LEVELS, createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
+import { LOG_LEVELS, activeTracer, createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
-import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
+import { loadSidecarConfig, sidecarServiceName, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
 import { loadStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
@@ -80,8 +80,8 @@ export const commands: readonly CliCommand[] = [
       if (!(LOG_LEVELS as readonly string[]).includes(level)) {
         throw new UsageError(`up: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
       }
-      // One telemetry for the whole mesh; spans are told apart by name and portcullis.service.
-      const telemetry = await startTelemetry({ serviceName: 'portcullis' });
+      // One telemetry for the whole mesh; each part exports under its own service.name (MESH_SERVICES).
+      const telemetry = await startTelemetry({ serviceName: 'portcullis-up' });
       const mesh = await startMesh({
         dataDir: resolve(flags['data-dir'] ?? '.portcullis'),
         identities: resolve(flags.identities ?? 'identities'),
@@ -123,6 +123,13 @@ export const commands: readonly CliCommand[] = [
     },
   },
 ];
+
+/**
+ * The `service.name` of each part's spans: the mesh runs in one process, but a tracing backend
+ * shows each part as its own service, as it would for separate deployments; the sidecars name
+ * themselves as standalone ones do (`sidecarServiceName`: `web-sidecar`, `orders-sidecar`).
+ */
+const MESH_SERVICES = { sts: 'portcullis-sts', webApp: 'web', ordersApp: 'orders' } as const;
 
 /** Options of {@link startMesh}. */
 interface MeshOptions {
@@ -283,24 +290,34 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
       registry,
       masterKey,
       logger: log('sts'),
+      tracer: activeTracer('portcullis-sts', MESH_SERVICES.sts),
     });
     stops.push(() => sts.close());
-    const ordersApp: DemoApp = await startDemoApp({ kind: 'orders', port: P.ordersApp });
+    const ordersApp: DemoApp = await startDemoApp({
+      kind: 'orders',
+      port: P.ordersApp,
+      tracer: activeTracer('portcullis-demo', MESH_SERVICES.ordersApp),
+    });
     stops.push(() => ordersApp.close());
     const webApp: DemoApp = await startDemoApp({
       kind: 'web',
       port: P.webApp,
       proxy: `http://127.0.0.1:${P.webOutbound}`,
+      tracer: activeTracer('portcullis-demo', MESH_SERVICES.webApp),
     });
     stops.push(() => webApp.close());
-    const orders: RunningSidecar = await startSidecar(loadSidecarConfig(files.orders), {
+    const ordersConfig = loadSidecarConfig(files.orders);
+    const orders: RunningSidecar = await startSidecar(ordersConfig, {
       logger: log('sidecar-orders'),
       defaultMetrics: false,
+      tracer: activeTracer('portcullis-sidecar', sidecarServiceName(ordersConfig.service)),
     });
     stops.push(() => orders.close());
-    const web: RunningSidecar = await startSidecar(loadSidecarConfig(files.web), {
+    const webConfig = loadSidecarConfig(files.web);
+    const web: RunningSidecar = await startSidecar(webConfig, {
       logger: log('sidecar-web'),
       defaultMetrics: false,
+      tracer: activeTracer('portcullis-sidecar', sidecarServiceName(webConfig.service)),
     });
     stops.push(() => web.close());
   } catch (err) {
