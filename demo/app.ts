@@ -4,8 +4,8 @@
 import { createServer, request } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { SpanKind, formatTraceparent, parseTraceparent, startSpan } from '../core/index.ts';
-import type { Tracer } from '../core/index.ts';
+import { ROOT_CONTEXT, SpanKind, propagation, trace } from '@opentelemetry/api';
+import type { Tracer } from '@opentelemetry/api';
 
 /** Options of {@link startDemoApp}. */
 export interface DemoAppOptions {
@@ -38,19 +38,21 @@ export async function startDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   const tracer = options.tracer;
   const server: Server = createServer((req, res) => {
     if (tracer) {
+      // Plain OpenTelemetry API, as any instrumented app would use it: W3C context in, span, context out.
       const route = ORDER_ID.test(req.url ?? '') ? '/orders/:id' : (req.url ?? '/').split('?')[0]!;
-      const span = startSpan(
-        tracer,
+      const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+      const span = tracer.startSpan(
         `${req.method} ${route}`,
-        parseTraceparent(req.headers.traceparent),
-        SpanKind.SERVER,
         {
-          'http.request.method': req.method ?? '',
-          'http.route': route,
+          kind: SpanKind.SERVER,
+          attributes: { 'http.request.method': req.method ?? '', 'http.route': route },
         },
+        parent,
       );
       // What this app calls next is a child of this span.
-      req.headers.traceparent = formatTraceparent(span.spanContext());
+      const carrier: Record<string, string> = {};
+      propagation.inject(trace.setSpan(parent, span), carrier);
+      if (carrier.traceparent) req.headers.traceparent = carrier.traceparent;
       res.once('close', () => {
         span.setAttribute('http.response.status_code', res.statusCode);
         span.end();
