@@ -1,6 +1,7 @@
 import { createLogger, startTelemetry } from '../../core/index.ts';
 import { loadSidecarConfig, sidecarServiceName, startSidecar } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { untilShutdownSignal } from '../lib/signals.ts';
 import { parseFlags, required } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -39,11 +40,7 @@ export const commands: readonly CliCommand[] = [
         },
         'sidecar listening',
       );
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
+      await untilShutdownSignal('sidecar');
       logger.info('sidecar draining');
       await running.close();
       await telemetry.shutdown();

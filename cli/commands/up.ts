@@ -21,6 +21,7 @@ import type { RunningSts } from '../../sts/index.ts';
 import { startDemoApp } from '../../demo/app.ts';
 import type { DemoApp } from '../../demo/app.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { untilShutdownSignal } from '../lib/signals.ts';
 import { DEFAULT_RENEW_WITHIN_MS, DEFAULT_VALIDITY_MS } from './certs.ts';
 import { UsageError, parseFlags } from '../lib/command.ts';
 
@@ -91,35 +92,17 @@ export const commands: readonly CliCommand[] = [
         print: (line) => console.log(line),
       });
       console.log(mesh.banner);
-      await new Promise<void>((done) => {
-        let stopping = false;
-        const stop = (signal: string) => {
-          // Ctrl-C reaches every process of the group and npm forwards it once more: the first
-          // signal starts the shutdown, later ones are acknowledged and otherwise ignored.
-          if (stopping) return;
-          stopping = true;
-          console.log(`\n${signal}: draining requests and flushing audit events…`);
-          const timer = setTimeout(() => {
-            console.error('portcullis up: shutdown took longer than 30s; exiting');
-            process.exit(1);
-          }, 30_000);
-          timer.unref();
-          mesh.close().then(
-            () => {
-              console.log('stopped; every audit event is in the log.');
-              void telemetry.shutdown().finally(done);
-            },
-            (err: unknown) => {
-              console.error(`portcullis up: shutdown failed: ${(err as Error).message}`);
-              process.exitCode = 1;
-              done();
-            },
-          );
-        };
-        process.on('SIGINT', () => stop('SIGINT'));
-        process.on('SIGTERM', () => stop('SIGTERM'));
-      });
-      return process.exitCode === 1 ? 1 : 0;
+      const signal = await untilShutdownSignal('up', 30_000);
+      console.log(`\n${signal}: draining requests and flushing audit events…`);
+      try {
+        await mesh.close();
+      } catch (err) {
+        console.error(`portcullis up: shutdown failed: ${(err as Error).message}`);
+        return 1;
+      }
+      console.log('stopped; every audit event is in the log.');
+      await telemetry.shutdown();
+      return 0;
     },
   },
 ];

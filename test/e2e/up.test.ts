@@ -19,8 +19,10 @@ function up(
   dataDir: string,
   env: Record<string, string> = {},
 ): Promise<{ child: ChildProcess; banner: string }> {
-  const child = spawn(process.execPath, [CLI, 'up', '--data-dir', dataDir, '--port-offset', OFFSET], {
+  // `npm start` as a newcomer types it, in a process group of its own as a terminal's foreground job.
+  const child = spawn('npm', ['start', '--', '--data-dir', dataDir, '--port-offset', OFFSET], {
     cwd: ROOT,
+    detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -29,7 +31,7 @@ function up(
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
+      process.kill(-child.pid!, 'SIGKILL');
       reject(new Error(`mesh not ready within 30 s\nstdout: ${out}\nstderr: ${err}`));
     }, 30_000);
     child.stdout!.on('data', (c: Buffer) => {
@@ -61,10 +63,11 @@ function runCommand(cmd: string) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Ctrl-C: SIGINT to every process of the job (npm and node), as a terminal sends it. */
 function stop(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => {
     child.once('exit', (code) => resolve(code));
-    child.kill('SIGINT');
+    process.kill(-child.pid!, 'SIGINT');
   });
 }
 
@@ -127,7 +130,7 @@ test(
       assert.equal(await stop(child), 0);
       child = undefined;
     } finally {
-      child?.kill('SIGKILL');
+      if (child?.exitCode === null) process.kill(-child.pid!, 'SIGKILL');
       rmSync(dataDir, { recursive: true, force: true });
     }
   },
@@ -178,7 +181,7 @@ test(
         'web-sidecar',
       ]);
     } finally {
-      child?.kill('SIGKILL');
+      if (child?.exitCode === null) process.kill(-child.pid!, 'SIGKILL');
       receiver.close();
       rmSync(dataDir, { recursive: true, force: true });
     }
