@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { pino } from 'pino';
 import { stringify as stringifyYaml } from 'yaml';
 import { loadAuditConfig, startCollector } from '../../audit/index.ts';
@@ -22,6 +22,7 @@ import { startDemoApp } from '../../demo/app.ts';
 import type { DemoApp } from '../../demo/app.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { untilShutdownSignal } from '../lib/signals.ts';
+import { CONTEXT_FILE } from '../lib/context.ts';
 import { DEFAULT_RENEW_WITHIN_MS, DEFAULT_VALIDITY_MS } from './certs.ts';
 import { UsageError, parseFlags } from '../lib/command.ts';
 
@@ -255,6 +256,36 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
       audit: audit('web', 'open'),
     }),
   };
+
+  // The context every other command reads (cli/lib/context.ts): no flags needed after `up`.
+  const relToData = (p: string) => relative(o.dataDir, p);
+  const admin = registry.workloads.find((w) => w.roles.includes('admin'));
+  const reader = registry.workloads.find((w) => w.roles.includes('audit-reader'));
+  const identityOf = (w: typeof admin) =>
+    w ? { cert: relToData(tls(w.name).cert), key: relToData(tls(w.name).key) } : undefined;
+  writeFileAtomic(
+    join(o.dataDir, CONTEXT_FILE),
+    `# Written by portcullis up on each start: where this mesh's parts are and who operates it.\n# Every portcullis command run from ${rel(dirname(o.dataDir))} (or given --context ${rel(o.dataDir)}) reads it.\n${stringifyYaml(
+      {
+        trustDomain: td,
+        trustBundle: relToData(tls('sts').trustBundle),
+        sts: { url: issuer, spiffeId: id('sts') },
+        collector: {
+          url: `https://127.0.0.1:${P.audit}`,
+          spiffeId: id('audit'),
+          store: `file:${relToData(join(o.dataDir, 'audit', 'log'))}`,
+          verifierKey: relToData(join(o.dataDir, 'audit', 'checkpoint.vkey')),
+          checkpoint: 'checkpoints/latest.checkpoint',
+        },
+        ca: { dir: relToData(caDir), crl: relToData(join(dirs.certs, 'crl.pem')) },
+        operators: {
+          ...(admin ? { admin: identityOf(admin) } : {}),
+          ...(reader ? { auditReader: identityOf(reader) } : {}),
+        },
+      },
+    )}`,
+    0o600,
+  );
 
   // 4. Start in dependency order; stop what started if a later part fails.
   const stops: (() => Promise<void>)[] = [];

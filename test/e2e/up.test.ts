@@ -108,6 +108,16 @@ test(
       assert.equal(v.code, 0, v.stderr);
       assert.match(v.stdout, /^intact: \d+ records/);
 
+      // Every admin command finds the mesh through the context up wrote: no flags.
+      const keys = spawnSync(process.execPath, [CLI, 'keys', 'list'], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { ...process.env, PORTCULLIS_CONTEXT: dataDir },
+      });
+      assert.equal(keys.status, 0, keys.stderr);
+      assert.match(keys.stdout, /^current\s+\S+\s+ES256/m);
+
       // Calls right before Ctrl-C must still be in the log after a restart.
       for (let i = 0; i < 10; i++)
         assert.equal(runCommand(call.replace('/orders/1', `/orders/late-${i}`)).code, 0);
