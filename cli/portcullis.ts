@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `portcullis` command: finds the subcommand, runs it, maps errors to one line and an exit code.
 // Each subcommand lives in cli/commands/<group>.ts and only wires library parts together.
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import type { CliCommand } from './lib/command.ts';
 import { UsageError, describeError } from './lib/command.ts';
 
@@ -28,7 +28,15 @@ async function loadGroup(name: string): Promise<CommandModule> {
 async function usage(): Promise<string> {
   const lines: string[] = [];
   for (const name of groupNames()) lines.push(`  ${name.padEnd(9)} ${(await loadGroup(name)).summary}`);
-  return `usage: portcullis <command> [flags]\n\ncommands:\n${lines.join('\n')}\n\nRun 'portcullis <command> --help' for a command's flags.`;
+  return `usage: portcullis <command> [flags]\n       portcullis --version\n\ncommands:\n${lines.join('\n')}\n\nRun 'portcullis <command> --help' for a command's flags.`;
+}
+
+/** `portcullis <version> (node <version>)`: the project's package version and the runtime it runs on. */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return `portcullis ${pkg.version} (node ${process.version})`;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -36,6 +44,10 @@ async function main(argv: string[]): Promise<number> {
   if (!group || group === '--help' || group === '-h' || group === 'help') {
     console.log(await usage());
     return group ? 0 : 2;
+  }
+  if (group === '--version' || group === '-V') {
+    console.log(version());
+    return 0;
   }
   const names = groupNames();
   if (!names.includes(group))

@@ -33,6 +33,7 @@ export {
 export { loadConfigFile, readConfiguredFile } from './config-file.ts';
 export { describeClientError, endWithHttpError } from './raw-http.ts';
 export { coalesceWrites } from './coalesce-writes.ts';
+export { collectProcessMetrics } from './process-metrics.ts';
 export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';
 export type { Registry, Workload, Role, RegistrySource } from './registry.ts';
 export { loadRegistry } from './registry-load.ts';
@@ -55,7 +56,7 @@ export {
   LogAuditSink,
 } from './audit-event.ts';
 export type { AuditEvent, AuditEventType, AuditSink } from './audit-event.ts';
-export { createLogger, REDACTED_PATHS } from './logger.ts';
+export { createLogger, logLevelFromEnv, LOG_LEVELS, REDACTED_PATHS } from './logger.ts';
 export type { Logger, LoggerOptions } from './logger.ts';
 export {
   startTelemetry,

@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import type { DestinationStream, Logger, LevelWithSilent } from 'pino';
+import { ConfigError } from './errors.ts';
 
 export type { Logger } from 'pino';
 
@@ -41,12 +42,42 @@ export interface LoggerOptions {
   readonly destination?: DestinationStream;
 }
 
-/** A pino JSON logger with secrets redacted (see {@link REDACTED_PATHS}). */
+/** The levels `PORTCULLIS_LOG_LEVEL` (and `--log-level`) take, most to least verbose. */
+export const LOG_LEVELS: readonly LevelWithSilent[] = [
+  'trace',
+  'debug',
+  'info',
+  'warn',
+  'error',
+  'fatal',
+  'silent',
+];
+
+/**
+ * The level named by the `PORTCULLIS_LOG_LEVEL` environment variable, `undefined` when unset or
+ * empty; any other value is a {@link ConfigError} naming the variable and the levels it takes.
+ */
+export function logLevelFromEnv(env: NodeJS.ProcessEnv = process.env): LevelWithSilent | undefined {
+  const value = env.PORTCULLIS_LOG_LEVEL;
+  if (value === undefined || value === '') return undefined;
+  if ((LOG_LEVELS as readonly string[]).includes(value)) return value as LevelWithSilent;
+  throw new ConfigError(
+    'ERR_CONFIG_INVALID',
+    'PORTCULLIS_LOG_LEVEL',
+    '',
+    `must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(value.slice(0, 40))}`,
+  );
+}
+
+/**
+ * A pino JSON logger with secrets redacted (see {@link REDACTED_PATHS}), at `options.level`, else
+ * `PORTCULLIS_LOG_LEVEL`, else `info`.
+ */
 export function createLogger(options: LoggerOptions): Logger {
   return pino(
     {
       name: options.name,
-      level: options.level ?? (process.env.PORTCULLIS_LOG_LEVEL as LevelWithSilent | undefined) ?? 'info',
+      level: options.level ?? logLevelFromEnv() ?? 'info',
       redact: { paths: [...REDACTED_PATHS], censor: '[redacted]' },
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,

@@ -1,13 +1,17 @@
 import { ROOT_CONTEXT, SpanKind, context, propagation, trace } from '@opentelemetry/api';
-import type { Attributes, ProxyTracerProvider, Span, SpanContext, Tracer } from '@opentelemetry/api';
-import type { NodeSDK, tracing } from '@opentelemetry/sdk-node';
+import type { Attributes, Span, SpanContext, Tracer } from '@opentelemetry/api';
+import type { tracing } from '@opentelemetry/sdk-node';
+import { ConfigError } from './errors.ts';
 
 export { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 export type { Span, SpanContext, Tracer } from '@opentelemetry/api';
 
 /** Options of {@link startTelemetry}. */
 export interface TelemetryOptions {
-  /** `service.name` of every span this process exports. */
+  /**
+   * The process's default `service.name`. `OTEL_SERVICE_NAME`, else a `service.name` in
+   * `OTEL_RESOURCE_ATTRIBUTES`, takes precedence, as the OpenTelemetry SDK specification says.
+   */
   readonly serviceName: string;
   /**
    * Where spans go, each as soon as it ends (tests pass `tracing.InMemorySpanExporter` from
@@ -21,71 +25,109 @@ export interface TelemetryOptions {
 export interface Telemetry {
   /** False when nothing is exported: servers then create no spans at all. */
   readonly enabled: boolean;
-  /** A tracer when enabled, `undefined` otherwise (so that a disabled hot path skips span work entirely). */
-  tracer(name: string): Tracer | undefined;
+  /** The `service.name` of spans from {@link Telemetry.tracer} without a service. */
+  readonly serviceName: string;
+  /**
+   * A tracer when enabled, `undefined` otherwise (so that a disabled hot path skips span work
+   * entirely). With `service`, its spans carry that `service.name` instead of the process's: one
+   * process running several parts (`portcullis up`) shows each as its own service.
+   */
+  tracer(name: string, service?: string): Tracer | undefined;
   /** Exports the spans that ended but are still buffered. */
   flush(): Promise<void>;
   /** Flushes, stops the SDK and unregisters it, so that telemetry can be started again. */
   shutdown(): Promise<void>;
 }
 
-let active: { sdk: NodeSDK; processor: tracing.SpanProcessor | undefined } | undefined;
+let active: Telemetry | undefined;
 
 const DISABLED: Telemetry = {
   enabled: false,
+  serviceName: '',
   tracer: () => undefined,
   flush: async () => {},
   shutdown: async () => {},
 };
 
 /**
- * Starts OpenTelemetry tracing for this process (DESIGN.md § Operations) with the W3C trace
- * context propagator and no auto-instrumentation: Portcullis creates its spans by hand where the
- * work happens (decision 0040). Exports to `exporter` when given, over OTLP (the SDK's own
- * `OTEL_EXPORTER_OTLP_*` handling: endpoint, protocol, headers) when `OTEL_EXPORTER_OTLP_ENDPOINT`
- * is set, and otherwise starts nothing and returns a disabled {@link Telemetry}. One process has
- * one telemetry: a second start before `shutdown()` rejects with a TypeError. The SDK is imported
- * only when tracing is on.
+ * Starts OpenTelemetry tracing for this process (docs/architecture.md, Operations) with the W3C
+ * trace context propagator and no auto-instrumentation: Portcullis creates its spans by hand where
+ * the work happens (decision 0040). Exports to `exporter` when given, over OTLP when
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set — `http/protobuf` by default,
+ * `http/json` or `grpc` by `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`, endpoint and headers read by the
+ * exporter itself — and otherwise starts nothing and returns a disabled {@link Telemetry}. The
+ * resource honours `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`. One process has one
+ * telemetry: a second start before `shutdown()` rejects with a TypeError. The SDK is imported only
+ * when tracing is on.
  */
 export async function startTelemetry(options: TelemetryOptions): Promise<Telemetry> {
   if (typeof options?.serviceName !== 'string' || options.serviceName.trim() === '')
     throw new TypeError('"serviceName" must be a non-empty string');
   if (active) throw new TypeError('telemetry is already started in this process; shut it down first');
-  // The SDK reads the rest of the OTEL_* variables from process.env itself.
   const env = process.env;
   const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
   if (/^(true|1)$/i.test(env.OTEL_SDK_DISABLED ?? '')) return DISABLED;
   if (options.exporter === undefined && !endpoint) return DISABLED;
   // Loaded only when tracing is on: the SDK costs ~35 MB and ~120 ms to import.
-  const { NodeSDK, core: otelCore, tracing } = await import('@opentelemetry/sdk-node');
+  const { NodeSDK, core: otelCore, resources, tracing } = await import('@opentelemetry/sdk-node');
   if (active) throw new TypeError('telemetry is already started in this process; shut it down first');
-  const processor = options.exporter ? new tracing.SimpleSpanProcessor(options.exporter) : undefined;
+  const exporter = options.exporter ?? (await otlpExporter(env));
+  const processor = options.exporter
+    ? new tracing.SimpleSpanProcessor(exporter)
+    : new tracing.BatchSpanProcessor(exporter);
+  // The environment first (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME); host and process
+  // detection costs a few ms at start, so tests with an exporter skip it.
+  const detected = resources.detectResources({
+    detectors: options.exporter
+      ? [resources.envDetector]
+      : [resources.envDetector, resources.hostDetector, resources.processDetector],
+  });
+  await detected.waitForAsyncAttributes?.();
+  const fromEnv = detected.attributes['service.name'];
+  const serviceName = typeof fromEnv === 'string' && fromEnv !== '' ? fromEnv : options.serviceName;
+  const named = (service: string) =>
+    detected.merge(resources.resourceFromAttributes({ 'service.name': service }));
   const sdk = new NodeSDK({
-    serviceName: options.serviceName,
-    // Host and process detection costs a few ms at start; tests with an exporter skip it.
-    autoDetectResources: options.exporter === undefined,
+    resource: named(serviceName),
+    autoDetectResources: false,
     instrumentations: [],
     // Traces only: Prometheus serves the metrics (decision 0041), pino the logs.
     metricReaders: [],
     logRecordProcessors: [],
     textMapPropagator: new otelCore.W3CTraceContextPropagator(),
-    ...(processor ? { spanProcessors: [processor] } : {}),
+    spanProcessors: [processor],
   });
   sdk.start();
-  const mine = { sdk, processor };
-  active = mine;
+  // Further services share the one processor (and so the one export queue); only the telemetry
+  // as a whole shuts it down.
+  const shared: tracing.SpanProcessor = {
+    onStart: (span, ctx) => processor.onStart(span, ctx),
+    onEnd: (span) => processor.onEnd(span),
+    forceFlush: () => processor.forceFlush(),
+    shutdown: () => processor.forceFlush(),
+  };
+  const providers = new Map<string, tracing.BasicTracerProvider>();
   let stopped: Promise<void> | undefined;
-  return {
+  const mine: Telemetry = {
     enabled: true,
-    tracer: (name) => (active === mine ? trace.getTracer(name) : undefined),
+    serviceName,
+    tracer(name, service) {
+      if (active !== mine) return undefined;
+      if (service === undefined || service === serviceName) return trace.getTracer(name);
+      let provider = providers.get(service);
+      if (!provider) {
+        provider = new tracing.BasicTracerProvider({ resource: named(service), spanProcessors: [shared] });
+        providers.set(service, provider);
+      }
+      return provider.getTracer(name);
+    },
     flush: async () => {
-      if (active !== mine) return;
-      const proxy = trace.getTracerProvider() as ProxyTracerProvider;
-      await (proxy.getDelegate() as { forceFlush?: () => Promise<void> }).forceFlush?.();
+      if (active === mine) await processor.forceFlush();
     },
     shutdown() {
       stopped ??= (async () => {
         try {
+          for (const p of providers.values()) await p.shutdown();
           await sdk.shutdown();
         } finally {
           trace.disable();
@@ -97,14 +139,43 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
       return stopped;
     },
   };
+  active = mine;
+  return mine;
+}
+
+/** The OTLP trace exporter that `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` names (default `http/protobuf`). */
+async function otlpExporter(env: NodeJS.ProcessEnv): Promise<tracing.SpanExporter> {
+  const protocol = (
+    env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ||
+    env.OTEL_EXPORTER_OTLP_PROTOCOL ||
+    'http/protobuf'
+  ).trim();
+  switch (protocol) {
+    case 'http/protobuf':
+      return new (await import('@opentelemetry/exporter-trace-otlp-proto')).OTLPTraceExporter();
+    case 'http/json':
+      return new (await import('@opentelemetry/exporter-trace-otlp-http')).OTLPTraceExporter();
+    case 'grpc':
+      return new (await import('@opentelemetry/exporter-trace-otlp-grpc')).OTLPTraceExporter();
+    default:
+      throw new ConfigError(
+        'ERR_CONFIG_INVALID',
+        env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+          ? 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'
+          : 'OTEL_EXPORTER_OTLP_PROTOCOL',
+        '',
+        `must be http/protobuf, http/json or grpc; got ${JSON.stringify(protocol.slice(0, 40))}`,
+      );
+  }
 }
 
 /**
- * The tracer `name` of the telemetry started in this process, or `undefined` when none is: the
- * default that composition roots (`startSts`, `startSidecar`, `startCollector`) fall back to.
+ * The tracer `name` (for `service`, see {@link Telemetry.tracer}) of the telemetry started in this
+ * process, or `undefined` when none is: the default that composition roots (`startSts`,
+ * `startSidecar`) fall back to.
  */
-export function activeTracer(name: string): Tracer | undefined {
-  return active ? trace.getTracer(name) : undefined;
+export function activeTracer(name: string, service?: string): Tracer | undefined {
+  return active?.tracer(name, service);
 }
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;

@@ -4,6 +4,8 @@
 import { createServer, request } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { ROOT_CONTEXT, SpanKind, propagation, trace } from '@opentelemetry/api';
+import type { Tracer } from '@opentelemetry/api';
 
 /** Options of {@link startDemoApp}. */
 export interface DemoAppOptions {
@@ -14,6 +16,11 @@ export interface DemoAppOptions {
   readonly proxy?: string;
   /** web only: the host name orders is routed by (default `orders.shop.internal`). */
   readonly ordersHost?: string;
+  /**
+   * When given, each request is a server span (child of the caller's `traceparent`), and web's
+   * call to orders carries that span as its parent: an instrumented app, as a real one would be.
+   */
+  readonly tracer?: Tracer;
 }
 
 /** A running demo app. */
@@ -28,7 +35,29 @@ const ORDER_ID = /^\/orders\/([A-Za-z0-9_-]{1,64})$/;
 /** Starts one demo app on `host:port` (port 0 picks one). */
 export async function startDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   const handler = options.kind === 'orders' ? ordersHandler : webHandler(options);
+  const tracer = options.tracer;
   const server: Server = createServer((req, res) => {
+    if (tracer) {
+      // Plain OpenTelemetry API, as any instrumented app would use it: W3C context in, span, context out.
+      const route = ORDER_ID.test(req.url ?? '') ? '/orders/:id' : (req.url ?? '/').split('?')[0]!;
+      const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+      const span = tracer.startSpan(
+        `${req.method} ${route}`,
+        {
+          kind: SpanKind.SERVER,
+          attributes: { 'http.request.method': req.method ?? '', 'http.route': route },
+        },
+        parent,
+      );
+      // What this app calls next is a child of this span.
+      const carrier: Record<string, string> = {};
+      propagation.inject(trace.setSpan(parent, span), carrier);
+      if (carrier.traceparent) req.headers.traceparent = carrier.traceparent;
+      res.once('close', () => {
+        span.setAttribute('http.response.status_code', res.statusCode);
+        span.end();
+      });
+    }
     handler(req, res).catch((err: unknown) =>
       send(res, 502, { error: 'upstream_failed', detail: String((err as Error).message) }),
     );

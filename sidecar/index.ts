@@ -5,6 +5,7 @@ export type { SidecarErrorCode } from './errors.ts';
 export { loadSidecarConfig, parseSidecarConfig, sidecarConfigSchema } from './config.ts';
 export type { SidecarConfig, SidecarConfigInput } from './config.ts';
 export { startSidecar } from './start.ts';
+export { sidecarServiceName } from './service-name.ts';
 export type { RunningSidecar, StartSidecarOverrides } from './start.ts';
 export { parsePolicy } from './policy/parse.ts';
 export type { Policy, PolicyRule, PolicyMode } from './policy/parse.ts';

@@ -1,4 +1,5 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../core/index.ts';
 
 /** Figures the sidecar parts keep as plain counters; read only when Prometheus scrapes. */
 export interface SidecarMetricSources {
@@ -34,7 +35,7 @@ export const UPSTREAM_BUCKETS: readonly number[] = [
  */
 export function createSidecarMetrics(sources: SidecarMetricSources, withDefaults = true): SidecarMetrics {
   const registry = new Registry();
-  if (withDefaults) collectDefaultMetrics({ register: registry, prefix: 'portcullis_sidecar_' });
+  if (withDefaults) collectProcessMetrics(registry, 'portcullis_sidecar_');
   const counts = new Map<
     string,
     { labels: { decision: string; reason: string; rule: string }; n: number; seen: number }

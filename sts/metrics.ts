@@ -1,4 +1,5 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../core/index.ts';
 
 /** The STS's Prometheus metrics. */
 export interface StsMetrics {
@@ -14,7 +15,7 @@ export interface StsMetrics {
 
 /** Creates the STS metrics on `registry` (a fresh one by default, so tests and replicas don't collide). */
 export function createStsMetrics(registry = new Registry(), withDefaults = false): StsMetrics {
-  if (withDefaults) collectDefaultMetrics({ register: registry });
+  if (withDefaults) collectProcessMetrics(registry, 'portcullis_sts_');
   return {
     registry,
     tokensIssued: new Counter({

@@ -1,4 +1,5 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../../core/index.ts';
 
 /** What the collector's gauges read at scrape time. */
 export interface CollectorMetricSources {
@@ -29,7 +30,7 @@ export function createCollectorMetrics(
   registry = new Registry(),
   withDefaults = false,
 ): CollectorMetrics {
-  if (withDefaults) collectDefaultMetrics({ register: registry, prefix: 'portcullis_audit_' });
+  if (withDefaults) collectProcessMetrics(registry, 'portcullis_audit_');
   new Gauge({
     name: 'portcullis_audit_log_size',
     help: 'Records in the audit log',

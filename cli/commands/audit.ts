@@ -13,6 +13,7 @@ import {
 } from '../../audit/index.ts';
 import type { AuditRecord, CollectorApi, InclusionBundle, RecordFilter } from '../../audit/index.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { untilShutdownSignal } from '../lib/signals.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -89,10 +90,7 @@ flags:
       },
       'audit collector listening',
     );
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
-    });
+    await untilShutdownSignal('audit serve');
     logger.info('audit collector stopping');
     await running.close();
     await telemetry.shutdown();

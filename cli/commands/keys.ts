@@ -3,22 +3,26 @@ import { createStsAdminClient } from '../../sts/index.ts';
 import type { KeySummary, StsAdminClient } from '../../sts/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { parseFlags } from '../lib/command.ts';
+import { findContext, fromContext } from '../lib/context.ts';
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'list and rotate the STS signing keys (admin API over mTLS)';
 
 const FLAGS = `flags:
-  --sts URL      STS base URL (default https://localhost:8443)
-  --cert FILE    admin certificate chain (default certs/admin-console.pem)
-  --key FILE     its private key (default certs/admin-console-key.pem)
-  --ca FILE      trust bundle for the STS certificate (default certs/root.pem)
+  --context DIR  the deployment's context (default: $PORTCULLIS_CONTEXT, else ./.portcullis when
+                 \`portcullis up\` wrote one there): supplies every flag below
+  --sts URL      STS base URL (default: the context's, else https://localhost:8443)
+  --cert FILE    admin certificate chain (default: the context's admin, else certs/admin-console.pem)
+  --key FILE     its private key (default: the context's, else certs/admin-console-key.pem)
+  --ca FILE      trust bundle for the STS certificate (default: the context's, else certs/root.pem)
   --json         print the raw JSON answer`;
 
 const OPTIONS = {
-  sts: { type: 'string', default: 'https://localhost:8443' },
-  cert: { type: 'string', default: 'certs/admin-console.pem' },
-  key: { type: 'string', default: 'certs/admin-console-key.pem' },
-  ca: { type: 'string', default: 'certs/root.pem' },
+  context: { type: 'string' },
+  sts: { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
+  ca: { type: 'string' },
   json: { type: 'boolean', default: false },
 } as const;
 
@@ -28,16 +32,41 @@ async function withClient<T>(
   fn: (c: StsAdminClient, json: boolean) => Promise<T>,
 ) {
   const flags = parseFlags(argv, OPTIONS, command);
+  const ctx = findContext(flags.context);
+  const sts = fromContext(flags.sts, 'sts', command, ctx, (c) => c.sts.url, 'https://localhost:8443');
   try {
-    new URL(flags.sts);
+    new URL(sts);
   } catch {
-    throw new ConfigError('ERR_CONFIG_INVALID', '--sts', '', `"${flags.sts}" is not a URL`);
+    throw new ConfigError('ERR_CONFIG_INVALID', '--sts', '', `"${sts}" is not a URL`);
   }
   const client = createStsAdminClient({
-    url: flags.sts,
-    cert: readConfiguredFile(flags.cert, '--cert'),
-    key: readConfiguredFile(flags.key, '--key'),
-    ca: readConfiguredFile(flags.ca, '--ca'),
+    url: sts,
+    cert: readConfiguredFile(
+      fromContext(
+        flags.cert,
+        'cert',
+        command,
+        ctx,
+        (c) => c.operators.admin?.cert,
+        'certs/admin-console.pem',
+      ),
+      '--cert',
+    ),
+    key: readConfiguredFile(
+      fromContext(
+        flags.key,
+        'key',
+        command,
+        ctx,
+        (c) => c.operators.admin?.key,
+        'certs/admin-console-key.pem',
+      ),
+      '--key',
+    ),
+    ca: readConfiguredFile(
+      fromContext(flags.ca, 'ca', command, ctx, (c) => c.trustBundle, 'certs/root.pem'),
+      '--ca',
+    ),
   });
   try {
     return await fn(client, flags.json);

@@ -1,6 +1,7 @@
 import { createLogger, startTelemetry } from '../../core/index.ts';
-import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
+import { loadSidecarConfig, sidecarServiceName, startSidecar } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { untilShutdownSignal } from '../lib/signals.ts';
 import { parseFlags, required } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -27,7 +28,8 @@ export const commands: readonly CliCommand[] = [
       const config = loadSidecarConfig(required(flags.config, 'config', 'sidecar'));
       const logger = createLogger({ name: 'sidecar' });
       // Traces go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise this is a no-op.
-      const telemetry = await startTelemetry({ serviceName: 'portcullis-sidecar' });
+      // The service is named after the workload (`orders-sidecar`) unless OTEL_SERVICE_NAME says otherwise.
+      const telemetry = await startTelemetry({ serviceName: sidecarServiceName(config.service) });
       const running = await startSidecar(config, { logger });
       logger.info(
         {
@@ -38,11 +40,7 @@ export const commands: readonly CliCommand[] = [
         },
         'sidecar listening',
       );
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
+      await untilShutdownSignal('sidecar');
       logger.info('sidecar draining');
       await running.close();
       await telemetry.shutdown();

@@ -1,6 +1,7 @@
 import { startTelemetry } from '../../core/index.ts';
 import { loadStsConfig, startSts } from '../../sts/index.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { untilShutdownSignal } from '../lib/signals.ts';
 import { parseFlags, required } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -28,11 +29,7 @@ export const commands: readonly CliCommand[] = [
       const telemetry = await startTelemetry({ serviceName: 'portcullis-sts' });
       const sts = await startSts(config);
       console.error(`portcullis sts: listening on ${sts.url} (issuer ${config.issuer})`);
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
+      await untilShutdownSignal('sts');
       await sts.close();
       await telemetry.shutdown();
       console.error('portcullis sts: stopped');

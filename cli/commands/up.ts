@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { pino } from 'pino';
 import { stringify as stringifyYaml } from 'yaml';
 import { loadAuditConfig, startCollector } from '../../audit/index.ts';
@@ -12,15 +12,17 @@ import {
   loadCaDirectory,
   writeFileAtomic,
 } from '../../ca/index.ts';
-import { createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
+import { LOG_LEVELS, activeTracer, createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
-import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
+import { loadSidecarConfig, sidecarServiceName, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
 import { loadStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
 import { startDemoApp } from '../../demo/app.ts';
 import type { DemoApp } from '../../demo/app.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { untilShutdownSignal } from '../lib/signals.ts';
+import { CONTEXT_FILE } from '../lib/context.ts';
 import { DEFAULT_RENEW_WITHIN_MS, DEFAULT_VALIDITY_MS } from './certs.ts';
 import { UsageError, parseFlags } from '../lib/command.ts';
 
@@ -77,11 +79,11 @@ export const commands: readonly CliCommand[] = [
       if (!Number.isInteger(offset) || offset < 0 || offset > 40_000)
         throw new UsageError('up: --port-offset must be an integer from 0 to 40000');
       const level = flags['log-level'] ?? 'warn';
-      if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
-        throw new UsageError(`up: --log-level must be one of trace, debug, info, warn, error, fatal, silent`);
+      if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+        throw new UsageError(`up: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
       }
-      // One telemetry for the whole mesh; spans are told apart by name and portcullis.service.
-      const telemetry = await startTelemetry({ serviceName: 'portcullis' });
+      // One telemetry for the whole mesh; each part exports under its own service.name (MESH_SERVICES).
+      const telemetry = await startTelemetry({ serviceName: 'portcullis-up' });
       const mesh = await startMesh({
         dataDir: resolve(flags['data-dir'] ?? '.portcullis'),
         identities: resolve(flags.identities ?? 'identities'),
@@ -91,38 +93,27 @@ export const commands: readonly CliCommand[] = [
         print: (line) => console.log(line),
       });
       console.log(mesh.banner);
-      await new Promise<void>((done) => {
-        let stopping = false;
-        const stop = (signal: string) => {
-          // Ctrl-C reaches every process of the group and npm forwards it once more: the first
-          // signal starts the shutdown, later ones are acknowledged and otherwise ignored.
-          if (stopping) return;
-          stopping = true;
-          console.log(`\n${signal}: draining requests and flushing audit events…`);
-          const timer = setTimeout(() => {
-            console.error('portcullis up: shutdown took longer than 30s; exiting');
-            process.exit(1);
-          }, 30_000);
-          timer.unref();
-          mesh.close().then(
-            () => {
-              console.log('stopped; every audit event is in the log.');
-              void telemetry.shutdown().finally(done);
-            },
-            (err: unknown) => {
-              console.error(`portcullis up: shutdown failed: ${(err as Error).message}`);
-              process.exitCode = 1;
-              done();
-            },
-          );
-        };
-        process.on('SIGINT', () => stop('SIGINT'));
-        process.on('SIGTERM', () => stop('SIGTERM'));
-      });
-      return process.exitCode === 1 ? 1 : 0;
+      const signal = await untilShutdownSignal('up', 30_000);
+      console.log(`\n${signal}: draining requests and flushing audit events…`);
+      try {
+        await mesh.close();
+      } catch (err) {
+        console.error(`portcullis up: shutdown failed: ${(err as Error).message}`);
+        return 1;
+      }
+      console.log('stopped; every audit event is in the log.');
+      await telemetry.shutdown();
+      return 0;
     },
   },
 ];
+
+/**
+ * The `service.name` of each part's spans: the mesh runs in one process, but a tracing backend
+ * shows each part as its own service, as it would for separate deployments; the sidecars name
+ * themselves as standalone ones do (`sidecarServiceName`: `web-sidecar`, `orders-sidecar`).
+ */
+const MESH_SERVICES = { sts: 'portcullis-sts', webApp: 'web', ordersApp: 'orders' } as const;
 
 /** Options of {@link startMesh}. */
 interface MeshOptions {
@@ -266,6 +257,36 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
     }),
   };
 
+  // The context every other command reads (cli/lib/context.ts): no flags needed after `up`.
+  const relToData = (p: string) => relative(o.dataDir, p);
+  const admin = registry.workloads.find((w) => w.roles.includes('admin'));
+  const reader = registry.workloads.find((w) => w.roles.includes('audit-reader'));
+  const identityOf = (w: typeof admin) =>
+    w ? { cert: relToData(tls(w.name).cert), key: relToData(tls(w.name).key) } : undefined;
+  writeFileAtomic(
+    join(o.dataDir, CONTEXT_FILE),
+    `# Written by portcullis up on each start: where this mesh's parts are and who operates it.\n# Every portcullis command run from ${rel(dirname(o.dataDir))} (or given --context ${rel(o.dataDir)}) reads it.\n${stringifyYaml(
+      {
+        trustDomain: td,
+        trustBundle: relToData(tls('sts').trustBundle),
+        sts: { url: issuer, spiffeId: id('sts') },
+        collector: {
+          url: `https://127.0.0.1:${P.audit}`,
+          spiffeId: id('audit'),
+          store: `file:${relToData(join(o.dataDir, 'audit', 'log'))}`,
+          verifierKey: relToData(join(o.dataDir, 'audit', 'checkpoint.vkey')),
+          checkpoint: 'checkpoints/latest.checkpoint',
+        },
+        ca: { dir: relToData(caDir), crl: relToData(join(dirs.certs, 'crl.pem')) },
+        operators: {
+          ...(admin ? { admin: identityOf(admin) } : {}),
+          ...(reader ? { auditReader: identityOf(reader) } : {}),
+        },
+      },
+    )}`,
+    0o600,
+  );
+
   // 4. Start in dependency order; stop what started if a later part fails.
   const stops: (() => Promise<void>)[] = [];
   const log = (name: string): Logger =>
@@ -283,24 +304,34 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
       registry,
       masterKey,
       logger: log('sts'),
+      tracer: activeTracer('portcullis-sts', MESH_SERVICES.sts),
     });
     stops.push(() => sts.close());
-    const ordersApp: DemoApp = await startDemoApp({ kind: 'orders', port: P.ordersApp });
+    const ordersApp: DemoApp = await startDemoApp({
+      kind: 'orders',
+      port: P.ordersApp,
+      tracer: activeTracer('portcullis-demo', MESH_SERVICES.ordersApp),
+    });
     stops.push(() => ordersApp.close());
     const webApp: DemoApp = await startDemoApp({
       kind: 'web',
       port: P.webApp,
       proxy: `http://127.0.0.1:${P.webOutbound}`,
+      tracer: activeTracer('portcullis-demo', MESH_SERVICES.webApp),
     });
     stops.push(() => webApp.close());
-    const orders: RunningSidecar = await startSidecar(loadSidecarConfig(files.orders), {
+    const ordersConfig = loadSidecarConfig(files.orders);
+    const orders: RunningSidecar = await startSidecar(ordersConfig, {
       logger: log('sidecar-orders'),
       defaultMetrics: false,
+      tracer: activeTracer('portcullis-sidecar', sidecarServiceName(ordersConfig.service)),
     });
     stops.push(() => orders.close());
-    const web: RunningSidecar = await startSidecar(loadSidecarConfig(files.web), {
+    const webConfig = loadSidecarConfig(files.web);
+    const web: RunningSidecar = await startSidecar(webConfig, {
       logger: log('sidecar-web'),
       defaultMetrics: false,
+      tracer: activeTracer('portcullis-sidecar', sidecarServiceName(webConfig.service)),
     });
     stops.push(() => web.close());
   } catch (err) {

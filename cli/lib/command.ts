@@ -37,17 +37,28 @@ export function required<T>(value: T | undefined, flag: string, command: string)
   return value;
 }
 
+/** What to do when a server cannot listen, by Node's error code (syscall `listen`). */
+const LISTEN_HINTS: Record<string, string> = {
+  EADDRINUSE:
+    'another process is listening there, perhaps a running `portcullis up`: stop it, or pick another port with listen.port in the config or --port-offset for up',
+  EADDRNOTAVAIL: 'no interface of this machine has that address: check listen.host in the config',
+  EACCES: 'ports below 1024 need privileges: pick a port of 1024 or more',
+};
+
 /**
  * Turns an error into the one line a user sees: domain errors print their message (which
  * names the file, key and problem); anything else prints its message without a stack trace
- * unless PORTCULLIS_DEBUG is set.
+ * unless PORTCULLIS_DEBUG is set; a server that cannot listen also says what to do about it.
  */
 export function describeError(err: unknown): string {
   if (err instanceof UsageError) return err.message;
   if (err instanceof PortcullisError) return `${err.message} [${err.code}]`;
   if (err instanceof Error) {
     if (process.env.PORTCULLIS_DEBUG) return err.stack ?? err.message;
-    return err.message.split('\n')[0]!;
+    const line = err.message.split('\n')[0]!;
+    const { code, syscall } = err as NodeJS.ErrnoException;
+    const hint = syscall === 'listen' ? LISTEN_HINTS[code ?? ''] : undefined;
+    return hint ? `${line} (${hint})` : line;
   }
   return String(err);
 }

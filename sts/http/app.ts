@@ -359,7 +359,6 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     token_endpoint_auth_methods_supported: ['tls_client_auth'],
     response_types_supported: [],
     tls_client_certificate_bound_access_tokens: true,
-    revocation_list_uri: `${issuer}/v1/revocations`,
   });
   app.get('/.well-known/oauth-authorization-server', { config: { kind: 'public' } }, (_req, reply) => {
     reply.header('cache-control', `public, max-age=${jwksMaxAge}`).type('application/json');

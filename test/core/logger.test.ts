@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { createLogger } from '../../core/index.ts';
+import type { ConfigError } from '../../core/index.ts';
+import { LOG_LEVELS, createLogger, logLevelFromEnv } from '../../core/index.ts';
 
 test('tokens, keys, passphrases and Authorization headers never reach a log line', () => {
   const lines: string[] = [];
@@ -26,4 +27,21 @@ test('tokens, keys, passphrases and Authorization headers never reach a log line
   for (let i = 1; i <= 7; i++) assert.ok(!out.includes(`SECRET${i}`), `SECRET${i} leaked: ${out}`);
   assert.match(out, /\[redacted\]/);
   assert.match(out, /"msg":"hello"/);
+});
+
+test('PORTCULLIS_LOG_LEVEL takes the pino levels; anything else names the variable', () => {
+  assert.equal(logLevelFromEnv({}), undefined);
+  assert.equal(logLevelFromEnv({ PORTCULLIS_LOG_LEVEL: '' }), undefined);
+  for (const level of LOG_LEVELS) assert.equal(logLevelFromEnv({ PORTCULLIS_LOG_LEVEL: level }), level);
+  for (const bad of ['loud', 'WARN', ' info', '30']) {
+    assert.throws(
+      () => logLevelFromEnv({ PORTCULLIS_LOG_LEVEL: bad }),
+      (err: ConfigError) =>
+        err.code === 'ERR_CONFIG_INVALID' &&
+        /^PORTCULLIS_LOG_LEVEL: must be one of trace, debug, info, warn, error, fatal, silent; got /.test(
+          err.message,
+        ),
+      bad,
+    );
+  }
 });

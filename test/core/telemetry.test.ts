@@ -18,6 +18,10 @@ const OTEL_KEYS = [
   'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
   'OTEL_SDK_DISABLED',
   'OTEL_BSP_SCHEDULE_DELAY',
+  'OTEL_SERVICE_NAME',
+  'OTEL_RESOURCE_ATTRIBUTES',
+  'OTEL_EXPORTER_OTLP_PROTOCOL',
+  'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL',
 ];
 const saved = Object.fromEntries(OTEL_KEYS.map((k) => [k, process.env[k]]));
 const started: Telemetry[] = [];
@@ -124,6 +128,76 @@ test('with OTEL_EXPORTER_OTLP_ENDPOINT set, spans are exported over OTLP/HTTP to
     // Protobuf carries strings as raw UTF-8: the span and service names are in the body.
     assert.ok(received[0]!.body.includes('exported-over-otlp'));
     assert.ok(received[0]!.body.includes('otlp-test-service'));
+  } finally {
+    await new Promise((r) => collector.close(r));
+  }
+});
+
+test('OTEL_SERVICE_NAME, then service.name in OTEL_RESOURCE_ATTRIBUTES, win over the default name', async () => {
+  const cases: [Record<string, string>, string][] = [
+    [{}, 'default-name'],
+    [{ OTEL_RESOURCE_ATTRIBUTES: 'service.name=from-attrs,deployment.environment.name=test' }, 'from-attrs'],
+    [{ OTEL_SERVICE_NAME: 'from-env', OTEL_RESOURCE_ATTRIBUTES: 'service.name=from-attrs' }, 'from-env'],
+  ];
+  for (const [env, expected] of cases) {
+    clearOtelEnv();
+    Object.assign(process.env, env);
+    const exporter = new tracing.InMemorySpanExporter();
+    const t = await start({ serviceName: 'default-name', exporter });
+    assert.equal(t.serviceName, expected);
+    t.tracer('unit')!.startSpan('s').end();
+    const [span] = exporter.getFinishedSpans();
+    assert.equal(span!.resource.attributes['service.name'], expected, JSON.stringify(env));
+    await t.shutdown();
+  }
+});
+
+test('a tracer for another service exports spans under that service.name with the other resource attributes', async () => {
+  clearOtelEnv();
+  process.env.OTEL_RESOURCE_ATTRIBUTES = 'deployment.environment.name=staging';
+  const exporter = new tracing.InMemorySpanExporter();
+  const t = await start({ serviceName: 'mesh', exporter });
+  startSpan(t.tracer('unit')!, 'main', undefined).end();
+  startSpan(t.tracer('unit', 'orders')!, 'of-orders', undefined).end();
+  startSpan(activeTracer('unit', 'web')!, 'of-web', undefined).end();
+  await t.flush();
+  const byName = new Map(exporter.getFinishedSpans().map((s) => [s.name, s.resource.attributes]));
+  assert.equal(byName.get('main')?.['service.name'], 'mesh');
+  assert.equal(byName.get('of-orders')?.['service.name'], 'orders');
+  assert.equal(byName.get('of-web')?.['service.name'], 'web');
+  for (const attrs of byName.values()) assert.equal(attrs['deployment.environment.name'], 'staging');
+  await t.shutdown();
+  assert.equal(activeTracer('unit', 'orders'), undefined, 'no tracer after shutdown');
+});
+
+test('OTEL_EXPORTER_OTLP_PROTOCOL picks the OTLP encoding; an unknown one names the variable', async () => {
+  clearOtelEnv();
+  const received: string[] = [];
+  const collector = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      received.push(`${req.headers['content-type']} ${Buffer.concat(chunks).toString('utf8')}`);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
+  try {
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`;
+    process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'http/json';
+    const t = await start({ serviceName: 'json-service' });
+    startSpan(t.tracer('unit')!, 'exported-as-json', undefined).end();
+    await t.shutdown();
+    assert.equal(received.length, 1);
+    assert.match(received[0]!, /^application\/json .*"exported-as-json"/);
+    assert.match(received[0]!, /"service\.name".*"json-service"/);
+    process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'carrier-pigeon';
+    await assert.rejects(
+      startTelemetry({ serviceName: 'x' }),
+      (err: Error & { code?: string }) =>
+        err.code === 'ERR_CONFIG_INVALID' &&
+        /^OTEL_EXPORTER_OTLP_PROTOCOL: must be http\/protobuf, http\/json or grpc/.test(err.message),
+    );
   } finally {
     await new Promise((r) => collector.close(r));
   }

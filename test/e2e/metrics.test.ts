@@ -19,6 +19,7 @@ import type { RunningSts } from '../../sts/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import { collectorConfig } from '../audit/collector-harness.ts';
 import { rawExchange } from '../helpers/raw-http.ts';
+import { promtoolProblems } from '../helpers/promtool.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { ISSUER, ORDERS, STS_ID, WEB, startEchoApp, viaProxy } from './mesh.ts';
 
@@ -373,4 +374,20 @@ test('the STS and collector /metrics need a registered client certificate', asyn
   } finally {
     await anonymous.close();
   }
+});
+
+test('every /metrics passes promtool check metrics (names, types, help, units)', async () => {
+  const mtls = async (url: string) => (await request(`${url}/metrics`, { dispatcher: agent })).body.text();
+  const plain = async (s: RunningSidecar) => (await request(s.metricsUrl!)).body.text();
+  const pages = {
+    sts: await mtls(sts.url),
+    collector: await mtls(collector.url),
+    orders: await plain(orders),
+    web: await plain(web),
+  };
+  for (const [part, text] of Object.entries(pages))
+    assert.equal(promtoolProblems(text), '', `${part} /metrics`);
+  // The STS's process metrics carry its prefix like every other part's.
+  assert.match(pages.sts, /^portcullis_sts_process_resident_memory_bytes /m);
+  assert.doesNotMatch(pages.sts, /^process_/m);
 });

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -13,17 +15,23 @@ const CLI = join(ROOT, 'cli/portcullis.ts');
 const OFFSET = '10000';
 
 /** Starts `portcullis up` and resolves with its banner once it is ready (or rejects after 30 s). */
-function up(dataDir: string): Promise<{ child: ChildProcess; banner: string }> {
-  const child = spawn(process.execPath, [CLI, 'up', '--data-dir', dataDir, '--port-offset', OFFSET], {
+function up(
+  dataDir: string,
+  env: Record<string, string> = {},
+): Promise<{ child: ChildProcess; banner: string }> {
+  // `npm start` as a newcomer types it, in a process group of its own as a terminal's foreground job.
+  const child = spawn('npm', ['start', '--', '--data-dir', dataDir, '--port-offset', OFFSET], {
     cwd: ROOT,
+    detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let out = '';
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
+      process.kill(-child.pid!, 'SIGKILL');
       reject(new Error(`mesh not ready within 30 s\nstdout: ${out}\nstderr: ${err}`));
     }, 30_000);
     child.stdout!.on('data', (c: Buffer) => {
@@ -55,10 +63,11 @@ function runCommand(cmd: string) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Ctrl-C: SIGINT to every process of the job (npm and node), as a terminal sends it. */
 function stop(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => {
     child.once('exit', (code) => resolve(code));
-    child.kill('SIGINT');
+    process.kill(-child.pid!, 'SIGINT');
   });
 }
 
@@ -99,6 +108,16 @@ test(
       assert.equal(v.code, 0, v.stderr);
       assert.match(v.stdout, /^intact: \d+ records/);
 
+      // Every admin command finds the mesh through the context up wrote: no flags.
+      const keys = spawnSync(process.execPath, [CLI, 'keys', 'list'], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { ...process.env, PORTCULLIS_CONTEXT: dataDir },
+      });
+      assert.equal(keys.status, 0, keys.stderr);
+      assert.match(keys.stdout, /^current\s+\S+\s+ES256/m);
+
       // Calls right before Ctrl-C must still be in the log after a restart.
       for (let i = 0; i < 10; i++)
         assert.equal(runCommand(call.replace('/orders/1', `/orders/late-${i}`)).code, 0);
@@ -121,7 +140,59 @@ test(
       assert.equal(await stop(child), 0);
       child = undefined;
     } finally {
-      child?.kill('SIGKILL');
+      if (child?.exitCode === null) process.kill(-child.pid!, 'SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  "portcullis up exports each part's spans under its own service name (OTLP)",
+  { timeout: 60_000 },
+  async () => {
+    // A real OTLP/HTTP receiver (JSON encoding, to read the resource attributes back).
+    const services = new Set<string>();
+    const receiver = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+          resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] } }[];
+        };
+        for (const rs of body.resourceSpans)
+          for (const a of rs.resource.attributes)
+            if (a.key === 'service.name') services.add(a.value.stringValue!);
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const dataDir = mkdtempSync(join(tmpdir(), 'portcullis-up-otel-'));
+    let child: ChildProcess | undefined;
+    try {
+      const started = await up(dataDir, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`,
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      });
+      child = started.child;
+      // web's app calls orders through both sidecars (the sidecar fetches a token from the STS).
+      const webApp = /web\s+app (http:\/\/127\.0\.0\.1:\d+)/.exec(started.banner)![1]!;
+      const r = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `${webApp}/orders/1`], {
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      assert.equal(r.stdout, '200');
+      assert.equal(await stop(child), 0, 'Ctrl-C flushes the spans and exits 0');
+      child = undefined;
+      assert.deepEqual([...services].sort(), [
+        'orders',
+        'orders-sidecar',
+        'portcullis-sts',
+        'web',
+        'web-sidecar',
+      ]);
+    } finally {
+      if (child?.exitCode === null) process.kill(-child.pid!, 'SIGKILL');
+      receiver.close();
       rmSync(dataDir, { recursive: true, force: true });
     }
   },

@@ -3,7 +3,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeTestPki } from '../helpers/pki.ts';
@@ -54,6 +56,7 @@ describe('portcullis sts and keys', () => {
   });
 
   const usage = [
+    { args: ['--version'], code: 0, out: /^portcullis \d+\.\d+\.\d+ \(node v24\.\d+\.\d+\)\n$/ },
     { args: ['sts', '--help'], code: 0, out: /usage: portcullis sts --config FILE/ },
     { args: ['keys', 'list', '--help'], code: 0, out: /usage: portcullis keys list/ },
     { args: ['keys', 'rotate', '--help'], code: 0, out: /usage: portcullis keys rotate/ },
@@ -86,6 +89,39 @@ describe('portcullis sts and keys', () => {
       }
     });
   }
+
+  test('an STS whose port is taken exits 1 with one line saying what to do', async () => {
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = squatter.address() as AddressInfo;
+      const taken = join(dir, 'taken.yaml');
+      writeFileSync(taken, readFileSync(config, 'utf8').replace('port: 0', `port: ${port}`));
+      const r = await run(['sts', '--config', taken], { PORTCULLIS_MASTER_KEY: MASTER_KEY });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `^portcullis: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port} \\(another process is listening there`,
+        ),
+      );
+      assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    } finally {
+      squatter.close();
+    }
+  });
+
+  test('a bad PORTCULLIS_LOG_LEVEL exits 1 naming the variable and the levels', async () => {
+    const r = await run(['sts', '--config', config], {
+      PORTCULLIS_MASTER_KEY: MASTER_KEY,
+      PORTCULLIS_LOG_LEVEL: 'loud',
+    });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /^portcullis: PORTCULLIS_LOG_LEVEL: must be one of trace, debug, info, warn, error, fatal, silent; got "loud" \[ERR_CONFIG_INVALID\]\n$/,
+    );
+  });
 
   test('a config with a misspelled key exits 1 naming file, key and problem', async () => {
     const bad = join(dir, 'bad.yaml');

@@ -38,6 +38,28 @@ describe('STS routes', () => {
     assert.equal(res.json.token_endpoint, 'https://sts.portcullis.internal/oauth2/token');
     assert.deepEqual(res.json.token_endpoint_auth_methods_supported, ['tls_client_auth']);
     assert.ok(res.json.grant_types_supported.includes('urn:ietf:params:oauth:grant-type:token-exchange'));
+    // Only registered metadata names (IANA "OAuth Authorization Server Metadata": RFC 8414 §2, RFC 8705).
+    const registered = new Set([
+      ...['issuer', 'authorization_endpoint', 'token_endpoint', 'jwks_uri', 'registration_endpoint'],
+      ...[
+        'scopes_supported',
+        'response_types_supported',
+        'response_modes_supported',
+        'grant_types_supported',
+      ],
+      ...['token_endpoint_auth_methods_supported', 'token_endpoint_auth_signing_alg_values_supported'],
+      ...[
+        'service_documentation',
+        'ui_locales_supported',
+        'op_policy_uri',
+        'op_tos_uri',
+        'revocation_endpoint',
+      ],
+      ...['introspection_endpoint', 'code_challenge_methods_supported'],
+      ...['tls_client_certificate_bound_access_tokens', 'mtls_endpoint_aliases'],
+    ]);
+    for (const name of Object.keys(res.json))
+      assert.ok(registered.has(name), `${name} is not a registered name`);
   });
 
   test('the JWKS holds public keys only, carries max-age and an ETag, and answers If-None-Match with 304', async () => {
