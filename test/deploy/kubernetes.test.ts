@@ -320,7 +320,13 @@ function check(b: Bundle): string[] {
       for (const r of ['cpu', 'memory'])
         if (!c.resources?.requests?.[r]) add(at, `resources.requests.${r} missing`);
       if (!c.resources?.limits?.memory) add(at, 'resources.limits.memory missing');
+      const images = ((b.kustomization.images ?? []) as Obj[]).map((i) => i.name);
       if (!c.image) add(at, 'no image');
+      else if (!images.includes(String(c.image).replace(/[:@].*$/, '')))
+        add(
+          at,
+          `image ${c.image} is not in kustomization.yaml images (operators point those at their registry)`,
+        );
       for (const m of (c.volumeMounts ?? []) as Obj[]) {
         mounted.add(m.name);
         const v = volumes.find((x) => x.name === m.name);
