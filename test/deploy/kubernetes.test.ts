@@ -205,12 +205,11 @@ function itemKey(source: Obj, rest: string): string | undefined {
   return rest.includes('/') ? undefined : rest;
 }
 
-/** A file a container reads from a Secret: the volume must list the key, and the docs must create it. */
+/** A file a container reads from a Secret (whose volume must list the key) or a ConfigMap. */
 function secretFileProblem(b: Bundle, p: PodTemplate, c: Obj, path: string): string | undefined {
   const at = mountFor(p, c, path);
   if (!at) return `${path} is on no mounted volume`;
-  const configMapProblem = at.volume?.configMap ? fileText(b, p, c, path).problem : undefined;
-  if (at.volume?.configMap) return configMapProblem;
+  if (at.volume?.configMap) return fileText(b, p, c, path).problem;
   const secret = at.volume?.secret;
   if (!secret) return `${path} is not on a Secret or ConfigMap volume`;
   const key = itemKey(secret, at.rest);
