@@ -35,7 +35,8 @@ Runs every case of each policy test file through the sidecar's request-target ch
 compiled policy, and prints a diff (- expected, + actual) for each case that fails.
 PATH is a test file or a directory of *.test.yaml files (default: policies). A test file
 runs against the policy beside it (orders.test.yaml → orders.yaml) unless it names one
-with "policy:". Exit 0 when every case passes, 1 when one fails, 2 on bad input.
+with "policy:". Exit 0 when every case passes; 1 when one fails or a file is bad (one line
+naming the file and key); 2 on bad flags.
 
 flags:
 ${REGISTRY_FLAG}`,
@@ -45,7 +46,7 @@ ${REGISTRY_FLAG}`,
     let failed = 0;
     for (const file of findPolicyFiles(paths.length ? paths : ['policies'], 'test')) {
       const tests = loadPolicyTestFile(file, reg);
-      const report = runPolicyTests(tests, loadPolicyFile(tests.policyFile));
+      const report = runPolicyTests(tests, loadPolicyFile(tests.policyFile, undefined, `${file}: policy`));
       console.log(formatPolicyTestReport(report));
       failed += report.failed;
     }
@@ -89,7 +90,7 @@ ${REGISTRY_FLAG}`,
     const target = required(flags.path, 'path', 'policy explain');
     if (!/^[A-Z]{1,16}$/.test(method))
       throw new UsageError('policy explain: --method must be an upper-case HTTP method, e.g. GET');
-    const policy = loadPolicyFile(policyFile);
+    const policy = loadPolicyFile(policyFile, undefined, '--policy');
     const registryPath = flags.registry ?? 'identities';
     const subject = resolveCaller(registry(registryPath), caller);
     if (subject === undefined)
@@ -147,7 +148,7 @@ ${REGISTRY_FLAG}`,
     const reg = registry(flags.registry);
     let errors = 0;
     for (const file of findPolicyFiles(paths.length ? paths : ['policies'], 'policy')) {
-      const findings = lintPolicy(loadPolicyFile(file), reg);
+      const findings = lintPolicy(loadPolicyFile(file, undefined, 'policy file'), reg);
       errors += findings.filter((f) => f.severity === 'error').length;
       if (flags.json) for (const f of findings) console.log(JSON.stringify(f));
       else console.log(findings.length ? formatLintFindings(findings) : `${file}: ok`);
@@ -173,6 +174,7 @@ flags:
   --since 24h|TIME      only records appended in the last duration, or since an RFC 3339 time
   --json                print the whole report as one JSON document
   --max-groups N        groups listed in text output (default 50)
+  --check               exit 1 when any decision flips (for CI)
 collector flags (https:// SOURCE; your workload needs role audit-reader):
   --cert FILE           your certificate chain (PEM)
   --key FILE            your private key (PEM)
@@ -187,6 +189,7 @@ collector flags (https:// SOURCE; your workload needs role audit-reader):
         since: { type: 'string' },
         json: { type: 'boolean' },
         'max-groups': { type: 'string' },
+        check: { type: 'boolean' },
         cert: { type: 'string' },
         key: { type: 'string' },
         trust: { type: 'string' },
@@ -195,7 +198,7 @@ collector flags (https:// SOURCE; your workload needs role audit-reader):
       'policy replay',
     );
     const cmd = 'policy replay';
-    const policy = loadPolicyFile(required(flags.policy, 'policy', cmd));
+    const policy = loadPolicyFile(required(flags.policy, 'policy', cmd), undefined, '--policy');
     const from = required(flags.from, 'from', cmd);
     let since: string | undefined;
     if (flags.since !== undefined) {
@@ -238,10 +241,10 @@ collector flags (https:// SOURCE; your workload needs role audit-reader):
     try {
       const report = await replayDecisions(policy, source.records, since !== undefined ? { since } : {});
       console.log(flags.json ? JSON.stringify(report) : formatReplayReport(report, Number(maxGroups)));
+      return flags.check && report.groups.length > 0 ? 1 : 0;
     } finally {
       await source.close();
     }
-    return 0;
   },
 };
 

@@ -21,6 +21,20 @@ export function findPolicyFiles(paths: readonly string[], kind: 'policy' | 'test
       throw new ConfigError('ERR_CONFIG_NOT_FOUND', p, '', 'no such file or directory', { cause: err });
     }
     if (!dir) {
+      if (kind === 'test' && !TEST_FILE.test(p))
+        throw new ConfigError(
+          'ERR_CONFIG_INVALID',
+          p,
+          '',
+          'is not a policy test file (name it <policy>.test.yaml)',
+        );
+      if (kind === 'policy' && TEST_FILE.test(p))
+        throw new ConfigError(
+          'ERR_CONFIG_INVALID',
+          p,
+          '',
+          'is a policy test file, not a policy (run it with policy test)',
+        );
       out.push(p);
       continue;
     }

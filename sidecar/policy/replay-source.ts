@@ -1,4 +1,5 @@
 import { statSync } from 'node:fs';
+import { ConfigError } from '../../core/index.ts';
 import { createCollectorApi, openStore } from '../../audit/index.ts';
 import type { AuditRecord, AuditStore } from '../../audit/index.ts';
 
@@ -72,6 +73,15 @@ export async function openDecisionSource(
     spec = `file:${from}`;
   }
   const store: AuditStore = await openStore(spec, { readOnly: true });
+  if ((await store.size()) === 0) {
+    await store.close();
+    throw new ConfigError(
+      'ERR_CONFIG_NOT_FOUND',
+      redact(from),
+      '',
+      'holds no audit records (is it an audit store?)',
+    );
+  }
   return { kind: store.kind, records: store.read(0), close: () => store.close() };
 }
 
