@@ -135,6 +135,7 @@ errors (exit 1):
 warnings (exit 0):
   POLICY_RULE_REDUNDANT     covered by other rules of the same effect: removing it changes nothing
   POLICY_ROLE_UNUSED        a role that no rule uses
+  POLICY_RULE_UNCHECKED     too many combinations in one rule to check shadowing and coverage
 
 flags:
   --json              print findings as JSON lines

@@ -36,7 +36,7 @@ export interface Explainer {
   readonly policy: Policy;
   readonly authorizer: Authorizer;
   explain(subject: string, method: string, target: string): Explanation;
-  /** Ids of the rules that match the request on their own, in file order (no target check). */
+  /** The rules that match the request on their own, in file order (the path as the policy sees it; no target check). */
   matching(subject: string, method: string, path: string): PolicyRule[];
 }
 

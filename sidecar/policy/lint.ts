@@ -11,6 +11,7 @@ export type LintCode =
   | 'POLICY_RULE_UNREACHABLE'
   | 'POLICY_RULE_SHADOWED'
   | 'POLICY_RULE_REDUNDANT'
+  | 'POLICY_RULE_UNCHECKED'
   | 'POLICY_ROLE_UNUSED';
 
 /** One finding. Errors make `policy lint` exit 1; warnings are printed and exit 0. */
@@ -75,9 +76,9 @@ export function lintPolicy(policy: Policy, registry: Registry): LintFinding[] {
     if (witnesses === undefined) {
       find(
         'warning',
-        'POLICY_RULE_REDUNDANT',
+        'POLICY_RULE_UNCHECKED',
         key,
-        `too many subject/method/path combinations to check coverage`,
+        `rule "${rule.id}" names more than ${MAX_WITNESSES} subject/method/path combinations: shadowing and coverage not checked`,
       );
       return;
     }

@@ -365,6 +365,17 @@ describe('policy lint', () => {
   for (const [name, rules, roles, want] of cases)
     it(`reports ${name}`, () => assert.deepEqual(codes(policyOf(rules, roles)), want));
 
+  it('says when a rule has too many combinations to check, rather than take long', () => {
+    const paths = Array.from({ length: 600 }, (_, i) => `'/p${i}/*'`).join(', ');
+    const methods = 'GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS, TRACE, PURGE, LINK';
+    const started = performance.now();
+    assert.deepEqual(
+      codes(policyOf(`  - {id: wide, subjects: [${WEB}], methods: [${methods}], paths: [${paths}]}\n`, '')),
+      ['warning POLICY_RULE_UNCHECKED rules[0]'],
+    );
+    assert.ok(performance.now() - started < 2000);
+  });
+
   it('reports the service itself when it is not registered', () => {
     const p = parsePolicy(`service: spiffe://example.org/ns/x/sa/gone\nmode: enforce\nrules: []\n`, 'p.yaml');
     assert.deepEqual(codes(p), ['error POLICY_IDENTITY_UNKNOWN service']);
