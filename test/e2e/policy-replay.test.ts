@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { createAuditClient, openFileStore, openStore, startCollector } from '../../audit/index.ts';
 import type { AuditClient, AuditRecord, RunningCollector } from '../../audit/index.ts';
+import { createExplainer, loadPolicyFile } from '../../sidecar/index.ts';
 import type { ReplayReport } from '../../sidecar/index.ts';
 import { collectorConfig, quiet } from '../audit/collector-harness.ts';
 import { PG_URL, pgSchema } from '../audit/helpers.ts';
@@ -210,6 +211,27 @@ test(
       await collector!.close();
       collector = undefined;
       check(await replay(['--policy', proposedFile, '--from', join(work, 'log')]), 'file store');
+
+      // policy explain agrees with what the real sidecar decided on every request it recorded.
+      const explainer = createExplainer(loadPolicyFile('policies/orders.yaml'));
+      let explained = 0;
+      const log = await openFileStore({ dir: join(work, 'log'), readOnly: true });
+      for await (const r of log.read(0)) {
+        const e = r.event;
+        if (e.type !== 'authz.decision' || e.source !== ORDERS || e.rule === undefined) continue;
+        const [method, target] = e.action!.split(' ') as [string, string];
+        const x = explainer.explain(e.subject!, method, target);
+        assert.equal(x.outcome, 'decided', e.action);
+        if (x.outcome !== 'decided') continue;
+        assert.deepEqual(
+          [x.decision.allow ? 'allow' : 'deny', x.decision.rule],
+          [e.decision, e.rule],
+          e.action,
+        );
+        explained++;
+      }
+      await log.close();
+      assert.equal(explained, 11);
 
       // The same records' events, appended to a PostgreSQL store, replay the same.
       const file = await openFileStore({ dir: join(work, 'log'), readOnly: true });
