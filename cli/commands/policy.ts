@@ -180,7 +180,9 @@ collector flags (https:// SOURCE; your workload needs role audit-reader):
   --cert FILE           your certificate chain (PEM)
   --key FILE            your private key (PEM)
   --trust FILE          trust bundle (PEM)
-  --collector-id ID     SPIFFE ID the collector must present`,
+  --collector-id ID     SPIFFE ID the collector must present
+  --page-size N         records per GET /v1/events page, at most the collector's
+                        limits.queryRecords (default 1000)`,
   async run(argv) {
     const flags = parseFlags(
       argv,
@@ -195,6 +197,7 @@ collector flags (https:// SOURCE; your workload needs role audit-reader):
         key: { type: 'string' },
         trust: { type: 'string' },
         'collector-id': { type: 'string' },
+        'page-size': { type: 'string' },
       },
       'policy replay',
     );
@@ -216,9 +219,12 @@ collector flags (https:// SOURCE; your workload needs role audit-reader):
     if (!remote && /^[a-z][a-z0-9+.-]*:\/\//i.test(from) && !/^postgres(ql)?:\/\//.test(from))
       throw new UsageError(`${cmd}: --from must be a store directory, file:DIR, postgres://… or https://…`);
     if (!remote)
-      for (const f of ['cert', 'key', 'trust', 'collector-id'] as const)
+      for (const f of ['cert', 'key', 'trust', 'collector-id', 'page-size'] as const)
         if (flags[f] !== undefined)
           throw new UsageError(`${cmd}: --${f} is only for an https:// collector --from`);
+    const pageSize = flags['page-size'] ?? '1000';
+    if (!/^[1-9][0-9]{0,5}$/.test(pageSize) || Number(pageSize) > 100_000)
+      throw new UsageError(`${cmd}: --page-size must be an integer from 1 to 100000`);
     let source;
     try {
       source = await openDecisionSource(from, {
@@ -232,6 +238,7 @@ collector flags (https:// SOURCE; your workload needs role audit-reader):
                 trustBundle: required(flags.trust, 'trust', cmd),
               },
               collectorId: required(flags['collector-id'], 'collector-id', cmd),
+              pageSize: Number(pageSize),
             }
           : {}),
       });

@@ -308,6 +308,26 @@ describe('portcullis policy', { concurrency: 3 }, () => {
       /none\.yaml: --policy: cannot be read/,
     ],
     [
+      'replay: --page-size for a store',
+      () => ['replay', '--policy', 'policies/orders.yaml', '--from', join(dir, 'store'), '--page-size', '10'],
+      2,
+      /--page-size is only for an https:\/\/ collector --from/,
+    ],
+    [
+      'replay: a --page-size above the collector maximum',
+      () => [
+        'replay',
+        '--policy',
+        'policies/orders.yaml',
+        '--from',
+        'https://127.0.0.1:1',
+        '--page-size',
+        '100001',
+      ],
+      2,
+      /--page-size must be an integer from 1 to 100000/,
+    ],
+    [
       'replay: a bad --max-groups',
       () => ['replay', '--policy', 'policies/orders.yaml', '--from', join(dir, 'store'), '--max-groups', '0'],
       2,

@@ -198,6 +198,9 @@ test(
         COLLECTOR_ID,
         '--since',
         '1h',
+        // Pages of five: the service's twelve decisions span three.
+        '--page-size',
+        '5',
       ]);
       check(fromCollector, 'collector');
 
