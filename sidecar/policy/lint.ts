@@ -147,9 +147,11 @@ interface Fresh {
   readonly subject: string;
   readonly method: string;
   readonly segments: readonly [string, string];
+  /** One more than the most segments any path pattern of the policy has. */
+  readonly depth: number;
 }
 
-/** Values no rule or role names: a fresh subject, method and two path segments. */
+/** Values no rule or role names: a fresh subject, method and two path segments; and the witness depth. */
 function freshValues(policy: Policy): Fresh {
   const text = JSON.stringify({ r: policy.rules, o: [...policy.roles] });
   let tag = 'lint';
@@ -161,6 +163,9 @@ function freshValues(policy: Policy): Fresh {
       .slice(0, 16)
       .replace(/[^A-Z]/g, 'X'),
     segments: [`${tag}-a`, `${tag}-b`],
+    depth:
+      1 +
+      Math.max(0, ...policy.rules.flatMap((r) => r.paths.map((p) => p.split('/').filter(Boolean).length))),
   };
 }
 
@@ -170,7 +175,7 @@ function witnessesOf(rule: PolicyRule, policy: Policy, fresh: Fresh): Witness[] 
   );
   const methods = rule.methods.includes('*') ? [fresh.method] : rule.methods;
   const paths = rule.paths.flatMap((pattern) =>
-    pathWitnesses(pattern, fresh).map((path) => ({ pattern, path })),
+    pathWitnesses(pattern, fresh, fresh.depth).map((path) => ({ pattern, path })),
   );
   if (subjects.length * methods.length * paths.length > MAX_WITNESSES) return undefined;
   const out: Witness[] = [];
@@ -204,13 +209,24 @@ function coverage(rule: PolicyRule, witnesses: readonly Witness[], explainer: Ex
   return { deciders, deniedEverywhere, coveredEverywhere };
 }
 
-/** Concrete paths standing for every path a pattern matches. */
-function pathWitnesses(pattern: string, fresh: Fresh): string[] {
+/**
+ * Concrete paths standing for every path a pattern matches (that the target checks let through).
+ * `:param` becomes a fresh segment. A final `*` becomes the empty rest and 1 … `depth` fresh
+ * segments, each with and without a trailing slash: a rule without `*` matches rests of exactly
+ * its own length, so with `depth` above the longest pattern of the policy only rules ending in `*`
+ * (which match every longer rest too) can match the deepest witnesses.
+ */
+function pathWitnesses(pattern: string, fresh: Fresh, depth: number): string[] {
   const [a, b] = fresh.segments;
   const body = pattern.replace(/:[A-Za-z_][A-Za-z0-9_]*/g, a);
   if (!body.endsWith('/*')) return [body];
   const stem = body.slice(0, -1);
-  return [stem, `${stem}${a}`, `${stem}${a}/${b}`, `${stem}${a}/`];
+  const out = [stem];
+  for (let n = 1; n <= depth; n++) {
+    const rest = Array.from({ length: n }, (_, i) => (i % 2 ? b : a)).join('/');
+    out.push(`${stem}${rest}`, `${stem}${rest}/`);
+  }
+  return out;
 }
 
 function passesTargetChecks(method: string, path: string): boolean {

@@ -55,7 +55,21 @@ function randomPolicy(rand: () => number, n: number): Policy {
     'role: r1',
   ];
   const methods = ['', 'methods: [GET]', 'methods: [POST]', 'methods: [GET, DELETE]'];
-  const paths = ['/a', '/a/:id', '/a/*', '/b', '/b/:id/c', '/*', '/', '/a/b', '/b/*'];
+  const paths = [
+    '/a',
+    '/a/:id',
+    '/a/*',
+    '/b',
+    '/b/:id/c',
+    '/*',
+    '/',
+    '/a/b',
+    '/b/*',
+    '/a/:id/*',
+    '/a/',
+    '/a/:id/',
+    '/a/:id/:x',
+  ];
   const rules = Array.from({ length: n }, (_, i) => {
     const ps = [...new Set([pick(paths), ...(rand() < 0.3 ? [pick(paths)] : [])])];
     return `  - id: r-${i}\n    effect: ${rand() < 0.3 ? 'deny' : 'allow'}\n    ${pick(who)}\n    ${pick(methods)}\n    paths: [${ps.join(', ')}]\n`;
@@ -65,7 +79,23 @@ function randomPolicy(rand: () => number, n: number): Policy {
 
 const SUBJECTS = [WEB, ADMIN, ORDERS, 'spiffe://example.org/ns/x/sa/stranger'];
 const METHODS = ['GET', 'POST', 'DELETE', 'PUT'];
-const PATHS = ['/a', '/a/1', '/a/1/2', '/a/', '/b', '/b/1/c', '/b/1/d', '/', '/c', '/a/b', '/b/', '/b/x'];
+const PATHS = [
+  '/a',
+  '/a/1',
+  '/a/1/2',
+  '/a/1/2/3',
+  '/a/1/',
+  '/a/1/2/',
+  '/a/',
+  '/b',
+  '/b/1/c',
+  '/b/1/d',
+  '/',
+  '/c',
+  '/a/b',
+  '/b/',
+  '/b/x',
+];
 
 describe('policy explain', () => {
   it("agrees with Casbin's enforce and names exactly the rules Casbin matches, on 40 random policies", async () => {
@@ -348,6 +378,24 @@ describe('policy lint', () => {
       `  - {id: one, subjects: [${WEB}], paths: ['/x/:a']}\n  - {id: deeper, subjects: [${WEB}], paths: ['/x/:a/*']}\n  - {id: any, subjects: [${WEB}], methods: [GET], paths: ['/x/*']}\n`,
       '',
       [],
+    ],
+    [
+      'nothing when fixed-length rules cover every depth but one beyond them',
+      `  - {id: any, subjects: [${WEB}], methods: [GET], paths: ['/x/*']}\n  - {id: cover, subjects: [${WEB}], paths: [/x/, '/x/:a', '/x/:a/', '/x/:a/:b', '/x/:a/:b/']}\n`,
+      '',
+      [],
+    ],
+    [
+      'nothing when only a trailing-slash path is left uncovered',
+      `  - {id: any, subjects: [${WEB}], methods: [GET], paths: ['/x/*']}\n  - {id: cover, subjects: [${WEB}], paths: [/x/, '/x/:a', '/x/:a/:b', '/x/:a/:b/*']}\n`,
+      '',
+      [],
+    ],
+    [
+      'an allow covered once a deeper rule ends in *',
+      `  - {id: any, subjects: [${WEB}], methods: [GET], paths: ['/x/*']}\n  - {id: cover, subjects: [${WEB}], paths: [/x/, '/x/:a', '/x/:a/', '/x/:a/*']}\n`,
+      '',
+      ['warning POLICY_RULE_REDUNDANT rules[0]'],
     ],
     [
       'a role no rule uses',
