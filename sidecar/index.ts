@@ -21,7 +21,7 @@ export type { TokenRules, VerifiedToken } from './token/verify.ts';
 export { createJwksCache } from './jwks/cache.ts';
 export type { JwksCache, JwksCacheDeps } from './jwks/cache.ts';
 export { parseJwks } from './jwks/parse.ts';
-export { createExplainer } from './policy/explain.ts';
+export { createExplainer, formatExplanation } from './policy/explain.ts';
 export type { Explainer, Explanation, LosingRule } from './policy/explain.ts';
 export { resolveCaller } from './policy/caller.ts';
 export { loadPolicyTestFile, defaultPolicyFileFor } from './policy/test-file.ts';

@@ -3,6 +3,7 @@ import type { Registry } from '../../core/index.ts';
 import {
   createExplainer,
   findPolicyFiles,
+  formatExplanation,
   formatLintFindings,
   formatPolicyTestReport,
   formatReplayReport,
@@ -103,20 +104,8 @@ ${REGISTRY_FLAG}`,
     const e = createExplainer(policy).explain(subject, method, target);
     if (flags.json) {
       console.log(JSON.stringify({ caller: subject, method, target, ...e }));
-    } else if (e.outcome === 'refused') {
-      console.log(`refused before the policy: ${e.reason} [${e.code}]`);
     } else {
-      const d = e.decision;
-      console.log(
-        `${d.allow ? 'allow' : 'deny'} by rule ${d.rule} (${policy.file}, mode ${d.mode}, ${d.policyHash})`,
-      );
-      console.log(`  request: ${subject} ${method} ${e.path}`);
-      if (d.mode === 'audit' && !d.allow) console.log('  mode audit: the deny is recorded, not enforced');
-      if (e.losers.length === 0) console.log('  no other rule matched');
-      for (const l of e.losers)
-        console.log(
-          `  also matched: ${l.id} (${l.effect}) — lost to ${l.lostTo === 'deny-override' ? `deny-override by ${d.rule}` : `the earlier ${l.effect} ${d.rule}`}`,
-        );
+      console.log(formatExplanation(e, subject, method, policy.file));
     }
     return 0;
   },

@@ -83,3 +83,20 @@ export function createExplainer(policy: Policy): Explainer {
     },
   };
 }
+
+/** An explanation as the lines `policy explain` prints. */
+export function formatExplanation(e: Explanation, subject: string, method: string, file: string): string {
+  if (e.outcome === 'refused') return `refused before the policy: ${e.reason} [${e.code}]`;
+  const d = e.decision;
+  const lines = [
+    `${d.allow ? 'allow' : 'deny'} by rule ${d.rule} (${file}, mode ${d.mode}, ${d.policyHash})`,
+    `  request: ${subject} ${method} ${e.path}`,
+  ];
+  if (d.mode === 'audit' && !d.allow) lines.push('  mode audit: the deny is recorded, not enforced');
+  if (e.losers.length === 0) lines.push('  no other rule matched');
+  for (const l of e.losers)
+    lines.push(
+      `  also matched: ${l.id} (${l.effect}) — lost to ${l.lostTo === 'deny-override' ? `deny-override by ${d.rule}` : `the earlier ${l.effect} ${d.rule}`}`,
+    );
+  return lines.join('\n');
+}

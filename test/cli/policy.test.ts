@@ -42,6 +42,10 @@ describe('portcullis policy', { concurrency: 3 }, () => {
       `cases:\n  - {name: x, caller: web, method: GET, path: /a, expect: deny, rule: default-deny}\n`,
     );
     writeFileSync(
+      join(dir, 'overlap.yaml'),
+      `service: ${ORDERS}\nmode: audit\nrules:\n  - {id: reads, subjects: ['*'], methods: [GET], paths: ['/orders/*']}\n  - {id: reads-one, subjects: ['*'], paths: ['/orders/:id']}\n  - {id: no-secret, effect: deny, subjects: ['*'], paths: [/orders/secret]}\n`,
+    );
+    writeFileSync(
       join(dir, 'wrong.yaml'),
       `service: ${ORDERS}\nmode: enforce\nrules:\n  - {id: reads, subjects: ['*'], methods: [GET], paths: ['/orders/:id']}\n`,
     );
@@ -108,6 +112,29 @@ describe('portcullis policy', { concurrency: 3 }, () => {
     assert.match(
       r.stdout,
       /^deny by rule nobody-touches-admin \(policies\/orders\.yaml, mode enforce, sha256:[0-9a-f]{64}\)/,
+    );
+    const o = await cli(
+      'explain',
+      '--policy',
+      join(dir, 'overlap.yaml'),
+      '--caller',
+      'spiffe://example.org/ns/shop/sa/web',
+      '--method',
+      'GET',
+      '--path',
+      '/orders/secret?x=1',
+    );
+    assert.equal(o.status, 0, o.stderr);
+    assert.equal(
+      o.stdout.replace(/sha256:[0-9a-f]{64}/, 'HASH'),
+      [
+        `deny by rule no-secret (${join(dir, 'overlap.yaml')}, mode audit, HASH)`,
+        '  request: spiffe://example.org/ns/shop/sa/web GET /orders/secret',
+        '  mode audit: the deny is recorded, not enforced',
+        '  also matched: reads (allow) — lost to deny-override by no-secret',
+        '  also matched: reads-one (allow) — lost to deny-override by no-secret',
+        '',
+      ].join('\n'),
     );
     const j = await cli(
       'explain',
