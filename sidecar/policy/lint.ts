@@ -31,14 +31,15 @@ const MAX_WITNESSES = 20_000;
  * Lints a parsed policy. Errors: identities absent from the registry (the service, role members,
  * rule subjects); rules no request can reach (every request they name is refused by the sidecar's
  * request-target checks, such as `CONNECT`); allow rules that a deny overrides on every request
- * they match. Warnings: rules covered by other rules of the same effect (removing them changes no
- * decision) and roles no rule uses.
+ * they match (or one path of such a rule). Warnings: rules covered by other rules (removing one
+ * changes no decision), rules too wide to check, and roles no rule uses.
  *
  * Coverage is decided by running witness requests through the sidecar's compiled policy: each
  * rule's subjects (role members; a fresh identity for `*`), methods (a fresh method for `*`) and
- * paths with every `:param` and `*` filled by fresh segments (`*` as empty, one segment, two
- * segments and a trailing slash). A fresh value matches another rule only where that rule matches
- * any value, so a rule whose witnesses are all covered is covered for every request.
+ * paths with every `:param` filled by a fresh segment and the final `*` by rests of every depth up
+ * to one past the policy's longest pattern, with and without a trailing slash ({@link pathWitnesses}).
+ * A fresh value matches another rule only where that rule matches any value, so a rule whose
+ * witnesses are all covered is covered for every request (decision 0071).
  */
 export function lintPolicy(policy: Policy, registry: Registry): LintFinding[] {
   const out: LintFinding[] = [];
