@@ -197,6 +197,13 @@ describe('policy test files', () => {
     return f;
   };
 
+  it('has a test file beside every demo policy', () => {
+    const tests = findPolicyFiles(['policies'], 'test').map(
+      (f) => loadPolicyTestFile(f, registry).policyFile,
+    );
+    assert.deepEqual(tests, findPolicyFiles(['policies'], 'policy'));
+  });
+
   it('passes the demo policies against their tests', () => {
     for (const file of findPolicyFiles(['policies'], 'test')) {
       const tests = loadPolicyTestFile(file, registry);
