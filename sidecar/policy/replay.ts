@@ -200,6 +200,14 @@ export function formatReplayReport(r: ReplayReport, maxGroups = 50): string {
     `  allowed→denied: ${r.allowedToDenied}   denied→allowed: ${r.deniedToAllowed}   unchanged: ${r.unchanged}   same decision, other rule: ${r.ruleChanged}`,
   ];
   for (const [why, n] of Object.entries(r.skipped)) lines.push(`  not replayed: ${n} ${why}`);
+  const hashes = Object.entries(r.recordedPolicies).sort((a, b) => b[1] - a[1]);
+  if (hashes.length)
+    lines.push(
+      `  recorded under: ${hashes
+        .slice(0, 3)
+        .map(([h, n]) => `${h} (${n})`)
+        .join(', ')}${hashes.length > 3 ? `, and ${hashes.length - 3} more policy versions` : ''}`,
+    );
   if (r.groups.length === 0) lines.push('no decision would change');
   for (const g of r.groups.slice(0, maxGroups)) {
     lines.push(

@@ -15,6 +15,7 @@ import {
   createExplainer,
   findPolicyFiles,
   formatPolicyTestReport,
+  formatReplayReport,
   lintPolicy,
   loadPolicyFile,
   loadPolicyTestFile,
@@ -549,6 +550,18 @@ describe('policy replay', () => {
       ],
     );
     assert.deepEqual(report.recordedPolicies, { 'sha256:old': 6 });
+    const text = formatReplayReport(report, 1).split('\n');
+    assert.deepEqual(text.slice(1, 8), [
+      '  allowed→denied: 3   denied→allowed: 1   unchanged: 1   same decision, other rule: 1',
+      '  not replayed: 1 request target truncated in the record',
+      '  not replayed: 1 refused before the policy (ERR_SIDECAR_TOKEN_EXPIRED)',
+      '  not replayed: 1 no caller recorded',
+      '  not replayed: 1 no request recorded (action)',
+      '  recorded under: sha256:old (6)',
+      `allowed→denied       3  ${WEB} GET /orders/1  rule reads → default-deny`,
+    ]);
+    assert.match(text[8]!, /^ {24}e\.g\. seq 1 at 2026-12-06T10:00:00\.000Z: GET \/orders\/1$/);
+    assert.equal(text.at(-1), '… and 1 more groups (use --json for all)');
   });
 
   it('keeps three examples per group and counts the rest', async () => {
