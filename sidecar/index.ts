@@ -22,3 +22,23 @@ export type { TokenRules, VerifiedToken } from './token/verify.ts';
 export { createJwksCache } from './jwks/cache.ts';
 export type { JwksCache, JwksCacheDeps } from './jwks/cache.ts';
 export { parseJwks } from './jwks/parse.ts';
+export { createExplainer, formatExplanation } from './policy/explain.ts';
+export type { Explainer, Explanation, LosingRule } from './policy/explain.ts';
+export { resolveCaller } from './policy/caller.ts';
+export { loadPolicyTestFile, defaultPolicyFileFor } from './policy/test-file.ts';
+export type { PolicyTestCase, PolicyTestFile, ExpectedOutcome } from './policy/test-file.ts';
+export { runPolicyTests, formatPolicyTestReport } from './policy/test-run.ts';
+export type { PolicyTestReport, PolicyTestResult, ActualOutcome } from './policy/test-run.ts';
+export { lintPolicy, formatLintFindings } from './policy/lint.ts';
+export type { LintFinding, LintCode } from './policy/lint.ts';
+export { replayDecisions, formatReplayReport, resolveSince } from './policy/replay.ts';
+export type {
+  ReplayReport,
+  ReplayGroup,
+  ReplayExample,
+  ReplayChange,
+  ReplayOptions,
+} from './policy/replay.ts';
+export { openDecisionSource } from './policy/replay-source.ts';
+export type { DecisionSource, DecisionSourceOptions } from './policy/replay-source.ts';
+export { findPolicyFiles } from './policy/find-files.ts';

@@ -62,3 +62,19 @@ export function describeError(err: unknown): string {
   }
   return String(err);
 }
+
+/** Like {@link parseFlags}, but also returns positional arguments (file and directory paths). */
+export function parseFlagsAndPaths<O extends Options>(argv: readonly string[], options: O, command: string) {
+  try {
+    const { values, positionals } = parseArgs({
+      args: [...argv],
+      options,
+      strict: true,
+      allowPositionals: true,
+    });
+    return { flags: values, paths: positionals };
+  } catch (err) {
+    const msg = (err as Error).message.split('\n')[0]!;
+    throw new UsageError(`${command}: ${msg} (see: portcullis ${command} --help)`);
+  }
+}
