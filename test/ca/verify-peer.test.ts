@@ -22,6 +22,7 @@ const revoked = new Set<string>();
 const verifier = () =>
   createPeerVerifier({
     trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
     trustDomain: 'example.org',
     isRevoked: (s) => revoked.has(s),
     purpose: 'clientAuth',
@@ -53,7 +54,7 @@ test('chain verification refuses each kind of bad certificate with its own code'
       'ERR_CA_CERT_NOT_YET_VALID',
     ],
     ['signed by another CA', { signer: 'foreign' }, 'ERR_CA_CHAIN_UNTRUSTED'],
-    ['missing intermediate', { withIntermediate: false }, 'ERR_CA_CHAIN_UNTRUSTED'],
+    ['missing intermediate', { withIntermediate: false }, 'ERR_CA_CHAIN_INCOMPLETE'],
     ['CA:true leaf', { ca: true }, 'ERR_CA_LEAF_IS_CA'],
     [
       'keyCertSign on a leaf',
@@ -73,9 +74,9 @@ test('chain verification refuses each kind of bad certificate with its own code'
       'ERR_CA_FOREIGN_TRUST_DOMAIN',
     ],
     [
-      'URI outside the intermediate name constraints',
+      'foreign trust domain under our intermediate',
       { uris: ['spiffe://evil.org/a'] },
-      'ERR_CA_NAME_CONSTRAINTS',
+      'ERR_CA_FOREIGN_TRUST_DOMAIN',
     ],
     ['malformed SPIFFE ID', { uris: ['spiffe://example.org/a/../b'] }, 'ERR_CA_SPIFFE_ID_INVALID'],
     ['bare trust domain ID', { uris: ['spiffe://example.org'] }, 'ERR_CA_SPIFFE_ID_INVALID'],
@@ -105,10 +106,29 @@ test('chain verification refuses each kind of bad certificate with its own code'
   }
 });
 
+test('the intermediate name constraints hold even for a verifier of another trust domain', async () => {
+  const m = await pki.mint({ uris: ['spiffe://evil.org/a'] });
+  const evil = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
+    trustDomain: 'evil.org',
+    purpose: 'clientAuth',
+  });
+  assert.throws(() => evil.verifyChain(m.chainDer), { code: 'ERR_CA_NAME_CONSTRAINTS' });
+});
+
 test('a verifier needs a non-empty trust bundle of CA certificates', () => {
-  assert.throws(() => createPeerVerifier({ trustAnchorsPem: '', trustDomain: 'example.org' }), TypeError);
   assert.throws(
-    () => createPeerVerifier({ trustAnchorsPem: pki.leaf('web').certPem, trustDomain: 'example.org' }),
+    () => createPeerVerifier({ trustAnchorsPem: '', trustDomain: 'example.org', purpose: 'clientAuth' }),
+    TypeError,
+  );
+  assert.throws(
+    () =>
+      createPeerVerifier({
+        trustAnchorsPem: pki.leaf('web').certPem,
+        trustDomain: 'example.org',
+        purpose: 'clientAuth',
+      }),
     TypeError,
   );
 });
@@ -118,8 +138,10 @@ test('over real TLS, verifySocket caches the chain per connection but rechecks e
   const denied = new Set<string>();
   const v = createPeerVerifier({
     trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
     trustDomain: 'example.org',
     isRevoked: (s) => denied.has(s),
+    purpose: 'clientAuth',
     clock: () => now,
   });
   const sts = pki.leaf('sts');
@@ -158,7 +180,11 @@ test('over real TLS, verifySocket caches the chain per connection but rechecks e
 });
 
 test('over real TLS, a peer without a certificate is ERR_CA_PEER_NO_CERT', async () => {
-  const v = createPeerVerifier({ trustAnchorsPem: pki.rootPem, trustDomain: 'example.org' });
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+  });
   const sts = pki.leaf('sts');
   const server = createServer({
     cert: sts.certPem,
@@ -190,17 +216,23 @@ test('intermediates in the trust bundle complete a chain the peer sent without t
   const pooled = createPeerVerifier({
     trustAnchorsPem: pki.rootPem + pki.intermediatePem,
     trustDomain: 'example.org',
+    purpose: 'clientAuth',
   });
   assert.equal(pooled.verifyChain(m.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
   assert.throws(
-    () => createPeerVerifier({ trustAnchorsPem: pki.intermediatePem, trustDomain: 'example.org' }),
+    () =>
+      createPeerVerifier({
+        trustAnchorsPem: pki.intermediatePem,
+        trustDomain: 'example.org',
+        purpose: 'clientAuth',
+      }),
     TypeError,
   );
   const foreign = await pki.mint({ signer: 'foreign', withIntermediate: false });
   assert.throws(() => pooled.verifyChain(foreign.chainDer), { code: 'ERR_CA_CHAIN_UNTRUSTED' });
 });
 
-test('followTrustBundle: a CA added to the watched trust bundle is trusted after the reload, without a new verifier', async () => {
+test('followTrustBundle: a CA (root and intermediate) added to the watched trust bundle is trusted after the reload, without a new verifier', async () => {
   const foreignLeaf = await pki.mint({ signer: 'foreign', uris: ['spiffe://example.org/ns/shop/sa/web'] });
   const dir = mkdtempSync(join(tmpdir(), 'trust-follow-'));
   try {
@@ -211,15 +243,22 @@ test('followTrustBundle: a CA added to the watched trust bundle is trusted after
       { cert: web.certFile, key: web.keyFile, trustBundle: trustFile, reloadInterval: 3_600_000 },
       createLogger({ name: 'test', level: 'silent' }),
     );
-    const v = followTrustBundle(watcher, (trustAnchorsPem) =>
-      createPeerVerifier({ trustAnchorsPem, trustDomain: 'example.org' }),
+    const v = followTrustBundle(watcher, (trustAnchorsPem, intermediatesPem) =>
+      createPeerVerifier({
+        trustAnchorsPem,
+        intermediatesPem,
+        trustDomain: 'example.org',
+        purpose: 'clientAuth',
+      }),
     );
     assert.throws(() => v.verifyChain(foreignLeaf.chainDer), CaError);
     assert.equal(watcher.reload(), false);
     assert.equal(v.generation, 0);
-    // The CA rotation's first step: both roots in the bundle.
+    // The CA rotation's first step: the new root and its intermediate join the bundle (a part
+    // knows only the intermediates of its bundle and of its own chain: docs/decisions/0006).
     const foreignRoot = readFileSync(join(pki.dir, 'foreign-ca', 'root.pem'), 'utf8');
-    writeFileSync(trustFile, pki.rootPem + foreignRoot);
+    const foreignIntermediate = readFileSync(join(pki.dir, 'foreign-ca', 'intermediate.pem'), 'utf8');
+    writeFileSync(trustFile, pki.rootPem + foreignRoot + foreignIntermediate);
     assert.equal(watcher.reload(), true);
     assert.equal(v.generation, 1);
     assert.equal(v.verifyChain(foreignLeaf.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');

@@ -41,11 +41,30 @@ export interface MintOptions {
   readonly keyUsage?: number;
   readonly notBefore?: Date;
   readonly notAfter?: Date;
-  /** Who signs: the test intermediate (default), the root directly, or the foreign CA. */
-  readonly signer?: 'intermediate' | 'root' | 'foreign';
-  readonly keyAlgorithm?: KeyAlgorithm | 'rsa-1024';
+  /** Who signs: the test intermediate (default), the root directly, the foreign CA, or a minted CA. */
+  readonly signer?: 'intermediate' | 'root' | 'foreign' | MintedCa;
+  readonly keyAlgorithm?: KeyAlgorithm | 'rsa-1024' | 'rsa-2048' | 'ecdsa-p384' | 'ecdsa-p521';
   /** Include the intermediate in the returned chain (default true). */
   readonly withIntermediate?: boolean;
+  /** Subject DN (default `O=test, CN=minted`); `''` is the empty subject. */
+  readonly subject?: string;
+  /** Mark the subjectAltName critical (default false). */
+  readonly sanCritical?: boolean;
+  /** Extended key usages (default serverAuth + clientAuth); null leaves the extension out. */
+  readonly extKeyUsages?: readonly string[] | null;
+  /** Leave the keyUsage extension out. */
+  readonly keyUsageOmitted?: boolean;
+  /** Hash the issuer signs with (default SHA-256; SHA-1 for the refused case). */
+  readonly signatureHash?: 'SHA-1' | 'SHA-256' | 'SHA-384';
+  readonly extraExtensions?: readonly x509.Extension[];
+}
+
+/** A CA certificate minted under the test root (for odd intermediates). */
+export interface MintedCa {
+  readonly cert: x509.X509Certificate;
+  readonly privateKey: CryptoKey;
+  readonly algorithm: KeyAlgorithm;
+  readonly pem: string;
 }
 
 /** A minted certificate with its key and the chain a peer would present. */
@@ -73,6 +92,8 @@ export interface TestPki {
   readonly certsDir: string;
   leaf(name: string): TestLeaf;
   mint(options?: MintOptions): Promise<MintedCert>;
+  /** An intermediate CA under the test root (pathLen 0, no name constraints), with `extraExtensions`. */
+  mintIntermediate(options?: { extraExtensions?: readonly x509.Extension[] }): Promise<MintedCa>;
   cleanup(): void;
 }
 
@@ -138,55 +159,76 @@ export async function makeTestPki(
         foreign = await initCaDirectory(join(dir, 'foreign-ca'), { trustDomain: registry.trustDomain });
       }
       const issuer =
-        o.signer === 'foreign'
-          ? foreign!.intermediate
-          : o.signer === 'root'
-            ? await rootSigner(ca)
-            : ca.intermediate;
+        typeof o.signer === 'object'
+          ? o.signer
+          : o.signer === 'foreign'
+            ? foreign!.intermediate
+            : o.signer === 'root'
+              ? await rootSigner(ca)
+              : ca.intermediate;
       const alg = o.keyAlgorithm ?? 'ecdsa-p256';
-      const keys =
-        alg === 'rsa-1024'
-          ? ((await crypto.subtle.generateKey(
-              {
-                name: 'RSASSA-PKCS1-v1_5',
-                modulusLength: 1024,
-                publicExponent: new Uint8Array([1, 0, 1]),
-                hash: 'SHA-256',
-              },
-              true,
-              ['sign', 'verify'],
-            )) as CryptoKeyPair)
-          : await generateKeyPair(alg);
+      const rsaBits = alg === 'rsa-1024' ? 1024 : alg === 'rsa-2048' ? 2048 : undefined;
+      const ecCurve = alg === 'ecdsa-p384' ? 'P-384' : alg === 'ecdsa-p521' ? 'P-521' : undefined;
+      const keys = rsaBits
+        ? ((await crypto.subtle.generateKey(
+            {
+              name: 'RSASSA-PKCS1-v1_5',
+              modulusLength: rsaBits,
+              publicExponent: new Uint8Array([1, 0, 1]),
+              hash: 'SHA-256',
+            },
+            true,
+            ['sign', 'verify'],
+          )) as CryptoKeyPair)
+        : ecCurve
+          ? ((await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: ecCurve }, true, [
+              'sign',
+              'verify',
+            ])) as CryptoKeyPair)
+          : await generateKeyPair(alg as KeyAlgorithm);
       const now = Date.now();
       const uris = o.uris ?? [`spiffe://${registry.trustDomain}/ns/shop/sa/web`];
       const extensions: x509.Extension[] = [
         new x509.BasicConstraintsExtension(o.ca ?? false, undefined, true),
-        new x509.KeyUsagesExtension(o.keyUsage ?? x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([
-          x509.ExtendedKeyUsage.serverAuth,
-          x509.ExtendedKeyUsage.clientAuth,
-        ]),
+        ...(o.keyUsageOmitted
+          ? []
+          : [new x509.KeyUsagesExtension(o.keyUsage ?? x509.KeyUsageFlags.digitalSignature, true)]),
+        ...(o.extKeyUsages === null
+          ? []
+          : [
+              new x509.ExtendedKeyUsageExtension([
+                ...(o.extKeyUsages ?? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+              ]),
+            ]),
         await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
         await x509.AuthorityKeyIdentifierExtension.create(issuer.cert.publicKey),
+        ...(o.extraExtensions ?? []),
       ];
       const names = [
         ...uris.map((value) => ({ type: 'url' as const, value })),
         ...(o.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
       ];
-      if (names.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(names));
+      if (names.length > 0)
+        extensions.push(new x509.SubjectAlternativeNameExtension(names, o.sanCritical ?? false));
+      const sigAlg = signingAlgorithm(issuer.algorithm);
       const cert = await x509.X509CertificateGenerator.create({
         serialNumber: randomSerial(),
-        subject: 'O=test, CN=minted',
+        subject: o.subject ?? 'O=test, CN=minted',
         issuer: issuer.cert.subject,
         notBefore: o.notBefore ?? new Date(now - 60_000),
         notAfter: o.notAfter ?? new Date(now + 3_600_000),
-        signingAlgorithm: signingAlgorithm(issuer.algorithm),
+        signingAlgorithm: o.signatureHash ? { ...sigAlg, hash: o.signatureHash } : sigAlg,
         publicKey: keys.publicKey,
         signingKey: issuer.privateKey,
         extensions,
       });
       const certPem = cert.toString('pem') + '\n';
-      const intermediatePem = o.signer === 'foreign' ? foreign!.intermediatePem : ca.intermediatePem;
+      const intermediatePem =
+        typeof o.signer === 'object'
+          ? o.signer.pem
+          : o.signer === 'foreign'
+            ? foreign!.intermediatePem
+            : ca.intermediatePem;
       const withIntermediate = (o.withIntermediate ?? true) && o.signer !== 'root';
       const leafDer = new Uint8Array(cert.rawData);
       return {
@@ -196,6 +238,34 @@ export async function makeTestPki(
         leafDer,
         chainDer: withIntermediate ? [leafDer, new Uint8Array(new NodeX509(intermediatePem).raw)] : [leafDer],
         serial: normalizeSerial(cert.serialNumber),
+      };
+    },
+    async mintIntermediate(o = {}) {
+      const root = await rootSigner(ca);
+      const keys = await generateKeyPair('ecdsa-p256');
+      const now = Date.now();
+      const cert = await x509.X509CertificateGenerator.create({
+        serialNumber: randomSerial(),
+        subject: `O=${registry.trustDomain}, CN=Minted Intermediate ${randomSerial().slice(0, 8)}`,
+        issuer: root.cert.subject,
+        notBefore: new Date(now - 60_000),
+        notAfter: new Date(now + 24 * 3_600_000),
+        signingAlgorithm: signingAlgorithm(root.algorithm),
+        publicKey: keys.publicKey,
+        signingKey: root.privateKey,
+        extensions: [
+          new x509.BasicConstraintsExtension(true, 0, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+          await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+          await x509.AuthorityKeyIdentifierExtension.create(root.cert.publicKey),
+          ...(o.extraExtensions ?? []),
+        ],
+      });
+      return {
+        cert,
+        privateKey: keys.privateKey,
+        algorithm: 'ecdsa-p256' as const,
+        pem: cert.toString('pem') + '\n',
       };
     },
     cleanup() {
