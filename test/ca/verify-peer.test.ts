@@ -283,3 +283,116 @@ test('watchTlsFiles refuses a certificate and key that are not a pair with a con
       err.message.includes(orders.keyFile),
   );
 });
+
+test('the X.509-SVID profile refuses each RFC 5280 violation and odd CA with its own code', async () => {
+  const AKI = '2.5.29.35';
+  const BC = '2.5.29.19';
+  const sha384 = await pki.mint({ signatureHash: 'SHA-384' });
+  const noKeyCertSign = await pki.mintIntermediate({ keyUsage: x509.KeyUsageFlags.cRLSign });
+  const bcNotCritical = await pki.mintIntermediate({ basicConstraintsCritical: false });
+  const pathLenZero = await pki.mintIntermediate({ pathLength: 0 });
+  const underPathLenZero = await pki.mintIntermediate({ signer: pathLenZero });
+  const pathLenOne = await pki.mintIntermediate({ pathLength: 1 });
+  const underPathLenOne = await pki.mintIntermediate({ signer: pathLenOne });
+  const dnsConstraint = await pki.mintIntermediate({
+    extraExtensions: [
+      new x509.Extension(
+        '2.5.29.30',
+        true,
+        // nameConstraints: permittedSubtrees [ dNSName "example.org" ]
+        new Uint8Array([0x30, 0x0f, 0xa0, 0x0d, 0x30, 0x0b, 0x82, 0x09, ...Buffer.from('shop.test')]),
+      ),
+    ],
+  });
+  const cases: [string, MintOptions, string][] = [
+    [
+      'an extension twice',
+      { extraExtensions: [new x509.BasicConstraintsExtension(false)] },
+      'ERR_CA_CERT_NONCONFORMING',
+    ],
+    [
+      'an empty subjectAltName',
+      { uris: [], extraExtensions: [new x509.SubjectAlternativeNameExtension([])] },
+      'ERR_CA_CERT_NONCONFORMING',
+    ],
+    ['no authorityKeyIdentifier', { omitExtensions: [AKI] }, 'ERR_CA_CERT_NONCONFORMING'],
+    [
+      'a pathLenConstraint on a leaf',
+      {
+        omitExtensions: [BC], // basicConstraints { pathLenConstraint 0 } without cA
+        extraExtensions: [new x509.Extension(BC, true, new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x00]))],
+      },
+      'ERR_CA_CERT_NONCONFORMING',
+    ],
+    // Not a CA at all (RFC 5280 §4.2.1.3): never used to build a path, even when configured.
+    ['an intermediate without keyCertSign', { signer: noKeyCertSign }, 'ERR_CA_CHAIN_UNTRUSTED'],
+    [
+      'an intermediate whose basicConstraints are not critical',
+      { signer: bcNotCritical },
+      'ERR_CA_CERT_NONCONFORMING',
+    ],
+    ['a path longer than an intermediate allows', { signer: underPathLenZero }, 'ERR_CA_CHAIN_INVALID'],
+    ['an intermediate with a dNSName constraint', { signer: dnsConstraint }, 'ERR_CA_NAME_CONSTRAINTS'],
+  ];
+  const known = [bcNotCritical, underPathLenZero, dnsConstraint, underPathLenOne].map((c) => c.pem).join('');
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem + known,
+    intermediatesPem: pki.intermediatePem + noKeyCertSign.pem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+  });
+  assert.equal(v.verifyChain(sha384.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+  const deep = await pki.mint({ signer: underPathLenOne });
+  assert.equal(v.verifyChain(deep.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web', 'pathLen 1');
+  for (const [name, options, code] of cases) {
+    const m = await pki.mint(options);
+    assert.throws(() => v.verifyChain(m.chainDer), { code }, name);
+  }
+});
+
+test('over real TLS, the skew covers a certificate the handshake calls expired, and no more', async () => {
+  const sts = pki.leaf('sts');
+  const server = createServer({
+    cert: sts.certPem,
+    key: sts.keyPem,
+    ca: pki.rootPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+    clockSkewMs: 60_000,
+  });
+  const now = Date.now();
+  try {
+    for (const [expiredMsAgo, expected] of [
+      [20_000, undefined],
+      [120_000, 'ERR_CA_CERT_EXPIRED'],
+    ] as const) {
+      const m = await pki.mint({
+        notBefore: new Date(now - 3_600_000),
+        notAfter: new Date(now - expiredMsAgo),
+      });
+      const seen = once(server, 'secureConnection') as Promise<[TLSSocket]>;
+      const client = connect({
+        port: (server.address() as AddressInfo).port,
+        host: '127.0.0.1',
+        cert: m.chainPem,
+        key: m.keyPem,
+        rejectUnauthorized: false,
+      });
+      const [socket] = await seen;
+      assert.equal(socket.authorizationError, 'CERT_HAS_EXPIRED');
+      if (expected) assert.throws(() => v.verifySocket(socket), { code: expected });
+      else assert.equal(v.verifySocket(socket).serial, m.serial);
+      client.destroy();
+    }
+  } finally {
+    server.close();
+  }
+});

@@ -14,6 +14,7 @@ import {
   normalizeSerial,
   randomSerial,
   signingAlgorithm,
+  splitPemBundle,
   x509,
 } from './ca-internals.ts';
 import type { CaMaterial, KeyAlgorithm } from './ca-internals.ts';
@@ -57,6 +58,21 @@ export interface MintOptions {
   /** Hash the issuer signs with (default SHA-256; SHA-1 for the refused case). */
   readonly signatureHash?: 'SHA-1' | 'SHA-256' | 'SHA-384';
   readonly extraExtensions?: readonly x509.Extension[];
+  /** OIDs of the usual extensions to leave out (e.g. the authorityKeyIdentifier `2.5.29.35`). */
+  readonly omitExtensions?: readonly string[];
+}
+
+/** Options of {@link TestPki.mintIntermediate}. */
+export interface MintCaOptions {
+  readonly extraExtensions?: readonly x509.Extension[];
+  /** Default keyCertSign + cRLSign. */
+  readonly keyUsage?: number;
+  /** Default true. */
+  readonly basicConstraintsCritical?: boolean;
+  /** Default 0. */
+  readonly pathLength?: number;
+  /** Default the test root; another minted CA makes a longer path. */
+  readonly signer?: MintedCa;
 }
 
 /** A CA certificate minted under the test root (for odd intermediates). */
@@ -64,6 +80,7 @@ export interface MintedCa {
   readonly cert: x509.X509Certificate;
   readonly privateKey: CryptoKey;
   readonly algorithm: KeyAlgorithm;
+  /** The CA and any minted CA above it (not the root). */
   readonly pem: string;
 }
 
@@ -93,7 +110,7 @@ export interface TestPki {
   leaf(name: string): TestLeaf;
   mint(options?: MintOptions): Promise<MintedCert>;
   /** An intermediate CA under the test root (pathLen 0, no name constraints), with `extraExtensions`. */
-  mintIntermediate(options?: { extraExtensions?: readonly x509.Extension[] }): Promise<MintedCa>;
+  mintIntermediate(options?: MintCaOptions): Promise<MintedCa>;
   cleanup(): void;
 }
 
@@ -188,7 +205,7 @@ export async function makeTestPki(
           : await generateKeyPair(alg as KeyAlgorithm);
       const now = Date.now();
       const uris = o.uris ?? [`spiffe://${registry.trustDomain}/ns/shop/sa/web`];
-      const extensions: x509.Extension[] = [
+      const usual: x509.Extension[] = [
         new x509.BasicConstraintsExtension(o.ca ?? false, undefined, true),
         ...(o.keyUsageOmitted
           ? []
@@ -202,8 +219,10 @@ export async function makeTestPki(
             ]),
         await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
         await x509.AuthorityKeyIdentifierExtension.create(issuer.cert.publicKey),
-        ...(o.extraExtensions ?? []),
       ];
+      const extensions = usual
+        .filter((e) => !(o.omitExtensions ?? []).includes(e.type))
+        .concat(o.extraExtensions ?? []);
       const names = [
         ...uris.map((value) => ({ type: 'url' as const, value })),
         ...(o.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
@@ -236,36 +255,41 @@ export async function makeTestPki(
         keyPem: await exportPrivateKeyPem(keys.privateKey),
         chainPem: withIntermediate ? certPem + intermediatePem : certPem,
         leafDer,
-        chainDer: withIntermediate ? [leafDer, new Uint8Array(new NodeX509(intermediatePem).raw)] : [leafDer],
+        chainDer: withIntermediate ? [leafDer, ...splitPemBundle(intermediatePem)] : [leafDer],
         serial: normalizeSerial(cert.serialNumber),
       };
     },
     async mintIntermediate(o = {}) {
-      const root = await rootSigner(ca);
+      const signer = o.signer ?? (await rootSigner(ca));
       const keys = await generateKeyPair('ecdsa-p256');
       const now = Date.now();
       const cert = await x509.X509CertificateGenerator.create({
         serialNumber: randomSerial(),
         subject: `O=${registry.trustDomain}, CN=Minted Intermediate ${randomSerial().slice(0, 8)}`,
-        issuer: root.cert.subject,
+        issuer: signer.cert.subject,
         notBefore: new Date(now - 60_000),
         notAfter: new Date(now + 24 * 3_600_000),
-        signingAlgorithm: signingAlgorithm(root.algorithm),
+        signingAlgorithm: signingAlgorithm(signer.algorithm),
         publicKey: keys.publicKey,
-        signingKey: root.privateKey,
+        signingKey: signer.privateKey,
         extensions: [
-          new x509.BasicConstraintsExtension(true, 0, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+          new x509.BasicConstraintsExtension(true, o.pathLength ?? 0, o.basicConstraintsCritical ?? true),
+          new x509.KeyUsagesExtension(
+            o.keyUsage ?? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+            true,
+          ),
           await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-          await x509.AuthorityKeyIdentifierExtension.create(root.cert.publicKey),
+          await x509.AuthorityKeyIdentifierExtension.create(signer.cert.publicKey),
           ...(o.extraExtensions ?? []),
         ],
       });
+      const pem = cert.toString('pem') + '\n';
       return {
         cert,
         privateKey: keys.privateKey,
         algorithm: 'ecdsa-p256' as const,
-        pem: cert.toString('pem') + '\n',
+        // A CA under another minted CA carries that CA's chain, as a peer would send it.
+        pem: o.signer ? pem + o.signer.pem : pem,
       };
     },
     cleanup() {
