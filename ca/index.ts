@@ -24,4 +24,6 @@ export type { IssueWorkloadsOptions, IssueWorkloadsResult, WorkloadOutcome } fro
 export { REVOCATION_REASONS, revokeCertificate } from './revoke.ts';
 export type { RevocationReason, RevokeOptions, RevokeResult } from './revoke.ts';
 export { followTrustBundle, watchTlsFiles } from './watch-tls.ts';
+export { peerConnector } from './dial-peer.ts';
+export type { PeerConnectorOptions } from './dial-peer.ts';
 export type { TlsMaterial, TlsWatcher } from './watch-tls.ts';

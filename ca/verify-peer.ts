@@ -239,6 +239,8 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
   }
 
   function verifyConnection(socket: TLSSocket): Verified {
+    // Read once per socket: on a client socket Node 24 hands the peer certificate out once (a
+    // second getPeerX509Certificate() or getPeerCertificate() finds none).
     const cert = socket.getPeerX509Certificate();
     if (!cert) throw new CaError('ERR_CA_PEER_NO_CERT', 'peer presented no certificate');
     const v = validateCached(cert.fingerprint256, () => new Uint8Array(cert.raw));
