@@ -1,7 +1,7 @@
 // One X.509-SVID peer policy everywhere: each certificate case is presented to every part that
 // accepts mTLS (the real STS, the real sidecar's inbound listener, the real audit collector) and
 // put on a server that every mTLS dialer meets (the real sidecar's outbound route, the audit
-// client). Every part gives the same verdict with the same ca/ code, and the verdicts agree with
+// client, the STS admin client of `portcullis keys`). Every part gives the same verdict with the same ca/ code, and the verdicts agree with
 // `openssl verify -x509_strict -auth_level 2 -purpose sslclient|sslserver` wherever openssl has one.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,7 +21,7 @@ import { x509 } from '../../ca/index.ts';
 import { MemoryAuditSink, createLogger } from '../../core/index.ts';
 import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
-import { parseStsConfig, startSts } from '../../sts/index.ts';
+import { createStsAdminClient, parseStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
 import { collectorConfig } from '../audit/collector-harness.ts';
 import { makeTestPki } from '../helpers/pki.ts';
@@ -273,7 +273,11 @@ before(async () => {
   collector = await startCollector(collectorConfig(pki, dir, { tls: tlsOf('audit') }), { logger: quiet });
   badServer = createHttpsServer(
     { ...(await present(await pki.mint())), ciphers: ANY_STRENGTH },
-    (_req, res) => res.writeHead(200, { connection: 'close', 'content-type': 'text/plain' }).end('reached'),
+    // The admin client reads JSON; the other dialers only need an answer.
+    (req, res) =>
+      req.url === '/v1/admin/keys'
+        ? res.writeHead(200, { connection: 'close', 'content-type': 'application/json' }).end('{"keys":[]}')
+        : res.writeHead(200, { connection: 'close', 'content-type': 'text/plain' }).end('reached'),
   );
   await new Promise<void>((r) => badServer.listen(0, '127.0.0.1', r));
   badUrl = `https://127.0.0.1:${(badServer.address() as AddressInfo).port}`;
@@ -420,6 +424,27 @@ async function auditClientVerdict(): Promise<Verdict> {
   }
 }
 
+/** The STS admin client (`portcullis keys`): the policy, then the host name. */
+async function adminClientVerdict(): Promise<Verdict> {
+  const admin = pki.leaf('admin-console');
+  const client = createStsAdminClient({
+    url: badUrl,
+    cert: admin.certPem,
+    key: admin.keyPem,
+    ca: readFileSync(bundleFile, 'utf8'),
+    timeoutMs: 5_000,
+  });
+  try {
+    await client.listKeys();
+    return 'ok';
+  } catch (err) {
+    const message = (err as Error).message;
+    return codeIn(message) ?? assert.fail(`admin client failed without a ca/ code: ${message}`);
+  } finally {
+    await client.close();
+  }
+}
+
 /** openssl's verdict: true when `openssl verify -x509_strict -auth_level 2` accepts the chain as sent. */
 async function opensslAccepts(
   m: MintedCert,
@@ -443,7 +468,8 @@ async function opensslAccepts(
 test('every part gives each certificate case the same verdict and code, and agrees with openssl verify', async () => {
   let n = 0;
   for (const c of CASES) {
-    const m = await pki.mint({ uris: [ORDERS], ...c.mint(pki, odd) });
+    // 127.0.0.1 for the admin client's host name check, which follows the policy's.
+    const m = await pki.mint({ uris: [ORDERS], ipAddresses: ['127.0.0.1'], ...c.mint(pki, odd) });
     n++;
     const listeners = {
       sts: await stsVerdict(m),
@@ -454,6 +480,7 @@ test('every part gives each certificate case the same verdict and code, and agre
     const dialers = {
       'sidecar outbound': await sidecarOutboundVerdict(),
       'audit client': await auditClientVerdict(),
+      'STS admin client': await adminClientVerdict(),
     };
     assert.deepEqual(
       listeners,
@@ -462,7 +489,7 @@ test('every part gives each certificate case the same verdict and code, and agre
     );
     assert.deepEqual(
       dialers,
-      { 'sidecar outbound': c.asServer, 'audit client': c.asServer },
+      { 'sidecar outbound': c.asServer, 'audit client': c.asServer, 'STS admin client': c.asServer },
       `${c.name}, presented by a server`,
     );
     for (const [side, purpose, verdict] of [

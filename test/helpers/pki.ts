@@ -38,6 +38,7 @@ export interface TestLeaf {
 export interface MintOptions {
   readonly uris?: readonly string[];
   readonly dnsNames?: readonly string[];
+  readonly ipAddresses?: readonly string[];
   readonly ca?: boolean;
   readonly keyUsage?: number;
   readonly notBefore?: Date;
@@ -226,6 +227,7 @@ export async function makeTestPki(
       const names = [
         ...uris.map((value) => ({ type: 'url' as const, value })),
         ...(o.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
+        ...(o.ipAddresses ?? []).map((value) => ({ type: 'ip' as const, value })),
       ];
       if (names.length > 0)
         extensions.push(new x509.SubjectAlternativeNameExtension(names, o.sanCritical ?? false));
