@@ -280,10 +280,16 @@ export function checkLeaf(leaf: SvidCertificate, purpose: 'clientAuth' | 'server
 }
 
 /**
- * The CA rules for the intermediate `i` steps above the leaf (0 = the leaf's issuer), RFC 5280
- * §4.2.1.2/.3/.9 and §6.1.4: a CA, allowed to sign certificates, within its path length.
+ * The CA rules for the intermediate `below` steps above the leaf (0 = the leaf's issuer), RFC 5280
+ * §4.2.1.2/.3/.9 and §6.1.4: a CA, allowed to sign certificates, within its path length, and
+ * when it carries an extKeyUsage, one that names the purpose (as OpenSSL's ssl_client and
+ * ssl_server purposes require of CAs too).
  */
-export function checkIntermediate(ca: SvidCertificate, below: number): void {
+export function checkIntermediate(
+  ca: SvidCertificate,
+  below: number,
+  purpose: 'clientAuth' | 'serverAuth',
+): void {
   const bc = ca.basicConstraints;
   if (!bc?.cA) throw new CaError('ERR_CA_CHAIN_INVALID', `${ca.label} signs others but is not a CA`);
   if (!ca.basicConstraintsCritical)
@@ -295,6 +301,8 @@ export function checkIntermediate(ca: SvidCertificate, below: number): void {
   if (ca.subjectEmpty) throw new CaError('ERR_CA_CERT_NONCONFORMING', `${ca.label} has an empty subject`);
   if (bc.pathLenConstraint !== undefined && below > bc.pathLenConstraint)
     throw new CaError('ERR_CA_CHAIN_INVALID', `${ca.label} exceeds its path length constraint`);
+  if (ca.extKeyUsage && !ca.extKeyUsage.includes(EKU[purpose]))
+    throw new CaError('ERR_CA_CHAIN_INVALID', `${ca.label} restricts its extKeyUsage to exclude ${purpose}`);
 }
 
 /**

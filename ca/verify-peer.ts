@@ -184,7 +184,7 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
     for (const c of path.slice(1)) checkValidity(c, now, skew);
     cas.forEach((ca, i) => {
       checkCertificateProfile(ca, 'ca');
-      checkIntermediate(ca, i);
+      checkIntermediate(ca, i, options.purpose);
       checkNameConstraints(ca, leaf);
     });
     return {

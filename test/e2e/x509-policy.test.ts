@@ -56,6 +56,8 @@ interface OddCas {
   readonly knownBadIntermediate: MintedCa;
   /** The same flaw, in an intermediate only the peer sends. */
   readonly sentBadIntermediate: MintedCa;
+  /** A known intermediate whose extKeyUsage names serverAuth only. */
+  readonly serverOnlyIntermediate: MintedCa;
 }
 
 const unknownCritical = () => new x509.Extension('1.3.6.1.4.1.55555.1', true, new Uint8Array([5, 0]));
@@ -99,6 +101,12 @@ const CASES: readonly Case[] = [
     mint: (_p, odd) => ({ signer: odd.sentBadIntermediate }),
     asClient: 'ERR_CA_CHAIN_UNTRUSTED',
     asServer: 'ERR_CA_CHAIN_UNTRUSTED',
+  },
+  {
+    name: 'an intermediate whose extKeyUsage is serverAuth only',
+    mint: (_p, o) => ({ signer: o.serverOnlyIntermediate }),
+    asClient: 'ERR_CA_CHAIN_INVALID',
+    asServer: 'ok',
   },
   {
     name: 'a SHA-1 signature',
@@ -245,10 +253,13 @@ before(async () => {
   odd = {
     knownBadIntermediate: await pki.mintIntermediate({ extraExtensions: [unknownCritical()] }),
     sentBadIntermediate: await pki.mintIntermediate({ extraExtensions: [unknownCritical()] }),
+    serverOnlyIntermediate: await pki.mintIntermediate({
+      extraExtensions: [new x509.ExtendedKeyUsageExtension([SERVER_AUTH])],
+    }),
   };
   // Every part trusts the same bundle: the root, plus an intermediate it knows (and must still judge).
   bundleFile = join(dir, 'bundle.pem');
-  writeFileSync(bundleFile, pki.rootPem + odd.knownBadIntermediate.pem);
+  writeFileSync(bundleFile, pki.rootPem + odd.knownBadIntermediate.pem + odd.serverOnlyIntermediate.pem);
   const tlsOf = (name: string) => ({
     cert: join(pki.certsDir, `${name}.pem`),
     key: join(pki.certsDir, `${name}-key.pem`),
