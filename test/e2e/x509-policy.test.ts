@@ -91,6 +91,23 @@ const CASES: readonly Case[] = [
     asServer: 'ERR_CA_CRITICAL_EXTENSION_UNKNOWN',
   },
   {
+    // RFC 5280 §4.2: a critical extension the relying party does not process refuses the
+    // certificate; openssl processes certificate policies, the X.509-SVID policy does not.
+    name: 'a critical certificatePolicies extension',
+    mint: () => ({
+      extraExtensions: [
+        new x509.Extension(
+          '2.5.29.32',
+          true,
+          new Uint8Array([0x30, 0x06, 0x30, 0x04, 0x06, 0x02, 0x55, 0x1d]),
+        ),
+      ],
+    }),
+    asClient: 'ERR_CA_CRITICAL_EXTENSION_UNKNOWN',
+    asServer: 'ERR_CA_CRITICAL_EXTENSION_UNKNOWN',
+    opensslAccepts: ['client', 'server'],
+  },
+  {
     name: 'an unknown critical extension on a known intermediate',
     mint: (_p, odd) => ({ signer: odd.knownBadIntermediate }),
     asClient: 'ERR_CA_CRITICAL_EXTENSION_UNKNOWN',
