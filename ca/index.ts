@@ -9,8 +9,8 @@ export type { CertificateRole, LeafNames } from './templates.ts';
 export { issueCertificate } from './issue.ts';
 export type { IssueCertificateInput, SigningCa } from './issue.ts';
 export { normalizeSerial } from './serial.ts';
-export { splitPemBundle } from './pem.ts';
-export { createPeerVerifier } from './verify-peer.ts';
+export { chainIntermediatesPem, splitPemBundle } from './pem.ts';
+export { DEFAULT_PEER_CLOCK_SKEW_MS, createPeerVerifier } from './verify-peer.ts';
 export type { PeerIdentity, PeerVerifier, PeerVerifierOptions } from './verify-peer.ts';
 export { createCrl, parseCrl } from './crl.ts';
 export type { CreateCrlInput, RevocationList, RevokedEntry } from './crl.ts';
@@ -24,4 +24,6 @@ export type { IssueWorkloadsOptions, IssueWorkloadsResult, WorkloadOutcome } fro
 export { REVOCATION_REASONS, revokeCertificate } from './revoke.ts';
 export type { RevocationReason, RevokeOptions, RevokeResult } from './revoke.ts';
 export { followTrustBundle, watchTlsFiles } from './watch-tls.ts';
+export { peerConnector } from './dial-peer.ts';
+export type { PeerConnectorOptions } from './dial-peer.ts';
 export type { TlsMaterial, TlsWatcher } from './watch-tls.ts';

@@ -7,3 +7,12 @@ export function splitPemBundle(pemText: string): Uint8Array[] {
     out.push(new Uint8Array(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')));
   return out;
 }
+
+/** The certificates after the first (the leaf) in a PEM chain, as PEM: the chain's intermediates. */
+export function chainIntermediatesPem(chainPem: string): string {
+  const blocks = chainPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks
+    .slice(1)
+    .map((b) => `${b}\n`)
+    .join('');
+}

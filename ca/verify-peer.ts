@@ -1,13 +1,16 @@
-import { X509Certificate as NodeX509 } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
 import { certificateThumbprint, parseSpiffeId } from '../core/index.ts';
 import type { SpiffeId } from '../core/index.ts';
 import { CaError } from './errors.ts';
-import { normalizeSerial } from './serial.ts';
 import { splitPemBundle } from './pem.ts';
-import { x509 } from './x509.ts';
+import {
+  checkCertificateProfile,
+  checkIntermediate,
+  checkLeaf,
+  checkNameConstraints,
+  parseSvidCertificate,
+} from './svid-certificate.ts';
+import type { SvidCertificate } from './svid-certificate.ts';
 
 /** The verified identity of a peer: what every server of Portcullis authorizes on. */
 export interface PeerIdentity {
@@ -24,65 +27,97 @@ export interface PeerIdentity {
 export interface PeerVerifierOptions {
   /**
    * PEM bundle of the trust domain's CA certificates. Self-signed ones are the trust anchors;
-   * any others (intermediates) are kept as a pool that completes chains a peer sent without
-   * them. They are never trusted by themselves: each must chain to an anchor.
+   * any others (intermediates) join the known intermediates. They are never trusted by
+   * themselves: each must chain to an anchor.
    */
   readonly trustAnchorsPem: string;
+  /**
+   * Further known intermediates, typically those of the part's own certificate chain (the same CA
+   * issues every workload). A TLS server in Node cannot see the intermediates a client sent, so
+   * the policy builds every path, on every side, from known intermediates only; whether the peer
+   * sent its own is decided by the TLS handshake (see docs/decisions/0006).
+   */
+  readonly intermediatesPem?: string;
   readonly trustDomain: string;
   /** Called with canonical serials of the leaf and each intermediate; true refuses the chain. */
   readonly isRevoked?: (serial: string) => boolean;
-  /** Purpose the leaf must allow when it carries an EKU extension. */
-  readonly purpose?: 'clientAuth' | 'serverAuth';
+  /** What the peer is to us: a client (`clientAuth`, listeners) or a server (`serverAuth`, dialers). */
+  readonly purpose: 'clientAuth' | 'serverAuth';
+  /** Allowance on notBefore/notAfter for clock differences (default {@link DEFAULT_PEER_CLOCK_SKEW_MS}, the config default). */
+  readonly clockSkewMs?: number;
   readonly clock?: () => number;
 }
 
-/** Verifies X.509-SVID chains presented by peers (SPIFFE X509-SVID spec + RFC 5280 path rules). */
+/**
+ * Verifies X.509-SVID chains presented by peers: one policy for every listener and dialer of
+ * Portcullis (SPIFFE X509-SVID spec + RFC 5280 path rules; docs/threat-model.md lists each check).
+ */
 export interface PeerVerifier {
-  /** Verifies a DER chain, leaf first, followed by the intermediates the peer sent. Throws CaError. */
+  /**
+   * Verifies a DER chain, leaf first, followed by the intermediates the peer sent: the same
+   * verdict and code {@link verifySocket} gives a TLS peer that sent that chain. Throws CaError.
+   */
   verifyChain(chain: readonly Uint8Array[]): PeerIdentity;
   /**
-   * Verifies the chain a TLS peer presented. Chain validation is cached per socket; expiry and
-   * revocation are checked again on every call, so a long-lived connection cannot outlive its
-   * certificate. Throws CaError `ERR_CA_PEER_NO_CERT` when the peer sent no certificate.
+   * Verifies the certificate a TLS peer presented (server or client side). The verdict on the
+   * certificate is computed once per connection (and cached by leaf fingerprint across
+   * connections); expiry and revocation are checked again on every call, so a long-lived
+   * connection cannot outlive its certificate. Throws CaError `ERR_CA_PEER_NO_CERT` when the
+   * peer sent no certificate.
    */
   verifySocket(socket: TLSSocket): PeerIdentity;
-}
-
-interface Parsed {
-  readonly der: Uint8Array;
-  readonly node: NodeX509;
-  readonly cert: x509.X509Certificate;
-  readonly serial: string;
-  readonly notBefore: number;
-  readonly notAfter: number;
 }
 
 interface Verified {
   readonly identity: PeerIdentity;
   /** Serials of every certificate on the path below the anchor, to re-check revocation. */
   readonly serials: readonly string[];
-  /** Validity window of the whole path. */
+  /** Validity window of the whole path, skew applied. */
   readonly notBefore: number;
   readonly notAfter: number;
 }
 
+/** The default of every part's `tls.clockSkew`. */
+export const DEFAULT_PEER_CLOCK_SKEW_MS = 60_000;
 const MAX_CHAIN = 5;
-const EKU = { clientAuth: '1.3.6.1.5.5.7.3.2', serverAuth: '1.3.6.1.5.5.7.3.1' } as const;
-const ANY_EKU = '2.5.29.37.0';
+const MAX_CACHED = 10_000;
+/**
+ * OpenSSL verification results (`socket.authorizationError`) meaning that the chain the peer sent
+ * does not lead to the trust bundle. Time errors are left to the policy (it applies the skew),
+ * and Node's hostname check is replaced by the SPIFFE ID check.
+ */
+const TLS_INCOMPLETE = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+]);
+const TLS_IGNORED = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID']);
 
 /** Builds a {@link PeerVerifier} over a trust bundle. Throws TypeError for an empty or unreadable bundle. */
 export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
   const bundle = splitPemBundle(options.trustAnchorsPem).map((der) => {
-    const p = parse(der, 'trust bundle');
+    const p = parseTrusted(der);
     if (!p.node.ca) throw new TypeError('trust bundle holds a certificate that is not a CA');
     return p;
   });
   const anchors = bundle.filter((c) => c.node.checkIssued(c.node) && c.node.verify(c.node.publicKey));
-  const pool = bundle.filter((c) => !anchors.includes(c));
+  const bundlePool = bundle.filter((c) => !anchors.includes(c));
   if (anchors.length === 0) throw new TypeError('"trustAnchorsPem" holds no self-signed CA certificate');
+  const extra = options.intermediatesPem
+    ? splitPemBundle(options.intermediatesPem)
+        .map(parseTrusted)
+        .filter((c) => c.node.ca && !bundle.some((b) => b.node.fingerprint256 === c.node.fingerprint256))
+    : [];
+  const known = [...bundlePool, ...extra];
   const clock = options.clock ?? Date.now;
+  const skew = options.clockSkewMs ?? DEFAULT_PEER_CLOCK_SKEW_MS;
   const isRevoked = options.isRevoked ?? (() => false);
-  const cache = new WeakMap<TLSSocket, Verified | CaError>();
+  const bySocket = new WeakMap<TLSSocket, Verified | CaError>();
+  const byFingerprint = new Map<string, Verified>();
+  /** Signature checks between known certificates, which never change for this verifier. */
+  const links = new Map<string, boolean>();
 
   function check(v: Verified): PeerIdentity {
     const now = clock();
@@ -96,24 +131,62 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
     return v.identity;
   }
 
-  function verifyChain(chain: readonly Uint8Array[]): PeerIdentity {
-    return check(validate(chain));
+  function issued(issuer: SvidCertificate, subject: SvidCertificate): boolean {
+    if (issuer.node.subject !== subject.node.issuer) return false;
+    const cacheable = subject !== undefined && known.includes(subject);
+    const key = cacheable ? `${issuer.node.fingerprint256}>${subject.node.fingerprint256}` : '';
+    const memo = cacheable ? links.get(key) : undefined;
+    if (memo !== undefined) return memo;
+    let ok: boolean;
+    try {
+      ok = subject.node.verify(issuer.node.publicKey);
+    } catch {
+      ok = false;
+    }
+    if (cacheable) links.set(key, ok);
+    return ok;
   }
 
-  function validate(chain: readonly Uint8Array[], tlsVerified = false): Verified {
-    if (chain.length === 0) throw new CaError('ERR_CA_PEER_NO_CERT', 'peer presented no certificate');
-    if (chain.length > MAX_CHAIN)
-      throw new CaError('ERR_CA_CHAIN_INVALID', `peer chain longer than ${MAX_CHAIN} certificates`);
-    const presented = chain.map((der, i) => parse(der, i === 0 ? 'peer leaf' : `peer chain[${i}]`));
-    const leaf = presented[0]!;
-    // The leaf's own validity first: an expired certificate is reported as expired, whoever signed it.
-    checkValidity([leaf], leaf, clock());
-    const path = buildPath(leaf, [...presented.slice(1), ...pool], anchors, tlsVerified);
-    checkValidity(path, leaf, clock());
-    checkLeaf(leaf, options);
-    checkCas(path.length > 1 ? path.slice(1, -1) : [], leaf);
-    const below = path.length > 1 ? path.slice(0, -1) : path;
+  /** Walks from the leaf through `intermediates` to an anchor; undefined when there is no path. */
+  function buildPath(
+    leaf: SvidCertificate,
+    intermediates: readonly SvidCertificate[],
+  ): SvidCertificate[] | undefined {
+    const path = [leaf];
+    let cur = leaf;
+    for (let depth = 0; depth < MAX_CHAIN; depth++) {
+      const anchor = anchors.find((a) => issued(a, cur));
+      if (anchor) return [...path, anchor];
+      const next = intermediates.find((c) => c !== cur && !path.includes(c) && issued(c, cur));
+      if (!next) return undefined;
+      path.push(next);
+      cur = next;
+    }
+    return undefined;
+  }
+
+  /** The whole policy on a leaf, over the known intermediates; everything but the TLS handshake's part. */
+  function validate(leafDer: Uint8Array): Verified {
+    const leaf = parseSvidCertificate(leafDer, 'peer certificate');
+    const now = clock();
+    checkValidity(leaf, now, skew);
+    checkCertificateProfile(leaf, 'leaf');
+    checkLeaf(leaf, options.purpose);
     const spiffeId = leafSpiffeId(leaf, options.trustDomain);
+    const path = buildPath(leaf, known);
+    if (!path) {
+      throw new CaError(
+        'ERR_CA_CHAIN_UNTRUSTED',
+        `no trusted path from the peer certificate to the trust bundle (issuer "${leaf.node.issuer.replace(/\n/g, ', ')}" is not a known CA)`,
+      );
+    }
+    const cas = path.slice(1, -1);
+    for (const c of path.slice(1)) checkValidity(c, now, skew);
+    cas.forEach((ca, i) => {
+      checkCertificateProfile(ca, 'ca');
+      checkIntermediate(ca, i, options.purpose);
+      checkNameConstraints(ca, leaf);
+    });
     return {
       identity: Object.freeze({
         spiffeId,
@@ -122,240 +195,98 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
         notAfter: new Date(leaf.notAfter),
         leafDer: leaf.der,
       }),
-      serials: below.map((c) => c.serial),
-      notBefore: Math.max(...path.map((c) => c.notBefore)),
-      notAfter: Math.min(...path.map((c) => c.notAfter)),
-      // tlsVerified paths end at the leaf: OpenSSL validated the part above it.
+      serials: path.slice(0, -1).map((c) => c.serial),
+      notBefore: Math.max(...path.map((c) => c.notBefore)) - skew,
+      notAfter: Math.min(...path.map((c) => c.notAfter)) + skew,
     };
   }
 
+  /** {@link validate}, cached by leaf fingerprint (successes only; the verdict depends on nothing else). */
+  function validateCached(fingerprint: string, der: () => Uint8Array): Verified {
+    const hit = byFingerprint.get(fingerprint);
+    if (hit) return hit;
+    const v = validate(der());
+    if (byFingerprint.size >= MAX_CACHED) byFingerprint.delete(byFingerprint.keys().next().value!);
+    byFingerprint.set(fingerprint, v);
+    return v;
+  }
+
+  function verifyChain(chain: readonly Uint8Array[]): PeerIdentity {
+    if (chain.length === 0) throw new CaError('ERR_CA_PEER_NO_CERT', 'peer presented no certificate');
+    if (chain.length > MAX_CHAIN)
+      throw new CaError('ERR_CA_CHAIN_INVALID', `peer chain longer than ${MAX_CHAIN} certificates`);
+    const v = validate(chain[0]!);
+    // What the TLS handshake checks on a socket: the chain as sent leads to the trust bundle.
+    const leaf = parseSvidCertificate(chain[0]!, 'peer certificate');
+    const sent = chain.slice(1).map((der, i) => parseSvidCertificate(der, `peer chain[${i + 1}]`));
+    if (!buildPath(leaf, [...sent, ...bundlePool])) throw incomplete();
+    return check(v);
+  }
+
   function verifySocket(socket: TLSSocket): PeerIdentity {
-    let v = cache.get(socket);
+    let v = bySocket.get(socket);
     if (v === undefined) {
       try {
-        v = validate(peerChain(socket), socket.authorized);
+        v = verifyConnection(socket);
       } catch (err) {
         if (!(err instanceof CaError)) throw err;
         v = err;
       }
-      cache.set(socket, v);
+      bySocket.set(socket, v);
     }
     if (v instanceof CaError) throw v;
     return check(v);
   }
 
+  function verifyConnection(socket: TLSSocket): Verified {
+    // Read once per socket: on a client socket Node 24 hands the peer certificate out once (a
+    // second getPeerX509Certificate() or getPeerCertificate() finds none).
+    const cert = socket.getPeerX509Certificate();
+    if (!cert) throw new CaError('ERR_CA_PEER_NO_CERT', 'peer presented no certificate');
+    const v = validateCached(cert.fingerprint256, () => new Uint8Array(cert.raw));
+    // The handshake verified the chain the peer sent against the same trust bundle (the
+    // listener's or dialer's `ca`): its verdict on that chain completes the policy's.
+    if (!socket.authorized) {
+      const why = String(socket.authorizationError ?? 'unknown');
+      if (TLS_INCOMPLETE.has(why)) throw incomplete();
+      if (!TLS_IGNORED.has(why))
+        throw new CaError('ERR_CA_CHAIN_INVALID', `the TLS handshake refused the peer chain (${why})`);
+    }
+    return v;
+  }
+
   return { verifyChain, verifySocket };
 }
 
-/** The DER chain a TLS peer sent, leaf first (Node links it through `issuerCertificate`). */
-function peerChain(socket: TLSSocket): Uint8Array[] {
-  const first = socket.getPeerCertificate(true);
-  const out: Uint8Array[] = [];
-  if (!first || !first.raw) return out;
-  let cur: typeof first | undefined = first;
-  const seen = new Set<string>();
-  while (cur && cur.raw && out.length <= MAX_CHAIN) {
-    const key = cur.fingerprint256;
-    if (seen.has(key)) break;
-    seen.add(key);
-    out.push(new Uint8Array(cur.raw));
-    cur = cur.issuerCertificate as typeof first | undefined;
-  }
-  return out;
+function incomplete(): CaError {
+  return new CaError(
+    'ERR_CA_CHAIN_INCOMPLETE',
+    'peer did not send the intermediate certificates linking its certificate to the trust bundle',
+  );
 }
 
-function parse(der: Uint8Array, label: string): Parsed {
+function parseTrusted(der: Uint8Array): SvidCertificate {
   try {
-    const node = new NodeX509(der);
-    const cert = new x509.X509Certificate(new Uint8Array(der));
-    return {
-      der,
-      node,
-      cert,
-      serial: normalizeSerial(node.serialNumber),
-      notBefore: cert.notBefore.getTime(),
-      notAfter: cert.notAfter.getTime(),
-    };
+    return parseSvidCertificate(der, 'trust bundle certificate');
   } catch (err) {
-    if (err instanceof TypeError && label === 'trust bundle') throw err;
-    throw new CaError('ERR_CA_CERT_MALFORMED', `${label} is not a well-formed X.509 certificate`, {
+    throw new TypeError(`trust material holds an unreadable certificate: ${(err as Error).message}`, {
       cause: err,
     });
   }
 }
 
-/**
- * Walks from the leaf up through presented or pooled intermediates to a trust anchor.
- *
- * Node does not expose the intermediates a TLS client sent (`getPeerCertificate(true)` on the
- * server side returns the leaf alone). When an issuer is missing from both the peer's chain and
- * the pool, `tlsVerified` (OpenSSL validated the full chain against the same trust bundle during
- * the handshake: `socket.authorized`) stands in for the links above the leaf; the path is then
- * the leaf alone, and every leaf check still runs here.
- */
-function buildPath(
-  leaf: Parsed,
-  intermediates: readonly Parsed[],
-  anchors: readonly Parsed[],
-  tlsVerified: boolean,
-): Parsed[] {
-  const path = [leaf];
-  let cur = leaf;
-  for (let depth = 0; depth < MAX_CHAIN; depth++) {
-    const anchor = anchors.find((a) => issued(a, cur));
-    if (anchor) {
-      path.push(anchor);
-      return path;
-    }
-    // A peer may include the root itself; it only counts if it is one of our anchors (handled above).
-    const next = intermediates.find((c) => c !== cur && !path.includes(c) && issued(c, cur));
-    if (!next && tlsVerified && cur === leaf) return path;
-    if (!next) {
-      const names = intermediates.some((c) => c.node.subject === cur.node.issuer);
-      throw new CaError(
-        'ERR_CA_CHAIN_UNTRUSTED',
-        names
-          ? `certificate "${cur.cert.subject}" carries a signature no trusted CA made`
-          : `no trusted path from the peer certificate to the trust bundle (issuer "${cur.cert.issuer}" unknown or missing intermediate)`,
-      );
-    }
-    path.push(next);
-    cur = next;
-  }
-  throw new CaError('ERR_CA_CHAIN_INVALID', 'peer chain too long');
-}
-
-function checkValidity(path: readonly Parsed[], leaf: Parsed, now: number): void {
-  for (const c of path) {
-    const what = c === leaf ? 'peer certificate' : `CA certificate "${c.cert.subject}"`;
-    if (now > c.notAfter)
-      throw new CaError('ERR_CA_CERT_EXPIRED', `${what} expired at ${new Date(c.notAfter).toISOString()}`);
-    if (now < c.notBefore)
-      throw new CaError(
-        'ERR_CA_CERT_NOT_YET_VALID',
-        `${what} is not valid before ${new Date(c.notBefore).toISOString()}`,
-      );
-  }
-}
-
-function issued(issuer: Parsed, subject: Parsed): boolean {
-  if (issuer.node.subject !== subject.node.issuer) return false;
-  try {
-    return subject.node.verify(issuer.node.publicKey);
-  } catch {
-    return false;
-  }
-}
-
-function checkKey(c: Parsed, label: string): void {
-  const key = c.node.publicKey;
-  const type = key.asymmetricKeyType;
-  const details = key.asymmetricKeyDetails ?? {};
-  if (type === 'rsa' || type === 'rsa-pss') {
-    if ((details.modulusLength ?? 0) < 2048) {
-      throw new CaError(
-        'ERR_CA_KEY_TOO_WEAK',
-        `${label} has a ${details.modulusLength}-bit RSA key (at least 2048 required)`,
-      );
-    }
-    return;
-  }
-  if (type === 'ec' && ['prime256v1', 'secp384r1', 'secp521r1'].includes(details.namedCurve ?? '')) return;
-  if (type === 'ed25519') return;
-  throw new CaError(
-    'ERR_CA_KEY_UNSUPPORTED',
-    `${label} has an unsupported key type (${type}${details.namedCurve ? ` ${details.namedCurve}` : ''})`,
-  );
-}
-
-function checkLeaf(leaf: Parsed, options: PeerVerifierOptions): void {
-  const bc = leaf.cert.getExtension(x509.BasicConstraintsExtension);
-  if (bc?.ca)
+function checkValidity(c: SvidCertificate, now: number, skew: number): void {
+  if (now > c.notAfter + skew)
+    throw new CaError('ERR_CA_CERT_EXPIRED', `${c.label} expired at ${new Date(c.notAfter).toISOString()}`);
+  if (now < c.notBefore - skew)
     throw new CaError(
-      'ERR_CA_LEAF_IS_CA',
-      'peer certificate is a CA certificate (CA:true), not a workload leaf',
+      'ERR_CA_CERT_NOT_YET_VALID',
+      `${c.label} is not valid before ${new Date(c.notBefore).toISOString()}`,
     );
-  const ku = leaf.cert.getExtension(x509.KeyUsagesExtension);
-  if (ku && ku.usages & (x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign)) {
-    throw new CaError(
-      'ERR_CA_LEAF_KEY_USAGE',
-      'peer certificate may sign certificates or CRLs (keyCertSign/cRLSign on a leaf)',
-    );
-  }
-  if (ku && !(ku.usages & x509.KeyUsageFlags.digitalSignature)) {
-    throw new CaError('ERR_CA_LEAF_KEY_USAGE', 'peer certificate lacks the digitalSignature key usage');
-  }
-  if (options.purpose) {
-    const eku = leaf.cert.getExtension(x509.ExtendedKeyUsageExtension);
-    if (eku && !eku.usages.includes(EKU[options.purpose]) && !eku.usages.includes(ANY_EKU)) {
-      throw new CaError(
-        'ERR_CA_LEAF_EXTENDED_KEY_USAGE',
-        `peer certificate is not valid for ${options.purpose}`,
-      );
-    }
-  }
-  checkKey(leaf, 'peer certificate');
 }
 
-function checkCas(cas: readonly Parsed[], leaf: Parsed): void {
-  cas.forEach((ca, i) => {
-    const bc = ca.cert.getExtension(x509.BasicConstraintsExtension);
-    if (!bc?.ca)
-      throw new CaError(
-        'ERR_CA_CHAIN_INVALID',
-        `certificate "${ca.cert.subject}" signs others but is not a CA`,
-      );
-    // i intermediates sit between this CA and the leaf.
-    if (bc.pathLength !== undefined && i > bc.pathLength) {
-      throw new CaError(
-        'ERR_CA_CHAIN_INVALID',
-        `certificate "${ca.cert.subject}" exceeds its path length constraint`,
-      );
-    }
-    const ku = ca.cert.getExtension(x509.KeyUsagesExtension);
-    if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
-      throw new CaError('ERR_CA_CHAIN_INVALID', `CA certificate "${ca.cert.subject}" lacks keyCertSign`);
-    }
-    checkKey(ca, `CA certificate "${ca.cert.subject}"`);
-    checkUriConstraints(ca, leaf);
-  });
-}
-
-/** Enforces permitted/excluded URI subtrees of a CA on the leaf's URI SANs (RFC 5280 §4.2.1.10, host part). */
-function checkUriConstraints(ca: Parsed, leaf: Parsed): void {
-  const ext = ca.cert.getExtension(id_ce_nameConstraints);
-  if (!ext) return;
-  const nc = AsnConvert.parse(ext.value, NameConstraints);
-  const permitted = (nc.permittedSubtrees ?? [])
-    .map((s) => s.base.uniformResourceIdentifier)
-    .filter((u): u is string => !!u);
-  const excluded = (nc.excludedSubtrees ?? [])
-    .map((s) => s.base.uniformResourceIdentifier)
-    .filter((u): u is string => !!u);
-  for (const uri of uriSans(leaf)) {
-    let host: string;
-    try {
-      host = new URL(uri).hostname;
-    } catch {
-      throw new CaError('ERR_CA_NAME_CONSTRAINTS', 'peer certificate URI SAN is not a URI');
-    }
-    const match = (c: string) => (c.startsWith('.') ? host.endsWith(c) : host === c);
-    if (excluded.some(match) || (permitted.length > 0 && !permitted.some(match))) {
-      throw new CaError(
-        'ERR_CA_NAME_CONSTRAINTS',
-        `URI "${uri}" is outside the name constraints of "${ca.cert.subject}"`,
-      );
-    }
-  }
-}
-
-function uriSans(c: Parsed): string[] {
-  const san = c.cert.getExtension(x509.SubjectAlternativeNameExtension);
-  return san ? san.names.items.filter((n) => n.type === 'url').map((n) => n.value) : [];
-}
-
-function leafSpiffeId(leaf: Parsed, trustDomain: string): SpiffeId {
-  const uris = uriSans(leaf);
+function leafSpiffeId(leaf: SvidCertificate, trustDomain: string): SpiffeId {
+  const uris = leaf.uris;
   if (uris.length === 0)
     throw new CaError('ERR_CA_SPIFFE_ID_MISSING', 'peer certificate carries no URI SAN (no SPIFFE ID)');
   if (uris.length > 1)

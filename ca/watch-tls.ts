@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from '../core/index.ts';
 import type { PeerVerifier } from './verify-peer.ts';
+import { chainIntermediatesPem } from './pem.ts';
 import { ConfigError, readConfiguredFile } from '../core/index.ts';
 
 /** A workload's TLS material as PEM text: its chain (leaf first), its key, its trust bundle. */
@@ -107,21 +108,27 @@ export function watchTlsFiles(
 }
 
 /**
- * A peer verifier that follows the watched trust bundle: built from the current bundle, and built
- * again when a reload changes it, so that a CA rotation (new anchors in `tls.trustBundle`) needs
- * no restart. `generation` counts those rebuilds, for caches of verification results.
+ * A peer verifier that follows the watched trust bundle and the intermediates of the part's own
+ * chain: built from the current ones, and built again when a reload changes either, so that a CA
+ * rotation (new anchors in `tls.trustBundle`, a renewed chain under a new intermediate) needs no
+ * restart. `make` receives the bundle and the own chain's intermediates (for
+ * `createPeerVerifier`'s `trustAnchorsPem` and `intermediatesPem`). `generation` counts the
+ * rebuilds, for caches of verification results.
  */
 export function followTrustBundle(
   tls: TlsWatcher,
-  make: (trustPem: string) => PeerVerifier,
+  make: (trustPem: string, intermediatesPem: string) => PeerVerifier,
 ): PeerVerifier & { readonly generation: number } {
   let trust = tls.current().ca;
-  let inner = make(trust);
+  let intermediates = chainIntermediatesPem(tls.current().cert);
+  let inner = make(trust, intermediates);
   let generation = 0;
   tls.onChange((m) => {
-    if (m.ca === trust) return;
+    const nextIntermediates = chainIntermediatesPem(m.cert);
+    if (m.ca === trust && nextIntermediates === intermediates) return;
     trust = m.ca;
-    inner = make(trust);
+    intermediates = nextIntermediates;
+    inner = make(trust, intermediates);
     generation++;
   });
   return {

@@ -58,6 +58,8 @@ export const tlsFilesSchema = strictObject({
   trustBundle: pathSchema,
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
   reloadInterval: durationSchema.default(5_000),
+  /** Allowance on peer certificates' notBefore/notAfter; one value for every part, so that they agree. */
+  clockSkew: durationSchema.default(60_000),
 });
 
 /** A path a config file names, resolved against the config file's directory (`baseDir`). */

@@ -89,14 +89,21 @@ export async function startSidecar(
   const tls = watchTlsFiles(config.tls, logger);
   // The verifier consults the revocation list, which is fetched with a client that uses the verifier.
   const revocationRef: { list?: RevocationList } = {};
-  const makeVerifier = (ca: string) =>
-    createPeerVerifier({
-      trustAnchorsPem: ca,
-      trustDomain: config.trustDomain,
-      isRevoked: (serial) => revocationRef.list?.isSerialRevoked(serial) ?? false,
-      clock,
-    });
-  const verifier = followTrustBundle(tls, makeVerifier);
+  // One policy, two purposes: callers are checked as TLS clients, the STS and peer sidecars as servers.
+  const makeVerifier = (purpose: 'clientAuth' | 'serverAuth') =>
+    followTrustBundle(tls, (trustAnchorsPem, intermediatesPem) =>
+      createPeerVerifier({
+        trustAnchorsPem,
+        intermediatesPem,
+        trustDomain: config.trustDomain,
+        isRevoked: (serial) => revocationRef.list?.isSerialRevoked(serial) ?? false,
+        purpose,
+        clockSkewMs: config.tls.clockSkew,
+        clock,
+      }),
+    );
+  const clientVerifier = makeVerifier('clientAuth');
+  const serverVerifier = makeVerifier('serverAuth');
   const policy = watchPolicy({
     file: config.inbound.policy,
     service: config.service,
@@ -108,7 +115,7 @@ export async function startSidecar(
     url: config.sts.url,
     spiffeId: config.sts.spiffeId,
     material: () => tls.current(),
-    verifier: () => verifier,
+    verifier: () => serverVerifier,
     timeoutMs: config.sts.timeout,
     clock,
   });
@@ -149,11 +156,17 @@ export async function startSidecar(
     overrides.defaultMetrics ?? true,
   );
   const sink =
-    overrides.sink ?? createAuditSink(config.audit, { tls, logger, metricsRegistry: metrics.registry });
+    overrides.sink ??
+    createAuditSink(config.audit, {
+      tls,
+      logger,
+      metricsRegistry: metrics.registry,
+      clockSkewMs: config.tls.clockSkew,
+    });
   const handler = createInboundHandler({
     service: config.service,
     layers: [
-      peerLayer(() => verifier),
+      peerLayer(() => clientVerifier),
       tokenLayer(
         {
           jwks,
@@ -221,7 +234,7 @@ export async function startSidecar(
         d = new Pool(`https://${route.address}`, {
           connect: createMtlsConnector({
             material: () => tls.current(),
-            verifier: () => verifier,
+            verifier: () => serverVerifier,
             expectedId: route.spiffeId,
             // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
             timeoutMs: config.sts.timeout,

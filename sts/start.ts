@@ -74,17 +74,24 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   // The audit client's queue and spool gauges are served on the STS's own /metrics.
   const audit =
     overrides.audit ??
-    createAuditSink(config.audit, { tls: tlsFiles, logger, metricsRegistry: metrics.registry });
+    createAuditSink(config.audit, {
+      tls: tlsFiles,
+      logger,
+      metricsRegistry: metrics.registry,
+      clockSkewMs: config.tls.clockSkew,
+    });
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sts');
   const denyList = createDenyList(clock);
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
   // Trust follows tls.trustBundle across reloads; a new bundle or a new revocation empties the cache.
-  const trust = followTrustBundle(tlsFiles, (trustAnchorsPem) =>
+  const trust = followTrustBundle(tlsFiles, (trustAnchorsPem, intermediatesPem) =>
     createPeerVerifier({
       trustAnchorsPem,
+      intermediatesPem,
       trustDomain: registry.trustDomain,
       isRevoked,
       purpose: 'clientAuth',
+      clockSkewMs: config.tls.clockSkew,
       clock: () => clock.now(),
     }),
   );
@@ -173,11 +180,10 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     tls: {
       cert,
       key,
-      // Node exposes a client's intermediates (getPeerCertificate(true).issuerCertificate) only when
-      // it can rebuild the chain from its own `ca` list, so the intermediates of the STS's own chain
-      // (the same CA issues every workload) ride along. Trust is decided by the peer verifier, which
-      // anchors on the current tls.trustBundle alone.
-      ca: [trustBundle, ...intermediatesOf(cert)],
+      // The trust bundle alone, as for every listener and dialer: the handshake's own check then
+      // tells whether the client sent its intermediates (docs/decisions/0006); the peer verifier
+      // judges the certificate.
+      ca: trustBundle,
       requestCert: true,
       // The peer is checked in onRequest so that a refusal gets an RFC 6749 body and an audit event.
       rejectUnauthorized: false,
@@ -194,7 +200,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     (app.server as unknown as HttpsServer).setSecureContext({
       cert: m.cert,
       key: m.key,
-      ca: [m.ca, ...intermediatesOf(m.cert)],
+      ca: m.ca,
       minVersion: config.tls.minVersion,
     }),
   );

@@ -1,5 +1,5 @@
 import { readConfiguredFile } from '../../core/index.ts';
-import { expectCollectorId } from './server-identity.ts';
+import { collectorConnector } from './server-identity.ts';
 import { Agent, request } from 'undici';
 import { CollectorClientError } from '../errors.ts';
 import type { AuditRecord } from '../record.ts';
@@ -38,13 +38,15 @@ export interface CollectorApi {
 /** An mTLS client of the collector's query, checkpoint and proof routes. */
 export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
   const agent = new Agent({
-    connect: {
-      cert: readConfiguredFile(options.tls.cert, '--cert'),
-      key: readConfiguredFile(options.tls.key, '--key'),
-      ca: readConfiguredFile(options.tls.trustBundle, '--trust'),
-      minVersion: 'TLSv1.3',
-      checkServerIdentity: expectCollectorId(options.collectorId),
-    },
+    connect: collectorConnector(
+      {
+        cert: readConfiguredFile(options.tls.cert, '--cert'),
+        key: readConfiguredFile(options.tls.key, '--key'),
+        ca: readConfiguredFile(options.tls.trustBundle, '--trust'),
+      },
+      options.collectorId,
+      { timeoutMs: options.timeoutMs ?? 10_000 },
+    ),
   });
   const get = async (path: string): Promise<string> => {
     let res;

@@ -1,4 +1,4 @@
-import { expectCollectorId } from './server-identity.ts';
+import { collectorConnector } from './server-identity.ts';
 import { Agent, request } from 'undici';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
@@ -39,6 +39,8 @@ export interface AuditClientOptions {
   readonly retryMaxMs?: number;
   /** Per-request timeout (default 10 s). */
   readonly requestTimeoutMs?: number;
+  /** Allowance on the collector certificate's validity (the part's `tls.clockSkew`; default 60 s). */
+  readonly clockSkewMs?: number;
   /** How often the certificate files are checked for a renewal, when the client watches them (default 5 s). */
   readonly tlsReloadIntervalMs?: number;
   readonly logger?: Logger;
@@ -177,13 +179,10 @@ class Client implements AuditClient {
   /** An mTLS agent presenting `material`, accepting only a collector named by `collectorId`. */
   #connect(material: TlsMaterial): Agent {
     return new Agent({
-      connect: {
-        cert: material.cert,
-        key: material.key,
-        ca: material.ca,
-        minVersion: 'TLSv1.3',
-        checkServerIdentity: expectCollectorId(this.#o.collectorId),
-      },
+      connect: collectorConnector(material, this.#o.collectorId, {
+        timeoutMs: this.#o.requestTimeoutMs ?? 10_000,
+        ...(this.#o.clockSkewMs !== undefined ? { clockSkewMs: this.#o.clockSkewMs } : {}),
+      }),
       keepAliveTimeout: 30_000,
     });
   }

@@ -1,17 +1,40 @@
-import type { PeerCertificate } from 'node:tls';
+import type { buildConnector } from 'undici';
+import { chainIntermediatesPem, createPeerVerifier, peerConnector } from '../../ca/index.ts';
+import type { TlsMaterial } from '../../ca/index.ts';
+import { parseSpiffeId } from '../../core/index.ts';
+import { AuditError } from '../errors.ts';
 
 /**
- * A TLS `checkServerIdentity` for the collector: the chain is checked against the trust bundle by
- * TLS itself; the name that matters is the SPIFFE ID, which must be the certificate's one and
- * only URI SAN. (Node quotes SAN values holding separators, so a crafted value cannot split into
- * a matching entry.)
+ * An undici `connect` function for the collector: TLS 1.3 with the workload's own certificate;
+ * before any byte is written the collector's certificate passes ca/'s X.509-SVID peer policy
+ * with the serverAuth purpose (the same policy every listener and dialer applies) and must carry
+ * `collectorId`. A refused certificate fails the connection with the policy's CaError (its
+ * `code` says why); another SPIFFE ID fails it with `ERR_AUDIT_PEER_REFUSED`. A handshake that
+ * outlasts `timeoutMs` fails with `ERR_AUDIT_COLLECTOR_UNREACHABLE`.
  */
-export function expectCollectorId(collectorId: string) {
-  const want = `URI:${collectorId}`;
-  return (_host: string, cert: PeerCertificate): Error | undefined => {
-    const uris = (cert.subjectaltname ?? '').split(', ').filter((s) => s.startsWith('URI:'));
-    return uris.length === 1 && uris[0] === want
-      ? undefined
-      : new Error(`collector certificate does not name ${collectorId}`);
-  };
+export function collectorConnector(
+  material: TlsMaterial,
+  collectorId: string,
+  options: { readonly timeoutMs: number; readonly clockSkewMs?: number },
+): buildConnector.connector {
+  return peerConnector({
+    material,
+    verifier: createPeerVerifier({
+      trustAnchorsPem: material.ca,
+      intermediatesPem: chainIntermediatesPem(material.cert),
+      trustDomain: parseSpiffeId(collectorId).trustDomain,
+      purpose: 'serverAuth',
+      ...(options.clockSkewMs !== undefined ? { clockSkewMs: options.clockSkewMs } : {}),
+    }),
+    accept: (peer) => {
+      if (peer.spiffeId.uri !== collectorId)
+        throw new AuditError(
+          'ERR_AUDIT_PEER_REFUSED',
+          `collector certificate does not name ${collectorId} (it names ${peer.spiffeId.uri})`,
+        );
+    },
+    timeoutMs: options.timeoutMs,
+    onTimeout: () =>
+      new AuditError('ERR_AUDIT_COLLECTOR_UNREACHABLE', 'TLS connect to the collector timed out'),
+  });
 }

@@ -60,6 +60,8 @@ export function createAuditSink(
     readonly tls: AuditClientOptions['tls'];
     readonly logger: Logger;
     readonly metricsRegistry?: MetricsRegistry;
+    /** The part's `tls.clockSkew`, so that the collector's certificate is judged as every peer's is. */
+    readonly clockSkewMs?: number;
   },
 ): AuditSink {
   switch (config.sink) {
@@ -77,6 +79,7 @@ export function createAuditSink(
         failMode: config.failMode,
         logger: deps.logger,
         ...(deps.metricsRegistry ? { metricsRegistry: deps.metricsRegistry } : {}),
+        ...(deps.clockSkewMs !== undefined ? { clockSkewMs: deps.clockSkewMs } : {}),
       });
   }
 }

@@ -57,8 +57,14 @@ export async function startCollector(
   // Trust follows tls.trustBundle across reloads (a CA rotation needs no restart).
   const peerVerifier =
     overrides.peerVerifier ??
-    followTrustBundle(tlsFiles, (trustAnchorsPem) =>
-      createPeerVerifier({ trustAnchorsPem, trustDomain: registry.trustDomain, purpose: 'clientAuth' }),
+    followTrustBundle(tlsFiles, (trustAnchorsPem, intermediatesPem) =>
+      createPeerVerifier({
+        trustAnchorsPem,
+        intermediatesPem,
+        trustDomain: registry.trustDomain,
+        purpose: 'clientAuth',
+        clockSkewMs: config.tls.clockSkew,
+      }),
     );
 
   const signer = loadCheckpointKey(config.dataDir, config.origin);

@@ -30,8 +30,10 @@ export function createMtlsConnector(opts: {
       key: m.key,
       ca: m.ca,
       minVersion: 'TLSv1.3',
-      // The chain and the SPIFFE ID are checked below by ca/'s verifier, not by hostname.
+      // The certificate and the SPIFFE ID are checked below by ca/'s verifier (serverAuth
+      // purpose), not by hostname; the handshake's own chain check is one of its inputs.
       rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
       ALPNProtocols: ['http/1.1'],
     };
     let done = false;
@@ -66,7 +68,7 @@ export function createMtlsConnector(opts: {
             ? err
             : new SidecarError(
                 'ERR_SIDECAR_PEER_IDENTITY_MISMATCH',
-                `server certificate refused: ${(err as Error).message}`,
+                `server certificate refused [${(err as { code?: string }).code ?? 'unknown'}]: ${(err as Error).message}`,
                 { cause: err },
               ),
           socket,

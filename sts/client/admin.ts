@@ -1,5 +1,8 @@
+import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { Agent, request } from 'undici';
+import { chainIntermediatesPem, createPeerVerifier, peerConnector } from '../../ca/index.ts';
+import { parseSpiffeId } from '../../core/index.ts';
 import { StsError } from '../errors.ts';
 import type { KeySummary } from '../keyring/keyring.ts';
 
@@ -26,15 +29,31 @@ export interface StsAdminClient {
  */
 export function createStsAdminClient(options: StsAdminClientOptions): StsAdminClient {
   const base = new URL(options.url);
+  const host = base.hostname.replace(/^\[|\]$/g, '');
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  // The STS's certificate passes the X.509-SVID peer policy (serverAuth) of the admin's own trust
+  // domain, then names the host dialed, as Node's default check would have required.
   const agent = new Agent({
-    connect: {
-      cert: options.cert,
-      key: options.key,
-      ca: options.ca,
-      ...(isIP(base.hostname.replace(/^\[|\]$/g, '')) ? {} : { servername: base.hostname }),
-    },
-    headersTimeout: options.timeoutMs ?? 10_000,
-    bodyTimeout: options.timeoutMs ?? 10_000,
+    connect: peerConnector({
+      material: { cert: options.cert, key: options.key, ca: options.ca },
+      verifier: createPeerVerifier({
+        trustAnchorsPem: options.ca,
+        intermediatesPem: chainIntermediatesPem(options.cert),
+        trustDomain: ownTrustDomain(options.cert),
+        purpose: 'serverAuth',
+      }),
+      accept: (peer) => {
+        // From the verified leaf: on a client socket Node 24 hands out the peer certificate once.
+        const leaf = new X509Certificate(peer.leafDer);
+        if ((isIP(host) ? leaf.checkIP(host) : leaf.checkHost(host)) === undefined)
+          throw new StsError('ERR_STS_ADMIN_CALL_FAILED', `the STS certificate does not name ${host}`);
+      },
+      timeoutMs,
+      onTimeout: () => new StsError('ERR_STS_ADMIN_CALL_FAILED', `TLS connect to ${base.host} timed out`),
+      minVersion: 'TLSv1.2',
+    }),
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
   });
   const call = async (method: 'GET' | 'POST', path: string, body?: unknown) => {
     let res;
@@ -47,7 +66,9 @@ export function createStsAdminClient(options: StsAdminClientOptions): StsAdminCl
           : {}),
       });
     } catch (err) {
-      throw new StsError('ERR_STS_ADMIN_CALL_FAILED', `${method} ${path}: ${(err as Error).message}`, {
+      const code = (err as { code?: string }).code;
+      const why = code?.startsWith('ERR_CA_') ? `the STS certificate was refused [${code}]: ` : '';
+      throw new StsError('ERR_STS_ADMIN_CALL_FAILED', `${method} ${path}: ${why}${(err as Error).message}`, {
         cause: err,
       });
     }
@@ -73,4 +94,22 @@ export function createStsAdminClient(options: StsAdminClientOptions): StsAdminCl
     revoke: (entry) => call('POST', '/v1/admin/revoke', entry),
     close: () => agent.close(),
   };
+}
+
+/** The trust domain of the admin's own certificate: the STS must be in the same one. */
+function ownTrustDomain(certPem: string): string {
+  let uri: string | undefined;
+  try {
+    uri = /URI:(spiffe:\/\/[^,\s]+)/.exec(new X509Certificate(certPem).subjectAltName ?? '')?.[1];
+  } catch (err) {
+    throw new StsError(
+      'ERR_STS_ADMIN_CALL_FAILED',
+      'the admin certificate is not a readable PEM certificate',
+      {
+        cause: err,
+      },
+    );
+  }
+  if (!uri) throw new StsError('ERR_STS_ADMIN_CALL_FAILED', 'the admin certificate carries no SPIFFE ID');
+  return parseSpiffeId(uri).trustDomain;
 }

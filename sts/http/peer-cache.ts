@@ -43,6 +43,9 @@ export function cachePeerVerifications(inner: StsPeerVerifier, options: PeerCach
 
   return {
     verifySocket(socket) {
+      // A cached verdict is about the certificate; whether this connection sent the chain that
+      // leads to the trust bundle is the handshake's, so such a connection takes the full check.
+      if (!socket.authorized) return inner.verifySocket(socket);
       const known = bySocket.get(socket);
       if (known && options.generation() === generation) return recheck(known);
       const now = options.clock.now();

@@ -161,8 +161,10 @@ test('revocation re-signs the CRL with the next number; openssl sees the serial 
     const crl = await parseCrl(readFileSync(join(out, 'crl.pem'), 'utf8'), ca.intermediate.cert);
     const v = createPeerVerifier({
       trustAnchorsPem: ca.rootPem,
+      intermediatesPem: ca.intermediatePem,
       trustDomain: 'example.org',
       isRevoked: (s) => crl.entries.some((e) => e.serial === s),
+      purpose: 'clientAuth',
     });
     assert.throws(() => v.verifyChain(splitPemBundle(readFileSync(join(out, 'orders.pem'), 'utf8'))), {
       code: 'ERR_CA_CERT_REVOKED',

@@ -22,6 +22,7 @@ const revoked = new Set<string>();
 const verifier = () =>
   createPeerVerifier({
     trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
     trustDomain: 'example.org',
     isRevoked: (s) => revoked.has(s),
     purpose: 'clientAuth',
@@ -53,7 +54,7 @@ test('chain verification refuses each kind of bad certificate with its own code'
       'ERR_CA_CERT_NOT_YET_VALID',
     ],
     ['signed by another CA', { signer: 'foreign' }, 'ERR_CA_CHAIN_UNTRUSTED'],
-    ['missing intermediate', { withIntermediate: false }, 'ERR_CA_CHAIN_UNTRUSTED'],
+    ['missing intermediate', { withIntermediate: false }, 'ERR_CA_CHAIN_INCOMPLETE'],
     ['CA:true leaf', { ca: true }, 'ERR_CA_LEAF_IS_CA'],
     [
       'keyCertSign on a leaf',
@@ -73,9 +74,9 @@ test('chain verification refuses each kind of bad certificate with its own code'
       'ERR_CA_FOREIGN_TRUST_DOMAIN',
     ],
     [
-      'URI outside the intermediate name constraints',
+      'foreign trust domain under our intermediate',
       { uris: ['spiffe://evil.org/a'] },
-      'ERR_CA_NAME_CONSTRAINTS',
+      'ERR_CA_FOREIGN_TRUST_DOMAIN',
     ],
     ['malformed SPIFFE ID', { uris: ['spiffe://example.org/a/../b'] }, 'ERR_CA_SPIFFE_ID_INVALID'],
     ['bare trust domain ID', { uris: ['spiffe://example.org'] }, 'ERR_CA_SPIFFE_ID_INVALID'],
@@ -105,10 +106,29 @@ test('chain verification refuses each kind of bad certificate with its own code'
   }
 });
 
+test('the intermediate name constraints hold even for a verifier of another trust domain', async () => {
+  const m = await pki.mint({ uris: ['spiffe://evil.org/a'] });
+  const evil = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
+    trustDomain: 'evil.org',
+    purpose: 'clientAuth',
+  });
+  assert.throws(() => evil.verifyChain(m.chainDer), { code: 'ERR_CA_NAME_CONSTRAINTS' });
+});
+
 test('a verifier needs a non-empty trust bundle of CA certificates', () => {
-  assert.throws(() => createPeerVerifier({ trustAnchorsPem: '', trustDomain: 'example.org' }), TypeError);
   assert.throws(
-    () => createPeerVerifier({ trustAnchorsPem: pki.leaf('web').certPem, trustDomain: 'example.org' }),
+    () => createPeerVerifier({ trustAnchorsPem: '', trustDomain: 'example.org', purpose: 'clientAuth' }),
+    TypeError,
+  );
+  assert.throws(
+    () =>
+      createPeerVerifier({
+        trustAnchorsPem: pki.leaf('web').certPem,
+        trustDomain: 'example.org',
+        purpose: 'clientAuth',
+      }),
     TypeError,
   );
 });
@@ -118,8 +138,10 @@ test('over real TLS, verifySocket caches the chain per connection but rechecks e
   const denied = new Set<string>();
   const v = createPeerVerifier({
     trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
     trustDomain: 'example.org',
     isRevoked: (s) => denied.has(s),
+    purpose: 'clientAuth',
     clock: () => now,
   });
   const sts = pki.leaf('sts');
@@ -158,7 +180,11 @@ test('over real TLS, verifySocket caches the chain per connection but rechecks e
 });
 
 test('over real TLS, a peer without a certificate is ERR_CA_PEER_NO_CERT', async () => {
-  const v = createPeerVerifier({ trustAnchorsPem: pki.rootPem, trustDomain: 'example.org' });
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+  });
   const sts = pki.leaf('sts');
   const server = createServer({
     cert: sts.certPem,
@@ -190,17 +216,23 @@ test('intermediates in the trust bundle complete a chain the peer sent without t
   const pooled = createPeerVerifier({
     trustAnchorsPem: pki.rootPem + pki.intermediatePem,
     trustDomain: 'example.org',
+    purpose: 'clientAuth',
   });
   assert.equal(pooled.verifyChain(m.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
   assert.throws(
-    () => createPeerVerifier({ trustAnchorsPem: pki.intermediatePem, trustDomain: 'example.org' }),
+    () =>
+      createPeerVerifier({
+        trustAnchorsPem: pki.intermediatePem,
+        trustDomain: 'example.org',
+        purpose: 'clientAuth',
+      }),
     TypeError,
   );
   const foreign = await pki.mint({ signer: 'foreign', withIntermediate: false });
   assert.throws(() => pooled.verifyChain(foreign.chainDer), { code: 'ERR_CA_CHAIN_UNTRUSTED' });
 });
 
-test('followTrustBundle: a CA added to the watched trust bundle is trusted after the reload, without a new verifier', async () => {
+test('followTrustBundle: a CA (root and intermediate) added to the watched trust bundle is trusted after the reload, without a new verifier', async () => {
   const foreignLeaf = await pki.mint({ signer: 'foreign', uris: ['spiffe://example.org/ns/shop/sa/web'] });
   const dir = mkdtempSync(join(tmpdir(), 'trust-follow-'));
   try {
@@ -211,15 +243,22 @@ test('followTrustBundle: a CA added to the watched trust bundle is trusted after
       { cert: web.certFile, key: web.keyFile, trustBundle: trustFile, reloadInterval: 3_600_000 },
       createLogger({ name: 'test', level: 'silent' }),
     );
-    const v = followTrustBundle(watcher, (trustAnchorsPem) =>
-      createPeerVerifier({ trustAnchorsPem, trustDomain: 'example.org' }),
+    const v = followTrustBundle(watcher, (trustAnchorsPem, intermediatesPem) =>
+      createPeerVerifier({
+        trustAnchorsPem,
+        intermediatesPem,
+        trustDomain: 'example.org',
+        purpose: 'clientAuth',
+      }),
     );
     assert.throws(() => v.verifyChain(foreignLeaf.chainDer), CaError);
     assert.equal(watcher.reload(), false);
     assert.equal(v.generation, 0);
-    // The CA rotation's first step: both roots in the bundle.
+    // The CA rotation's first step: the new root and its intermediate join the bundle (a part
+    // knows only the intermediates of its bundle and of its own chain: docs/decisions/0006).
     const foreignRoot = readFileSync(join(pki.dir, 'foreign-ca', 'root.pem'), 'utf8');
-    writeFileSync(trustFile, pki.rootPem + foreignRoot);
+    const foreignIntermediate = readFileSync(join(pki.dir, 'foreign-ca', 'intermediate.pem'), 'utf8');
+    writeFileSync(trustFile, pki.rootPem + foreignRoot + foreignIntermediate);
     assert.equal(watcher.reload(), true);
     assert.equal(v.generation, 1);
     assert.equal(v.verifyChain(foreignLeaf.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
@@ -243,4 +282,117 @@ test('watchTlsFiles refuses a certificate and key that are not a pair with a con
       err.message.startsWith(`${web.certFile}: tls: `) &&
       err.message.includes(orders.keyFile),
   );
+});
+
+test('the X.509-SVID profile refuses each RFC 5280 violation and odd CA with its own code', async () => {
+  const AKI = '2.5.29.35';
+  const BC = '2.5.29.19';
+  const sha384 = await pki.mint({ signatureHash: 'SHA-384' });
+  const noKeyCertSign = await pki.mintIntermediate({ keyUsage: x509.KeyUsageFlags.cRLSign });
+  const bcNotCritical = await pki.mintIntermediate({ basicConstraintsCritical: false });
+  const pathLenZero = await pki.mintIntermediate({ pathLength: 0 });
+  const underPathLenZero = await pki.mintIntermediate({ signer: pathLenZero });
+  const pathLenOne = await pki.mintIntermediate({ pathLength: 1 });
+  const underPathLenOne = await pki.mintIntermediate({ signer: pathLenOne });
+  const dnsConstraint = await pki.mintIntermediate({
+    extraExtensions: [
+      new x509.Extension(
+        '2.5.29.30',
+        true,
+        // nameConstraints: permittedSubtrees [ dNSName "example.org" ]
+        new Uint8Array([0x30, 0x0f, 0xa0, 0x0d, 0x30, 0x0b, 0x82, 0x09, ...Buffer.from('shop.test')]),
+      ),
+    ],
+  });
+  const cases: [string, MintOptions, string][] = [
+    [
+      'an extension twice',
+      { extraExtensions: [new x509.BasicConstraintsExtension(false)] },
+      'ERR_CA_CERT_NONCONFORMING',
+    ],
+    [
+      'an empty subjectAltName',
+      { uris: [], extraExtensions: [new x509.SubjectAlternativeNameExtension([])] },
+      'ERR_CA_CERT_NONCONFORMING',
+    ],
+    ['no authorityKeyIdentifier', { omitExtensions: [AKI] }, 'ERR_CA_CERT_NONCONFORMING'],
+    [
+      'a pathLenConstraint on a leaf',
+      {
+        omitExtensions: [BC], // basicConstraints { pathLenConstraint 0 } without cA
+        extraExtensions: [new x509.Extension(BC, true, new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x00]))],
+      },
+      'ERR_CA_CERT_NONCONFORMING',
+    ],
+    // Not a CA at all (RFC 5280 §4.2.1.3): never used to build a path, even when configured.
+    ['an intermediate without keyCertSign', { signer: noKeyCertSign }, 'ERR_CA_CHAIN_UNTRUSTED'],
+    [
+      'an intermediate whose basicConstraints are not critical',
+      { signer: bcNotCritical },
+      'ERR_CA_CERT_NONCONFORMING',
+    ],
+    ['a path longer than an intermediate allows', { signer: underPathLenZero }, 'ERR_CA_CHAIN_INVALID'],
+    ['an intermediate with a dNSName constraint', { signer: dnsConstraint }, 'ERR_CA_NAME_CONSTRAINTS'],
+  ];
+  const known = [bcNotCritical, underPathLenZero, dnsConstraint, underPathLenOne].map((c) => c.pem).join('');
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem + known,
+    intermediatesPem: pki.intermediatePem + noKeyCertSign.pem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+  });
+  assert.equal(v.verifyChain(sha384.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+  const deep = await pki.mint({ signer: underPathLenOne });
+  assert.equal(v.verifyChain(deep.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web', 'pathLen 1');
+  for (const [name, options, code] of cases) {
+    const m = await pki.mint(options);
+    assert.throws(() => v.verifyChain(m.chainDer), { code }, name);
+  }
+});
+
+test('over real TLS, the skew covers a certificate the handshake calls expired, and no more', async () => {
+  const sts = pki.leaf('sts');
+  const server = createServer({
+    cert: sts.certPem,
+    key: sts.keyPem,
+    ca: pki.rootPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+    clockSkewMs: 60_000,
+  });
+  const now = Date.now();
+  try {
+    for (const [expiredMsAgo, expected] of [
+      [20_000, undefined],
+      [120_000, 'ERR_CA_CERT_EXPIRED'],
+    ] as const) {
+      const m = await pki.mint({
+        notBefore: new Date(now - 3_600_000),
+        notAfter: new Date(now - expiredMsAgo),
+      });
+      const seen = once(server, 'secureConnection') as Promise<[TLSSocket]>;
+      const client = connect({
+        port: (server.address() as AddressInfo).port,
+        host: '127.0.0.1',
+        cert: m.chainPem,
+        key: m.keyPem,
+        rejectUnauthorized: false,
+      });
+      const [socket] = await seen;
+      assert.equal(socket.authorizationError, 'CERT_HAS_EXPIRED');
+      if (expected) assert.throws(() => v.verifySocket(socket), { code: expected });
+      else assert.equal(v.verifySocket(socket).serial, m.serial);
+      client.destroy();
+    }
+  } finally {
+    server.close();
+  }
 });

@@ -14,6 +14,7 @@ import {
   normalizeSerial,
   randomSerial,
   signingAlgorithm,
+  splitPemBundle,
   x509,
 } from './ca-internals.ts';
 import type { CaMaterial, KeyAlgorithm } from './ca-internals.ts';
@@ -37,15 +38,51 @@ export interface TestLeaf {
 export interface MintOptions {
   readonly uris?: readonly string[];
   readonly dnsNames?: readonly string[];
+  readonly ipAddresses?: readonly string[];
   readonly ca?: boolean;
   readonly keyUsage?: number;
   readonly notBefore?: Date;
   readonly notAfter?: Date;
-  /** Who signs: the test intermediate (default), the root directly, or the foreign CA. */
-  readonly signer?: 'intermediate' | 'root' | 'foreign';
-  readonly keyAlgorithm?: KeyAlgorithm | 'rsa-1024';
+  /** Who signs: the test intermediate (default), the root directly, the foreign CA, or a minted CA. */
+  readonly signer?: 'intermediate' | 'root' | 'foreign' | MintedCa;
+  readonly keyAlgorithm?: KeyAlgorithm | 'rsa-1024' | 'rsa-2048' | 'ecdsa-p384' | 'ecdsa-p521';
   /** Include the intermediate in the returned chain (default true). */
   readonly withIntermediate?: boolean;
+  /** Subject DN (default `O=test, CN=minted`); `''` is the empty subject. */
+  readonly subject?: string;
+  /** Mark the subjectAltName critical (default false). */
+  readonly sanCritical?: boolean;
+  /** Extended key usages (default serverAuth + clientAuth); null leaves the extension out. */
+  readonly extKeyUsages?: readonly string[] | null;
+  /** Leave the keyUsage extension out. */
+  readonly keyUsageOmitted?: boolean;
+  /** Hash the issuer signs with (default SHA-256; SHA-1 for the refused case). */
+  readonly signatureHash?: 'SHA-1' | 'SHA-256' | 'SHA-384';
+  readonly extraExtensions?: readonly x509.Extension[];
+  /** OIDs of the usual extensions to leave out (e.g. the authorityKeyIdentifier `2.5.29.35`). */
+  readonly omitExtensions?: readonly string[];
+}
+
+/** Options of {@link TestPki.mintIntermediate}. */
+export interface MintCaOptions {
+  readonly extraExtensions?: readonly x509.Extension[];
+  /** Default keyCertSign + cRLSign. */
+  readonly keyUsage?: number;
+  /** Default true. */
+  readonly basicConstraintsCritical?: boolean;
+  /** Default 0. */
+  readonly pathLength?: number;
+  /** Default the test root; another minted CA makes a longer path. */
+  readonly signer?: MintedCa;
+}
+
+/** A CA certificate minted under the test root (for odd intermediates). */
+export interface MintedCa {
+  readonly cert: x509.X509Certificate;
+  readonly privateKey: CryptoKey;
+  readonly algorithm: KeyAlgorithm;
+  /** The CA and any minted CA above it (not the root). */
+  readonly pem: string;
 }
 
 /** A minted certificate with its key and the chain a peer would present. */
@@ -73,6 +110,8 @@ export interface TestPki {
   readonly certsDir: string;
   leaf(name: string): TestLeaf;
   mint(options?: MintOptions): Promise<MintedCert>;
+  /** An intermediate CA under the test root (pathLen 0, no name constraints), with `extraExtensions`. */
+  mintIntermediate(options?: MintCaOptions): Promise<MintedCa>;
   cleanup(): void;
 }
 
@@ -138,55 +177,79 @@ export async function makeTestPki(
         foreign = await initCaDirectory(join(dir, 'foreign-ca'), { trustDomain: registry.trustDomain });
       }
       const issuer =
-        o.signer === 'foreign'
-          ? foreign!.intermediate
-          : o.signer === 'root'
-            ? await rootSigner(ca)
-            : ca.intermediate;
+        typeof o.signer === 'object'
+          ? o.signer
+          : o.signer === 'foreign'
+            ? foreign!.intermediate
+            : o.signer === 'root'
+              ? await rootSigner(ca)
+              : ca.intermediate;
       const alg = o.keyAlgorithm ?? 'ecdsa-p256';
-      const keys =
-        alg === 'rsa-1024'
-          ? ((await crypto.subtle.generateKey(
-              {
-                name: 'RSASSA-PKCS1-v1_5',
-                modulusLength: 1024,
-                publicExponent: new Uint8Array([1, 0, 1]),
-                hash: 'SHA-256',
-              },
-              true,
-              ['sign', 'verify'],
-            )) as CryptoKeyPair)
-          : await generateKeyPair(alg);
+      const rsaBits = alg === 'rsa-1024' ? 1024 : alg === 'rsa-2048' ? 2048 : undefined;
+      const ecCurve = alg === 'ecdsa-p384' ? 'P-384' : alg === 'ecdsa-p521' ? 'P-521' : undefined;
+      const keys = rsaBits
+        ? ((await crypto.subtle.generateKey(
+            {
+              name: 'RSASSA-PKCS1-v1_5',
+              modulusLength: rsaBits,
+              publicExponent: new Uint8Array([1, 0, 1]),
+              hash: 'SHA-256',
+            },
+            true,
+            ['sign', 'verify'],
+          )) as CryptoKeyPair)
+        : ecCurve
+          ? ((await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: ecCurve }, true, [
+              'sign',
+              'verify',
+            ])) as CryptoKeyPair)
+          : await generateKeyPair(alg as KeyAlgorithm);
       const now = Date.now();
       const uris = o.uris ?? [`spiffe://${registry.trustDomain}/ns/shop/sa/web`];
-      const extensions: x509.Extension[] = [
+      const usual: x509.Extension[] = [
         new x509.BasicConstraintsExtension(o.ca ?? false, undefined, true),
-        new x509.KeyUsagesExtension(o.keyUsage ?? x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([
-          x509.ExtendedKeyUsage.serverAuth,
-          x509.ExtendedKeyUsage.clientAuth,
-        ]),
+        ...(o.keyUsageOmitted
+          ? []
+          : [new x509.KeyUsagesExtension(o.keyUsage ?? x509.KeyUsageFlags.digitalSignature, true)]),
+        ...(o.extKeyUsages === null
+          ? []
+          : [
+              new x509.ExtendedKeyUsageExtension([
+                ...(o.extKeyUsages ?? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+              ]),
+            ]),
         await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
         await x509.AuthorityKeyIdentifierExtension.create(issuer.cert.publicKey),
       ];
+      const extensions = usual
+        .filter((e) => !(o.omitExtensions ?? []).includes(e.type))
+        .concat(o.extraExtensions ?? []);
       const names = [
         ...uris.map((value) => ({ type: 'url' as const, value })),
         ...(o.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
+        ...(o.ipAddresses ?? []).map((value) => ({ type: 'ip' as const, value })),
       ];
-      if (names.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(names));
+      if (names.length > 0)
+        extensions.push(new x509.SubjectAlternativeNameExtension(names, o.sanCritical ?? false));
+      const sigAlg = signingAlgorithm(issuer.algorithm);
       const cert = await x509.X509CertificateGenerator.create({
         serialNumber: randomSerial(),
-        subject: 'O=test, CN=minted',
+        subject: o.subject ?? 'O=test, CN=minted',
         issuer: issuer.cert.subject,
         notBefore: o.notBefore ?? new Date(now - 60_000),
         notAfter: o.notAfter ?? new Date(now + 3_600_000),
-        signingAlgorithm: signingAlgorithm(issuer.algorithm),
+        signingAlgorithm: o.signatureHash ? { ...sigAlg, hash: o.signatureHash } : sigAlg,
         publicKey: keys.publicKey,
         signingKey: issuer.privateKey,
         extensions,
       });
       const certPem = cert.toString('pem') + '\n';
-      const intermediatePem = o.signer === 'foreign' ? foreign!.intermediatePem : ca.intermediatePem;
+      const intermediatePem =
+        typeof o.signer === 'object'
+          ? o.signer.pem
+          : o.signer === 'foreign'
+            ? foreign!.intermediatePem
+            : ca.intermediatePem;
       const withIntermediate = (o.withIntermediate ?? true) && o.signer !== 'root';
       const leafDer = new Uint8Array(cert.rawData);
       return {
@@ -194,8 +257,41 @@ export async function makeTestPki(
         keyPem: await exportPrivateKeyPem(keys.privateKey),
         chainPem: withIntermediate ? certPem + intermediatePem : certPem,
         leafDer,
-        chainDer: withIntermediate ? [leafDer, new Uint8Array(new NodeX509(intermediatePem).raw)] : [leafDer],
+        chainDer: withIntermediate ? [leafDer, ...splitPemBundle(intermediatePem)] : [leafDer],
         serial: normalizeSerial(cert.serialNumber),
+      };
+    },
+    async mintIntermediate(o = {}) {
+      const signer = o.signer ?? (await rootSigner(ca));
+      const keys = await generateKeyPair('ecdsa-p256');
+      const now = Date.now();
+      const cert = await x509.X509CertificateGenerator.create({
+        serialNumber: randomSerial(),
+        subject: `O=${registry.trustDomain}, CN=Minted Intermediate ${randomSerial().slice(0, 8)}`,
+        issuer: signer.cert.subject,
+        notBefore: new Date(now - 60_000),
+        notAfter: new Date(now + 24 * 3_600_000),
+        signingAlgorithm: signingAlgorithm(signer.algorithm),
+        publicKey: keys.publicKey,
+        signingKey: signer.privateKey,
+        extensions: [
+          new x509.BasicConstraintsExtension(true, o.pathLength ?? 0, o.basicConstraintsCritical ?? true),
+          new x509.KeyUsagesExtension(
+            o.keyUsage ?? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+            true,
+          ),
+          await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+          await x509.AuthorityKeyIdentifierExtension.create(signer.cert.publicKey),
+          ...(o.extraExtensions ?? []),
+        ],
+      });
+      const pem = cert.toString('pem') + '\n';
+      return {
+        cert,
+        privateKey: keys.privateKey,
+        algorithm: 'ecdsa-p256' as const,
+        // A CA under another minted CA carries that CA's chain, as a peer would send it.
+        pem: o.signer ? pem + o.signer.pem : pem,
       };
     },
     cleanup() {

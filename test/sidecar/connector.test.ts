@@ -14,7 +14,12 @@ test('a handshake that outlasts the timeout fails with the code the caller chose
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
   const port = (silent.address() as AddressInfo).port;
   const web = pki.leaf('web');
-  const verifier = createPeerVerifier({ trustAnchorsPem: pki.rootPem, trustDomain: 'example.org' });
+  const verifier = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
+    trustDomain: 'example.org',
+    purpose: 'serverAuth',
+  });
   try {
     for (const timeoutCode of ['ERR_SIDECAR_UPSTREAM_TIMEOUT', 'ERR_SIDECAR_STS_UNAVAILABLE'] as const) {
       const connect = createMtlsConnector({

@@ -100,7 +100,12 @@ export async function startFakeSts(
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const web = pki.leaf('web');
-  const verifier = createPeerVerifier({ trustAnchorsPem: pki.rootPem, trustDomain: 'example.org' });
+  const verifier = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
+    trustDomain: 'example.org',
+    purpose: 'serverAuth',
+  });
   const material = { cert: web.certPem, key: web.keyPem, ca: pki.rootPem };
   const client = createStsClient({
     url,

@@ -147,7 +147,13 @@ describe('JWKS cache over mTLS', () => {
       url: fake.url,
       spiffeId: 'spiffe://example.org/ns/shop/sa/orders',
       material: () => ({ cert: web.certPem, key: web.keyPem, ca: pki.rootPem }),
-      verifier: () => createPeerVerifier({ trustAnchorsPem: pki.rootPem, trustDomain: 'example.org' }),
+      verifier: () =>
+        createPeerVerifier({
+          trustAnchorsPem: pki.rootPem,
+          intermediatesPem: pki.intermediatePem,
+          trustDomain: 'example.org',
+          purpose: 'serverAuth',
+        }),
       timeoutMs: 1000,
       clock: Date.now,
     });
