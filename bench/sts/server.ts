@@ -17,6 +17,9 @@ class CountingSink implements AuditSink {
     this.count++;
     this.last = event;
   }
+  async record(event: AuditEvent) {
+    this.emit(event);
+  }
   accepting() {
     return true;
   }
