@@ -242,6 +242,14 @@ class Client implements AuditClient {
   /** Resolves once everything emitted so far is in the spool and, unless the collector is failing, delivered. */
   async flush(): Promise<void> {
     if (this.#closed) return;
+    // A spool that failed to open has been reported by #run; there is nothing to wait for then.
+    if (
+      !(await this.#ready.then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
     await this.#writeAll();
     if (this.#shipIdle()) return;
     await new Promise<void>((resolve) => {
