@@ -400,6 +400,7 @@ class Client implements AuditClient {
   async #openSpool(): Promise<Spool> {
     const spool = await Spool.open(this.#o.spoolDir, this.#o.spoolMaxBytes);
     this.#spool = spool;
+    if (spool.missing) this.#lose(spool.missing, 'their spool files were removed before delivery');
     const prev = spool.previousRun;
     if (prev.tornBytes)
       this.#logger.warn(
@@ -476,7 +477,11 @@ class Client implements AuditClient {
         await this.#sleep(wait);
         continue;
       }
-      const batch = (await spool.nextBatch(this.#batchSize, this.#o.batchMaxBytes ?? 524_288))!;
+      const missingBefore = spool.missing;
+      const batch = await spool.nextBatch(this.#batchSize, this.#o.batchMaxBytes ?? 524_288);
+      if (spool.missing > missingBefore)
+        this.#lose(spool.missing - missingBefore, 'their spool files were removed before delivery');
+      if (!batch) continue;
       const outcome = await this.#post(batch);
       if (outcome.kind === 'ok') {
         await spool.ack(batch);

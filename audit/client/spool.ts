@@ -63,6 +63,8 @@ export class Spool {
   #cache: { name: string; lines: string[] } | undefined;
   #tail: { name: string; fh: FileHandle } | undefined;
   #previous: SpoolPreviousRun = { clean: true, tornBytes: 0 };
+  /** Events skipped because no spool file held them (removed from the directory by hand). */
+  #missing = 0;
   /** True while {@link append} writes: the last file is then never deleted under it. */
   #appending = false;
 
@@ -113,6 +115,8 @@ export class Spool {
     // Indexes never go back, even once every file is delivered and deleted: keys stay unique.
     spool.#end = Math.max(filesEnd, next);
     spool.#cursor = Math.min(Math.max(next, first), spool.#end);
+    // Undelivered events before the first file: their files were removed by hand.
+    if (spool.#files.length && next < first) spool.#missing = first - next;
     const b = saved.batch as { first?: unknown; count?: unknown } | null | undefined;
     if (b && b.first === spool.#cursor && Number.isSafeInteger(b.count) && (b.count as number) > 0)
       spool.#batch = { first: spool.#cursor, count: Math.min(b.count as number, spool.#end - spool.#cursor) };
@@ -137,6 +141,11 @@ export class Spool {
   /** What the previous process left: whether it closed the spool, and what it said about itself. */
   get previousRun(): SpoolPreviousRun {
     return this.#previous;
+  }
+
+  /** Events the spool lost track of: their files were gone from the directory when they were due. */
+  get missing(): number {
+    return this.#missing;
   }
 
   /** Events waiting to be sent. */
@@ -221,6 +230,14 @@ export class Spool {
       return this.#make(this.#batch.first, lines);
     }
     const candidates = await this.#lines(this.#cursor, maxCount);
+    if (!candidates.length) {
+      // No file holds the cursor (files removed by hand): skip to the next one, counting the gap.
+      const next = this.#files.find((f) => f.first > this.#cursor && f.count > 0)?.first ?? this.#end;
+      this.#missing += next - this.#cursor;
+      this.#cursor = next;
+      await this.#saveCursor(true);
+      return this.nextBatch(maxCount, maxBytes);
+    }
     let bytes = 12; // {"events":[]}
     let count = 0;
     for (const l of candidates) {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Spool } from '../../audit/index.ts';
 import { decision, tempDir } from './helpers.ts';
@@ -160,6 +160,28 @@ test('spool: a batch set aside is kept in a file beside the spool with its key a
     assert.equal(kept.key, b.key);
     assert.equal(kept.body.events.length, 2);
     assert.equal(spool.depth, 3);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: events whose file was removed by hand are skipped and counted as missing, and the rest still comes', async () => {
+  const tmp = tempDir();
+  try {
+    let spool = await Spool.open(tmp.dir, 100_000, 4096);
+    await spool.append(lines(0, 40));
+    await spool.close();
+    const files = readdirSync(tmp.dir)
+      .filter((f) => f.startsWith('spool-'))
+      .sort();
+    assert.ok(files.length >= 2);
+    rmSync(join(tmp.dir, files[0]!));
+    spool = await Spool.open(tmp.dir, 100_000, 4096);
+    const b = (await spool.nextBatch(100, 1_000_000))!;
+    const first = Number(/(\d+)/.exec(files[1]!)![1]);
+    assert.equal(spool.missing, first);
+    assert.equal(b.first, first);
+    assert.deepEqual(actions(b.body), expected(first, b.count));
   } finally {
     tmp.cleanup();
   }
