@@ -145,6 +145,9 @@ class Client implements AuditClient {
   #writing = 0;
   #writer: Promise<void> | undefined;
   #windowTimer: NodeJS.Timeout | undefined;
+  /** failMode open: the background fsync of what was written, at most one loss window later. */
+  #syncTimer: NodeJS.Timeout | undefined;
+  #syncing: Promise<void> | undefined;
   #spoolFull = false;
   #failing = false;
   #retryAt = 0;
@@ -266,6 +269,7 @@ class Client implements AuditClient {
       await this.#done;
       this.#closed = true;
       clearTimeout(this.#windowTimer);
+      clearTimeout(this.#syncTimer);
       if (this.#spool)
         await this.#spool.close().catch((err: unknown) => this.#logger.error({ err }, 'spool close failed'));
       if (this.#ownsTls) this.#tls.close();
@@ -358,7 +362,14 @@ class Client implements AuditClient {
     let kept = 0;
     try {
       this.#spoolWrites++;
-      kept = await spool.append(batch.map((p) => p.line));
+      // closed: written and fsynced before anyone is told; open: written (a crash of this process
+      // no longer loses it) and fsynced in the background within one window.
+      kept = await spool.append(
+        batch.map((p) => p.line),
+        this.#o.failMode === 'closed',
+      );
+      if (this.#o.failMode === 'open')
+        this.#syncTimer ??= setTimeout(() => void this.#sync(), this.#windowMs);
     } catch (err) {
       this.#logger.error({ err: (err as Error).message }, 'audit spool write failed');
     } finally {
@@ -379,6 +390,7 @@ class Client implements AuditClient {
   }
 
   /** Writes everything pending now, whatever the window. */
+  /** Writes everything pending now, whatever the window, and fsyncs it. */
   async #writeAll(): Promise<void> {
     while (this.#writer || this.#pending.length) {
       if (!this.#writer) {
@@ -388,6 +400,26 @@ class Client implements AuditClient {
       }
       await this.#writer;
     }
+    await this.#sync();
+  }
+
+  /** Fsyncs what the writer wrote without syncing (failMode open); wakes the shipper, which sends only fsynced events. */
+  async #sync(): Promise<void> {
+    clearTimeout(this.#syncTimer);
+    this.#syncTimer = undefined;
+    while (this.#syncing) await this.#syncing;
+    const spool = this.#spool;
+    if (!spool || spool.unsynced === 0) return;
+    this.#syncing = spool
+      .sync()
+      .catch((err: unknown) =>
+        this.#logger.error({ err: (err as Error).message }, 'audit spool fsync failed'),
+      )
+      .finally(() => {
+        this.#syncing = undefined;
+      });
+    await this.#syncing;
+    this.#wake?.();
   }
 
   #failPending(err: Error): void {
@@ -481,7 +513,12 @@ class Client implements AuditClient {
       const batch = await spool.nextBatch(this.#batchSize, this.#o.batchMaxBytes ?? 524_288);
       if (spool.missing > missingBefore)
         this.#lose(spool.missing - missingBefore, 'their spool files were removed before delivery');
-      if (!batch) continue;
+      if (!batch) {
+        // What is in the spool is not fsynced yet (failMode open): the background sync wakes us.
+        if (this.#closing && !this.#writer && !this.#pending.length && !spool.unsynced) return;
+        await this.#sleep(this.#windowMs);
+        continue;
+      }
       const outcome = await this.#post(batch);
       if (outcome.kind === 'ok') {
         await spool.ack(batch);

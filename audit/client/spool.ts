@@ -1,10 +1,12 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
 const FILE = /^spool-(\d{16})\.jsonl$/;
-const CURSOR = 'cursor.json';
+/** The cursor lives in two fixed-size slots written in turn, in place: the valid one with the higher `seq` counts. */
+const CURSOR_SLOTS = ['cursor-a.json', 'cursor-b.json'] as const;
+const CURSOR_BYTES = 512;
 const OWNER = 'owner.json';
 const fileName = (first: number) => `spool-${String(first).padStart(16, '0')}.jsonl`;
 
@@ -57,12 +59,23 @@ export class Spool {
   #cursor = 0;
   /** Absolute index the next appended event gets. */
   #end = 0;
+  /** Index up to which appended events are fsynced; only those are sent. */
+  #durable = 0;
   /** The batch being sent, as persisted in the cursor file. */
   #batch: { first: number; count: number } | undefined;
   /** The lines of one file, for building batches without re-reading it. */
   #cache: { name: string; lines: string[] } | undefined;
   #tail: { name: string; fh: FileHandle } | undefined;
+  /** Handles of files that filled during an append without sync: {@link sync} fsyncs and closes them. */
+  #leftUnsynced: FileHandle[] = [];
+  /** A spool file was created since the directory was last fsynced. */
+  #dirDirty = false;
+  /** Whether the next file switch keeps the old handle for {@link sync} instead of fsyncing it. */
+  #deferSync = false;
   #previous: SpoolPreviousRun = { clean: true, tornBytes: 0 };
+  /** Sequence number of the last cursor write; slot `seq % 2` holds it. */
+  #seq = 0;
+  #slots: FileHandle[] = [];
   /** Events skipped because no spool file held them (removed from the directory by hand). */
   #missing = 0;
   /** True while {@link append} writes: the last file is then never deleted under it. */
@@ -103,17 +116,15 @@ export class Spool {
     const first = spool.#files[0]?.first ?? 0;
     const last = spool.#files.at(-1);
     const filesEnd = last ? last.first + last.count : 0;
-    let saved: { id?: unknown; next?: unknown; batch?: unknown } = {};
-    try {
-      saved = JSON.parse(await readFile(join(dir, CURSOR), 'utf8')) as typeof saved;
-    } catch {
-      // no cursor yet (or an unreadable one): a new id, so no key of another spool is reused
-    }
+    // No valid cursor yet: a new id, so that no key of another spool is reused.
+    const saved = (await readCursor(dir)) ?? {};
+    spool.#seq = typeof saved.seq === 'number' ? saved.seq : 0;
     const next = Number.isSafeInteger(saved.next) ? (saved.next as number) : first;
     spool.#id =
       typeof saved.id === 'string' && /^[A-Za-z0-9-]{1,64}$/.test(saved.id) ? saved.id : randomUUID();
     // Indexes never go back, even once every file is delivered and deleted: keys stay unique.
     spool.#end = Math.max(filesEnd, next);
+    spool.#durable = spool.#end;
     spool.#cursor = Math.min(Math.max(next, first), spool.#end);
     // Undelivered events before the first file: their files were removed by hand.
     if (spool.#files.length && next < first) spool.#missing = first - next;
@@ -169,34 +180,64 @@ export class Spool {
   }
 
   /**
-   * Appends JSON lines (one event each, no newline) in order, durably (one write and one
-   * fdatasync per file touched), as many as fit under `maxBytes`; returns how many were kept.
+   * Appends JSON lines (one event each, no newline) in order, as many as fit under `maxBytes`,
+   * with one write per file touched; returns how many were kept. With `sync` (the default) they
+   * are fsynced before it returns; without, they are in the OS's page cache (they survive a crash
+   * of this process, not of the machine) until {@link sync}. A full file is fsynced when the next
+   * one starts.
    */
-  async append(lines: readonly string[]): Promise<number> {
+  async append(lines: readonly string[], sync = true): Promise<number> {
     if (this.#appending) throw new Error('Spool.append is not reentrant');
     this.#appending = true;
     try {
-      return await this.#append(lines);
+      const kept = await this.#append(lines, sync);
+      if (sync) await this.sync();
+      return kept;
     } finally {
       this.#appending = false;
     }
   }
 
-  async #append(lines: readonly string[]): Promise<number> {
+  /** Fsyncs what was appended so far: files left unsynced when they filled, then the current one. */
+  async sync(): Promise<void> {
+    const target = this.#end;
+    if (this.#durable >= target && !this.#dirDirty) return;
+    const left = this.#leftUnsynced.splice(0);
+    for (const fh of left) {
+      await fh.datasync();
+      await fh.close();
+    }
+    await this.#tail?.fh.datasync();
+    if (this.#dirDirty) {
+      this.#dirDirty = false;
+      await syncDir(this.dir);
+    }
+    if (target > this.#durable) this.#durable = target;
+  }
+
+  /** Events appended but not yet fsynced. */
+  get unsynced(): number {
+    return this.#end - this.#durable;
+  }
+
+  async #append(lines: readonly string[], sync: boolean): Promise<number> {
+    this.#deferSync = !sync;
     let used = this.bytes;
     let kept = 0;
     let file = this.#files.at(-1);
     let chunk: string[] = [];
     let chunkBytes = 0;
-    const flush = async () => {
+    const flush = async (full: boolean) => {
       if (!chunk.length || !file) return;
       const fh = await this.#tailHandle(file.name);
       await fh.write(chunk.join(''));
-      await fh.datasync();
+      if (full && sync) await fh.datasync();
       file.count += chunk.length;
       file.bytes += chunkBytes;
       this.#end += chunk.length;
       if (this.#cache?.name === file.name) for (const l of chunk) this.#cache.lines.push(l.slice(0, -1));
+      // A full file is fsynced above: everything up to its end is durable.
+      if (full && sync) this.#durable = this.#end;
       chunk = [];
       chunkBytes = 0;
     };
@@ -205,7 +246,12 @@ export class Spool {
       const size = Buffer.byteLength(line);
       if (used + size > this.maxBytes) break;
       if (!file || file.bytes + chunkBytes + size > this.#fileBytes) {
-        await flush();
+        // With sync, the file being left is fsynced now; without, sync() does it later.
+        if (sync && file && !chunk.length && this.#durable < this.#end) {
+          await (await this.#tailHandle(file.name)).datasync();
+          this.#durable = this.#end;
+        }
+        await flush(true);
         file = { first: this.#end, name: fileName(this.#end), count: 0, bytes: 0 };
         this.#files.push(file);
       }
@@ -214,7 +260,7 @@ export class Spool {
       used += size;
       kept++;
     }
-    await flush();
+    await flush(false);
     return kept;
   }
 
@@ -224,15 +270,18 @@ export class Spool {
    * durable before this returns. Undefined when nothing waits.
    */
   async nextBatch(maxCount: number, maxBytes: number): Promise<SpoolBatch | undefined> {
-    if (this.depth === 0) return undefined;
+    if (this.#durable <= this.#cursor) return undefined;
     if (this.#batch) {
       const lines = await this.#lines(this.#batch.first, this.#batch.count);
       return this.#make(this.#batch.first, lines);
     }
-    const candidates = await this.#lines(this.#cursor, maxCount);
+    const candidates = await this.#lines(this.#cursor, Math.min(maxCount, this.#durable - this.#cursor));
     if (!candidates.length) {
       // No file holds the cursor (files removed by hand): skip to the next one, counting the gap.
-      const next = this.#files.find((f) => f.first > this.#cursor && f.count > 0)?.first ?? this.#end;
+      const next = Math.min(
+        this.#files.find((f) => f.first > this.#cursor && f.count > 0)?.first ?? this.#end,
+        this.#durable,
+      );
       this.#missing += next - this.#cursor;
       this.#cursor = next;
       await this.#saveCursor(true);
@@ -281,6 +330,8 @@ export class Spool {
     await this.#saveCursor(true);
     await this.#tail?.fh.close();
     this.#tail = undefined;
+    for (const fh of this.#slots.splice(0)) await fh.close();
+    for (const fh of this.#leftUnsynced.splice(0)) await fh.close();
     await rm(join(this.dir, OWNER), { force: true });
   }
 
@@ -317,22 +368,43 @@ export class Spool {
 
   async #tailHandle(name: string): Promise<FileHandle> {
     if (this.#tail?.name === name) return this.#tail.fh;
-    await this.#tail?.fh.close();
+    if (this.#tail && this.#deferSync && this.#durable < this.#end) this.#leftUnsynced.push(this.#tail.fh);
+    else await this.#tail?.fh.close();
     this.#tail = undefined;
     const fh = await open(join(this.dir, name), 'a', 0o600);
     this.#tail = { name, fh };
-    await syncDir(this.dir);
+    // The new name is made durable by the next sync(), with the data (append with sync does it at once).
+    this.#dirDirty = true;
     return fh;
   }
 
+  /**
+   * Writes the cursor into the older of its two slots, in place (one write, and one fdatasync
+   * with `sync`): a torn write can only spoil the slot being written, and the other still holds
+   * the previous cursor. Without `sync` it survives a crash of this process, not of the machine.
+   */
   async #saveCursor(sync: boolean): Promise<void> {
-    const text = JSON.stringify({ id: this.#id, next: this.#cursor, batch: this.#batch ?? null });
-    if (sync) await writeDurably(join(this.dir, CURSOR), text);
-    else {
-      const tmp = join(this.dir, `${CURSOR}.tmp`);
-      await writeFile(tmp, text, { mode: 0o600 });
-      await rename(tmp, join(this.dir, CURSOR));
+    if (!this.#slots.length) {
+      for (const name of CURSOR_SLOTS) {
+        const path = join(this.dir, name);
+        await (await open(path, 'a', 0o600)).close();
+        this.#slots.push(await open(path, 'r+'));
+      }
+      await syncDir(this.dir);
     }
+    this.#seq++;
+    const body = JSON.stringify({
+      seq: this.#seq,
+      id: this.#id,
+      next: this.#cursor,
+      batch: this.#batch ?? null,
+    });
+    const text = `${body} ${createHash('sha256').update(body).digest('hex').slice(0, 16)}`;
+    const buf = Buffer.alloc(CURSOR_BYTES, 0x20);
+    buf.write(text);
+    const fh = this.#slots[this.#seq % 2]!;
+    await fh.write(buf, 0, CURSOR_BYTES, 0);
+    if (sync) await fh.datasync();
   }
 
   async #dropConsumed(): Promise<void> {
@@ -350,6 +422,32 @@ export class Spool {
       if (this.#cache?.name === f.name) this.#cache = undefined;
     }
   }
+}
+
+/** The valid cursor slot with the highest `seq`, if any (a slot failing its checksum is ignored). */
+async function readCursor(
+  dir: string,
+): Promise<{ seq?: unknown; id?: unknown; next?: unknown; batch?: unknown } | undefined> {
+  let best: { seq: number } | undefined;
+  for (const name of CURSOR_SLOTS) {
+    let text: string;
+    try {
+      text = (await readFile(join(dir, name), 'utf8')).trimEnd();
+    } catch {
+      continue;
+    }
+    const cut = text.lastIndexOf(' ');
+    const body = text.slice(0, cut);
+    if (cut < 0 || createHash('sha256').update(body).digest('hex').slice(0, 16) !== text.slice(cut + 1))
+      continue;
+    try {
+      const c = JSON.parse(body) as { seq: number };
+      if (Number.isSafeInteger(c.seq) && (!best || c.seq > best.seq)) best = c;
+    } catch {
+      // not JSON despite the checksum: ignored like a torn slot
+    }
+  }
+  return best;
 }
 
 /** Writes a small file atomically and durably: temporary file, fdatasync, rename, directory fsync. */

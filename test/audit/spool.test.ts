@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Spool } from '../../audit/index.ts';
 import { decision, tempDir } from './helpers.ts';
@@ -182,6 +182,52 @@ test('spool: events whose file was removed by hand are skipped and counted as mi
     assert.equal(spool.missing, first);
     assert.equal(b.first, first);
     assert.deepEqual(actions(b.body), expected(first, b.count));
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: a torn or garbled cursor slot is ignored and the other slot, one write older, is used', async () => {
+  const tmp = tempDir();
+  try {
+    let spool = await Spool.open(tmp.dir, 100_000);
+    await spool.append(lines(0, 10));
+    const b1 = (await spool.nextBatch(3, 1_000_000))!;
+    await spool.ack(b1);
+    const b2 = (await spool.nextBatch(3, 1_000_000))!;
+    await spool.close();
+    // The newer slot (the one holding batch b2) is spoiled, as by a write torn by a power cut.
+    const slots = ['cursor-a.json', 'cursor-b.json'].map((n) => join(tmp.dir, n));
+    const newest = slots
+      .map((p) => ({ p, seq: Number(/"seq":(\d+)/.exec(readFileSync(p, 'utf8'))![1]) }))
+      .sort((a, b) => b.seq - a.seq)[0]!.p;
+    const text = readFileSync(newest, 'utf8');
+    writeFileSync(newest, text.replace('"next":', '"nxet":'));
+    spool = await Spool.open(tmp.dir, 100_000);
+    const b = (await spool.nextBatch(100, 1_000_000))!;
+    assert.equal(b.first, b2.first, 'resumes after the acknowledged batch');
+    assert.ok(b.key.startsWith(`${b1.key.split(':')[0]}:`), 'same spool id');
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: events appended without sync are not sent until sync() makes them durable', async () => {
+  const tmp = tempDir();
+  try {
+    const spool = await Spool.open(tmp.dir, 1_000_000, 4096);
+    await spool.append(lines(0, 40), false);
+    assert.equal(spool.depth, 40);
+    assert.equal(spool.unsynced, 40);
+    assert.equal(await spool.nextBatch(100, 1_000_000), undefined);
+    await spool.sync();
+    assert.equal(spool.unsynced, 0);
+    const seen: (string | undefined)[] = [];
+    for (let b = await spool.nextBatch(100, 1_000_000); b; b = await spool.nextBatch(100, 1_000_000)) {
+      seen.push(...actions(b.body));
+      await spool.ack(b);
+    }
+    assert.deepEqual(seen, expected(0, 40));
   } finally {
     tmp.cleanup();
   }
