@@ -89,6 +89,8 @@ export interface AuditClient extends AuditSink {
 }
 
 const IDEMPOTENCY_MISMATCH = 'ERR_AUDIT_IDEMPOTENCY_MISMATCH';
+/** failMode closed: how long `accepting()` stays false after a spool write failed, before the next event tries again. */
+const WRITE_RETRY_MS = 1_000;
 /** Longest `Retry-After` obeyed, so that one bad header cannot stall delivery for days. */
 const MAX_RETRY_AFTER_MS = 300_000;
 
@@ -149,6 +151,8 @@ class Client implements AuditClient {
   #syncTimer: NodeJS.Timeout | undefined;
   #syncing: Promise<void> | undefined;
   #spoolFull = false;
+  /** When the last spool write failed (0: the last one succeeded). */
+  #writeFailedAt = 0;
   #failing = false;
   #retryAt = 0;
   #backoff: number;
@@ -239,7 +243,8 @@ class Client implements AuditClient {
 
   accepting(): boolean {
     if (this.#closed || this.#closing) return false;
-    return this.#o.failMode === 'open' || !this.#spoolFull;
+    if (this.#o.failMode === 'open') return true;
+    return !this.#spoolFull && Date.now() - this.#writeFailedAt >= WRITE_RETRY_MS;
   }
 
   /** Resolves once everything emitted so far is in the spool and, unless the collector is failing, delivered. */
@@ -360,6 +365,7 @@ class Client implements AuditClient {
     const batch = this.#pending.splice(0);
     this.#writing = batch.length;
     let kept = 0;
+    let failure: Error | undefined;
     try {
       this.#spoolWrites++;
       // closed: written and fsynced before anyone is told; open: written (a crash of this process
@@ -370,21 +376,30 @@ class Client implements AuditClient {
       );
       if (this.#o.failMode === 'open')
         this.#syncTimer ??= setTimeout(() => void this.#sync(), this.#windowMs);
+      this.#writeFailedAt = 0;
     } catch (err) {
-      this.#logger.error({ err: (err as Error).message }, 'audit spool write failed');
+      failure = err as Error;
+      // Refuse for a moment, then let the next event try again (a disk freed, a transient error).
+      this.#writeFailedAt = Date.now();
+      this.#logger.error({ err: failure.message }, 'audit spool write failed');
     } finally {
       this.#writing = 0;
     }
     this.#spooled += kept;
     for (let i = 0; i < kept; i++) batch[i]!.resolve?.();
     if (kept < batch.length) {
-      this.#spoolFull = true;
-      const refused = new AuditSpoolError(
-        'ERR_AUDIT_SPOOL_FULL',
-        `the audit spool cannot take more events (${this.#o.spoolMaxBytes} bytes)`,
-      );
+      if (!failure) this.#spoolFull = true;
+      const refused = failure
+        ? new AuditSpoolError('ERR_AUDIT_SPOOL_UNWRITABLE', 'the audit spool cannot be written')
+        : new AuditSpoolError(
+            'ERR_AUDIT_SPOOL_FULL',
+            `the audit spool cannot take more events (${this.#o.spoolMaxBytes} bytes)`,
+          );
       for (let i = kept; i < batch.length; i++) batch[i]!.reject?.(refused);
-      this.#lose(batch.length - kept, `spool is full or failing (${this.#o.spoolMaxBytes} bytes)`);
+      this.#lose(
+        batch.length - kept,
+        failure ? `spool write failed: ${failure.message}` : `spool is full (${this.#o.spoolMaxBytes} bytes)`,
+      );
     }
     this.#wake?.();
   }

@@ -230,7 +230,14 @@ export class Spool {
     const flush = async (full: boolean) => {
       if (!chunk.length || !file) return;
       const fh = await this.#tailHandle(file.name);
-      await fh.write(chunk.join(''));
+      try {
+        await fh.write(chunk.join(''));
+      } catch (err) {
+        // A partial write (disk full, I/O error) is cut off, so that the next append does not
+        // glue a line onto a torn one; what was kept before stays.
+        await fh.truncate(file.bytes).catch(() => {});
+        throw err;
+      }
       if (full && sync) await fh.datasync();
       file.count += chunk.length;
       file.bytes += chunkBytes;

@@ -5,7 +5,7 @@
 // real collector elsewhere.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -290,4 +290,27 @@ test('client: a bad loss window is a TypeError', () => {
       () => createAuditClient(options('https://127.0.0.1:1', '/nonexistent', { lossWindow })),
       TypeError,
     );
+});
+
+test('client: in failMode closed, a spool that cannot be written refuses with ERR_AUDIT_SPOOL_UNWRITABLE for a moment, then takes events again', async () => {
+  const tmp = tempDir();
+  const spoolDir = join(tmp.dir, 'spool');
+  const client = createAuditClient(options('https://127.0.0.1:1', spoolDir));
+  try {
+    await client.flush(); // the spool is open, no file yet
+    // The directory turns into a plain file: the first spool file cannot be created.
+    rmSync(spoolDir, { recursive: true, force: true });
+    writeFileSync(spoolDir, 'not a directory');
+    await assert.rejects(client.record(decision(0)), { code: 'ERR_AUDIT_SPOOL_UNWRITABLE' });
+    assert.equal(client.accepting(), false);
+    assert.equal(client.metrics().lost, 1);
+    rmSync(spoolDir);
+    mkdirSync(spoolDir);
+    await until(() => client.accepting(), 3_000);
+    await client.record(decision(1));
+    assert.match(readdirSync(spoolDir).join(' '), /spool-\d{16}\.jsonl/);
+  } finally {
+    await client.close();
+    tmp.cleanup();
+  }
 });
