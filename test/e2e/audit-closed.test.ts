@@ -1,13 +1,16 @@
-// failMode closed at the sidecar, with the real audit client and its collector away: a request
-// reaches the app only once its authz.decision event is in the spool on disk; when the spool cannot
-// take it, the request is refused (503 ERR_SIDECAR_AUDIT_UNAVAILABLE) and the app never sees it.
+// failMode closed at the sidecar and the STS, with the real audit client and its collector away:
+// a request reaches the app only once its authz.decision event is in the spool on disk, a token
+// leaves only once its token.issued event is; when the spool cannot take the event, the request
+// is refused with 503 and nothing is acted on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLogger } from '../../core/index.ts';
 import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
-import { mtlsAgent, requestToken } from '../sts/helpers.ts';
+import { createAuditClient } from '../../audit/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import { decodeJwt, mtlsAgent, requestToken, startTestSts } from '../sts/helpers.ts';
 import { ISSUER, ORDERS, STS_ID, direct, startMesh } from './mesh.ts';
 
 test(
@@ -99,6 +102,56 @@ test(
       await agent.close();
       await orders.close();
       await mesh.close();
+    }
+  },
+);
+
+test(
+  'failMode closed: the STS sends a token only once its token.issued event is in the spool; past a full spool, 503 temporarily_unavailable',
+  { timeout: 60_000 },
+  async () => {
+    const pki = await makeTestPki();
+    const spoolDir = join(pki.dir, 'sts-spool');
+    const audit = createAuditClient({
+      url: 'https://127.0.0.1:1',
+      collectorId: 'spiffe://example.org/ns/portcullis/sa/audit',
+      tls: { cert: pki.leaf('sts').certFile, key: pki.leaf('sts').keyFile, trustBundle: pki.rootFile },
+      spoolDir,
+      spoolMaxBytes: 8192,
+      failMode: 'closed',
+      logger: createLogger({ name: 'e2e', level: 'silent' }),
+    });
+    const sts = await startTestSts(pki, {}, { audit });
+    const web = pki.leaf('web');
+    const agent = mtlsAgent({ cert: web.certPem, key: web.keyPem, ca: pki.rootPem });
+    try {
+      const issued = () =>
+        readdirSync(spoolDir)
+          .filter((f) => f.startsWith('spool-'))
+          .flatMap((f) => readFileSync(join(spoolDir, f), 'utf8').split('\n').filter(Boolean))
+          .map((l) => JSON.parse(l) as { type: string; jti?: string })
+          .filter((e) => e.type === 'token.issued')
+          .map((e) => e.jti);
+      const jtis: string[] = [];
+      let refused: { status: number; error: string } | undefined;
+      for (let i = 0; i < 60 && !refused; i++) {
+        const res = await requestToken(agent, sts.url, {
+          grant_type: 'client_credentials',
+          audience: ORDERS,
+        });
+        if (res.status === 200) {
+          const jti = decodeJwt(res.json.access_token as string).payload.jti as string;
+          assert.ok(issued().includes(jti), `token ${i}: its token.issued event is on disk when it arrives`);
+          jtis.push(jti);
+        } else refused = { status: res.status, error: res.json.error as string };
+      }
+      assert.ok(jtis.length >= 1);
+      assert.deepEqual(refused, { status: 503, error: 'temporarily_unavailable' });
+    } finally {
+      await agent.close();
+      await sts.close();
+      await audit.close();
+      pki.cleanup();
     }
   },
 );
