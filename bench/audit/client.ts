@@ -68,7 +68,10 @@ try {
   );
   await client.flush();
   // Until the collector has acknowledged every event (flush may resolve once they are spooled).
-  for (const end = Date.now() + 120_000; client.metrics().delivered + client.metrics().lost < 2 * N && Date.now() < end; )
+  for (
+    const end = Date.now() + 120_000;
+    client.metrics().delivered + client.metrics().lost < 2 * N && Date.now() < end;
+  )
     await new Promise((r) => setTimeout(r, 5));
   const cpu = process.cpuUsage(cpu0);
   const ms = performance.now() - t0;
