@@ -37,6 +37,8 @@ export interface AuditClientOptions {
    * in memory before its spool write; what a crash can lose (defaults 1,000 events, 200 ms).
    */
   readonly lossWindow?: { readonly events?: number; readonly ms?: number };
+  /** Deprecated (decision 0028): only the default of `lossWindow.ms`. */
+  readonly batchIntervalMs?: number;
   /** Most events per request (default 500). */
   readonly batchSize?: number;
   /** Most bytes of JSON per request (default 512 KiB, under the collector's default 1 MiB body limit). */
@@ -114,6 +116,9 @@ export function createAuditClient(options: AuditClientOptions): AuditClient {
     throw new TypeError('"lossWindow.events" must be a positive integer');
   if (w?.ms !== undefined && (!Number.isFinite(w.ms) || w.ms < 0))
     throw new TypeError('"lossWindow.ms" must be a number of milliseconds');
+  const b = options.batchIntervalMs;
+  if (b !== undefined && (!Number.isFinite(b) || b < 0))
+    throw new TypeError('"batchIntervalMs" must be a number of milliseconds');
   return new Client(options);
 }
 
@@ -177,7 +182,7 @@ class Client implements AuditClient {
     this.#batchSize = o.batchSize ?? 500;
     this.#queueMax = o.queueMax ?? 10_000;
     this.#windowEvents = o.lossWindow?.events ?? 1_000;
-    this.#windowMs = o.lossWindow?.ms ?? 200;
+    this.#windowMs = o.lossWindow?.ms ?? o.batchIntervalMs ?? 200;
     this.#backoff = o.retryMinMs ?? 100;
     this.#endpoint = new URL('/v1/events', o.url).href;
     // A renewed certificate is picked up without a restart: new connections use the new leaf.

@@ -290,6 +290,7 @@ const badOptions: [string, Partial<AuditClientOptions>][] = [
   ['failMode', { failMode: 'maybe' as never }],
   ['spoolMaxBytes', { spoolMaxBytes: 10 }],
   ['url', { url: 'http://127.0.0.1:1' }],
+  ['batchIntervalMs', { batchIntervalMs: -1 }],
 ];
 for (const [label, change] of badOptions) {
   test(`client: a bad "${label}" option is a TypeError`, () => {
