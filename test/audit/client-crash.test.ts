@@ -100,7 +100,7 @@ test(
     const tmp = tempDir();
     const spool = join(tmp.dir, 'spool');
     const total = 1010;
-    const window = 40;
+    const window = 200;
     try {
       await runAndKill([spool, 'open', String(window), String(total)], (l) => l.at(-1) === 'done');
       const collector = await startTestCollector(pki, tmp.dir);
@@ -119,7 +119,7 @@ test(
       assert.match(text, new RegExp(`portcullis_audit_events_possibly_lost_at_restart ${window}\\b`));
       const report = lines.find((l) => l.possiblyLost === window);
       assert.ok(report && report.level === 50, JSON.stringify(lines));
-      assert.match(String(report.msg), /stopped without closing it in failMode open; up to 40 audit events/);
+      assert.match(String(report.msg), /stopped without closing it in failMode open; up to 200 audit events/);
 
       // A clean stop leaves nothing to report.
       const again = await restart('https://127.0.0.1:1', spool, 'open');
