@@ -2,6 +2,9 @@ import { PortcullisError } from '../core/index.ts';
 
 /** Stable error codes raised by audit/. Callers match on `code`, never on the message. */
 export type AuditErrorCode =
+  | 'ERR_AUDIT_SPOOL_FULL'
+  | 'ERR_AUDIT_SPOOL_UNWRITABLE'
+  | 'ERR_AUDIT_CLIENT_CLOSED'
   | 'ERR_AUDIT_RECORD_INVALID'
   | 'ERR_AUDIT_CHAIN_BROKEN'
   | 'ERR_AUDIT_PROOF_INVALID'
@@ -114,5 +117,18 @@ export class CollectorClientError extends AuditError {
   ) {
     super(code, message, options);
     this.status = options?.status;
+  }
+}
+
+/**
+ * The audit client cannot make an event durable: its spool is full or cannot be written, or it is closed. A part in
+ * `failMode: closed` then refuses to act (503) rather than act unrecorded.
+ */
+export class AuditSpoolError extends AuditError {
+  constructor(
+    code: 'ERR_AUDIT_SPOOL_FULL' | 'ERR_AUDIT_SPOOL_UNWRITABLE' | 'ERR_AUDIT_CLIENT_CLOSED',
+    message: string,
+  ) {
+    super(code, message);
   }
 }

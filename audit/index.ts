@@ -2,6 +2,7 @@
 // pure; stores, the collector and the client do the I/O.
 export {
   AuditError,
+  AuditSpoolError,
   RecordInvalidError,
   ChainBrokenError,
   ProofInvalidError,

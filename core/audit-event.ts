@@ -6,6 +6,7 @@ import { AuditEventError } from './errors.ts';
 /** Fixed event types; `admin.<verb>` events are open-ended. */
 export const AUDIT_EVENT_TYPES = [
   'authz.decision',
+  'authz.response',
   'token.issued',
   'token.denied',
   'key.rotated',
@@ -13,7 +14,7 @@ export const AUDIT_EVENT_TYPES = [
   'cert.revoked',
 ] as const;
 const TYPE =
-  /^(?:authz\.decision|token\.issued|token\.denied|key\.rotated|cert\.issued|cert\.revoked|admin\.[a-z][a-z0-9_.-]{0,63})$/;
+  /^(?:authz\.decision|authz\.response|token\.issued|token\.denied|key\.rotated|cert\.issued|cert\.revoked|admin\.[a-z][a-z0-9_.-]{0,63})$/;
 
 // Well-formed only: a lone surrogate has no canonical JSON (RFC 8785), so the log could not hash it.
 const text = (max: number) =>
@@ -156,6 +157,14 @@ export interface AuditSink {
   /** Queues one event. Never blocks and never throws for I/O: delivery is the sink's job. */
   emit(event: AuditEvent): void;
   /**
+   * Queues one event and resolves once it is durable, when the sink promises durability (the
+   * collector client in `failMode: closed`: written and fsynced to its spool); otherwise as soon
+   * as it is queued. Rejects when the event cannot be kept (spool full, sink closed): the caller
+   * must then not act. For what must be on record before it happens (a forwarded request, a
+   * token handed out).
+   */
+  record(event: AuditEvent): Promise<void>;
+  /**
    * False when the sink can no longer keep new events (fail-closed mode with a full spool);
    * callers then refuse new requests with 503 rather than act unrecorded.
    */
@@ -170,6 +179,9 @@ export interface AuditSink {
 export class MemoryAuditSink implements AuditSink {
   readonly events: AuditEvent[] = [];
   emit(event: AuditEvent): void {
+    this.events.push(event);
+  }
+  async record(event: AuditEvent): Promise<void> {
     this.events.push(event);
   }
   accepting(): boolean {
@@ -190,6 +202,9 @@ export class LogAuditSink implements AuditSink {
   }
   emit(event: AuditEvent): void {
     this.#logger.info({ audit: event }, 'audit');
+  }
+  async record(event: AuditEvent): Promise<void> {
+    this.emit(event);
   }
   accepting(): boolean {
     return true;

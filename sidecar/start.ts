@@ -197,6 +197,7 @@ export async function startSidecar(
     clock,
     logger,
     count: (decision, reason, rule) => metrics.record(decision, reason, rule),
+    recordBeforeForward: config.audit.failMode === 'closed',
     ...(tracer ? { tracer } : {}),
   });
   const inbound: HttpsServer = createInboundServer(tls.current(), handler, (what, status) => {

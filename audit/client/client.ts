@@ -6,7 +6,9 @@ import { watchTlsFiles } from '../../ca/index.ts';
 import type { TlsMaterial, TlsWatcher } from '../../ca/index.ts';
 import { createLogger, parseAuditEvent } from '../../core/index.ts';
 import type { AuditEvent, AuditSink, Logger } from '../../core/index.ts';
+import { AuditSpoolError } from '../errors.ts';
 import { Spool } from './spool.ts';
+import type { SpoolBatch } from './spool.ts';
 
 /** Options of {@link createAuditClient}; the STS and the sidecar fill them from their own config. */
 export interface AuditClientOptions {
@@ -20,19 +22,28 @@ export interface AuditClientOptions {
   readonly tls: { readonly cert: string; readonly key: string; readonly trustBundle: string } | TlsWatcher;
   /** The SPIFFE ID the collector's certificate must carry. */
   readonly collectorId: string;
-  /** Directory of the on-disk spool (created 0700). */
+  /** Directory of the on-disk write-ahead spool (created 0700). */
   readonly spoolDir: string;
   /** Most bytes the spool may hold on disk. */
   readonly spoolMaxBytes: number;
-  /** `open`: keep serving, count what could not be kept; `closed`: `accepting()` turns false when the spool is full. */
+  /**
+   * `closed`: every event is written and fsynced to the spool as soon as it is emitted (concurrent
+   * events share one fsync) and `record()` resolves only then; `accepting()` turns false when the
+   * spool is full. `open`: events reach the spool within the loss window; nothing waits.
+   */
   readonly failMode: 'open' | 'closed';
+  /**
+   * `failMode: open` only: the most events (`events`) and the longest time (`ms`) an event waits
+   * in memory before its spool write; what a crash can lose (defaults 1,000 events, 200 ms).
+   */
+  readonly lossWindow?: { readonly events?: number; readonly ms?: number };
+  /** Deprecated (decision 0028): only the default of `lossWindow.ms`. */
+  readonly batchIntervalMs?: number;
   /** Most events per request (default 500). */
   readonly batchSize?: number;
   /** Most bytes of JSON per request (default 512 KiB, under the collector's default 1 MiB body limit). */
   readonly batchMaxBytes?: number;
-  /** Longest an event waits in memory for a batch to fill (default 100 ms). */
-  readonly batchIntervalMs?: number;
-  /** Events held in memory before they go to the spool (default 10,000). */
+  /** Events held in memory waiting for the spool before new ones are refused (default 10,000). */
   readonly queueMax?: number;
   /** Retry backoff bounds while the collector is away (defaults 100 ms and 5 s). */
   readonly retryMinMs?: number;
@@ -50,18 +61,30 @@ export interface AuditClientOptions {
 
 /** Counters and depths of an {@link AuditClient}. */
 export interface AuditClientMetrics {
-  /** Events in memory, including a batch in flight. */
+  /** Events in memory, not yet in the spool (including a spool write in progress). */
   readonly queueDepth: number;
-  /** Events waiting in the spool. */
+  /** Events in the spool not yet delivered. */
   readonly spoolDepth: number;
+  /** Bytes of the spool files. */
   readonly spoolBytes: number;
   readonly delivered: number;
-  /** Events that went through the spool. */
+  /** Events written to the spool. */
   readonly spooled: number;
+  /** Spool writes (each one write and one fdatasync; concurrent events share one). */
+  readonly spoolWrites: number;
   /** Events that could not be kept (spool full, invalid, emitted after close); never silent: each loss is logged. */
   readonly lost: number;
   /** Failed deliveries (each retried). */
   readonly failures: number;
+  /** Events of batches the collector refused for good (idempotency mismatch), set aside on disk. */
+  readonly rejected: number;
+  /** Batches the collector answered as replays of a batch it had already stored. */
+  readonly replayed: number;
+  /**
+   * Events the previous process on this spool may have lost: it stopped without closing the
+   * spool in `failMode: open`, so up to its loss window of events was still in memory.
+   */
+  readonly possiblyLostAtRestart: number;
 }
 
 /** The collector client: an {@link AuditSink} plus metrics. */
@@ -69,12 +92,20 @@ export interface AuditClient extends AuditSink {
   metrics(): AuditClientMetrics;
 }
 
+const IDEMPOTENCY_MISMATCH = 'ERR_AUDIT_IDEMPOTENCY_MISMATCH';
+/** failMode closed: how long `accepting()` stays false after a spool write failed, before the next event tries again. */
+const WRITE_RETRY_MS = 1_000;
+/** Longest `Retry-After` obeyed, so that one bad header cannot stall delivery for days. */
+const MAX_RETRY_AFTER_MS = 300_000;
+
 /**
- * Creates the client the STS and the sidecar emit audit events through. `emit` never blocks:
- * events are batched in memory and posted over mTLS to `POST /v1/events`; while the collector
- * is unreachable they go to a bounded on-disk spool and are replayed in order when it returns
- * (also by the next process, if this one stops first). Order is kept throughout: once anything
- * is spooled, new events queue behind it.
+ * Creates the client the STS and the sidecar emit audit events through (decision 0028). Every
+ * event goes first to an on-disk write-ahead spool, then, in order, to the collector over mTLS
+ * (`POST /v1/events`) in batches whose boundaries and `Idempotency-Key` are fixed before the
+ * first attempt, so a retry — also by the next process, after a crash — sends the same bytes
+ * under the same key. `failMode: closed` makes each event durable as soon as it is emitted and
+ * lets callers wait for it (`record`); `failMode: open` writes within a loss window and never
+ * makes anyone wait.
  */
 export function createAuditClient(options: AuditClientOptions): AuditClient {
   if (options.failMode !== 'open' && options.failMode !== 'closed')
@@ -82,8 +113,27 @@ export function createAuditClient(options: AuditClientOptions): AuditClient {
   if (!Number.isSafeInteger(options.spoolMaxBytes) || options.spoolMaxBytes < 1024)
     throw new TypeError('"spoolMaxBytes" must be an integer of at least 1024');
   if (!/^https:\/\//.test(options.url)) throw new TypeError('"url" must be an https URL');
+  const w = options.lossWindow;
+  if (w?.events !== undefined && (!Number.isSafeInteger(w.events) || w.events < 1))
+    throw new TypeError('"lossWindow.events" must be a positive integer');
+  if (w?.ms !== undefined && (!Number.isFinite(w.ms) || w.ms < 0))
+    throw new TypeError('"lossWindow.ms" must be a number of milliseconds');
+  const b = options.batchIntervalMs;
+  if (b !== undefined && (!Number.isFinite(b) || b < 0))
+    throw new TypeError('"batchIntervalMs" must be a number of milliseconds');
   return new Client(options);
 }
+
+interface Pending {
+  readonly line: string;
+  readonly resolve?: () => void;
+  readonly reject?: (err: Error) => void;
+}
+
+type PostOutcome =
+  | { readonly kind: 'ok'; readonly replayed: boolean }
+  | { readonly kind: 'retry'; readonly afterMs?: number }
+  | { readonly kind: 'reject'; readonly why: string };
 
 class Client implements AuditClient {
   readonly #o: AuditClientOptions;
@@ -94,17 +144,33 @@ class Client implements AuditClient {
   readonly #endpoint: string;
   readonly #batchSize: number;
   readonly #queueMax: number;
-  #queue: AuditEvent[] = [];
-  #inflight = 0;
+  readonly #windowEvents: number;
+  readonly #windowMs: number;
   #spool: Spool | undefined;
+  readonly #ready: Promise<Spool>;
+  /** Events waiting for the spool, in emit order. */
+  #pending: Pending[] = [];
+  /** Events in the spool write in progress. */
+  #writing = 0;
+  #writer: Promise<void> | undefined;
+  #windowTimer: NodeJS.Timeout | undefined;
+  /** failMode open: the background fsync of what was written, at most one loss window later. */
+  #syncTimer: NodeJS.Timeout | undefined;
+  #syncing: Promise<void> | undefined;
   #spoolFull = false;
+  /** When the last spool write failed (0: the last one succeeded). */
+  #writeFailedAt = 0;
   #failing = false;
   #retryAt = 0;
   #backoff: number;
   #delivered = 0;
   #spooled = 0;
+  #spoolWrites = 0;
   #lost = 0;
   #failures = 0;
+  #rejected = 0;
+  #replayed = 0;
+  #possiblyLost = 0;
   #closing = false;
   #closed = false;
   #closingDone: Promise<void> | undefined;
@@ -117,6 +183,8 @@ class Client implements AuditClient {
     this.#logger = o.logger ?? createLogger({ name: 'audit-client' });
     this.#batchSize = o.batchSize ?? 500;
     this.#queueMax = o.queueMax ?? 10_000;
+    this.#windowEvents = o.lossWindow?.events ?? 1_000;
+    this.#windowMs = o.lossWindow?.ms ?? o.batchIntervalMs ?? 200;
     this.#backoff = o.retryMinMs ?? 100;
     this.#endpoint = new URL('/v1/events', o.url).href;
     // A renewed certificate is picked up without a restart: new connections use the new leaf.
@@ -132,48 +200,110 @@ class Client implements AuditClient {
       void old.close();
     });
     if (o.metricsRegistry) this.#registerMetrics(o.metricsRegistry);
+    this.#ready = this.#openSpool();
+    // Unhandled if nobody emits before it fails; #run reports it.
+    this.#ready.catch(() => {});
     this.#done = this.#run().catch((err: unknown) => {
       this.#logger.error(
         { err },
         'audit client stopped on an unexpected error; events emitted from now on are lost',
       );
       this.#closed = true;
+      this.#failPending(err instanceof Error ? err : new Error(String(err)));
       this.#releaseIdle();
     });
   }
 
   emit(event: AuditEvent): void {
-    if (this.#closed || this.#closing) return this.#lose(1, 'emitted after close');
-    let parsed: AuditEvent;
-    try {
-      parsed = parseAuditEvent(event);
-    } catch (err) {
-      return this.#lose(1, `invalid event: ${(err as Error).message}`);
+    this.#enqueue(event);
+  }
+
+  record(event: AuditEvent): Promise<void> {
+    if (this.#o.failMode === 'open') {
+      this.#enqueue(event);
+      return Promise.resolve();
     }
-    if (this.#spoolFull && this.#queue.length >= this.#queueMax)
-      return this.#lose(1, 'memory queue and spool are full');
-    this.#queue.push(parsed);
-    // The first event wakes a loop that sleeps on an empty queue, so a lone event leaves within one
-    // batch interval; a full batch wakes it early.
-    if (
-      this.#queue.length === 1 ||
-      this.#queue.length >= this.#batchSize ||
-      this.#queue.length > this.#queueMax
-    )
-      this.#wake?.();
+    return new Promise((resolve, reject) => this.#enqueue(event, resolve, reject));
+  }
+
+  #enqueue(event: AuditEvent, resolve?: () => void, reject?: (err: Error) => void): void {
+    if (this.#closed || this.#closing) {
+      this.#lose(1, 'emitted after close');
+      return reject?.(new AuditSpoolError('ERR_AUDIT_CLIENT_CLOSED', 'the audit client is closed'));
+    }
+    let line: string;
+    try {
+      line = JSON.stringify(parseAuditEvent(event));
+    } catch (err) {
+      this.#lose(1, `invalid event: ${(err as Error).message}`);
+      return reject?.(err as Error);
+    }
+    if (this.#pending.length >= this.#queueMax) {
+      this.#lose(1, `${this.#queueMax} events already wait for the spool`);
+      return reject?.(
+        new AuditSpoolError('ERR_AUDIT_SPOOL_FULL', 'too many audit events wait for the spool'),
+      );
+    }
+    this.#pending.push(resolve ? { line, resolve, reject: reject! } : { line });
+    this.#schedule();
   }
 
   accepting(): boolean {
     if (this.#closed || this.#closing) return false;
-    return this.#o.failMode === 'open' || !this.#spoolFull;
+    if (this.#o.failMode === 'open') return true;
+    return !this.#spoolFull && Date.now() - this.#writeFailedAt >= WRITE_RETRY_MS;
   }
 
-  flush(): Promise<void> {
-    if (this.#isIdle() || this.#closed) return Promise.resolve();
-    return new Promise((resolve) => {
+  /** Resolves once everything emitted so far is in the spool and, unless the collector is failing, delivered. */
+  async flush(): Promise<void> {
+    if (this.#closed) return;
+    // A spool that failed to open has been reported by #run; there is nothing to wait for then.
+    if (
+      !(await this.#ready.then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
+    await this.#writeAll();
+    if (this.#shipIdle()) return;
+    await new Promise<void>((resolve) => {
       this.#idleWaiters.push(resolve);
       this.#wake?.();
     });
+  }
+
+  close(): Promise<void> {
+    this.#closingDone ??= (async () => {
+      this.#closing = true;
+      await this.#writeAll().catch(() => {});
+      this.#wake?.();
+      await this.#done;
+      this.#closed = true;
+      clearTimeout(this.#windowTimer);
+      clearTimeout(this.#syncTimer);
+      if (this.#spool)
+        await this.#spool.close().catch((err: unknown) => this.#logger.error({ err }, 'spool close failed'));
+      if (this.#ownsTls) this.#tls.close();
+      await this.#agent.close();
+    })();
+    return this.#closingDone;
+  }
+
+  metrics(): AuditClientMetrics {
+    return {
+      queueDepth: this.#pending.length + this.#writing,
+      spoolDepth: this.#spool?.depth ?? 0,
+      spoolBytes: this.#spool?.bytes ?? 0,
+      delivered: this.#delivered,
+      spooled: this.#spooled,
+      spoolWrites: this.#spoolWrites,
+      lost: this.#lost,
+      failures: this.#failures,
+      rejected: this.#rejected,
+      replayed: this.#replayed,
+      possiblyLostAtRestart: this.#possiblyLost,
+    };
   }
 
   /** An mTLS agent presenting `material`, accepting only a collector named by `collectorId`. */
@@ -187,41 +317,181 @@ class Client implements AuditClient {
     });
   }
 
-  close(): Promise<void> {
-    this.#closingDone ??= (async () => {
-      this.#closing = true;
-      this.#wake?.();
-      await this.#done;
-      this.#closed = true;
-      if (this.#ownsTls) this.#tls.close();
-      await this.#agent.close();
-    })();
-    return this.#closingDone;
-  }
-
-  metrics(): AuditClientMetrics {
-    return {
-      queueDepth: this.#queue.length + this.#inflight,
-      spoolDepth: this.#spool?.depth ?? 0,
-      spoolBytes: this.#spool?.bytes ?? 0,
-      delivered: this.#delivered,
-      spooled: this.#spooled,
-      lost: this.#lost,
-      failures: this.#failures,
-    };
-  }
-
   #lose(n: number, why: string): void {
     this.#lost += n;
-    // Never silent: every loss is logged with the running total (STYLE: nothing dropped silently).
+    // Never silent: every loss is logged with the running total.
     this.#logger.error(
       { lost: n, totalLost: this.#lost, failMode: this.#o.failMode },
       `audit events lost: ${why}`,
     );
   }
 
-  #isIdle(): boolean {
-    return this.#queue.length === 0 && this.#inflight === 0;
+  // ---- the writer: memory → spool -------------------------------------------------------------
+
+  /**
+   * Starts a spool write when one is due: at once in `failMode: closed` (a write in progress
+   * gathers everything emitted meanwhile into the next one: group commit); in `open` once the loss
+   * window's count is reached or its time has passed since the oldest waiting event.
+   */
+  #schedule(): void {
+    if (this.#writer || !this.#pending.length) return;
+    if (
+      this.#o.failMode === 'closed' ||
+      this.#pending.length >= Math.min(this.#windowEvents, this.#queueMax) ||
+      this.#closing
+    ) {
+      clearTimeout(this.#windowTimer);
+      this.#windowTimer = undefined;
+      this.#startWriter();
+    } else {
+      this.#windowTimer ??= setTimeout(() => {
+        this.#windowTimer = undefined;
+        this.#startWriter();
+      }, this.#windowMs);
+    }
+  }
+
+  #startWriter(): void {
+    if (this.#writer || !this.#pending.length) return;
+    this.#writer = this.#write().finally(() => {
+      this.#writer = undefined;
+      this.#schedule();
+    });
+  }
+
+  async #write(): Promise<void> {
+    let spool: Spool;
+    try {
+      spool = await this.#ready;
+    } catch (err) {
+      return this.#failPending(err as Error);
+    }
+    const batch = this.#pending.splice(0);
+    this.#writing = batch.length;
+    let kept = 0;
+    let failure: Error | undefined;
+    try {
+      this.#spoolWrites++;
+      // closed: written and fsynced before anyone is told; open: written (a crash of this process
+      // no longer loses it) and fsynced in the background within one window.
+      kept = await spool.append(
+        batch.map((p) => p.line),
+        this.#o.failMode === 'closed',
+      );
+      if (this.#o.failMode === 'open')
+        this.#syncTimer ??= setTimeout(() => void this.#sync(), this.#windowMs);
+      this.#writeFailedAt = 0;
+    } catch (err) {
+      failure = err as Error;
+      // Refuse for a moment, then let the next event try again (a disk freed, a transient error).
+      this.#writeFailedAt = Date.now();
+      this.#logger.error({ err: failure.message }, 'audit spool write failed');
+    } finally {
+      this.#writing = 0;
+    }
+    this.#spooled += kept;
+    for (let i = 0; i < kept; i++) batch[i]!.resolve?.();
+    if (kept < batch.length) {
+      if (!failure) this.#spoolFull = true;
+      const refused = failure
+        ? new AuditSpoolError('ERR_AUDIT_SPOOL_UNWRITABLE', 'the audit spool cannot be written')
+        : new AuditSpoolError(
+            'ERR_AUDIT_SPOOL_FULL',
+            `the audit spool cannot take more events (${this.#o.spoolMaxBytes} bytes)`,
+          );
+      for (let i = kept; i < batch.length; i++) batch[i]!.reject?.(refused);
+      this.#lose(
+        batch.length - kept,
+        failure ? `spool write failed: ${failure.message}` : `spool is full (${this.#o.spoolMaxBytes} bytes)`,
+      );
+    }
+    this.#wake?.();
+  }
+
+  /** Writes everything pending now, whatever the window. */
+  /** Writes everything pending now, whatever the window, and fsyncs it. */
+  async #writeAll(): Promise<void> {
+    while (this.#writer || this.#pending.length) {
+      if (!this.#writer) {
+        clearTimeout(this.#windowTimer);
+        this.#windowTimer = undefined;
+        this.#startWriter();
+      }
+      await this.#writer;
+    }
+    await this.#sync();
+  }
+
+  /** Fsyncs what the writer wrote without syncing (failMode open); wakes the shipper, which sends only fsynced events. */
+  async #sync(): Promise<void> {
+    clearTimeout(this.#syncTimer);
+    this.#syncTimer = undefined;
+    while (this.#syncing) await this.#syncing;
+    const spool = this.#spool;
+    if (!spool || spool.unsynced === 0) return;
+    this.#syncing = spool
+      .sync()
+      .catch((err: unknown) =>
+        this.#logger.error({ err: (err as Error).message }, 'audit spool fsync failed'),
+      )
+      .finally(() => {
+        this.#syncing = undefined;
+      });
+    await this.#syncing;
+    this.#wake?.();
+  }
+
+  #failPending(err: Error): void {
+    const pending = this.#pending.splice(0);
+    if (!pending.length) return;
+    for (const p of pending) p.reject?.(err);
+    this.#lose(pending.length, `the spool is unusable: ${err.message}`);
+  }
+
+  async #openSpool(): Promise<Spool> {
+    const spool = await Spool.open(this.#o.spoolDir, this.#o.spoolMaxBytes);
+    this.#spool = spool;
+    if (spool.missing) this.#lose(spool.missing, 'their spool files were removed before delivery');
+    const prev = spool.previousRun;
+    if (prev.tornBytes)
+      this.#logger.warn(
+        { bytes: prev.tornBytes },
+        'audit spool: dropped the torn end of an append a crash interrupted (never reported as kept)',
+      );
+    if (!prev.clean) {
+      const owner = prev.owner ?? {};
+      if (owner.failMode === 'open') {
+        const window = Number.isSafeInteger(owner.windowEvents) ? (owner.windowEvents as number) : 0;
+        this.#possiblyLost = window;
+        this.#logger.error(
+          { possiblyLost: window, windowMs: owner.windowMs, pid: owner.pid },
+          `audit spool: the previous process stopped without closing it in failMode open; up to ${window} audit events emitted in its last ${String(owner.windowMs)} ms may be lost`,
+        );
+      } else {
+        this.#logger.warn(
+          { pid: owner.pid },
+          'audit spool: the previous process stopped without closing it in failMode closed; every event it made durable is kept',
+        );
+      }
+    }
+    await spool.begin({
+      failMode: this.#o.failMode,
+      windowEvents: this.#o.failMode === 'open' ? this.#windowEvents : 0,
+      windowMs: this.#o.failMode === 'open' ? this.#windowMs : 0,
+      startedAt: new Date().toISOString(),
+    });
+    if (spool.depth) this.#logger.info({ events: spool.depth }, 'replaying audit events left in the spool');
+    return spool;
+  }
+
+  // ---- the shipper: spool → collector ---------------------------------------------------------
+
+  #shipIdle(): boolean {
+    return (
+      !this.#writer &&
+      this.#pending.length === 0 &&
+      (!this.#spool || this.#spool.depth === 0 || this.#failing)
+    );
   }
 
   #releaseIdle(): void {
@@ -243,147 +513,137 @@ class Client implements AuditClient {
     });
   }
 
-  /** Moves events to the spool, counting what does not fit. */
-  async #spill(events: AuditEvent[]): Promise<void> {
-    if (!events.length) return;
-    const kept = await this.#spool!.append(events);
-    this.#spooled += kept;
-    if (kept < events.length) {
-      this.#spoolFull = true;
-      this.#lose(events.length - kept, `spool is full (${this.#o.spoolMaxBytes} bytes)`);
-    }
-  }
-
   async #run(): Promise<void> {
-    this.#spool = await Spool.open(this.#o.spoolDir, this.#o.spoolMaxBytes);
-    if (this.#spool.depth)
-      this.#logger.info({ events: this.#spool.depth }, 'replaying audit events left in the spool');
-    const interval = this.#o.batchIntervalMs ?? 100;
+    const spool = await this.#ready;
     for (;;) {
-      const spool = this.#spool;
-      if (spool.depth > 0 || this.#failing || this.#queue.length > this.#queueMax) {
-        // Spool mode: everything new goes behind what is spooled, so order holds.
-        await this.#spill(this.#queue.splice(0));
-        if (this.#isIdle()) this.#releaseIdle();
-        if (spool.depth === 0) {
-          this.#failing = false;
-          continue;
-        }
-        const wait = this.#retryAt - Date.now();
-        if (wait > 0) {
-          if (this.#closing) return;
-          await this.#sleep(wait);
-          continue;
-        }
-        const { count, body } = this.#batch(await spool.peek(this.#batchSize));
-        if (await this.#post(body)) {
-          await spool.ack(count);
-          this.#delivered += count;
-          if (spool.bytes < spool.maxBytes / 2) this.#spoolFull = false;
-        } else if (this.#closing) {
-          return;
-        }
-        continue;
-      }
-      if (this.#queue.length === 0) {
-        this.#releaseIdle();
-        if (this.#closing) return;
+      if (this.#shipIdle()) this.#releaseIdle();
+      if (spool.depth === 0) {
+        if (this.#closing && !this.#writer && !this.#pending.length) return;
         await this.#sleep(Infinity);
         continue;
       }
-      if (this.#queue.length < this.#batchSize && !this.#closing && !this.#idleWaiters.length) {
-        // Let the batch fill for up to one interval; emit wakes us early once it is full.
-        await this.#sleep(interval);
+      const wait = this.#retryAt - Date.now();
+      if (wait > 0) {
+        if (this.#closing) return;
+        await this.#sleep(wait);
+        continue;
       }
-      const { count, body } = this.#batch(this.#queue.slice(0, this.#batchSize));
-      const batch = this.#queue.splice(0, count);
-      this.#inflight = batch.length;
-      const ok = await this.#post(body);
-      if (ok) this.#delivered += batch.length;
-      else await this.#spill([...batch, ...this.#queue.splice(0)]);
-      this.#inflight = 0;
+      const missingBefore = spool.missing;
+      const batch = await spool.nextBatch(this.#batchSize, this.#o.batchMaxBytes ?? 524_288);
+      if (spool.missing > missingBefore)
+        this.#lose(spool.missing - missingBefore, 'their spool files were removed before delivery');
+      if (!batch) {
+        // What is in the spool is not fsynced yet (failMode open): the background sync wakes us.
+        if (this.#closing && !this.#writer && !this.#pending.length && !spool.unsynced) return;
+        await this.#sleep(this.#windowMs);
+        continue;
+      }
+      const outcome = await this.#post(batch);
+      if (outcome.kind === 'ok') {
+        await spool.ack(batch);
+        this.#delivered += batch.count;
+        if (outcome.replayed) this.#replayed++;
+        if (this.#spoolFull && spool.bytes < spool.maxBytes / 2) this.#spoolFull = false;
+      } else if (outcome.kind === 'reject') {
+        const file = await spool.reject(batch, outcome.why);
+        this.#rejected += batch.count;
+        this.#logger.error(
+          { key: batch.key, events: batch.count, file },
+          `audit batch refused for good by the collector and set aside: ${outcome.why}`,
+        );
+      } else {
+        this.#fail(outcome.afterMs);
+        if (this.#closing) return;
+      }
     }
   }
 
-  /**
-   * The leading `events` that fit in one request body (at least one), and that body: each event
-   * is serialized once, for both the size check and the body.
-   */
-  #batch(events: readonly AuditEvent[]): { count: number; body: string } {
-    const max = this.#o.batchMaxBytes ?? 524_288;
-    const parts: string[] = [];
-    let bytes = 12; // {"events":[]}
-    for (const event of events) {
-      const json = JSON.stringify(event);
-      bytes += Buffer.byteLength(json) + 1;
-      if (bytes > max && parts.length > 0) break;
-      parts.push(json);
-    }
-    return { count: parts.length, body: `{"events":[${parts.join(',')}]}` };
-  }
-
-  /** Posts one batch body; false (and backoff set) when the collector is unreachable or refuses. */
-  async #post(body: string): Promise<boolean> {
+  /** Posts one batch under its idempotency key and says what to do next. */
+  async #post(batch: SpoolBatch): Promise<PostOutcome> {
+    let status: number;
+    let text: string;
+    let headers: Record<string, string | string[] | undefined>;
     try {
       const res = await request(this.#endpoint, {
         method: 'POST',
         dispatcher: this.#agent,
-        headers: { 'content-type': 'application/json' },
-        body,
+        headers: { 'content-type': 'application/json', 'idempotency-key': batch.key },
+        body: batch.body,
         headersTimeout: this.#o.requestTimeoutMs ?? 10_000,
         bodyTimeout: this.#o.requestTimeoutMs ?? 10_000,
       });
-      const text = await res.body.text();
-      if (res.statusCode === 200) {
-        this.#failing = false;
-        this.#backoff = this.#o.retryMinMs ?? 100;
-        return true;
-      }
-      this.#fail(`collector answered ${res.statusCode}: ${text.slice(0, 200)}`);
-      return false;
+      status = res.statusCode;
+      headers = res.headers;
+      text = await res.body.text();
     } catch (err) {
-      this.#fail(`collector unreachable: ${(err as Error).message}`);
-      return false;
+      this.#warn(`collector unreachable: ${(err as Error).message}`);
+      return { kind: 'retry' };
     }
+    if (status === 200) {
+      this.#failing = false;
+      this.#backoff = this.#o.retryMinMs ?? 100;
+      return { kind: 'ok', replayed: headers['idempotent-replayed'] === 'true' };
+    }
+    let code = '';
+    try {
+      code = String((JSON.parse(text) as { error?: unknown }).error ?? '');
+    } catch {
+      // not JSON
+    }
+    if (status === 422 && code === IDEMPOTENCY_MISMATCH)
+      // Same key, other bytes: a client bug that no retry can mend. Kept on disk, not looped on.
+      return { kind: 'reject', why: `${status} ${code}: ${text.slice(0, 200)}` };
+    this.#warn(`collector answered ${status}: ${text.slice(0, 200)}`);
+    const after = retryAfterMs(headers['retry-after']);
+    return after === undefined ? { kind: 'retry' } : { kind: 'retry', afterMs: after };
   }
 
-  #fail(why: string): void {
+  #warn(why: string): void {
     this.#failures++;
     if (!this.#failing) this.#logger.warn({ url: this.#o.url }, `audit delivery failing, spooling: ${why}`);
     this.#failing = true;
+    if (this.#shipIdle()) this.#releaseIdle();
+  }
+
+  /** Sets the next attempt: as the collector said (`Retry-After`), else exponential backoff. */
+  #fail(afterMs: number | undefined): void {
+    if (afterMs !== undefined) {
+      this.#retryAt = Date.now() + afterMs;
+      return;
+    }
     this.#retryAt = Date.now() + this.#backoff;
     this.#backoff = Math.min(this.#backoff * 2, this.#o.retryMaxMs ?? 5_000);
   }
 
   #registerMetrics(registry: MetricsRegistry): void {
     const m = () => this.metrics();
-    new Gauge({
-      name: 'portcullis_audit_queue_depth',
-      help: 'Audit events waiting in memory',
-      registers: [registry],
-      collect() {
-        this.set(m().queueDepth);
-      },
-    });
-    new Gauge({
-      name: 'portcullis_audit_spool_depth',
-      help: 'Audit events waiting in the on-disk spool',
-      registers: [registry],
-      collect() {
-        this.set(m().spoolDepth);
-      },
-    });
-    new Gauge({
-      name: 'portcullis_audit_spool_bytes',
-      help: 'Bytes of the on-disk audit spool',
-      registers: [registry],
-      collect() {
-        this.set(m().spoolBytes);
-      },
-    });
+    for (const [name, help, key] of [
+      ['portcullis_audit_queue_depth', 'Audit events waiting in memory for the spool', 'queueDepth'],
+      ['portcullis_audit_spool_depth', 'Audit events in the on-disk spool not yet delivered', 'spoolDepth'],
+      ['portcullis_audit_spool_bytes', 'Bytes of the on-disk audit spool', 'spoolBytes'],
+      [
+        'portcullis_audit_events_possibly_lost_at_restart',
+        'Audit events the previous process may have lost (stopped without closing its spool in failMode open)',
+        'possiblyLostAtRestart',
+      ],
+    ] as const) {
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.set(m()[key]);
+        },
+      });
+    }
     for (const [name, help, key] of [
       ['portcullis_audit_events_delivered_total', 'Audit events delivered to the collector', 'delivered'],
       ['portcullis_audit_events_lost_total', 'Audit events that could not be kept', 'lost'],
+      [
+        'portcullis_audit_events_rejected_total',
+        'Audit events of batches the collector refused for good, set aside in the spool directory',
+        'rejected',
+      ],
     ] as const) {
       let last = 0;
       new Counter({
@@ -398,4 +658,11 @@ class Client implements AuditClient {
       });
     }
   }
+}
+
+/** `Retry-After` as delta-seconds (RFC 9110 §10.2.3), capped; undefined when absent or not a number. */
+function retryAfterMs(value: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (v === undefined || !/^\d{1,9}$/.test(v.trim())) return undefined;
+  return Math.min(Number(v.trim()) * 1000, MAX_RETRY_AFTER_MS);
 }

@@ -29,8 +29,17 @@ export const auditSinkConfigSchema = strictObject({
     .int()
     .min(1024)
     .default(64 * 1024 * 1024),
-  /** `open`: keep serving and count what the spool could not hold; `closed`: refuse new requests once it is full. */
+  /**
+   * `closed`: nothing is acted on (a request forwarded, a token sent) before its event is fsynced
+   * to the spool, and new requests are refused once it is full. `open`: keep serving; a crash may
+   * lose up to `lossWindow` of events, which the restart reports.
+   */
   failMode: z.enum(['open', 'closed']).default('open'),
+  /** `failMode: open`: the most events, and the longest time, an event waits in memory before the spool. */
+  lossWindow: strictObject({
+    events: z.number().int().min(1).max(1_000_000).default(1_000),
+    ms: z.number().int().min(0).max(60_000).default(200),
+  }).default({ events: 1_000, ms: 200 }),
 })
   .superRefine((c, ctx) => {
     if (c.sink !== 'collector') return;
@@ -39,7 +48,12 @@ export const auditSinkConfigSchema = strictObject({
         ctx.addIssue({ code: 'custom', path: [key], message: 'is required when sink is "collector"' });
     }
   })
-  .default({ sink: 'log', spoolMaxBytes: 64 * 1024 * 1024, failMode: 'open' });
+  .default({
+    sink: 'log',
+    spoolMaxBytes: 64 * 1024 * 1024,
+    failMode: 'open',
+    lossWindow: { events: 1_000, ms: 200 },
+  });
 
 /** Parsed `audit:` section. */
 export type AuditSinkConfig = z.output<typeof auditSinkConfigSchema>;
@@ -77,6 +91,7 @@ export function createAuditSink(
         spoolDir: config.spoolDir!,
         spoolMaxBytes: config.spoolMaxBytes,
         failMode: config.failMode,
+        lossWindow: config.lossWindow,
         logger: deps.logger,
         ...(deps.metricsRegistry ? { metricsRegistry: deps.metricsRegistry } : {}),
         ...(deps.clockSkewMs !== undefined ? { clockSkewMs: deps.clockSkewMs } : {}),

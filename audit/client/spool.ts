@@ -1,9 +1,13 @@
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AuditEvent } from '../../core/index.ts';
 
 const FILE = /^spool-(\d{16})\.jsonl$/;
-const CURSOR = 'cursor.json';
+/** The cursor lives in two fixed-size slots written in turn, in place: the valid one with the higher `seq` counts. */
+const CURSOR_SLOTS = ['cursor-a.json', 'cursor-b.json'] as const;
+const CURSOR_BYTES = 512;
+const OWNER = 'owner.json';
 const fileName = (first: number) => `spool-${String(first).padStart(16, '0')}.jsonl`;
 
 interface SpoolFile {
@@ -14,21 +18,68 @@ interface SpoolFile {
 }
 
 /**
- * A bounded on-disk FIFO of events, for when the collector is unreachable: JSON lines in files
- * of at most `fileBytes`, and a cursor (index of the next event to send) written atomically after
- * each acknowledged batch. It survives a restart; a crash between a delivery and the cursor
- * write makes that one batch be sent again (at-least-once across crashes, exactly-once otherwise).
+ * One request's worth of spooled events. Its boundaries are written to the cursor file before it
+ * is first sent, so every retry — by this process or the next — carries the same `key` and the
+ * same `body` bytes (the collector's idempotency contract).
+ */
+export interface SpoolBatch {
+  /** `Idempotency-Key`: the spool's id and the index of the batch's first event. */
+  readonly key: string;
+  readonly first: number;
+  readonly count: number;
+  /** `{"events":[…]}`, built from the spooled lines as written. */
+  readonly body: string;
+}
+
+/** What the previous process using this directory left behind (see {@link Spool.begin}). */
+export interface SpoolPreviousRun {
+  /** False when the previous owner stopped without {@link Spool.close} (a crash, a SIGKILL). */
+  readonly clean: boolean;
+  /** What the previous owner wrote about itself when it began. */
+  readonly owner?: Record<string, unknown>;
+  /** Bytes of a torn last line dropped on open (an append the crash interrupted, never reported as kept). */
+  readonly tornBytes: number;
+}
+
+/**
+ * The audit client's write-ahead spool: every event goes here before it goes to the collector.
+ * JSON lines in files of at most `fileBytes`, appended and `fdatasync`ed by {@link append} (the
+ * caller groups concurrent events into one append: one fsync for many), under `maxBytes` in
+ * total; a cursor file (atomically replaced, fsynced) holds the spool's id, the index of the next
+ * event to send and the batch being sent. Delivered files are deleted. Survives restarts and
+ * crashes: a batch sent but not acknowledged is sent again with the same key and bytes.
  */
 export class Spool {
   readonly dir: string;
   readonly maxBytes: number;
   readonly #fileBytes: number;
+  #id = '';
   #files: SpoolFile[] = [];
   /** Absolute index of the next event to send. */
   #cursor = 0;
   /** Absolute index the next appended event gets. */
   #end = 0;
-  #head: { name: string; events: AuditEvent[] } | undefined;
+  /** Index up to which appended events are fsynced; only those are sent. */
+  #durable = 0;
+  /** The batch being sent, as persisted in the cursor file. */
+  #batch: { first: number; count: number } | undefined;
+  /** The lines of one file, for building batches without re-reading it. */
+  #cache: { name: string; lines: string[] } | undefined;
+  #tail: { name: string; fh: FileHandle } | undefined;
+  /** Handles of files that filled during an append without sync: {@link sync} fsyncs and closes them. */
+  #leftUnsynced: FileHandle[] = [];
+  /** A spool file was created since the directory was last fsynced. */
+  #dirDirty = false;
+  /** Whether the next file switch keeps the old handle for {@link sync} instead of fsyncing it. */
+  #deferSync = false;
+  #previous: SpoolPreviousRun = { clean: true, tornBytes: 0 };
+  /** Sequence number of the last cursor write; slot `seq % 2` holds it. */
+  #seq = 0;
+  #slots: FileHandle[] = [];
+  /** Events skipped because no spool file held them (removed from the directory by hand). */
+  #missing = 0;
+  /** True while {@link append} writes: the last file is then never deleted under it. */
+  #appending = false;
 
   private constructor(dir: string, maxBytes: number, fileBytes: number) {
     this.dir = dir;
@@ -41,15 +92,19 @@ export class Spool {
     dir: string,
     maxBytes: number,
     fileBytes = Math.min(1_048_576, Math.max(4096, maxBytes / 8)),
-  ) {
+  ): Promise<Spool> {
     const spool = new Spool(dir, maxBytes, fileBytes);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const names = (await readdir(dir)).filter((n) => FILE.test(n)).sort();
+    let tornBytes = 0;
     for (const name of names) {
       const text = await readFile(join(dir, name), 'utf8');
       const complete = text.slice(0, text.lastIndexOf('\n') + 1);
-      // A torn last line is an event that was never reported as spooled; drop it.
-      if (complete.length !== text.length) await writeFile(join(dir, name), complete);
+      // A torn last line is an append a crash interrupted: it was never reported as kept.
+      if (complete.length !== text.length) {
+        tornBytes += Buffer.byteLength(text) - Buffer.byteLength(complete);
+        await writeFile(join(dir, name), complete);
+      }
       const count = complete ? complete.split('\n').length - 1 : 0;
       spool.#files.push({
         first: Number(FILE.exec(name)![1]),
@@ -60,16 +115,48 @@ export class Spool {
     }
     const first = spool.#files[0]?.first ?? 0;
     const last = spool.#files.at(-1);
-    spool.#end = last ? last.first + last.count : 0;
+    const filesEnd = last ? last.first + last.count : 0;
+    // No valid cursor yet: a new id, so that no key of another spool is reused.
+    const saved = (await readCursor(dir)) ?? {};
+    spool.#seq = typeof saved.seq === 'number' ? saved.seq : 0;
+    const next = Number.isSafeInteger(saved.next) ? (saved.next as number) : first;
+    spool.#id =
+      typeof saved.id === 'string' && /^[A-Za-z0-9-]{1,64}$/.test(saved.id) ? saved.id : randomUUID();
+    // Indexes never go back, even once every file is delivered and deleted: keys stay unique.
+    spool.#end = Math.max(filesEnd, next);
+    spool.#durable = spool.#end;
+    spool.#cursor = Math.min(Math.max(next, first), spool.#end);
+    // Undelivered events before the first file: their files were removed by hand.
+    if (spool.#files.length && next < first) spool.#missing = first - next;
+    const b = saved.batch as { first?: unknown; count?: unknown } | null | undefined;
+    if (b && b.first === spool.#cursor && Number.isSafeInteger(b.count) && (b.count as number) > 0)
+      spool.#batch = { first: spool.#cursor, count: Math.min(b.count as number, spool.#end - spool.#cursor) };
+    if (spool.#batch?.count === 0) spool.#batch = undefined;
+    let owner: Record<string, unknown> | undefined;
     try {
-      const saved = JSON.parse(await readFile(join(dir, CURSOR), 'utf8')) as { next?: unknown };
-      spool.#cursor = typeof saved.next === 'number' ? saved.next : first;
+      owner = JSON.parse(await readFile(join(dir, OWNER), 'utf8')) as Record<string, unknown>;
     } catch {
-      spool.#cursor = first;
+      owner = undefined;
     }
-    spool.#cursor = Math.min(Math.max(spool.#cursor, first), spool.#end);
+    spool.#previous = { clean: owner === undefined, ...(owner ? { owner } : {}), tornBytes };
+    await spool.#saveCursor(true);
     await spool.#dropConsumed();
     return spool;
+  }
+
+  /** The spool's random id, the prefix of every idempotency key it makes. */
+  get id(): string {
+    return this.#id;
+  }
+
+  /** What the previous process left: whether it closed the spool, and what it said about itself. */
+  get previousRun(): SpoolPreviousRun {
+    return this.#previous;
+  }
+
+  /** Events the spool lost track of: their files were gone from the directory when they were due. */
+  get missing(): number {
+    return this.#missing;
   }
 
   /** Events waiting to be sent. */
@@ -77,83 +164,182 @@ export class Spool {
     return this.#end - this.#cursor;
   }
 
-  /** Bytes on disk. */
+  /** Bytes of the spool files on disk. */
   get bytes(): number {
-    return this.#files.reduce((n, f) => n + f.bytes, 0);
+    let n = 0;
+    for (const f of this.#files) n += f.bytes;
+    return n;
   }
 
   /**
-   * Appends events in order, durably (fdatasync), as many as fit under `maxBytes`; returns how
-   * many were kept. The rest are the caller's to count as lost.
+   * Marks the spool as owned by a running process (`owner.json`, fsynced): until {@link close}
+   * removes it, a later {@link open} knows that the owner stopped without closing.
    */
-  async append(events: readonly AuditEvent[]): Promise<number> {
+  async begin(owner: Record<string, unknown>): Promise<void> {
+    await writeDurably(join(this.dir, OWNER), JSON.stringify({ ...owner, pid: process.pid }));
+  }
+
+  /**
+   * Appends JSON lines (one event each, no newline) in order, as many as fit under `maxBytes`,
+   * with one write per file touched; returns how many were kept. With `sync` (the default) they
+   * are fsynced before it returns; without, they are in the OS's page cache (they survive a crash
+   * of this process, not of the machine) until {@link sync}. A full file is fsynced when the next
+   * one starts.
+   */
+  async append(lines: readonly string[], sync = true): Promise<number> {
+    if (this.#appending) throw new Error('Spool.append is not reentrant');
+    this.#appending = true;
+    try {
+      const kept = await this.#append(lines, sync);
+      if (sync) await this.sync();
+      return kept;
+    } finally {
+      this.#appending = false;
+    }
+  }
+
+  /** Fsyncs what was appended so far: files left unsynced when they filled, then the current one. */
+  async sync(): Promise<void> {
+    const target = this.#end;
+    if (this.#durable >= target && !this.#dirDirty) return;
+    const left = this.#leftUnsynced.splice(0);
+    for (const fh of left) {
+      await fh.datasync();
+      await fh.close();
+    }
+    await this.#tail?.fh.datasync();
+    if (this.#dirDirty) {
+      this.#dirDirty = false;
+      await syncDir(this.dir);
+    }
+    if (target > this.#durable) this.#durable = target;
+  }
+
+  /** Events appended but not yet fsynced. */
+  get unsynced(): number {
+    return this.#end - this.#durable;
+  }
+
+  async #append(lines: readonly string[], sync: boolean): Promise<number> {
+    this.#deferSync = !sync;
     let used = this.bytes;
     let kept = 0;
     let file = this.#files.at(-1);
-    let chunk = '';
-    const flush = async () => {
-      if (!chunk || !file) return;
-      const fh = await open(join(this.dir, file.name), 'a', 0o600);
+    let chunk: string[] = [];
+    let chunkBytes = 0;
+    const flush = async (full: boolean) => {
+      if (!chunk.length || !file) return;
+      const fh = await this.#tailHandle(file.name);
       try {
-        await fh.write(chunk);
-        await fh.datasync();
-      } finally {
-        await fh.close();
+        await fh.write(chunk.join(''));
+      } catch (err) {
+        // A partial write (disk full, I/O error) is cut off, so that the next append does not
+        // glue a line onto a torn one; what was kept before stays.
+        await fh.truncate(file.bytes).catch(() => {});
+        throw err;
       }
-      chunk = '';
+      if (full && sync) await fh.datasync();
+      file.count += chunk.length;
+      file.bytes += chunkBytes;
+      this.#end += chunk.length;
+      if (this.#cache?.name === file.name) for (const l of chunk) this.#cache.lines.push(l.slice(0, -1));
+      // A full file is fsynced above: everything up to its end is durable.
+      if (full && sync) this.#durable = this.#end;
+      chunk = [];
+      chunkBytes = 0;
     };
-    for (const event of events) {
-      const line = `${JSON.stringify(event)}\n`;
+    for (const l of lines) {
+      const line = `${l}\n`;
       const size = Buffer.byteLength(line);
       if (used + size > this.maxBytes) break;
-      if (!file || file.bytes + size > this.#fileBytes) {
-        await flush();
+      if (!file || file.bytes + chunkBytes + size > this.#fileBytes) {
+        // With sync, the file being left is fsynced now; without, sync() does it later.
+        if (sync && file && !chunk.length && this.#durable < this.#end) {
+          await (await this.#tailHandle(file.name)).datasync();
+          this.#durable = this.#end;
+        }
+        await flush(true);
         file = { first: this.#end, name: fileName(this.#end), count: 0, bytes: 0 };
         this.#files.push(file);
       }
-      chunk += line;
-      file.count++;
-      file.bytes += size;
+      chunk.push(line);
+      chunkBytes += size;
       used += size;
-      this.#end++;
       kept++;
     }
-    await flush();
+    await flush(false);
     return kept;
   }
 
-  /** Up to `n` events from the front, in order, without removing them. */
-  async peek(n: number): Promise<AuditEvent[]> {
-    const file = this.#files.find((f) => f.first + f.count > this.#cursor);
-    if (!file) return [];
-    if (this.#head?.name !== file.name || this.#head.events.length < file.count) {
-      const text = await readFile(join(this.dir, file.name), 'utf8');
-      const lines = text.split('\n');
-      lines.pop();
-      this.#head = { name: file.name, events: lines.map((l) => JSON.parse(l) as AuditEvent) };
+  /**
+   * The batch to send next: the one already begun (same key, same bytes), or a new one of up to
+   * `maxCount` events and `maxBytes` of body (at least one event) whose boundaries are made
+   * durable before this returns. Undefined when nothing waits.
+   */
+  async nextBatch(maxCount: number, maxBytes: number): Promise<SpoolBatch | undefined> {
+    if (this.#durable <= this.#cursor) return undefined;
+    if (this.#batch) {
+      const lines = await this.#lines(this.#batch.first, this.#batch.count);
+      return this.#make(this.#batch.first, lines);
     }
-    const from = this.#cursor - file.first;
-    return this.#head.events.slice(from, from + n);
+    const candidates = await this.#lines(this.#cursor, Math.min(maxCount, this.#durable - this.#cursor));
+    if (!candidates.length) {
+      // No file holds the cursor (files removed by hand): skip to the next one, counting the gap.
+      const next = Math.min(
+        this.#files.find((f) => f.first > this.#cursor && f.count > 0)?.first ?? this.#end,
+        this.#durable,
+      );
+      this.#missing += next - this.#cursor;
+      this.#cursor = next;
+      await this.#saveCursor(true);
+      return this.nextBatch(maxCount, maxBytes);
+    }
+    let bytes = 12; // {"events":[]}
+    let count = 0;
+    for (const l of candidates) {
+      bytes += Buffer.byteLength(l) + 1;
+      if (bytes > maxBytes && count > 0) break;
+      count++;
+    }
+    this.#batch = { first: this.#cursor, count };
+    await this.#saveCursor(true);
+    return this.#make(this.#cursor, candidates.slice(0, count));
   }
 
-  /** Marks the first `n` events as delivered; deletes files that are fully delivered. */
-  async ack(n: number): Promise<void> {
-    this.#cursor = Math.min(this.#cursor + n, this.#end);
-    const tmp = join(this.dir, `${CURSOR}.tmp`);
-    await writeFile(tmp, JSON.stringify({ next: this.#cursor }));
-    await rename(tmp, join(this.dir, CURSOR));
+  /** Marks a batch as delivered; deletes files that are fully delivered. */
+  async ack(batch: SpoolBatch): Promise<void> {
+    if (batch.first !== this.#cursor)
+      throw new Error(`ack of batch ${batch.first} at cursor ${this.#cursor}`);
+    this.#cursor = Math.min(this.#cursor + batch.count, this.#end);
+    this.#batch = undefined;
+    // Without fsync: the ack survives a process crash; a machine crash losing it only makes that
+    // batch be sent again, under the same key, which the collector answers as a replay.
+    await this.#saveCursor(false);
     await this.#dropConsumed();
   }
 
-  async #dropConsumed(): Promise<void> {
-    while (this.#files.length && this.#files[0]!.first + this.#files[0]!.count <= this.#cursor) {
-      const f = this.#files[0]!;
-      // Keep the file being appended to unless everything is delivered.
-      if (this.#files.length === 1 && this.#cursor < this.#end) break;
-      await rm(join(this.dir, f.name), { force: true });
-      this.#files.shift();
-      if (this.#head?.name === f.name) this.#head = undefined;
-    }
+  /**
+   * Sets a batch the collector will never take aside (`rejected-<first>.json` beside the spool,
+   * kept for an operator) and moves on.
+   */
+  async reject(batch: SpoolBatch, why: string): Promise<string> {
+    const file = join(this.dir, `rejected-${String(batch.first).padStart(16, '0')}.json`);
+    await writeDurably(
+      file,
+      JSON.stringify({ key: batch.key, why, body: JSON.parse(batch.body) as unknown }),
+    );
+    await this.ack(batch);
+    return file;
+  }
+
+  /** Records the cursor and releases the spool: the next {@link open} sees a clean stop. */
+  async close(): Promise<void> {
+    await this.#saveCursor(true);
+    await this.#tail?.fh.close();
+    this.#tail = undefined;
+    for (const fh of this.#slots.splice(0)) await fh.close();
+    for (const fh of this.#leftUnsynced.splice(0)) await fh.close();
+    await rm(join(this.dir, OWNER), { force: true });
   }
 
   /** Size of the spool directory's files as the OS sees them (tests). */
@@ -161,5 +347,135 @@ export class Spool {
     let n = 0;
     for (const f of this.#files) n += (await stat(join(this.dir, f.name))).size;
     return n;
+  }
+
+  #make(first: number, lines: readonly string[]): SpoolBatch {
+    return {
+      key: `${this.#id}:${first}`,
+      first,
+      count: lines.length,
+      body: `{"events":[${lines.join(',')}]}`,
+    };
+  }
+
+  /** Up to `n` lines from absolute index `from`, within the one file holding `from`. */
+  async #lines(from: number, n: number): Promise<string[]> {
+    const file = this.#files.find((f) => f.first <= from && from < f.first + f.count);
+    if (!file) return [];
+    // A load that races an append is retried, so the cache never misses a line appended meanwhile.
+    while (this.#cache?.name !== file.name) {
+      const count = file.count;
+      const text = await readFile(join(this.dir, file.name), 'utf8');
+      const lines = text.split('\n').slice(0, count);
+      if (file.count === count && lines.length === count) this.#cache = { name: file.name, lines };
+    }
+    const at = from - file.first;
+    return this.#cache.lines.slice(at, at + n);
+  }
+
+  async #tailHandle(name: string): Promise<FileHandle> {
+    if (this.#tail?.name === name) return this.#tail.fh;
+    if (this.#tail && this.#deferSync && this.#durable < this.#end) this.#leftUnsynced.push(this.#tail.fh);
+    else await this.#tail?.fh.close();
+    this.#tail = undefined;
+    const fh = await open(join(this.dir, name), 'a', 0o600);
+    this.#tail = { name, fh };
+    // The new name is made durable by the next sync(), with the data (append with sync does it at once).
+    this.#dirDirty = true;
+    return fh;
+  }
+
+  /**
+   * Writes the cursor into the older of its two slots, in place (one write, and one fdatasync
+   * with `sync`): a torn write can only spoil the slot being written, and the other still holds
+   * the previous cursor. Without `sync` it survives a crash of this process, not of the machine.
+   */
+  async #saveCursor(sync: boolean): Promise<void> {
+    if (!this.#slots.length) {
+      for (const name of CURSOR_SLOTS) {
+        const path = join(this.dir, name);
+        await (await open(path, 'a', 0o600)).close();
+        this.#slots.push(await open(path, 'r+'));
+      }
+      await syncDir(this.dir);
+    }
+    this.#seq++;
+    const body = JSON.stringify({
+      seq: this.#seq,
+      id: this.#id,
+      next: this.#cursor,
+      batch: this.#batch ?? null,
+    });
+    const text = `${body} ${createHash('sha256').update(body).digest('hex').slice(0, 16)}`;
+    const buf = Buffer.alloc(CURSOR_BYTES, 0x20);
+    buf.write(text);
+    const fh = this.#slots[this.#seq % 2]!;
+    await fh.write(buf, 0, CURSOR_BYTES, 0);
+    if (sync) await fh.datasync();
+  }
+
+  async #dropConsumed(): Promise<void> {
+    // Delivered files go, except the one being appended to while it still has room.
+    while (this.#files.length && this.#files[0]!.first + this.#files[0]!.count <= this.#cursor) {
+      const f = this.#files[0]!;
+      if (this.#files.length === 1 && this.#appending) break;
+      if (this.#files.length === 1 && f.bytes < this.#fileBytes / 2 && this.#tail?.name === f.name) break;
+      if (this.#tail?.name === f.name) {
+        await this.#tail.fh.close();
+        this.#tail = undefined;
+      }
+      await rm(join(this.dir, f.name), { force: true });
+      this.#files.shift();
+      if (this.#cache?.name === f.name) this.#cache = undefined;
+    }
+  }
+}
+
+/** The valid cursor slot with the highest `seq`, if any (a slot failing its checksum is ignored). */
+async function readCursor(
+  dir: string,
+): Promise<{ seq?: unknown; id?: unknown; next?: unknown; batch?: unknown } | undefined> {
+  let best: { seq: number } | undefined;
+  for (const name of CURSOR_SLOTS) {
+    let text: string;
+    try {
+      text = (await readFile(join(dir, name), 'utf8')).trimEnd();
+    } catch {
+      continue;
+    }
+    const cut = text.lastIndexOf(' ');
+    const body = text.slice(0, cut);
+    if (cut < 0 || createHash('sha256').update(body).digest('hex').slice(0, 16) !== text.slice(cut + 1))
+      continue;
+    try {
+      const c = JSON.parse(body) as { seq: number };
+      if (Number.isSafeInteger(c.seq) && (!best || c.seq > best.seq)) best = c;
+    } catch {
+      // not JSON despite the checksum: ignored like a torn slot
+    }
+  }
+  return best;
+}
+
+/** Writes a small file atomically and durably: temporary file, fdatasync, rename, directory fsync. */
+async function writeDurably(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.write(text);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await syncDir(join(path, '..'));
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }

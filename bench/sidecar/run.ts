@@ -17,9 +17,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { examplePki } from '../pki.ts';
 import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
+import { openFileStore } from '../../audit/index.ts';
+import { COLLECTOR_ID, startBenchCollector } from '../collector.ts';
+import type { BenchCollector } from '../collector.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
 
-const TARGETS = ['direct', 'nginx', 'bare', 'sidecar'];
+/** sidecar-audit-*: the sidecar with the real audit client posting to a real collector, in each failMode. */
+const TARGETS = ['direct', 'nginx', 'bare', 'sidecar', 'sidecar-audit-open', 'sidecar-audit-closed'];
 const { values: flags } = parseArgs({
   options: {
     duration: { type: 'string', default: '60s' },
@@ -304,6 +308,31 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
   const sidecar = await startChild([...extraArgs, join(here, 'sidecar-proc.ts'), sidecarConfig]);
   children.push(sidecar.child);
 
+  // The same sidecar with the real audit client and a real collector (its own process), per failMode.
+  const audited: Record<
+    string,
+    { port: number; child: ChildProcess; collector: BenchCollector; dir: string }
+  > = {};
+  for (const failMode of ['open', 'closed'] as const) {
+    if (!only.has(`sidecar-audit-${failMode}`)) continue;
+    const auditDir = join(dir, `audit-${failMode}`);
+    const collector = await startBenchCollector(auditDir, idDir, certs);
+    children.push(collector.child);
+    const file = join(auditDir, 'sidecar-orders.yaml');
+    writeFileSync(
+      file,
+      `${readFileSync(sidecarConfig, 'utf8')}audit: { sink: collector, collector: "${collector.url}", collectorId: ${COLLECTOR_ID}, spoolDir: ${join(auditDir, 'spool')}, failMode: ${failMode} }\n`,
+    );
+    const proc = await startChild([...extraArgs, join(here, 'sidecar-proc.ts'), file, 'config-sink']);
+    children.push(proc.child);
+    audited[`sidecar-audit-${failMode}`] = {
+      port: proc.info.port!,
+      child: proc.child,
+      collector,
+      dir: auditDir,
+    };
+  }
+
   // BENCH_BARE_NODE_ARGS does the same for the bare Node proxy (to compare profiles).
   const bareArgs = (process.env.BENCH_BARE_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const bare = await startChild([
@@ -326,7 +355,13 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
     nginx: { url: `https://127.0.0.1:${nginxPort}`, path: '/orders/1', headers, tls },
     bare: { url: `https://127.0.0.1:${bare.info.port}`, path: '/orders/1', headers, tls },
     sidecar: { url: `https://127.0.0.1:${sidecar.info.port}`, path: '/orders/1', headers, tls },
-  } as const;
+    ...Object.fromEntries(
+      Object.entries(audited).map(([name, a]) => [
+        name,
+        { url: `https://127.0.0.1:${a.port}`, path: '/orders/1', headers, tls },
+      ]),
+    ),
+  } as Record<string, { url: string; path: string; headers: Record<string, string>; tls?: typeof tls }>;
 
   const loadBefore = loadavg();
   const results: Record<
@@ -338,6 +373,7 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
     nginx: () => withChildren(nginx.pid!),
     bare: () => [bare.child.pid!],
     sidecar: () => [sidecar.child.pid!],
+    ...Object.fromEntries(Object.entries(audited).map(([name, a]) => [name, () => [a.child.pid!]])),
   };
   for (const [name, target] of Object.entries(targets)) {
     if (!only.has(name)) continue;
@@ -367,6 +403,20 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
   }
   const loadAfter = loadavg();
   const sidecarOut = await stop(sidecar.child);
+  // The audited sidecars flush their spools on SIGTERM; then what reached each log is counted.
+  const auditLogs: Record<string, { decisions: number; responses: number }> = {};
+  for (const [name, a] of Object.entries(audited)) {
+    await stop(a.child);
+    await a.collector.stop();
+    const store = await openFileStore({ dir: join(a.dir, 'audit-data', 'log'), readOnly: true });
+    const counts = { decisions: 0, responses: 0 };
+    for await (const r of store.read(0)) {
+      if (r.event.type === 'authz.decision') counts.decisions++;
+      if (r.event.type === 'authz.response') counts.responses++;
+    }
+    await store.close();
+    auditLogs[name] = counts;
+  }
   await sts.close();
 
   const empty: (typeof results)[string] = {
@@ -377,6 +427,8 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
   const d = results.direct ?? empty;
   const n = results.nginx ?? empty;
   const s = results.sidecar ?? empty;
+  const ao = results['sidecar-audit-open'];
+  const ac = results['sidecar-audit-closed'];
   const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
   const summary = {
     ...machineFacts(loadBefore, loadAfter),
@@ -390,7 +442,14 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
     bare: results.bare ?? empty,
     nginx: n,
     sidecar: s,
+    sidecarAuditOpen: ao ?? null,
+    sidecarAuditClosed: ac ?? null,
+    auditLogs,
     ratios: {
+      auditClosedToOpenThroughput: ao && ac ? ratio(ac.throughput.rps, ao.throughput.rps) : null,
+      auditClosedToOpenCpuPerRequest: ao && ac ? ratio(ac.cpuUsPerRequest, ao.cpuUsPerRequest) : null,
+      auditClosedMinusOpenP99AtRateMs:
+        ao && ac ? Math.round((ac.fixed.p99ms - ao.fixed.p99ms) * 1000) / 1000 : null,
       sidecarToNginxThroughput: ratio(s.throughput.rps, n.throughput.rps),
       sidecarToDirectThroughput: ratio(s.throughput.rps, d.throughput.rps),
       nginxToDirectThroughput: ratio(n.throughput.rps, d.throughput.rps),
@@ -442,10 +501,14 @@ ${row('direct', x.direct)}
 ${row('nginx (mTLS)', x.nginx)}
 ${row('bare Node mTLS proxy (node:https + undici, no checks)', x.bare)}
 ${row('sidecar (mTLS + token + policy + audit)', x.sidecar)}
+${x.sidecarAuditOpen ? row('sidecar, real audit client + collector, failMode open', x.sidecarAuditOpen) : ''}
+${x.sidecarAuditClosed ? row('sidecar, real audit client + collector, failMode closed', x.sidecarAuditClosed) : ''}
 
 Ratios (same run): sidecar / nginx throughput **${x.ratios.sidecarToNginxThroughput}** (target ≥ 0.6); bare Node proxy / nginx ${x.ratios.bareToNginxThroughput}; sidecar / direct ${x.ratios.sidecarToDirectThroughput}; nginx / direct ${x.ratios.nginxToDirectThroughput}; sidecar / nginx CPU per request ${x.ratios.sidecarToNginxCpuPerRequest}. At ${x.rate} req/s, sidecar p99 − nginx p99 = **${x.ratios.sidecarMinusNginxP99AtRateMs} ms** (target ≤ 1 ms).
 
 Sidecar resident memory: ${x.sidecar.rssStartMb} MB at start of its phases, max **${x.sidecar.rssMaxMb} MB** over the ${x.durationS + x.rateDurationS} s of load (target < 200 MB).
+
+Audit failMode closed / open (real audit client and collector, same run): throughput ${x.ratios.auditClosedToOpenThroughput}, CPU per request ${x.ratios.auditClosedToOpenCpuPerRequest}, p99 at ${x.rate} req/s closed − open ${x.ratios.auditClosedMinusOpenP99AtRateMs} ms; events in each log: ${JSON.stringify(x.auditLogs)}.
 
 Targets met: ${JSON.stringify(x.targets)}
 

@@ -1,6 +1,7 @@
 // The benchmark's sidecar process: the real sidecar from a config file, with an audit sink that
 // does what the collector client (audit/client) does on the request path (validate, queue) plus its
-// serialization off the request path, so that audit cost is counted. Prints its inbound port.
+// serialization off the request path, so that audit cost is counted — or, with `config-sink` as
+// second argument, the real collector client of the config. Prints its inbound port.
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import type { AuditEvent, AuditSink } from '../../core/index.ts';
 import { createLogger, parseAuditEvent } from '../../core/index.ts';
@@ -20,6 +21,9 @@ class BatchingSink implements AuditSink {
     } catch {
       this.lost++;
     }
+  }
+  async record(event: AuditEvent): Promise<void> {
+    this.emit(event);
   }
   accepting(): boolean {
     return true;
@@ -58,8 +62,12 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ['gc'] });
 
 const sink = new BatchingSink();
+// `config-sink`: the real audit client the config's `audit:` section names (a collector, failMode
+// open or closed), instead of the in-process stand-in.
+const configSink = process.argv[3] === 'config-sink';
+if (configSink) await sink.close();
 const running = await startSidecar(loadSidecarConfig(process.argv[2]!), {
-  sink,
+  ...(configSink ? {} : { sink }),
   logger: createLogger({ name: 'bench-sidecar', level: 'warn' }),
 });
 console.log(JSON.stringify({ port: running.inbound.port }));
@@ -70,9 +78,7 @@ process.on('SIGTERM', () => {
     const mb = (n: number) => Math.round(n / 1e5) / 10;
     console.log(
       JSON.stringify({
-        auditEvents: sink.delivered,
-        auditLost: sink.lost,
-        auditBytes: sink.bytes,
+        ...(configSink ? {} : { auditEvents: sink.delivered, auditLost: sink.lost, auditBytes: sink.bytes }),
         rssMb: mb(m.rss),
         heapUsedMb: mb(m.heapUsed),
         heapTotalMb: mb(m.heapTotal),

@@ -1,6 +1,9 @@
 // `npx node bench/sts/run.ts`: STS token issuance vs a bare fastify mTLS route, keep-alive and
 // new-connection, in one run. Env: BENCH_DURATION_MS (default 10000 per phase), BENCH_CONNECTIONS
-// (default 32), BENCH_PIPELINING (default 8), BENCH_CONCURRENCY (new-connection loops, default 16).
+// (default 32), BENCH_PIPELINING (default 8), BENCH_CONCURRENCY (new-connection loops, default 16),
+// BENCH_STS_AUDIT (default `open,closed`; empty to skip): keep-alive phases of the STS with the real
+// audit client posting to a real collector (its own process) in each failMode, for the cost of
+// closed (each token.issued fsynced to the spool before the token leaves) against open.
 // Prints a human summary and one machine-readable line starting with `BENCH_STS_RESULT `.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -8,6 +11,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { openFileStore } from '../../audit/index.ts';
+import { COLLECTOR_ID, startBenchCollector } from '../collector.ts';
 import { cpuSeconds } from '../machine.ts';
 import { examplePki } from '../pki.ts';
 import { keepAliveLoad, newConnectionLoad } from './load.ts';
@@ -17,12 +22,20 @@ const DURATION = Number(process.env.BENCH_DURATION_MS ?? 10_000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const PIPELINING = Number(process.env.BENCH_PIPELINING ?? 8);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
+const AUDIT_MODES = (process.env.BENCH_STS_AUDIT ?? 'open,closed').split(',').filter(Boolean) as (
+  'open' | 'closed'
+)[];
+for (const m of AUDIT_MODES)
+  if (m !== 'open' && m !== 'closed') throw new Error(`BENCH_STS_AUDIT: unknown mode ${m}`);
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-sts-'));
 const children: ChildProcess[] = [];
 
-function startServer(mode: 'sts' | 'bare', config: object): Promise<{ port: number; child: ChildProcess }> {
+function startServer(
+  mode: 'sts' | 'bare' | 'sts-audit',
+  config: object,
+): Promise<{ port: number; child: ChildProcess }> {
   const child = spawn(
     process.execPath,
     [new URL('./server.ts', import.meta.url).pathname, mode, JSON.stringify(config)],
@@ -116,6 +129,59 @@ async function main() {
         `new connection: ${nc.perSecond}/s (${nc.completed} ok, ${nc.resumed} resumed, ${nc.non2xx} non-2xx, ${nc.errors} errors)`,
     );
   }
+  // The real audit client against a real collector, in each failMode: keep-alive tokens/s, STS CPU
+  // per token, and the events that reached the log (each run gets a fresh collector and spool).
+  const audit: Record<
+    string,
+    { perSecond: number; cpuUsPerToken: number; tokens: number; eventsLogged: number; errors: number }
+  > = {};
+  for (const failMode of AUDIT_MODES) {
+    const auditDir = join(dir, `audit-${failMode}`);
+    const collector = await startBenchCollector(auditDir, ids, certs);
+    children.push(collector.child);
+    const { port, child } = await startServer('sts-audit', {
+      ...config,
+      // Each server process gets its own master key, so its own keystore.
+      keystore: { type: 'file', dir: join(auditDir, 'keys') },
+      audit: {
+        sink: 'collector',
+        collector: collector.url,
+        collectorId: COLLECTOR_ID,
+        spoolDir: join(auditDir, 'spool'),
+        failMode,
+      },
+    });
+    const target: Target = { host: '127.0.0.1', port, tls, request };
+    const warm = await keepAliveLoad(target, {
+      connections: CONNECTIONS,
+      pipelining: PIPELINING,
+      durationMs: Math.min(2000, DURATION / 5),
+    });
+    const cpu0 = cpuSeconds([child.pid!]);
+    const ka = await keepAliveLoad(target, {
+      connections: CONNECTIONS,
+      pipelining: PIPELINING,
+      durationMs: DURATION,
+    });
+    const cpuUsPerToken = Math.round(((cpuSeconds([child.pid!]) - cpu0) * 1e6) / ka.completed);
+    await stop(child);
+    await collector.stop();
+    const store = await openFileStore({ dir: join(auditDir, 'audit-data', 'log'), readOnly: true });
+    let eventsLogged = 0;
+    for await (const r of store.read(0)) if (r.event.type === 'token.issued') eventsLogged++;
+    await store.close();
+    audit[failMode] = {
+      perSecond: ka.perSecond,
+      cpuUsPerToken,
+      tokens: warm.completed + ka.completed,
+      eventsLogged,
+      errors: ka.errors + ka.non2xx + warm.errors + warm.non2xx,
+    };
+    console.log(
+      `sts with audit failMode ${failMode}: ${ka.perSecond}/s keep-alive, ${cpuUsPerToken} µs STS CPU/token; ` +
+        `${eventsLogged} token.issued events logged for ${warm.completed + ka.completed} tokens`,
+    );
+  }
   const summary = {
     date: new Date().toISOString(),
     node: process.version,
@@ -143,6 +209,13 @@ async function main() {
       results.stsNewConnection!.errors +
       results.stsKeepAlive!.non2xx +
       results.stsNewConnection!.non2xx,
+    audit,
+    ...(audit.open && audit.closed
+      ? {
+          auditClosedToOpenKeepAlive: +(audit.closed.perSecond / audit.open.perSecond).toFixed(3),
+          auditClosedToOpenCpuPerToken: +(audit.closed.cpuUsPerToken / audit.open.cpuUsPerToken).toFixed(3),
+        }
+      : {}),
   };
   console.log(`BENCH_STS_RESULT ${JSON.stringify(summary)}`);
 }

@@ -17,6 +17,9 @@ class CountingSink implements AuditSink {
     this.count++;
     this.last = event;
   }
+  async record(event: AuditEvent) {
+    this.emit(event);
+  }
   accepting() {
     return true;
   }
@@ -24,7 +27,14 @@ class CountingSink implements AuditSink {
   async close() {}
 }
 
-if (mode === 'sts') {
+if (mode === 'sts-audit') {
+  // The real audit client of the config's `audit:` section (a collector, failMode open or closed).
+  const sts = await startSts(config, { logger: createLogger({ name: 'bench-sts', level: 'warn' }) });
+  console.log(`READY ${sts.port}`);
+  // Close (flushing the audit client's spool to the collector) before exiting.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => void sts.close().then(() => process.exit(0)));
+} else if (mode === 'sts') {
   const sts = await startSts(config, {
     audit: new CountingSink(),
     logger: createLogger({ name: 'bench-sts', level: 'warn' }),
@@ -51,4 +61,5 @@ if (mode === 'sts') {
 }
 
 // Exit normally on a signal so that diagnostics such as --cpu-prof are written.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(0));
+if (mode !== 'sts-audit')
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(0));

@@ -352,7 +352,9 @@ Try it (in another terminal, from ${rel(process.cwd())}):
   1. Call orders from web through both sidecars (web's outbound proxy → mTLS + bound token → orders):
      curl -s -x http://127.0.0.1:${P.webOutbound} http://orders.shop.internal/orders/1
 
-  2. Read that call's audit record (as security-console, the audit-reader):
+  2. Read that call's audit record (as security-console, the audit-reader). orders runs with
+     failMode closed: the decision is on disk before the app sees the call (so no status yet),
+     and the app's answer follows in an authz.response record (same command, --type authz.response):
      npm run -s portcullis -- audit query --type authz.decision --limit 5 \\
        --url https://127.0.0.1:${P.audit} --collector-id ${id('audit')} \\
        --cert ${rel(join(dirs.certs, 'security-console.pem'))} --key ${rel(join(dirs.certs, 'security-console-key.pem'))} --trust ${rel(join(dirs.certs, 'root.pem'))}

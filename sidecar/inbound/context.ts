@@ -28,6 +28,11 @@ export interface InboundContext {
   enforced: boolean;
   /** Set when a layer refused the request, or the upstream failed. */
   error?: SidecarError;
+  /**
+   * True once the `authz.decision` event was made durable before forwarding (`failMode: closed`):
+   * the final status then goes in a second, `authz.response`, event.
+   */
+  decisionRecorded?: boolean;
   /** Extra audit attributes (e.g. the ca/ code behind a refused peer). */
   attributes?: Record<string, string>;
 }

@@ -25,11 +25,17 @@ export interface InboundHandlerDeps {
   readonly count?: (decision: 'allow' | 'deny', reason: string, rule: string | undefined) => void;
   /** With a tracer, each request is a `sidecar.inbound` span, child of the caller's `traceparent`. */
   readonly tracer?: Tracer;
+  /**
+   * `failMode: closed`: an allowed request's `authz.decision` event must be durable before the
+   * request is forwarded (its status follows in an `authz.response` event; decision 0029).
+   */
+  readonly recordBeforeForward?: boolean;
 }
 
 /**
  * The inbound request handler: runs the layers in order (synchronously while they are), forwards
- * what passes, and records every request — refused or not — with one audit event. Refusals get
+ * what passes, and records every request — refused or not — with one audit event (two for a
+ * forwarded request in `failMode: closed`: the decision, durable before forwarding, and the response). Refusals get
  * the status of their code (errors.ts, the one mapping), a JSON body `{error, message}` and, for
  * 401, `WWW-Authenticate: Bearer error="invalid_token"`. While the audit sink is not accepting,
  * every request is refused with 503 `ERR_SIDECAR_AUDIT_UNAVAILABLE`.
@@ -40,7 +46,7 @@ export function createInboundHandler(
   const audit = auditRecorder(deps.sink, deps.service, deps.now, deps.clock, deps.count);
   const { layers, tracer } = deps;
   const record = (ctx: InboundContext, status: number) => {
-    audit(ctx, status);
+    audit.done(ctx, status);
     const span = ctx.span;
     if (span?.isRecording()) {
       const d = ctx.decision;
@@ -79,12 +85,30 @@ export function createInboundHandler(
     record(ctx, status);
   };
 
-  const pass = (ctx: InboundContext) => {
+  const forwardNow = (ctx: InboundContext) => {
     forward(ctx, deps.upstream).then(
       (status) => record(ctx, status),
       (err) => refuse(ctx, err),
     );
   };
+  const unrecorded = (err: unknown) =>
+    new SidecarError(
+      'ERR_SIDECAR_AUDIT_UNAVAILABLE',
+      'audit log cannot record the request; not forwarding it',
+      {
+        cause: err,
+      },
+    );
+  // In failMode closed nothing reaches the app before its decision is on disk (one group-committed
+  // fsync shared by the requests of the moment); a crash after the app answers still leaves it.
+  const pass = deps.recordBeforeForward
+    ? (ctx: InboundContext) => {
+        audit.beforeForward(ctx).then(
+          () => forwardNow(ctx),
+          (err) => refuse(ctx, unrecorded(err)),
+        );
+      }
+    : forwardNow;
 
   const run = (ctx: InboundContext, from: number): void => {
     for (let i = from; i < layers.length; i++) {

@@ -152,6 +152,16 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   const emit = (event: Omit<AuditEvent, 'time'>) => {
     audit.emit({ time: new Date(clock.now()).toISOString(), ...source, ...event } as AuditEvent);
   };
+  /** Like `emit`, resolved once the sink has the event on record; an event it cannot keep refuses the request. */
+  const record = (event: Omit<AuditEvent, 'time'>): Promise<void> =>
+    audit
+      .record({ time: new Date(clock.now()).toISOString(), ...source, ...event } as AuditEvent)
+      .catch(() => {
+        throw new StsError(
+          'ERR_STS_AUDIT_UNAVAILABLE',
+          'the audit log cannot take events; refusing to act unrecorded',
+        );
+      });
   /** The request's trace id: its span's, or the caller's `traceparent`'s when tracing is off. */
   const traceOf = (req: FastifyRequest): { traceId?: string } => {
     const traceId =
@@ -312,14 +322,15 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       ...(delegatedSubject !== undefined ? { delegatedSubject } : {}),
     });
     const accessToken = `${issued.signingInput}.${await deps.signingPool.sign(issued.signingInput, signer.key)}`;
-    (request.grantType === 'client_credentials' ? issuedClientCredentials : issuedTokenExchange).inc();
     stateOf(req)?.span?.setAttributes({
       'portcullis.outcome': 'issued',
       'portcullis.caller': workload.spiffeId.uri,
       'portcullis.audience': issued.claims.aud,
       'portcullis.grant': request.grantType,
     });
-    emit({
+    // The token leaves only once its event is on record: durable in the audit client's spool in
+    // failMode closed (one group-committed fsync for the requests of the moment), queued in open.
+    await record({
       type: 'token.issued',
       subject: issued.claims.sub,
       target: issued.claims.aud,
@@ -337,6 +348,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
         ...(issued.claims.act ? { actor: issued.claims.act.sub } : {}),
       },
     });
+    (request.grantType === 'client_credentials' ? issuedClientCredentials : issuedTokenExchange).inc();
     reply.header('cache-control', 'no-store').header('pragma', 'no-cache').type('application/json');
     return reply.send(
       `{"access_token":"${accessToken}","token_type":"Bearer","expires_in":${issued.expiresIn},"issued_token_type":"${ACCESS_TOKEN_TYPE_URI}"}`,

@@ -34,7 +34,7 @@ function clientOptions(
     spoolMaxBytes: 10_000_000,
     failMode: 'open',
     batchSize: 100,
-    batchIntervalMs: 10,
+    lossWindow: { events: 1000, ms: 10 },
     retryMinMs: 20,
     retryMaxMs: 100,
     logger: quiet,
@@ -87,15 +87,21 @@ test('client: delivers every event in order over mTLS, with metrics', async () =
   try {
     for (let i = 0; i < 1000; i++) client.emit(decision(i));
     await client.flush();
-    assert.deepEqual(client.metrics(), {
+    const { spoolBytes, ...m } = client.metrics();
+    assert.deepEqual(m, {
       queueDepth: 0,
       spoolDepth: 0,
-      spoolBytes: 0,
       delivered: 1000,
-      spooled: 0,
+      spooled: 1000,
+      spoolWrites: m.spoolWrites,
       lost: 0,
       failures: 0,
+      rejected: 0,
+      replayed: 0,
+      possiblyLostAtRestart: 0,
     });
+    assert.ok(m.spoolWrites >= 1 && m.spoolWrites <= 10, `1,000 events in ${m.spoolWrites} spool writes`);
+    assert.ok(spoolBytes < 10_000_000);
     const text = await metricsRegistry.metrics();
     assert.match(text, /portcullis_audit_queue_depth 0/);
     assert.match(text, /portcullis_audit_events_delivered_total 1000/);
@@ -115,7 +121,7 @@ test('client: a lone event leaves within one batch interval, without a flush', a
   const tmp = tempDir();
   const collector = await startTestCollector(pki, tmp.dir);
   const client = createAuditClient(
-    clientOptions(pki, collector.url, join(tmp.dir, 'spool'), { batchIntervalMs: 50 }),
+    clientOptions(pki, collector.url, join(tmp.dir, 'spool'), { lossWindow: { ms: 50 } }),
   );
   try {
     client.emit(decision(0));
@@ -284,6 +290,7 @@ const badOptions: [string, Partial<AuditClientOptions>][] = [
   ['failMode', { failMode: 'maybe' as never }],
   ['spoolMaxBytes', { spoolMaxBytes: 10 }],
   ['url', { url: 'http://127.0.0.1:1' }],
+  ['batchIntervalMs', { batchIntervalMs: -1 }],
 ];
 for (const [label, change] of badOptions) {
   test(`client: a bad "${label}" option is a TypeError`, () => {
@@ -294,22 +301,17 @@ for (const [label, change] of badOptions) {
   });
 }
 
-test('client: bursts beyond the memory queue and the byte limit of a request go through the spool and arrive in order', async () => {
+test('client: events beyond the byte limit of a request are split into several requests and arrive in order', async () => {
   const tmp = tempDir();
   const collector = await startTestCollector(pki, tmp.dir);
   const client = createAuditClient(
-    clientOptions(pki, collector.url, join(tmp.dir, 'spool'), {
-      queueMax: 50,
-      batchSize: 500,
-      batchMaxBytes: 8192,
-    }),
+    clientOptions(pki, collector.url, join(tmp.dir, 'spool'), { batchSize: 500, batchMaxBytes: 8192 }),
   );
   try {
     const big = 'x'.repeat(2000);
     for (let i = 0; i < 600; i++) client.emit(decision(i, i % 10 === 0 ? { target: big } : {}));
     await client.flush();
     await until(() => client.metrics().delivered === 600);
-    assert.ok(client.metrics().spooled > 0, 'the burst overflowed the memory queue into the spool');
     assert.equal(client.metrics().lost, 0);
     assert.equal(client.metrics().failures, 0);
     await client.close();
@@ -318,6 +320,25 @@ test('client: bursts beyond the memory queue and the byte limit of a request go 
   } finally {
     await client.close();
     await collector.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: events beyond queueMax waiting for the spool are counted and logged as lost, never silently dropped', async () => {
+  const tmp = tempDir();
+  const { lines, logger } = capturingLogger();
+  const client = createAuditClient(
+    clientOptions(pki, 'https://127.0.0.1:1', join(tmp.dir, 'spool'), { queueMax: 50, logger }),
+  );
+  try {
+    for (let i = 0; i < 120; i++) client.emit(decision(i));
+    await client.flush();
+    const m = client.metrics();
+    assert.equal(m.spooled + m.lost, 120);
+    assert.ok(m.lost > 0);
+    assert.ok(lines.some((l) => /audit events lost: 50 events already wait/.test(String(l.msg))));
+  } finally {
+    await client.close();
     tmp.cleanup();
   }
 });

@@ -53,3 +53,18 @@ test('the spool directory resolves against the config file directory', () => {
   assert.equal(resolveAuditSinkConfig(c, '/etc/portcullis').spoolDir, '/etc/portcullis/spool');
   assert.equal(resolveAuditSinkConfig({ ...c, spoolDir: '/abs' }, '/etc').spoolDir, '/abs');
 });
+
+test('the loss window defaults to 1,000 events and 200 ms, and a bad one is a config error naming the key', () => {
+  assert.deepEqual(parse('other: 1\n').lossWindow, { events: 1000, ms: 200 });
+  assert.deepEqual(parse('audit: {sink: log, lossWindow: {events: 50}}\n').lossWindow, {
+    events: 50,
+    ms: 200,
+  });
+  const cases: [string, RegExp][] = [
+    ['audit: {lossWindow: {events: 0}}\n', /part\.yaml: audit\.lossWindow\.events: /],
+    ['audit: {lossWindow: {ms: -1}}\n', /part\.yaml: audit\.lossWindow\.ms: /],
+    ['audit: {lossWindow: {ms: 1.5}}\n', /part\.yaml: audit\.lossWindow\.ms: /],
+    ['audit: {lossWindow: {count: 5}}\n', /part\.yaml: audit\.lossWindow\.count: unknown key/],
+  ];
+  for (const [text, message] of cases) assert.throws(() => parse(text), message, text);
+});

@@ -1,55 +1,112 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Spool } from '../../audit/index.ts';
 import { decision, tempDir } from './helpers.ts';
 
-const actions = (events: { action?: string }[]) => events.map((e) => e.action);
+const lines = (from: number, n: number) =>
+  Array.from({ length: n }, (_, i) => JSON.stringify(decision(from + i)));
+const actions = (body: string) =>
+  (JSON.parse(body) as { events: { action?: string }[] }).events.map((e) => e.action);
+const expected = (from: number, n: number) => Array.from({ length: n }, (_, i) => `GET /orders/${from + i}`);
 
-test('spool: events come back in order across files, and acknowledged files are deleted', async () => {
+test('spool: events come back in order across files, in batches keyed by the spool id and first index; delivered files are deleted', async () => {
   const tmp = tempDir();
   try {
     const spool = await Spool.open(tmp.dir, 100_000, 4096);
-    assert.equal(await spool.append(Array.from({ length: 40 }, (_, i) => decision(i))), 40);
+    assert.equal(await spool.append(lines(0, 40)), 40);
     assert.equal(spool.depth, 40);
     assert.ok(readdirSync(tmp.dir).filter((f) => f.startsWith('spool-')).length > 1, 'several files');
     const seen: (string | undefined)[] = [];
-    while (spool.depth) {
-      const batch = await spool.peek(7);
-      seen.push(...actions(batch));
-      await spool.ack(batch.length);
+    const keys: string[] = [];
+    for (let b = await spool.nextBatch(7, 1_000_000); b; b = await spool.nextBatch(7, 1_000_000)) {
+      seen.push(...actions(b.body));
+      keys.push(b.key);
+      assert.equal(b.key, `${spool.id}:${b.first}`);
+      assert.match(b.key, /^[A-Za-z0-9._:-]{1,128}$/);
+      await spool.ack(b);
     }
-    assert.deepEqual(
-      seen,
-      Array.from({ length: 40 }, (_, i) => `GET /orders/${i}`),
-    );
-    assert.equal(spool.bytes, 0);
-    assert.deepEqual(
-      readdirSync(tmp.dir).filter((f) => f.startsWith('spool-')),
-      [],
-    );
+    assert.deepEqual(seen, expected(0, 40));
+    assert.equal(new Set(keys).size, keys.length, 'every batch has its own key');
+    assert.ok(readdirSync(tmp.dir).filter((f) => f.startsWith('spool-')).length <= 1);
   } finally {
     tmp.cleanup();
   }
 });
 
-test('spool: a reopened spool resumes after the last acknowledged event and drops a torn last line', async () => {
+test('spool: a batch begun before a restart comes back with the same key and the same bytes, though more events arrived', async () => {
   const tmp = tempDir();
   try {
     let spool = await Spool.open(tmp.dir, 100_000);
-    await spool.append(Array.from({ length: 10 }, (_, i) => decision(i)));
-    await spool.ack((await spool.peek(4)).length);
+    await spool.append(lines(0, 3));
+    const first = (await spool.nextBatch(100, 1_000_000))!;
+    assert.equal(first.count, 3);
+    await spool.append(lines(3, 10));
+    // The process dies here, the batch sent but not acknowledged.
+    spool = await Spool.open(tmp.dir, 100_000);
+    const again = (await spool.nextBatch(100, 1_000_000))!;
+    assert.deepEqual(again, first);
+    await spool.ack(again);
+    const next = (await spool.nextBatch(100, 1_000_000))!;
+    assert.deepEqual(actions(next.body), expected(3, 10));
+    assert.notEqual(next.key, first.key);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: indexes and keys never repeat, even after every file is delivered and deleted', async () => {
+  const tmp = tempDir();
+  try {
+    let spool = await Spool.open(tmp.dir, 100_000, 4096);
+    const keys = new Set<string>();
+    for (let round = 0; round < 3; round++) {
+      await spool.append(lines(round * 30, 30));
+      for (let b = await spool.nextBatch(8, 1_000_000); b; b = await spool.nextBatch(8, 1_000_000)) {
+        assert.ok(!keys.has(b.key), `key ${b.key} reused`);
+        keys.add(b.key);
+        await spool.ack(b);
+      }
+      await spool.close();
+      spool = await Spool.open(tmp.dir, 100_000, 4096);
+    }
+    assert.equal(keys.size, 12);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: a reopened spool resumes after the last acknowledged batch, drops a torn last line and reports it', async () => {
+  const tmp = tempDir();
+  try {
+    let spool = await Spool.open(tmp.dir, 100_000);
+    await spool.append(lines(0, 10));
+    await spool.ack((await spool.nextBatch(4, 1_000_000))!);
     const [file] = readdirSync(tmp.dir).filter((f) => f.startsWith('spool-'));
     appendFileSync(join(tmp.dir, file!), '{"type":"authz.dec');
     spool = await Spool.open(tmp.dir, 100_000);
+    assert.equal(spool.previousRun.tornBytes, 18);
     assert.equal(spool.depth, 6);
-    assert.deepEqual(
-      actions(await spool.peek(100)),
-      Array.from({ length: 6 }, (_, i) => `GET /orders/${i + 4}`),
-    );
-    await spool.append([decision(10)]);
+    assert.deepEqual(actions((await spool.nextBatch(100, 1_000_000))!.body), expected(4, 6));
+    await spool.append(lines(10, 1));
     assert.equal(spool.depth, 7);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: a batch body stops at maxBytes but always holds at least one event', async () => {
+  const tmp = tempDir();
+  try {
+    const spool = await Spool.open(tmp.dir, 100_000);
+    await spool.append(lines(0, 10));
+    const one = Buffer.byteLength(lines(0, 1)[0]!);
+    const b = (await spool.nextBatch(100, 12 + 3 * (one + 1)))!;
+    assert.equal(b.count, 3);
+    assert.ok(Buffer.byteLength(b.body) <= 12 + 3 * (one + 1));
+    await spool.ack(b);
+    assert.equal((await spool.nextBatch(100, 1))!.count, 1);
   } finally {
     tmp.cleanup();
   }
@@ -59,10 +116,118 @@ test('spool: append keeps only what fits under maxBytes and reports how many', a
   const tmp = tempDir();
   try {
     const spool = await Spool.open(tmp.dir, 2048);
-    const kept = await spool.append(Array.from({ length: 50 }, (_, i) => decision(i)));
+    const kept = await spool.append(lines(0, 50));
     assert.ok(kept > 0 && kept < 50);
     assert.ok(spool.bytes <= 2048);
     assert.equal(await spool.diskBytes(), spool.bytes);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: an owner that never closed is reported by the next open with what it said about itself; a closed one is not', async () => {
+  const tmp = tempDir();
+  try {
+    let spool = await Spool.open(tmp.dir, 100_000);
+    assert.equal(spool.previousRun.clean, true);
+    await spool.begin({ failMode: 'open', windowEvents: 50 });
+    // No close: as after a SIGKILL.
+    spool = await Spool.open(tmp.dir, 100_000);
+    assert.equal(spool.previousRun.clean, false);
+    assert.equal(spool.previousRun.owner?.windowEvents, 50);
+    assert.equal(spool.previousRun.owner?.pid, process.pid);
+    await spool.begin({ failMode: 'open', windowEvents: 50 });
+    await spool.close();
+    spool = await Spool.open(tmp.dir, 100_000);
+    assert.equal(spool.previousRun.clean, true);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: a batch set aside is kept in a file beside the spool with its key and events, and the spool moves on', async () => {
+  const tmp = tempDir();
+  try {
+    const spool = await Spool.open(tmp.dir, 100_000);
+    await spool.append(lines(0, 5));
+    const b = (await spool.nextBatch(2, 1_000_000))!;
+    const file = await spool.reject(b, '422 ERR_AUDIT_IDEMPOTENCY_MISMATCH');
+    const kept = JSON.parse(readFileSync(file, 'utf8')) as {
+      key: string;
+      why: string;
+      body: { events: unknown[] };
+    };
+    assert.equal(kept.key, b.key);
+    assert.equal(kept.body.events.length, 2);
+    assert.equal(spool.depth, 3);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: events whose file was removed by hand are skipped and counted as missing, and the rest still comes', async () => {
+  const tmp = tempDir();
+  try {
+    let spool = await Spool.open(tmp.dir, 100_000, 4096);
+    await spool.append(lines(0, 40));
+    await spool.close();
+    const files = readdirSync(tmp.dir)
+      .filter((f) => f.startsWith('spool-'))
+      .sort();
+    assert.ok(files.length >= 2);
+    rmSync(join(tmp.dir, files[0]!));
+    spool = await Spool.open(tmp.dir, 100_000, 4096);
+    const b = (await spool.nextBatch(100, 1_000_000))!;
+    const first = Number(/(\d+)/.exec(files[1]!)![1]);
+    assert.equal(spool.missing, first);
+    assert.equal(b.first, first);
+    assert.deepEqual(actions(b.body), expected(first, b.count));
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: a torn or garbled cursor slot is ignored and the other slot, one write older, is used', async () => {
+  const tmp = tempDir();
+  try {
+    let spool = await Spool.open(tmp.dir, 100_000);
+    await spool.append(lines(0, 10));
+    const b1 = (await spool.nextBatch(3, 1_000_000))!;
+    await spool.ack(b1);
+    const b2 = (await spool.nextBatch(3, 1_000_000))!;
+    await spool.close();
+    // The newer slot (the one holding batch b2) is spoiled, as by a write torn by a power cut.
+    const slots = ['cursor-a.json', 'cursor-b.json'].map((n) => join(tmp.dir, n));
+    const newest = slots
+      .map((p) => ({ p, seq: Number(/"seq":(\d+)/.exec(readFileSync(p, 'utf8'))![1]) }))
+      .sort((a, b) => b.seq - a.seq)[0]!.p;
+    const text = readFileSync(newest, 'utf8');
+    writeFileSync(newest, text.replace('"next":', '"nxet":'));
+    spool = await Spool.open(tmp.dir, 100_000);
+    const b = (await spool.nextBatch(100, 1_000_000))!;
+    assert.equal(b.first, b2.first, 'resumes after the acknowledged batch');
+    assert.ok(b.key.startsWith(`${b1.key.split(':')[0]}:`), 'same spool id');
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: events appended without sync are not sent until sync() makes them durable', async () => {
+  const tmp = tempDir();
+  try {
+    const spool = await Spool.open(tmp.dir, 1_000_000, 4096);
+    await spool.append(lines(0, 40), false);
+    assert.equal(spool.depth, 40);
+    assert.equal(spool.unsynced, 40);
+    assert.equal(await spool.nextBatch(100, 1_000_000), undefined);
+    await spool.sync();
+    assert.equal(spool.unsynced, 0);
+    const seen: (string | undefined)[] = [];
+    for (let b = await spool.nextBatch(100, 1_000_000); b; b = await spool.nextBatch(100, 1_000_000)) {
+      seen.push(...actions(b.body));
+      await spool.ack(b);
+    }
+    assert.deepEqual(seen, expected(0, 40));
   } finally {
     tmp.cleanup();
   }

@@ -31,7 +31,6 @@ test(
         spoolDir: join(dir, 'spool', name),
         spoolMaxBytes: 10_000_000,
         failMode: 'closed',
-        batchIntervalMs: 20,
         retryMinMs: 50,
         retryMaxMs: 200,
         logger: quiet,

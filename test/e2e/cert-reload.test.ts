@@ -41,7 +41,6 @@ test(
       spoolDir: join(pki.dir, 'spool'),
       spoolMaxBytes: 1_000_000,
       failMode: 'open',
-      batchIntervalMs: 10,
       tlsReloadIntervalMs: 100,
       logger: clientLog,
     });

@@ -91,18 +91,26 @@ test(
       assert.equal(body.caller, 'spiffe://example.org/ns/shop/sa/web');
       assert.match(runCommand(denied).stdout, /ERR_SIDECAR_POLICY_DENIED/);
 
-      // The call's decision reaches the collector within a batch interval; allow a few seconds.
-      let rows = '';
-      for (let i = 0; i < 50 && !/allow\s+200\s+GET \/orders\/1/.test(rows); i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        const q = runCommand(query);
-        assert.equal(q.code, 0, q.stderr);
-        rows = q.stdout;
-      }
-      assert.match(
-        rows,
-        /authz\.decision\s+spiffe:\/\/example\.org\/ns\/shop\/sa\/orders\s+spiffe:\/\/example\.org\/ns\/shop\/sa\/web\s+allow\s+200\s+GET \/orders\/1/,
-      );
+      // The call's decision reaches the collector within a loss window; allow a few seconds. orders
+      // runs failMode closed: its decision is recorded before the call (no status), the answer's
+      // status in an authz.response record.
+      const rowsOf = async (command: string, want: RegExp) => {
+        let rows = '';
+        for (let i = 0; i < 50 && !want.test(rows); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          const q = runCommand(command);
+          assert.equal(q.code, 0, q.stderr);
+          rows = q.stdout;
+        }
+        return rows;
+      };
+      const decided =
+        /authz\.decision\s+spiffe:\/\/example\.org\/ns\/shop\/sa\/orders\s+spiffe:\/\/example\.org\/ns\/shop\/sa\/web\s+allow\s+-\s+GET \/orders\/1/;
+      assert.match(await rowsOf(query, decided), decided);
+      const answered =
+        /authz\.response\s+spiffe:\/\/example\.org\/ns\/shop\/sa\/orders\s+spiffe:\/\/example\.org\/ns\/shop\/sa\/web\s+allow\s+200\s+GET \/orders\/1/;
+      const responses = query.replace('--type authz.decision', '--type authz.response');
+      assert.match(await rowsOf(responses, answered), answered);
 
       const v = runCommand(verify);
       assert.equal(v.code, 0, v.stderr);

@@ -329,6 +329,7 @@ test('when the audit sink stops accepting, requests are refused with 503 and rea
   let accepting = true;
   const audit: AuditSink = {
     emit: (e) => void events.push(e),
+    record: async (e) => void events.push(e),
     accepting: () => accepting,
     flush: async () => {},
     close: async () => {},

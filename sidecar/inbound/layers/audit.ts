@@ -3,9 +3,27 @@ import type { InboundContext } from '../context.ts';
 
 const MAX_ACTION = 4096;
 
+/** What {@link auditRecorder} gives the handler. */
+export interface AuditRecorder {
+  /**
+   * `failMode: closed`, before forwarding an allowed request: the `authz.decision` event (no
+   * status yet), resolved once it is durable; rejects when the sink cannot keep it, and the request
+   * must then not be forwarded.
+   */
+  beforeForward(ctx: InboundContext): Promise<void>;
+  /**
+   * Once the request is answered: its `authz.decision` event with the final status and latency —
+   * or, when the decision was already recorded before forwarding, an `authz.response` event
+   * carrying them (decision 0029).
+   */
+  done(ctx: InboundContext, status: number): void;
+}
+
 /**
  * Layer 7, audit: one `authz.decision` event per inbound request, refused or forwarded, with the
- * decision, reason code, matched rule, policy hash, final status, latency, jti and trace id.
+ * decision, reason code, matched rule, policy hash, final status, latency, jti and trace id. In
+ * `failMode: closed` a forwarded request has its decision on record before the app sees it, and
+ * its status and latency in a later `authz.response` event (decision 0029).
  */
 export function auditRecorder(
   sink: AuditSink,
@@ -13,17 +31,17 @@ export function auditRecorder(
   now: () => number,
   time: () => number,
   count: (decision: 'allow' | 'deny', reason: string, rule: string | undefined) => void = () => {},
-) {
+): AuditRecorder {
   // Requests finishing in the same millisecond share one ISO string (one Date and format less each).
   let lastMs = NaN;
   let lastIso = '';
   const isoTime = (ms: number) =>
     ms === lastMs ? lastIso : ((lastMs = ms), (lastIso = new Date(ms).toISOString()));
-  return (ctx: InboundContext, status: number): void => {
+  const build = (ctx: InboundContext, type: AuditEvent['type'], status: number | undefined): AuditEvent => {
     const d = ctx.decision;
     const target = ctx.req.url ?? '';
     const event: AuditEvent = {
-      type: 'authz.decision',
+      type,
       time: isoTime(time()),
       source: service,
       target: service,
@@ -31,10 +49,12 @@ export function auditRecorder(
       decision: d ? (d.allow ? 'allow' : 'deny') : 'deny',
       enforced: d && !d.allow ? ctx.enforced : true,
       reason: ctx.error?.code ?? d?.reason ?? 'allowed',
-      status,
-      latencyMs: Math.max(0, Math.round((now() - ctx.startedAt) * 1000) / 1000),
-      traceId: ctx.traceId,
     };
+    if (status !== undefined) {
+      event.status = status;
+      event.latencyMs = Math.max(0, Math.round((now() - ctx.startedAt) * 1000) / 1000);
+    }
+    event.traceId = ctx.traceId;
     if (ctx.peer) event.subject = ctx.peer.spiffeId.uri;
     if (d) {
       event.rule = d.rule;
@@ -42,7 +62,21 @@ export function auditRecorder(
     }
     if (ctx.verified) event.jti = ctx.verified.claims.jti.slice(0, 256);
     if (ctx.attributes) event.attributes = ctx.attributes;
-    sink.emit(event);
-    count(event.decision!, event.reason!, event.rule);
+    return event;
+  };
+  return {
+    beforeForward(ctx) {
+      const event = build(ctx, 'authz.decision', undefined);
+      return sink.record(event).then(() => {
+        ctx.decisionRecorded = true;
+        count(event.decision!, event.reason!, event.rule);
+      });
+    },
+    done(ctx, status) {
+      if (ctx.decisionRecorded) return sink.emit(build(ctx, 'authz.response', status));
+      const event = build(ctx, 'authz.decision', status);
+      sink.emit(event);
+      count(event.decision!, event.reason!, event.rule);
+    },
   };
 }

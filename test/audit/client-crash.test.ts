@@ -1,0 +1,161 @@
+// The audit client SIGKILLed with its collector away (a real child process, fixtures/emit-child.ts),
+// then a new client on the same spool with the collector back: what the crash may lose and what
+// the restart reports, in both fail modes.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { createLogger } from '../../core/index.ts';
+import { createAuditClient, openFileStore, verifyStore } from '../../audit/index.ts';
+import type { AuditClient } from '../../audit/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import type { TestPki } from '../helpers/pki.ts';
+import { startTestCollector } from './collector-harness.ts';
+import { tempDir } from './helpers.ts';
+
+const CHILD = new URL('./fixtures/emit-child.ts', import.meta.url).pathname;
+let pki: TestPki;
+before(async () => {
+  pki = await makeTestPki();
+});
+after(() => pki.cleanup());
+
+/** Runs the child until `enough(lines)` holds, SIGKILLs it, and returns what it printed. */
+async function runAndKill(args: string[], enough: (lines: string[]) => boolean): Promise<string[]> {
+  const web = pki.leaf('web');
+  const child = spawn(
+    process.execPath,
+    [CHILD, ...args.slice(0, 3), web.certFile, web.keyFile, pki.rootFile, args[3]!],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const lines: string[] = [];
+  let buffered = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`child too slow: ${lines.at(-1)}`)), 20_000);
+    child.on('exit', (code) => reject(new Error(`child exited early with ${code}`)));
+    child.stdout.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      lines.push(...parts);
+      if (enough(lines)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  child.removeAllListeners('exit');
+  const exited = new Promise((r) => child.on('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  return lines;
+}
+
+/** A new client on `spoolDir`, with the collector up, run until its spool is empty. */
+async function restart(collectorUrl: string, spoolDir: string, failMode: 'open' | 'closed') {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
+      cb();
+    },
+  });
+  const metricsRegistry = new Registry();
+  const web = pki.leaf('web');
+  const client: AuditClient = createAuditClient({
+    url: collectorUrl,
+    collectorId: 'spiffe://example.org/ns/portcullis/sa/audit',
+    tls: { cert: web.certFile, key: web.keyFile, trustBundle: pki.rootFile },
+    spoolDir,
+    spoolMaxBytes: 50_000_000,
+    failMode,
+    logger: createLogger({ name: 'restart', level: 'info', destination }),
+    metricsRegistry,
+  });
+  await client.flush();
+  const metrics = client.metrics();
+  const text = await metricsRegistry.metrics();
+  await client.close();
+  return { metrics, lines, text };
+}
+
+async function loggedActions(dir: string): Promise<string[]> {
+  const store = await openFileStore({ dir: join(dir, 'log'), readOnly: true });
+  const out: string[] = [];
+  for await (const r of store.read(0)) out.push(r.event.action!);
+  const verdict = await verifyStore(store);
+  assert.ok(verdict.ok, JSON.stringify(verdict));
+  await store.close();
+  return out;
+}
+
+test(
+  'client: failMode open loses at most the loss window on a SIGKILL, and the restart reports the count in a log line and a metric',
+  { timeout: 60_000 },
+  async () => {
+    const tmp = tempDir();
+    const spool = join(tmp.dir, 'spool');
+    const total = 1010;
+    const window = 200;
+    try {
+      await runAndKill([spool, 'open', String(window), String(total)], (l) => l.at(-1) === 'done');
+      const collector = await startTestCollector(pki, tmp.dir);
+      const { metrics, lines, text } = await restart(collector.url, spool, 'open');
+      await collector.close();
+      const logged = await loggedActions(tmp.dir);
+      const lost = total - logged.length;
+      assert.ok(lost >= 0 && lost <= window, `${lost} events lost, window ${window}`);
+      // What arrived is the first events, in order, once each.
+      assert.deepEqual(
+        logged,
+        Array.from({ length: logged.length }, (_, i) => `GET /orders/${i}`),
+      );
+      assert.equal(metrics.possiblyLostAtRestart, window);
+      assert.equal(metrics.delivered, logged.length);
+      assert.match(text, new RegExp(`portcullis_audit_events_possibly_lost_at_restart ${window}\\b`));
+      const report = lines.find((l) => l.possiblyLost === window);
+      assert.ok(report && report.level === 50, JSON.stringify(lines));
+      assert.match(String(report.msg), /stopped without closing it in failMode open; up to 200 audit events/);
+
+      // A clean stop leaves nothing to report.
+      const again = await restart('https://127.0.0.1:1', spool, 'open');
+      assert.equal(again.metrics.possiblyLostAtRestart, 0);
+    } finally {
+      tmp.cleanup();
+    }
+  },
+);
+
+test(
+  'client: failMode closed loses no event whose record() resolved, across a SIGKILL mid-stream; the replay sends each once, in order',
+  { timeout: 60_000 },
+  async () => {
+    const tmp = tempDir();
+    const spool = join(tmp.dir, 'spool');
+    try {
+      const printed = await runAndKill([spool, 'closed', '1', '100000'], (l) => l.length >= 600);
+      const durable = printed.filter((l) => l.startsWith('durable ')).map((l) => Number(l.slice(8)));
+      assert.ok(durable.length >= 300);
+      const collector = await startTestCollector(pki, tmp.dir);
+      const { metrics } = await restart(collector.url, spool, 'closed');
+      await collector.close();
+      assert.equal(metrics.possiblyLostAtRestart, 0);
+      const logged = await loggedActions(tmp.dir);
+      const have = new Set(logged);
+      assert.deepEqual(
+        durable.filter((i) => !have.has(`GET /orders/${i}`)),
+        [],
+      );
+      assert.deepEqual(
+        logged,
+        Array.from({ length: logged.length }, (_, i) => `GET /orders/${i}`),
+      );
+    } finally {
+      tmp.cleanup();
+    }
+  },
+);

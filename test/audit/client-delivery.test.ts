@@ -1,0 +1,316 @@
+// What the audit client sends and how it obeys the collector's answers (idempotency keys, 409, 422,
+// 429 with Retry-After), and what failMode closed promises before `record` resolves. The server
+// here is a real mTLS server that records what arrives: it asserts what the client sends and
+// answers as the collector's contract says; the collector's own behaviour is tested with the
+// real collector elsewhere.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:https';
+import type { Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { AuditClient, AuditClientOptions } from '../../audit/index.ts';
+import { createAuditClient } from '../../audit/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import type { TestPki } from '../helpers/pki.ts';
+import { quiet } from './collector-harness.ts';
+import { decision, tempDir } from './helpers.ts';
+
+const COLLECTOR_ID = 'spiffe://example.org/ns/portcullis/sa/audit';
+let pki: TestPki;
+before(async () => {
+  pki = await makeTestPki();
+});
+after(() => pki.cleanup());
+
+interface Seen {
+  readonly key: string | undefined;
+  readonly body: string;
+  readonly at: number;
+}
+type Answer = { status: number; headers?: Record<string, string>; body?: unknown };
+
+/** A real mTLS server with the collector's certificate that records each POST and answers with `answer`. */
+async function recordingServer(answer: (seen: Seen, all: Seen[]) => Answer) {
+  const seen: Seen[] = [];
+  const leaf = pki.leaf('audit');
+  const server: Server = createServer(
+    { cert: leaf.certPem, key: leaf.keyPem, ca: pki.rootPem, requestCert: true, rejectUnauthorized: true },
+    (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const key = req.headers['idempotency-key'];
+        const s: Seen = {
+          key: Array.isArray(key) ? key[0] : key,
+          body: Buffer.concat(chunks).toString(),
+          at: Date.now(),
+        };
+        seen.push(s);
+        const a = answer(s, seen);
+        const events = (JSON.parse(s.body) as { events: unknown[] }).events.length;
+        const body = JSON.stringify(a.body ?? { accepted: events, firstSeq: 0, lastSeq: events - 1 });
+        res.writeHead(a.status, { 'content-type': 'application/json', ...(a.headers ?? {}) }).end(body);
+      });
+    },
+  );
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    seen,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+function options(url: string, spoolDir: string, extra: Partial<AuditClientOptions> = {}): AuditClientOptions {
+  const leaf = pki.leaf('web');
+  return {
+    url,
+    tls: { cert: leaf.certFile, key: leaf.keyFile, trustBundle: pki.rootFile },
+    collectorId: COLLECTOR_ID,
+    spoolDir,
+    spoolMaxBytes: 10_000_000,
+    failMode: 'closed',
+    batchSize: 100,
+    retryMinMs: 20,
+    retryMaxMs: 100,
+    logger: quiet,
+    ...extra,
+  };
+}
+
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const actionsOf = (body: string) =>
+  (JSON.parse(body) as { events: { action: string }[] }).events.map((e) => e.action);
+
+test('client: every POST carries an Idempotency-Key; a retried batch has the same key and the same bytes, the next batch another key', async () => {
+  const tmp = tempDir();
+  // The first two attempts fail, as a collector that stored the batch but died before answering.
+  const server = await recordingServer((_s, all) => ({ status: all.length <= 2 ? 503 : 200 }));
+  const client = createAuditClient(options(server.url, join(tmp.dir, 'spool')));
+  try {
+    for (let i = 0; i < 30; i++) client.emit(decision(i));
+    await until(() => client.metrics().delivered === 30);
+    for (let i = 30; i < 40; i++) client.emit(decision(i));
+    await until(() => client.metrics().delivered === 40);
+    const [a, b, c, ...rest] = server.seen;
+    assert.ok(a!.key && /^[A-Za-z0-9._:-]{1,128}$/.test(a!.key), `key ${a!.key}`);
+    assert.deepEqual([b!.key, b!.body], [a!.key, a!.body]);
+    assert.deepEqual([c!.key, c!.body], [a!.key, a!.body]);
+    assert.ok(rest.every((s) => s.key !== a!.key));
+    assert.equal(new Set(server.seen.map((s) => s.key)).size, server.seen.length - 2);
+    assert.deepEqual(
+      server.seen.slice(2).flatMap((s) => actionsOf(s.body)),
+      Array.from({ length: 40 }, (_, i) => `GET /orders/${i}`),
+    );
+  } finally {
+    await client.close();
+    await server.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: a new process replays the batch the previous one left unanswered with the same key and bytes', async () => {
+  const tmp = tempDir();
+  const spool = join(tmp.dir, 'spool');
+  let up = false;
+  const server = await recordingServer(() => ({ status: up ? 200 : 500 }));
+  try {
+    const first = createAuditClient(options(server.url, spool));
+    for (let i = 0; i < 25; i++) first.emit(decision(i));
+    await until(() => server.seen.length >= 1);
+    await first.close();
+    const sent = server.seen[0]!;
+    up = true;
+    const second = createAuditClient(options(server.url, spool));
+    await until(() => second.metrics().delivered >= 25);
+    await second.close();
+    const replay = server.seen.find((s, i) => i > 0 && s.key === sent.key)!;
+    assert.ok(replay, 'the batch was sent again under its key');
+    assert.equal(replay.body, sent.body);
+    const delivered = server.seen.filter((s, i) => i > 0 && (s.key !== sent.key || s === replay));
+    assert.deepEqual(
+      [...new Set(delivered.map((s) => s.key))].flatMap((k) =>
+        actionsOf(delivered.find((s) => s.key === k)!.body),
+      ),
+      Array.from({ length: 25 }, (_, i) => `GET /orders/${i}`),
+    );
+  } finally {
+    await server.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: 429 and 409 are retried after the Retry-After the collector gave, while new events keep reaching the spool', async () => {
+  const tmp = tempDir();
+  const server = await recordingServer((_s, all) =>
+    all.length === 1
+      ? { status: 429, headers: { 'retry-after': '1' }, body: { error: 'ERR_AUDIT_RATE_LIMITED' } }
+      : all.length === 2
+        ? { status: 409, headers: { 'retry-after': '1' }, body: { error: 'ERR_AUDIT_IDEMPOTENCY_IN_FLIGHT' } }
+        : { status: 200 },
+  );
+  const client = createAuditClient(
+    options(server.url, join(tmp.dir, 'spool'), { retryMinMs: 10, retryMaxMs: 20 }),
+  );
+  try {
+    client.emit(decision(0));
+    await until(() => server.seen.length === 1);
+    // During the back-off, events are written to the spool at once (they do not wait for it in memory).
+    await client.record(decision(1));
+    assert.equal(client.metrics().queueDepth, 0);
+    assert.equal(client.metrics().spoolDepth, 2);
+    await until(() => client.metrics().delivered === 2, 5_000);
+    const [a, b, c] = server.seen;
+    assert.ok(b!.at - a!.at >= 950, `waited ${b!.at - a!.at} ms after 429, not the 20 ms backoff`);
+    assert.ok(c!.at - b!.at >= 950, `waited ${c!.at - b!.at} ms after 409`);
+    assert.equal(b!.key, a!.key);
+    assert.equal(client.metrics().lost, 0);
+  } finally {
+    await client.close();
+    await server.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: a 422 idempotency mismatch is not retried forever: the batch is set aside on disk, logged, counted, and delivery goes on', async () => {
+  const tmp = tempDir();
+  const server = await recordingServer((_s, all) =>
+    all.length === 1
+      ? { status: 422, body: { error: 'ERR_AUDIT_IDEMPOTENCY_MISMATCH', message: 'same key, other body' } }
+      : { status: 200 },
+  );
+  const client = createAuditClient(options(server.url, join(tmp.dir, 'spool')));
+  try {
+    await client.record(decision(0));
+    await until(() => client.metrics().rejected === 1);
+    await client.record(decision(1));
+    await until(() => client.metrics().delivered === 1);
+    assert.equal(
+      server.seen.filter((s) => s.key === server.seen[0]!.key).length,
+      1,
+      'the refused key was sent once',
+    );
+    const [file] = readdirSync(join(tmp.dir, 'spool')).filter((f) => f.startsWith('rejected-'));
+    const kept = JSON.parse(readFileSync(join(tmp.dir, 'spool', file!), 'utf8')) as {
+      key: string;
+      body: unknown;
+    };
+    assert.equal(kept.key, server.seen[0]!.key);
+    assert.deepEqual(kept.body, JSON.parse(server.seen[0]!.body));
+  } finally {
+    await client.close();
+    await server.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: in failMode closed, record resolves only once the event is in the spool file, and concurrent events share spool writes', async () => {
+  const tmp = tempDir();
+  // The collector is away: the spool is all there is.
+  const client: AuditClient = createAuditClient(options('https://127.0.0.1:1', join(tmp.dir, 'spool')));
+  try {
+    const spoolText = () =>
+      readdirSync(join(tmp.dir, 'spool'))
+        .filter((f) => f.startsWith('spool-'))
+        .map((f) => readFileSync(join(tmp.dir, 'spool', f), 'utf8'))
+        .join('');
+    await client.record(decision(0));
+    assert.match(spoolText(), /GET \/orders\/0"/);
+    const writesBefore = client.metrics().spoolWrites;
+    const n = 400;
+    await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        client.record(decision(i + 1)).then(() => {
+          assert.ok(
+            spoolText().includes(`"GET /orders/${i + 1}"`),
+            `event ${i + 1} is on disk when record resolves`,
+          );
+        }),
+      ),
+    );
+    const writes = client.metrics().spoolWrites - writesBefore;
+    assert.ok(writes < n / 10, `${n} concurrent events took ${writes} spool writes`);
+  } finally {
+    await client.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: in failMode closed, record rejects with ERR_AUDIT_SPOOL_FULL when the spool cannot keep the event, and after close with ERR_AUDIT_CLIENT_CLOSED', async () => {
+  const tmp = tempDir();
+  const client = createAuditClient(
+    options('https://127.0.0.1:1', join(tmp.dir, 'spool'), { spoolMaxBytes: 2048 }),
+  );
+  let refused: unknown;
+  for (let i = 0; i < 40 && !refused; i++)
+    await client.record(decision(i)).catch((err: unknown) => (refused = err));
+  assert.equal((refused as { code?: string }).code, 'ERR_AUDIT_SPOOL_FULL');
+  assert.equal(client.accepting(), false);
+  await client.close();
+  await assert.rejects(client.record(decision(99)), { code: 'ERR_AUDIT_CLIENT_CLOSED' });
+  tmp.cleanup();
+});
+
+test('client: in failMode open, record does not wait for the disk and events reach the spool within the loss window', async () => {
+  const tmp = tempDir();
+  const client = createAuditClient(
+    options('https://127.0.0.1:1', join(tmp.dir, 'spool'), {
+      failMode: 'open',
+      lossWindow: { events: 10, ms: 150 },
+    }),
+  );
+  try {
+    await client.record(decision(0));
+    assert.equal(client.metrics().spooled, 0, 'record resolved before any spool write');
+    for (let i = 1; i < 5; i++) client.emit(decision(i));
+    await until(() => client.metrics().spooled === 5, 2_000);
+    // Reaching the window's count writes at once, without waiting for its time.
+    const t = Date.now();
+    for (let i = 5; i < 15; i++) client.emit(decision(i));
+    await until(() => client.metrics().spooled === 15, 2_000);
+    assert.ok(Date.now() - t < 150, `count-triggered write after ${Date.now() - t} ms`);
+  } finally {
+    await client.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: a bad loss window is a TypeError', () => {
+  for (const lossWindow of [{ events: 0 }, { events: 1.5 }, { ms: -1 }, { ms: Number.NaN }])
+    assert.throws(
+      () => createAuditClient(options('https://127.0.0.1:1', '/nonexistent', { lossWindow })),
+      TypeError,
+    );
+});
+
+test('client: in failMode closed, a spool that cannot be written refuses with ERR_AUDIT_SPOOL_UNWRITABLE for a moment, then takes events again', async () => {
+  const tmp = tempDir();
+  const spoolDir = join(tmp.dir, 'spool');
+  const client = createAuditClient(options('https://127.0.0.1:1', spoolDir));
+  try {
+    await client.flush(); // the spool is open, no file yet
+    // The directory turns into a plain file: the first spool file cannot be created.
+    rmSync(spoolDir, { recursive: true, force: true });
+    writeFileSync(spoolDir, 'not a directory');
+    await assert.rejects(client.record(decision(0)), { code: 'ERR_AUDIT_SPOOL_UNWRITABLE' });
+    assert.equal(client.accepting(), false);
+    assert.equal(client.metrics().lost, 1);
+    rmSync(spoolDir);
+    mkdirSync(spoolDir);
+    await until(() => client.accepting(), 3_000);
+    await client.record(decision(1));
+    assert.match(readdirSync(spoolDir).join(' '), /spool-\d{16}\.jsonl/);
+  } finally {
+    await client.close();
+    tmp.cleanup();
+  }
+});
