@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts';
 import {
   ConfigError,
+  connectionBudgetsSchema,
   durationSchema,
   loadConfigFile,
   parseConfigText,
@@ -68,7 +69,19 @@ export const sidecarConfigSchema = strictObject({
     clockSkew: durationSchema.default(30_000),
     upstreamHeadersTimeout: durationSchema.default(10_000),
     upstreamBodyTimeout: durationSchema.default(30_000),
+    /** Size of the keep-alive pool to the app: the most requests forwarded at once. */
     upstreamConnections: z.number().int().min(1).max(4096).default(128),
+    /**
+     * Fair sharing of the pool between callers (by SPIFFE ID): each may have `perCaller` requests
+     * at the app at once and `queue` more waiting (up to `queueTimeout`); past that, 429 with
+     * `Retry-After`, recorded, while other callers are served.
+     */
+    fairShare: strictObject({
+      perCaller: z.number().int().min(1).max(4096).default(32),
+      queue: z.number().int().min(0).max(100_000).default(64),
+      queueTimeout: durationSchema.default(5_000),
+      retryAfter: durationSchema.default(1_000),
+    }).default({ perCaller: 32, queue: 64, queueTimeout: 5_000, retryAfter: 1_000 }),
   }),
   outbound: strictObject({
     /** Loopback only: the app's HTTP proxy (`HTTP_PROXY=http://127.0.0.1:15001`). */
@@ -94,6 +107,12 @@ export const sidecarConfigSchema = strictObject({
   }).optional(),
   /** Where audit events go: the collector (mTLS, disk spool), log lines, or memory (tests). */
   audit: auditSinkConfigSchema,
+  /**
+   * Per-stage connection budgets of every listener (inbound, outbound, metrics) and the shutdown
+   * drain (docs/operations.md). The outbound listener takes connections from the app on loopback
+   * only, so `maxConnectionsPerPeer` does not apply to it.
+   */
+  connections: connectionBudgetsSchema,
 });
 
 /** Parsed sidecar configuration: durations in ms, paths absolute. */
@@ -120,6 +139,11 @@ function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig 
   const bad = (key: string, problem: string) => new ConfigError('ERR_CONFIG_INVALID', file, key, problem);
   if (!c.service.startsWith(`spiffe://${c.trustDomain}/`))
     throw bad('service', `is outside the trust domain "${c.trustDomain}"`);
+  if (c.inbound.fairShare.perCaller > c.inbound.upstreamConnections)
+    throw bad(
+      'inbound.fairShare.perCaller',
+      `must not be larger than inbound.upstreamConnections (${c.inbound.upstreamConnections}): one caller could take the whole pool`,
+    );
   if (c.outbound) {
     if (!LOOPBACK.has(c.outbound.listen.host))
       throw bad('outbound.listen.host', 'must be a loopback address (127.0.0.1, ::1 or localhost)');

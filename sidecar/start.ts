@@ -8,12 +8,18 @@ import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
 import type { TlsWatcher } from '../ca/index.ts';
-import { activeTracer, createLogger } from '../core/index.ts';
-import type { AuditSink, Logger, Tracer } from '../core/index.ts';
+import {
+  activeTracer,
+  applyConnectionBudgets,
+  connectionServerOptions,
+  createLogger,
+} from '../core/index.ts';
+import type { AuditSink, ConnectionGuard, Logger, Tracer } from '../core/index.ts';
 import type { SidecarConfig } from './config.ts';
 import { createInboundHandler } from './inbound/handle.ts';
 import { authorizeLayer } from './inbound/layers/authorize.ts';
 import { bindingLayer } from './inbound/layers/binding.ts';
+import { fairShareLayer } from './inbound/layers/fair-share.ts';
 import { pathLayer } from './inbound/layers/path.ts';
 import { peerLayer } from './inbound/layers/peer.ts';
 import { tokenLayer } from './inbound/layers/token.ts';
@@ -65,7 +71,10 @@ export interface RunningSidecar {
   readonly metrics: SidecarMetrics;
   /** `http://host:port/metrics`, when `metrics` is configured. */
   readonly metricsUrl: string | undefined;
-  /** Stops accepting, drains in-flight requests, stops timers, flushes audit events. */
+  /**
+   * Stops accepting, drains in-flight requests for up to `connections.drainTimeout` (then destroys
+   * every connection left), stops timers, flushes audit events.
+   */
   close(): Promise<void>;
 }
 
@@ -170,6 +179,7 @@ export async function startSidecar(
       bindingLayer(),
       pathLayer(),
       authorizeLayer(() => policy.current(), tracer),
+      fairShareLayer(config.inbound.fairShare),
     ],
     upstream: {
       pool,
@@ -199,7 +209,12 @@ export async function startSidecar(
       status,
       attributes: { parserError: what.slice(0, 64) },
     });
-  });
+  }, config.connections);
+  const sidecarError = (error: string) => (message: string) => JSON.stringify({ error, message });
+  const guards: ConnectionGuard[] = [
+    // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
+    applyConnectionBudgets(inbound, config.connections, { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') }),
+  ];
   await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
 
   let outbound: HttpServer | undefined;
@@ -236,7 +251,7 @@ export async function startSidecar(
     };
     outbound = createHttpServer(
       // requireHostHeader off: the header scan refuses a request without Host in the sidecar's own shape.
-      { keepAliveTimeout: 65_000, headersTimeout: 20_000, noDelay: true, requireHostHeader: false },
+      { ...connectionServerOptions(config.connections), noDelay: true, requireHostHeader: false },
       createOutboundHandler({
         routes,
         tokens,
@@ -251,18 +266,31 @@ export async function startSidecar(
     );
     outbound.on('connect', refuseConnect);
     outbound.on('clientError', refuseClientError);
+    // The app is the only peer of this loopback listener: the per-peer cap is the listener's.
+    guards.push(
+      applyConnectionBudgets(
+        outbound,
+        { ...config.connections, maxConnectionsPerPeer: config.connections.maxConnections },
+        { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') },
+      ),
+    );
     await listen(outbound, out.listen.host, out.listen.port);
   }
 
   let metricsServer: HttpServer | undefined;
   if (config.metrics) {
-    metricsServer = createHttpServer((req, res) => {
+    metricsServer = createHttpServer(connectionServerOptions(config.connections), (req, res) => {
       if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
       metrics.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
         () => res.writeHead(500).end(),
       );
     });
+    guards.push(
+      applyConnectionBudgets(metricsServer, config.connections, {
+        timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+      }),
+    );
     await listen(metricsServer, config.metrics.listen.host, config.metrics.listen.port);
   }
 
@@ -298,14 +326,14 @@ export async function startSidecar(
       policy.close();
       jwks.close();
       revoked.close();
-      const closing = [
+      // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
+      // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
+      await Promise.all([
         close(inbound),
         ...(outbound ? [close(outbound)] : []),
         ...(metricsServer ? [close(metricsServer)] : []),
-      ];
-      inbound.closeIdleConnections();
-      outbound?.closeIdleConnections();
-      await Promise.all(closing);
+        ...guards.map((g) => g.drain()),
+      ]);
       await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
       // A sink the caller passed in is the caller's to close; the one built here is closed here.
       await (overrides.sink ? sink.flush() : sink.close());
