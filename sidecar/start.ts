@@ -196,24 +196,31 @@ export async function startSidecar(
     count: (decision, reason, rule) => metrics.record(decision, reason, rule),
     ...(tracer ? { tracer } : {}),
   });
-  const inbound: HttpsServer = createInboundServer(tls.current(), handler, (what, status) => {
-    metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
-    if (!sink.accepting()) return;
-    sink.emit({
-      type: 'authz.decision',
-      time: new Date(clock()).toISOString(),
-      source: config.service,
-      target: config.service,
-      decision: 'deny',
-      reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
-      status,
-      attributes: { parserError: what.slice(0, 64) },
-    });
-  }, config.connections);
+  const inbound: HttpsServer = createInboundServer(
+    tls.current(),
+    handler,
+    (what, status) => {
+      metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
+      if (!sink.accepting()) return;
+      sink.emit({
+        type: 'authz.decision',
+        time: new Date(clock()).toISOString(),
+        source: config.service,
+        target: config.service,
+        decision: 'deny',
+        reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
+        status,
+        attributes: { parserError: what.slice(0, 64) },
+      });
+    },
+    config.connections,
+  );
   const sidecarError = (error: string) => (message: string) => JSON.stringify({ error, message });
   const guards: ConnectionGuard[] = [
     // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
-    applyConnectionBudgets(inbound, config.connections, { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') }),
+    applyConnectionBudgets(inbound, config.connections, {
+      timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+    }),
   ];
   await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
 

@@ -3,7 +3,12 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { applyConnectionBudgets, connectionServerOptions, createLogger, loadRegistry } from '../../core/index.ts';
+import {
+  applyConnectionBudgets,
+  connectionServerOptions,
+  createLogger,
+  loadRegistry,
+} from '../../core/index.ts';
 import type { Logger, Registry } from '../../core/index.ts';
 import { createPeerVerifier, followTrustBundle, watchTlsFiles, writeFileAtomic } from '../../ca/index.ts';
 import type { AuditStore } from '../store/store.ts';

@@ -89,7 +89,11 @@ describe('the connections: config section', () => {
 
   const refused: [string, string, RegExp][] = [
     ['a zero timeout', 'handshakeTimeout: 0s', /connections\.handshakeTimeout: "0s" must be a positive/],
-    ['a timeout that is not a duration', 'bodyTimeout: soon', /connections\.bodyTimeout: "soon" is not a duration/],
+    [
+      'a timeout that is not a duration',
+      'bodyTimeout: soon',
+      /connections\.bodyTimeout: "soon" is not a duration/,
+    ],
     ['a number for a duration', 'keepAliveTimeout: 5', /connections\.keepAliveTimeout: must be a string/],
     ['a zero connection cap', 'maxConnections: 0', /connections\.maxConnections: .*>=1/],
     ['a fractional cap', 'maxConnectionsPerPeer: 1.5', /connections\.maxConnectionsPerPeer: .*int/],
@@ -103,7 +107,11 @@ describe('the connections: config section', () => {
       'maxConnections: 10, maxConnectionsPerPeer: 11',
       /connections\.maxConnectionsPerPeer: must not be larger than maxConnections/,
     ],
-    ['an unknown key', 'bodyTimout: 1s', /connections\.bodyTimout: unknown key \(did you mean "bodyTimeout"\?\)/],
+    [
+      'an unknown key',
+      'bodyTimout: 1s',
+      /connections\.bodyTimout: unknown key \(did you mean "bodyTimeout"\?\)/,
+    ],
   ];
   for (const [name, body, message] of refused)
     it(`refuses ${name} with one line naming the key`, () => {
@@ -116,8 +124,16 @@ describe('the connections: config section', () => {
 
 describe('describeClientError', () => {
   const cases: [string, Error & { code?: string; library?: string }, number | undefined][] = [
-    ['a TLS handshake timeout', Object.assign(new Error('x'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' }), undefined],
-    ['an OpenSSL failure', Object.assign(new Error('x'), { code: 'ERR_SSL_WRONG_VERSION_NUMBER' }), undefined],
+    [
+      'a TLS handshake timeout',
+      Object.assign(new Error('x'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' }),
+      undefined,
+    ],
+    [
+      'an OpenSSL failure',
+      Object.assign(new Error('x'), { code: 'ERR_SSL_WRONG_VERSION_NUMBER' }),
+      undefined,
+    ],
     ['an OpenSSL error object', Object.assign(new Error('x'), { library: 'SSL routines' }), undefined],
     ['a reset', Object.assign(new Error('x'), { code: 'ECONNRESET' }), undefined],
     ['a request timeout', Object.assign(new Error('x'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), 408],
@@ -139,8 +155,9 @@ describe('TLS handshake budget', () => {
     pki = await makeTestPki();
     const leaf = pki.leaf('sts');
     const b = budgets({ handshakeTimeout: 400 });
-    server = createHttpsServer({ cert: leaf.certPem, key: leaf.keyPem, ...connectionServerOptions(b) }, (_q, r) =>
-      r.end('ok'),
+    server = createHttpsServer(
+      { cert: leaf.certPem, key: leaf.keyPem, ...connectionServerOptions(b) },
+      (_q, r) => r.end('ok'),
     );
     guard = applyConnectionBudgets(server, b, { timeoutBody });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -206,7 +223,10 @@ describe('request body progress budget', () => {
 
   const stalls: [string, string][] = [
     ['a body shorter than its content-length', 'content-length: 100\r\n\r\n0123456789'],
-    ['a chunk size of 2^64-1 followed by silence', 'transfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nabc'],
+    [
+      'a chunk size of 2^64-1 followed by silence',
+      'transfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nabc',
+    ],
     ['a chunked body that stops between chunks', 'transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n'],
   ];
   for (const [name, rest] of stalls)
@@ -246,7 +266,9 @@ describe('request body progress budget', () => {
 
 describe('connection caps and keep-alive idle budget', () => {
   it('closes a connection past the per-peer cap at once and keeps the others', async () => {
-    const { server, guard, port } = await httpServer(budgets({ maxConnectionsPerPeer: 3 }), (_q, r) => r.end());
+    const { server, guard, port } = await httpServer(budgets({ maxConnectionsPerPeer: 3 }), (_q, r) =>
+      r.end(),
+    );
     try {
       const kept = await Promise.all([tcp(port), tcp(port), tcp(port)]);
       const extra = await tcp(port);
@@ -278,7 +300,9 @@ describe('connection caps and keep-alive idle budget', () => {
   });
 
   it('closes an idle keep-alive connection after keepAliveTimeout (plus the 1 s grace Node gives clients)', async () => {
-    const { server, guard, port } = await httpServer(budgets({ keepAliveTimeout: 300 }), (_q, r) => r.end('ok'));
+    const { server, guard, port } = await httpServer(budgets({ keepAliveTimeout: 300 }), (_q, r) =>
+      r.end('ok'),
+    );
     try {
       const s = await tcp(port);
       s.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
