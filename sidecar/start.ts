@@ -15,6 +15,7 @@ import {
   createLogger,
 } from '../core/index.ts';
 import type { AuditSink, ConnectionGuard, Logger, Tracer } from '../core/index.ts';
+import { perCallerLimit } from './config.ts';
 import type { SidecarConfig } from './config.ts';
 import { createInboundHandler } from './inbound/handle.ts';
 import { authorizeLayer } from './inbound/layers/authorize.ts';
@@ -179,7 +180,7 @@ export async function startSidecar(
       bindingLayer(),
       pathLayer(),
       authorizeLayer(() => policy.current(), tracer),
-      fairShareLayer(config.inbound.fairShare),
+      fairShareLayer({ ...config.inbound.fairShare, perCaller: perCallerLimit(config.inbound) }),
     ],
     upstream: {
       pool,
