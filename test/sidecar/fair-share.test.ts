@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { parseSidecarConfig } from '../../sidecar/index.ts';
 import { fairShareLayer } from '../../sidecar/inbound/layers/fair-share.ts';
 import type { InboundContext } from '../../sidecar/inbound/context.ts';
-import { SidecarError } from '../../sidecar/errors.ts';
+import type { SidecarError } from '../../sidecar/errors.ts';
 
 /**
  * A real HTTP server running the layer for each request, the caller named by `x-caller`: an
