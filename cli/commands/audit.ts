@@ -13,6 +13,7 @@ import {
 } from '../../audit/index.ts';
 import type { AuditRecord, CollectorApi, InclusionBundle, RecordFilter } from '../../audit/index.ts';
 import type { CliCommand } from '../lib/command.ts';
+import { closeWithin, stopSignal } from '../lib/stop.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -89,12 +90,10 @@ flags:
       },
       'audit collector listening',
     );
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
-    });
+    await stopSignal();
     logger.info('audit collector stopping');
-    await running.close();
+    // Drains for at most connections.drainTimeout; the last checkpoint and store close get 10 s more.
+    await closeWithin('audit serve', config.connections.drainTimeout + 10_000, () => running.close());
     await telemetry.shutdown();
     return 0;
   },

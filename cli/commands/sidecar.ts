@@ -2,13 +2,15 @@ import { createLogger, startTelemetry } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { parseFlags, required } from '../lib/command.ts';
+import { closeWithin, stopSignal } from '../lib/stop.ts';
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'run a service sidecar (inbound mTLS + token + RBAC, outbound token-and-mTLS proxy)';
 
 const USAGE = `usage: portcullis sidecar --config FILE
 
-Runs one service's sidecar until SIGINT/SIGTERM (then drains and exits 0):
+Runs one service's sidecar until SIGINT/SIGTERM (then drains for at most connections.drainTimeout,
+flushes audit events and exits 0; a second signal exits 1 at once):
   inbound   mTLS listener: peer certificate → bound token → path → policy → app, one audit event per request
   outbound  loopback HTTP proxy for the app (HTTP_PROXY=http://127.0.0.1:15001, or http://<route>/…)
 Policies and certificates are reloaded from disk while it runs.
@@ -38,13 +40,10 @@ export const commands: readonly CliCommand[] = [
         },
         'sidecar listening',
       );
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
+      await stopSignal();
       logger.info('sidecar draining');
-      await running.close();
+      // Drains for at most connections.drainTimeout; the audit flush gets 10 s more.
+      await closeWithin('sidecar', config.connections.drainTimeout + 10_000, () => running.close());
       await telemetry.shutdown();
       return 0;
     },
