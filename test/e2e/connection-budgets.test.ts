@@ -180,4 +180,18 @@ describe('connection budgets of the STS, the collector and the sidecar', () => {
     assert.equal(ev?.subject, 'spiffe://example.org/ns/shop/sa/web');
     assert.equal((await web.call('POST', 'x')).status, 200);
   });
+
+  it('sidecar metrics listener: the same budgets — headers not complete within headersTimeout get 408 and the connection closes', async () => {
+    const port = Number(new URL(mesh.orders.metricsUrl!).port);
+    const answer = await new Promise<{ text: string; ms: number }>((resolve, reject) => {
+      const s = connect(port, '127.0.0.1', () => s.write('GET /metrics HTTP/1.1\r\nhost: x\r\n'));
+      const t0 = performance.now();
+      let text = '';
+      s.on('data', (c: Buffer) => (text += c.toString('latin1')));
+      s.on('error', reject);
+      s.on('close', () => resolve({ text, ms: performance.now() - t0 }));
+    });
+    assert.match(answer.text, /^HTTP\/1\.1 408 /);
+    assert.ok(answer.ms >= 1_900 && answer.ms < 3_500, `closed after ${answer.ms.toFixed(0)} ms`);
+  });
 });
