@@ -189,8 +189,8 @@ export function applyConnectionBudgets(
       .end(body, () => socket.destroy());
   };
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (draining && !res.headersSent) res.shouldKeepAlive = false;
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    if (draining) res.shouldKeepAlive = false;
     const h = req.headers;
     if (h['transfer-encoding'] === undefined && (h['content-length'] ?? '0') === '0') return;
     watched.add({ req, res, bytes: req.socket?.bytesRead ?? 0, since: now() });
@@ -198,7 +198,18 @@ export function applyConnectionBudgets(
       sweep = setInterval(check, tick);
       sweep.unref();
     }
-  });
+  };
+  // The server's own handler is wrapped rather than joined by a second `request` listener: with
+  // two, every request's emit goes through EventEmitter's slower many-listeners path.
+  const handlers = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
+  if (handlers.length === 1) {
+    const handler = handlers[0]!;
+    server.removeListener('request', handler);
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      onRequest(req, res);
+      handler(req, res);
+    });
+  } else server.on('request', onRequest);
 
   /** Destroys every connection with no response in flight; the rest are told to close after it. */
   const closeIdle = () => {

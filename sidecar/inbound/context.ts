@@ -28,6 +28,8 @@ export interface InboundContext {
   enforced: boolean;
   /** Set when a layer refused the request, or the upstream failed. */
   error?: SidecarError;
+  /** Gives back the caller's fair-share slot; the handler calls it once the request is recorded. */
+  releaseSlot?: () => void;
   /** Seconds a refused caller is told to wait (`Retry-After`), set by the layer that refused it. */
   retryAfterSeconds?: number;
   /** Extra audit attributes (e.g. the ca/ code behind a refused peer). */

@@ -40,6 +40,11 @@ export function createInboundHandler(
   const audit = auditRecorder(deps.sink, deps.service, deps.now, deps.clock, deps.count);
   const { layers, tracer } = deps;
   const record = (ctx: InboundContext, status: number) => {
+    // Answered, refused or cut: the request no longer holds its caller's share of the app.
+    if (ctx.releaseSlot) {
+      ctx.releaseSlot();
+      ctx.releaseSlot = undefined;
+    }
     audit(ctx, status);
     const span = ctx.span;
     if (span?.isRecording()) {

@@ -10,7 +10,9 @@ import type { SidecarError } from '../../sidecar/errors.ts';
 
 /**
  * A real HTTP server running the layer for each request, the caller named by `x-caller`: an
- * admitted request is held until the test releases it; a refusal answers its status at once.
+ * admitted request is held until the test ends it; a refusal answers its status at once. As the
+ * inbound handler does once it has recorded a request, the slot is given back when the response
+ * closes (answered or cut).
  */
 async function layerServer(options: Parameters<typeof fairShareLayer>[0]) {
   const layer = fairShareLayer(options);
@@ -21,7 +23,10 @@ async function layerServer(options: Parameters<typeof fairShareLayer>[0]) {
       res,
       peer: { spiffeId: { uri: String(req.headers['x-caller']) } },
     } as unknown as InboundContext;
-    const admitted = () => held.push(res);
+    const admitted = () => {
+      held.push(res);
+      res.once('close', () => ctx.releaseSlot?.());
+    };
     const refused = (err: SidecarError) =>
       res
         .writeHead(err.code === 'ERR_SIDECAR_CALLER_OVER_LIMIT' ? 429 : 502, {

@@ -37,9 +37,10 @@ export interface FairShareStats {
  * slots, each for at most `queueTimeout`. Past that the request is refused with 429
  * `ERR_SIDECAR_CALLER_OVER_LIMIT` and `Retry-After` (and recorded like every refusal), while
  * other callers keep their own slots: one caller, however slow its bodies, holds at most
- * `perCaller` connections of the pool to the app. A slot is held until the client's response is
- * closed (answered, refused later, or the client gone); a waiter whose client goes away leaves
- * the queue.
+ * `perCaller` connections of the pool to the app. A slot is held until the handler records the
+ * request (`ctx.releaseSlot`: answered, refused later, upstream failed or the client gone — the
+ * exchange with the app is over by then); a waiter whose client goes away leaves the queue. No
+ * listener or timer is added to a request that gets a slot at once.
  */
 export function fairShareLayer(options: FairShareOptions): InboundLayer & { stats(): FairShareStats } {
   const callers = new Map<string, Caller>();
@@ -67,7 +68,7 @@ export function fairShareLayer(options: FairShareOptions): InboundLayer & { stat
     const c = caller;
     if (c.active < options.perCaller) {
       c.active++;
-      ctx.res.once('close', () => release(id, c));
+      ctx.releaseSlot = () => release(id, c);
       return;
     }
     if (c.waiting.length >= options.queue)
@@ -91,12 +92,12 @@ export function fairShareLayer(options: FairShareOptions): InboundLayer & { stat
         admit: () => {
           state = 'admitted';
           clearTimeout(timer);
+          ctx.releaseSlot = () => release(id, c);
           resolve();
         },
       };
       c.waiting.push(waiter);
       ctx.res.once('close', () => {
-        if (state === 'admitted') return release(id, c);
         if (state !== 'waiting') return;
         state = 'gone';
         clearTimeout(timer);
