@@ -44,7 +44,7 @@ rules:
     paths: [/orders]
 `;
 
-/** Short budgets, and caps high enough that the handshake budget is what closes 1,000 idle sockets. */
+/** Short budgets (the tests wait for them), and caps no test connection count reaches. */
 export const TEST_BUDGETS = {
   handshakeTimeout: '3s',
   headersTimeout: '2s',
