@@ -15,10 +15,15 @@ export interface ConnectionBudgetHooks {
   readonly now?: () => number;
 }
 
+/** Why the budgets closed a connection (the `reason` label of the metric). */
+export type BudgetClosure = 'handshake' | 'body' | 'peer_cap' | 'listener_cap' | 'drain';
+
 /** The listener's side of the budgets: counts, and the bounded shutdown. */
 export interface ConnectionGuard {
   /** Accepted connections not yet closed (handshaking ones included). */
   readonly open: number;
+  /** Connections closed by a budget since start, by why (running totals, read at scrape time). */
+  closed(): Readonly<Record<BudgetClosure, number>>;
   /**
    * Bounded shutdown, to run alongside `server.close()` (which stops accepting): every connection
    * without a request in flight — idle keep-alive, half-open, mid-headers, never handshaken — is
@@ -100,18 +105,31 @@ export function applyConnectionBudgets(
   const perPeer = new Map<string, number>();
   const handshakes = new Map<Socket, NodeJS.Timeout>();
   let draining = false;
+  const closed: Record<BudgetClosure, number> = {
+    handshake: 0,
+    body: 0,
+    peer_cap: 0,
+    listener_cap: 0,
+    drain: 0,
+  };
+  // Node closes a connection past server.maxConnections itself and says so with `drop`.
+  server.on('drop', () => closed.listener_cap++);
 
   server.on('connection', (raw: Socket) => {
     const peer = raw.remoteAddress ?? '';
     const n = (perPeer.get(peer) ?? 0) + 1;
     if (draining || n > budgets.maxConnectionsPerPeer) {
+      closed[draining ? 'drain' : 'peer_cap']++;
       raw.destroy();
       return;
     }
     perPeer.set(peer, n);
     sockets.add(raw);
     if (isTls) {
-      const timer = setTimeout(() => raw.destroy(), budgets.handshakeTimeout);
+      const timer = setTimeout(() => {
+        closed.handshake++;
+        raw.destroy();
+      }, budgets.handshakeTimeout);
       timer.unref();
       handshakes.set(raw, timer);
     } else httpSocket.set(raw, raw);
@@ -171,6 +189,7 @@ export function applyConnectionBudgets(
   };
   const timeOutBody = (req: IncomingMessage, res: ServerResponse) => {
     bodyTimedOut.add(req);
+    closed.body++;
     hooks.onBodyTimeout?.(req);
     const socket = req.socket;
     if (res.headersSent || !socket?.writable) {
@@ -217,8 +236,10 @@ export function applyConnectionBudgets(
       const s = httpSocket.get(raw);
       // Not yet through the TLS handshake, or no request under way: nothing to drain.
       const current = s && (s as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-      if (!current) raw.destroy();
-      else current.shouldKeepAlive = false;
+      if (!current) {
+        closed.drain++;
+        raw.destroy();
+      } else current.shouldKeepAlive = false;
     }
   };
 
@@ -226,6 +247,7 @@ export function applyConnectionBudgets(
     get open() {
       return sockets.size;
     },
+    closed: () => ({ ...closed }),
     async drain(timeoutMs = budgets.drainTimeout) {
       draining = true;
       const deadline = now() + timeoutMs;
@@ -234,7 +256,10 @@ export function applyConnectionBudgets(
         await new Promise((r) => setTimeout(r, Math.min(25, Math.max(1, deadline - now()))));
         closeIdle();
       }
-      for (const raw of sockets) raw.destroy();
+      for (const raw of sockets) {
+        closed.drain++;
+        raw.destroy();
+      }
       if (sweep) clearInterval(sweep);
       sweep = undefined;
       watched.clear();

@@ -42,9 +42,11 @@ export {
   applyConnectionBudgets,
   connectionServerOptions,
   isBodyTimedOut,
+  type BudgetClosure,
   type ConnectionBudgetHooks,
   type ConnectionGuard,
 } from './apply-connection-budgets.ts';
+export { registerConnectionMetrics } from './connection-metrics.ts';
 export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';
 export type { Registry, Workload, Role, RegistrySource } from './registry.ts';
 export { loadRegistry } from './registry-load.ts';

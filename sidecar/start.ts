@@ -13,6 +13,7 @@ import {
   applyConnectionBudgets,
   connectionServerOptions,
   createLogger,
+  registerConnectionMetrics,
 } from '../core/index.ts';
 import type { AuditSink, ConnectionGuard, Logger, Tracer } from '../core/index.ts';
 import { perCallerLimit } from './config.ts';
@@ -217,12 +218,14 @@ export async function startSidecar(
     config.connections,
   );
   const sidecarError = (error: string) => (message: string) => JSON.stringify({ error, message });
-  const guards: ConnectionGuard[] = [
+  const guards: Record<string, ConnectionGuard> = {
     // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
-    applyConnectionBudgets(inbound, config.connections, {
+    inbound: applyConnectionBudgets(inbound, config.connections, {
       timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
     }),
-  ];
+  };
+  // Read at scrape time: the outbound and metrics listeners join below.
+  registerConnectionMetrics(metrics.registry, 'portcullis_sidecar', guards);
   await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
 
   let outbound: HttpServer | undefined;
@@ -275,12 +278,10 @@ export async function startSidecar(
     outbound.on('connect', refuseConnect);
     outbound.on('clientError', refuseClientError);
     // The app is the only peer of this loopback listener: the per-peer cap is the listener's.
-    guards.push(
-      applyConnectionBudgets(
-        outbound,
-        { ...config.connections, maxConnectionsPerPeer: config.connections.maxConnections },
-        { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') },
-      ),
+    guards.outbound = applyConnectionBudgets(
+      outbound,
+      { ...config.connections, maxConnectionsPerPeer: config.connections.maxConnections },
+      { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') },
     );
     await listen(outbound, out.listen.host, out.listen.port);
   }
@@ -294,11 +295,9 @@ export async function startSidecar(
         () => res.writeHead(500).end(),
       );
     });
-    guards.push(
-      applyConnectionBudgets(metricsServer, config.connections, {
-        timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
-      }),
-    );
+    guards.metrics = applyConnectionBudgets(metricsServer, config.connections, {
+      timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+    });
     await listen(metricsServer, config.metrics.listen.host, config.metrics.listen.port);
   }
 
@@ -340,7 +339,7 @@ export async function startSidecar(
         close(inbound),
         ...(outbound ? [close(outbound)] : []),
         ...(metricsServer ? [close(metricsServer)] : []),
-        ...guards.map((g) => g.drain()),
+        ...Object.values(guards).map((g) => g.drain()),
       ]);
       await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
       // A sink the caller passed in is the caller's to close; the one built here is closed here.

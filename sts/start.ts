@@ -11,6 +11,7 @@ import {
   applyConnectionBudgets,
   connectionServerOptions,
   createLogger,
+  registerConnectionMetrics,
   loadRegistry,
   readConfiguredFile,
 } from '../core/index.ts';
@@ -211,6 +212,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       });
     },
   });
+  registerConnectionMetrics(metrics.registry, 'portcullis_sts', { main: connections });
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {

@@ -8,6 +8,7 @@ import {
   connectionServerOptions,
   createLogger,
   loadRegistry,
+  registerConnectionMetrics,
 } from '../../core/index.ts';
 import type { Logger, Registry } from '../../core/index.ts';
 import { createPeerVerifier, followTrustBundle, watchTlsFiles, writeFileAtomic } from '../../ca/index.ts';
@@ -148,6 +149,7 @@ export async function startCollector(
     onBodyTimeout: (req) =>
       logger.warn({ peer: req.socket?.remoteAddress, url: req.url?.slice(0, 256) }, 'request body timed out'),
   });
+  registerConnectionMetrics(metrics.registry, 'portcullis_audit', { main: connections });
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {

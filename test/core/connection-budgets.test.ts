@@ -181,6 +181,7 @@ describe('TLS handshake budget', () => {
     assert.ok(Math.max(...times) < 1_000, `slowest close ${Math.max(...times)} ms`);
     for (let i = 0; i < 20 && guard.open > 0; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(guard.open, 0);
+    assert.equal(guard.closed().handshake, 50, 'each is counted as closed by the handshake budget');
   });
 
   it('destroys a connection that trickles its ClientHello one byte at a time (the budget is not an idle timer)', async () => {
@@ -207,6 +208,7 @@ describe('request body progress budget', () => {
   let server: HttpServer;
   let guard: ConnectionGuard;
   let port: number;
+  let bodyTimeouts = 0;
   before(async () => {
     ({ server, guard, port } = await httpServer(budgets({ bodyTimeout: 300 }), (req, res) => {
       // /late reads its body only after a while (back-pressure, not a stalled client).
@@ -241,6 +243,7 @@ describe('request body progress budget', () => {
       assert.match(text, /connection: close/i);
       assert.match(text, /"error":"ERR_TEST_TIMEOUT"/);
       assert.ok(t >= 290 && t < 1_000, `answered after ${t} ms`);
+      assert.equal(guard.closed().body, ++bodyTimeouts);
     });
 
   it('does not time out a body that keeps coming, however slowly, within the budget', async () => {
@@ -274,6 +277,7 @@ describe('connection caps and keep-alive idle budget', () => {
       const extra = await tcp(port);
       assert.ok((await closedWithin(extra, 1_000)) < 500);
       assert.equal(guard.open, 3);
+      assert.equal(guard.closed().peer_cap, 1);
       for (const s of kept) assert.equal(s.destroyed, false);
       kept[0]!.destroy();
       await new Promise((r) => setTimeout(r, 50));
@@ -293,6 +297,7 @@ describe('connection caps and keep-alive idle budget', () => {
       const kept = await Promise.all([tcp(port), tcp(port)]);
       const extra = await tcp(port);
       assert.ok((await closedWithin(extra, 1_000)) < 500);
+      assert.equal(guard.closed().listener_cap, 1);
       for (const s of kept) s.destroy();
     } finally {
       await stop(server, guard);
@@ -363,6 +368,11 @@ describe('bounded drain', () => {
     const t = performance.now() - t0;
     assert.ok(t < 1_000, `drained in ${t} ms`);
     assert.equal(guard.open, 0);
+    assert.equal(
+      guard.closed().drain,
+      2,
+      'the idle and mid-headers connections (the half-open one closed itself)',
+    );
   });
 
   it('destroys a request still in flight at the drain timeout', async () => {

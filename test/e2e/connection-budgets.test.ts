@@ -93,6 +93,12 @@ describe('connection budgets of the STS, the collector and the sidecar: stalled 
     const ev = mesh.ordersEvents.slice(before).find((e) => e.status === 408);
     assert.equal(ev?.reason, 'ERR_SIDECAR_BODY_TIMEOUT');
     assert.equal(ev?.subject, 'spiffe://example.org/ns/shop/sa/web');
+    const scrape = await fetch(mesh.orders.metricsUrl!).then((r) => r.text());
+    assert.match(
+      scrape,
+      /portcullis_sidecar_connections_closed_total\{listener="inbound",reason="body"\} 1\n/,
+    );
+    assert.match(scrape, /portcullis_sidecar_connections_open\{listener="inbound"\} \d+\n/);
     assert.equal((await web.call('POST', 'x')).status, 200);
   });
 
