@@ -34,6 +34,20 @@ export { loadConfigFile, readConfiguredFile } from './config-file.ts';
 export { describeClientError, endWithHttpError } from './raw-http.ts';
 export { coalesceWrites } from './coalesce-writes.ts';
 export { collectProcessMetrics } from './process-metrics.ts';
+export {
+  connectionBudgetsSchema,
+  DEFAULT_CONNECTION_BUDGETS,
+  type ConnectionBudgets,
+} from './connection-budgets.ts';
+export {
+  applyConnectionBudgets,
+  connectionServerOptions,
+  isBodyTimedOut,
+  type BudgetClosure,
+  type ConnectionBudgetHooks,
+  type ConnectionGuard,
+} from './apply-connection-budgets.ts';
+export { registerConnectionMetrics } from './connection-metrics.ts';
 export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';
 export type { Registry, Workload, Role, RegistrySource } from './registry.ts';
 export { loadRegistry } from './registry-load.ts';

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts';
 import {
   ConfigError,
+  connectionBudgetsSchema,
   durationSchema,
   loadConfigFile,
   parseConfigText,
@@ -68,7 +69,19 @@ export const sidecarConfigSchema = strictObject({
     clockSkew: durationSchema.default(30_000),
     upstreamHeadersTimeout: durationSchema.default(10_000),
     upstreamBodyTimeout: durationSchema.default(30_000),
+    /** Size of the keep-alive pool to the app: the most requests forwarded at once. */
     upstreamConnections: z.number().int().min(1).max(4096).default(128),
+    /**
+     * Fair sharing of the pool between callers (by SPIFFE ID): each may have `perCaller` requests
+     * at the app at once (default: half of `upstreamConnections`) and `queue` more waiting (up to
+     * `queueTimeout`); past that, 429 with `Retry-After`, recorded, while other callers are served.
+     */
+    fairShare: strictObject({
+      perCaller: z.number().int().min(1).max(4096).optional(),
+      queue: z.number().int().min(0).max(100_000).default(128),
+      queueTimeout: durationSchema.default(5_000),
+      retryAfter: durationSchema.default(1_000),
+    }).default({ queue: 128, queueTimeout: 5_000, retryAfter: 1_000 }),
   }),
   outbound: strictObject({
     /** Loopback only: the app's HTTP proxy (`HTTP_PROXY=http://127.0.0.1:15001`). */
@@ -94,6 +107,12 @@ export const sidecarConfigSchema = strictObject({
   }).optional(),
   /** Where audit events go: the collector (mTLS, disk spool), log lines, or memory (tests). */
   audit: auditSinkConfigSchema,
+  /**
+   * Per-stage connection budgets of every listener (inbound, outbound, metrics) and the shutdown
+   * drain (docs/operations.md). The outbound listener takes connections from the app on loopback
+   * only, so `maxConnectionsPerPeer` does not apply to it.
+   */
+  connections: connectionBudgetsSchema,
 });
 
 /** Parsed sidecar configuration: durations in ms, paths absolute. */
@@ -115,11 +134,23 @@ export function loadSidecarConfig(file: string): SidecarConfig {
   return finish(loadConfigFile(file, sidecarConfigSchema), file, dirname(resolve(file)));
 }
 
+/** Requests one caller may have at the app at once: `fairShare.perCaller`, or half the pool. */
+export function perCallerLimit(inbound: SidecarConfig['inbound']): number {
+  return inbound.fairShare.perCaller ?? Math.max(1, Math.floor(inbound.upstreamConnections / 2));
+}
+
 function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig {
   const abs = (p: string) => resolveConfigPath(p, baseDir);
   const bad = (key: string, problem: string) => new ConfigError('ERR_CONFIG_INVALID', file, key, problem);
   if (!c.service.startsWith(`spiffe://${c.trustDomain}/`))
     throw bad('service', `is outside the trust domain "${c.trustDomain}"`);
+  const pool = c.inbound.upstreamConnections;
+  const perCaller = perCallerLimit(c.inbound);
+  if (perCaller > pool)
+    throw bad(
+      'inbound.fairShare.perCaller',
+      `must not be larger than inbound.upstreamConnections (${pool}): one caller could take the whole pool`,
+    );
   if (c.outbound) {
     if (!LOOPBACK.has(c.outbound.listen.host))
       throw bad('outbound.listen.host', 'must be a loopback address (127.0.0.1, ::1 or localhost)');
@@ -134,7 +165,11 @@ function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig 
   return {
     ...c,
     tls: resolveTlsFiles(c.tls, baseDir),
-    inbound: { ...c.inbound, policy: abs(c.inbound.policy) },
+    inbound: {
+      ...c.inbound,
+      policy: abs(c.inbound.policy),
+      fairShare: { ...c.inbound.fairShare, perCaller },
+    },
     audit: resolveAuditSinkConfig(c.audit, baseDir),
   };
 }

@@ -8,12 +8,20 @@ import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
 import type { TlsWatcher } from '../ca/index.ts';
-import { activeTracer, createLogger } from '../core/index.ts';
-import type { AuditSink, Logger, Tracer } from '../core/index.ts';
+import {
+  activeTracer,
+  applyConnectionBudgets,
+  connectionServerOptions,
+  createLogger,
+  registerConnectionMetrics,
+} from '../core/index.ts';
+import type { AuditSink, ConnectionGuard, Logger, Tracer } from '../core/index.ts';
+import { perCallerLimit } from './config.ts';
 import type { SidecarConfig } from './config.ts';
 import { createInboundHandler } from './inbound/handle.ts';
 import { authorizeLayer } from './inbound/layers/authorize.ts';
 import { bindingLayer } from './inbound/layers/binding.ts';
+import { fairShareLayer } from './inbound/layers/fair-share.ts';
 import { pathLayer } from './inbound/layers/path.ts';
 import { peerLayer } from './inbound/layers/peer.ts';
 import { tokenLayer } from './inbound/layers/token.ts';
@@ -65,7 +73,10 @@ export interface RunningSidecar {
   readonly metrics: SidecarMetrics;
   /** `http://host:port/metrics`, when `metrics` is configured. */
   readonly metricsUrl: string | undefined;
-  /** Stops accepting, drains in-flight requests, stops timers, flushes audit events. */
+  /**
+   * Stops accepting, drains in-flight requests for up to `connections.drainTimeout` (then destroys
+   * every connection left), stops timers, flushes audit events.
+   */
   close(): Promise<void>;
 }
 
@@ -183,6 +194,7 @@ export async function startSidecar(
       bindingLayer(),
       pathLayer(),
       authorizeLayer(() => policy.current(), tracer),
+      fairShareLayer({ ...config.inbound.fairShare, perCaller: perCallerLimit(config.inbound) }),
     ],
     upstream: {
       pool,
@@ -200,20 +212,34 @@ export async function startSidecar(
     recordBeforeForward: config.audit.failMode === 'closed',
     ...(tracer ? { tracer } : {}),
   });
-  const inbound: HttpsServer = createInboundServer(tls.current(), handler, (what, status) => {
-    metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
-    if (!sink.accepting()) return;
-    sink.emit({
-      type: 'authz.decision',
-      time: new Date(clock()).toISOString(),
-      source: config.service,
-      target: config.service,
-      decision: 'deny',
-      reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
-      status,
-      attributes: { parserError: what.slice(0, 64) },
-    });
-  });
+  const inbound: HttpsServer = createInboundServer(
+    tls.current(),
+    handler,
+    (what, status) => {
+      metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
+      if (!sink.accepting()) return;
+      sink.emit({
+        type: 'authz.decision',
+        time: new Date(clock()).toISOString(),
+        source: config.service,
+        target: config.service,
+        decision: 'deny',
+        reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
+        status,
+        attributes: { parserError: what.slice(0, 64) },
+      });
+    },
+    config.connections,
+  );
+  const sidecarError = (error: string) => (message: string) => JSON.stringify({ error, message });
+  const guards: Record<string, ConnectionGuard> = {
+    // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
+    inbound: applyConnectionBudgets(inbound, config.connections, {
+      timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+    }),
+  };
+  // Read at scrape time: the outbound and metrics listeners join below.
+  registerConnectionMetrics(metrics.registry, 'portcullis_sidecar', guards);
   await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
 
   let outbound: HttpServer | undefined;
@@ -250,7 +276,7 @@ export async function startSidecar(
     };
     outbound = createHttpServer(
       // requireHostHeader off: the header scan refuses a request without Host in the sidecar's own shape.
-      { keepAliveTimeout: 65_000, headersTimeout: 20_000, noDelay: true, requireHostHeader: false },
+      { ...connectionServerOptions(config.connections), noDelay: true, requireHostHeader: false },
       createOutboundHandler({
         routes,
         tokens,
@@ -265,17 +291,26 @@ export async function startSidecar(
     );
     outbound.on('connect', refuseConnect);
     outbound.on('clientError', refuseClientError);
+    // The app is the only peer of this loopback listener: the per-peer cap is the listener's.
+    guards.outbound = applyConnectionBudgets(
+      outbound,
+      { ...config.connections, maxConnectionsPerPeer: config.connections.maxConnections },
+      { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') },
+    );
     await listen(outbound, out.listen.host, out.listen.port);
   }
 
   let metricsServer: HttpServer | undefined;
   if (config.metrics) {
-    metricsServer = createHttpServer((req, res) => {
+    metricsServer = createHttpServer(connectionServerOptions(config.connections), (req, res) => {
       if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
       metrics.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
         () => res.writeHead(500).end(),
       );
+    });
+    guards.metrics = applyConnectionBudgets(metricsServer, config.connections, {
+      timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
     });
     await listen(metricsServer, config.metrics.listen.host, config.metrics.listen.port);
   }
@@ -312,14 +347,14 @@ export async function startSidecar(
       policy.close();
       jwks.close();
       revoked.close();
-      const closing = [
+      // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
+      // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
+      await Promise.all([
         close(inbound),
         ...(outbound ? [close(outbound)] : []),
         ...(metricsServer ? [close(metricsServer)] : []),
-      ];
-      inbound.closeIdleConnections();
-      outbound?.closeIdleConnections();
-      await Promise.all(closing);
+        ...Object.values(guards).map((g) => g.drain()),
+      ]);
       await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
       // A sink the caller passed in is the caller's to close; the one built here is closed here.
       await (overrides.sink ? sink.flush() : sink.close());

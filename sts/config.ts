@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import {
   ConfigError,
   TOKEN_TTL_CAP_MS,
+  connectionBudgetsSchema,
   durationSchema,
   loadConfigFile,
   parseConfigText,
@@ -95,6 +96,8 @@ export const stsConfigSchema = strictObject({
   }).default({ pollInterval: 30_000, entryLifetime: 30 * 86_400_000 }),
   /** Largest accepted request body in bytes. */
   bodyLimit: z.number().int().min(256).max(1_048_576).default(8192),
+  /** Per-stage connection budgets of the listener and the shutdown drain (docs/operations.md). */
+  connections: connectionBudgetsSchema,
   /** Where audit events go: the collector (mTLS, disk spool), log lines, or memory (tests). */
   audit: auditSinkConfigSchema,
 });

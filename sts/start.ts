@@ -6,7 +6,15 @@ import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
-import { activeTracer, createLogger, loadRegistry, readConfiguredFile } from '../core/index.ts';
+import {
+  activeTracer,
+  applyConnectionBudgets,
+  connectionServerOptions,
+  createLogger,
+  registerConnectionMetrics,
+  loadRegistry,
+  readConfiguredFile,
+} from '../core/index.ts';
 import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
@@ -53,7 +61,10 @@ export interface RunningSts {
   readonly audit: AuditSink;
   readonly keyring: Keyring;
   readonly denyList: DenyList;
-  /** Stops accepting, drains in-flight requests, stops the keyring, flushes audit events. */
+  /**
+   * Stops accepting, drains in-flight requests for up to `connections.drainTimeout` (then destroys
+   * every connection left), stops the keyring, flushes audit events.
+   */
   close(): Promise<void>;
 }
 
@@ -188,8 +199,26 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       // The peer is checked in onRequest so that a refusal gets an RFC 6749 body and an audit event.
       rejectUnauthorized: false,
       minVersion: config.tls.minVersion,
+      // Node checks its header and request timeouts at this interval (30 s unless told).
+      ...connectionServerOptions(config.connections),
     },
   });
+  const connections = applyConnectionBudgets(app.server, config.connections, {
+    timeoutBody: (message) => JSON.stringify({ error: 'invalid_request', error_description: message }),
+    onBodyTimeout: () => {
+      if (!audit.accepting()) return;
+      audit.emit({
+        type: 'authz.decision',
+        time: new Date(clock.now()).toISOString(),
+        ...(selfId ? { source: selfId } : {}),
+        decision: 'deny',
+        reason: 'ERR_STS_REQUEST_INVALID',
+        status: 408,
+        attributes: { timeout: 'body' },
+      });
+    },
+  });
+  registerConnectionMetrics(metrics.registry, 'portcullis_sts', { main: connections });
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {
@@ -215,7 +244,8 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     keyring,
     denyList,
     async close() {
-      await app.close();
+      // Stops accepting; what is idle, half-open or still handshaking goes now, the rest after drainTimeout.
+      await Promise.all([app.close(), connections.drain()]);
       await keyring.stop();
       crlSource?.stop();
       await signingPool.close();

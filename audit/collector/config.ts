@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { dirname, resolve } from 'node:path';
 import {
+  connectionBudgetsSchema,
   durationSchema,
   loadConfigFile,
   parseConfigText,
@@ -43,6 +44,8 @@ export const auditConfigSchema = strictObject({
     /** …or this long after the last one, if anything was appended. */
     interval: durationSchema.default(10_000),
   }).default({ everyRecords: 1000, interval: 10_000 }),
+  /** Per-stage connection budgets of the listener and the shutdown drain (docs/operations.md). */
+  connections: connectionBudgetsSchema,
   limits: strictObject({
     /** Largest accepted request body in bytes. */
     bodyBytes: z

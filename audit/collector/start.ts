@@ -3,7 +3,13 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { createLogger, loadRegistry } from '../../core/index.ts';
+import {
+  applyConnectionBudgets,
+  connectionServerOptions,
+  createLogger,
+  loadRegistry,
+  registerConnectionMetrics,
+} from '../../core/index.ts';
 import type { Logger, Registry } from '../../core/index.ts';
 import { createPeerVerifier, followTrustBundle, watchTlsFiles, writeFileAtomic } from '../../ca/index.ts';
 import type { AuditStore } from '../store/store.ts';
@@ -27,7 +33,10 @@ export interface CollectorOverrides {
   readonly defaultMetrics?: boolean;
 }
 
-/** A running collector. `close()` stops listening, signs a last checkpoint and closes the store. */
+/**
+ * A running collector. `close()` stops listening, drains in-flight requests for up to
+ * `connections.drainTimeout`, signs a last checkpoint and closes the store.
+ */
 export interface RunningCollector {
   readonly url: string;
   readonly port: number;
@@ -137,8 +146,16 @@ export async function startCollector(
       // The peer is checked in onRequest (ca/ peer verifier) so that a refusal gets an error body.
       rejectUnauthorized: false,
       minVersion: config.tls.minVersion,
+      // Node checks its header and request timeouts at this interval (30 s unless told).
+      ...connectionServerOptions(config.connections),
     },
   });
+  const connections = applyConnectionBudgets(app.server, config.connections, {
+    timeoutBody: (message) => JSON.stringify({ error: 'ERR_AUDIT_BAD_REQUEST', message }),
+    onBodyTimeout: (req) =>
+      logger.warn({ peer: req.socket?.remoteAddress, url: req.url?.slice(0, 256) }, 'request body timed out'),
+  });
+  registerConnectionMetrics(metrics.registry, 'portcullis_audit', { main: connections });
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {
@@ -168,7 +185,8 @@ export async function startCollector(
       closed ??= (async () => {
         clearInterval(timer);
         tlsFiles.close();
-        await app.close();
+        // Stops accepting; idle, half-open and handshaking connections go now, the rest after drainTimeout.
+        await Promise.all([app.close(), connections.drain()]);
         await checkpointing;
         await checkpoint();
         if (!overrides.store) await store.close();

@@ -13,7 +13,7 @@ import {
 } from '../../audit/index.ts';
 import type { AuditRecord, CollectorApi, InclusionBundle, RecordFilter } from '../../audit/index.ts';
 import type { CliCommand } from '../lib/command.ts';
-import { untilShutdownSignal } from '../lib/signals.ts';
+import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -90,9 +90,10 @@ flags:
       },
       'audit collector listening',
     );
-    await untilShutdownSignal('audit serve');
+    await untilShutdownSignal();
     logger.info('audit collector stopping');
-    await running.close();
+    // Drains for at most connections.drainTimeout; the last checkpoint and store close get 10 s more.
+    await closeWithin('audit serve', config.connections.drainTimeout + 10_000, () => running.close());
     await telemetry.shutdown();
     return 0;
   },

@@ -1,7 +1,7 @@
 import { createLogger, startTelemetry } from '../../core/index.ts';
 import { loadSidecarConfig, sidecarServiceName, startSidecar } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
-import { untilShutdownSignal } from '../lib/signals.ts';
+import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { parseFlags, required } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -9,7 +9,8 @@ export const summary = 'run a service sidecar (inbound mTLS + token + RBAC, outb
 
 const USAGE = `usage: portcullis sidecar --config FILE
 
-Runs one service's sidecar until SIGINT/SIGTERM (then drains and exits 0):
+Runs one service's sidecar until SIGINT/SIGTERM (then drains for at most connections.drainTimeout,
+flushes audit events and exits 0; a second signal exits 1 at once):
   inbound   mTLS listener: peer certificate → bound token → path → policy → app, one audit event per request
   outbound  loopback HTTP proxy for the app (HTTP_PROXY=http://127.0.0.1:15001, or http://<route>/…)
 Policies and certificates are reloaded from disk while it runs.
@@ -40,9 +41,10 @@ export const commands: readonly CliCommand[] = [
         },
         'sidecar listening',
       );
-      await untilShutdownSignal('sidecar');
+      await untilShutdownSignal();
       logger.info('sidecar draining');
-      await running.close();
+      // Drains for at most connections.drainTimeout; the audit flush gets 10 s more.
+      await closeWithin('sidecar', config.connections.drainTimeout + 10_000, () => running.close());
       await telemetry.shutdown();
       return 0;
     },

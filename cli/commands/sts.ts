@@ -1,7 +1,7 @@
 import { startTelemetry } from '../../core/index.ts';
 import { loadStsConfig, startSts } from '../../sts/index.ts';
 import type { CliCommand } from '../lib/command.ts';
-import { untilShutdownSignal } from '../lib/signals.ts';
+import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { parseFlags, required } from '../lib/command.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -11,7 +11,9 @@ const USAGE = `usage: portcullis sts --config FILE
 
 Runs the Security Token Service described by FILE (see config/sts.yaml and docs/sts.md).
 The file keystore reads its master key from PORTCULLIS_MASTER_KEY (base64 of at least 32 bytes;
-generate one with: openssl rand -base64 32). Stops gracefully on SIGINT or SIGTERM.
+generate one with: openssl rand -base64 32). Stops gracefully on SIGINT or SIGTERM: drains
+requests for at most connections.drainTimeout, flushes audit events, exits 0 (a second signal
+exits 1 at once).
 
 flags:
   --config FILE   STS configuration (required)`;
@@ -29,8 +31,9 @@ export const commands: readonly CliCommand[] = [
       const telemetry = await startTelemetry({ serviceName: 'portcullis-sts' });
       const sts = await startSts(config);
       console.error(`portcullis sts: listening on ${sts.url} (issuer ${config.issuer})`);
-      await untilShutdownSignal('sts');
-      await sts.close();
+      await untilShutdownSignal();
+      // Drains for at most connections.drainTimeout; the flush and store close get 10 s more.
+      await closeWithin('sts', config.connections.drainTimeout + 10_000, () => sts.close());
       await telemetry.shutdown();
       console.error('portcullis sts: stopped');
       return 0;

@@ -21,7 +21,7 @@ import type { RunningSts } from '../../sts/index.ts';
 import { startDemoApp } from '../../demo/app.ts';
 import type { DemoApp } from '../../demo/app.ts';
 import type { CliCommand } from '../lib/command.ts';
-import { untilShutdownSignal } from '../lib/signals.ts';
+import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { CONTEXT_FILE } from '../lib/context.ts';
 import { DEFAULT_RENEW_WITHIN_MS, DEFAULT_VALIDITY_MS } from './certs.ts';
 import { UsageError, parseFlags } from '../lib/command.ts';
@@ -93,10 +93,10 @@ export const commands: readonly CliCommand[] = [
         print: (line) => console.log(line),
       });
       console.log(mesh.banner);
-      const signal = await untilShutdownSignal('up', 30_000);
+      const signal = await untilShutdownSignal();
       console.log(`\n${signal}: draining requests and flushing audit events…`);
       try {
-        await mesh.close();
+        await closeWithin('up', 30_000, () => mesh.close());
       } catch (err) {
         console.error(`portcullis up: shutdown failed: ${(err as Error).message}`);
         return 1;

@@ -33,6 +33,10 @@ export interface InboundContext {
    * the final status then goes in a second, `authz.response`, event.
    */
   decisionRecorded?: boolean;
+  /** Gives back the caller's fair-share slot; the handler calls it once the request is recorded. */
+  releaseSlot?: () => void;
+  /** Seconds a refused caller is told to wait (`Retry-After`), set by the layer that refused it. */
+  retryAfterSeconds?: number;
   /** Extra audit attributes (e.g. the ca/ code behind a refused peer). */
   attributes?: Record<string, string>;
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { SpanKind, SpanStatusCode, parseTraceparent, startSpan } from '../../core/index.ts';
+import { SpanKind, SpanStatusCode, isBodyTimedOut, parseTraceparent, startSpan } from '../../core/index.ts';
 import type { AuditSink, Logger, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
 import type { InboundContext, InboundLayer } from './context.ts';
@@ -46,6 +46,11 @@ export function createInboundHandler(
   const audit = auditRecorder(deps.sink, deps.service, deps.now, deps.clock, deps.count);
   const { layers, tracer } = deps;
   const record = (ctx: InboundContext, status: number) => {
+    // Answered, refused or cut: the request no longer holds its caller's share of the app.
+    if (ctx.releaseSlot) {
+      ctx.releaseSlot();
+      ctx.releaseSlot = undefined;
+    }
     audit.done(ctx, status);
     const span = ctx.span;
     if (span?.isRecording()) {
@@ -63,14 +68,18 @@ export function createInboundHandler(
   };
 
   const refuse = (ctx: InboundContext, err: unknown) => {
-    const e =
-      err instanceof SidecarError
+    // A body that stopped was answered 408 by the listener's budgets; the upstream failure that
+    // followed (its body cut) is that, not an unavailable app.
+    const e = isBodyTimedOut(ctx.req)
+      ? new SidecarError('ERR_SIDECAR_BODY_TIMEOUT', 'request body timed out', { cause: err })
+      : err instanceof SidecarError
         ? err
         : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'internal error', { cause: err });
-    if (!(err instanceof SidecarError))
+    if (!(err instanceof SidecarError) && e.code !== 'ERR_SIDECAR_BODY_TIMEOUT')
       deps.logger.error({ err: (err as Error)?.message, traceId: ctx.traceId }, 'unexpected inbound failure');
     ctx.error = e;
-    const status = statusForCode(e.code);
+    // What the client got: an answer already under way keeps its status.
+    const status = ctx.res.headersSent ? ctx.res.statusCode : statusForCode(e.code);
     if (!ctx.res.headersSent) {
       const body = JSON.stringify({ error: e.code, message: e.message });
       const headers: Record<string, string | number> = {
@@ -79,6 +88,7 @@ export function createInboundHandler(
         'cache-control': 'no-store',
       };
       if (status === 401) headers['www-authenticate'] = 'Bearer error="invalid_token"';
+      if (ctx.retryAfterSeconds !== undefined) headers['retry-after'] = ctx.retryAfterSeconds;
       if (e.code === 'ERR_SIDECAR_REQUEST_MALFORMED') headers.connection = 'close';
       ctx.res.writeHead(status, headers).end(body);
     }

@@ -3,7 +3,8 @@ import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TlsMaterial } from '../../ca/index.ts';
-import { describeClientError, endWithHttpError } from '../../core/index.ts';
+import { connectionServerOptions, describeClientError, endWithHttpError } from '../../core/index.ts';
+import type { ConnectionBudgets } from '../../core/index.ts';
 
 /** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
 export type RawRefusal = (what: string, status: number) => void;
@@ -15,12 +16,14 @@ export type RawRefusal = (what: string, status: number) => void;
  * `onRefused`, which records it: requests the HTTP parser refuses (smuggling shapes, bad bytes)
  * and CONNECT get 400 `ERR_SIDECAR_REQUEST_MALFORMED` (431 for oversized headers, 408 for a
  * request that timed out), upgrades (WebSocket, h2c) 501, and an `Expect` other than
- * `100-continue` 417.
+ * `100-continue` 417. A connection whose TLS handshake fails or times out is destroyed unanswered.
+ * The caller applies the rest of the connection budgets (`applyConnectionBudgets`).
  */
 export function createInboundServer(
   material: TlsMaterial,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   onRefused: RawRefusal,
+  budgets: ConnectionBudgets,
 ): Server {
   const server = createServer(
     {
@@ -32,9 +35,8 @@ export function createInboundServer(
       minVersion: 'TLSv1.3',
       ALPNProtocols: ['http/1.1'],
       maxHeaderSize: 16_384,
-      keepAliveTimeout: 65_000,
-      headersTimeout: 20_000,
-      requestTimeout: 120_000,
+      // Keep-alive, header and request timeouts; the rest of the budgets: applyConnectionBudgets.
+      ...connectionServerOptions(budgets),
       noDelay: true,
       // The header scan refuses a request without Host itself (400 ERR_SIDECAR_REQUEST_MALFORMED,
       // audited); Node's own check would answer a bare 400 that no layer records.

@@ -46,7 +46,9 @@ export function auditRecorder(
       source: service,
       target: service,
       action: `${ctx.req.method} ${target.length > MAX_ACTION - 16 ? `${target.slice(0, MAX_ACTION - 17)}…` : target}`,
-      decision: d ? (d.allow ? 'allow' : 'deny') : 'deny',
+      // A request the sidecar itself refused after the policy allowed it (over its caller's
+      // share, a body that stopped) is a deny; an upstream failure (5xx) stays the policy's allow.
+      decision: d && d.allow && !(ctx.error && (status === undefined || status < 500)) ? 'allow' : 'deny',
       enforced: d && !d.allow ? ctx.enforced : true,
       reason: ctx.error?.code ?? d?.reason ?? 'allowed',
     };
