@@ -1,4 +1,4 @@
-// The dependency direction of DESIGN.md § Layout. `npm run deps` fails on any violation.
+// The dependency direction of docs/architecture.md (package layout). `npm run deps` fails on any violation.
 const pkgs = '(core|ca|audit|sts|sidecar)';
 
 /** @type {import('dependency-cruiser').IConfiguration} */

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# Portcullis on the official Node 24 image (DESIGN.md § Operations; docs/operations.md).
+# Portcullis on the official Node 24 image (docs/operations.md).
 # There is no build step: Node 24 runs the TypeScript sources itself by type stripping, so the image
 # holds the sources and the production dependencies only. The `node` devDependency exists to give
 # Node 24 to development machines that have an older one; the image already is Node 24.

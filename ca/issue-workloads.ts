@@ -43,7 +43,7 @@ export interface IssueWorkloadsResult {
   readonly written: readonly string[];
 }
 
-/** File names in the output directory (DESIGN.md § CA, issue #2 layout). */
+/** File names in the output directory (docs/architecture.md § CA and certificate profile). */
 export const OUT_FILES = {
   root: 'root.pem',
   intermediate: 'intermediate.pem',

@@ -21,7 +21,7 @@ export interface LeafNames {
 
 /**
  * A fresh random positive 128-bit serial as lowercase hex (CA/B BR ask for at least 64 bits of
- * randomness; DESIGN.md asks for 128). The top bit is cleared so DER needs no sign byte, and the
+ * randomness; docs/architecture.md fixes 128). The top bit is cleared so DER needs no sign byte, and the
  * second-highest bit is set so every serial has the same length and its hex form never starts
  * with a zero (tools print serials with and without leading zeros; ours have none to lose).
  */

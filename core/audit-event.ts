@@ -27,7 +27,7 @@ const text = (max: number) =>
 const MAX_ATTRIBUTES = 32;
 
 /**
- * The audit event of DESIGN.md § Audit log. Every field but `type` and `time` is optional so
+ * The audit event of docs/architecture.md § Audit. Every field but `type` and `time` is optional so
  * that one schema fits decisions, issuances and rotations; unknown fields are refused.
  */
 export const auditEventSchema = z.strictObject({

@@ -13,7 +13,7 @@ import type { SpiffeId } from './spiffe-id.ts';
 export const ROLES = ['admin', 'audit-reader'] as const;
 export type Role = (typeof ROLES)[number];
 
-/** No token lives longer than this, whatever a registry entry says (DESIGN.md § STS). */
+/** No token lives longer than this, whatever a registry entry says (docs/architecture.md § Tokens). */
 export const TOKEN_TTL_CAP_MS = 3_600_000;
 /** Token lifetime for entries that do not set `tokenTtl`. */
 export const DEFAULT_TOKEN_TTL_MS = 300_000;
@@ -79,7 +79,7 @@ export interface RegistrySource {
 }
 
 /**
- * Builds the registry from one or more YAML files of DESIGN.md § Identities. Refuses, with a
+ * Builds the registry from one or more YAML files of docs/architecture.md § Identities. Refuses, with a
  * {@link ConfigError} naming the file and key: schema errors, files that disagree on the trust
  * domain, IDs outside it, duplicate names or IDs, audiences that name no registered workload,
  * and token TTLs above the global cap.

@@ -13,7 +13,7 @@ export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exch
 export const TOKEN_ALGORITHMS = ['ES256', 'EdDSA'] as const;
 export type TokenAlgorithm = (typeof TOKEN_ALGORITHMS)[number];
 
-/** The claims of a Portcullis access token (DESIGN.md § STS). Times are seconds since the epoch. */
+/** The claims of a Portcullis access token (docs/architecture.md § Tokens). Times are seconds since the epoch. */
 export interface AccessTokenClaims {
   readonly iss: string;
   /** The caller's SPIFFE ID. */

@@ -10,7 +10,7 @@ export interface SidecarMetricSources {
   readonly tokens: () => { fetches: number; failures: number } | undefined;
 }
 
-/** The sidecar's Prometheus metrics (DESIGN.md § Operations). */
+/** The sidecar's Prometheus metrics (docs/sidecar.md § Metrics). */
 export interface SidecarMetrics {
   readonly registry: Registry;
   /** Counts one inbound outcome; cheap (a map increment), exported at scrape time. */

@@ -23,7 +23,7 @@ export interface StsClient {
 const MAX_BODY = 256 * 1024;
 
 /**
- * The sidecar's only I/O with the STS (DESIGN.md § STS): `GET /.well-known/jwks.json`,
+ * The sidecar's only I/O with the STS (docs/sts.md): `GET /.well-known/jwks.json`,
  * `GET /v1/revocations` with If-None-Match, `POST /oauth2/token` (client credentials). The STS's
  * own SPIFFE ID is checked on every connection. Every call is bounded by `timeoutMs`; failures
  * reject with `ERR_SIDECAR_STS_UNAVAILABLE` and a short reason.

@@ -43,7 +43,7 @@ const vaultKeystoreSchema = strictObject({
   namespace: z.string().optional(),
 });
 
-/** The schema of `sts.yaml` (DESIGN.md § STS). Unknown keys are refused with a hint. */
+/** The schema of `sts.yaml` (docs/sts.md). Unknown keys are refused with a hint. */
 export const stsConfigSchema = strictObject({
   listen: strictObject({
     host: z.string().min(1).default('127.0.0.1'),

@@ -1,4 +1,4 @@
-// Public face of sts/: the Security Token Service (DESIGN.md § STS).
+// Public face of sts/: the Security Token Service (docs/sts.md).
 export { StsError, HTTP_ERRORS } from './errors.ts';
 export type { StsErrorCode, OAuthErrorCode } from './errors.ts';
 export { loadStsConfig, parseStsConfig, stsConfigSchema } from './config.ts';

@@ -17,7 +17,7 @@ export interface PolicyRule {
   readonly paths: readonly string[];
 }
 
-/** A parsed policy file (DESIGN.md § Sidecar). `hash` is `sha256:<hex>` of the file's bytes. */
+/** A parsed policy file (docs/sidecar.md § Policy files). `hash` is `sha256:<hex>` of the file's bytes. */
 export interface Policy {
   readonly service: string;
   readonly mode: PolicyMode;

@@ -36,7 +36,7 @@ const TYPES = new Set([ACCESS_TOKEN_TYP, `application/${ACCESS_TOKEN_TYP}`]);
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Verifies a Portcullis access token (RFC 9068 profile of DESIGN.md § STS): size-capped before
+ * Verifies a Portcullis access token (RFC 9068 profile of docs/architecture.md § Tokens): size-capped before
  * parsing; header `alg` in the allow-list (never `none`, never HMAC) and equal to the key's,
  * `typ` `at+jwt`, `kid` known to the JWKS; signature; then `exp` present and an integer, `aud` a
  * single string equal to this service, exact `iss`, `nbf`/`iat` not in the future beyond the

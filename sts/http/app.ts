@@ -90,7 +90,7 @@ const revokeBodySchema = z.strictObject({
 const DEFAULT_SERIAL_ENTRY_MS = 7 * 86_400_000;
 
 /**
- * Builds the STS fastify app (DESIGN.md § STS), not listening. Every route but discovery and
+ * Builds the STS fastify app (docs/sts.md), not listening. Every route but discovery and
  * health requires a verified, registered peer, checked in `onRequest` before any body is read;
  * admin routes also need role `admin`. All errors become RFC 6749 §5.2 bodies in one handler,
  * and every refusal, issuance and admin call emits an audit event.

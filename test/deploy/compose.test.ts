@@ -376,7 +376,7 @@ describe('docker-compose.yml', () => {
       for (const key of Object.keys(s)) assert.ok(serviceKeys.has(key), `${name}: unknown key ${key}`);
   });
 
-  it('has the parts DESIGN.md names', () => {
+  it('has the parts docs/operations.md names', () => {
     const names = new Set(services.map(([n]) => n));
     for (const n of [
       'vault',
