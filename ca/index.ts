@@ -24,6 +24,7 @@ export type { IssueWorkloadsOptions, IssueWorkloadsResult, WorkloadOutcome } fro
 export { REVOCATION_REASONS, revokeCertificate } from './revoke.ts';
 export type { RevocationReason, RevokeOptions, RevokeResult } from './revoke.ts';
 export { followTrustBundle, watchTlsFiles } from './watch-tls.ts';
+export { leafValidityProblem } from './leaf-validity.ts';
 export { peerConnector } from './dial-peer.ts';
 export type { PeerConnectorOptions } from './dial-peer.ts';
 export type { TlsMaterial, TlsWatcher } from './watch-tls.ts';

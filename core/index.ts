@@ -34,6 +34,8 @@ export { loadConfigFile, readConfiguredFile } from './config-file.ts';
 export { describeClientError, endWithHttpError } from './raw-http.ts';
 export { coalesceWrites } from './coalesce-writes.ts';
 export { collectProcessMetrics } from './process-metrics.ts';
+export { LIVENESS_BODY, readinessReport, serveHealth } from './health.ts';
+export type { ReadinessCheck, ReadinessReport } from './health.ts';
 export {
   connectionBudgetsSchema,
   DEFAULT_CONNECTION_BUDGETS,

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { createServer as createHttpServer } from 'node:http';
-import type { Server as HttpServer } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, leafValidityProblem, watchTlsFiles } from '../ca/index.ts';
 import type { TlsWatcher } from '../ca/index.ts';
 import {
   activeTracer,
@@ -14,8 +14,9 @@ import {
   connectionServerOptions,
   createLogger,
   registerConnectionMetrics,
+  serveHealth,
 } from '../core/index.ts';
-import type { AuditSink, ConnectionGuard, Logger, Tracer } from '../core/index.ts';
+import type { AuditSink, ConnectionGuard, Logger, ReadinessCheck, Tracer } from '../core/index.ts';
 import { perCallerLimit } from './config.ts';
 import type { SidecarConfig } from './config.ts';
 import { createInboundHandler } from './inbound/handle.ts';
@@ -98,268 +99,297 @@ export async function startSidecar(
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sidecar');
 
   const tls = watchTlsFiles(config.tls, logger);
-  // The verifier consults the revocation list, which is fetched with a client that uses the verifier.
-  const revocationRef: { list?: RevocationList } = {};
-  // One policy, two purposes: callers are checked as TLS clients, the STS and peer sidecars as servers.
-  const makeVerifier = (purpose: 'clientAuth' | 'serverAuth') =>
-    followTrustBundle(tls, (trustAnchorsPem, intermediatesPem) =>
-      createPeerVerifier({
-        trustAnchorsPem,
-        intermediatesPem,
-        trustDomain: config.trustDomain,
-        isRevoked: (serial) => revocationRef.list?.isSerialRevoked(serial) ?? false,
-        purpose,
-        clockSkewMs: config.tls.clockSkew,
-        clock,
-      }),
-    );
-  const clientVerifier = makeVerifier('clientAuth');
-  const serverVerifier = makeVerifier('serverAuth');
-  const policy = watchPolicy({
-    file: config.inbound.policy,
-    service: config.service,
-    intervalMs: config.inbound.policyReloadInterval,
-    logger,
-  });
-
-  const sts = createStsClient({
-    url: config.sts.url,
-    spiffeId: config.sts.spiffeId,
-    material: () => tls.current(),
-    verifier: () => serverVerifier,
-    timeoutMs: config.sts.timeout,
-    clock,
-  });
-  const jwks = createJwksCache({
-    fetchJwks: () => sts.fetchJwks(),
-    clock,
-    logger,
-    refreshMs: config.sts.jwksRefresh,
-    retryMs: Math.min(5_000, config.sts.jwksRefresh),
-    maxStaleMs: config.sts.jwksMaxStale,
-    kidCooldownMs: config.sts.kidRefetchCooldown,
-  });
-  const revoked = createRevocationList({
-    fetchRevocations: (etag) => sts.fetchRevocations(etag),
-    clock,
-    logger,
-    intervalMs: config.sts.revocationsPoll,
-  });
-  revocationRef.list = revoked;
-  await Promise.all([jwks.start(), revoked.start()]);
-
-  const pool = new Pool(config.inbound.app, {
-    connections: config.inbound.upstreamConnections,
-    keepAliveTimeout: 30_000,
-    headersTimeout: config.inbound.upstreamHeadersTimeout,
-    bodyTimeout: config.inbound.upstreamBodyTimeout,
-  });
-  const claims = createClaimsCache(50_000, clock);
-  let tokens: TokenSource | undefined;
-  const metrics = createSidecarMetrics(
-    {
-      policy: () => policy.stats,
-      tls: () => tls.stats,
-      jwks: () => jwks.stats(),
-      revocations: () => revoked.stats(),
-      tokens: () => tokens?.stats(),
-    },
-    overrides.defaultMetrics ?? true,
-  );
-  const sink =
-    overrides.sink ??
-    createAuditSink(config.audit, {
-      tls,
-      logger,
-      metricsRegistry: metrics.registry,
-      clockSkewMs: config.tls.clockSkew,
-    });
-  const handler = createInboundHandler({
-    service: config.service,
-    layers: [
-      peerLayer(() => clientVerifier),
-      tokenLayer(
-        {
-          jwks,
-          issuer: config.sts.issuer,
-          audience: config.service,
-          maxTokenBytes: config.inbound.maxTokenBytes,
-          maxLifetimeSeconds: Math.floor(config.inbound.maxTokenLifetime / 1000),
-          skewSeconds: Math.floor(config.inbound.clockSkew / 1000),
-          isJtiRevoked: (jti) => revoked.isJtiRevoked(jti),
-          clock,
-        },
-        claims,
-      ),
-      bindingLayer(),
-      pathLayer(),
-      authorizeLayer(() => policy.current(), tracer),
-      fairShareLayer({ ...config.inbound.fairShare, perCaller: perCallerLimit(config.inbound) }),
-    ],
-    upstream: {
-      pool,
-      host: new URL(config.inbound.app).host,
-      observe: metrics.upstream('inbound', 'app'),
-      now: () => performance.now(),
-      ...(tracer ? { tracer } : {}),
-    },
-    sink,
-    ids,
-    now: () => performance.now(),
-    clock,
-    logger,
-    count: (decision, reason, rule) => metrics.record(decision, reason, rule),
-    recordBeforeForward: config.audit.failMode === 'closed',
-    ...(tracer ? { tracer } : {}),
-  });
-  const inbound: HttpsServer = createInboundServer(
-    tls.current(),
-    handler,
-    (what, status) => {
-      metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
-      if (!sink.accepting()) return;
-      sink.emit({
-        type: 'authz.decision',
-        time: new Date(clock()).toISOString(),
-        source: config.service,
-        target: config.service,
-        decision: 'deny',
-        reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
-        status,
-        attributes: { parserError: what.slice(0, 64) },
-      });
-    },
-    config.connections,
-  );
+  // The ops listener (health, metrics) comes up first: a readiness probe sees 503 while keys,
+  // policy and audit sink are still being set up, and 200 once every check passes.
+  const ops: { metrics?: SidecarMetrics; checks?: Record<string, ReadinessCheck> } = {};
   const sidecarError = (error: string) => (message: string) => JSON.stringify({ error, message });
-  const guards: Record<string, ConnectionGuard> = {
-    // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
-    inbound: applyConnectionBudgets(inbound, config.connections, {
-      timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
-    }),
-  };
-  // Read at scrape time: the outbound and metrics listeners join below.
-  registerConnectionMetrics(metrics.registry, 'portcullis_sidecar', guards);
-  await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
-
-  let outbound: HttpServer | undefined;
-  const dispatchers = new Map<string, Pool>();
-  if (config.outbound) {
-    const out = config.outbound;
-    const routes = new Map<string, Route>();
-    for (const r of out.routes) for (const h of [r.name, ...r.hosts]) routes.set(h, r);
-    tokens = createTokenSource({
-      request: (aud, traceparent) => sts.requestToken(aud, traceparent),
-      clock,
-      logger,
-      refreshBeforeMs: out.tokenRefreshBefore,
-      retryAfterMs: out.tokenRetryAfter,
-    });
-    const dispatcherFor = (route: Route): Pool => {
-      let d = dispatchers.get(route.name);
-      if (!d) {
-        d = new Pool(`https://${route.address}`, {
-          connect: createMtlsConnector({
-            material: () => tls.current(),
-            verifier: () => serverVerifier,
-            expectedId: route.spiffeId,
-            // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
-            timeoutMs: config.sts.timeout,
-            timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
-          }),
-          connections: 64,
-          keepAliveTimeout: 30_000,
-        });
-        dispatchers.set(route.name, d);
-      }
-      return d;
-    };
-    outbound = createHttpServer(
-      // requireHostHeader off: the header scan refuses a request without Host in the sidecar's own shape.
-      { ...connectionServerOptions(config.connections), noDelay: true, requireHostHeader: false },
-      createOutboundHandler({
-        routes,
-        tokens,
-        dispatcher: dispatcherFor,
-        ids,
-        headersTimeoutMs: out.upstreamHeadersTimeout,
-        logger,
-        observe: (route) => metrics.upstream('outbound', route),
-        now: () => performance.now(),
-        ...(tracer ? { tracer } : {}),
-      }),
-    );
-    outbound.on('connect', refuseConnect);
-    outbound.on('clientError', refuseClientError);
-    // The app is the only peer of this loopback listener: the per-peer cap is the listener's.
-    guards.outbound = applyConnectionBudgets(
-      outbound,
-      { ...config.connections, maxConnectionsPerPeer: config.connections.maxConnections },
-      { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') },
-    );
-    await listen(outbound, out.listen.host, out.listen.port);
-  }
-
+  const guards: Record<string, ConnectionGuard> = {};
   let metricsServer: HttpServer | undefined;
   if (config.metrics) {
-    metricsServer = createHttpServer(connectionServerOptions(config.connections), (req, res) => {
-      if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
-      metrics.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-        () => res.writeHead(500).end(),
-      );
-    });
+    metricsServer = createHttpServer(connectionServerOptions(config.connections), (req, res) =>
+      serveOps(req, res, ops),
+    );
     guards.metrics = applyConnectionBudgets(metricsServer, config.connections, {
       timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
     });
-    await listen(metricsServer, config.metrics.listen.host, config.metrics.listen.port);
+    await listen(metricsServer, config.metrics.listen.host, config.metrics.listen.port).catch(
+      (err: unknown) => {
+        tls.close();
+        throw err;
+      },
+    );
   }
+  try {
+    // The verifier consults the revocation list, which is fetched with a client that uses the verifier.
+    const revocationRef: { list?: RevocationList } = {};
+    // One policy, two purposes: callers are checked as TLS clients, the STS and peer sidecars as servers.
+    const makeVerifier = (purpose: 'clientAuth' | 'serverAuth') =>
+      followTrustBundle(tls, (trustAnchorsPem, intermediatesPem) =>
+        createPeerVerifier({
+          trustAnchorsPem,
+          intermediatesPem,
+          trustDomain: config.trustDomain,
+          isRevoked: (serial) => revocationRef.list?.isSerialRevoked(serial) ?? false,
+          purpose,
+          clockSkewMs: config.tls.clockSkew,
+          clock,
+        }),
+      );
+    const clientVerifier = makeVerifier('clientAuth');
+    const serverVerifier = makeVerifier('serverAuth');
+    const policy = watchPolicy({
+      file: config.inbound.policy,
+      service: config.service,
+      intervalMs: config.inbound.policyReloadInterval,
+      logger,
+    });
 
-  tls.onChange((m) => {
-    updateServerTls(inbound, m);
-    claims.clear();
-    tokens?.invalidate();
-    // Tokens are bound to the old certificate: new connections, new tokens.
-    for (const [name, d] of dispatchers) {
-      dispatchers.delete(name);
-      void d.close().catch(() => {});
+    const sts = createStsClient({
+      url: config.sts.url,
+      spiffeId: config.sts.spiffeId,
+      material: () => tls.current(),
+      verifier: () => serverVerifier,
+      timeoutMs: config.sts.timeout,
+      clock,
+    });
+    const jwks = createJwksCache({
+      fetchJwks: () => sts.fetchJwks(),
+      clock,
+      logger,
+      refreshMs: config.sts.jwksRefresh,
+      retryMs: Math.min(5_000, config.sts.jwksRefresh),
+      maxStaleMs: config.sts.jwksMaxStale,
+      kidCooldownMs: config.sts.kidRefetchCooldown,
+    });
+    const revoked = createRevocationList({
+      fetchRevocations: (etag) => sts.fetchRevocations(etag),
+      clock,
+      logger,
+      intervalMs: config.sts.revocationsPoll,
+    });
+    revocationRef.list = revoked;
+    await Promise.all([jwks.start(), revoked.start()]);
+
+    const pool = new Pool(config.inbound.app, {
+      connections: config.inbound.upstreamConnections,
+      keepAliveTimeout: 30_000,
+      headersTimeout: config.inbound.upstreamHeadersTimeout,
+      bodyTimeout: config.inbound.upstreamBodyTimeout,
+    });
+    const claims = createClaimsCache(50_000, clock);
+    let tokens: TokenSource | undefined;
+    const metrics = createSidecarMetrics(
+      {
+        policy: () => policy.stats,
+        tls: () => tls.stats,
+        jwks: () => jwks.stats(),
+        revocations: () => revoked.stats(),
+        tokens: () => tokens?.stats(),
+      },
+      overrides.defaultMetrics ?? true,
+    );
+    const sink =
+      overrides.sink ??
+      createAuditSink(config.audit, {
+        tls,
+        logger,
+        metricsRegistry: metrics.registry,
+        clockSkewMs: config.tls.clockSkew,
+      });
+    const handler = createInboundHandler({
+      service: config.service,
+      layers: [
+        peerLayer(() => clientVerifier),
+        tokenLayer(
+          {
+            jwks,
+            issuer: config.sts.issuer,
+            audience: config.service,
+            maxTokenBytes: config.inbound.maxTokenBytes,
+            maxLifetimeSeconds: Math.floor(config.inbound.maxTokenLifetime / 1000),
+            skewSeconds: Math.floor(config.inbound.clockSkew / 1000),
+            isJtiRevoked: (jti) => revoked.isJtiRevoked(jti),
+            clock,
+          },
+          claims,
+        ),
+        bindingLayer(),
+        pathLayer(),
+        authorizeLayer(() => policy.current(), tracer),
+        fairShareLayer({ ...config.inbound.fairShare, perCaller: perCallerLimit(config.inbound) }),
+      ],
+      upstream: {
+        pool,
+        host: new URL(config.inbound.app).host,
+        observe: metrics.upstream('inbound', 'app'),
+        now: () => performance.now(),
+        ...(tracer ? { tracer } : {}),
+      },
+      sink,
+      ids,
+      now: () => performance.now(),
+      clock,
+      logger,
+      count: (decision, reason, rule) => metrics.record(decision, reason, rule),
+      recordBeforeForward: config.audit.failMode === 'closed',
+      ...(tracer ? { tracer } : {}),
+    });
+    const inbound: HttpsServer = createInboundServer(
+      tls.current(),
+      handler,
+      (what, status) => {
+        metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
+        if (!sink.accepting()) return;
+        sink.emit({
+          type: 'authz.decision',
+          time: new Date(clock()).toISOString(),
+          source: config.service,
+          target: config.service,
+          decision: 'deny',
+          reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
+          status,
+          attributes: { parserError: what.slice(0, 64) },
+        });
+      },
+      config.connections,
+    );
+    // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
+    guards.inbound = applyConnectionBudgets(inbound, config.connections, {
+      timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+    });
+    // Read at scrape time: the outbound listener joins below.
+    registerConnectionMetrics(metrics.registry, 'portcullis_sidecar', guards);
+    await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
+
+    let outbound: HttpServer | undefined;
+    const dispatchers = new Map<string, Pool>();
+    if (config.outbound) {
+      const out = config.outbound;
+      const routes = new Map<string, Route>();
+      for (const r of out.routes) for (const h of [r.name, ...r.hosts]) routes.set(h, r);
+      tokens = createTokenSource({
+        request: (aud, traceparent) => sts.requestToken(aud, traceparent),
+        clock,
+        logger,
+        refreshBeforeMs: out.tokenRefreshBefore,
+        retryAfterMs: out.tokenRetryAfter,
+      });
+      const dispatcherFor = (route: Route): Pool => {
+        let d = dispatchers.get(route.name);
+        if (!d) {
+          d = new Pool(`https://${route.address}`, {
+            connect: createMtlsConnector({
+              material: () => tls.current(),
+              verifier: () => serverVerifier,
+              expectedId: route.spiffeId,
+              // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
+              timeoutMs: config.sts.timeout,
+              timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
+            }),
+            connections: 64,
+            keepAliveTimeout: 30_000,
+          });
+          dispatchers.set(route.name, d);
+        }
+        return d;
+      };
+      outbound = createHttpServer(
+        // requireHostHeader off: the header scan refuses a request without Host in the sidecar's own shape.
+        { ...connectionServerOptions(config.connections), noDelay: true, requireHostHeader: false },
+        createOutboundHandler({
+          routes,
+          tokens,
+          dispatcher: dispatcherFor,
+          ids,
+          headersTimeoutMs: out.upstreamHeadersTimeout,
+          logger,
+          observe: (route) => metrics.upstream('outbound', route),
+          now: () => performance.now(),
+          ...(tracer ? { tracer } : {}),
+        }),
+      );
+      outbound.on('connect', refuseConnect);
+      outbound.on('clientError', refuseClientError);
+      // The app is the only peer of this loopback listener: the per-peer cap is the listener's.
+      guards.outbound = applyConnectionBudgets(
+        outbound,
+        { ...config.connections, maxConnectionsPerPeer: config.connections.maxConnections },
+        { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') },
+      );
+      await listen(outbound, out.listen.host, out.listen.port);
     }
-  });
 
-  const urlOf = (server: HttpServer | HttpsServer, scheme: string) => {
-    const a = server.address() as AddressInfo;
-    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-    return { url: `${scheme}://${host}:${a.port}`, port: a.port };
-  };
-  return {
-    inbound: urlOf(inbound, 'https'),
-    outbound: outbound ? urlOf(outbound, 'http') : undefined,
-    sink,
-    policy,
-    tls,
-    jwks,
-    revocations: revoked,
-    tokens,
-    metrics,
-    metricsUrl: metricsServer ? `${urlOf(metricsServer, 'http').url}/metrics` : undefined,
-    async close() {
-      tls.close();
-      policy.close();
-      jwks.close();
-      revoked.close();
-      // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
-      // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
-      await Promise.all([
-        close(inbound),
-        ...(outbound ? [close(outbound)] : []),
-        ...(metricsServer ? [close(metricsServer)] : []),
-        ...Object.values(guards).map((g) => g.drain()),
-      ]);
-      await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
-      // A sink the caller passed in is the caller's to close; the one built here is closed here.
-      await (overrides.sink ? sink.flush() : sink.close());
-    },
-  };
+    tls.onChange((m) => {
+      updateServerTls(inbound, m);
+      claims.clear();
+      tokens?.invalidate();
+      // Tokens are bound to the old certificate: new connections, new tokens.
+      for (const [name, d] of dispatchers) {
+        dispatchers.delete(name);
+        void d.close().catch(() => {});
+      }
+    });
+
+    ops.metrics = metrics;
+    ops.checks = {
+      certificate: () => leafValidityProblem(tls.current().cert, clock()),
+      jwks: () => {
+        const { ageMs, kids } = jwks.stats();
+        if (ageMs === undefined || kids.length === 0) return 'no signing keys from the STS yet';
+        if (ageMs > config.sts.jwksMaxStale)
+          return `signing keys ${Math.round(ageMs / 1000)}s old, past sts.jwksMaxStale`;
+        return undefined;
+      },
+      policy: () => (policy.current().policy.hash ? undefined : 'no policy loaded'),
+      audit: () =>
+        sink.accepting()
+          ? undefined
+          : 'the audit sink refuses events (failMode closed, spool full or unwritable)',
+    };
+
+    const urlOf = (server: HttpServer | HttpsServer, scheme: string) => {
+      const a = server.address() as AddressInfo;
+      const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      return { url: `${scheme}://${host}:${a.port}`, port: a.port };
+    };
+    return {
+      inbound: urlOf(inbound, 'https'),
+      outbound: outbound ? urlOf(outbound, 'http') : undefined,
+      sink,
+      policy,
+      tls,
+      jwks,
+      revocations: revoked,
+      tokens,
+      metrics,
+      metricsUrl: metricsServer ? `${urlOf(metricsServer, 'http').url}/metrics` : undefined,
+      async close() {
+        tls.close();
+        policy.close();
+        jwks.close();
+        revoked.close();
+        // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
+        // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
+        await Promise.all([
+          close(inbound),
+          ...(outbound ? [close(outbound)] : []),
+          ...(metricsServer ? [close(metricsServer)] : []),
+          ...Object.values(guards).map((g) => g.drain()),
+        ]);
+        await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
+        // A sink the caller passed in is the caller's to close; the one built here is closed here.
+        await (overrides.sink ? sink.flush() : sink.close());
+      },
+    };
+  } catch (err) {
+    // A part that failed to start leaves nothing listening behind.
+    tls.close();
+    if (metricsServer) {
+      await close(metricsServer);
+      await guards.metrics?.drain();
+    }
+    throw err;
+  }
 }
 
 function listen(server: HttpServer | HttpsServer, host: string, port: number): Promise<void> {
@@ -374,4 +404,20 @@ function listen(server: HttpServer | HttpsServer, host: string, port: number): P
 
 function close(server: HttpServer | HttpsServer): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** The sidecar's ops listener: `/healthz`, `/readyz` (core/health.ts) and `/metrics` (once started). */
+function serveOps(
+  req: IncomingMessage,
+  res: ServerResponse,
+  ops: { metrics?: SidecarMetrics; checks?: Record<string, ReadinessCheck> },
+): void {
+  if (serveHealth(req, res, () => ops.checks)) return;
+  if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
+  const metrics = ops.metrics;
+  if (!metrics) return void res.writeHead(503, { 'retry-after': '1' }).end();
+  metrics.registry.metrics().then(
+    (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+    () => res.writeHead(500).end(),
+  );
 }

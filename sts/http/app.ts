@@ -15,8 +15,10 @@ import {
   endWithHttpError,
   SpanStatusCode,
   parseTraceparent,
+  readinessReport,
   startSpan,
 } from '../../core/index.ts';
+import { leafValidityProblem } from '../../ca/index.ts';
 import type { AuditEvent, AuditSink, Logger, Registry, Span, Tracer, Workload } from '../../core/index.ts';
 import type { StsConfig } from '../config.ts';
 import { HTTP_ERRORS, StsError } from '../errors.ts';
@@ -453,14 +455,23 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
 
   // ---- health and metrics ------------------------------------------------------------------
   app.get('/healthz', { config: { kind: 'public' } }, (_req, reply) => reply.send({ status: 'ok' }));
+  // Readiness, as on every server (core/health.ts): its own certificate, a signing key, the audit sink.
+  const ownCert = typeof deps.tls?.cert === 'string' ? deps.tls.cert : undefined;
+  const readiness = {
+    certificate: () => (ownCert ? leafValidityProblem(ownCert, clock.now()) : undefined),
+    keys: () => {
+      try {
+        keyring.signer();
+        return undefined;
+      } catch {
+        return 'no signing key in the keyring';
+      }
+    },
+    audit: () => (audit.accepting() ? undefined : 'the audit sink refuses events (failMode closed)'),
+  };
   app.get('/readyz', { config: { kind: 'public' } }, (_req, reply) => {
-    let ready = audit.accepting();
-    try {
-      keyring.signer();
-    } catch {
-      ready = false;
-    }
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
+    const { status, body } = readinessReport(readiness);
+    return reply.code(status).header('cache-control', 'no-store').type('application/json').send(body);
   });
   app.get('/metrics', { config: { kind: 'workload' } }, async (_req, reply) => {
     const now = clock.now();

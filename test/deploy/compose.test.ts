@@ -623,6 +623,8 @@ describe('docker-compose.yml', () => {
     for (const [file, c] of sidecarConfigs) {
       const [service] = ours.find(([, s]) => configOf(s) === `${APP}/config/compose/${file}`)!;
       assert.equal(probePort(service), c.metrics?.listen.port, `${service} probes its metrics listener`);
+      const probe = compose.services[service]!.healthcheck!.test!;
+      assert.equal(new URL(probe[2]!).pathname, '/readyz', `${service} probes its readiness`);
       // The app shares the sidecar's network namespace, where the sidecar expects it.
       const [app] = ours.find(([, s]) => s.network_mode === `service:${service}`)!;
       assert.equal(

@@ -683,7 +683,7 @@ function allowed(policies: Obj[], from: PodTemplate, to: PodTemplate, port: numb
 
 /** Whether a part's server has a /readyz route (read from its source); the collector has none yet. */
 function serverServesReadyz(kind: Part['kind']): boolean {
-  const file = { sts: 'sts/http/app.ts', audit: 'audit/collector/app.ts', sidecar: 'sidecar/start.ts' }[kind];
+  const file = { sts: 'sts/http/app.ts', audit: 'audit/collector/app.ts', sidecar: 'core/health.ts' }[kind];
   return readFileSync(join(ROOT, file), 'utf8').includes("'/readyz'");
 }
 
