@@ -35,6 +35,8 @@ export { describeClientError, endWithHttpError } from './raw-http.ts';
 export { coalesceWrites } from './coalesce-writes.ts';
 export { collectProcessMetrics } from './process-metrics.ts';
 export { LIVENESS_BODY, readinessReport, serveHealth } from './health.ts';
+export { accessLogSchema, createAccessLog } from './access-log.ts';
+export type { AccessLine, AccessLogConfig } from './access-log.ts';
 export type { ReadinessCheck, ReadinessReport } from './health.ts';
 export {
   connectionBudgetsSchema,

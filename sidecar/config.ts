@@ -4,6 +4,7 @@ import { auditSinkConfigSchema, resolveAuditSinkConfig } from '../audit/index.ts
 import {
   ConfigError,
   connectionBudgetsSchema,
+  accessLogSchema,
   durationSchema,
   loadConfigFile,
   parseConfigText,
@@ -113,6 +114,8 @@ export const sidecarConfigSchema = strictObject({
    * only, so `maxConnectionsPerPeer` does not apply to it.
    */
   connections: connectionBudgetsSchema,
+  /** Opt-in per-request log lines, inbound and outbound (docs/operations.md, Access logs). */
+  accessLog: accessLogSchema,
 });
 
 /** Parsed sidecar configuration: durations in ms, paths absolute. */

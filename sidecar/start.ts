@@ -12,6 +12,7 @@ import {
   activeTracer,
   applyConnectionBudgets,
   connectionServerOptions,
+  createAccessLog,
   createLogger,
   registerConnectionMetrics,
   serveHealth,
@@ -196,6 +197,7 @@ export async function startSidecar(
         metricsRegistry: metrics.registry,
         clockSkewMs: config.tls.clockSkew,
       });
+    const accessLog = createAccessLog(logger, config.accessLog);
     const handler = createInboundHandler({
       service: config.service,
       layers: [
@@ -232,6 +234,7 @@ export async function startSidecar(
       logger,
       count: (decision, reason, rule) => metrics.record(decision, reason, rule),
       recordBeforeForward: config.audit.failMode === 'closed',
+      ...(accessLog ? { accessLog } : {}),
       ...(tracer ? { tracer } : {}),
     });
     const inbound: HttpsServer = createInboundServer(
@@ -305,6 +308,7 @@ export async function startSidecar(
           logger,
           observe: (route) => metrics.upstream('outbound', route),
           now: () => performance.now(),
+          ...(accessLog ? { accessLog } : {}),
           ...(tracer ? { tracer } : {}),
         }),
       );

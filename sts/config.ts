@@ -4,6 +4,7 @@ import {
   ConfigError,
   TOKEN_TTL_CAP_MS,
   connectionBudgetsSchema,
+  accessLogSchema,
   durationSchema,
   loadConfigFile,
   parseConfigText,
@@ -98,6 +99,8 @@ export const stsConfigSchema = strictObject({
   bodyLimit: z.number().int().min(256).max(1_048_576).default(8192),
   /** Per-stage connection budgets of the listener and the shutdown drain (docs/operations.md). */
   connections: connectionBudgetsSchema,
+  /** Opt-in per-request log lines (docs/operations.md, Access logs). */
+  accessLog: accessLogSchema,
   /** Where audit events go: the collector (mTLS, disk spool), log lines, or memory (tests). */
   audit: auditSinkConfigSchema,
 });

@@ -10,6 +10,7 @@ import {
   activeTracer,
   applyConnectionBudgets,
   connectionServerOptions,
+  createAccessLog,
   createLogger,
   registerConnectionMetrics,
   loadRegistry,
@@ -174,7 +175,9 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     onError: (err) => logger.error({ err }, 'signing worker failed; signing on the event loop from now on'),
   });
   opened.push(() => signingPool.close());
+  const accessLog = createAccessLog(logger, config.accessLog);
   const app = buildStsApp({
+    ...(accessLog ? { accessLog } : {}),
     signingPool,
     config,
     registry,

@@ -35,6 +35,10 @@ const { values: flags } = parseArgs({
     record: { type: 'boolean', default: false },
     /** Comma-separated subset of direct,nginx,bare,sidecar (for profiling; the ratios need all four). */
     only: { type: 'string', default: TARGETS.join(',') },
+    /** Access log on in every sidecar (lines go to a file in the bench directory), to measure its cost. */
+    'access-log': { type: 'boolean', default: false },
+    /** With --access-log: the fraction of successful requests logged. */
+    'access-log-sample': { type: 'string', default: '1' },
     /** V8 flags of the sidecar process (docs/sidecar.md recommends them to bound resident memory). */
     'sidecar-node-options': { type: 'string', default: '--max-semi-space-size=8 --max-old-space-size=80' },
   },
@@ -299,7 +303,7 @@ trustDomain: example.org
 tls: { cert: ${join(certs, 'orders.pem')}, key: ${join(certs, 'orders-key.pem')}, trustBundle: ${join(certs, 'root.pem')} }
 sts: { url: "${sts.url}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "https://sts.portcullis.internal" }
 inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPort}", policy: ${policyFile}, upstreamConnections: 128 }
-`,
+${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log-sample']} }\n` : ''}`,
   );
   // BENCH_SIDECAR_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the sidecar process.
   const extraArgs = `${flags['sidecar-node-options']} ${process.env.BENCH_SIDECAR_NODE_ARGS ?? ''}`

@@ -2,7 +2,9 @@
 // does what the collector client (audit/client) does on the request path (validate, queue) plus its
 // serialization off the request path, so that audit cost is counted — or, with `config-sink` as
 // second argument, the real collector client of the config. Prints its inbound port.
+import { dirname, join } from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { pino } from 'pino';
 import type { AuditEvent, AuditSink } from '../../core/index.ts';
 import { createLogger, parseAuditEvent } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
@@ -66,10 +68,17 @@ const sink = new BatchingSink();
 // open or closed), instead of the in-process stand-in.
 const configSink = process.argv[3] === 'config-sink';
 if (configSink) await sink.close();
-const running = await startSidecar(loadSidecarConfig(process.argv[2]!), {
-  ...(configSink ? {} : { sink }),
-  logger: createLogger({ name: 'bench-sidecar', level: 'warn' }),
-});
+const config = loadSidecarConfig(process.argv[2]!);
+// With the access log on (bench --access-log), info lines go to a file beside the config, written
+// as a service's stdout would be (synchronously); stdout stays for the figures the bench reads.
+const logger = config.accessLog.enabled
+  ? createLogger({
+      name: 'bench-sidecar',
+      level: 'info',
+      destination: pino.destination({ dest: join(dirname(process.argv[2]!), 'access.log'), sync: true }),
+    })
+  : createLogger({ name: 'bench-sidecar', level: 'warn' });
+const running = await startSidecar(config, { ...(configSink ? {} : { sink }), logger });
 console.log(JSON.stringify({ port: running.inbound.port }));
 process.on('SIGTERM', () => {
   void running.close().then(() => {

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SpanKind, SpanStatusCode, isBodyTimedOut, parseTraceparent, startSpan } from '../../core/index.ts';
-import type { AuditSink, Logger, Tracer } from '../../core/index.ts';
+import type { AccessLine, AuditSink, Logger, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
 import type { InboundContext, InboundLayer } from './context.ts';
 import { auditRecorder } from './layers/audit.ts';
@@ -30,6 +30,8 @@ export interface InboundHandlerDeps {
    * request is forwarded (its status follows in an `authz.response` event; decision 0029).
    */
   readonly recordBeforeForward?: boolean;
+  /** Opt-in access log (core/access-log.ts); one line per answered request. */
+  readonly accessLog?: (line: AccessLine) => void;
 }
 
 /**
@@ -52,6 +54,21 @@ export function createInboundHandler(
       ctx.releaseSlot = undefined;
     }
     audit.done(ctx, status);
+    if (deps.accessLog) {
+      const d = ctx.decision;
+      deps.accessLog({
+        side: 'inbound',
+        method: ctx.req.method ?? '',
+        target: ctx.req.url ?? '',
+        status,
+        decision: d && d.allow && !(ctx.error && status < 500) ? 'allow' : 'deny',
+        reason: ctx.error?.code ?? d?.reason ?? 'allowed',
+        ...(d ? { rule: d.rule } : {}),
+        ...(ctx.peer ? { caller: ctx.peer.spiffeId.uri } : {}),
+        latencyMs: deps.now() - ctx.startedAt,
+        traceId: ctx.traceId,
+      });
+    }
     const span = ctx.span;
     if (span?.isRecording()) {
       const d = ctx.decision;

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import {
@@ -10,7 +11,7 @@ import {
   parseTraceparent,
   startSpan,
 } from '../../core/index.ts';
-import type { Logger, Span, SpanContext, Tracer } from '../../core/index.ts';
+import type { AccessLine, Logger, Span, SpanContext, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
 import { scanRequestHeaders, responseHeaderList } from '../inbound/headers.ts';
 import type { IdSource } from '../inbound/trace.ts';
@@ -33,6 +34,8 @@ export interface OutboundHandlerDeps {
   readonly observe?: (route: string) => (seconds: number) => void;
   /** Monotonic ms, for the histogram. */
   readonly now?: () => number;
+  /** Opt-in access log (core/access-log.ts); one line per request, refused or forwarded. */
+  readonly accessLog?: (line: AccessLine) => void;
 }
 
 const LOOPBACK = /^(?:127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
@@ -53,11 +56,14 @@ export function createOutboundHandler(
     if (!o && deps.observe) observers.set(route, (o = deps.observe(route)));
     return o;
   };
+  // The refusal code of a response, for its access line.
+  const refused = new WeakMap<ServerResponse, string>();
   const refuse = (res: ServerResponse, err: unknown, span?: Span) => {
     const e =
       err instanceof SidecarError
         ? err
         : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'peer unavailable', { cause: err });
+    refused.set(res, e.code);
     span
       ?.setAttributes({ 'portcullis.reason': e.code, 'http.response.status_code': statusForCode(e.code) })
       .setStatus({ code: SpanStatusCode.ERROR, message: e.code })
@@ -71,7 +77,24 @@ export function createOutboundHandler(
       })
       .end(body);
   };
+  const accessLog = deps.accessLog;
   return (req, res) => {
+    if (accessLog) {
+      const startedAt = performance.now();
+      res.once('close', () => {
+        const reason = refused.get(res);
+        accessLog({
+          side: 'outbound',
+          method: req.method ?? '',
+          target: req.url ?? '',
+          // A response cut before its head (client gone) logs as 499, as nginx does.
+          status: res.headersSent ? res.statusCode : 499,
+          reason: reason ?? (res.statusCode >= 500 ? 'upstream' : 'forwarded'),
+          ...(resolved ? { peer: resolved.route.spiffeId } : {}),
+          latencyMs: performance.now() - startedAt,
+        });
+      });
+    }
     let resolved: ResolvedRoute;
     let forwardHeaders: string[];
     let parent: SpanContext | undefined;

@@ -19,7 +19,16 @@ import {
   startSpan,
 } from '../../core/index.ts';
 import { leafValidityProblem } from '../../ca/index.ts';
-import type { AuditEvent, AuditSink, Logger, Registry, Span, Tracer, Workload } from '../../core/index.ts';
+import type {
+  AccessLine,
+  AuditEvent,
+  AuditSink,
+  Logger,
+  Registry,
+  Span,
+  Tracer,
+  Workload,
+} from '../../core/index.ts';
 import type { StsConfig } from '../config.ts';
 import { HTTP_ERRORS, StsError } from '../errors.ts';
 import type { StsErrorCode } from '../errors.ts';
@@ -55,6 +64,8 @@ export interface StsDeps {
   readonly tracer?: Tracer;
   /** Signs tokens off the event loop (see sign-pool.ts). */
   readonly signingPool: SigningPool;
+  /** Opt-in access log (core/access-log.ts): one line per answered request. */
+  readonly accessLog?: (line: AccessLine) => void;
 }
 
 /** Which kind of route a request hit: decides authentication and the audit event type. */
@@ -73,6 +84,8 @@ interface RequestState {
   readonly startedAt: number;
   caller?: Caller;
   span?: Span;
+  /** The refusal's reason code, for the access line. */
+  reason?: string;
 }
 type StatefulRequest = FastifyRequest & { stsState: RequestState | null };
 const stateOf = (req: FastifyRequest): RequestState | null => (req as StatefulRequest).stsState;
@@ -191,6 +204,28 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     });
   }
 
+  const accessLog = deps.accessLog;
+  if (accessLog) {
+    app.addHook('onResponse', (req, reply, done) => {
+      const state = stateOf(req);
+      const status = reply.statusCode;
+      const caller = state?.caller?.peer.spiffeId.uri;
+      accessLog({
+        side: kindOf(req) === 'token' ? 'token' : 'sts',
+        method: req.method,
+        // The route pattern, not the raw URL: no query string reaches the log.
+        target: req.routeOptions.url ?? req.url.split('?')[0]!,
+        status,
+        decision: status < 400 ? 'allow' : 'deny',
+        reason: state?.reason ?? (status < 400 ? 'allowed' : `http_${status}`),
+        ...(caller ? { caller } : {}),
+        latencyMs: state ? performance.now() - state.startedAt : 0,
+        ...traceOf(req),
+      });
+      done();
+    });
+  }
+
   app.addHook('onRequest', (req, _reply, done) => {
     const state: RequestState = { startedAt: performance.now() };
     (req as StatefulRequest).stsState = state;
@@ -244,7 +279,9 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       );
     }
     const kind = kindOf(req);
-    const caller = stateOf(req)?.caller;
+    const state = stateOf(req);
+    const caller = state?.caller;
+    if (state) state.reason = reason;
     metrics.requestsRefused.inc({ reason });
     if (kind === 'token') metrics.tokensRefused.inc({ reason });
     stateOf(req)

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryAuditSink, createLogger } from '../../core/index.ts';
-import type { AuditEvent, AuditSink } from '../../core/index.ts';
+import type { AuditEvent, AuditSink, Logger } from '../../core/index.ts';
 import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
@@ -81,12 +81,15 @@ export async function startMesh(
     ordersSink?: MemoryAuditSink;
     /** Real audit sinks (collector clients) for the parts, built once the PKI exists. */
     audit?: (pki: TestPki, dir: string) => Promise<{ sts: AuditSink; web: AuditSink; orders: AuditSink }>;
+    /** Access logs on (`accessLog: {enabled: true}`) for every part, written to this logger. */
+    accessLogger?: Logger;
   } = {},
 ): Promise<Mesh> {
   const pki = await makeTestPki({ identitiesYaml: identitiesYaml(opts.webTtl ?? '5m') });
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-mesh-'));
   const sinks = opts.audit ? await opts.audit(pki, dir) : undefined;
-  const quiet = createLogger({ name: 'e2e', level: 'silent' });
+  const quiet = opts.accessLogger ?? createLogger({ name: 'e2e', level: 'silent' });
+  const accessLog = opts.accessLogger ? { accessLog: { enabled: true } } : {};
   const sts = await startSts(
     parseStsConfig(
       {
@@ -100,6 +103,7 @@ export async function startMesh(
         issuer: ISSUER,
         keystore: { type: 'file', dir: join(dir, 'keys') },
         audit: { sink: 'memory' },
+        ...accessLog,
       },
       'e2e sts',
     ),
@@ -134,6 +138,7 @@ export async function startMesh(
           policyReloadInterval: '1h',
         },
         metrics: { listen: { host: '127.0.0.1', port: 0 } },
+        ...accessLog,
       },
       'e2e orders',
     ),
@@ -158,6 +163,7 @@ export async function startMesh(
             },
           ],
         },
+        ...accessLog,
       },
       'e2e web',
     ),
