@@ -5,7 +5,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Agent, request } from 'undici';
+import { request } from 'undici';
+import type { Agent } from 'undici';
 import type { AuditRecord, RunningCollector } from '../../audit/index.ts';
 import {
   GENESIS_PREV,
@@ -67,7 +68,7 @@ async function send(
     body: options.body,
   });
   const text = await res.body.text();
-  let body: Record<string, unknown> = {};
+  let body: Record<string, unknown>;
   try {
     body = JSON.parse(text) as Record<string, unknown>;
   } catch {
