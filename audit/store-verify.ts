@@ -15,7 +15,7 @@ export async function verifyStore(
   const seals = options.sealKeys ? [...(options.seals ?? []), ...(await store.seals())] : options.seals;
   const v = new ChainVerifier({ ...options, seals });
   const torn: { where: string; bytes: number }[] = [];
-  for await (const buf of store.readBuffers((t) => torn.push(t))) if (!v.pushBuffer(buf)) break;
+  for await (const buf of store.readBuffers({ onTail: (t) => torn.push(t) })) if (!v.pushBuffer(buf)) break;
   const verdict = v.result();
   return verdict.ok && torn.length ? { ...verdict, torn } : verdict;
 }

@@ -1,7 +1,8 @@
 import type { AuditEvent } from '../../core/index.ts';
 import type { AppendOutcome, AuditStore, IdempotencyClaim } from '../store/store.ts';
 import type { AuditRecord } from '../record.ts';
-import { GENESIS_PREV, hashRecord, scanRecordLine } from '../record.ts';
+import { GENESIS_PREV, hashRecord, scanRecordBytes } from '../record.ts';
+import type { ScannedBytes } from '../record.ts';
 import { MerkleTree, recordLeafHash } from '../merkle.ts';
 import type { CheckpointBody, CheckpointSigner } from '../checkpoint.ts';
 import { noteKeyId, signCheckpoint, verifyCheckpoint } from '../checkpoint.ts';
@@ -118,28 +119,43 @@ export class AuditLog {
     const head = await this.#deps.store.head();
     const target = head.size;
     if (this.#tree.size >= target) return;
-    for await (const line of this.#deps.store.readLines(this.#tree.size)) {
-      let s;
-      try {
-        s = scanRecordLine(line);
-      } catch (err) {
-        throw new StoreError(
-          'ERR_AUDIT_STORE_CORRUPT',
-          `record ${this.#tree.size}: ${(err as Error).message}`,
-        );
+    // Bytes, not strings: a log of large events is hashed in place, chunk by chunk.
+    const out: ScannedBytes = {
+      seq: 0,
+      prev: '',
+      hash: '',
+      digest: Buffer.alloc(0),
+      eventStart: 0,
+      eventEnd: 0,
+    };
+    const scratch = { buf: Buffer.allocUnsafe(4096) };
+    let done = false;
+    for await (const buf of this.#deps.store.readBuffers({ fromSeq: this.#tree.size })) {
+      for (let start = 0; start < buf.length && !done;) {
+        let end = buf.indexOf(0x0a, start);
+        if (end < 0) end = buf.length;
+        const line = [start, end] as const;
+        start = end + 1;
+        if (buf[line[0] + 2] === 0x63) continue; // a file store's commit line: {"commit":…}
+        if (!scanRecordBytes(buf, line[0], line[1], out, scratch))
+          throw new StoreError(
+            'ERR_AUDIT_STORE_CORRUPT',
+            `record ${this.#tree.size}: not a canonical record line; run portcullis audit verify`,
+          );
+        // This collector's own appends may have been absorbed while the page was read.
+        if (out.seq < this.#tree.size) continue;
+        const seq = this.#tree.size;
+        if (out.seq !== seq || out.digest.toString('hex') !== out.hash || out.prev !== this.#head)
+          throw new StoreError(
+            'ERR_AUDIT_STORE_CORRUPT',
+            `record ${seq}: breaks the chain; run portcullis audit verify`,
+          );
+        this.#pending.delete(seq);
+        this.#tree.append(recordLeafHash(out.hash));
+        this.#head = out.hash;
+        if (this.#tree.size >= target) done = true;
       }
-      // This collector's own appends may have been absorbed while the page was read.
-      if (s.seq < this.#tree.size) continue;
-      const seq = this.#tree.size;
-      if (s.seq !== seq || s.computed !== s.hash || s.prev !== this.#head)
-        throw new StoreError(
-          'ERR_AUDIT_STORE_CORRUPT',
-          `record ${seq}: breaks the chain; run portcullis audit verify`,
-        );
-      this.#pending.delete(seq);
-      this.#tree.append(recordLeafHash(s.hash));
-      this.#head = s.hash;
-      if (this.#tree.size >= target) break;
+      if (done) break;
     }
     if (this.#tree.size < target)
       throw new StoreError(

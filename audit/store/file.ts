@@ -3,7 +3,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditEvent } from '../../core/index.ts';
 import type { AuditRecord } from '../record.ts';
-import { GENESIS_PREV, buildRecord, parseRecordLine, scanRecordLine } from '../record.ts';
+import { GENESIS_PREV, buildRecord, parseRecordLine, scanRecordBytes, scanRecordLine } from '../record.ts';
+import type { ScannedBytes } from '../record.ts';
 import { StoreError } from '../errors.ts';
 import type { RecordFilter } from '../query-filter.ts';
 import { scanQuery } from '../query-filter.ts';
@@ -15,9 +16,10 @@ import type {
   IdempotencyClaim,
   IdempotencyEntry,
   LogHead,
+  ReadBuffersOptions,
   StoreDeps,
 } from './store.ts';
-import { IdempotencyTable, PipelineCommitter, linesToBuffers, recordsOf, splitOutcomes } from './store.ts';
+import { IdempotencyTable, PipelineCommitter, recordsOf, splitOutcomes } from './store.ts';
 import { forEachLine, lastLineOf, readLineChunks } from './line-chunks.ts';
 import { lockStoreDir } from './dir-lock.ts';
 
@@ -252,6 +254,15 @@ export class FileStore implements AuditStore {
     const candidates: { cover: Cover; note: string; keys: CommitLine['keys']; at: number }[] = [];
     let pendingKeys: { keys: CommitLine['keys']; at: number }[] = [];
     let sealedAfterBad: string | undefined;
+    const scanned: ScannedBytes = {
+      seq: 0,
+      prev: '',
+      hash: '',
+      digest: Buffer.alloc(0),
+      eventStart: 0,
+      eventEnd: 0,
+    };
+    const scratch = { buf: Buffer.allocUnsafe(4096) };
     const onLine = (line: Buffer, offset: number) => {
       const end = offset + line.length + 1;
       fileBytes = end;
@@ -290,15 +301,15 @@ export class FileStore implements AuditStore {
         return;
       }
       if (bad) return;
-      let s;
-      try {
-        s = scanRecordLine(line.toString());
-      } catch {
+      // On bytes, without building a string of the record: segments of large events stay cheap.
+      if (!scanRecordBytes(line, 0, line.length, scanned, scratch)) {
         bad = { seq: expected, why: 'not a canonical record line' };
         return;
       }
+      const s = scanned;
       if (s.seq !== expected) bad = { seq: expected, why: `holds seq ${s.seq}` };
-      else if (s.computed !== s.hash) bad = { seq: expected, why: 'hash does not match the record content' };
+      else if (s.digest.toString('hex') !== s.hash)
+        bad = { seq: expected, why: 'hash does not match the record content' };
       else if (s.prev !== head) bad = { seq: expected, why: 'prev does not match the previous record' };
       if (bad) return;
       head = s.hash;
@@ -681,18 +692,41 @@ export class FileStore implements AuditStore {
     }
   }
 
-  async *readBuffers(onTail?: (tail: { where: string; bytes: number }) => void): AsyncIterable<Buffer> {
+  async *readBuffers(options: ReadBuffersOptions = {}): AsyncIterable<Buffer> {
     this.#check();
-    if (!this.#options.readOnly) {
-      // A live store may be mid-append: only committed lines count.
-      yield* linesToBuffers(this.readLines(0));
-      return;
-    }
-    // As stored, commit lines included (verify checks their seals); a torn tail is not a line.
-    for (const seg of this.#segments) {
+    const fromSeq = options.fromSeq ?? 0;
+    // A live store may be mid-append: only committed records count. Read-only: all, as stored.
+    const limit = this.#options.readOnly ? Infinity : this.#size;
+    for (let i = 0; i < this.#segments.length; i++) {
+      const seg = this.#segments[i]!;
+      const next = this.#segments[i + 1];
+      if (next && next.first <= fromSeq) continue;
+      if (seg.first >= limit) return;
       const where = join(this.dir, seg.name);
-      const onTailBytes = (_offset: number, bytes: number) => onTail?.({ where, bytes });
-      for await (const chunk of readLineChunks(where, { onTail: onTailBytes })) yield chunk.buf;
+      const onTail = (_offset: number, bytes: number) => options.onTail?.({ where, bytes });
+      let seq = seg.first;
+      for await (const chunk of readLineChunks(where, { onTail })) {
+        // Cut the chunk to the lines in [fromSeq, limit); commit lines go with the records before them.
+        const { buf } = chunk;
+        let from = seq >= fromSeq ? 0 : -1;
+        let to = buf.length;
+        let at = 0;
+        while (at < buf.length) {
+          const end = buf.indexOf(0x0a, at);
+          const commit = buf[at + 2] === 0x63; // {"c…: a commit line
+          if (!commit) {
+            if (seq === fromSeq && from < 0) from = at;
+            if (seq >= limit) {
+              to = at;
+              break;
+            }
+            seq++;
+          }
+          at = end + 1;
+        }
+        if (from >= 0 && to > from) yield buf.subarray(from, to);
+        if (seq >= limit && to < buf.length) return;
+      }
     }
   }
 

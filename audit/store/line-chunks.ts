@@ -13,7 +13,8 @@ export const MAX_LINE_BYTES = 64 * 1_048_576;
  * Streams a file from byte `from` as chunks of whole lines (about `chunkBytes` each, never one
  * string of the whole file), and tells `onTail` about bytes after the last newline (a torn
  * line) with their offset. A "line" longer than {@link MAX_LINE_BYTES} ends the stream as a
- * tail too. Each chunk is a fresh buffer the caller may keep.
+ * tail too. One buffer is reused: a chunk is valid only until the next one is asked for (copy
+ * what you keep), so that reading a large log leaves no trail of garbage buffers.
  */
 export async function* readLineChunks(
   file: string,
@@ -22,14 +23,14 @@ export async function* readLineChunks(
   const fh = await open(file, 'r');
   try {
     let size = options.chunkBytes ?? 1_048_576;
+    size = Math.max(size, 1);
     let pos = options.from ?? 0;
-    let carry: Buffer = Buffer.alloc(0);
+    let buf = Buffer.allocUnsafe(size);
+    let carry = 0;
     for (;;) {
-      const buf = Buffer.allocUnsafe(carry.length + size);
-      carry.copy(buf, 0);
-      const { bytesRead } = await fh.read(buf, carry.length, size, pos);
-      const filled = carry.length + bytesRead;
-      const start = pos - carry.length;
+      const { bytesRead } = await fh.read(buf, carry, buf.length - carry, pos);
+      const filled = carry + bytesRead;
+      const start = pos - carry;
       pos += bytesRead;
       if (bytesRead === 0) {
         if (filled) options.onTail?.(start, filled);
@@ -37,17 +38,21 @@ export async function* readLineChunks(
       }
       const cut = buf.lastIndexOf(0x0a, filled - 1) + 1;
       if (cut === 0) {
-        // No newline yet: one long line. Read more, up to the cap.
         if (filled >= MAX_LINE_BYTES) {
-          options.onTail?.(start, filled + 0);
+          options.onTail?.(start, filled);
           return;
         }
-        carry = buf.subarray(0, filled);
+        // A line longer than the buffer: grow it, up to the cap.
         size = Math.min(size * 2, MAX_LINE_BYTES);
+        const bigger = Buffer.allocUnsafe(size);
+        buf.copy(bigger, 0, 0, filled);
+        buf = bigger;
+        carry = filled;
         continue;
       }
       yield { buf: buf.subarray(0, cut), offset: start };
-      carry = Buffer.from(buf.subarray(cut, filled));
+      buf.copy(buf, 0, cut, filled);
+      carry = filled - cut;
     }
   } finally {
     await fh.close();

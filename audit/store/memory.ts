@@ -10,6 +10,7 @@ import type {
   IdempotencyClaim,
   IdempotencyEntry,
   LogHead,
+  ReadBuffersOptions,
   StoreDeps,
 } from './store.ts';
 import { IdempotencyTable, linesToBuffers } from './store.ts';
@@ -75,8 +76,8 @@ export class MemoryStore implements AuditStore {
     return out;
   }
 
-  readBuffers(): AsyncIterable<Buffer> {
-    return linesToBuffers(this.readLines(0));
+  readBuffers(options: ReadBuffersOptions = {}): AsyncIterable<Buffer> {
+    return linesToBuffers(this.readLines(options.fromSeq ?? 0));
   }
 
   async *read(fromSeq: number, toSeq?: number): AsyncIterable<AuditRecord> {

@@ -11,6 +11,7 @@ import type {
   IdempotencyClaim,
   IdempotencyEntry,
   LogHead,
+  ReadBuffersOptions,
   StoreDeps,
 } from './store.ts';
 import {
@@ -394,8 +395,8 @@ export class PostgresStore implements AuditStore {
     }
   }
 
-  readBuffers(): AsyncIterable<Buffer> {
-    return linesToBuffers(this.readLines(0));
+  readBuffers(options: ReadBuffersOptions = {}): AsyncIterable<Buffer> {
+    return linesToBuffers(this.readLines(options.fromSeq ?? 0));
   }
 
   async *read(fromSeq: number, toSeq?: number): AsyncIterable<AuditRecord> {

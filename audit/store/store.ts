@@ -10,6 +10,14 @@ export interface LogHead {
   readonly hash: string;
 }
 
+/** Options of {@link AuditStore.readBuffers}. */
+export interface ReadBuffersOptions {
+  /** Start at this seq (default 0). */
+  readonly fromSeq?: number;
+  /** Told about bytes at the end of a segment that are no whole line (read-only file stores). */
+  readonly onTail?: (tail: { where: string; bytes: number }) => void;
+}
+
 /** An idempotency key given with a batch: scoped by the caller's SPIFFE ID. */
 export interface IdempotencyClaim {
   readonly source: string;
@@ -80,9 +88,11 @@ export interface AuditStore {
   readLines(fromSeq?: number): AsyncIterable<string>;
   /**
    * The same lines as {@link readLines}, as buffers of whole `\n`-terminated lines: the fast
-   * path of `verify`, which hashes bytes without building strings.
+   * path of `verify` and of the collector's catch-up, which hash bytes without building strings.
+   * A file store's buffers may also hold its commit lines (`{"commit":…}`), which readers skip
+   * or check; a buffer is valid only until the next one is asked for.
    */
-  readBuffers(onTail?: (tail: { where: string; bytes: number }) => void): AsyncIterable<Buffer>;
+  readBuffers(options?: ReadBuffersOptions): AsyncIterable<Buffer>;
   /** Records matching `filter`, in seq order, at most `filter.limit`. */
   query(filter: RecordFilter): Promise<AuditRecord[]>;
   /** Number of durable records. */
