@@ -76,7 +76,7 @@ export const RESERVED_EVENT_TYPE = /^admin\.audit(\.|$)/;
 type Access = 'public' | 'workload' | 'reader';
 
 /**
- * Builds the collector's fastify app (DESIGN.md § Audit log), not listening. Every route but
+ * Builds the collector's fastify app (docs/audit.md), not listening. Every route but
  * `/healthz` needs a verified, registered peer, checked in `onRequest` before any body is read;
  * queries and inclusion proofs also need role `audit-reader`, and refusals of those are
  * themselves appended to the log. Errors become `{error, message}` bodies in one handler.

@@ -15,7 +15,7 @@ import {
 const port = portSchema;
 const path = pathSchema;
 
-/** The schema of the collector's YAML config (DESIGN.md § Audit log). Unknown keys are refused with a hint. */
+/** The schema of the collector's YAML config (docs/audit.md). Unknown keys are refused with a hint. */
 export const auditConfigSchema = strictObject({
   listen: strictObject({
     host: z.string().min(1).default('127.0.0.1'),
