@@ -269,8 +269,9 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     try {
       const claim = { source, key, bodyHash };
       // Known already (also from before a crash, or from another collector): answer as then.
-      const known = await log.store().idempotencyEntry(source, key);
-      const outcome = known ? { replay: known } : await log.appendOnce(events, claim);
+      // The store looks the key up in the same group commit that would append the batch, so a
+      // batch stored before a crash, or by another collector, is answered as it was then.
+      const outcome = await log.appendOnce(events, claim);
       if (outcome.replay) {
         if (outcome.replay.bodyHash !== bodyHash)
           throw new CollectorRequestError(
