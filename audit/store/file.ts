@@ -425,7 +425,8 @@ export class FileStore implements AuditStore {
     const qdir = join(this.dir, QUARANTINE);
     await mkdir(qdir, { recursive: true, mode: 0o700 });
     const base = file.slice(this.dir.length + 1).replace(/\.jsonl$/, '');
-    const target = join(qdir, `${base}-at-${from}-${this.#clock().toISOString().replace(/[:.]/g, '')}.jsonl`);
+    const stamp = this.#clock().toISOString().replace(/[:.]/g, '');
+    const target = join(qdir, `${base}-at-${from}-${stamp}-${process.pid}-${++this.#quarantined}.jsonl`);
     if (from === 0) {
       await copyFile(file, target);
     } else {
@@ -472,6 +473,9 @@ export class FileStore implements AuditStore {
     for (const e of this.#recovered) this.#idem.set(e);
     this.#recovered = [];
   }
+
+  /** Quarantine files made by this process (part of their names). */
+  #quarantined = 0;
 
   /** Keys found in the last segment by #recover, set after the older ones. */
   #recovered: IdempotencyEntry[] = [];
@@ -646,8 +650,10 @@ export class FileStore implements AuditStore {
       this.#segCount < this.#options.segmentRecords &&
       this.#segBytes < this.#options.segmentBytes
     ) {
-      // Reopening after a restart: the bounds count what the segment already holds.
+      // Reopening after a restart: the bounds count what the segment already holds, and bytes
+      // someone appended since the recovery are cut before ours follow them.
       this.#fh = await open(join(this.dir, last.name), 'a', 0o600);
+      await this.#checkForeignBytes();
       return [this.#segCount, this.#segBytes];
     }
     if (this.#fh) await this.#fh.close();

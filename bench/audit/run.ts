@@ -60,11 +60,11 @@ const event = (i: number): AuditEvent => ({
  * `total` single-event appends from `producers` concurrent producers, in three rounds; returns
  * the best round's appends/s (the machine is shared: the best round is the least disturbed).
  */
-async function appendRate(store: AuditStore, total: number, producers: number): Promise<number> {
+async function appendRate(store: AuditStore, total: number, producers: number, rounds = 3): Promise<number> {
   let best = 0;
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < rounds; round++) {
     let next = 0;
-    const n = Math.ceil(total / 3);
+    const n = Math.ceil(total / rounds);
     const started = performance.now();
     await Promise.all(
       Array.from({ length: producers }, async () => {
@@ -202,20 +202,34 @@ try {
   console.log(
     `baseline  file store, ${PRODUCERS} producers, fsync off: ${fmt(results.fileAppendNoSyncPerSec)} appends/s`,
   );
-  store = await openFileStore({ dir: join(dir, 'unsealed') });
-  results.fileAppendUnsealedPerSec = await appendRate(store, APPENDS, PRODUCERS);
-  await store.close();
+  // Sealed (as the collector writes) and unsealed, in alternating rounds so that the machine's
+  // drift does not pick a side; best round of each.
+  const unsealed = await openFileStore({ dir: join(dir, 'unsealed') });
+  store = await openFileStore({ dir: join(dir, 'file'), sealer });
+  results.fileAppendUnsealedPerSec = 0;
+  results.fileAppendPerSec = 0;
+  for (let round = 0; round < 3; round++) {
+    results.fileAppendUnsealedPerSec = Math.max(
+      results.fileAppendUnsealedPerSec,
+      await appendRate(unsealed, APPENDS / 3, PRODUCERS, 1),
+    );
+    results.fileAppendPerSec = Math.max(
+      results.fileAppendPerSec,
+      await appendRate(store, APPENDS / 3, PRODUCERS, 1),
+    );
+  }
+  await unsealed.close();
   console.log(
     `baseline  file store, ${PRODUCERS} producers, group commit + fdatasync, no seals: ${fmt(results.fileAppendUnsealedPerSec)} appends/s`,
   );
-  store = await openFileStore({ dir: join(dir, 'file'), sealer });
-  results.fileAppendPerSec = await appendRate(store, APPENDS, PRODUCERS);
   console.log(
     `file      store, ${PRODUCERS} producers, group commit + fdatasync: ${fmt(results.fileAppendPerSec)} durable appends/s ` +
       `(${(results.fileAppendPerSec / results.fdatasyncPerSec).toFixed(0)}x one-fsync-per-event, ${(
         (100 * results.fileAppendPerSec) /
         results.fileAppendNoSyncPerSec
-      ).toFixed(0)}% of fsync off)`,
+      ).toFixed(
+        0,
+      )}% of fsync off, ${((100 * results.fileAppendPerSec) / results.fileAppendUnsealedPerSec).toFixed(0)}% of unsealed)`,
   );
   await store.close();
 
