@@ -556,7 +556,12 @@ export class FileStore implements AuditStore {
         keys: entries.map((e) => [e.source, e.key, e.bodyHash, e.firstSeq, e.lastSeq]),
         ...(this.#options.sealer ? { seal: this.#options.sealer.seal(seq, prev) } : {}),
       };
-      commit = JSON.stringify({ commit: c });
+      // ASCII only (the signature line's em dash escaped): joined with the batch's record lines,
+      // one non-Latin-1 character would turn the whole batch into a two-byte string to encode.
+      commit = JSON.stringify({ commit: c }).replace(
+        /[\u0080-\uffff]/g,
+        (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`,
+      );
     }
     return {
       outcomes: splitOutcomes(items, records, replays),
@@ -594,11 +599,13 @@ export class FileStore implements AuditStore {
           partBytes = 0;
         }
       }
+      let commit: Buffer | undefined;
       if (batch.commit) {
-        parts.push(batch.commit);
-        inBytes += Buffer.byteLength(batch.commit) + 1;
+        // Encoded apart: the record lines stay one cheap one-byte string to encode.
+        commit = Buffer.from(`${batch.commit}\n`);
+        inBytes += commit.length;
       }
-      await this.#flush(parts, true);
+      await this.#flush(parts, true, commit);
     } catch (err) {
       // The files may now end in part of a batch nobody was told about. Refuse further appends;
       // reopening runs the recovery, which moves an uncovered tail aside.
@@ -632,11 +639,15 @@ export class FileStore implements AuditStore {
     this.#options.onUncovered?.({ from: this.#size, to: this.#size - 1, keptIn });
   }
 
-  async #flush(parts: string[], sync = false): Promise<void> {
+  async #flush(parts: string[], sync = false, tail?: Buffer): Promise<void> {
+    const buffers: Buffer[] = [];
     if (parts.length) {
       parts.push('');
-      await this.#fh!.write(Buffer.from(parts.join('\n')));
+      buffers.push(Buffer.from(parts.join('\n')));
     }
+    if (tail) buffers.push(tail);
+    if (buffers.length === 1) await this.#fh!.write(buffers[0]!);
+    else if (buffers.length) await this.#fh!.writev(buffers);
     if (sync && this.#options.fsync !== false) await this.#fh!.datasync();
   }
 
