@@ -370,3 +370,23 @@ test('forgery, postgres store: a row inserted while the collector runs is never 
     await pgs.drop();
   }
 });
+
+test('a torn tail found at start is moved aside, logged and counted; the collector serves the records before it', async () => {
+  const dir = join(tmp.dir, `torn-${n++}`);
+  const logDir = join(dir, 'log');
+  let c = await startTestCollector(pki, dir);
+  assert.equal((await send(web, events(c), { body: batch(1, 2) })).status, 200);
+  await c.close();
+  appendFileSync(lastSegment(logDir), '{"event":{"action":"GET /ord');
+  c = await startTestCollector(pki, dir);
+  try {
+    assert.equal(c.log.size, 2);
+    const metrics = await send(web, `${c.url}/metrics`, { method: 'GET' });
+    assert.match(String(metrics.body.text), /portcullis_audit_torn_tails_total 1/);
+    assert.match(String(metrics.body.text), /portcullis_audit_uncovered_records_total 0/);
+    assert.equal(readdirSync(join(logDir, 'quarantine')).length, 1);
+    assert.equal((await send(web, events(c), { body: batch(3) })).body.firstSeq, 2);
+  } finally {
+    await c.close();
+  }
+});
