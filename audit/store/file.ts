@@ -364,52 +364,73 @@ export class FileStore implements AuditStore {
    * seal covers (told to `onUncovered` with their seq range).
    */
   async #recover(): Promise<void> {
-    let index = this.#segments.length - 1;
-    const quarantined: { from: number; to: number; keptIn: string }[] = [];
-    for (; index >= 0; index--) {
-      const segment = this.#segments[index]!;
+    // First find the cover without changing anything: if no trusted seal covers any record
+    // at all, the likeliest cause is a changed key or a missing trustedKeys entry, not a
+    // forged tail, and moving the whole log aside would start a new one at seq 0.
+    const uncovered: { index: number; count: number }[] = [];
+    let found: { index: number; scan: SegmentScan; prev: string } | undefined;
+    for (let index = this.#segments.length - 1; index >= 0; index--) {
       const prev = await this.#prevOf(index);
-      const scan = await this.#scanSegment(segment, prev);
+      const scan = await this.#scanSegment(this.#segments[index]!, prev);
+      if (scan.cover || index === 0) {
+        found = { index, scan, prev };
+        break;
+      }
+      uncovered.push({ index, count: scan.count });
+    }
+    if (!found) {
+      this.#segments = [];
+      return;
+    }
+    const records = found.scan.count + uncovered.reduce((n, u) => n + u.count, 0);
+    if (!found.scan.cover && records > 0)
+      throw new StoreError(
+        'ERR_AUDIT_STORE_CORRUPT',
+        `${this.dir}: none of its ${records} newest records is covered by a seal of a trusted key (${this.#options.sealer?.trusted.join(', ')}) or by the collector's last checkpoint; ` +
+          "refusing to move the log aside. If the collector's key changed, add the old verifier key to trustedKeys; run portcullis audit verify --public-key to see who sealed it",
+      );
+    const quarantined: { from: number; to: number; keptIn: string }[] = [];
+    for (const u of uncovered) {
+      // Nothing in these segments is covered: moved aside whole, newest first.
+      const segment = this.#segments[u.index]!;
       const file = join(this.dir, segment.name);
       const fileSize = (await stat(file)).size;
-      if (!scan.cover && index > 0) {
-        // Nothing in this segment is covered: the cover, if any, is further back.
-        const keptIn = await this.#quarantine(file, 0, fileSize);
-        await unlink(file);
-        if (scan.count || fileSize)
-          quarantined.push({ from: segment.first, to: segment.first + scan.count - 1, keptIn });
-        continue;
-      }
-      const cover = scan.cover ?? { count: 0, bytes: 0, head: prev };
-      if (fileSize > cover.bytes) {
-        const keptIn = await this.#quarantine(file, cover.bytes, fileSize);
-        const fh = await open(file, 'r+');
-        try {
-          await fh.truncate(cover.bytes);
-          await fh.datasync();
-        } finally {
-          await fh.close();
-        }
-        const uncoveredRecords = scan.count - cover.count;
-        if (uncoveredRecords > 0)
-          quarantined.push({
-            from: segment.first + cover.count,
-            to: segment.first + scan.count - 1,
-            keptIn,
-          });
-        // Bytes after the last whole record line the scan accepted: torn or junk.
-        if (scan.bad || scan.fileBytes < fileSize || uncoveredRecords === 0)
-          this.#options.onRecover?.({ segment: file, droppedBytes: fileSize - cover.bytes, keptIn });
-      }
-      this.#segments = this.#segments.slice(0, index + 1);
-      this.#segCount = cover.count;
-      this.#segBytes = cover.bytes;
-      this.#size = segment.first + cover.count;
-      this.#head = cover.head;
-      this.#recovered = scan.entries;
-      break;
+      const keptIn = await this.#quarantine(file, 0, fileSize);
+      await unlink(file);
+      if (u.count || fileSize)
+        quarantined.push({ from: segment.first, to: segment.first + u.count - 1, keptIn });
     }
-    if (index < 0) this.#segments = [];
+    const { index, scan, prev } = found;
+    const segment = this.#segments[index]!;
+    const file = join(this.dir, segment.name);
+    const fileSize = (await stat(file)).size;
+    const cover = scan.cover ?? { count: 0, bytes: 0, head: prev };
+    if (fileSize > cover.bytes) {
+      const keptIn = await this.#quarantine(file, cover.bytes, fileSize);
+      const fh = await open(file, 'r+');
+      try {
+        await fh.truncate(cover.bytes);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      const uncoveredRecords = scan.count - cover.count;
+      if (uncoveredRecords > 0)
+        quarantined.push({
+          from: segment.first + cover.count,
+          to: segment.first + scan.count - 1,
+          keptIn,
+        });
+      // Bytes after the last whole record line the scan accepted: torn or junk.
+      if (scan.bad || scan.fileBytes < fileSize || uncoveredRecords === 0)
+        this.#options.onRecover?.({ segment: file, droppedBytes: fileSize - cover.bytes, keptIn });
+    }
+    this.#segments = this.#segments.slice(0, index + 1);
+    this.#segCount = cover.count;
+    this.#segBytes = cover.bytes;
+    this.#size = segment.first + cover.count;
+    this.#head = cover.head;
+    this.#recovered = scan.entries;
     if (quarantined.length) {
       await this.#syncDir();
       // One report per contiguous refused range, oldest first.

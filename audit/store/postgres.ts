@@ -208,6 +208,13 @@ export class PostgresStore implements AuditStore {
     } else if (this.#deps.adopt) {
       sealed = sealer.open(this.#deps.adopt);
     }
+    if (!sealed && head.size > 0)
+      // Rows, but no seal and no adopted checkpoint: a table from before seals, or a collector
+      // without its data dir. Moving every row aside would start a new log at seq 0.
+      throw new StoreError(
+        'ERR_AUDIT_STORE_CORRUPT',
+        `postgres: none of the ${head.size} records of ${this.table} is covered by a seal or by the collector's last checkpoint; refusing to move them aside (restore the collector's data dir, or run portcullis audit verify)`,
+      );
     sealed ??= { origin: '', size: 0, chainHead: GENESIS_PREV };
     const base = sealed;
     if (head.size < base.size)

@@ -380,6 +380,35 @@ export function storeConformance(name: string, harness: () => StoreHarness): voi
       await ro.close();
     });
 
+    test(`${name}: a log that no trusted seal covers at all is refused with ERR_AUDIT_STORE_CORRUPT, not moved aside`, async () => {
+      // Written without seals (a log from before them, or sealed by a key no longer trusted).
+      const store = await h.open();
+      await store.append([decision(0), decision(1), decision(2)]);
+      const refused: UncoveredTail[] = [];
+      const attempt = (async () => {
+        const sealedStore = await h.reopen(
+          store,
+          undefined,
+          sealed((t) => refused.push(t)),
+        );
+        try {
+          await sealedStore.append([decision(3)]);
+        } finally {
+          await sealedStore.close();
+        }
+      })();
+      await assert.rejects(attempt, (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'ERR_AUDIT_STORE_CORRUPT');
+        assert.match(err.message, /refusing to move/);
+        return true;
+      });
+      assert.deepEqual(refused, []);
+      const ro = await view(store);
+      const verdict = await verifyStore(ro);
+      assert.ok(verdict.ok && verdict.size === 3, JSON.stringify(verdict));
+      await ro.close();
+    });
+
     test(`${name}: verify counts nothing as covered when no given key signed the seals`, async () => {
       const store = await h.open(undefined, sealed());
       await store.append([decision(0), decision(1)]);
