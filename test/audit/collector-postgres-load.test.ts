@@ -22,6 +22,9 @@ import { collectorConfig, workloadAgent } from './collector-harness.ts';
 import { PG_URL, decision, pgSchema, sql, tempDir } from './helpers.ts';
 
 const SECONDS = Number(process.env.PORTCULLIS_PG_LOAD_SECONDS ?? 60);
+// Events/s offered (0: as fast as the collectors go). Each collector keeps a Merkle tree of every
+// record in memory (64 bytes each): an hour's run wants a paced load, e.g. 2000.
+const RATE = Number(process.env.PORTCULLIS_PG_LOAD_RATE ?? 0);
 
 test(
   `two collectors on one PostgreSQL table under mixed load for ${SECONDS} s: zero errors, one sealed chain; a real corruption is still reported`,
@@ -65,8 +68,13 @@ test(
       const fail = (what: string) => errors.push(what);
       const end = performance.now() + SECONDS * 1000;
       let batchNo = 0;
+      const begun = performance.now();
       const poster = async (w: number) => {
         while (performance.now() < end) {
+          if (RATE > 0) {
+            const due = begun + (counts.events / RATE) * 1000;
+            if (due > performance.now()) await new Promise((r) => setTimeout(r, due - performance.now()));
+          }
           const c = collectors[(w + batchNo) % 2]!;
           const n = 1 + ((batchNo * 7) % 200);
           const id = `w${w}-${batchNo++}`;
