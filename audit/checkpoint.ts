@@ -91,27 +91,51 @@ export function signCheckpoint(body: CheckpointBody, signer: CheckpointSigner): 
 }
 
 /**
- * Verifies a C2SP signed-note checkpoint with one verifier key (string or parsed) and returns
- * what it commits to. Pure and offline. Throws `ERR_AUDIT_CHECKPOINT_INVALID` for a malformed
- * note and `ERR_AUDIT_CHECKPOINT_SIGNATURE` when no signature by that key verifies.
+ * Splits a C2SP signed note into its text and signature lines and checks every signature made
+ * by one of `keys` (matched by name and key id). Strict, as the spec asks: a note is refused
+ * (`ERR_AUDIT_CHECKPOINT_INVALID`) unless it is text, a blank line and well-formed signature
+ * lines; and when a signature by a known key fails, the note is refused
+ * (`ERR_AUDIT_CHECKPOINT_SIGNATURE`) even if another known key verifies. Returns the text and
+ * the names of the known keys whose signatures verified (possibly none).
  */
-export function verifyCheckpoint(note: string, key: string | VerifierKey): CheckpointBody {
-  const vkey = typeof key === 'string' ? parseVerifierKey(key) : key;
-  const invalid = (why: string) => new CheckpointError('ERR_AUDIT_CHECKPOINT_INVALID', `checkpoint: ${why}`);
+export function openSignedNote(
+  note: string,
+  keys: readonly VerifierKey[],
+): { text: string; verifiedBy: string[] } {
+  const invalid = (why: string) => new CheckpointError('ERR_AUDIT_CHECKPOINT_INVALID', `signed note: ${why}`);
   const split = note.lastIndexOf('\n\n');
   if (split < 0 || !note.endsWith('\n')) throw invalid('not a signed note (no blank line before signatures)');
   const text = note.slice(0, split + 1);
+  if (text.includes('\n\n') || text === '\n') throw invalid('the note text holds a blank line');
   const sigLines = note.slice(split + 2, -1).split('\n');
-  let verified = false;
+  if (sigLines.length > 100) throw invalid('too many signature lines');
+  const verifiedBy: string[] = [];
   for (const line of sigLines) {
-    const m = /^\u2014 (\S+) ([A-Za-z0-9+/]+=*)$/.exec(line);
+    const m = /^\u2014 ([^\s+]{1,255}) ([A-Za-z0-9+/]+=*)$/.exec(line);
     if (!m) throw invalid(`bad signature line "${line.slice(0, 80)}"`);
-    if (m[1] !== vkey.name) continue;
     const blob = Buffer.from(m[2]!, 'base64');
-    if (blob.length !== 4 + 64 || !blob.subarray(0, 4).equals(vkey.keyId)) continue;
-    if (verify(null, Buffer.from(text), vkey.publicKey, blob.subarray(4))) verified = true;
+    if (blob.length < 5 || blob.toString('base64') !== m[2]) throw invalid('signature is not base64');
+    const key = keys.find((k) => k.name === m[1] && blob.subarray(0, 4).equals(k.keyId));
+    if (!key) continue; // an unknown signer is ignored, as the spec says
+    if (blob.length !== 4 + 64 || !verify(null, Buffer.from(text), key.publicKey, blob.subarray(4)))
+      throw new CheckpointError(
+        'ERR_AUDIT_CHECKPOINT_SIGNATURE',
+        `signed note: the signature by "${key.name}" does not verify`,
+      );
+    verifiedBy.push(key.name);
   }
-  if (!verified)
+  return { text, verifiedBy };
+}
+
+/**
+ * Verifies a C2SP signed-note checkpoint with one verifier key (string or parsed) and returns
+ * what it commits to. Pure and offline. Throws `ERR_AUDIT_CHECKPOINT_INVALID` for a malformed
+ * note and `ERR_AUDIT_CHECKPOINT_SIGNATURE` when no signature by that key verifies, or one fails.
+ */
+export function verifyCheckpoint(note: string, key: string | VerifierKey): CheckpointBody {
+  const vkey = typeof key === 'string' ? parseVerifierKey(key) : key;
+  const { text, verifiedBy } = openSignedNote(note, [vkey]);
+  if (!verifiedBy.length)
     throw new CheckpointError(
       'ERR_AUDIT_CHECKPOINT_SIGNATURE',
       `checkpoint: no valid signature by "${vkey.name}"`,
@@ -119,20 +143,36 @@ export function verifyCheckpoint(note: string, key: string | VerifierKey): Check
   return parseCheckpointBody(text);
 }
 
-/** Parses a checkpoint body (unsigned note text); throws `ERR_AUDIT_CHECKPOINT_INVALID`. */
+/**
+ * Parses a checkpoint body (unsigned note text) as C2SP tlog-checkpoint: origin, decimal size
+ * (at most 2^53 - 1, so that it is exact), base64 root, then non-empty extension lines, exactly
+ * one of which is the chain head. Throws `ERR_AUDIT_CHECKPOINT_INVALID`.
+ */
 export function parseCheckpointBody(text: string): CheckpointBody {
   const invalid = (why: string) => new CheckpointError('ERR_AUDIT_CHECKPOINT_INVALID', `checkpoint: ${why}`);
+  if (!text.endsWith('\n')) throw invalid('the note text must end with a newline');
   const lines = text.split('\n');
   lines.pop();
   if (lines.length < 3) throw invalid('needs origin, size and root lines');
   const [origin, sizeText, rootText, ...ext] = lines as [string, string, string, ...string[]];
   if (!origin) throw invalid('empty origin');
-  if (!/^(0|[1-9][0-9]{0,15})$/.test(sizeText)) throw invalid('size is not a decimal number');
+  const size = parseNoteSize(sizeText);
+  if (size === undefined) throw invalid('size is not a decimal number up to 2^53 - 1');
   const root = Buffer.from(rootText, 'base64');
   if (root.length !== 32 || root.toString('base64') !== rootText)
     throw invalid('root is not base64 of 32 bytes');
-  const head = ext.find((l) => l.startsWith(`${CHAIN_HEAD_EXTENSION} `));
+  if (ext.some((l) => l === '')) throw invalid('empty extension line');
+  const heads = ext.filter((l) => l.startsWith(`${CHAIN_HEAD_EXTENSION} `) || l === CHAIN_HEAD_EXTENSION);
+  if (heads.length > 1) throw invalid(`more than one "${CHAIN_HEAD_EXTENSION}" line`);
+  const head = heads[0];
   if (!head || !/^[0-9a-f]{64}$/.test(head.slice(CHAIN_HEAD_EXTENSION.length + 1)))
     throw invalid(`missing or bad "${CHAIN_HEAD_EXTENSION}" line`);
-  return { origin, size: Number(sizeText), root, chainHead: head.slice(CHAIN_HEAD_EXTENSION.length + 1) };
+  return { origin, size, root, chainHead: head.slice(CHAIN_HEAD_EXTENSION.length + 1) };
+}
+
+/** A decimal size without leading zeros and at most 2^53 - 1, or undefined. */
+export function parseNoteSize(text: string): number | undefined {
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(text)) return undefined;
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : undefined;
 }

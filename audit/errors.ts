@@ -17,6 +17,10 @@ export type AuditErrorCode =
   | 'ERR_AUDIT_STORE_CLOSED'
   | 'ERR_AUDIT_STORE_UNAVAILABLE'
   | 'ERR_AUDIT_STORE_SPEC'
+  | 'ERR_AUDIT_STORE_LOCKED'
+  | 'ERR_AUDIT_IDEMPOTENCY_MISMATCH'
+  | 'ERR_AUDIT_IDEMPOTENCY_IN_FLIGHT'
+  | 'ERR_AUDIT_RATE_LIMITED'
   | 'ERR_AUDIT_PEER_REFUSED'
   | 'ERR_AUDIT_PEER_NOT_REGISTERED'
   | 'ERR_AUDIT_FORBIDDEN'
@@ -82,7 +86,8 @@ export class StoreError extends AuditError {
       | 'ERR_AUDIT_STORE_CORRUPT'
       | 'ERR_AUDIT_STORE_CLOSED'
       | 'ERR_AUDIT_STORE_UNAVAILABLE'
-      | 'ERR_AUDIT_STORE_SPEC',
+      | 'ERR_AUDIT_STORE_SPEC'
+      | 'ERR_AUDIT_STORE_LOCKED',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -99,12 +104,18 @@ export class CollectorRequestError extends AuditError {
       | 'ERR_AUDIT_FORBIDDEN'
       | 'ERR_AUDIT_BAD_REQUEST'
       | 'ERR_AUDIT_NOT_FOUND'
-      | 'ERR_AUDIT_PROOF_RANGE',
+      | 'ERR_AUDIT_PROOF_RANGE'
+      | 'ERR_AUDIT_IDEMPOTENCY_MISMATCH'
+      | 'ERR_AUDIT_IDEMPOTENCY_IN_FLIGHT'
+      | 'ERR_AUDIT_RATE_LIMITED',
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterSeconds?: number },
   ) {
     super(code, message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
+  /** Seconds for a `Retry-After` header (429, 409). */
+  readonly retryAfterSeconds: number | undefined;
 }
 
 /** The audit client could not talk to the collector (used by the CLI and in logs). */

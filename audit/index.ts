@@ -26,6 +26,7 @@ export {
   formatCheckpointBody,
   formatVerifierKey,
   noteKeyId,
+  openSignedNote,
   parseCheckpointBody,
   parseVerifierKey,
   signCheckpoint,
@@ -36,7 +37,18 @@ export { ChainVerifier, verifyChain } from './chain-verify.ts';
 export type { ChainVerdict, ChainVerifierOptions } from './chain-verify.ts';
 export { matchesFilter } from './query-filter.ts';
 export type { RecordFilter } from './query-filter.ts';
-export type { AuditStore, LogHead, StoreDeps } from './store/store.ts';
+export type {
+  AppendOutcome,
+  AuditStore,
+  IdempotencyClaim,
+  IdempotencyEntry,
+  IdempotencyOptions,
+  LogHead,
+  StoreDeps,
+  UncoveredTail,
+} from './store/store.ts';
+export { SEAL_LINE, createSealer, formatSealText, parseSealText, signSeal, verifySeal } from './seal.ts';
+export type { SealBody, Sealer } from './seal.ts';
 export { MemoryStore, createMemoryStore } from './store/memory.ts';
 export { FileStore, openFileStore } from './store/file.ts';
 export type { FileStoreOptions } from './store/file.ts';

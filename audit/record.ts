@@ -3,7 +3,7 @@ import type { AuditEvent } from '../core/index.ts';
 import { canonicalJson } from './canonical.ts';
 import { RecordInvalidError } from './errors.ts';
 
-/** `prev` of the first record: 64 zeros (docs/architecture.md § Audit). */
+/** `prev` of the first record: 64 zeros (docs/audit.md). */
 export const GENESIS_PREV = '0'.repeat(64);
 
 /**

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { SecureServerOptions } from 'node:http2';
 import type { Duplex } from 'node:stream';
@@ -39,6 +40,9 @@ export interface CollectorDeps {
     readonly bodyBytes: number;
     readonly batchEvents: number;
     readonly queryRecords: number;
+    /** Body bytes one source may post per `sourceInterval` ms (default: unbounded). */
+    readonly sourceBytes?: number;
+    readonly sourceInterval?: number;
   };
   /** Called after each durable append (the checkpoint policy listens here). */
   readonly onAppended?: (count: number) => void;
@@ -58,7 +62,16 @@ const STATUS: Partial<Record<AuditErrorCode, number>> = {
   ERR_AUDIT_PROOF_RANGE: 400,
   ERR_AUDIT_STORE_UNAVAILABLE: 503,
   ERR_AUDIT_STORE_CLOSED: 503,
+  ERR_AUDIT_IDEMPOTENCY_MISMATCH: 422,
+  ERR_AUDIT_IDEMPOTENCY_IN_FLIGHT: 409,
+  ERR_AUDIT_RATE_LIMITED: 429,
 };
+
+/** `Idempotency-Key`: 1–128 characters of `[A-Za-z0-9._:-]`. */
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Event types only the collector writes (about its own decisions); clients may not post them. */
+export const RESERVED_EVENT_TYPE = /^admin\.audit(\.|$)/;
 
 type Access = 'public' | 'workload' | 'reader';
 
@@ -71,6 +84,12 @@ type Access = 'public' | 'workload' | 'reader';
 export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
   const { log, registry, peerVerifier, limits } = deps;
   const callers = new WeakMap<IncomingMessage, Workload>();
+  /** SHA-256 of each POST body as received: what an Idempotency-Key is bound to. */
+  const bodyHashes = new WeakMap<IncomingMessage, string>();
+  /** Keys being appended by this collector right now (`source key`). */
+  const inFlight = new Set<string>();
+  /** Bytes each source posted in the current interval (fixed windows). */
+  let window = { start: deps.clock().getTime(), spent: new Map<string, number>() };
 
   const app = Fastify({
     ...(deps.tls ? { https: deps.tls } : {}),
@@ -92,6 +111,16 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
       );
     },
   }) as unknown as FastifyInstance;
+
+  // JSON only (text/plain is refused with 415), parsed by fastify's own safe parser, and hashed as
+  // received so that a retried batch is recognised byte for byte.
+  const jsonParser = app.getDefaultJsonParser('error', 'error');
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    const buf = body as Buffer;
+    bodyHashes.set(req.raw, createHash('sha256').update(buf).digest('hex'));
+    jsonParser(req, buf.toString('utf8'), done);
+  });
 
   const accessOf = (req: FastifyRequest): Access =>
     (req.routeOptions.config as { access?: Access } | undefined)?.access ?? 'workload';
@@ -136,11 +165,36 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
         `${peer.spiffeId.uri} is not a registered workload`,
       );
     callers.set(req.raw, workload);
+    if (req.method === 'POST' && req.routeOptions.url === '/v1/events') spend(workload.spiffeId.uri, req);
     if (access === 'reader' && !workload.roles.includes('audit-reader')) {
       await audit(req, workload.spiffeId.uri, false, 403);
       throw new CollectorRequestError('ERR_AUDIT_FORBIDDEN', 'this route needs role audit-reader');
     }
   });
+
+  /** Charges a POST to its source's byte budget before the body is read; 429 past it. */
+  function spend(source: string, req: FastifyRequest): void {
+    const budget = limits.sourceBytes;
+    if (budget === undefined) return;
+    const interval = limits.sourceInterval ?? 1000;
+    const now = deps.clock().getTime();
+    if (now - window.start >= interval)
+      window = { start: now - ((now - window.start) % interval), spent: new Map() };
+    const declared = Number(req.headers['content-length']);
+    // Without a length (chunked), the worst case is charged: the body limit.
+    const bytes = Number.isSafeInteger(declared) && declared >= 0 ? declared : limits.bodyBytes;
+    const spent = window.spent.get(source) ?? 0;
+    if (spent > 0 && spent + bytes > budget) {
+      deps.metrics?.rateLimited.inc();
+      const retryAfter = Math.max(1, Math.ceil((window.start + interval - now) / 1000));
+      throw new CollectorRequestError(
+        'ERR_AUDIT_RATE_LIMITED',
+        `${source} posted more than ${budget} bytes in ${interval} ms; retry after ${retryAfter} s`,
+        { retryAfterSeconds: retryAfter },
+      );
+    }
+    window.spent.set(source, spent + bytes);
+  }
 
   const { metrics } = deps;
   if (metrics) {
@@ -170,6 +224,8 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     }
     if (status >= 500 && status !== 503)
       req.log.error({ err, ...(traceId ? { traceId } : {}) }, 'collector request failed');
+    const retryAfter = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
+    if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
     void reply.code(status).header('cache-control', 'no-store').send({ error: code, message });
   });
 
@@ -191,12 +247,48 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     });
   }
 
-  app.post('/v1/events', async (req) => {
+  app.post('/v1/events', async (req, reply) => {
     const workload = callers.get(req.raw)!;
-    const events = parseBatch(req.body, limits.batchEvents, workload.spiffeId.uri);
-    const records = await log.append(events);
-    deps.onAppended?.(records.length);
-    return { accepted: records.length, firstSeq: records[0]!.seq, lastSeq: records.at(-1)!.seq };
+    const source = workload.spiffeId.uri;
+    const key = idempotencyKey(req.headers['idempotency-key']);
+    const events = parseBatch(req.body, limits.batchEvents, source);
+    if (key === undefined) {
+      const records = await log.append(events);
+      deps.onAppended?.(records.length);
+      return { accepted: records.length, firstSeq: records[0]!.seq, lastSeq: records.at(-1)!.seq };
+    }
+    const bodyHash = bodyHashes.get(req.raw)!;
+    const id = `${source} ${key}`;
+    if (inFlight.has(id))
+      throw new CollectorRequestError(
+        'ERR_AUDIT_IDEMPOTENCY_IN_FLIGHT',
+        'a request with this Idempotency-Key is still being appended; retry',
+        { retryAfterSeconds: 1 },
+      );
+    inFlight.add(id);
+    try {
+      const claim = { source, key, bodyHash };
+      // Known already (also from before a crash, or from another collector): answer as then.
+      // The store looks the key up in the same group commit that would append the batch, so a
+      // batch stored before a crash, or by another collector, is answered as it was then.
+      const outcome = await log.appendOnce(events, claim);
+      if (outcome.replay) {
+        if (outcome.replay.bodyHash !== bodyHash)
+          throw new CollectorRequestError(
+            'ERR_AUDIT_IDEMPOTENCY_MISMATCH',
+            'this Idempotency-Key was used for a different batch',
+          );
+        metrics?.replays.inc();
+        void reply.header('idempotent-replayed', 'true');
+        const { firstSeq, lastSeq } = outcome.replay;
+        return { accepted: lastSeq - firstSeq + 1, firstSeq, lastSeq };
+      }
+      const records = outcome.records!;
+      deps.onAppended?.(records.length);
+      return { accepted: records.length, firstSeq: records[0]!.seq, lastSeq: records.at(-1)!.seq };
+    } finally {
+      inFlight.delete(id);
+    }
   });
 
   app.get('/v1/events', { config: { access: 'reader' } }, async (req, reply) => {
@@ -241,6 +333,17 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
   return app;
 }
 
+/** The `Idempotency-Key` header, if given; 400 unless 1–128 characters of `[A-Za-z0-9._:-]`. */
+function idempotencyKey(value: string | string[] | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !IDEMPOTENCY_KEY.test(value))
+    throw new CollectorRequestError(
+      'ERR_AUDIT_BAD_REQUEST',
+      'Idempotency-Key must be given once, 1-128 characters of A-Z a-z 0-9 . _ : -',
+    );
+  return value;
+}
+
 /** Parses `{events: [...]}`, validating each event and stamping `source` with the peer's ID. */
 function parseBatch(body: unknown, max: number, source: string): AuditEvent[] {
   const bad = (why: string) => new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', why);
@@ -252,12 +355,19 @@ function parseBatch(body: unknown, max: number, source: string): AuditEvent[] {
   if (!Array.isArray(list) || list.length === 0) throw bad('events must be a non-empty list');
   if (list.length > max) throw bad(`at most ${max} events per request`);
   return list.map((raw, i) => {
+    let event: AuditEvent;
     try {
       // A client cannot speak for another: whatever source it wrote is replaced by its own.
-      return { ...parseAuditEvent(raw), source };
+      event = { ...parseAuditEvent(raw), source };
     } catch (err) {
       throw bad(`events[${i}]: ${(err as Error).message}`);
     }
+    if (RESERVED_EVENT_TYPE.test(event.type))
+      throw new CollectorRequestError(
+        'ERR_AUDIT_FORBIDDEN',
+        `events[${i}]: type ${event.type} is written by the collector only`,
+      );
+    return event;
   });
 }
 

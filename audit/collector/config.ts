@@ -38,6 +38,24 @@ export const auditConfigSchema = strictObject({
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/, 'must be a lowercase SQL identifier')
     .default('audit_records'),
+  /**
+   * Verifier keys (`name+id+key`, as in `checkpoint.vkey`) of the other collectors sharing the
+   * store: records sealed by them are adopted too. The collector's own key is always trusted.
+   */
+  trustedKeys: z
+    .array(
+      z
+        .string()
+        .regex(/^[^\s+]{1,255}\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$/, 'must be a verifier key name+id+key'),
+    )
+    .max(64)
+    .default([]),
+  idempotency: strictObject({
+    /** How long a batch's Idempotency-Key is remembered. */
+    retention: durationSchema.default(86_400_000),
+    /** Most keys a file store keeps in memory (oldest dropped first). */
+    maxKeys: z.number().int().min(1000).max(100_000_000).default(1_000_000),
+  }).default({ retention: 86_400_000, maxKeys: 1_000_000 }),
   checkpoint: strictObject({
     /** Sign a checkpoint once this many records were appended since the last one… */
     everyRecords: z.number().int().min(1).max(10_000_000).default(1000),
@@ -58,7 +76,31 @@ export const auditConfigSchema = strictObject({
     batchEvents: z.number().int().min(1).max(100_000).default(1000),
     /** Most records one query returns. */
     queryRecords: z.number().int().min(1).max(100_000).default(1000),
-  }).default({ bodyBytes: 1_048_576, batchEvents: 1000, queryRecords: 1000 }),
+    /** Request body bytes one source may post per `sourceInterval`; past it, 429 with Retry-After. */
+    sourceBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1024 * 1_048_576)
+      .default(32 * 1_048_576),
+    sourceInterval: durationSchema.default(1000),
+  }).default({
+    bodyBytes: 1_048_576,
+    batchEvents: 1000,
+    queryRecords: 1000,
+    sourceBytes: 32 * 1_048_576,
+    sourceInterval: 1000,
+  }),
+  /** File store only: bounds of one segment file. */
+  segments: strictObject({
+    records: z.number().int().min(1).max(10_000_000).default(100_000),
+    bytes: z
+      .number()
+      .int()
+      .min(4096)
+      .max(4096 * 1_048_576)
+      .default(64 * 1_048_576),
+  }).default({ records: 100_000, bytes: 64 * 1_048_576 }),
 });
 
 /** Parsed collector configuration: durations in ms, paths absolute. */

@@ -1,7 +1,8 @@
 import type { AuditEvent } from '../../core/index.ts';
-import type { AuditStore } from '../store/store.ts';
+import type { AppendOutcome, AuditStore, IdempotencyClaim } from '../store/store.ts';
 import type { AuditRecord } from '../record.ts';
-import { GENESIS_PREV, scanRecordLine } from '../record.ts';
+import { GENESIS_PREV, hashRecord, scanRecordBytes } from '../record.ts';
+import type { ScannedBytes } from '../record.ts';
 import { MerkleTree, recordLeafHash } from '../merkle.ts';
 import type { CheckpointBody, CheckpointSigner } from '../checkpoint.ts';
 import { noteKeyId, signCheckpoint, verifyCheckpoint } from '../checkpoint.ts';
@@ -80,6 +81,19 @@ export class AuditLog {
     return records;
   }
 
+  /**
+   * Appends a keyed batch at most once (see `AuditStore.appendOnce`); resolves with the new
+   * records or the entry stored before.
+   */
+  async appendOnce(events: readonly AuditEvent[], claim: IdempotencyClaim): Promise<AppendOutcome> {
+    const outcome = await this.#deps.store.appendOnce(events, claim);
+    if (outcome.records) {
+      for (const r of outcome.records) this.#pending.set(r.seq, r.hash);
+      this.#absorbPending();
+    }
+    return outcome;
+  }
+
   #absorbPending(): void {
     for (
       let h = this.#pending.get(this.#tree.size);
@@ -101,26 +115,58 @@ export class AuditLog {
 
   async #sync(): Promise<void> {
     this.#absorbPending();
-    const target = await this.#deps.store.size();
+    // The head a trusted seal covers (with a sealer): rows past it are not adopted.
+    const head = await this.#deps.store.head();
+    const target = head.size;
     if (this.#tree.size >= target) return;
-    for await (const line of this.#deps.store.readLines(this.#tree.size)) {
-      const seq = this.#tree.size;
-      let s;
-      try {
-        s = scanRecordLine(line);
-      } catch (err) {
-        throw new StoreError('ERR_AUDIT_STORE_CORRUPT', `record ${seq}: ${(err as Error).message}`);
+    // Bytes, not strings: a log of large events is hashed in place, chunk by chunk.
+    const out: ScannedBytes = {
+      seq: 0,
+      prev: '',
+      hash: '',
+      digest: Buffer.alloc(0),
+      eventStart: 0,
+      eventEnd: 0,
+    };
+    const scratch = { buf: Buffer.allocUnsafe(4096) };
+    let done = false;
+    for await (const buf of this.#deps.store.readBuffers({ fromSeq: this.#tree.size })) {
+      for (let start = 0; start < buf.length && !done;) {
+        let end = buf.indexOf(0x0a, start);
+        if (end < 0) end = buf.length;
+        const line = [start, end] as const;
+        start = end + 1;
+        if (buf[line[0] + 2] === 0x63) continue; // a file store's commit line: {"commit":…}
+        if (!scanRecordBytes(buf, line[0], line[1], out, scratch))
+          throw new StoreError(
+            'ERR_AUDIT_STORE_CORRUPT',
+            `record ${this.#tree.size}: not a canonical record line; run portcullis audit verify`,
+          );
+        // This collector's own appends may have been absorbed while the page was read.
+        if (out.seq < this.#tree.size) continue;
+        const seq = this.#tree.size;
+        if (out.seq !== seq || out.digest.toString('hex') !== out.hash || out.prev !== this.#head)
+          throw new StoreError(
+            'ERR_AUDIT_STORE_CORRUPT',
+            `record ${seq}: breaks the chain; run portcullis audit verify`,
+          );
+        this.#pending.delete(seq);
+        this.#tree.append(recordLeafHash(out.hash));
+        this.#head = out.hash;
+        if (this.#tree.size >= target) done = true;
       }
-      if (s.seq !== seq || s.computed !== s.hash || s.prev !== this.#head)
-        throw new StoreError(
-          'ERR_AUDIT_STORE_CORRUPT',
-          `record ${seq}: breaks the chain; run portcullis audit verify`,
-        );
-      this.#pending.delete(seq);
-      this.#tree.append(recordLeafHash(s.hash));
-      this.#head = s.hash;
-      if (this.#tree.size >= target) break;
+      if (done) break;
     }
+    if (this.#tree.size < target)
+      throw new StoreError(
+        'ERR_AUDIT_STORE_CORRUPT',
+        `the store ends at ${this.#tree.size} records but its seal covers ${target}; run portcullis audit verify`,
+      );
+    if (this.#tree.size === target && this.#head !== head.hash)
+      throw new StoreError(
+        'ERR_AUDIT_STORE_CORRUPT',
+        `record ${target - 1}: differs from what the store's seal covers; run portcullis audit verify`,
+      );
     this.#absorbPending();
   }
 
@@ -154,6 +200,12 @@ export class AuditLog {
     let record: AuditRecord | undefined;
     for await (const r of this.#deps.store.read(seq, seq + 1)) record = r;
     if (!record) throw new ProofRangeError(`record ${seq} is not in the store`);
+    // Only the record this collector adopted is proven, never what the store holds now instead.
+    if (record.seq !== seq || !recordLeafHash(hashRecord(record)).equals(this.#tree.leaf(seq)))
+      throw new StoreError(
+        'ERR_AUDIT_STORE_CORRUPT',
+        `record ${seq}: the stored record differs from the one in the log; run portcullis audit verify`,
+      );
     return { record, proof };
   }
 

@@ -18,6 +18,14 @@ export interface CollectorMetrics {
   readonly appended: Counter;
   /** Checkpoints signed. */
   readonly checkpoints: Counter;
+  /** Stored records refused because no trusted seal covers them (forged, or never acknowledged). */
+  readonly uncovered: Counter;
+  /** Torn or junk tails (bytes that are no whole record) moved aside on open. */
+  readonly tornTails: Counter;
+  /** Keyed batches answered from the idempotency table instead of appended again. */
+  readonly replays: Counter;
+  /** Requests refused with 429 because their source spent its byte budget. */
+  readonly rateLimited: Counter;
 }
 
 /**
@@ -63,6 +71,26 @@ export function createCollectorMetrics(
     checkpoints: new Counter({
       name: 'portcullis_audit_checkpoints_total',
       help: 'Checkpoints signed',
+      registers: [registry],
+    }),
+    uncovered: new Counter({
+      name: 'portcullis_audit_uncovered_records_total',
+      help: 'Stored records refused because no trusted seal covers them',
+      registers: [registry],
+    }),
+    tornTails: new Counter({
+      name: 'portcullis_audit_torn_tails_total',
+      help: 'Torn or junk tails of the file store moved aside on open',
+      registers: [registry],
+    }),
+    replays: new Counter({
+      name: 'portcullis_audit_idempotent_replays_total',
+      help: 'Keyed batches answered with their original seqs instead of appended again',
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: 'portcullis_audit_rate_limited_total',
+      help: 'Event batches refused with 429 because their source spent its byte budget',
       registers: [registry],
     }),
   };

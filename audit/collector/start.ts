@@ -20,6 +20,8 @@ import { DATA_FILES, loadCheckpointKey } from './key-load.ts';
 import { AuditLog } from './log.ts';
 import { buildCollectorApp } from './app.ts';
 import { createCollectorMetrics } from './metrics.ts';
+import { parseVerifierKey } from '../checkpoint.ts';
+import { createSealer } from '../seal.ts';
 import type { CollectorPeerVerifier } from './app.ts';
 
 /** What tests and embedders may replace when starting a collector. */
@@ -84,13 +86,51 @@ export async function startCollector(
   } catch {
     lastCheckpoint = undefined;
   }
-  const store = overrides.store ?? (await openStore(config.store, { clock, table: config.table }));
   let log: AuditLog | undefined;
   const metrics = createCollectorMetrics(
     { size: () => log?.size ?? 0, checkpointSize: () => log?.latest()?.body.size ?? 0 },
     undefined,
     overrides.defaultMetrics ?? true,
   );
+  const trusted = config.trustedKeys.map((k, i) => {
+    try {
+      return parseVerifierKey(k);
+    } catch (err) {
+      throw new ConfigFileError('<audit config>', `trustedKeys[${i}]`, (err as Error).message, err);
+    }
+  });
+  // Every group commit is sealed with this collector's key; only what a trusted key sealed is
+  // adopted (docs/decisions/0025).
+  const sealer = createSealer(signer, config.origin, trusted);
+  const store =
+    overrides.store ??
+    (await openStore(config.store, {
+      clock,
+      table: config.table,
+      sealer,
+      // A log written before seals is adopted as far as this collector's last checkpoint covers it.
+      adopt: lastCheckpoint,
+      segmentRecords: config.segments.records,
+      segmentBytes: config.segments.bytes,
+      idempotency: { retentionMs: config.idempotency.retention, maxKeys: config.idempotency.maxKeys },
+      onUncovered: (tail) => {
+        const count = Math.max(0, tail.to - tail.from + 1);
+        metrics.uncovered.inc(count);
+        logger.error(
+          { from: tail.from, to: tail.to, records: count, keptIn: tail.keptIn },
+          count
+            ? `refused records ${tail.from}..${tail.to}: no trusted seal covers them (kept in ${tail.keptIn}, never signed)`
+            : `refused bytes after record ${tail.from - 1} that no trusted seal covers (kept in ${tail.keptIn})`,
+        );
+      },
+      onRecover: (info) => {
+        metrics.tornTails.inc();
+        logger.warn(
+          { segment: info.segment, droppedBytes: info.droppedBytes, keptIn: info.keptIn },
+          `moved a torn or junk tail of ${info.droppedBytes} bytes aside (kept in ${info.keptIn})`,
+        );
+      },
+    }));
   try {
     log = await AuditLog.open({
       store,

@@ -4,8 +4,16 @@ import { GENESIS_PREV, buildRecord, parseRecordLine } from '../record.ts';
 import { StoreError } from '../errors.ts';
 import type { RecordFilter } from '../query-filter.ts';
 import { scanQuery } from '../query-filter.ts';
-import type { AuditStore, LogHead, StoreDeps } from './store.ts';
-import { linesToBuffers } from './store.ts';
+import type {
+  AppendOutcome,
+  AuditStore,
+  IdempotencyClaim,
+  IdempotencyEntry,
+  LogHead,
+  ReadBuffersOptions,
+  StoreDeps,
+} from './store.ts';
+import { IdempotencyTable, linesToBuffers } from './store.ts';
 
 /**
  * An in-process store for tests and single-process tools. `lines` is exposed so that tests can
@@ -17,14 +25,43 @@ export class MemoryStore implements AuditStore {
   readonly lines: string[] = [];
   #records: AuditRecord[] = [];
   #closed = false;
+  #seal: string | undefined;
   readonly #clock: () => Date;
+  readonly #deps: StoreDeps;
+  readonly #idem: IdempotencyTable;
 
   constructor(deps: StoreDeps = {}) {
+    this.#deps = deps;
     this.#clock = deps.clock ?? (() => new Date());
+    this.#idem = new IdempotencyTable(deps.idempotency, () => this.#clock().getTime());
+  }
+
+  async appendOnce(events: readonly AuditEvent[], claim: IdempotencyClaim): Promise<AppendOutcome> {
+    this.#open();
+    const known = this.#idem.get(claim.source, claim.key);
+    if (known) return { replay: known };
+    const records = await this.append(events);
+    this.#idem.set({
+      ...claim,
+      firstSeq: records[0]!.seq,
+      lastSeq: records.at(-1)!.seq,
+      at: this.#clock().getTime(),
+    });
+    return { records };
+  }
+
+  async idempotencyEntry(source: string, key: string): Promise<IdempotencyEntry | undefined> {
+    this.#open();
+    return this.#idem.get(source, key);
+  }
+
+  async seals(): Promise<string[]> {
+    return this.#seal ? [this.#seal] : [];
   }
 
   async append(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
     this.#open();
+    if (events.length === 0) return [];
     const out: AuditRecord[] = [];
     const time = this.#clock().toISOString();
     let prev = this.#records.at(-1)?.hash ?? GENESIS_PREV;
@@ -35,11 +72,12 @@ export class MemoryStore implements AuditStore {
       out.push(record);
       prev = record.hash;
     }
+    if (this.#deps.sealer) this.#seal = this.#deps.sealer.seal(this.#records.length, prev);
     return out;
   }
 
-  readBuffers(): AsyncIterable<Buffer> {
-    return linesToBuffers(this.readLines(0));
+  readBuffers(options: ReadBuffersOptions = {}): AsyncIterable<Buffer> {
+    return linesToBuffers(this.readLines(options.fromSeq ?? 0));
   }
 
   async *read(fromSeq: number, toSeq?: number): AsyncIterable<AuditRecord> {

@@ -9,6 +9,10 @@ export interface OpenStoreOptions extends StoreDeps {
   readonly readOnly?: boolean;
   /** Postgres store only: table (optionally schema-qualified). */
   readonly table?: string;
+  /** File store only: segment bounds and the torn-tail report. */
+  readonly segmentRecords?: number;
+  readonly segmentBytes?: number;
+  readonly onRecover?: (info: { segment: string; droppedBytes: number; keptIn: string }) => void;
 }
 
 /**
@@ -19,7 +23,7 @@ export async function openStore(spec: string, options: OpenStoreOptions = {}): P
   if (spec.startsWith('file:')) {
     const dir = spec.slice('file:'.length);
     if (!dir) throw new StoreError('ERR_AUDIT_STORE_SPEC', `store "${spec}": file: needs a directory`);
-    return openFileStore({ dir, readOnly: options.readOnly, clock: options.clock });
+    return openFileStore({ ...options, dir });
   }
   const url =
     spec.startsWith('postgres:') && !spec.startsWith('postgres://') ? spec.slice('postgres:'.length) : spec;
@@ -29,10 +33,9 @@ export async function openStore(spec: string, options: OpenStoreOptions = {}): P
     const table = parsed.searchParams.get('table') ?? options.table;
     parsed.searchParams.delete('table');
     return openPostgresStore({
+      ...options,
       connectionString: parsed.href,
       table: table ?? undefined,
-      clock: options.clock,
-      readOnly: options.readOnly,
     });
   }
   throw new StoreError(

@@ -4,8 +4,24 @@ import type { AuditRecord } from '../record.ts';
 import { GENESIS_PREV, buildRecord, parseRecordLine } from '../record.ts';
 import { StoreError } from '../errors.ts';
 import type { RecordFilter } from '../query-filter.ts';
-import type { AuditStore, LogHead, StoreDeps } from './store.ts';
-import { GroupCommitter, linesToBuffers } from './store.ts';
+import type {
+  AppendOutcome,
+  AuditStore,
+  CommitItem,
+  IdempotencyClaim,
+  IdempotencyEntry,
+  LogHead,
+  ReadBuffersOptions,
+  StoreDeps,
+} from './store.ts';
+import {
+  DEFAULT_IDEMPOTENCY_RETENTION_MS,
+  GroupCommitter,
+  linesToBuffers,
+  recordsOf,
+  splitOutcomes,
+} from './store.ts';
+import type { SealBody } from '../seal.ts';
 
 /** Options of {@link openPostgresStore}. */
 export interface PostgresStoreOptions extends StoreDeps {
@@ -20,12 +36,18 @@ export interface PostgresStoreOptions extends StoreDeps {
 }
 
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
+/** Most rows per page of a read; pages also shrink so that one holds about {@link PAGE_BYTES}. */
 const PAGE = 10_000;
+const PAGE_BYTES = 4 * 1_048_576;
+/** Suffixes of the side tables (seal, idempotency keys, refused rows). */
+const SIDE = { seal: '_seal', keys: '_keys', quarantine: '_quarantine' } as const;
 
 /**
  * A log shared by many collectors in PostgreSQL. Writers take a transaction-scoped advisory
- * lock, read the head inside the transaction, and insert the whole group-committed batch with
- * one multi-row `INSERT … SELECT unnest(…)`; the commit is the durability point.
+ * lock, read the head and the seal inside the transaction, and insert the whole group-committed
+ * batch with one statement: records (`INSERT … SELECT unnest(…)`), the idempotency keys, and,
+ * with a sealer, the new seal; the commit is the durability point. With a sealer, rows past the
+ * seal (written by someone without a trusted key) are moved to `<table>_quarantine`, never built on.
  */
 export class PostgresStore implements AuditStore {
   readonly kind = 'postgres';
@@ -34,22 +56,33 @@ export class PostgresStore implements AuditStore {
   readonly #committer: GroupCommitter;
   readonly #clock: () => Date;
   readonly #readOnly: boolean;
+  readonly #deps: StoreDeps;
+  readonly #retention: number;
   #closed = false;
+  #lastPrune = 0;
 
   private constructor(pool: pg.Pool, table: string, deps: StoreDeps & { readOnly?: boolean }) {
     this.#readOnly = deps.readOnly ?? false;
+    this.#deps = deps;
+    this.#retention = deps.idempotency?.retentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
     this.#pool = pool;
     this.table = table;
     this.#clock = deps.clock ?? (() => new Date());
-    this.#committer = new GroupCommitter((events) => this.#write(events), 20_000);
+    this.#committer = new GroupCommitter((items) => this.#write(items), 20_000);
   }
 
   /** Connects, creates the schema and table if missing, and returns the store. */
   static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
     const table = options.table ?? 'audit_records';
     const parts = table.split('.');
-    if (parts.length > 2 || !parts.every((p) => IDENT.test(p)))
-      throw new TypeError('"table" must be a lowercase SQL identifier, optionally schema-qualified');
+    if (
+      parts.length > 2 ||
+      !parts.every((p) => IDENT.test(p)) ||
+      parts.at(-1)!.length > 63 - SIDE.quarantine.length
+    )
+      throw new TypeError(
+        `"table" must be a lowercase SQL identifier of at most ${63 - SIDE.quarantine.length} characters, optionally schema-qualified`,
+      );
     const pool = new pg.Pool({
       connectionString: options.connectionString,
       max: options.poolSize ?? 4,
@@ -84,6 +117,23 @@ export class PostgresStore implements AuditStore {
         decision text,
         line text NOT NULL
       )`);
+      await pool.query(`CREATE TABLE IF NOT EXISTS ${table}${SIDE.seal} (
+        id int PRIMARY KEY CHECK (id = 1),
+        size bigint NOT NULL,
+        note text NOT NULL
+      )`);
+      await pool.query(`CREATE TABLE IF NOT EXISTS ${table}${SIDE.keys} (
+        source text NOT NULL,
+        key text NOT NULL,
+        body_hash text NOT NULL,
+        first_seq bigint NOT NULL,
+        last_seq bigint NOT NULL,
+        at_ms bigint NOT NULL,
+        PRIMARY KEY (source, key)
+      )`);
+      await pool.query(
+        `CREATE TABLE IF NOT EXISTS ${table}${SIDE.quarantine} (LIKE ${table}, quarantined_at timestamptz NOT NULL DEFAULT now())`,
+      );
     } catch (err) {
       await pool.end().catch(() => {});
       throw unavailable(options.connectionString, err);
@@ -92,31 +142,162 @@ export class PostgresStore implements AuditStore {
   }
 
   append(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
-    if (this.#closed) return Promise.reject(new StoreError('ERR_AUDIT_STORE_CLOSED', 'the store is closed'));
-    if (this.#readOnly)
-      return Promise.reject(
-        new StoreError('ERR_AUDIT_STORE_UNAVAILABLE', `postgres: ${this.table} opened read-only`),
-      );
-    return this.#committer.submit(events);
+    const refused = this.#refuse();
+    if (refused) return Promise.reject(refused);
+    return this.#committer.submit(events).then(recordsOf);
   }
 
-  async #write(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
+  appendOnce(events: readonly AuditEvent[], claim: IdempotencyClaim): Promise<AppendOutcome> {
+    const refused = this.#refuse();
+    if (refused) return Promise.reject(refused);
+    if (events.length === 0) return Promise.reject(new TypeError('appendOnce needs at least one event'));
+    return this.#committer.submit(events, claim);
+  }
+
+  async idempotencyEntry(source: string, key: string): Promise<IdempotencyEntry | undefined> {
+    this.#check();
+    const { rows } = await this.#pool
+      .query<KeyRow>(
+        `SELECT source, key, body_hash, first_seq, last_seq, at_ms FROM ${this.table}${SIDE.keys}
+         WHERE source = $1 AND key = $2 AND at_ms >= $3`,
+        [source, key, this.#clock().getTime() - this.#retention],
+      )
+      .catch((err: unknown) => {
+        throw unavailable('postgres', err);
+      });
+    return rows[0] ? entryOf(rows[0]) : undefined;
+  }
+
+  async seals(): Promise<string[]> {
+    this.#check();
+    // A log written before seals has no seal table: no seals.
+    const { rows } = await this.#pool
+      .query<{ note: string }>(
+        `SELECT note FROM ${this.table}${SIDE.seal} WHERE to_regclass($1) IS NOT NULL`,
+        [`${this.table}${SIDE.seal}`],
+      )
+      .catch(() => ({ rows: [] as { note: string }[] }));
+    return rows.map((r) => r.note);
+  }
+
+  #refuse(): StoreError | undefined {
+    if (this.#closed) return new StoreError('ERR_AUDIT_STORE_CLOSED', 'the store is closed');
+    if (this.#readOnly)
+      return new StoreError('ERR_AUDIT_STORE_UNAVAILABLE', `postgres: ${this.table} opened read-only`);
+    return undefined;
+  }
+
+  /**
+   * What the seal row lets a writer build on: the sealed size and head. Rows past it are an
+   * uncovered tail; a seal that no trusted key signed, or that the rows contradict, is corruption.
+   */
+  #trustedHead(
+    head: { size: number; hash: string },
+    sealRow: { size: string; note: string } | undefined,
+    hashAt: (seq: number) => Promise<string | undefined>,
+  ): Promise<SealBody> | SealBody {
+    const sealer = this.#deps.sealer!;
+    let sealed: SealBody | undefined;
+    if (sealRow) {
+      sealed = sealer.open(sealRow.note);
+      if (!sealed)
+        throw new StoreError(
+          'ERR_AUDIT_STORE_CORRUPT',
+          `postgres: the seal of ${this.table} (size ${sealRow.size}) is signed by none of the trusted keys (${sealer.trusted.join(', ')}); add the other collectors' keys to trustedKeys, or run portcullis audit verify`,
+        );
+    } else if (this.#deps.adopt) {
+      sealed = sealer.open(this.#deps.adopt);
+    }
+    if (!sealed && head.size > 0)
+      // Rows, but no seal and no adopted checkpoint: a table from before seals, or a collector
+      // without its data dir. Moving every row aside would start a new log at seq 0.
+      throw new StoreError(
+        'ERR_AUDIT_STORE_CORRUPT',
+        `postgres: none of the ${head.size} records of ${this.table} is covered by a seal or by the collector's last checkpoint; refusing to move them aside (restore the collector's data dir, or run portcullis audit verify)`,
+      );
+    sealed ??= { origin: '', size: 0, chainHead: GENESIS_PREV };
+    const base = sealed;
+    if (head.size < base.size)
+      throw new StoreError(
+        'ERR_AUDIT_STORE_CORRUPT',
+        `postgres: ${this.table} holds ${head.size} records but its seal covers ${base.size}; run portcullis audit verify`,
+      );
+    if (head.size === base.size) {
+      if (head.hash !== base.chainHead)
+        throw new StoreError(
+          'ERR_AUDIT_STORE_CORRUPT',
+          `postgres: record ${base.size - 1} of ${this.table} differs from what its seal covers; run portcullis audit verify`,
+        );
+      return base;
+    }
+    return hashAt(base.size - 1).then((h) => {
+      if (base.size > 0 && h !== base.chainHead)
+        throw new StoreError(
+          'ERR_AUDIT_STORE_CORRUPT',
+          `postgres: record ${base.size - 1} of ${this.table} differs from what its seal covers; run portcullis audit verify`,
+        );
+      return base;
+    });
+  }
+
+  async #write(items: readonly CommitItem[]): Promise<AppendOutcome[]> {
     const client = await this.#pool.connect().catch((err: unknown) => {
       throw unavailable('postgres', err);
     });
+    let refused: { from: number; to: number } | undefined;
     try {
-      // One round trip for BEGIN, the lock and the head (simple protocol, no parameters: the
-      // table name is a checked identifier and the lock key is derived from it).
+      // One round trip for BEGIN, the lock, the head and the seal (simple protocol, no
+      // parameters: the table name is a checked identifier and the lock key is derived from it).
       const lockKey = `portcullis-audit:${this.table}`.replace(/'/g, "''");
       const results = (await client.query(
-        `BEGIN; SELECT pg_advisory_xact_lock(hashtext('${lockKey}')); SELECT seq, hash FROM ${this.table} ORDER BY seq DESC LIMIT 1`,
-      )) as unknown as pg.QueryResult<{ seq: string; hash: string }>[];
+        `BEGIN; SELECT pg_advisory_xact_lock(hashtext('${lockKey}')); SELECT seq, hash FROM ${this.table} ORDER BY seq DESC LIMIT 1; SELECT size, note FROM ${this.table}${SIDE.seal} WHERE id = 1`,
+      )) as unknown as pg.QueryResult[];
       // One writer at a time across every collector sharing this table: the lock above.
-      const head = results[2]!;
-      let seq = head.rows[0] ? Number(head.rows[0].seq) + 1 : 0;
-      let prev = head.rows[0]?.hash ?? GENESIS_PREV;
+      const headRow = results[2]!.rows[0] as { seq: string; hash: string } | undefined;
+      const head = headRow
+        ? { size: Number(headRow.seq) + 1, hash: headRow.hash }
+        : { size: 0, hash: GENESIS_PREV };
+      let seq = head.size;
+      let prev = head.hash;
+      if (this.#deps.sealer) {
+        const base = await this.#trustedHead(
+          head,
+          results[3]!.rows[0] as { size: string; note: string } | undefined,
+          async (s) =>
+            (await client.query<{ hash: string }>(`SELECT hash FROM ${this.table} WHERE seq = $1`, [s]))
+              .rows[0]?.hash,
+        );
+        if (base.size < head.size) {
+          // Rows no trusted seal covers: refused, kept aside for inspection, never built on.
+          await client.query(
+            `WITH moved AS (DELETE FROM ${this.table} WHERE seq >= $1 RETURNING *)
+             INSERT INTO ${this.table}${SIDE.quarantine} SELECT *, now() FROM moved`,
+            [base.size],
+          );
+          refused = { from: base.size, to: head.size - 1 };
+        }
+        seq = base.size;
+        prev = base.chainHead;
+      }
       const now = this.#clock();
       const time = now.toISOString();
+      const nowMs = now.getTime();
+      // Keys already stored (by this or another collector): those requests append nothing.
+      const replays = new Map<number, IdempotencyEntry>();
+      const claimed = items.flatMap((it, i) => (it.claim ? [[i, it.claim] as const] : []));
+      if (claimed.length) {
+        const { rows } = await client.query<KeyRow>(
+          `SELECT k.source, k.key, k.body_hash, k.first_seq, k.last_seq, k.at_ms
+           FROM ${this.table}${SIDE.keys} k JOIN unnest($1::text[], $2::text[]) AS u(source, key)
+           ON k.source = u.source AND k.key = u.key WHERE k.at_ms >= $3`,
+          [claimed.map(([, c]) => c.source), claimed.map(([, c]) => c.key), nowMs - this.#retention],
+        );
+        const stored = new Map(rows.map((r) => [`${r.source} ${r.key}`, entryOf(r)]));
+        for (const [i, c] of claimed) {
+          const e = stored.get(`${c.source} ${c.key}`);
+          if (e) replays.set(i, e);
+        }
+      }
       const records: AuditRecord[] = [];
       const cols: [
         number[],
@@ -128,30 +309,72 @@ export class PostgresStore implements AuditStore {
         (string | null)[],
         string[],
       ] = [[], [], [], [], [], [], [], []];
-      for (const event of events) {
-        const { record, line } = buildRecord(seq, time, event, prev);
-        records.push(record);
-        cols[0].push(seq);
-        cols[1].push(time);
-        cols[2].push(record.hash);
-        cols[3].push(event.type);
-        cols[4].push(event.source ?? null);
-        cols[5].push(event.subject ?? null);
-        cols[6].push(event.decision ?? null);
-        cols[7].push(line);
-        prev = record.hash;
-        seq++;
+      const keys: [string[], string[], string[], number[], number[]] = [[], [], [], [], []];
+      const inBatch = new Map<string, IdempotencyEntry>();
+      for (let i = 0; i < items.length; i++) {
+        if (replays.has(i)) continue;
+        const { events, claim } = items[i]!;
+        const id = claim ? `${claim.source} ${claim.key}` : '';
+        const earlier = claim ? inBatch.get(id) : undefined;
+        if (earlier) {
+          // The same key twice in one group (two collectors' retries cannot meet here, one
+          // collector's can only after a 409): the second is a replay of the first.
+          replays.set(i, earlier);
+          continue;
+        }
+        const firstSeq = seq;
+        for (const event of events) {
+          const { record, line } = buildRecord(seq, time, event, prev);
+          records.push(record);
+          cols[0].push(seq);
+          cols[1].push(time);
+          cols[2].push(record.hash);
+          cols[3].push(event.type);
+          cols[4].push(event.source ?? null);
+          cols[5].push(event.subject ?? null);
+          cols[6].push(event.decision ?? null);
+          cols[7].push(line);
+          prev = record.hash;
+          seq++;
+        }
+        if (claim) {
+          inBatch.set(id, { ...claim, firstSeq, lastSeq: seq - 1, at: nowMs });
+          keys[0].push(claim.source);
+          keys[1].push(claim.key);
+          keys[2].push(claim.bodyHash);
+          keys[3].push(firstSeq);
+          keys[4].push(seq - 1);
+        }
       }
-      await client.query(
-        `INSERT INTO ${this.table} (seq, at, hash, type, source, subject, decision, line)
-         SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])`,
-        cols,
-      );
+      const seal = this.#deps.sealer && records.length ? this.#deps.sealer.seal(seq, prev) : undefined;
+      if (records.length) {
+        await client.query(
+          `WITH r AS (
+             INSERT INTO ${this.table} (seq, at, hash, type, source, subject, decision, line)
+             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+           ), k AS (
+             INSERT INTO ${this.table}${SIDE.keys} (source, key, body_hash, first_seq, last_seq, at_ms)
+             SELECT s, k, h, f, l, $14::bigint FROM unnest($9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[]) AS u(s, k, h, f, l)
+             ON CONFLICT (source, key) DO UPDATE SET body_hash = EXCLUDED.body_hash, first_seq = EXCLUDED.first_seq,
+               last_seq = EXCLUDED.last_seq, at_ms = EXCLUDED.at_ms
+           )
+           INSERT INTO ${this.table}${SIDE.seal} (id, size, note) SELECT 1, $15::bigint, $16::text WHERE $16::text IS NOT NULL
+           ON CONFLICT (id) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note`,
+          [...cols, ...keys, nowMs, seq, seal ?? null],
+        );
+      }
+      if (nowMs - this.#lastPrune > 60_000) {
+        this.#lastPrune = nowMs;
+        await client.query(`DELETE FROM ${this.table}${SIDE.keys} WHERE at_ms < $1`, [
+          nowMs - this.#retention,
+        ]);
+      }
       await client.query('COMMIT');
-      return records;
+      if (refused) this.#deps.onUncovered?.({ ...refused, keptIn: `${this.table}${SIDE.quarantine}` });
+      return splitOutcomes(items, records, replays);
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
-      if (err instanceof StoreError) throw err;
+      if (err instanceof StoreError || err instanceof TypeError) throw err;
       throw unavailable('postgres', err);
     } finally {
       client.release();
@@ -161,19 +384,26 @@ export class PostgresStore implements AuditStore {
   async *readLines(fromSeq = 0): AsyncIterable<string> {
     this.#check();
     let after = fromSeq - 1;
+    // Pages start small and grow while lines are small: a page holds about PAGE_BYTES, so
+    // that a log of large events is never one huge result in memory.
+    let rowsPerPage = 64;
     for (;;) {
       const { rows } = await this.#pool.query<{ seq: string; line: string }>(
-        `SELECT seq, line FROM ${this.table} WHERE seq > $1 ORDER BY seq LIMIT ${PAGE}`,
+        `SELECT seq, line FROM ${this.table} WHERE seq > $1 ORDER BY seq LIMIT ${rowsPerPage}`,
         [after],
       );
+      let longest = 1;
+      for (const r of rows) if (r.line.length > longest) longest = r.line.length;
+      const full = rows.length === rowsPerPage;
+      if (rows.length) after = Number(rows.at(-1)!.seq);
       for (const r of rows) yield r.line;
-      if (rows.length < PAGE) return;
-      after = Number(rows.at(-1)!.seq);
+      if (!full) return;
+      rowsPerPage = Math.max(1, Math.min(PAGE, Math.floor(PAGE_BYTES / longest)));
     }
   }
 
-  readBuffers(): AsyncIterable<Buffer> {
-    return linesToBuffers(this.readLines(0));
+  readBuffers(options: ReadBuffersOptions = {}): AsyncIterable<Buffer> {
+    return linesToBuffers(this.readLines(options.fromSeq ?? 0));
   }
 
   async *read(fromSeq: number, toSeq?: number): AsyncIterable<AuditRecord> {
@@ -211,8 +441,26 @@ export class PostgresStore implements AuditStore {
     return (await this.head()).size;
   }
 
+  /**
+   * The head of the log. With a sealer, the head the trusted seal covers (rows past it are not
+   * the log's until a seal covers them); otherwise the last row.
+   */
   async head(): Promise<LogHead> {
     this.#check();
+    if (this.#deps.sealer) {
+      const { rows } = await this.#pool.query<{ note: string }>(
+        `SELECT note FROM ${this.table}${SIDE.seal} WHERE id = 1`,
+      );
+      const note = rows[0]?.note ?? this.#deps.adopt;
+      if (!note) return { size: 0, hash: GENESIS_PREV };
+      const sealed = this.#deps.sealer.open(note);
+      if (!sealed)
+        throw new StoreError(
+          'ERR_AUDIT_STORE_CORRUPT',
+          `postgres: the seal of ${this.table} is signed by none of the trusted keys (${this.#deps.sealer.trusted.join(', ')})`,
+        );
+      return { size: sealed.size, hash: sealed.chainHead };
+    }
     const { rows } = await this.#pool.query<{ seq: string; hash: string }>(
       `SELECT seq, hash FROM ${this.table} ORDER BY seq DESC LIMIT 1`,
     );
@@ -229,6 +477,26 @@ export class PostgresStore implements AuditStore {
   #check(): void {
     if (this.#closed) throw new StoreError('ERR_AUDIT_STORE_CLOSED', 'the store is closed');
   }
+}
+
+interface KeyRow {
+  source: string;
+  key: string;
+  body_hash: string;
+  first_seq: string;
+  last_seq: string;
+  at_ms: string;
+}
+
+function entryOf(r: KeyRow): IdempotencyEntry {
+  return {
+    source: r.source,
+    key: r.key,
+    bodyHash: r.body_hash,
+    firstSeq: Number(r.first_seq),
+    lastSeq: Number(r.last_seq),
+    at: Number(r.at_ms),
+  };
 }
 
 function unavailable(where: string, err: unknown): StoreError {

@@ -99,22 +99,33 @@ flags:
   },
 };
 
+/** Exit statuses of `audit verify` (documented in its usage and docs/audit.md). */
+export const VERIFY_EXIT = { intact: 0, broken: 1, usage: 2, uncovered: 3, torn: 4 } as const;
+
 const verify: CliCommand = {
   name: 'audit verify',
   summary: 'verify a stored log (and that it agrees with a saved checkpoint)',
-  usage: `usage: portcullis audit verify --store file:DIR|postgres:URL [--checkpoint FILE [--public-key KEY]] [--root] [--deep] [--json]
+  usage: `usage: portcullis audit verify --store file:DIR|postgres:URL [--public-key KEY]... [--checkpoint FILE] [--root] [--deep] [--json]
 
 Reads every record as stored and checks sequence, hash links, record hashes and the Merkle
-root. With --checkpoint, the log must also agree with that checkpoint (same chain head and
-root at its size): a truncated or rewritten log is reported inconsistent. Without one, records
-cut from the end of the log leave a valid chain behind: only a checkpoint saved earlier can show
-that the log once went further, and the output says so.
-Exit 0 when intact; exit 1 naming the first bad seq and why.
+root. With --public-key (the collector's verifier key; once per collector sharing the store),
+also checks the seals the collector signs with every group commit and names the records no
+seal by those keys covers (written by someone without the key, or never acknowledged). With
+--checkpoint, the log must also agree with that checkpoint (same chain head and root at its
+size): a truncated or rewritten log is reported inconsistent. Without either, records cut from
+the end of the log leave a valid chain behind, and the output says so.
+
+exit status:
+  0  intact (and, with --public-key, every record covered by a seal)
+  1  tampered: the first bad seq and why, or inconsistent with the checkpoint or a seal
+  2  usage error
+  3  the chain is intact but records from seq N on are covered by no seal of the given keys
+  4  the chain is intact but a segment ends in bytes that are no whole record (torn or junk tail)
 
 flags:
   --store SPEC        file:DIR or postgres://user@host:port/db (required)
-  --checkpoint FILE   a checkpoint saved earlier (portcullis audit checkpoint --out)
-  --public-key KEY    collector verifier key, or a file holding it (checkpoint.vkey); checks the checkpoint's signature
+  --public-key KEY    collector verifier key, or a file holding it (checkpoint.vkey); repeatable
+  --checkpoint FILE   a checkpoint saved earlier (portcullis audit checkpoint --out); its signature is checked with --public-key
   --root              also compute and print the Merkle root of the whole log
   --deep              also parse every event and check it is canonical and schema-valid
   --json              print the result as one JSON line`,
@@ -124,7 +135,7 @@ flags:
       {
         store: { type: 'string' },
         checkpoint: { type: 'string' },
-        'public-key': { type: 'string' },
+        'public-key': { type: 'string', multiple: true },
         deep: { type: 'boolean' },
         root: { type: 'boolean' },
         json: { type: 'boolean' },
@@ -132,30 +143,38 @@ flags:
       'audit verify',
     );
     const spec = required(flags.store, 'store', 'audit verify');
-    if (flags['public-key'] && !flags.checkpoint)
-      throw new UsageError(
-        'audit verify: --public-key needs --checkpoint (see: portcullis audit verify --help)',
-      );
     const started = performance.now();
     const result = await verifyLog(spec, {
       checkpointNote: flags.checkpoint ? readConfiguredFile(flags.checkpoint, '--checkpoint') : undefined,
-      publicKey: publicKey(flags['public-key']),
+      publicKeys: (flags['public-key'] ?? []).map((k) => publicKey(k)!),
       deep: flags.deep,
       root: flags.root ?? false,
     });
     const seconds = (performance.now() - started) / 1000;
     const v = result.verdict;
+    const uncovered = v.ok && result.coverageChecked && (v.covered ?? 0) < v.size;
+    const torn = v.ok ? (v.torn ?? []) : [];
+    const status = !v.ok
+      ? VERIFY_EXIT.broken
+      : uncovered
+        ? VERIFY_EXIT.uncovered
+        : torn.length
+          ? VERIFY_EXIT.torn
+          : VERIFY_EXIT.intact;
     if (flags.json) {
       console.log(
         JSON.stringify(
           v.ok
             ? {
-                ok: true,
+                ok: status === VERIFY_EXIT.intact,
                 size: v.size,
                 head: v.head,
                 root: flags.root ? v.root?.toString('base64') : undefined,
                 // false: nothing to compare the end of the log with, so a cut tail would pass.
                 checkpoint: result.checkpoint !== undefined,
+                covered: result.coverageChecked ? v.covered : undefined,
+                uncovered: uncovered ? { from: v.covered, to: v.size - 1 } : undefined,
+                torn: torn.length ? torn : undefined,
                 seconds,
               }
             : { ok: false, code: v.code, seq: v.seq, reason: v.reason },
@@ -164,15 +183,29 @@ flags:
     } else if (v.ok) {
       const against = result.checkpoint
         ? `; agrees with the checkpoint at size ${result.checkpoint.size}${result.signatureChecked ? '' : ' (signature not checked: no --public-key)'}`
-        : '; no --checkpoint: records cut from the end would not show (save checkpoints with portcullis audit checkpoint)';
+        : result.coverageChecked
+          ? ''
+          : '; no --checkpoint: records cut from the end would not show (save checkpoints with portcullis audit checkpoint, or give --public-key to check the seals)';
       const root = flags.root && v.root ? `, root ${v.root.toString('base64')}` : '';
-      console.log(`intact: ${v.size} records, head ${v.head}${root}${against}`);
+      if (uncovered)
+        console.error(
+          `not covered: records ${v.covered}..${v.size - 1} are covered by no seal of the given keys (written without a collector's key, or never acknowledged); the ${v.covered} records before verify`,
+        );
+      for (const t of torn)
+        console.error(`torn tail: ${t.where} ends in ${t.bytes} bytes that are no whole record`);
+      const covered =
+        result.coverageChecked && !uncovered
+          ? `, all covered by seals (${v.coveredBy ?? 'none needed'})`
+          : '';
+      console.log(
+        `${status === VERIFY_EXIT.intact ? 'intact' : 'chain intact'}: ${v.size} records, head ${v.head}${root}${covered}${against}`,
+      );
     } else if (v.code === 'ERR_AUDIT_CHECKPOINT_INCONSISTENT') {
       console.error(`inconsistent with the checkpoint: ${v.reason} [${v.code}]`);
     } else {
       console.error(`tampered: first bad record seq ${v.seq}: ${v.reason} [${v.code}]`);
     }
-    return v.ok ? 0 : 1;
+    return status;
   },
 };
 

@@ -48,7 +48,9 @@ test('verifyChain accepts an intact chain and names the first bad seq of a broke
       2,
       /hash does not match/,
     ],
-    ['rehashed record with old prev link kept', rehash(records, 3), 4, /prev does not match/],
+    // The edited record is named, not the next one whose link it broke.
+    ['record 3 edited and its hash recomputed', rehash(records, 3), 3, /record 3 was rewritten/],
+    ['record 4 relinked and its hash recomputed', relink(records, 4), 4, /prev does not match/],
     ['missing record', records.filter((_, i) => i !== 1), 1, /missing/],
     ['duplicate', [...records.slice(0, 3), records[2]!, ...records.slice(3)], 3, /duplicated/],
     ['wrong genesis', [{ ...records[0]!, prev: 'f'.repeat(64) }], 0, /hash does not match|prev/],
@@ -61,6 +63,14 @@ test('verifyChain accepts an intact chain and names the first bad seq of a broke
     assert.match(v.reason, reason, label);
   }
 });
+
+function relink(records: AuditRecord[], at: number): AuditRecord[] {
+  return records.map((r, i) => {
+    if (i !== at) return r;
+    const prev = 'e'.repeat(64);
+    return { ...r, prev, hash: hashRecord({ ...r, prev }) };
+  });
+}
 
 function rehash(records: AuditRecord[], at: number): AuditRecord[] {
   return records.map((r, i) => {

@@ -113,6 +113,47 @@ test('cli: audit verify exits 0 on an intact file log and 1 naming the first bad
   });
 });
 
+test('cli: audit verify --public-key exits 3 naming records no seal covers, and 4 for a torn tail', async () => {
+  // A copy of the collector's log (seals included), then a record appended by someone without the key.
+  const logDir = join(tmp.dir, 'c', 'log');
+  const dir = join(tmp.dir, 'forged');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(dir);
+  const raw = readFileSync(join(logDir, '0000000000000000.jsonl'), 'utf8');
+  writeFileSync(join(dir, '0000000000000000.jsonl'), raw);
+  const key = collector.verifierKey;
+  const verify = (...extra: string[]) =>
+    run(['audit', 'verify', '--store', `file:${dir}`, '--public-key', key, ...extra]);
+  const ok = await verify();
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /^intact: \d+ records, .*all covered by seals/);
+
+  const records = raw.split('\n').filter((l) => l.startsWith('{"event":'));
+  const { buildRecord } = await import('../../audit/index.ts');
+  const last = JSON.parse(records.at(-1)!) as { seq: number; hash: string };
+  const forged = buildRecord(last.seq + 1, '2026-05-05T00:00:00.000Z', decision(99), last.hash).line;
+  writeFileSync(join(dir, '0000000000000000.jsonl'), `${raw}${forged}\n`);
+  const named = await verify();
+  assert.equal(named.code, 3, named.stderr);
+  assert.match(
+    named.stderr,
+    new RegExp(`^not covered: records ${last.seq + 1}\\.\\.${last.seq + 1} are covered by no seal`),
+  );
+  const json = JSON.parse((await verify('--json')).stdout);
+  assert.deepEqual(json.uncovered, { from: last.seq + 1, to: last.seq + 1 });
+  assert.equal(json.ok, false);
+  // Without the key the chain alone holds: exit 0, and it says nothing was checked against seals.
+  assert.equal((await run(['audit', 'verify', '--store', `file:${dir}`])).code, 0);
+
+  writeFileSync(join(dir, '0000000000000000.jsonl'), `${raw}{"event":{"act`);
+  const torn = await verify();
+  assert.equal(torn.code, 4, torn.stderr);
+  assert.match(
+    torn.stderr,
+    /^torn tail: .*0000000000000000\.jsonl ends in 14 bytes that are no whole record/,
+  );
+});
+
 test('cli: audit verify against a postgres log names the first bad seq', async () => {
   const { schema, drop } = await pgSchema('cli');
   try {
@@ -148,13 +189,12 @@ test('cli: audit checkpoint saves a verified checkpoint; verify reports a trunca
 
   const logDir = join(tmp.dir, 'c', 'log');
   const copy = join(tmp.dir, 'copy');
-  const src = await openFileStore({ dir: logDir, readOnly: true });
-  const lines: string[] = [];
-  for await (const l of src.readLines()) lines.push(l);
-  await src.close();
+  // The segment as stored, its seals included.
+  const raw = readFileSync(join(logDir, '0000000000000000.jsonl'), 'utf8');
+  const lines = raw.split('\n').filter((l) => l.startsWith('{"event":'));
   const { mkdirSync } = await import('node:fs');
   mkdirSync(copy);
-  writeFileSync(join(copy, '0000000000000000.jsonl'), lines.map((l) => `${l}\n`).join(''));
+  writeFileSync(join(copy, '0000000000000000.jsonl'), raw);
   const intact = await run([
     'audit',
     'verify',
@@ -284,11 +324,6 @@ const usageErrors: [string, string[], RegExp][] = [
     /--limit must be a non-negative integer/,
   ],
   ['a missing --out', ['audit', 'checkpoint', '--public-key', 'k'], /--out is required/],
-  [
-    '--public-key without --checkpoint',
-    ['audit', 'verify', '--store', 'file:/x', '--public-key', 'k'],
-    /needs --checkpoint/,
-  ],
 ];
 for (const [label, args, message] of usageErrors) {
   test(`cli: ${label} exits 2 with one line`, async () => {

@@ -1,12 +1,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CollectorApi } from '../../audit/index.ts';
 import {
+  createSealer,
+  loadCheckpointKey,
+  openFileStore,
   DATA_FILES,
-  GENESIS_PREV,
-  buildRecord,
   createCollectorApi,
   fetchCheckpoint,
   verifyInclusionBundle,
@@ -66,17 +67,18 @@ test('fetchCheckpoint refuses a collector whose log was rewritten since the save
     await client.close();
     await collector.close();
 
-    // The operator rewrites history: a fresh chain of 6 records, and removes the collector's own
-    // memory of its last checkpoint so that it starts. The key is the same.
-    const lines: string[] = [];
-    let prev = GENESIS_PREV;
-    for (let i = 0; i < 6; i++) {
-      const { record, line } = buildRecord(i, '2026-01-01T00:00:00.000Z', decision(i, { status: 201 }), prev);
-      lines.push(line);
-      prev = record.hash;
-    }
-    writeFileSync(join(dir, 'log', '0000000000000000.jsonl'), lines.map((l) => `${l}\n`).join(''));
+    // The operator rewrites history: a fresh chain of 6 records, sealed with the collector's own
+    // key (they hold its data dir), and removes the collector's memory of its last checkpoint so
+    // that it starts. Only a checkpoint saved elsewhere can tell.
+    rmSync(join(dir, 'log'), { recursive: true });
     rmSync(join(dir, 'data', DATA_FILES.latest));
+    const signer = loadCheckpointKey(join(dir, 'data'), 'example.org/audit');
+    const forged = await openFileStore({
+      dir: join(dir, 'log'),
+      sealer: createSealer(signer, 'example.org/audit'),
+    });
+    await forged.append(Array.from({ length: 6 }, (_, i) => decision(i, { status: 201 })));
+    await forged.close();
     collector = own(await startTestCollector(pki, dir, { listen: { host: '127.0.0.1', port } }));
     client = own(api(collector.url));
     await assert.rejects(fetchCheckpoint(client, collector.verifierKey, saved.note), {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Agent } from 'undici';
 import type { AuditRecord, RunningCollector } from '../../audit/index.ts';
 import {
+  loadCheckpointKey,
   hashRecord,
   openPostgresStore,
   recordLeafHash,
@@ -33,8 +34,11 @@ before(async () => {
     table: `${pgs.schema}.log`,
     checkpoint: { everyRecords: 100_000, interval: '200ms' },
   };
-  a = await startTestCollector(pki, join(tmp.dir, 'a'), shared);
-  b = await startTestCollector(pki, join(tmp.dir, 'b'), shared);
+  // Each collector seals with its own key and trusts the other's.
+  const keyA = loadCheckpointKey(join(tmp.dir, 'a', 'data'), 'example.org/audit').verifierKey;
+  const keyB = loadCheckpointKey(join(tmp.dir, 'b', 'data'), 'example.org/audit').verifierKey;
+  a = await startTestCollector(pki, join(tmp.dir, 'a'), { ...shared, trustedKeys: [keyB] });
+  b = await startTestCollector(pki, join(tmp.dir, 'b'), { ...shared, trustedKeys: [keyA] });
   web = workloadAgent(pki, pki.leaf('web'));
   reader = workloadAgent(pki, pki.leaf('security-console'));
 });

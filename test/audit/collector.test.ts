@@ -298,15 +298,29 @@ test('collector: a restart keeps the key and the log; a store rewritten behind i
       body: { events: [decision(1), decision(2)] },
     });
     assert.equal(res.status, 200);
+    const second = await call(agent, `${c.url}/v1/events`, {
+      method: 'POST',
+      body: { events: [decision(3)] },
+    });
+    assert.equal(second.status, 200);
     await c.close();
     c = await startTestCollector(pki, dir.dir);
     assert.equal(c.verifierKey, vkey);
-    assert.equal(c.log.size, 2);
+    assert.equal(c.log.size, 3);
     await c.close();
-    // Rewrite the log with a fresh, self-consistent chain of one record: the last checkpoint says 2.
+    // Rewrite the log with a fresh, self-consistent chain of one record (no seal of the key): the
+    // collector refuses to start rather than move the whole log aside.
     const logDir = join(dir.dir, 'log');
     const seg = join(logDir, '0000000000000000.jsonl');
-    writeFileSync(seg, `${readFileSync(seg, 'utf8').split('\n')[0]}\n`);
+    const original = readFileSync(seg, 'utf8');
+    writeFileSync(seg, `${original.split('\n')[0]}\n`);
+    await assert.rejects(startTestCollector(pki, dir.dir), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_AUDIT_STORE_CORRUPT');
+      assert.match(err.message, /none of its 1 newest records is covered by a seal of a trusted key/);
+      return true;
+    });
+    // Cut after its first batch, seal kept: sealed, but it contradicts the last checkpoint (size 3).
+    writeFileSync(seg, original.slice(0, original.indexOf('\n', original.indexOf('{"commit":')) + 1));
     await assert.rejects(startTestCollector(pki, dir.dir), { code: 'ERR_AUDIT_CHECKPOINT_INCONSISTENT' });
     await agent.close();
   } finally {

@@ -67,3 +67,25 @@ export async function sql(text: string, args: unknown[] = []): Promise<pg.QueryR
     await c.end();
   }
 }
+
+/**
+ * An event at the schema's size limits, made of control characters that canonical JSON escapes
+ * six bytes each: about 240 KB as a stored line. What a hostile workload posts to bloat the log.
+ */
+export function maxSizeEvent(i: number): AuditEvent {
+  const fill = (n: number) => `${i}`.padEnd(n, '\u0001');
+  const attributes: Record<string, string> = {};
+  for (let k = 0; k < 32; k++) attributes[`a${k}`.padEnd(64, 'x')] = fill(1024);
+  return {
+    type: 'authz.decision',
+    time: '2026-01-02T03:04:05.000Z',
+    subject: fill(2048),
+    target: fill(2048),
+    action: fill(4096),
+    reason: fill(256),
+    rule: fill(256),
+    policyHash: fill(128),
+    jti: fill(256),
+    attributes,
+  };
+}

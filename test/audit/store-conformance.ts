@@ -4,10 +4,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import type { AuditEvent } from '../../core/index.ts';
-import type { AuditStore, CheckpointBody } from '../../audit/index.ts';
+import type { AuditStore, CheckpointBody, StoreDeps, UncoveredTail } from '../../audit/index.ts';
 import {
   GENESIS_PREV,
   buildRecord,
+  createSealer,
+  parseVerifierKey,
   formatVerifierKey,
   signCheckpoint,
   verifyChain,
@@ -18,10 +20,17 @@ import { decision } from './helpers.ts';
 
 /** What a store's test file provides to the suite. */
 export interface StoreHarness {
-  /** A new, empty store using `clock`. */
-  open(clock?: () => Date): Promise<AuditStore>;
+  /** A new, empty store using `clock` (and `deps`: sealer, idempotency options…). */
+  open(clock?: () => Date, deps?: StoreDeps): Promise<AuditStore>;
   /** Closes and reopens the same log (for durability and recovery checks). */
-  reopen(store: AuditStore, clock?: () => Date): Promise<AuditStore>;
+  reopen(store: AuditStore, clock?: () => Date, deps?: StoreDeps): Promise<AuditStore>;
+  /**
+   * Appends stored lines behind the store's back, the way a writer without the collector's key
+   * would (while it runs or after it closed). Absent for stores with nothing to forge (memory).
+   */
+  forge?(store: AuditStore, lines: readonly string[]): Promise<void>;
+  /** The log as `verify` opens it (read-only); the store must be closed first if it holds a lock. */
+  view?(store: AuditStore): Promise<AuditStore>;
   /** The stored lines as they are, for tampering. */
   lines(store: AuditStore): Promise<string[]>;
   /** Replaces the stored lines, the way an attacker with write access would, and returns a store to verify. */
@@ -220,6 +229,199 @@ export function storeConformance(name: string, harness: () => StoreHarness): voi
     assert.equal(verdict.seq, 10);
     await tampered.close();
   });
+
+  test(`${name}: appendOnce stores a key with its records; a retry appends nothing and gets the first seqs back, also after a reopen`, async () => {
+    let store = await h.open();
+    await store.append([decision(0)]);
+    const claim = { source: 'spiffe://example.org/a', key: 'batch-1', bodyHash: 'ab'.repeat(32) };
+    const first = await store.appendOnce([decision(1), decision(2)], claim);
+    assert.deepEqual(
+      first.records?.map((r) => r.seq),
+      [1, 2],
+    );
+    const again = await store.appendOnce([decision(1), decision(2)], claim);
+    assert.equal(again.records, undefined);
+    assert.deepEqual(
+      { firstSeq: again.replay?.firstSeq, lastSeq: again.replay?.lastSeq, bodyHash: again.replay?.bodyHash },
+      { firstSeq: 1, lastSeq: 2, bodyHash: claim.bodyHash },
+    );
+    // Scoped per source: the same key from another source is another batch.
+    const other = await store.appendOnce([decision(3)], { ...claim, source: 'spiffe://example.org/b' });
+    assert.deepEqual(
+      other.records?.map((r) => r.seq),
+      [3],
+    );
+    store = await h.reopen(store);
+    const entry = await store.idempotencyEntry(claim.source, claim.key);
+    assert.equal(entry?.firstSeq, 1);
+    assert.equal(entry?.lastSeq, 2);
+    assert.equal((await store.appendOnce([decision(9)], claim)).replay?.lastSeq, 2);
+    assert.equal(await store.size(), 4);
+    await store.close();
+  });
+
+  test(`${name}: concurrent appendOnce calls with distinct keys each append once, in one group commit`, async () => {
+    const store = await h.open();
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        store.appendOnce([decision(i)], {
+          source: 'spiffe://example.org/a',
+          key: `k${i}`,
+          bodyHash: '00'.repeat(32),
+        }),
+      ),
+    );
+    assert.equal(outcomes.filter((o) => o.records?.length === 1).length, 20);
+    assert.equal(await store.size(), 20);
+    await store.close();
+  });
+
+  test(`${name}: an idempotency entry older than the retention is forgotten`, async () => {
+    let now = Date.parse('2026-01-01T00:00:00.000Z');
+    const clock = () => new Date(now);
+    const deps = { idempotency: { retentionMs: 60_000 } };
+    const store = await h.open(clock, deps);
+    const claim = { source: 'spiffe://example.org/a', key: 'old', bodyHash: '11'.repeat(32) };
+    await store.appendOnce([decision(0)], claim);
+    now += 30_000;
+    assert.ok(await store.idempotencyEntry(claim.source, claim.key));
+    now += 60_000;
+    assert.equal(await store.idempotencyEntry(claim.source, claim.key), undefined);
+    assert.deepEqual(
+      (await store.appendOnce([decision(1)], claim)).records?.map((r) => r.seq),
+      [1],
+    );
+    await store.close();
+  });
+
+  if (h.forge && h.view) {
+    const forge = h.forge;
+    const view = h.view;
+    const sealKeys = [parseVerifierKey(vkey)];
+    const sealed = (onUncovered?: (t: UncoveredTail) => void): StoreDeps => ({
+      sealer: createSealer(signer, signer.name),
+      onUncovered,
+    });
+    /** Correctly chained records after the store's last one, as a writer without the key makes them. */
+    const forgedAfter = async (store: AuditStore, n: number): Promise<string[]> => {
+      const records = (await h.lines(store)).filter((l) => l.startsWith('{"event":'));
+      let prev = records.length ? (JSON.parse(records.at(-1)!) as { hash: string }).hash : GENESIS_PREV;
+      const out: string[] = [];
+      for (let i = 0; i < n; i++) {
+        const { record, line } = buildRecord(
+          records.length + i,
+          '2026-05-05T00:00:00.000Z',
+          decision(900 + i, { decision: 'allow', subject: 'spiffe://example.org/forger' }),
+          prev,
+        );
+        out.push(line);
+        prev = record.hash;
+      }
+      return out;
+    };
+
+    test(`${name}: records forged after a clean close are refused on reopen with their seq range, never adopted, and named by verify`, async () => {
+      let store = await h.open(undefined, sealed());
+      await store.append([0, 1, 2, 3, 4].map((i) => decision(i)));
+      const forged = await forgedAfter(store, 2);
+      await store.close();
+      await forge(store, forged);
+      // verify (read-only) sees a chain that holds, and names the records no seal covers.
+      let ro = await view(store);
+      const before = await verifyStore(ro, { sealKeys });
+      assert.ok(before.ok, JSON.stringify(before));
+      assert.equal(before.size, 7);
+      assert.equal(before.covered, 5);
+      await ro.close();
+      const refused: UncoveredTail[] = [];
+      store = await h.reopen(
+        store,
+        undefined,
+        sealed((t) => refused.push(t)),
+      );
+      assert.equal((await store.head()).size, 5);
+      const [next] = await store.append([decision(5)]);
+      // Refused on open (file) or by the first write (postgres): before anything builds on them.
+      assert.deepEqual(
+        refused.map((t) => [t.from, t.to]),
+        [[5, 6]],
+      );
+      assert.equal(next!.seq, 5);
+      assert.equal(next!.event.subject, decision(5).subject);
+      await store.close();
+      ro = await view(store);
+      const after = await verifyStore(ro, { sealKeys });
+      assert.ok(after.ok && after.size === 6 && after.covered === 6, JSON.stringify(after));
+      await ro.close();
+    });
+
+    test(`${name}: a record forged while the store is open is never built on: the next append replaces it`, async () => {
+      const refused: UncoveredTail[] = [];
+      let store = await h.open(
+        undefined,
+        sealed((t) => refused.push(t)),
+      );
+      await store.append([0, 1, 2].map((i) => decision(i)));
+      await forge(store, await forgedAfter(store, 1));
+      const next = await store.append([decision(3), decision(4)]);
+      assert.deepEqual(
+        next.map((r) => r.seq),
+        [3, 4],
+      );
+      assert.equal(refused.length, 1);
+      assert.equal(refused[0]!.from, 3);
+      store = await h.reopen(store, undefined, sealed());
+      assert.equal((await store.head()).size, 5);
+      await store.close();
+      const ro = await view(store);
+      const verdict = await verifyStore(ro, { sealKeys });
+      assert.ok(verdict.ok && verdict.size === 5 && verdict.covered === 5, JSON.stringify(verdict));
+      assert.doesNotMatch((await h.lines(ro)).join('\n'), /forger/);
+      await ro.close();
+    });
+
+    test(`${name}: a log that no trusted seal covers at all is refused with ERR_AUDIT_STORE_CORRUPT, not moved aside`, async () => {
+      // Written without seals (a log from before them, or sealed by a key no longer trusted).
+      const store = await h.open();
+      await store.append([decision(0), decision(1), decision(2)]);
+      const refused: UncoveredTail[] = [];
+      const attempt = (async () => {
+        const sealedStore = await h.reopen(
+          store,
+          undefined,
+          sealed((t) => refused.push(t)),
+        );
+        try {
+          await sealedStore.append([decision(3)]);
+        } finally {
+          await sealedStore.close();
+        }
+      })();
+      await assert.rejects(attempt, (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'ERR_AUDIT_STORE_CORRUPT');
+        assert.match(err.message, /refusing to move/);
+        return true;
+      });
+      assert.deepEqual(refused, []);
+      const ro = await view(store);
+      const verdict = await verifyStore(ro);
+      assert.ok(verdict.ok && verdict.size === 3, JSON.stringify(verdict));
+      await ro.close();
+    });
+
+    test(`${name}: verify counts nothing as covered when no given key signed the seals`, async () => {
+      const store = await h.open(undefined, sealed());
+      await store.append([decision(0), decision(1)]);
+      await store.close();
+      const ro = await view(store);
+      const other = generateKeyPairSync('ed25519');
+      const verdict = await verifyStore(ro, {
+        sealKeys: [parseVerifierKey(formatVerifierKey(signer.name, other.publicKey))],
+      });
+      assert.ok(verdict.ok && verdict.covered === 0, JSON.stringify(verdict));
+      await ro.close();
+    });
+  }
 
   test(`${name}: an intact log agrees with its checkpoint and with one from before later appends`, async () => {
     const { store, checkpoint } = await tenRecords();

@@ -2,12 +2,21 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, readFileSync, readdirSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import type { AuditStore, FileStore } from '../../audit/index.ts';
-import { openFileStore, verifyStore } from '../../audit/index.ts';
+import {
+  createSealer,
+  formatVerifierKey,
+  openFileStore,
+  parseVerifierKey,
+  verifyStore,
+} from '../../audit/index.ts';
 import { storeConformance } from './store-conformance.ts';
 import { decision, tempDir } from './helpers.ts';
 
 const root = tempDir();
+const CHILD = new URL('./fixtures/append-child.ts', import.meta.url).pathname;
 let n = 0;
 
 function segmentFiles(dir: string): string[] {
@@ -19,11 +28,17 @@ function segmentFiles(dir: string): string[] {
 
 storeConformance('file store', () => ({
   // Four records per segment, so that the suite crosses segment boundaries.
-  open: (clock) => openFileStore({ dir: join(root.dir, `s${n++}`), segmentRecords: 4, clock }),
-  async reopen(store, clock) {
+  open: (clock, deps) => openFileStore({ ...deps, dir: join(root.dir, `s${n++}`), segmentRecords: 4, clock }),
+  async reopen(store, clock, deps) {
     await store.close();
-    return openFileStore({ dir: (store as FileStore).dir, segmentRecords: 4, clock });
+    return openFileStore({ ...deps, dir: (store as FileStore).dir, segmentRecords: 4, clock });
   },
+  async forge(store, lines) {
+    // Appended to the last segment, as an editor or a second process would.
+    const last = segmentFiles((store as FileStore).dir).at(-1)!;
+    appendFileSync(last, lines.map((l) => `${l}\n`).join(''));
+  },
+  view: (store) => openFileStore({ dir: (store as FileStore).dir, readOnly: true }),
   async lines(store) {
     return segmentFiles((store as FileStore).dir).flatMap((f) =>
       readFileSync(f, 'utf8').split('\n').slice(0, -1),
@@ -97,4 +112,105 @@ test('file store: segments roll at the configured size and files are private (06
   assert.equal(statSync(join(dir, files[0]!)).mode & 0o777, 0o600);
   assert.equal((await verifyStore(store)).ok, true);
   await store.close();
+});
+
+test('file store: segment bounds hold after a reopen, by records and by bytes', async () => {
+  const dir = join(root.dir, 'bounds');
+  let store = await openFileStore({ dir, segmentRecords: 10 });
+  await store.append(Array.from({ length: 6 }, (_, i) => decision(i)));
+  for (let round = 0; round < 3; round++) {
+    store = await openFileStore({ dir: (await store.close(), dir), segmentRecords: 10 });
+    await store.append(Array.from({ length: 6 }, (_, i) => decision(i)));
+  }
+  const counts = segmentFiles(dir).map((f) => readFileSync(f, 'utf8').split('\n').length - 1);
+  assert.deepEqual(counts, [10, 10, 4]);
+  await store.close();
+
+  const bdir = join(root.dir, 'bytes');
+  const lineBytes = Buffer.byteLength(readFileSync(segmentFiles(dir)[0]!, 'utf8').split('\n')[0]!) + 1;
+  const segmentBytes = lineBytes * 3 + 10; // room for three records
+  store = await openFileStore({ dir: bdir, segmentBytes });
+  await store.append([decision(0), decision(1)]);
+  await store.close();
+  store = await openFileStore({ dir: bdir, segmentBytes });
+  await store.append([decision(2), decision(3), decision(4)]);
+  const sizes = segmentFiles(bdir).map((f) => statSync(f).size);
+  assert.ok(
+    sizes.every((s) => s <= segmentBytes),
+    `segments ${sizes.join(',')} within ${segmentBytes}`,
+  );
+  assert.equal(sizes.length, 2);
+  assert.equal((await verifyStore(store)).ok, true);
+  await store.close();
+});
+
+test('file store: a second opener of the same directory is refused with ERR_AUDIT_STORE_LOCKED naming the holder', async () => {
+  const dir = join(root.dir, 'locked');
+  const first = await openFileStore({ dir });
+  await assert.rejects(openFileStore({ dir }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'ERR_AUDIT_STORE_LOCKED');
+    assert.match(err.message, new RegExp(`pid ${process.pid} on `));
+    return true;
+  });
+  // verify opens read-only, without the lock.
+  const ro = await openFileStore({ dir, readOnly: true });
+  await ro.close();
+  await first.close();
+  const again = await openFileStore({ dir });
+  await again.close();
+});
+
+test('file store: the lock of a SIGKILLed writer does not block a restart', { timeout: 20_000 }, async () => {
+  const dir = join(root.dir, 'stale');
+  const child = spawn(process.execPath, [CHILD, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.on('exit', (code) => reject(new Error(`child exited early with ${code}`)));
+    let seen = 0;
+    child.stdout.on('data', (chunk: Buffer) => {
+      // "ready", then acknowledged seqs: kill once a few appends went through.
+      seen += chunk.toString().split('\n').length - 1;
+      if (seen > 50) resolve();
+    });
+  });
+  child.removeAllListeners('exit');
+  const exited = new Promise((r) => child.on('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  assert.match(readFileSync(join(dir, 'LOCK'), 'utf8'), new RegExp(`"pid":${child.pid}`));
+  const store = await openFileStore({ dir, segmentRecords: 5_000 });
+  assert.ok((await store.size()) > 0);
+  assert.equal((await verifyStore(store)).ok, true);
+  await store.close();
+});
+
+test('file store: with a sealer, a torn or junk tail is moved aside, reported, and verify reports it before', async () => {
+  const key = generateKeyPairSync('ed25519');
+  const signer = { name: 'test.example/audit', ...key };
+  const sealKeys = [parseVerifierKey(formatVerifierKey(signer.name, key.publicKey))];
+  const sealer = createSealer(signer, signer.name);
+  for (const [label, tail] of [
+    ['torn', '{"event":{"action":"GET /ord'],
+    ['junk', 'garbage that is a whole line\n'],
+  ] as const) {
+    const dir = join(root.dir, `tail-${label}`);
+    let store = await openFileStore({ dir, sealer });
+    await store.append([decision(0), decision(1)]);
+    await store.close();
+    appendFileSync(segmentFiles(dir)[0]!, tail);
+    const ro = await openFileStore({ dir, readOnly: true });
+    const verdict = await verifyStore(ro, { sealKeys });
+    await ro.close();
+    if (label === 'torn') {
+      assert.ok(verdict.ok && verdict.torn?.[0]?.bytes === Buffer.byteLength(tail), JSON.stringify(verdict));
+    } else {
+      assert.ok(!verdict.ok && verdict.seq === 2, JSON.stringify(verdict));
+    }
+    const recovered: { droppedBytes: number; keptIn: string }[] = [];
+    store = await openFileStore({ dir, sealer, onRecover: (i) => recovered.push(i) });
+    assert.equal(recovered.length, 1, label);
+    assert.equal(recovered[0]!.droppedBytes, Buffer.byteLength(tail), label);
+    assert.equal(readFileSync(recovered[0]!.keptIn, 'utf8'), tail, label);
+    assert.equal(await store.size(), 2);
+    await store.close();
+  }
 });

@@ -3,8 +3,8 @@ import { createMemoryStore } from '../../audit/index.ts';
 import { storeConformance } from './store-conformance.ts';
 
 storeConformance('memory store', () => ({
-  async open(clock) {
-    return createMemoryStore({ clock });
+  async open(clock, deps) {
+    return createMemoryStore({ ...deps, clock });
   },
   // A memory log lives as long as its object: "reopening" keeps the same lines.
   async reopen(store: AuditStore) {

@@ -11,11 +11,27 @@ const { schema, drop } = await pgSchema('conf');
 let n = 0;
 
 storeConformance('postgres store', () => ({
-  open: (clock) => openPostgresStore({ connectionString: PG_URL, table: `${schema}.t${n++}`, clock }),
-  async reopen(store, clock) {
+  open: (clock, deps) =>
+    openPostgresStore({ ...deps, connectionString: PG_URL, table: `${schema}.t${n++}`, clock }),
+  async reopen(store, clock, deps) {
     await store.close();
-    return openPostgresStore({ connectionString: PG_URL, table: (store as PostgresStore).table, clock });
+    return openPostgresStore({
+      ...deps,
+      connectionString: PG_URL,
+      table: (store as PostgresStore).table,
+      clock,
+    });
   },
+  async forge(store, lines) {
+    // Rows inserted by anyone with write access to the table, the collector running or not.
+    await sql(
+      `INSERT INTO ${(store as PostgresStore).table} (seq, at, hash, type, line)
+       SELECT (l::json->>'seq')::bigint, now(), l::json->>'hash', 'authz.decision', l FROM unnest($1::text[]) AS u(l)`,
+      [lines],
+    );
+  },
+  view: (store) =>
+    openPostgresStore({ connectionString: PG_URL, table: (store as PostgresStore).table, readOnly: true }),
   async lines(store) {
     const { rows } = await sql(`SELECT line FROM ${(store as PostgresStore).table} ORDER BY seq`);
     return rows.map((r: { line: string }) => r.line);
