@@ -25,3 +25,6 @@ export { REVOCATION_REASONS, revokeCertificate } from './revoke.ts';
 export type { RevocationReason, RevokeOptions, RevokeResult } from './revoke.ts';
 export { followTrustBundle, watchTlsFiles } from './watch-tls.ts';
 export type { TlsMaterial, TlsWatcher } from './watch-tls.ts';
+export { MAX_CSR_BYTES, issueFromCsr } from './issue-from-csr.ts';
+export type { IssueFromCsrInput, IssuedFromCsr } from './issue-from-csr.ts';
+export { certsOnlyPkcs7, parseCertsOnlyPkcs7 } from './pkcs7.ts';

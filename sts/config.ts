@@ -93,6 +93,45 @@ export const stsConfigSchema = strictObject({
     /** How long after its revocation date a CRL serial stays on the deny-list. */
     entryLifetime: durationSchema.default(30 * 86_400_000),
   }).default({ pollInterval: 30_000, entryLifetime: 30 * 86_400_000 }),
+  /**
+   * Durable state (revocations, join tokens): `file` (the default, in the file keystore's
+   * directory), `postgres` (shared by replicas) or `memory` (forgotten on restart).
+   */
+  state: z
+    .discriminatedUnion(
+      'type',
+      [
+        strictObject({ type: z.literal('file'), dir: path }),
+        strictObject({
+          type: z.literal('postgres'),
+          /** Environment variable holding the connection string (it may carry a password). */
+          urlEnv: envName.default('PORTCULLIS_STATE_DATABASE_URL'),
+          schema: z
+            .string()
+            .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lowercase SQL identifier')
+            .default('portcullis'),
+        }),
+        strictObject({ type: z.literal('memory') }),
+      ],
+      { error: 'type must be "file", "postgres" or "memory"' },
+    )
+    .optional(),
+  /** How often the STS re-reads revocations other replicas wrote to the shared state. */
+  statePollInterval: durationSchema.default(2_000),
+  /**
+   * Online issuance (EST, RFC 7030): the CA directory whose intermediate signs workload
+   * certificates. Without it the `/.well-known/est/*` routes answer 404.
+   */
+  ca: strictObject({
+    dir: path,
+    /** Cap over every entry's `svidTtl`. */
+    svidTtlCap: durationSchema.default(86_400_000),
+    /** Longest join token an admin may create. */
+    joinTokenTtlCap: durationSchema.default(86_400_000),
+    /** Enrolments and renewals per second per workload, sustained and burst. */
+    perSecond: z.number().positive().max(1_000_000).default(1),
+    burst: z.number().int().positive().max(1_000_000).default(10),
+  }).optional(),
   /** Largest accepted request body in bytes. */
   bodyLimit: z.number().int().min(256).max(1_048_576).default(8192),
   /** Where audit events go: the collector (mTLS, disk spool), log lines, or memory (tests). */
@@ -134,6 +173,8 @@ function finish(config: StsConfig, file: string, baseDir: string): StsConfig {
     tls: resolveTlsFiles(config.tls, baseDir),
     identities: abs(config.identities),
     audit: resolveAuditSinkConfig(config.audit, baseDir),
+    ...(config.state?.type === 'file' ? { state: { ...config.state, dir: abs(config.state.dir) } } : {}),
+    ...(config.ca ? { ca: { ...config.ca, dir: abs(config.ca.dir) } } : {}),
     revocation: {
       ...config.revocation,
       ...(config.revocation.crl ? { crl: abs(config.revocation.crl) } : {}),

@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, loadCaDirectory, watchTlsFiles } from '../ca/index.ts';
 import { activeTracer, createLogger, loadRegistry, readConfiguredFile } from '../core/index.ts';
 import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
@@ -22,6 +22,10 @@ import { createRateLimiter } from './rate-limit.ts';
 import { createDenyList } from './revocations/deny-list.ts';
 import { startCrlSource } from './revocations/crl-source.ts';
 import type { DenyList } from './revocations/deny-list.ts';
+import { openStateStore } from './state/create.ts';
+import { followRevocations } from './state/follow.ts';
+import type { StsStateStore } from './state/store.ts';
+import type { EstCa } from './http/routes/est.ts';
 
 /** What {@link startSts} lets a caller replace; everything else comes from the config. */
 export interface StartStsOverrides {
@@ -42,6 +46,8 @@ export interface StartStsOverrides {
   readonly keyringRefreshMs?: number;
   /** Tracer of the `sts.token` spans; the process's telemetry (`startTelemetry`) by default, none when it is off. */
   readonly tracer?: Tracer;
+  /** State store (revocations, join tokens) instead of the config's `state`; the caller closes it. */
+  readonly state?: StsStateStore;
 }
 
 /** A running STS. */
@@ -53,6 +59,7 @@ export interface RunningSts {
   readonly audit: AuditSink;
   readonly keyring: Keyring;
   readonly denyList: DenyList;
+  readonly state: StsStateStore;
   /** Stops accepting, drains in-flight requests, stops the keyring, flushes audit events. */
   close(): Promise<void>;
 }
@@ -126,6 +133,37 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       }).catch(failed)
     : undefined;
   if (crlSource) opened.push(() => crlSource.stop());
+  // Durable revocations and join tokens; the deny-list is their in-memory copy (state/follow.ts).
+  let state: StsStateStore;
+  try {
+    state = overrides.state ?? (await openStateStore(config, overrides.env, logger));
+  } catch (err) {
+    return failed(err);
+  }
+  if (!overrides.state) opened.push(() => state.close());
+  const follower = followRevocations({
+    store: state,
+    denyList,
+    intervalMs: config.statePollInterval,
+    clock,
+    logger,
+  });
+  opened.push(() => follower.stop());
+  let estCa: EstCa | undefined;
+  try {
+    await follower.sync();
+    if (config.ca) {
+      const material = await loadCaDirectory(config.ca.dir);
+      estCa = {
+        signer: material.intermediate,
+        trustDomain: material.trustDomain,
+        caCertsPem: () => `${tlsFiles.current().ca}\n${material.rootPem}\n${material.intermediatePem}`,
+        svidTtlCapMs: config.ca.svidTtlCap,
+      };
+    }
+  } catch (err) {
+    return failed(err);
+  }
   let keyring: Keyring;
   try {
     keyring = await Keyring.open({
@@ -168,6 +206,8 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     metrics,
     denyList,
     rateLimiter,
+    state,
+    ...(estCa ? { estCa } : {}),
     ...(selfId ? { selfId } : {}),
     ...(tracer ? { tracer } : {}),
     tls: {
@@ -208,10 +248,13 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     audit,
     keyring,
     denyList,
+    state,
     async close() {
       await app.close();
       await keyring.stop();
       crlSource?.stop();
+      follower.stop();
+      if (!overrides.state) await state.close();
       await signingPool.close();
       tlsFiles.close();
       // A sink the caller passed in is the caller's to close; the one built here is closed here.

@@ -1,0 +1,113 @@
+// Revocations taken through the admin API outlive a restart (file store) and reach every replica
+// sharing one PostgreSQL within the state poll interval, and still hold after both restart.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeTestPki } from '../../helpers/pki.ts';
+import type { MintedCert, TestPki } from '../../helpers/pki.ts';
+import { ORDERS, WEB, call, mtlsAgent, requestToken, startTestSts } from '../helpers.ts';
+import type { TestSts } from '../helpers.ts';
+import { PG_URL, dropSchema, freshSchema } from './pg.ts';
+
+const form = { grant_type: 'client_credentials', audience: ORDERS };
+
+async function revokeThrough(sts: TestSts, pki: TestPki, body: object) {
+  const admin = pki.leaf('admin-console');
+  const agent = mtlsAgent({ cert: admin.certPem, key: admin.keyPem, ca: pki.rootPem });
+  try {
+    return await call(agent, `${sts.url}/v1/admin/revoke`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json' },
+    });
+  } finally {
+    await agent.close();
+  }
+}
+
+async function tokenStatus(sts: TestSts, pki: TestPki, cert: MintedCert): Promise<number> {
+  const agent = mtlsAgent({ cert: cert.chainPem, key: cert.keyPem, ca: pki.rootPem });
+  try {
+    return (await requestToken(agent, sts.url, form)).status;
+  } finally {
+    await agent.close();
+  }
+}
+
+test('the file store keeps a revoked serial and jti across an STS restart', { timeout: 30_000 }, async () => {
+  const pki = await makeTestPki();
+  const keystoreDir = mkdtempSync(join(tmpdir(), 'sts-durable-'));
+  let sts = await startTestSts(pki, {}, {}, keystoreDir);
+  try {
+    const minted = await pki.mint({ uris: [WEB] });
+    assert.equal(await tokenStatus(sts, pki, minted), 200);
+    assert.equal((await revokeThrough(sts, pki, { serial: minted.serial })).status, 200);
+    assert.equal((await revokeThrough(sts, pki, { jti: 'jti-to-keep' })).status, 200);
+    await sts.close();
+    sts = await startTestSts(pki, {}, {}, keystoreDir);
+    assert.equal(await tokenStatus(sts, pki, minted), 401);
+    assert.equal(sts.events.at(-1)!.reason, 'ERR_CA_CERT_REVOKED');
+    assert.ok(sts.denyList.isJtiRevoked('jti-to-keep'));
+  } finally {
+    await sts.close();
+    rmSync(keystoreDir, { recursive: true, force: true });
+    pki.cleanup();
+  }
+});
+
+test(
+  'two replicas on one PostgreSQL: a serial revoked on A is refused by B within the poll interval, and by both after a restart',
+  { timeout: 30_000 },
+  async () => {
+    const pki = await makeTestPki();
+    const schema = freshSchema('sts_durable');
+    const extra = {
+      state: { type: 'postgres', urlEnv: 'TEST_STATE_URL', schema },
+      statePollInterval: '200ms',
+    };
+    const env = { TEST_STATE_URL: PG_URL };
+    // Both start at once (racing on the schema); one failing must not leave the other running.
+    const start = async (): Promise<[TestSts, TestSts]> => {
+      const got = await Promise.allSettled([
+        startTestSts(pki, extra, { env }),
+        startTestSts(pki, extra, { env }),
+      ]);
+      const failed = got.find((g) => g.status === 'rejected');
+      if (failed) {
+        for (const g of got) if (g.status === 'fulfilled') await g.value.close();
+        throw failed.reason;
+      }
+      return got.map((g) => (g as PromiseFulfilledResult<TestSts>).value) as [TestSts, TestSts];
+    };
+    let [a, b] = await start();
+    try {
+      const minted = await pki.mint({ uris: [WEB] });
+      assert.equal(await tokenStatus(b, pki, minted), 200);
+      assert.equal((await revokeThrough(a, pki, { serial: minted.serial })).status, 200);
+      const revokedAt = Date.now();
+      let status = 200;
+      while (status === 200 && Date.now() - revokedAt < 3_000) {
+        await new Promise((r) => setTimeout(r, 50));
+        status = await tokenStatus(b, pki, minted);
+      }
+      assert.equal(status, 401, 'replica B refuses the revoked certificate');
+      assert.ok(Date.now() - revokedAt < 1_500, `seen by B after ${Date.now() - revokedAt} ms (poll 200 ms)`);
+      // What sidecars poll on B lists it too.
+      const web = pki.leaf('web');
+      const agent = mtlsAgent({ cert: web.certPem, key: web.keyPem, ca: pki.rootPem });
+      const list = await call(agent, `${b.url}/v1/revocations`);
+      await agent.close();
+      assert.ok(list.json.serials.some((s: { serial: string }) => s.serial === minted.serial));
+      await Promise.all([a.close(), b.close()]);
+      [a, b] = await start();
+      assert.equal(await tokenStatus(a, pki, minted), 401);
+      assert.equal(await tokenStatus(b, pki, minted), 401);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      await dropSchema(schema);
+      pki.cleanup();
+    }
+  },
+);
