@@ -17,6 +17,21 @@ import { formatDuration, loadRegistry } from '../../core/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
 import { durationFlag, keyAlgorithmFlag } from './ca.ts';
+import { withAdminClient } from '../lib/admin-client.ts';
+
+/** `certs revoke --sts`: through the admin API. */
+function revokeOnline(argv: readonly string[]): Promise<number> {
+  return withAdminClient(argv, 'certs revoke', { serial: { type: 'string' } }, async (client, flags) => {
+    const serial = required(flags.serial as string | undefined, 'serial', 'certs revoke');
+    const res = (await client.revoke({ serial })) as { revoked: { serial: string; expiresAt: string } };
+    console.log(
+      flags.json
+        ? JSON.stringify(res)
+        : `revoked serial ${res.revoked.serial} until ${res.revoked.expiresAt}`,
+    );
+    return 0;
+  });
+}
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'issue, renew and revoke workload certificates';
@@ -44,14 +59,21 @@ flags:
   --passphrase-file FILE     PKCS#12 passphrase (first line); created with a random passphrase (0600) if missing`;
 
 const REVOKE_USAGE = `usage: portcullis certs revoke --serial SERIAL [--ca DIR] [--out DIR] [--reason REASON]
+       portcullis certs revoke --serial SERIAL --sts URL [--cert FILE] [--key FILE] [--cacert FILE]
 
-Adds SERIAL to the CRL signed by the intermediate (OUT/crl.pem). The STS serves it as a deny-list.
+Offline: adds SERIAL to the CRL signed by the intermediate (OUT/crl.pem), which the STS reads
+into its deny-list. Online (--sts): asks the STS admin API, which stores the revocation durably,
+refuses the certificate at once and serves it to sidecars (and other replicas) within their
+poll interval.
 
 flags:
   --serial SERIAL   certificate serial in hex (colons and upper case accepted) (required)
   --ca DIR          CA directory (default certs/ca)
   --out DIR         directory holding crl.pem (default certs)
-  --reason REASON   ${REVOCATION_REASONS.join(' | ')}`;
+  --reason REASON   ${REVOCATION_REASONS.join(' | ')}
+  --sts URL         revoke online through this STS instead of the CRL
+  --cert, --key     admin certificate and key (default certs/admin-console{,-key}.pem)
+  --cacert FILE     trust bundle for the STS (default certs/root.pem)`;
 
 /** `portcullis certs issue` and `portcullis certs revoke`. */
 export const commands: readonly CliCommand[] = [
@@ -153,6 +175,7 @@ export const commands: readonly CliCommand[] = [
     usage: REVOKE_USAGE,
     async run(argv) {
       const cmd = 'certs revoke';
+      if (argv.some((a) => a === '--sts' || a.startsWith('--sts='))) return revokeOnline(argv);
       const flags = parseFlags(
         argv,
         {
