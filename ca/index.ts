@@ -28,3 +28,6 @@ export type { TlsMaterial, TlsWatcher } from './watch-tls.ts';
 export { MAX_CSR_BYTES, issueFromCsr } from './issue-from-csr.ts';
 export type { IssueFromCsrInput, IssuedFromCsr } from './issue-from-csr.ts';
 export { certsOnlyPkcs7, parseCertsOnlyPkcs7 } from './pkcs7.ts';
+export { keepIdentity } from './keep-identity.ts';
+export type { IdentityKeeper, KeepIdentityOptions } from './keep-identity.ts';
+export { startIdentity } from './start-identity.ts';

@@ -78,3 +78,5 @@ export {
   type SpanContext,
   type Tracer,
 } from './telemetry.ts';
+export { identityConfigSchema, resolveIdentityConfig } from './identity-config.ts';
+export type { IdentityConfig } from './identity-config.ts';

@@ -12,6 +12,8 @@ import {
   resolveConfigPath,
   resolveTlsFiles,
   tlsFilesSchema,
+  identityConfigSchema,
+  resolveIdentityConfig,
   pathSchema,
   portSchema,
 } from '../core/index.ts';
@@ -40,6 +42,8 @@ export const sidecarConfigSchema = strictObject({
   trustDomain: trustDomainSchema,
   /** The shared `tls:` section; the sidecar always speaks TLS 1.3, so it has no `minVersion`. */
   tls: tlsFilesSchema.omit({ minVersion: true }),
+  /** Enrol and renew `tls.cert`/`tls.key` over EST (docs/sidecar.md); `identity.est` defaults to `sts.url`. */
+  identity: identityConfigSchema.optional(),
   sts: strictObject({
     url: z.url({ protocol: /^https$/, error: 'must be an https URL' }),
     /** SPIFFE ID the STS must present. */
@@ -134,6 +138,7 @@ function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig 
   return {
     ...c,
     tls: resolveTlsFiles(c.tls, baseDir),
+    ...(c.identity ? { identity: resolveIdentityConfig(c.identity, baseDir)! } : {}),
     inbound: { ...c.inbound, policy: abs(c.inbound.policy) },
     audit: resolveAuditSinkConfig(c.audit, baseDir),
   };

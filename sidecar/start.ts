@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, startIdentity, watchTlsFiles } from '../ca/index.ts';
 import type { TlsWatcher } from '../ca/index.ts';
 import { activeTracer, createLogger } from '../core/index.ts';
 import type { AuditSink, Logger, Tracer } from '../core/index.ts';
@@ -86,6 +86,13 @@ export async function startSidecar(
   const ids = createIdSource(overrides.random ?? ((n) => randomBytes(n)));
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sidecar');
 
+  // With an identity: section the certificate is enrolled (join token) and renewed over EST.
+  const identity = await startIdentity({
+    identity: config.identity,
+    tls: config.tls,
+    defaultEst: config.sts.url,
+    logger,
+  });
   const tls = watchTlsFiles(config.tls, logger);
   // The verifier consults the revocation list, which is fetched with a client that uses the verifier.
   const revocationRef: { list?: RevocationList } = {};
@@ -148,6 +155,7 @@ export async function startSidecar(
     },
     overrides.defaultMetrics ?? true,
   );
+  identity?.attach(() => tls.reload(), metrics.registry);
   const sink =
     overrides.sink ?? createAuditSink(config.audit, { tls, logger, metricsRegistry: metrics.registry });
   const handler = createInboundHandler({
@@ -294,6 +302,7 @@ export async function startSidecar(
     metrics,
     metricsUrl: metricsServer ? `${urlOf(metricsServer, 'http').url}/metrics` : undefined,
     async close() {
+      identity?.stop();
       tls.close();
       policy.close();
       jwks.close();
