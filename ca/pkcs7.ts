@@ -1,16 +1,26 @@
 import { CaError } from './errors.ts';
+import { tlv } from './der.ts';
 import { x509 } from './x509.ts';
 
+const SIGNED_DATA = Buffer.from('06092a864886f70d010702', 'hex'); // 1.2.840.113549.1.7.2
+const DATA = Buffer.from('06092a864886f70d010701', 'hex'); // 1.2.840.113549.1.7.1
+
 /**
- * A certs-only PKCS#7 (CMS SignedData without signers, RFC 5652 §5 / RFC 7030 §4.1.3) holding
- * `certsDer` in order: the body of EST `cacerts`, `simpleenroll` and `simplereenroll` answers.
- * Built with @peculiar/x509's `X509Certificates` (decision 0060).
+ * A certs-only PKCS#7 (CMS SignedData version 1 without digest algorithms, content or signers,
+ * RFC 5652 §5 / RFC 7030 §4.1.3) holding `certsDer` in order: the body of EST `cacerts`,
+ * `simpleenroll` and `simplereenroll` answers. The structure is fixed, so it is written directly
+ * (decision 0063); {@link parseCertsOnlyPkcs7} reads it back through @peculiar/x509.
  */
 export function certsOnlyPkcs7(certsDer: readonly Uint8Array[]): Uint8Array {
-  const certs = new x509.X509Certificates(
-    certsDer.map((der) => new x509.X509Certificate(new Uint8Array(der))),
+  const signedData = tlv(
+    0x30,
+    Buffer.from([0x02, 0x01, 0x01]),
+    Buffer.from([0x31, 0x00]),
+    tlv(0x30, DATA),
+    tlv(0xa0, ...certsDer),
+    Buffer.from([0x31, 0x00]),
   );
-  return new Uint8Array(certs.export('raw'));
+  return new Uint8Array(tlv(0x30, SIGNED_DATA, tlv(0xa0, signedData)));
 }
 
 /**

@@ -132,7 +132,7 @@ export function estRoutes(deps: EstRouteDeps) {
           ...how,
         },
       });
-      const pkcs7 = certsOnlyPkcs7([issued.certDer, ...splitPemBundle(ca.signer.cert.toString('pem'))]);
+      const pkcs7 = certsOnlyPkcs7([issued.certDer, intermediateDer(ca)]);
       return sendPkcs7(reply, pkcs7);
     };
 
@@ -203,6 +203,13 @@ export function estRoutes(deps: EstRouteDeps) {
       return answer(req, reply, ca, workload, issued, { auth: 'mtls', previousSerial: peer.serial });
     });
   };
+}
+
+const intermediates = new WeakMap<EstCa, Uint8Array>();
+function intermediateDer(ca: EstCa): Uint8Array {
+  let der = intermediates.get(ca);
+  if (!der) intermediates.set(ca, (der = new Uint8Array(ca.signer.cert.rawData)));
+  return der;
 }
 
 function sendPkcs7(reply: FastifyReply, der: Uint8Array) {
