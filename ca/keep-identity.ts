@@ -11,8 +11,8 @@ import { x509 } from './x509.ts';
 
 /** Options of {@link keepIdentity}. */
 export interface KeepIdentityOptions {
-  /** STS base URL serving `/.well-known/est/*`. */
-  readonly estUrl: string;
+  /** STS base URL serving `/.well-known/est/*`; a function when it is known only later (an STS renewing through itself). */
+  readonly estUrl: string | (() => string);
   /** Where the chain (leaf first) and the key live: the part's `tls.cert` and `tls.key`. */
   readonly certFile: string;
   readonly keyFile: string;
@@ -59,8 +59,7 @@ export async function keepIdentity(options: KeepIdentityOptions): Promise<Identi
   const random = options.deps?.random ?? Math.random;
   const { logger, certFile, keyFile } = options;
   const nextKeyFile = `${keyFile}.next`;
-  const base = new URL(options.estUrl);
-  const host = base.hostname.replace(/^\[|\]$/g, '');
+  const estBase = () => new URL(typeof options.estUrl === 'string' ? options.estUrl : options.estUrl());
   const trust = () => readFileSync(options.trustBundleFile, 'utf8');
   const stats = { renewals: 0, failures: 0, enrolled: false };
 
@@ -92,6 +91,8 @@ export async function keepIdentity(options: KeepIdentityOptions): Promise<Identi
       keys,
       signingAlgorithm: signingAlgorithm('ecdsa-p256'),
     });
+    const base = estBase();
+    const host = base.hostname.replace(/^\[|\]$/g, '');
     const agent = new Agent({
       connect: {
         ca: trust(),

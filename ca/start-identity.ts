@@ -15,8 +15,8 @@ import type { IdentityKeeper } from './keep-identity.ts';
 export async function startIdentity(options: {
   readonly identity: IdentityConfig | undefined;
   readonly tls: { readonly cert: string; readonly key: string; readonly trustBundle: string };
-  /** EST URL when the section names none (the sidecar's `sts.url`). */
-  readonly defaultEst?: string;
+  /** EST URL when the section names none (the sidecar's `sts.url`; the STS's own listener). */
+  readonly defaultEst?: string | (() => string);
   readonly logger: Logger;
   readonly env?: Readonly<Record<string, string | undefined>>;
   readonly file?: string;
@@ -64,6 +64,8 @@ export async function startIdentity(options: {
   return Object.assign(keeper, {
     attach(r: () => void, metrics?: PromRegistry) {
       reload = r;
+      // A renewal may have landed between start-up and now.
+      r();
       if (metrics)
         new Gauge({
           name: 'portcullis_identity_cert_expiry_timestamp_seconds',

@@ -8,6 +8,8 @@ import {
   parseConfigText,
   strictObject,
   tlsFilesSchema,
+  identityConfigSchema,
+  resolveIdentityConfig,
   resolveConfigPath,
   resolveTlsFiles,
   pathSchema,
@@ -49,6 +51,8 @@ export const stsConfigSchema = strictObject({
     port: port.default(8443),
   }),
   tls: tlsFilesSchema,
+  /** Enrol and renew `tls.cert`/`tls.key` over EST (docs/sts.md); `identity.est` defaults to this STS's own listener. */
+  identity: identityConfigSchema.optional(),
   /** Identity registry: a directory of `*.yaml` files or one file. */
   identities: path,
   /** `iss` of every token and the RFC 8414 `issuer`; an https URL without query or fragment. */
@@ -171,6 +175,7 @@ function finish(config: StsConfig, file: string, baseDir: string): StsConfig {
   return {
     ...config,
     tls: resolveTlsFiles(config.tls, baseDir),
+    ...(config.identity ? { identity: resolveIdentityConfig(config.identity, baseDir)! } : {}),
     identities: abs(config.identities),
     audit: resolveAuditSinkConfig(config.audit, baseDir),
     ...(config.state?.type === 'file' ? { state: { ...config.state, dir: abs(config.state.dir) } } : {}),

@@ -5,7 +5,13 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, followTrustBundle, loadCaDirectory, watchTlsFiles } from '../ca/index.ts';
+import {
+  createPeerVerifier,
+  followTrustBundle,
+  loadCaDirectory,
+  startIdentity,
+  watchTlsFiles,
+} from '../ca/index.ts';
 import { activeTracer, createLogger, loadRegistry, readConfiguredFile } from '../core/index.ts';
 import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
@@ -72,6 +78,21 @@ export interface RunningSts {
 export async function startSts(config: StsConfig, overrides: StartStsOverrides = {}): Promise<RunningSts> {
   const logger = overrides.logger ?? createLogger({ name: 'sts' });
   const clock = overrides.clock ?? { now: () => Date.now() };
+  // With identity: the certificate is enrolled and renewed over EST (ca/start-identity.ts); an STS
+  // that is itself the CA renews through its own listener once it is up.
+  let selfUrl: string | undefined;
+  const identity = await startIdentity({
+    identity: config.identity,
+    tls: config.tls,
+    logger,
+    defaultEst: () => {
+      if (!selfUrl)
+        throw new Error(
+          'the STS is not listening yet: enrol it with identity.est naming another STS, or start it from files',
+        );
+      return selfUrl;
+    },
+  });
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
   const tlsFiles = watchTlsFiles(config.tls, logger);
   const { cert, key, ca: trustBundle } = tlsFiles.current();
@@ -103,7 +124,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   // What start-up has opened so far, released in reverse order when a later step fails (a
   // collector sink's loop and connections would otherwise run on in the calling process).
   const ownSink = () => (overrides.audit ? audit.flush() : audit.close());
-  const opened: (() => unknown)[] = [() => tlsFiles.close(), ownSink];
+  const opened: (() => unknown)[] = [() => identity?.stop(), () => tlsFiles.close(), ownSink];
   const failed = async (err: unknown): Promise<never> => {
     for (const release of opened.reverse()) await release();
     throw err;
@@ -230,6 +251,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     return failed(err);
   }
   keyring.start();
+  identity?.attach(() => tlsFiles.reload(), metrics.registry);
   tlsFiles.onChange((m) =>
     (app.server as unknown as HttpsServer).setSecureContext({
       cert: m.cert,
@@ -241,6 +263,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.listen.port;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  selfUrl = `https://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
   return {
     url: `https://${host}:${port}`,
     port,
@@ -254,6 +277,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       await keyring.stop();
       crlSource?.stop();
       follower.stop();
+      identity?.stop();
       if (!overrides.state) await state.close();
       await signingPool.close();
       tlsFiles.close();

@@ -5,7 +5,13 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createLogger, loadRegistry } from '../../core/index.ts';
 import type { Logger, Registry } from '../../core/index.ts';
-import { createPeerVerifier, followTrustBundle, watchTlsFiles, writeFileAtomic } from '../../ca/index.ts';
+import {
+  createPeerVerifier,
+  followTrustBundle,
+  startIdentity,
+  watchTlsFiles,
+  writeFileAtomic,
+} from '../../ca/index.ts';
 import type { AuditStore } from '../store/store.ts';
 import { openStore } from '../store/open.ts';
 import { ConfigFileError } from './config-error.ts';
@@ -50,6 +56,8 @@ export async function startCollector(
   const logger = overrides.logger ?? createLogger({ name: 'audit' });
   const clock = overrides.clock ?? (() => new Date());
   const registry = overrides.registry ?? loadRegistry(config.identities);
+  // With identity: the certificate is enrolled and renewed over EST (ca/start-identity.ts).
+  const identity = await startIdentity({ identity: config.identity, tls: config.tls, logger });
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
   const tlsFiles = watchTlsFiles(config.tls, logger);
   const { cert: certPem, key: keyPem, ca: trustPem } = tlsFiles.current();
@@ -140,6 +148,7 @@ export async function startCollector(
     await store.close().catch(() => {});
     throw err;
   }
+  identity?.attach(() => tlsFiles.reload(), metrics.registry);
   tlsFiles.onChange((m) =>
     (app.server as unknown as HttpsServer).setSecureContext({
       cert: m.cert,
@@ -161,6 +170,7 @@ export async function startCollector(
     close() {
       closed ??= (async () => {
         clearInterval(timer);
+        identity?.stop();
         tlsFiles.close();
         await app.close();
         await checkpointing;

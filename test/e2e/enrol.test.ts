@@ -1,28 +1,39 @@
-// Sidecars that start with nothing but a join token and the trust bundle: they enrol over EST,
-// serve and call, then renew 1-minute certificates under steady traffic with zero failed requests.
+// A mesh whose parts renew 1-minute certificates themselves: the STS (its own CA, renewing through
+// its own listener), the audit collector and two sidecars (enrolled with nothing but a join token
+// and the trust bundle) under steady traffic, with zero failed requests, through a CA outage longer
+// than one renewal attempt and shorter than the certificates' life, after which renewal resumes.
 // The traffic phase lasts PORTCULLIS_RENEWAL_MESH_MS (default 28 s at renewAt 10%, so every part
 // renews at least 4 times); the long run (3 minutes at renewAt 50%) is recorded in docs/operations.md.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryAuditSink, createLogger } from '../../core/index.ts';
+import { exportPrivateKeyPem, generateKeyPair, issueCertificate } from '../../ca/index.ts';
+import { startTestCollector } from '../audit/collector-harness.ts';
 import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import { call, mtlsAgent, startTestSts } from '../sts/helpers.ts';
 import { ISSUER, ORDERS, STS_ID, WEB, startEchoApp, viaProxy } from './mesh.ts';
 
-const DURATION_MS = Number(process.env.PORTCULLIS_RENEWAL_MESH_MS ?? 28_000);
+const DURATION_MS = Number(process.env.PORTCULLIS_RENEWAL_MESH_MS ?? 40_000);
+/** The STS (the CA) is down from OUTAGE_AT_MS to OUTAGE_AT_MS + OUTAGE_MS of the traffic phase. */
+const OUTAGE_AT_MS = Number(process.env.PORTCULLIS_RENEWAL_OUTAGE_AT_MS ?? 12_000);
+const OUTAGE_MS = Number(process.env.PORTCULLIS_RENEWAL_OUTAGE_MS ?? 9_000);
 const RENEW_AT = process.env.PORTCULLIS_RENEWAL_MESH_RENEW_AT ?? '10%';
 
-/** The example registry with 1-minute certificates for web and orders. */
+const AUDIT_ID = 'spiffe://example.org/ns/portcullis/sa/audit';
+
+/** The example registry with 1-minute certificates for the STS, the collector, web and orders. */
 function registryYaml(): string {
   return readFileSync('identities/example.yaml', 'utf8')
     .replace(/(name: web\n(?:.*\n)*?\s+tokenTtl: 5m)/, '$1\n    svidTtl: 1m')
-    .replace(/(name: orders\n(?:.*\n)*?\s+tokenTtl: 5m)/, '$1\n    svidTtl: 1m');
+    .replace(/(name: orders\n(?:.*\n)*?\s+tokenTtl: 5m)/, '$1\n    svidTtl: 1m')
+    .replace(/(name: sts\n(?:.*\n)*?\s+ipAddresses: \[127\.0\.0\.1\])/, '$1\n    svidTtl: 1m')
+    .replace(/(name: audit\n(?:.*\n)*?\s+ipAddresses: \[127\.0\.0\.1\])/, '$1\n    svidTtl: 1m');
 }
 
 test(
@@ -33,11 +44,48 @@ test(
     assert.equal(pki.registry.byName('web')!.svidTtlMs, 60_000);
     const dir = mkdtempSync(join(tmpdir(), 'enrol-'));
     const quiet = createLogger({ name: 'enrol', level: 'silent' });
-    const sts = await startTestSts(pki, { ca: { dir: pki.ca.dir, perSecond: 5, burst: 10 } });
+    const renewal = { renewAt: RENEW_AT, jitter: 0.01, retryMin: '200ms' };
+    // The STS starts from a 1-minute certificate on disk and renews it through its own listener.
+    const stsEntry = pki.registry.byName('sts')!;
+    const stsKeys = await generateKeyPair('ecdsa-p256');
+    const stsCert = await issueCertificate({
+      role: 'leaf',
+      subject: 'O=example.org, CN=sts',
+      publicKey: stsKeys.publicKey,
+      issuer: pki.ca.intermediate,
+      names: {
+        spiffeId: stsEntry.spiffeId.uri,
+        dnsNames: stsEntry.dnsNames,
+        ipAddresses: stsEntry.ipAddresses,
+      },
+      validityMs: 60_000,
+      deps: { now: () => new Date() },
+    });
+    mkdirSync(join(dir, 'sts'));
+    writeFileSync(join(dir, 'sts', 'cert.pem'), stsCert.toString('pem') + '\n' + pki.intermediatePem);
+    writeFileSync(join(dir, 'sts', 'key.pem'), await exportPrivateKeyPem(stsKeys.privateKey), {
+      mode: 0o600,
+    });
+    const keystoreDir = join(dir, 'sts-keys');
+    const stsExtra = (port: number) => ({
+      listen: { host: '127.0.0.1', port },
+      tls: {
+        cert: join(dir, 'sts', 'cert.pem'),
+        key: join(dir, 'sts', 'key.pem'),
+        trustBundle: pki.rootFile,
+        reloadInterval: '1h',
+      },
+      identity: { bootstrap: 'files', ...renewal },
+      ca: { dir: pki.ca.dir, perSecond: 5, burst: 10 },
+    });
+    let sts = await startTestSts(pki, stsExtra(0), {}, keystoreDir);
+    const stsUrl = sts.url;
+    const allEvents = () => [...earlierEvents, ...sts.events];
+    const earlierEvents: typeof sts.events = [];
     const adminLeaf = pki.leaf('admin-console');
     const admin = mtlsAgent({ cert: adminLeaf.certPem, key: adminLeaf.keyPem, ca: pki.rootPem });
     const joinToken = async (workload: string) => {
-      const res = await call(admin, `${sts.url}/v1/admin/join-tokens`, {
+      const res = await call(admin, `${stsUrl}/v1/admin/join-tokens`, {
         method: 'POST',
         body: JSON.stringify({ workload }),
         headers: { 'content-type': 'application/json' },
@@ -45,6 +93,16 @@ test(
       assert.equal(res.status, 200, res.text);
       return res.json.token as string;
     };
+    mkdirSync(join(dir, 'audit'));
+    const collector = await startTestCollector(pki, join(dir, 'audit'), {
+      tls: {
+        cert: join(dir, 'audit', 'cert.pem'),
+        key: join(dir, 'audit', 'key.pem'),
+        trustBundle: pki.rootFile,
+        reloadInterval: '1h',
+      },
+      identity: { est: stsUrl, bootstrap: { joinToken: await joinToken('audit') }, ...renewal },
+    });
     const ordersApp = await startEchoApp('orders');
     const webApp = await startEchoApp('web');
     writeFileSync(join(dir, 'orders-policy.yaml'), readFileSync('policies/orders.yaml', 'utf8'));
@@ -58,11 +116,17 @@ test(
         trustBundle: pki.rootFile,
         reloadInterval: '1h',
       },
-      identity: { bootstrap: { joinToken: token }, renewAt: RENEW_AT, jitter: 0.01, retryMin: '200ms' },
-      sts: { url: sts.url, spiffeId: STS_ID, issuer: ISSUER, timeout: '2s' },
+      identity: { bootstrap: { joinToken: token }, ...renewal },
+      sts: { url: stsUrl, spiffeId: STS_ID, issuer: ISSUER, timeout: '2s' },
+      audit: {
+        sink: 'collector',
+        collector: collector.url,
+        collectorId: AUDIT_ID,
+        spoolDir: join(dir, name, 'spool'),
+        failMode: 'open',
+      },
     });
     try {
-      const { mkdirSync } = await import('node:fs');
       mkdirSync(join(dir, 'orders'));
       mkdirSync(join(dir, 'web'));
       const ordersToken = await joinToken('orders');
@@ -80,7 +144,7 @@ test(
           },
           'orders',
         ),
-        { sink: new MemoryAuditSink(), logger: quiet, defaultMetrics: false },
+        { logger: quiet, defaultMetrics: false },
       );
       sidecars.push(orders);
       const web = await startSidecar(
@@ -107,7 +171,7 @@ test(
           },
           'web',
         ),
-        { sink: new MemoryAuditSink(), logger: quiet, defaultMetrics: false },
+        { logger: quiet, defaultMetrics: false },
       );
       sidecars.push(web);
 
@@ -139,7 +203,7 @@ test(
         /HTTP 401 invalid_client: the join token is already used/,
       );
       assert.ok(
-        sts.events.some(
+        allEvents().some(
           (e) => e.reason === 'ERR_STS_JOIN_TOKEN_USED' && e.subject === ORDERS && e.status === 401,
         ),
       );
@@ -169,14 +233,31 @@ test(
           await new Promise((r) => setTimeout(r, 20));
         }
       };
-      await Promise.all([caller(), caller()]);
+      // The CA goes away for longer than one renewal attempt, then comes back on the same address.
+      const outage = (async () => {
+        await new Promise((r) => setTimeout(r, OUTAGE_AT_MS));
+        earlierEvents.push(...sts.events);
+        await sts.close();
+        const down = Date.now();
+        await new Promise((r) => setTimeout(r, OUTAGE_MS));
+        const during = allEvents().filter((e) => e.type === 'cert.issued' && Date.parse(e.time) >= down);
+        assert.deepEqual(during, [], 'nothing issued while the CA was down');
+        sts = await startTestSts(pki, stsExtra(Number(new URL(stsUrl).port)), {}, keystoreDir);
+      })();
+      await Promise.all([caller(), caller(), outage]);
+      // Renewal resumed after the outage: the restarted STS issued renewals for the sidecars.
+      for (const id of [WEB, ORDERS])
+        assert.ok(
+          sts.events.some((e) => e.type === 'cert.issued' && e.subject === id),
+          `${id} renewed after the outage`,
+        );
       const renewals = (id: string) =>
-        sts.events.filter(
+        allEvents().filter(
           (e) => e.type === 'cert.issued' && e.subject === id && e.attributes?.auth === 'mtls',
         );
       assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
       assert.ok(ok > 100, `only ${ok} requests`);
-      for (const id of [WEB, ORDERS]) {
+      for (const id of [WEB, ORDERS, STS_ID, AUDIT_ID]) {
         assert.ok(
           renewals(id).length >= 4,
           `${id} renewed ${renewals(id).length} times in ${DURATION_MS} ms`,
@@ -186,8 +267,12 @@ test(
       const served = new X509Certificate(readFileSync(join(dir, 'orders', 'cert.pem')));
       const servedSerial = served.serialNumber.toLowerCase().replace(/^0+/, '');
       assert.ok(renewals(ORDERS).some((e) => e.target === servedSerial));
+      // The sidecars' audit events reached the collector across its renewals and theirs.
+      for (const s of sidecars.splice(0)) await s.close();
+      assert.ok(collector.log.size >= ok, `collector holds ${collector.log.size} records for ${ok} requests`);
     } finally {
       for (const s of sidecars) await s.close();
+      await collector.close();
       await admin.close();
       await sts.close();
       await Promise.all([ordersApp, webApp].map((a) => new Promise((r) => a.server.close(r))));
