@@ -80,17 +80,17 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const clock = overrides.clock ?? { now: () => Date.now() };
   // With identity: the certificate is enrolled and renewed over EST (ca/start-identity.ts); an STS
   // that is itself the CA renews through its own listener once it is up.
-  let selfUrl: string | undefined;
+  const self: { url?: string } = {};
   const identity = await startIdentity({
     identity: config.identity,
     tls: config.tls,
     logger,
     defaultEst: () => {
-      if (!selfUrl)
+      if (!self.url)
         throw new Error(
           'the STS is not listening yet: enrol it with identity.est naming another STS, or start it from files',
         );
-      return selfUrl;
+      return self.url;
     },
   });
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
@@ -263,7 +263,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.listen.port;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
-  selfUrl = `https://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
+  self.url = `https://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
   return {
     url: `https://${host}:${port}`,
     port,
