@@ -31,3 +31,5 @@ export { certsOnlyPkcs7, parseCertsOnlyPkcs7 } from './pkcs7.ts';
 export { keepIdentity } from './keep-identity.ts';
 export type { IdentityKeeper, KeepIdentityOptions } from './keep-identity.ts';
 export { startIdentity } from './start-identity.ts';
+export { createNextIntermediate } from './new-intermediate.ts';
+export type { NextIntermediateOptions } from './new-intermediate.ts';

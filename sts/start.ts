@@ -5,13 +5,7 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
-import {
-  createPeerVerifier,
-  followTrustBundle,
-  loadCaDirectory,
-  startIdentity,
-  watchTlsFiles,
-} from '../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, startIdentity, watchTlsFiles } from '../ca/index.ts';
 import { activeTracer, createLogger, loadRegistry, readConfiguredFile } from '../core/index.ts';
 import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
@@ -31,7 +25,8 @@ import type { DenyList } from './revocations/deny-list.ts';
 import { openStateStore } from './state/create.ts';
 import { followRevocations } from './state/follow.ts';
 import type { StsStateStore } from './state/store.ts';
-import type { EstCa } from './http/routes/est.ts';
+import { openOnlineCa } from './online-ca.ts';
+import type { OnlineCa } from './online-ca.ts';
 
 /** What {@link startSts} lets a caller replace; everything else comes from the config. */
 export interface StartStsOverrides {
@@ -170,17 +165,19 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     logger,
   });
   opened.push(() => follower.stop());
-  let estCa: EstCa | undefined;
+  let estCa: OnlineCa | undefined;
   try {
     await follower.sync();
     if (config.ca) {
-      const material = await loadCaDirectory(config.ca.dir);
-      estCa = {
-        signer: material.intermediate,
-        trustDomain: material.trustDomain,
-        caCertsPem: () => `${tlsFiles.current().ca}\n${material.rootPem}\n${material.intermediatePem}`,
+      const onlineCa = await openOnlineCa({
+        dir: config.ca.dir,
         svidTtlCapMs: config.ca.svidTtlCap,
-      };
+        trustBundlePem: () => tlsFiles.current().ca,
+        intervalMs: config.statePollInterval,
+        logger,
+      });
+      opened.push(() => onlineCa.stop());
+      estCa = onlineCa;
     }
   } catch (err) {
     return failed(err);
@@ -277,6 +274,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       await keyring.stop();
       crlSource?.stop();
       follower.stop();
+      estCa?.stop();
       identity?.stop();
       if (!overrides.state) await state.close();
       await signingPool.close();

@@ -205,10 +205,11 @@ export function estRoutes(deps: EstRouteDeps) {
   };
 }
 
-const intermediates = new WeakMap<EstCa, Uint8Array>();
+const intermediates = new WeakMap<object, Uint8Array>();
 function intermediateDer(ca: EstCa): Uint8Array {
-  let der = intermediates.get(ca);
-  if (!der) intermediates.set(ca, (der = new Uint8Array(ca.signer.cert.rawData)));
+  const signer = ca.signer;
+  let der = intermediates.get(signer);
+  if (!der) intermediates.set(signer, (der = new Uint8Array(signer.cert.rawData)));
   return der;
 }
 
