@@ -33,3 +33,4 @@ export type { IdentityKeeper, KeepIdentityOptions } from './keep-identity.ts';
 export { startIdentity } from './start-identity.ts';
 export { createNextIntermediate } from './new-intermediate.ts';
 export type { NextIntermediateOptions } from './new-intermediate.ts';
+export { certIssuedEvent } from './issuance-event.ts';

@@ -39,7 +39,7 @@ function registryYaml(): string {
 test(
   'sidecars enrol with a join token alone, serve and call, and renew 1-minute certificates under traffic with zero failed requests',
   { timeout: DURATION_MS + 60_000 },
-  async () => {
+  async (t) => {
     const pki = await makeTestPki({ identitiesYaml: registryYaml() });
     assert.equal(pki.registry.byName('web')!.svidTtlMs, 60_000);
     const dir = mkdtempSync(join(tmpdir(), 'enrol-'));
@@ -257,6 +257,9 @@ test(
         );
       assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
       assert.ok(ok > 100, `only ${ok} requests`);
+      t.diagnostic(
+        `${ok} requests, ${failures.length} failed in ${DURATION_MS} ms at renewAt ${RENEW_AT}; renewals: ${[WEB, ORDERS, STS_ID, AUDIT_ID].map((id) => `${id.split('/').pop()} ${renewals(id).length}`).join(', ')}`,
+      );
       for (const id of [WEB, ORDERS, STS_ID, AUDIT_ID]) {
         assert.ok(
           renewals(id).length >= 4,
