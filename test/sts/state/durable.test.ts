@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { generateKeyPair, x509 } from '../../../ca/index.ts';
 import { makeTestPki } from '../../helpers/pki.ts';
 import type { MintedCert, TestPki } from '../../helpers/pki.ts';
 import { ORDERS, WEB, call, mtlsAgent, requestToken, startTestSts } from '../helpers.ts';
@@ -12,6 +13,17 @@ import type { TestSts } from '../helpers.ts';
 import { PG_URL, dropSchema, freshSchema } from './pg.ts';
 
 const form = { grant_type: 'client_credentials', audience: ORDERS };
+
+/** A fresh P-256 key's CSR, base64 DER. */
+async function csrBase64(): Promise<string> {
+  const keys = await generateKeyPair('ecdsa-p256');
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: 'CN=renew',
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
+  });
+  return Buffer.from(csr.rawData).toString('base64');
+}
 
 async function revokeThrough(sts: TestSts, pki: TestPki, body: object) {
   const admin = pki.leaf('admin-console');
@@ -66,6 +78,7 @@ test(
     const extra = {
       state: { type: 'postgres', urlEnv: 'TEST_STATE_URL', schema },
       statePollInterval: '200ms',
+      ca: { dir: pki.ca.dir },
     };
     const env = { TEST_STATE_URL: PG_URL };
     // Both start at once (racing on the schema); one failing must not leave the other running.
@@ -100,6 +113,16 @@ test(
       const list = await call(agent, `${b.url}/v1/revocations`);
       await agent.close();
       assert.ok(list.json.serials.some((s: { serial: string }) => s.serial === minted.serial));
+      // Its renewals on B are refused too (simplereenroll checks the peer like every mTLS route).
+      const renewer = mtlsAgent({ cert: minted.chainPem, key: minted.keyPem, ca: pki.rootPem });
+      const renewal = await call(renewer, `${b.url}/.well-known/est/simplereenroll`, {
+        method: 'POST',
+        body: await csrBase64(),
+        headers: { 'content-type': 'application/pkcs10' },
+      });
+      await renewer.close();
+      assert.equal(renewal.status, 401);
+      assert.equal(b.events.at(-1)!.reason, 'ERR_CA_CERT_REVOKED');
       await Promise.all([a.close(), b.close()]);
       [a, b] = await start();
       assert.equal(await tokenStatus(a, pki, minted), 401);
