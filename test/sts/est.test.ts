@@ -367,6 +367,20 @@ describe('EST enrolment with openssl and curl', () => {
       401,
     );
     assert.equal(sts.events.at(-1)!.reason, 'ERR_CA_CERT_REVOKED');
+    // A workload no longer in the registry (a valid certificate for an ID the registry lacks).
+    const gone = await pki.mint({ uris: ['spiffe://example.org/ns/gone/sa/old'] });
+    writeFileSync(join(dir, 'gone.pem'), gone.chainPem);
+    writeFileSync(join(dir, 'gone-key.pem'), gone.keyPem);
+    assert.equal(
+      await curl('/.well-known/est/simplereenroll', 'r', 'r.p7', [
+        '--cert',
+        'gone.pem',
+        '--key',
+        'gone-key.pem',
+      ]),
+      401,
+    );
+    assert.equal(sts.events.at(-1)!.reason, 'ERR_STS_CLIENT_NOT_REGISTERED');
   });
 
   test('join tokens are created by admins only, for registry entries only, within the ttl cap', async () => {
