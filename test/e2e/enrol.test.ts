@@ -37,7 +37,7 @@ function registryYaml(): string {
 }
 
 test(
-  'sidecars enrol with a join token alone, serve and call, and renew 1-minute certificates under traffic with zero failed requests',
+  'STS, collector and two sidecars (enrolled with a join token alone) renew 1-minute certificates under traffic, through a CA outage, with zero failed requests',
   { timeout: DURATION_MS + 60_000 },
   async (t) => {
     const pki = await makeTestPki({ identitiesYaml: registryYaml() });

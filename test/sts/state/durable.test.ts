@@ -8,7 +8,11 @@ import { join } from 'node:path';
 import { generateKeyPair, x509 } from '../../../ca/index.ts';
 import { makeTestPki } from '../../helpers/pki.ts';
 import type { MintedCert, TestPki } from '../../helpers/pki.ts';
-import { ORDERS, WEB, call, mtlsAgent, requestToken, startTestSts } from '../helpers.ts';
+import { ORDERS, WEB, call, mtlsAgent, quietLogger, requestToken, startTestSts } from '../helpers.ts';
+import { MemoryAuditSink } from '../../../core/index.ts';
+import { parseSidecarConfig, startSidecar } from '../../../sidecar/index.ts';
+import type { RunningSidecar } from '../../../sidecar/index.ts';
+import { startEchoApp } from '../../e2e/mesh.ts';
 import type { TestSts } from '../helpers.ts';
 import { PG_URL, dropSchema, freshSchema } from './pg.ts';
 
@@ -70,7 +74,7 @@ test('the file store keeps a revoked serial and jti across an STS restart', { ti
 });
 
 test(
-  'two replicas on one PostgreSQL: a serial revoked on A is refused by B within the poll interval, and by both after a restart',
+  'two replicas on one PostgreSQL: a serial revoked on A is refused by B and by sidecars polling either within the poll interval, and by both replicas after a restart',
   { timeout: 30_000 },
   async () => {
     const pki = await makeTestPki();
@@ -95,9 +99,48 @@ test(
       return got.map((g) => (g as PromiseFulfilledResult<TestSts>).value) as [TestSts, TestSts];
     };
     let [a, b] = await start();
+    const app = await startEchoApp('orders');
+    const sidecars: { sidecar: RunningSidecar; events: MemoryAuditSink['events'] }[] = [];
     try {
       const minted = await pki.mint({ uris: [WEB] });
       assert.equal(await tokenStatus(b, pki, minted), 200);
+      // One sidecar (orders) polling each replica's revocation list.
+      for (const replica of [a, b]) {
+        const events = new MemoryAuditSink();
+        const sidecar = await startSidecar(
+          parseSidecarConfig(
+            {
+              service: ORDERS,
+              trustDomain: 'example.org',
+              tls: {
+                cert: pki.leaf('orders').certFile,
+                key: pki.leaf('orders').keyFile,
+                trustBundle: pki.rootFile,
+              },
+              sts: {
+                url: replica.url,
+                spiffeId: 'spiffe://example.org/ns/portcullis/sa/sts',
+                issuer: 'https://sts.portcullis.internal',
+                revocationsPoll: '200ms',
+              },
+              inbound: {
+                listen: { host: '127.0.0.1', port: 0 },
+                app: app.url,
+                policy: 'policies/orders.yaml',
+              },
+            },
+            'durable test sidecar',
+          ),
+          { sink: events, logger: quietLogger(), defaultMetrics: false },
+        );
+        sidecars.push({ sidecar, events: events.events });
+      }
+      for (const { sidecar } of sidecars) {
+        const agent = mtlsAgent({ cert: minted.chainPem, key: minted.keyPem, ca: pki.rootPem });
+        const before = await call(agent, `https://localhost:${sidecar.inbound.port}/orders`);
+        await agent.close();
+        assert.equal(before.status, 401, 'before: past the TLS layer, refused for want of a token');
+      }
       assert.equal((await revokeThrough(a, pki, { serial: minted.serial })).status, 200);
       const revokedAt = Date.now();
       let status = 200;
@@ -113,6 +156,26 @@ test(
       const list = await call(agent, `${b.url}/v1/revocations`);
       await agent.close();
       assert.ok(list.json.serials.some((s: { serial: string }) => s.serial === minted.serial));
+      // Sidecars polling A and B refuse its connections within their poll interval (200 ms here).
+      const refusedAt = await Promise.all(
+        sidecars.map(async ({ sidecar, events }) => {
+          const agent = mtlsAgent({ cert: minted.chainPem, key: minted.keyPem, ca: pki.rootPem });
+          try {
+            for (;;) {
+              const res = await call(agent, `https://localhost:${sidecar.inbound.port}/orders`);
+              const last = events.at(-1);
+              if (res.status === 403 && last?.attributes?.peerError === 'ERR_CA_CERT_REVOKED')
+                return Date.now();
+              if (Date.now() - revokedAt > 5_000) return Infinity;
+              await new Promise((r) => setTimeout(r, 50));
+            }
+          } finally {
+            await agent.close();
+          }
+        }),
+      );
+      for (const at of refusedAt)
+        assert.ok(at - revokedAt < 2_500, `a sidecar refused it after ${at - revokedAt} ms`);
       // Its renewals on B are refused too (simplereenroll checks the peer like every mTLS route).
       const renewer = mtlsAgent({ cert: minted.chainPem, key: minted.keyPem, ca: pki.rootPem });
       const renewal = await call(renewer, `${b.url}/.well-known/est/simplereenroll`, {
@@ -128,6 +191,8 @@ test(
       assert.equal(await tokenStatus(a, pki, minted), 401);
       assert.equal(await tokenStatus(b, pki, minted), 401);
     } finally {
+      for (const { sidecar } of sidecars) await sidecar.close();
+      await new Promise((r) => app.server.close(r));
       await Promise.all([a.close(), b.close()]);
       await dropSchema(schema);
       pki.cleanup();
