@@ -33,14 +33,7 @@ export {
 export { loadConfigFile, readConfiguredFile } from './config-file.ts';
 export { describeClientError, endWithHttpError } from './raw-http.ts';
 export { coalesceWrites } from './coalesce-writes.ts';
-export {
-  parseRegistry,
-  ROLES,
-  TOKEN_TTL_CAP_MS,
-  DEFAULT_TOKEN_TTL_MS,
-  DEFAULT_SVID_TTL_MS,
-  SVID_TTL_CAP_MS,
-} from './registry.ts';
+export { parseRegistry, ROLES, TOKEN_TTL_CAP_MS, DEFAULT_TOKEN_TTL_MS } from './registry.ts';
 export type { Registry, Workload, Role, RegistrySource } from './registry.ts';
 export { loadRegistry } from './registry-load.ts';
 export {
@@ -80,3 +73,4 @@ export {
 } from './telemetry.ts';
 export { identityConfigSchema, resolveIdentityConfig } from './identity-config.ts';
 export type { IdentityConfig } from './identity-config.ts';
+export { DEFAULT_SVID_TTL_MS, SVID_TTL_CAP_MS } from './registry.ts';

@@ -12,13 +12,8 @@ import {
   loadCaDirectory,
   writeFileAtomic,
 } from '../../ca/index.ts';
-import {
-  createLogger,
-  formatDuration,
-  loadRegistry,
-  parseDuration,
-  startTelemetry,
-} from '../../core/index.ts';
+import { createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
+import { formatDuration, parseDuration } from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
@@ -305,6 +300,23 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
     }),
   };
 
+  const createJoinTokens = async (running: RunningSts) => {
+    const admin = createStsAdminClient({
+      url: running.url,
+      cert: readFileSync(join(dirs.certs, 'admin-console.pem'), 'utf8'),
+      key: readFileSync(join(dirs.certs, 'admin-console-key.pem'), 'utf8'),
+      ca: readFileSync(join(dirs.certs, CA_FILES.rootCert), 'utf8'),
+    });
+    try {
+      for (const name of ['web', 'orders']) {
+        const { token } = await admin.createJoinToken({ workload: name, ttl: '15m' });
+        writeFileAtomic(joinTokenFile(name), `${token}\n`, 0o600);
+      }
+    } finally {
+      await admin.close();
+    }
+  };
+
   // 4. Start in dependency order; stop what started if a later part fails.
   const stops: (() => Promise<void>)[] = [];
   const log = (name: string): Logger =>
@@ -323,23 +335,13 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
       masterKey,
       logger: log('sts'),
     });
-    stops.push(() => sts.close());
     // One-time join tokens for the demo workloads, through the admin API as an operator would
     // (portcullis join-token create); a sidecar that still holds a valid certificate ignores its token.
-    const admin = createStsAdminClient({
-      url: issuer,
-      cert: readFileSync(join(dirs.certs, 'admin-console.pem'), 'utf8'),
-      key: readFileSync(join(dirs.certs, 'admin-console-key.pem'), 'utf8'),
-      ca: readFileSync(join(dirs.certs, CA_FILES.rootCert), 'utf8'),
+    await createJoinTokens(sts).catch(async (err: unknown) => {
+      await sts.close();
+      throw err;
     });
-    try {
-      for (const name of ['web', 'orders']) {
-        const { token } = await admin.createJoinToken({ workload: name, ttl: '15m' });
-        writeFileAtomic(joinTokenFile(name), `${token}\n`, 0o600);
-      }
-    } finally {
-      await admin.close();
-    }
+    stops.push(() => sts.close());
     const ordersApp: DemoApp = await startDemoApp({ kind: 'orders', port: P.ordersApp });
     stops.push(() => ordersApp.close());
     const webApp: DemoApp = await startDemoApp({
