@@ -55,7 +55,7 @@ const CSR_SIGNATURE_HASHES: Readonly<Record<string, string | null>> = {
  * request's subject is ignored, and a request that asks for any URI, DNS or IP name the entry
  * does not hold is refused (`ERR_CA_CSR_IDENTITY`) rather than narrowed, so that a workload asking
  * for another identity is visible in the audit log. The request's signature must verify with its
- * own key (proof of possession, `ERR_CA_CSR_SIGNATURE`); the key must be ECDSA P-256/384/521,
+ * own key (proof of possession, `ERR_CA_CSR_SIGNATURE`); the key must be ECDSA P-256/384,
  * Ed25519 or RSA ≥ 2048. Malformed requests are `ERR_CA_CSR_INVALID`.
  *
  * The certificate is assembled from a per-issuer, per-entry template made once by
@@ -201,8 +201,7 @@ function publicKeyOf(spki: Buffer): KeyObject {
       );
     return key;
   }
-  if (type === 'ec' && ['prime256v1', 'secp384r1', 'secp521r1'].includes(details.namedCurve ?? ''))
-    return key;
+  if (type === 'ec' && ['prime256v1', 'secp384r1'].includes(details.namedCurve ?? '')) return key;
   if (type === 'ed25519') return key;
   throw new CaError(
     'ERR_CA_KEY_UNSUPPORTED',

@@ -13,8 +13,8 @@ import {
   writeFileAtomic,
 } from '../../ca/index.ts';
 import { createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
-import { formatDuration, parseDuration } from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
+import { formatDuration, parseDuration } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
 import { createStsAdminClient, loadStsConfig, startSts } from '../../sts/index.ts';
@@ -300,23 +300,6 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
     }),
   };
 
-  const createJoinTokens = async (running: RunningSts) => {
-    const admin = createStsAdminClient({
-      url: running.url,
-      cert: readFileSync(join(dirs.certs, 'admin-console.pem'), 'utf8'),
-      key: readFileSync(join(dirs.certs, 'admin-console-key.pem'), 'utf8'),
-      ca: readFileSync(join(dirs.certs, CA_FILES.rootCert), 'utf8'),
-    });
-    try {
-      for (const name of ['web', 'orders']) {
-        const { token } = await admin.createJoinToken({ workload: name, ttl: '15m' });
-        writeFileAtomic(joinTokenFile(name), `${token}\n`, 0o600);
-      }
-    } finally {
-      await admin.close();
-    }
-  };
-
   // 4. Start in dependency order; stop what started if a later part fails.
   const stops: (() => Promise<void>)[] = [];
   const log = (name: string): Logger =>
@@ -337,7 +320,7 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
     });
     // One-time join tokens for the demo workloads, through the admin API as an operator would
     // (portcullis join-token create); a sidecar that still holds a valid certificate ignores its token.
-    await createJoinTokens(sts).catch(async (err: unknown) => {
+    await createJoinTokens(sts.url, dirs.certs, joinTokenFile).catch(async (err: unknown) => {
       await sts.close();
       throw err;
     });
@@ -402,4 +385,26 @@ function write(dir: string, name: string, config: object): string {
 
 function rel(path: string): string {
   return relative(process.cwd(), path) || '.';
+}
+
+/** One-time join tokens for the demo workloads, created through the admin API with the admin certificate. */
+async function createJoinTokens(
+  stsUrl: string,
+  certsDir: string,
+  tokenFile: (name: string) => string,
+): Promise<void> {
+  const admin = createStsAdminClient({
+    url: stsUrl,
+    cert: readFileSync(join(certsDir, 'admin-console.pem'), 'utf8'),
+    key: readFileSync(join(certsDir, 'admin-console-key.pem'), 'utf8'),
+    ca: readFileSync(join(certsDir, CA_FILES.rootCert), 'utf8'),
+  });
+  try {
+    for (const name of ['web', 'orders']) {
+      const { token } = await admin.createJoinToken({ workload: name, ttl: '15m' });
+      writeFileAtomic(tokenFile(name), `${token}\n`, 0o600);
+    }
+  } finally {
+    await admin.close();
+  }
 }
