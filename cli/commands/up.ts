@@ -14,7 +14,6 @@ import {
 } from '../../ca/index.ts';
 import { createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
-import { formatDuration, parseDuration } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
 import { createStsAdminClient, loadStsConfig, startSts } from '../../sts/index.ts';
@@ -24,6 +23,8 @@ import type { DemoApp } from '../../demo/app.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { DEFAULT_RENEW_WITHIN_MS, DEFAULT_VALIDITY_MS } from './certs.ts';
 import { UsageError, parseFlags } from '../lib/command.ts';
+// Durations of --svid-ttl.
+import { formatDuration, parseDuration } from '../../core/index.ts';
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'run the local demo mesh on loopback';
