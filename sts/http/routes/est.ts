@@ -27,7 +27,11 @@ export interface EstRouteDeps {
   readonly limiter: RateLimiter;
   readonly clock: { now(): number };
   readonly accepting: () => boolean;
-  readonly emit: (event: Omit<AuditEvent, 'time'>) => void;
+  /**
+   * Audits an issuance; awaited before the certificate leaves, so a sink that records durably
+   * (and rejects when it cannot) keeps an unrecorded certificate from being handed out.
+   */
+  readonly emit: (event: Omit<AuditEvent, 'time'>) => void | Promise<void>;
   readonly latency: (req: FastifyRequest) => number;
   readonly callerOf: (req: FastifyRequest) => { readonly peer: StsPeer; readonly workload: Workload };
   /** Records who a refused, not mTLS-authenticated request claimed to be, for its audit event. */
@@ -106,7 +110,7 @@ export function estRoutes(deps: EstRouteDeps) {
         );
       }
     };
-    const answer = (
+    const answer = async (
       req: FastifyRequest,
       reply: FastifyReply,
       ca: EstCa,
@@ -114,7 +118,7 @@ export function estRoutes(deps: EstRouteDeps) {
       issued: Awaited<ReturnType<typeof issue>>,
       how: Record<string, string>,
     ) => {
-      deps.emit({
+      await deps.emit({
         type: 'cert.issued',
         subject: workload.spiffeId.uri,
         target: issued.serial,
