@@ -30,7 +30,16 @@ test(
     const caDir = join(dir, 'ca');
     cpSync(pki.ca.dir, caDir, { recursive: true });
     const quiet = createLogger({ name: 'rotate', level: 'silent' });
+    // Every part reads one trust bundle file, re-read every 300 ms.
+    const bundle = join(dir, 'bundle.pem');
+    writeFileSync(bundle, pki.rootPem);
     const sts = await startTestSts(pki, {
+      tls: {
+        cert: pki.leaf('sts').certFile,
+        key: pki.leaf('sts').keyFile,
+        trustBundle: bundle,
+        reloadInterval: '300ms',
+      },
       ca: { dir: caDir, perSecond: 5, burst: 10 },
       statePollInterval: '200ms',
     });
@@ -57,7 +66,8 @@ test(
           tls: {
             cert: join(dir, name, 'cert.pem'),
             key: join(dir, name, 'key.pem'),
-            trustBundle: pki.rootFile,
+            trustBundle: bundle,
+            reloadInterval: '300ms',
           },
           identity: {
             bootstrap: { joinToken: await joinToken(name) },
@@ -131,8 +141,13 @@ test(
       let rotatedAt = 0;
       const rotation = (async () => {
         await new Promise((r) => setTimeout(r, ROTATE_AT_MS));
-        // Runbook: the next intermediate in a directory of its own, then its pair into ca.dir, key first.
+        // Runbook 1: the next intermediate in a directory of its own, published in the trust bundle
+        // beside the root and the current intermediate, so that every part knows both before any
+        // leaf the new one signs is presented (parts build paths from known intermediates only).
         const next = await createNextIntermediate({ rootDir: caDir, outDir: join(dir, 'ca-next') });
+        writeFileAtomic(bundle, pki.rootPem + pki.intermediatePem + next.intermediatePem);
+        await new Promise((r) => setTimeout(r, 1_500));
+        // Runbook 2: its pair into the STS's ca.dir, key first; the STS signs with it from then on.
         writeFileAtomic(
           join(caDir, 'intermediate-key.pem'),
           readFileSync(join(dir, 'ca-next', 'intermediate-key.pem')),
