@@ -271,6 +271,8 @@ test(
       const servedSerial = served.serialNumber.toLowerCase().replace(/^0+/, '');
       assert.ok(renewals(ORDERS).some((e) => e.target === servedSerial));
       // The sidecars' audit events reached the collector across its renewals and theirs.
+      // (Flushed first: a sink may keep events durably in its spool and deliver them later.)
+      for (const s of sidecars) await s.sink.flush();
       for (const s of sidecars.splice(0)) await s.close();
       assert.ok(collector.log.size >= ok, `collector holds ${collector.log.size} records for ${ok} requests`);
     } finally {
