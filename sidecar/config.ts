@@ -138,8 +138,8 @@ function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig 
   return {
     ...c,
     tls: resolveTlsFiles(c.tls, baseDir),
-    ...(c.identity ? { identity: resolveIdentityConfig(c.identity, baseDir)! } : {}),
     inbound: { ...c.inbound, policy: abs(c.inbound.policy) },
     audit: resolveAuditSinkConfig(c.audit, baseDir),
+    ...(c.identity ? { identity: resolveIdentityConfig(c.identity, baseDir)! } : {}),
   };
 }

@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, followTrustBundle, startIdentity, watchTlsFiles } from '../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
 import { activeTracer, createLogger, loadRegistry, readConfiguredFile } from '../core/index.ts';
 import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
@@ -27,6 +27,7 @@ import { followRevocations } from './state/follow.ts';
 import type { StsStateStore } from './state/store.ts';
 import { openOnlineCa } from './online-ca.ts';
 import type { OnlineCa } from './online-ca.ts';
+import { startIdentity } from '../ca/index.ts';
 
 /** What {@link startSts} lets a caller replace; everything else comes from the config. */
 export interface StartStsOverrides {
@@ -58,9 +59,10 @@ export interface RunningSts {
   readonly port: number;
   readonly app: FastifyInstance;
   readonly audit: AuditSink;
+  /** Durable revocations and join tokens. */
+  readonly state: StsStateStore;
   readonly keyring: Keyring;
   readonly denyList: DenyList;
-  readonly state: StsStateStore;
   /** Stops accepting, drains in-flight requests, stops the keyring, flushes audit events. */
   close(): Promise<void>;
 }
@@ -266,9 +268,9 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     port,
     app,
     audit,
+    state,
     keyring,
     denyList,
-    state,
     async close() {
       await app.close();
       await keyring.stop();
