@@ -271,8 +271,9 @@ test(
       const servedSerial = served.serialNumber.toLowerCase().replace(/^0+/, '');
       assert.ok(renewals(ORDERS).some((e) => e.target === servedSerial));
       // The sidecars' audit events reached the collector across its renewals and theirs.
-      // (Flushed first: a sink may keep events durably in its spool and deliver them later.)
+      // A sink may hold events durably in its spool and deliver them a little later: wait for them.
       for (const s of sidecars) await s.sink.flush();
+      for (let i = 0; i < 100 && collector.log.size < ok; i++) await new Promise((r) => setTimeout(r, 50));
       for (const s of sidecars.splice(0)) await s.close();
       assert.ok(collector.log.size >= ok, `collector holds ${collector.log.size} records for ${ok} requests`);
     } finally {
