@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, followTrustBundle, startIdentity, watchTlsFiles } from '../ca/index.ts';
+import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
 import type { TlsWatcher } from '../ca/index.ts';
 import { activeTracer, createLogger } from '../core/index.ts';
 import type { AuditSink, Logger, Tracer } from '../core/index.ts';
@@ -35,6 +35,7 @@ import { createMtlsConnector } from './tls/connector.ts';
 import { disableAllocationSitePretenuring } from './heap.ts';
 import { createSidecarMetrics } from './metrics.ts';
 import type { SidecarMetrics } from './metrics.ts';
+import { startIdentity } from '../ca/index.ts';
 
 /** What {@link startSidecar} lets a caller replace; everything else comes from the config. */
 export interface StartSidecarOverrides {

@@ -49,6 +49,10 @@ export interface StsDeps {
   readonly metrics: StsMetrics;
   readonly denyList: DenyList;
   readonly rateLimiter: RateLimiter;
+  /** Durable revocations and join tokens; in memory when absent. */
+  readonly state?: StsStateStore;
+  /** The online CA of the EST routes; without it they answer 404. */
+  readonly estCa?: EstCa;
   /** Token ids; `crypto.randomUUID` by default. */
   readonly randomId?: () => string;
   /** HTTPS options (key, cert, requestCert…); without them the app is plain HTTP, for `inject()` tests. */
@@ -59,10 +63,6 @@ export interface StsDeps {
   readonly tracer?: Tracer;
   /** Signs tokens off the event loop (see sign-pool.ts). */
   readonly signingPool: SigningPool;
-  /** Durable revocations and join tokens; in memory when absent. */
-  readonly state?: StsStateStore;
-  /** The online CA of the EST routes; without it they answer 404. */
-  readonly estCa?: EstCa;
 }
 
 /** Which kind of route a request hit: decides authentication and the audit event type. */
