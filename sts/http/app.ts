@@ -253,7 +253,6 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     }
     const kind = kindOf(req);
     const caller = stateOf(req)?.caller;
-    const subject = caller?.peer.spiffeId.uri ?? stateOf(req)?.claimed;
     metrics.requestsRefused.inc({ reason });
     if (kind === 'token') metrics.tokensRefused.inc({ reason });
     stateOf(req)
@@ -265,7 +264,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       .setStatus({ code: SpanStatusCode.ERROR, message: reason });
     emit({
       type: kind === 'token' ? 'token.denied' : kind === 'admin' ? adminEventType(req) : 'authz.decision',
-      ...(subject ? { subject } : {}),
+      ...subjectOf(req),
       action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`.slice(0, 4096),
       decision: 'deny',
       reason,
@@ -285,6 +284,11 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     reply.send(new StsError('ERR_STS_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
   });
 
+  /** The verified caller, or who a request without one claimed to be (a join token's workload). */
+  const subjectOf = (req: FastifyRequest): { subject?: string } => {
+    const subject = stateOf(req)?.caller?.peer.spiffeId.uri ?? stateOf(req)?.claimed;
+    return subject ? { subject } : {};
+  };
   const latency = (req: FastifyRequest) => {
     const t = stateOf(req)?.startedAt;
     return t === undefined ? 0 : Math.round((performance.now() - t) * 1000) / 1000;
