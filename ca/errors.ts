@@ -28,7 +28,12 @@ export type CaErrorCode =
   | 'ERR_CA_INVALID'
   | 'ERR_CA_EXISTS'
   | 'ERR_CA_CRL_INVALID'
-  | 'ERR_CA_SERIAL_INVALID';
+  | 'ERR_CA_SERIAL_INVALID'
+  | 'ERR_CA_CSR_INVALID'
+  | 'ERR_CA_CSR_SIGNATURE'
+  | 'ERR_CA_CSR_IDENTITY'
+  | 'ERR_CA_ENROLMENT_FAILED'
+  | 'ERR_CA_IDENTITY_MISSING';
 
 /** Every failure of ca/: a peer certificate refused, a CA directory missing or broken, a bad serial. */
 export class CaError extends PortcullisError<CaErrorCode> {}

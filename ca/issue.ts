@@ -16,7 +16,8 @@ export interface IssueCertificateInput {
   readonly role: CertificateRole;
   /** Distinguished name, e.g. `O=example.org, CN=orders`. */
   readonly subject: string;
-  readonly publicKey: CryptoKey;
+  /** The subject's public key: a WebCrypto key, or the parsed key of a CSR. */
+  readonly publicKey: CryptoKey | x509.PublicKey;
   /** The signing CA; absent for a self-signed root (then `selfKeys` signs). */
   readonly issuer?: SigningCa;
   readonly selfKeys?: { readonly privateKey: CryptoKey; readonly algorithm: KeyAlgorithm };

@@ -90,3 +90,6 @@ export {
   type SpanContext,
   type Tracer,
 } from './telemetry.ts';
+export { identityConfigSchema, resolveIdentityConfig } from './identity-config.ts';
+export type { IdentityConfig } from './identity-config.ts';
+export { DEFAULT_SVID_TTL_MS, SVID_TTL_CAP_MS } from './registry.ts';

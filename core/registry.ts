@@ -17,6 +17,10 @@ export type Role = (typeof ROLES)[number];
 export const TOKEN_TTL_CAP_MS = 3_600_000;
 /** Token lifetime for entries that do not set `tokenTtl`. */
 export const DEFAULT_TOKEN_TTL_MS = 300_000;
+/** Lifetime of a certificate the STS issues online (EST) for entries that do not set `svidTtl`. */
+export const DEFAULT_SVID_TTL_MS = 3_600_000;
+/** No online-issued certificate lives longer than this, whatever a registry entry says. */
+export const SVID_TTL_CAP_MS = 86_400_000;
 
 /** One registered workload, as the CA, the STS and the sidecar see it. */
 export interface Workload {
@@ -28,6 +32,8 @@ export interface Workload {
   /** SPIFFE IDs (URIs) this workload may request tokens for. */
   readonly audiences: readonly string[];
   readonly tokenTtlMs: number;
+  /** Lifetime of the certificates the STS issues it online (EST enrolment and renewal). */
+  readonly svidTtlMs: number;
   readonly roles: readonly Role[];
   /** Where the entry was declared, for error messages: `file` and `workloads[i]`. */
   readonly origin: { readonly file: string; readonly keyPath: string };
@@ -64,6 +70,7 @@ const workloadSchema = strictObject({
     .default([]),
   audiences: z.array(spiffeIdSchema).default([]),
   tokenTtl: durationSchema.optional(),
+  svidTtl: durationSchema.optional(),
   roles: z.array(z.enum(ROLES)).default([]),
 });
 
@@ -138,6 +145,13 @@ export function parseRegistry(sources: readonly RegistrySource[]): Registry {
       if (tokenTtlMs > TOKEN_TTL_CAP_MS) {
         throw invalid(file, `${keyPath}.tokenTtl`, 'exceeds the global cap of 1h');
       }
+      const svidTtlMs = entry.svidTtl ?? DEFAULT_SVID_TTL_MS;
+      if (svidTtlMs > SVID_TTL_CAP_MS) {
+        throw invalid(file, `${keyPath}.svidTtl`, 'exceeds the cap of 24h');
+      }
+      if (svidTtlMs < 60_000) {
+        throw invalid(file, `${keyPath}.svidTtl`, 'must be at least 1m');
+      }
       const workload: Workload = Object.freeze({
         name: entry.name,
         spiffeId: entry.spiffeId,
@@ -145,6 +159,7 @@ export function parseRegistry(sources: readonly RegistrySource[]): Registry {
         ipAddresses: Object.freeze([...new Set(entry.ipAddresses)]),
         audiences: Object.freeze([...new Set(entry.audiences.map((a) => a.uri))]),
         tokenTtlMs,
+        svidTtlMs,
         roles: Object.freeze([...new Set(entry.roles)]),
         origin: Object.freeze({ file, keyPath }),
       });

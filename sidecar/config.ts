@@ -14,6 +14,8 @@ import {
   resolveConfigPath,
   resolveTlsFiles,
   tlsFilesSchema,
+  identityConfigSchema,
+  resolveIdentityConfig,
   pathSchema,
   portSchema,
 } from '../core/index.ts';
@@ -42,6 +44,8 @@ export const sidecarConfigSchema = strictObject({
   trustDomain: trustDomainSchema,
   /** The shared `tls:` section; the sidecar always speaks TLS 1.3, so it has no `minVersion`. */
   tls: tlsFilesSchema.omit({ minVersion: true }),
+  /** Enrol and renew `tls.cert`/`tls.key` over EST (docs/sidecar.md); `identity.est` defaults to `sts.url`. */
+  identity: identityConfigSchema.optional(),
   sts: strictObject({
     url: z.url({ protocol: /^https$/, error: 'must be an https URL' }),
     /** SPIFFE ID the STS must present. */
@@ -174,5 +178,6 @@ function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig 
       fairShare: { ...c.inbound.fairShare, perCaller },
     },
     audit: resolveAuditSinkConfig(c.audit, baseDir),
+    ...(c.identity ? { identity: resolveIdentityConfig(c.identity, baseDir)! } : {}),
   };
 }

@@ -45,6 +45,7 @@ import { createMtlsConnector } from './tls/connector.ts';
 import { disableAllocationSitePretenuring } from './heap.ts';
 import { createSidecarMetrics } from './metrics.ts';
 import type { SidecarMetrics } from './metrics.ts';
+import { startIdentity } from '../ca/index.ts';
 
 /** What {@link startSidecar} lets a caller replace; everything else comes from the config. */
 export interface StartSidecarOverrides {
@@ -99,6 +100,13 @@ export async function startSidecar(
   const ids = createIdSource(overrides.random ?? ((n) => randomBytes(n)));
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sidecar');
 
+  // With an identity: section the certificate is enrolled (join token) and renewed over EST.
+  const identity = await startIdentity({
+    identity: config.identity,
+    tls: config.tls,
+    defaultEst: config.sts.url,
+    logger,
+  });
   const tls = watchTlsFiles(config.tls, logger);
   // The ops listener (health, metrics) comes up first: a readiness probe sees 503 while keys,
   // policy and audit sink are still being set up, and 200 once every check passes.
@@ -115,6 +123,7 @@ export async function startSidecar(
     });
     await listen(metricsServer, config.metrics.listen.host, config.metrics.listen.port).catch(
       (err: unknown) => {
+        identity?.stop();
         tls.close();
         throw err;
       },
@@ -189,6 +198,7 @@ export async function startSidecar(
       },
       overrides.defaultMetrics ?? true,
     );
+    identity?.attach(() => tls.reload(), metrics.registry);
     const sink =
       overrides.sink ??
       createAuditSink(config.audit, {
@@ -368,6 +378,7 @@ export async function startSidecar(
       metrics,
       metricsUrl: metricsServer ? `${urlOf(metricsServer, 'http').url}/metrics` : undefined,
       async close() {
+        identity?.stop();
         tls.close();
         policy.close();
         jwks.close();
@@ -387,6 +398,7 @@ export async function startSidecar(
     };
   } catch (err) {
     // A part that failed to start leaves nothing listening behind.
+    identity?.stop();
     tls.close();
     if (metricsServer) {
       await close(metricsServer);

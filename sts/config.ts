@@ -10,6 +10,8 @@ import {
   parseConfigText,
   strictObject,
   tlsFilesSchema,
+  identityConfigSchema,
+  resolveIdentityConfig,
   resolveConfigPath,
   resolveTlsFiles,
   pathSchema,
@@ -51,6 +53,8 @@ export const stsConfigSchema = strictObject({
     port: port.default(8443),
   }),
   tls: tlsFilesSchema,
+  /** Enrol and renew `tls.cert`/`tls.key` over EST (docs/sts.md); `identity.est` defaults to this STS's own listener. */
+  identity: identityConfigSchema.optional(),
   /** Identity registry: a directory of `*.yaml` files or one file. */
   identities: path,
   /** `iss` of every token and the RFC 8414 `issuer`; an https URL without query or fragment. */
@@ -95,6 +99,45 @@ export const stsConfigSchema = strictObject({
     /** How long after its revocation date a CRL serial stays on the deny-list. */
     entryLifetime: durationSchema.default(30 * 86_400_000),
   }).default({ pollInterval: 30_000, entryLifetime: 30 * 86_400_000 }),
+  /**
+   * Durable state (revocations, join tokens): `file` (the default, in the file keystore's
+   * directory), `postgres` (shared by replicas) or `memory` (forgotten on restart).
+   */
+  state: z
+    .discriminatedUnion(
+      'type',
+      [
+        strictObject({ type: z.literal('file'), dir: path }),
+        strictObject({
+          type: z.literal('postgres'),
+          /** Environment variable holding the connection string (it may carry a password). */
+          urlEnv: envName.default('PORTCULLIS_STATE_DATABASE_URL'),
+          schema: z
+            .string()
+            .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lowercase SQL identifier')
+            .default('portcullis'),
+        }),
+        strictObject({ type: z.literal('memory') }),
+      ],
+      { error: 'type must be "file", "postgres" or "memory"' },
+    )
+    .optional(),
+  /** How often the STS re-reads revocations other replicas wrote to the shared state. */
+  statePollInterval: durationSchema.default(2_000),
+  /**
+   * Online issuance (EST, RFC 7030): the CA directory whose intermediate signs workload
+   * certificates. Without it the `/.well-known/est/*` routes answer 404.
+   */
+  ca: strictObject({
+    dir: path,
+    /** Cap over every entry's `svidTtl`. */
+    svidTtlCap: durationSchema.default(86_400_000),
+    /** Longest join token an admin may create. */
+    joinTokenTtlCap: durationSchema.default(86_400_000),
+    /** Enrolments and renewals per second per workload, sustained and burst. */
+    perSecond: z.number().positive().max(1_000_000).default(1),
+    burst: z.number().int().positive().max(1_000_000).default(10),
+  }).optional(),
   /** Largest accepted request body in bytes. */
   bodyLimit: z.number().int().min(256).max(1_048_576).default(8192),
   /** Per-stage connection budgets of the listener and the shutdown drain (docs/operations.md). */
@@ -138,8 +181,11 @@ function finish(config: StsConfig, file: string, baseDir: string): StsConfig {
   return {
     ...config,
     tls: resolveTlsFiles(config.tls, baseDir),
+    ...(config.identity ? { identity: resolveIdentityConfig(config.identity, baseDir)! } : {}),
     identities: abs(config.identities),
     audit: resolveAuditSinkConfig(config.audit, baseDir),
+    ...(config.state?.type === 'file' ? { state: { ...config.state, dir: abs(config.state.dir) } } : {}),
+    ...(config.ca ? { ca: { ...config.ca, dir: abs(config.ca.dir) } } : {}),
     revocation: {
       ...config.revocation,
       ...(config.revocation.crl ? { crl: abs(config.revocation.crl) } : {}),

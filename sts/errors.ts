@@ -26,7 +26,14 @@ export type StsErrorCode =
   | 'ERR_STS_KEYSTORE_UNAVAILABLE'
   | 'ERR_STS_ADMIN_CALL_FAILED'
   | 'ERR_STS_INTERNAL'
-  | 'ERR_STS_CRL_INVALID';
+  | 'ERR_STS_CRL_INVALID'
+  | 'ERR_STS_STATE_UNAVAILABLE'
+  | 'ERR_STS_STATE_CORRUPT'
+  | 'ERR_STS_STATE_CONFLICT'
+  | 'ERR_STS_JOIN_TOKEN_INVALID'
+  | 'ERR_STS_CSR_INVALID'
+  | 'ERR_STS_CSR_IDENTITY'
+  | 'ERR_STS_CA_NOT_CONFIGURED';
 
 /** Every failure of sts/. `reason` carries the underlying code (e.g. a ca/ peer code) when there is one. */
 export class StsError extends PortcullisError<StsErrorCode> {
@@ -83,4 +90,11 @@ export const HTTP_ERRORS: Readonly<Record<StsErrorCode, { status: number; error:
   ERR_STS_ADMIN_CALL_FAILED: { status: 502, error: 'server_error' },
   ERR_STS_INTERNAL: { status: 500, error: 'server_error' },
   ERR_STS_CRL_INVALID: { status: 500, error: 'server_error' },
+  ERR_STS_STATE_UNAVAILABLE: { status: 503, error: 'temporarily_unavailable' },
+  ERR_STS_STATE_CORRUPT: { status: 500, error: 'server_error' },
+  ERR_STS_STATE_CONFLICT: { status: 409, error: 'invalid_request' },
+  ERR_STS_JOIN_TOKEN_INVALID: { status: 401, error: 'invalid_client' },
+  ERR_STS_CSR_INVALID: { status: 400, error: 'invalid_request' },
+  ERR_STS_CSR_IDENTITY: { status: 403, error: 'unauthorized_client' },
+  ERR_STS_CA_NOT_CONFIGURED: { status: 404, error: 'invalid_request' },
 };

@@ -38,3 +38,18 @@ export { issueAccessToken } from './token/issue.ts';
 export type { IssueInput, IssuedToken } from './token/issue.ts';
 export { createStsAdminClient } from './client/admin.ts';
 export type { StsAdminClient, StsAdminClientOptions } from './client/admin.ts';
+export type {
+  JoinTokenRecord,
+  RedeemResult,
+  RevocationEntry,
+  StoredJoinToken,
+  StsStateStore,
+} from './state/store.ts';
+export { MemoryStateStore } from './state/memory.ts';
+export { FileStateStore } from './state/file.ts';
+export { PostgresStateStore } from './state/postgres.ts';
+export type { PostgresStateStoreOptions } from './state/postgres.ts';
+export { openStateStore } from './state/create.ts';
+export { followRevocations } from './state/follow.ts';
+export { JOIN_TOKEN, joinTokenId } from './http/routes/est.ts';
+export type { EstCa } from './http/routes/est.ts';

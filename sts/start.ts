@@ -31,6 +31,12 @@ import { createRateLimiter } from './rate-limit.ts';
 import { createDenyList } from './revocations/deny-list.ts';
 import { startCrlSource } from './revocations/crl-source.ts';
 import type { DenyList } from './revocations/deny-list.ts';
+import { openStateStore } from './state/create.ts';
+import { followRevocations } from './state/follow.ts';
+import type { StsStateStore } from './state/store.ts';
+import { openOnlineCa } from './online-ca.ts';
+import type { OnlineCa } from './online-ca.ts';
+import { startIdentity } from '../ca/index.ts';
 
 /** What {@link startSts} lets a caller replace; everything else comes from the config. */
 export interface StartStsOverrides {
@@ -51,6 +57,8 @@ export interface StartStsOverrides {
   readonly keyringRefreshMs?: number;
   /** Tracer of the `sts.token` spans; the process's telemetry (`startTelemetry`) by default, none when it is off. */
   readonly tracer?: Tracer;
+  /** State store (revocations, join tokens) instead of the config's `state`; the caller closes it. */
+  readonly state?: StsStateStore;
 }
 
 /** A running STS. */
@@ -60,6 +68,8 @@ export interface RunningSts {
   readonly port: number;
   readonly app: FastifyInstance;
   readonly audit: AuditSink;
+  /** Durable revocations and join tokens. */
+  readonly state: StsStateStore;
   readonly keyring: Keyring;
   readonly denyList: DenyList;
   /**
@@ -77,6 +87,21 @@ export interface RunningSts {
 export async function startSts(config: StsConfig, overrides: StartStsOverrides = {}): Promise<RunningSts> {
   const logger = overrides.logger ?? createLogger({ name: 'sts' });
   const clock = overrides.clock ?? { now: () => Date.now() };
+  // With identity: the certificate is enrolled and renewed over EST (ca/start-identity.ts); an STS
+  // that is itself the CA renews through its own listener once it is up.
+  const self: { url?: string } = {};
+  const identity = await startIdentity({
+    identity: config.identity,
+    tls: config.tls,
+    logger,
+    defaultEst: () => {
+      if (!self.url)
+        throw new Error(
+          'the STS is not listening yet: enrol it with identity.est naming another STS, or start it from files',
+        );
+      return self.url;
+    },
+  });
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
   const tlsFiles = watchTlsFiles(config.tls, logger);
   const { cert, key, ca: trustBundle } = tlsFiles.current();
@@ -115,7 +140,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   // What start-up has opened so far, released in reverse order when a later step fails (a
   // collector sink's loop and connections would otherwise run on in the calling process).
   const ownSink = () => (overrides.audit ? audit.flush() : audit.close());
-  const opened: (() => unknown)[] = [() => tlsFiles.close(), ownSink];
+  const opened: (() => unknown)[] = [() => identity?.stop(), () => tlsFiles.close(), ownSink];
   const failed = async (err: unknown): Promise<never> => {
     for (const release of opened.reverse()) await release();
     throw err;
@@ -145,6 +170,39 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       }).catch(failed)
     : undefined;
   if (crlSource) opened.push(() => crlSource.stop());
+  // Durable revocations and join tokens; the deny-list is their in-memory copy (state/follow.ts).
+  let state: StsStateStore;
+  try {
+    state = overrides.state ?? (await openStateStore(config, overrides.env, logger));
+  } catch (err) {
+    return failed(err);
+  }
+  if (!overrides.state) opened.push(() => state.close());
+  const follower = followRevocations({
+    store: state,
+    denyList,
+    intervalMs: config.statePollInterval,
+    clock,
+    logger,
+  });
+  opened.push(() => follower.stop());
+  let estCa: OnlineCa | undefined;
+  try {
+    await follower.sync();
+    if (config.ca) {
+      const onlineCa = await openOnlineCa({
+        dir: config.ca.dir,
+        svidTtlCapMs: config.ca.svidTtlCap,
+        trustBundlePem: () => tlsFiles.current().ca,
+        intervalMs: config.statePollInterval,
+        logger,
+      });
+      opened.push(() => onlineCa.stop());
+      estCa = onlineCa;
+    }
+  } catch (err) {
+    return failed(err);
+  }
   let keyring: Keyring;
   try {
     keyring = await Keyring.open({
@@ -189,6 +247,8 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     metrics,
     denyList,
     rateLimiter,
+    state,
+    ...(estCa ? { estCa } : {}),
     ...(selfId ? { selfId } : {}),
     ...(tracer ? { tracer } : {}),
     tls: {
@@ -228,6 +288,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     return failed(err);
   }
   keyring.start();
+  identity?.attach(() => tlsFiles.reload(), metrics.registry);
   tlsFiles.onChange((m) =>
     (app.server as unknown as HttpsServer).setSecureContext({
       cert: m.cert,
@@ -239,11 +300,13 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.listen.port;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  self.url = `https://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
   return {
     url: `https://${host}:${port}`,
     port,
     app,
     audit,
+    state,
     keyring,
     denyList,
     async close() {
@@ -251,6 +314,10 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       await Promise.all([app.close(), connections.drain()]);
       await keyring.stop();
       crlSource?.stop();
+      follower.stop();
+      estCa?.stop();
+      identity?.stop();
+      if (!overrides.state) await state.close();
       await signingPool.close();
       tlsFiles.close();
       // A sink the caller passed in is the caller's to close; the one built here is closed here.

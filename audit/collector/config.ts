@@ -7,6 +7,8 @@ import {
   parseConfigText,
   strictObject,
   tlsFilesSchema,
+  identityConfigSchema,
+  resolveIdentityConfig,
   resolveConfigPath,
   resolveTlsFiles,
   pathSchema,
@@ -23,6 +25,8 @@ export const auditConfigSchema = strictObject({
     port: port.default(8444),
   }).default({ host: '127.0.0.1', port: 8444 }),
   tls: tlsFilesSchema,
+  /** Enrol and renew `tls.cert`/`tls.key` over EST (docs/audit.md); `identity.est` is required. */
+  identity: identityConfigSchema.optional(),
   /** Identity registry: a directory of `*.yaml` files or one file. */
   identities: path,
   /** Names the log in checkpoints and signs as; e.g. `example.org/portcullis/audit`. */
@@ -130,6 +134,7 @@ function finish(config: AuditConfig, baseDir: string): AuditConfig {
   return {
     ...config,
     tls: resolveTlsFiles(config.tls, baseDir),
+    ...(config.identity ? { identity: resolveIdentityConfig(config.identity, baseDir)! } : {}),
     identities: abs(config.identities),
     dataDir: abs(config.dataDir),
     store: config.store.startsWith('file:') ? `file:${abs(config.store.slice(5))}` : config.store,

@@ -11,7 +11,13 @@ import {
   registerConnectionMetrics,
 } from '../../core/index.ts';
 import type { Logger, Registry } from '../../core/index.ts';
-import { createPeerVerifier, followTrustBundle, watchTlsFiles, writeFileAtomic } from '../../ca/index.ts';
+import {
+  createPeerVerifier,
+  followTrustBundle,
+  startIdentity,
+  watchTlsFiles,
+  writeFileAtomic,
+} from '../../ca/index.ts';
 import type { AuditStore } from '../store/store.ts';
 import { openStore } from '../store/open.ts';
 import { ConfigFileError } from './config-error.ts';
@@ -61,6 +67,8 @@ export async function startCollector(
   const logger = overrides.logger ?? createLogger({ name: 'audit' });
   const clock = overrides.clock ?? (() => new Date());
   const registry = overrides.registry ?? loadRegistry(config.identities);
+  // With identity: the certificate is enrolled and renewed over EST (ca/start-identity.ts).
+  const identity = await startIdentity({ identity: config.identity, tls: config.tls, logger });
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
   const tlsFiles = watchTlsFiles(config.tls, logger);
   const { cert: certPem, key: keyPem, ca: trustPem } = tlsFiles.current();
@@ -203,6 +211,7 @@ export async function startCollector(
     await store.close().catch(() => {});
     throw err;
   }
+  identity?.attach(() => tlsFiles.reload(), metrics.registry);
   tlsFiles.onChange((m) =>
     (app.server as unknown as HttpsServer).setSecureContext({
       cert: m.cert,
@@ -224,6 +233,7 @@ export async function startCollector(
     close() {
       closed ??= (async () => {
         clearInterval(timer);
+        identity?.stop();
         tlsFiles.close();
         // Stops accepting; idle, half-open and handshaking connections go now, the rest after drainTimeout.
         await Promise.all([app.close(), connections.drain()]);

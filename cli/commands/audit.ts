@@ -1,5 +1,6 @@
-import { existsSync, writeFileSync } from 'node:fs';
-import { createLogger, readConfiguredFile, startTelemetry } from '../../core/index.ts';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { sendEvents } from '../lib/send-events.ts';
+import { createLogger, parseAuditEvent, readConfiguredFile, startTelemetry } from '../../core/index.ts';
 import {
   createCollectorApi,
   fetchCheckpoint,
@@ -383,4 +384,55 @@ ${REMOTE_FLAGS}`,
 };
 
 /** `portcullis audit serve|verify|query|checkpoint|prove`. */
-export const commands: readonly CliCommand[] = [serve, verify, query, checkpoint, prove];
+const importEvents: CliCommand = {
+  name: 'audit import',
+  summary: 'send audit events kept in a JSON-lines file (e.g. certs issue --audit-file) to the collector',
+  usage: `usage: portcullis audit import --file FILE (collector flags)
+
+Reads one audit event per line (as 'certs issue' appends them to OUT/issued.jsonl), checks every
+line against the event schema before sending any (a bad line is named by its number), posts them
+to the collector over mTLS and, once all are delivered, renames FILE to FILE.imported so that a
+second run does not record them twice. The collector stamps source with your SPIFFE ID.
+
+  --file FILE            the events (required)
+${REMOTE_FLAGS}`,
+  async run(argv) {
+    const flags = parseFlags(argv, { file: { type: 'string' }, ...remoteOptions }, 'audit import');
+    const file = required(flags.file, 'file', 'audit import');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new UsageError(`audit import: ${file}: ${(err as Error).message}`);
+    }
+    const events = text
+      .split('\n')
+      .map((line, i) => [line, i + 1] as const)
+      .filter(([line]) => line.trim() !== '')
+      .map(([line, n]) => {
+        try {
+          return parseAuditEvent(JSON.parse(line));
+        } catch (err) {
+          throw new UsageError(
+            `audit import: ${file}:${n}: not an audit event (${(err as Error).message.split('\n')[0]})`,
+          );
+        }
+      });
+    if (events.length === 0) {
+      console.log(`${file}: no events to import`);
+      return 0;
+    }
+    const sent = await sendEvents(events, {
+      url: required(flags.url, 'url', 'audit import'),
+      cert: required(flags.cert, 'cert', 'audit import'),
+      key: required(flags.key, 'key', 'audit import'),
+      trustBundle: required(flags.trust, 'trust', 'audit import'),
+      collectorId: required(flags['collector-id'], 'collector-id', 'audit import'),
+    });
+    renameSync(file, `${file}.imported`);
+    console.log(`${sent} events imported from ${file} (renamed ${file}.imported)`);
+    return 0;
+  },
+};
+
+export const commands: readonly CliCommand[] = [serve, verify, query, checkpoint, prove, importEvents];

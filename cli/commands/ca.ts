@@ -1,4 +1,4 @@
-import { KEY_ALGORITHMS, initCaDirectory } from '../../ca/index.ts';
+import { KEY_ALGORITHMS, createNextIntermediate, initCaDirectory } from '../../ca/index.ts';
 import type { KeyAlgorithm } from '../../ca/index.ts';
 import { parseDuration } from '../../core/index.ts';
 import type { CliCommand } from '../lib/command.ts';
@@ -72,6 +72,40 @@ export const commands: readonly CliCommand[] = [
       console.log(`  root         ${ca.root.subject}, valid until ${ca.root.notAfter.toISOString()}`);
       console.log(
         `  intermediate ${ca.intermediate.cert.subject}, valid until ${ca.intermediate.cert.notAfter.toISOString()}`,
+      );
+      return 0;
+    },
+  },
+  {
+    name: 'ca rotate-intermediate',
+    summary: 'create the next intermediate, signed by the same root, in a new CA directory',
+    usage: `usage: portcullis ca rotate-intermediate --ca DIR --out NEWDIR [--intermediate-validity DURATION]
+
+Signs a new intermediate with the root in DIR (root.pem and root-key.pem) and writes NEWDIR with
+root.pem, intermediate.pem and intermediate-key.pem (0600); the root key is not copied. Then follow
+docs/operations.md § Intermediate rotation: copy NEWDIR's intermediate pair into the STS's ca.dir
+(key first, then certificate: the STS switches once the pair matches) and let parts renew.
+
+flags:
+  --ca DIR                          current CA directory, with the root key (required)
+  --out NEWDIR                      new CA directory (required; must not hold a CA)
+  --intermediate-validity DURATION  default 8760h (1 year)`,
+    async run(argv) {
+      const cmd = 'ca rotate-intermediate';
+      const flags = parseFlags(
+        argv,
+        { ca: { type: 'string' }, out: { type: 'string' }, 'intermediate-validity': { type: 'string' } },
+        cmd,
+      );
+      const ca = await createNextIntermediate({
+        rootDir: required(flags.ca, 'ca', cmd),
+        outDir: required(flags.out, 'out', cmd),
+        ...(flags['intermediate-validity']
+          ? { validityMs: durationFlag(flags['intermediate-validity'], 'intermediate-validity', cmd)! }
+          : {}),
+      });
+      console.log(
+        `created intermediate ${ca.intermediate.cert.subject} in ${ca.dir}, valid until ${ca.intermediate.cert.notAfter.toISOString()}`,
       );
       return 0;
     },

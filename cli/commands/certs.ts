@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   CA_FILES,
   KEY_ALGORITHMS,
   assertRegistryMatchesCa,
+  certIssuedEvent,
   REVOCATION_REASONS,
   initCaDirectory,
   issueWorkloadCertificates,
@@ -17,6 +18,22 @@ import { formatDuration, loadRegistry } from '../../core/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
 import { durationFlag, keyAlgorithmFlag } from './ca.ts';
+import { withAdminClient } from '../lib/admin-client.ts';
+import { sendEvents } from '../lib/send-events.ts';
+
+/** `certs revoke --sts`: through the admin API. */
+function revokeOnline(argv: readonly string[]): Promise<number> {
+  return withAdminClient(argv, 'certs revoke', { serial: { type: 'string' } }, async (client, flags) => {
+    const serial = required(flags.serial as string | undefined, 'serial', 'certs revoke');
+    const res = (await client.revoke({ serial })) as { revoked: { serial: string; expiresAt: string } };
+    console.log(
+      flags.json
+        ? JSON.stringify(res)
+        : `revoked serial ${res.revoked.serial} until ${res.revoked.expiresAt}`,
+    );
+    return 0;
+  });
+}
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'issue, renew and revoke workload certificates';
@@ -41,17 +58,32 @@ flags:
   --renew-within DURATION    renew leaves expiring within this (default ${formatDuration(DEFAULT_RENEW_WITHIN_MS)})
   --key-algorithm ALG        ${KEY_ALGORITHMS.join(' | ')} (default ecdsa-p256)
   --p12                      also export PKCS#12 bundles
-  --passphrase-file FILE     PKCS#12 passphrase (first line); created with a random passphrase (0600) if missing`;
+  --passphrase-file FILE     PKCS#12 passphrase (first line); created with a random passphrase (0600) if missing
+
+Every certificate issued or renewed is a cert.issued audit event, appended to --audit-file
+(default OUT/issued.jsonl; 'portcullis audit import' sends it to a collector later) and, with
+--collector, sent to the collector at once:
+  --audit-file FILE          where the events are appended (JSON lines)
+  --collector URL            audit collector, e.g. https://127.0.0.1:8444
+  --collector-id ID          SPIFFE ID the collector must present
+  --audit-cert, --audit-key  certificate and key to present to the collector (a registered workload)`;
 
 const REVOKE_USAGE = `usage: portcullis certs revoke --serial SERIAL [--ca DIR] [--out DIR] [--reason REASON]
+       portcullis certs revoke --serial SERIAL --sts URL [--cert FILE] [--key FILE] [--cacert FILE]
 
-Adds SERIAL to the CRL signed by the intermediate (OUT/crl.pem). The STS serves it as a deny-list.
+Offline: adds SERIAL to the CRL signed by the intermediate (OUT/crl.pem), which the STS reads
+into its deny-list. Online (--sts): asks the STS admin API, which stores the revocation durably,
+refuses the certificate at once and serves it to sidecars (and other replicas) within their
+poll interval.
 
 flags:
   --serial SERIAL   certificate serial in hex (colons and upper case accepted) (required)
   --ca DIR          CA directory (default certs/ca)
   --out DIR         directory holding crl.pem (default certs)
-  --reason REASON   ${REVOCATION_REASONS.join(' | ')}`;
+  --reason REASON   ${REVOCATION_REASONS.join(' | ')}
+  --sts URL         revoke online through this STS instead of the CRL
+  --cert, --key     admin certificate and key (default certs/admin-console{,-key}.pem)
+  --cacert FILE     trust bundle for the STS (default certs/root.pem)`;
 
 /** `portcullis certs issue` and `portcullis certs revoke`. */
 export const commands: readonly CliCommand[] = [
@@ -73,9 +105,17 @@ export const commands: readonly CliCommand[] = [
           'key-algorithm': { type: 'string' },
           p12: { type: 'boolean' },
           'passphrase-file': { type: 'string' },
+          'audit-file': { type: 'string' },
+          collector: { type: 'string' },
+          'collector-id': { type: 'string' },
+          'audit-cert': { type: 'string' },
+          'audit-key': { type: 'string' },
         },
         cmd,
       );
+      if (flags.collector !== undefined) {
+        for (const f of ['collector-id', 'audit-cert', 'audit-key'] as const) required(flags[f], f, cmd);
+      }
       const identities = required(flags.identities, 'identities', cmd);
       const caDir = required(flags.ca, 'ca', cmd);
       const outDir = required(flags.out, 'out', cmd);
@@ -131,6 +171,35 @@ export const commands: readonly CliCommand[] = [
         ...(passphrase !== undefined ? { p12Passphrase: passphrase } : {}),
         deps: { now: () => new Date(), progress: (line) => console.log(line) },
       });
+      // Each new certificate is a cert.issued event: in the local file first (nothing is lost if the
+      // collector is away), then at the collector when one is named.
+      const events = result.outcomes
+        .filter((x) => x.action !== 'unchanged')
+        .map((x) =>
+          certIssuedEvent({
+            certPem: readFileSync(join(outDir, `${x.name}.pem`), 'utf8'),
+            workload: x.name,
+            auth: 'offline',
+            action: 'certs issue',
+            reason: x.action,
+            time: new Date(),
+          }),
+        );
+      const auditFile = flags['audit-file'] ?? join(outDir, 'issued.jsonl');
+      if (events.length) {
+        appendFileSync(auditFile, events.map((e) => JSON.stringify(e) + '\n').join(''), { mode: 0o600 });
+        console.log(`${events.length} cert.issued audit events appended to ${auditFile}`);
+        if (flags.collector !== undefined) {
+          const sent = await sendEvents(events, {
+            url: flags.collector,
+            cert: flags['audit-cert']!,
+            key: flags['audit-key']!,
+            trustBundle: join(outDir, 'root.pem'),
+            collectorId: flags['collector-id']!,
+          });
+          console.log(`${sent} cert.issued audit events sent to ${flags.collector}`);
+        }
+      }
       const count = (a: string) => result.outcomes.filter((o) => o.action === a).length;
       const issued = count('issued');
       const renewed = count('renewed');
@@ -153,6 +222,7 @@ export const commands: readonly CliCommand[] = [
     usage: REVOKE_USAGE,
     async run(argv) {
       const cmd = 'certs revoke';
+      if (argv.some((a) => a === '--sts' || a.startsWith('--sts='))) return revokeOnline(argv);
       const flags = parseFlags(
         argv,
         {

@@ -16,7 +16,7 @@ import { LOG_LEVELS, activeTracer, createLogger, loadRegistry, startTelemetry } 
 import type { Logger } from '../../core/index.ts';
 import { loadSidecarConfig, sidecarServiceName, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
-import { loadStsConfig, startSts } from '../../sts/index.ts';
+import { createStsAdminClient, loadStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
 import { startDemoApp } from '../../demo/app.ts';
 import type { DemoApp } from '../../demo/app.ts';
@@ -25,6 +25,8 @@ import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { CONTEXT_FILE } from '../lib/context.ts';
 import { DEFAULT_RENEW_WITHIN_MS, DEFAULT_VALIDITY_MS } from './certs.ts';
 import { UsageError, parseFlags } from '../lib/command.ts';
+// Durations of --svid-ttl.
+import { formatDuration, parseDuration } from '../../core/index.ts';
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'run the local demo mesh on loopback';
@@ -42,19 +44,22 @@ const UP_PORTS = {
   ordersMetrics: 15090,
 } as const;
 
-const USAGE = `usage: portcullis up [--data-dir DIR] [--identities DIR] [--policies DIR] [--port-offset N] [--log-level LEVEL]
+const USAGE = `usage: portcullis up [--data-dir DIR] [--identities DIR] [--policies DIR] [--port-offset N] [--svid-ttl DURATION] [--log-level LEVEL]
 
 Starts the local mesh on loopback: creates the CA and certificates in the data directory if
 missing (never overwriting; expiring leaves are renewed), starts the audit collector (file
-store), the STS (file keystore under a generated master key stored 0600), and the demo apps
-web and orders, each behind a sidecar. Ctrl-C drains requests, flushes audit events and exits 0.
-A second run reuses the data directory.
+store), the STS (file keystore under a generated master key stored 0600; the online CA), and the
+demo apps web and orders, each behind a sidecar. The two sidecars enrol over EST with a one-time
+join token and renew their certificates themselves; the STS and the collector renew theirs too.
+Ctrl-C drains requests, flushes audit events and exits 0. A second run reuses the data directory.
 
 flags:
   --data-dir DIR     where certificates, keys, configs and the audit log live (default .portcullis)
   --identities DIR   workload registry (default identities)
   --policies DIR     sidecar policies, one <service>.yaml each (default policies)
   --port-offset N    add N to every port (default 0: STS 8443, collector 8444, web outbound 15001, …)
+  --svid-ttl DURATION  lifetime of the certificates the STS issues online (default 1h; e.g. 2m to
+                     watch renewals happen at half of it: portcullis audit query --type cert.issued)
   --log-level LEVEL  log level of the parts, on stderr (default warn)`;
 
 /** `portcullis up`. */
@@ -72,9 +77,20 @@ export const commands: readonly CliCommand[] = [
           policies: { type: 'string' },
           'port-offset': { type: 'string' },
           'log-level': { type: 'string' },
+          'svid-ttl': { type: 'string' },
         },
         'up',
       );
+      let svidTtlMs = 3_600_000;
+      if (flags['svid-ttl'] !== undefined) {
+        try {
+          svidTtlMs = parseDuration(flags['svid-ttl']);
+        } catch {
+          throw new UsageError(`up: --svid-ttl must be a duration like 2m or 1h, got "${flags['svid-ttl']}"`);
+        }
+        if (svidTtlMs < 60_000 || svidTtlMs > 86_400_000)
+          throw new UsageError('up: --svid-ttl must be from 1m to 24h');
+      }
       const offset = Number(flags['port-offset'] ?? 0);
       if (!Number.isInteger(offset) || offset < 0 || offset > 40_000)
         throw new UsageError('up: --port-offset must be an integer from 0 to 40000');
@@ -90,6 +106,7 @@ export const commands: readonly CliCommand[] = [
         policies: resolve(flags.policies ?? 'policies'),
         logLevel: level as pino.LevelWithSilent,
         portOffset: offset,
+        svidTtlMs,
         print: (line) => console.log(line),
       });
       console.log(mesh.banner);
@@ -122,6 +139,8 @@ interface MeshOptions {
   readonly policies: string;
   readonly logLevel: pino.LevelWithSilent;
   readonly portOffset: number;
+  /** Cap on the lifetime of certificates issued online (the STS's `ca.svidTtlCap`). */
+  readonly svidTtlMs: number;
   readonly print: (line: string) => void;
 }
 
@@ -151,7 +170,7 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
 
   // 1. Identity: CA once, then idempotent issuance (never overwrites what is still good).
   const registry = loadRegistry(o.identities);
-  for (const name of ['sts', 'audit', 'web', 'orders', 'security-console']) {
+  for (const name of ['sts', 'audit', 'web', 'orders', 'security-console', 'admin-console']) {
     if (!registry.byName(name))
       throw new Error(`${o.identities}: the demo mesh needs a workload named "${name}"`);
   }
@@ -199,12 +218,24 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
   const loopback = (port: number) => ({ host: '127.0.0.1', port });
   const issuer = `https://127.0.0.1:${P.sts}`;
   const sts = { url: issuer, spiffeId: id('sts'), issuer };
+  // Parts renew their own certificates over EST at half their life; the STS renews through itself.
+  const renew = { renewAt: '50%', retryMin: '1s', retryMax: '30s' };
+  // The demo workloads keep only what they enrolled: their own directory, a key made there.
+  const enrolled = (name: string) => ({
+    cert: join(o.dataDir, 'identity', name, 'cert.pem'),
+    key: join(o.dataDir, 'identity', name, 'key.pem'),
+    trustBundle: join(dirs.certs, CA_FILES.rootCert),
+  });
+  const joinTokenFile = (name: string) => join(o.dataDir, 'identity', name, 'join-token');
+  for (const name of ['web', 'orders'])
+    mkdirSync(join(o.dataDir, 'identity', name), { recursive: true, mode: 0o700 });
   const files = {
     audit: write(dirs.config, 'audit.yaml', {
       listen: loopback(P.audit),
       origin: `${td}/portcullis/audit`,
       identities: o.identities,
       tls: tls('audit'),
+      identity: { est: issuer, bootstrap: 'files', ...renew },
       dataDir: join(o.dataDir, 'audit'),
       store: `file:${join(o.dataDir, 'audit', 'log')}`,
       checkpoint: { everyRecords: 100, interval: '5s' },
@@ -212,8 +243,10 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
     sts: write(dirs.config, 'sts.yaml', {
       listen: loopback(P.sts),
       tls: tls('sts'),
+      identity: { bootstrap: 'files', ...renew },
       identities: o.identities,
       issuer,
+      ca: { dir: caDir, svidTtlCap: formatDuration(o.svidTtlMs) },
       keystore: { type: 'file', dir: join(o.dataDir, 'sts-keys') },
       audit: audit('sts', 'open'),
       revocation: { crl: join(dirs.certs, 'crl.pem') },
@@ -221,7 +254,8 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
     orders: write(dirs.config, 'sidecar-orders.yaml', {
       service: id('orders'),
       trustDomain: td,
-      tls: tls('orders'),
+      tls: enrolled('orders'),
+      identity: { bootstrap: { joinTokenFile: joinTokenFile('orders') }, ...renew },
       sts,
       inbound: {
         listen: loopback(P.ordersInbound),
@@ -234,7 +268,8 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
     web: write(dirs.config, 'sidecar-web.yaml', {
       service: id('web'),
       trustDomain: td,
-      tls: tls('web'),
+      tls: enrolled('web'),
+      identity: { bootstrap: { joinTokenFile: joinTokenFile('web') }, ...renew },
       sts,
       inbound: {
         listen: loopback(P.webInbound),
@@ -305,6 +340,12 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
       masterKey,
       logger: log('sts'),
       tracer: activeTracer('portcullis-sts', MESH_SERVICES.sts),
+    });
+    // One-time join tokens for the demo workloads, through the admin API as an operator would
+    // (portcullis join-token create); a sidecar that still holds a valid certificate ignores its token.
+    await createJoinTokens(sts.url, dirs.certs, joinTokenFile).catch(async (err: unknown) => {
+      await sts.close();
+      throw err;
     });
     stops.push(() => sts.close());
     const ordersApp: DemoApp = await startDemoApp({
@@ -378,4 +419,26 @@ function write(dir: string, name: string, config: object): string {
 
 function rel(path: string): string {
   return relative(process.cwd(), path) || '.';
+}
+
+/** One-time join tokens for the demo workloads, created through the admin API with the admin certificate. */
+async function createJoinTokens(
+  stsUrl: string,
+  certsDir: string,
+  tokenFile: (name: string) => string,
+): Promise<void> {
+  const admin = createStsAdminClient({
+    url: stsUrl,
+    cert: readFileSync(join(certsDir, 'admin-console.pem'), 'utf8'),
+    key: readFileSync(join(certsDir, 'admin-console-key.pem'), 'utf8'),
+    ca: readFileSync(join(certsDir, CA_FILES.rootCert), 'utf8'),
+  });
+  try {
+    for (const name of ['web', 'orders']) {
+      const { token } = await admin.createJoinToken({ workload: name, ttl: '15m' });
+      writeFileAtomic(tokenFile(name), `${token}\n`, 0o600);
+    }
+  } finally {
+    await admin.close();
+  }
 }

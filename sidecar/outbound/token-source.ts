@@ -9,7 +9,11 @@ export interface TokenSource {
    * be had. `traceparent` rides along on a fetch this call starts (not on cache hits).
    */
   get(audience: string, traceparent?: string): Promise<string>;
-  /** Drops every cached token (the certificate they are bound to changed). */
+  /**
+   * Drops every cached token (the certificate they are bound to changed) and starts fetching new
+   * ones for the same audiences at once: right after a renewal the STS has just answered, while a
+   * fetch left for the next call would fail if it went down in between.
+   */
   invalidate(): void;
   stats(): { fetches: number; failures: number; cached: number };
 }
@@ -114,9 +118,11 @@ export function createTokenSource(deps: TokenSourceDeps): TokenSource {
       }
     },
     invalidate() {
+      const audiences = [...cache.keys()];
       generation++;
       cache.clear();
       failedAt.clear();
+      for (const audience of audiences) fetch(audience).catch(() => {});
     },
     stats: () => ({ fetches, failures, cached: cache.size }),
   };

@@ -20,6 +20,13 @@ export interface StsAdminClient {
   listKeys(): Promise<{ keys: KeySummary[] }>;
   rotate(): Promise<{ rotated: boolean; currentKid: string; activatesAt?: string; keys: KeySummary[] }>;
   revoke(entry: { jti?: string; serial?: string; expiresAt?: string }): Promise<unknown>;
+  /** Creates a single-use join token for one registry entry (`ttl` like `15m`). */
+  createJoinToken(request: { workload: string; ttl?: string }): Promise<{
+    token: string;
+    workload: string;
+    spiffeId: string;
+    expiresAt: string;
+  }>;
   close(): Promise<void>;
 }
 
@@ -92,6 +99,8 @@ export function createStsAdminClient(options: StsAdminClientOptions): StsAdminCl
     listKeys: () => call('GET', '/v1/admin/keys') as Promise<{ keys: KeySummary[] }>,
     rotate: () => call('POST', '/v1/admin/keys/rotate', {}) as ReturnType<StsAdminClient['rotate']>,
     revoke: (entry) => call('POST', '/v1/admin/revoke', entry),
+    createJoinToken: (req) =>
+      call('POST', '/v1/admin/join-tokens', req) as ReturnType<StsAdminClient['createJoinToken']>,
     close: () => agent.close(),
   };
 }

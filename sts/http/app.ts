@@ -41,6 +41,12 @@ import type { SigningPool } from '../token/sign-pool.ts';
 import { parseTokenRequest } from '../token/parse-request.ts';
 import { verifySubjectToken } from '../token/verify-subject.ts';
 import type { StsPeer, StsPeerVerifier } from './peer.ts';
+import { MemoryStateStore } from '../state/memory.ts';
+import type { StsStateStore } from '../state/store.ts';
+import { createRateLimiter } from '../rate-limit.ts';
+import { estRoutes } from './routes/est.ts';
+import type { EstCa } from './routes/est.ts';
+import { joinTokenRoutes } from './routes/join-tokens.ts';
 
 /** Everything {@link buildStsApp} needs; only the composition root (`startSts`) fills defaults. */
 export interface StsDeps {
@@ -54,6 +60,10 @@ export interface StsDeps {
   readonly metrics: StsMetrics;
   readonly denyList: DenyList;
   readonly rateLimiter: RateLimiter;
+  /** Durable revocations and join tokens; in memory when absent. */
+  readonly state?: StsStateStore;
+  /** The online CA of the EST routes; without it they answer 404. */
+  readonly estCa?: EstCa;
   /** Token ids; `crypto.randomUUID` by default. */
   readonly randomId?: () => string;
   /** HTTPS options (key, cert, requestCert…); without them the app is plain HTTP, for `inject()` tests. */
@@ -69,7 +79,7 @@ export interface StsDeps {
 }
 
 /** Which kind of route a request hit: decides authentication and the audit event type. */
-type RouteKind = 'public' | 'token' | 'admin' | 'workload';
+type RouteKind = 'public' | 'token' | 'admin' | 'workload' | 'enrol';
 
 interface Caller {
   readonly peer: StsPeer;
@@ -83,6 +93,8 @@ interface Caller {
 interface RequestState {
   readonly startedAt: number;
   caller?: Caller;
+  /** Who a request without a verified peer claimed to be (a join token's workload), for its audit event. */
+  claimed?: string;
   span?: Span;
   /** The refusal's reason code, for the access line. */
   reason?: string;
@@ -113,6 +125,13 @@ const DEFAULT_SERIAL_ENTRY_MS = 7 * 86_400_000;
 export function buildStsApp(deps: StsDeps): FastifyInstance {
   const { config, registry, keyring, peerVerifier, audit, clock, metrics, denyList, rateLimiter } = deps;
   const randomId = deps.randomId ?? randomUUID;
+  const state = deps.state ?? new MemoryStateStore();
+  const enrolLimiter = createRateLimiter({
+    perSecond: config.ca?.perSecond ?? 1,
+    burst: config.ca?.burst ?? 10,
+    maxTracked: config.rateLimit.maxTracked,
+    clock,
+  });
   const { tracer } = deps;
   const issuer = config.issuer.replace(/\/+$/, '');
   const skewSeconds = Math.ceil(config.keys.clockSkew / 1000);
@@ -232,7 +251,8 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     const kind = kindOf(req);
     if (kind === 'token' && tracer)
       state.span = startSpan(tracer, 'sts.token', parseTraceparent(req.headers.traceparent), SpanKind.SERVER);
-    if (kind === 'public') return done();
+    // EST bootstrap authenticates with a join token, checked by its route (routes/est.ts).
+    if (kind === 'public' || kind === 'enrol') return done();
     let peer: StsPeer;
     try {
       peer = peerVerifier.verifySocket(req.raw.socket as TLSSocket);
@@ -293,7 +313,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       .setStatus({ code: SpanStatusCode.ERROR, message: reason });
     emit({
       type: kind === 'token' ? 'token.denied' : kind === 'admin' ? adminEventType(req) : 'authz.decision',
-      ...(caller ? { subject: caller.peer.spiffeId.uri } : {}),
+      ...subjectOf(req),
       action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`.slice(0, 4096),
       decision: 'deny',
       reason,
@@ -313,6 +333,11 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     reply.send(new StsError('ERR_STS_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
   });
 
+  /** The verified caller, or who a request without one claimed to be (a join token's workload). */
+  const subjectOf = (req: FastifyRequest): { subject?: string } => {
+    const subject = stateOf(req)?.caller?.peer.spiffeId.uri ?? stateOf(req)?.claimed;
+    return subject ? { subject } : {};
+  };
   const latency = (req: FastifyRequest) => {
     const t = stateOf(req)?.startedAt;
     return t === undefined ? 0 : Math.round((performance.now() - t) * 1000) / 1000;
@@ -456,7 +481,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     return reply.header('cache-control', 'no-store').send({ ...result, keys: keyring.list() });
   });
 
-  app.post('/v1/admin/revoke', { config: { kind: 'admin' } }, (req, reply) => {
+  app.post('/v1/admin/revoke', { config: { kind: 'admin' } }, async (req, reply) => {
     if (req.body === null || typeof req.body !== 'object')
       throw new StsError('ERR_STS_REQUEST_INVALID', 'the body must be a JSON object');
     const parsed = revokeBodySchema.safeParse(req.body);
@@ -476,6 +501,12 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       ?.replace(/:/g, '')
       .toLowerCase()
       .replace(/^0+(?=.)/, '');
+    // Durable first: the revocation is acknowledged only once a restart (or another replica) keeps it.
+    await state.revoke({
+      kind: jti !== undefined ? 'jti' : 'serial',
+      value: jti ?? canonicalSerial!,
+      expiresAt: until,
+    });
     if (jti !== undefined) denyList.revokeJti(jti, until);
     else denyList.revokeSerial(canonicalSerial!, until);
     const entry =
@@ -489,6 +520,36 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     });
     return reply.header('cache-control', 'no-store').send({ revoked: entry });
   });
+
+  // ---- online identity: EST and join tokens (routes/) ----------------------------------------
+  void app.register(
+    estRoutes({
+      ca: deps.estCa,
+      registry,
+      state,
+      limiter: enrolLimiter,
+      clock,
+      accepting: () => audit.accepting(),
+      // cert.issued is recorded (durable in failMode closed) before the certificate leaves.
+      emit: record,
+      latency,
+      callerOf,
+      claim: (req, subject) => {
+        const st = stateOf(req);
+        if (st) st.claimed = subject;
+      },
+    }),
+  );
+  void app.register(
+    joinTokenRoutes({
+      registry,
+      state,
+      clock,
+      ttlCapMs: config.ca?.joinTokenTtlCap ?? 86_400_000,
+      callerOf,
+      adminAllowed,
+    }),
+  );
 
   // ---- health and metrics ------------------------------------------------------------------
   app.get('/healthz', { config: { kind: 'public' } }, (_req, reply) => reply.send({ status: 'ok' }));
@@ -534,6 +595,7 @@ function adminEventType(req: FastifyRequest): `admin.${string}` {
   if (route.endsWith('/keys/rotate')) return 'admin.keys.rotate';
   if (route.endsWith('/keys')) return 'admin.keys.list';
   if (route.endsWith('/revoke')) return 'admin.revoke';
+  if (route.endsWith('/join-tokens')) return 'admin.join-token.create';
   return 'admin.request';
 }
 

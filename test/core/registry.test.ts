@@ -15,6 +15,7 @@ test('the example registry loads with its workloads, audiences, TTLs and roles',
   const web = reg.byName('web')!;
   assert.deepEqual(web.audiences, ['spiffe://example.org/ns/shop/sa/orders']);
   assert.equal(web.tokenTtlMs, 300_000);
+  assert.equal(web.svidTtlMs, 3_600_000, 'svidTtl defaults to 1h');
   assert.deepEqual(reg.byName('admin-console')!.roles, ['admin']);
   assert.deepEqual(reg.byName('security-console')!.roles, ['audit-reader']);
   assert.equal(reg.byId('spiffe://example.org/ns/shop/sa/orders')!.name, 'orders');
@@ -71,6 +72,16 @@ test('registry errors name the file, the key path and the problem', () => {
       head + '  - name: a\n    spiffeId: spiffe://example.org/a\n    tokenTtl: 2h\n',
       'ERR_REGISTRY_INVALID',
       'ids.yaml: workloads[0].tokenTtl: exceeds the global cap of 1h',
+    ],
+    [
+      head + '  - name: a\n    spiffeId: spiffe://example.org/a\n    svidTtl: 25h\n',
+      'ERR_REGISTRY_INVALID',
+      'ids.yaml: workloads[0].svidTtl: exceeds the cap of 24h',
+    ],
+    [
+      head + '  - name: a\n    spiffeId: spiffe://example.org/a\n    svidTtl: 30s\n',
+      'ERR_REGISTRY_INVALID',
+      'ids.yaml: workloads[0].svidTtl: must be at least 1m',
     ],
     [
       head + '  - name: A_b\n    spiffeId: spiffe://example.org/a\n',

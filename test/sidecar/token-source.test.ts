@@ -110,4 +110,25 @@ describe('outbound token source', () => {
     assert.notEqual(await s.get('a'), a);
     assert.equal(s.stats().fetches, 2);
   });
+
+  it('fetches new tokens for the cached audiences at once on invalidate, so an STS outage right after a renewal costs no call', async () => {
+    const now = { t: 0 };
+    const ep = endpoint(now, 300_000);
+    const s = createTokenSource({
+      request: (a) => ep.request(a),
+      clock: () => now.t,
+      logger: quiet(),
+      refreshBeforeMs: 60_000,
+      retryAfterMs: 1_000,
+    });
+    const a = await s.get('a');
+    await s.get('b');
+    s.invalidate();
+    assert.deepEqual(ep.calls, ['a', 'b', 'a', 'b'], 'both refetched without a call asking');
+    await new Promise((r) => setImmediate(r));
+    ep.fail(true); // the STS goes away after the prefetch
+    const again = await s.get('a');
+    assert.notEqual(again, a);
+    assert.equal(ep.calls.length, 4, 'served from the prefetched cache');
+  });
 });
