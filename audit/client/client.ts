@@ -93,6 +93,7 @@ export interface AuditClient extends AuditSink {
 }
 
 const IDEMPOTENCY_MISMATCH = 'ERR_AUDIT_IDEMPOTENCY_MISMATCH';
+const BAD_REQUEST = 'ERR_AUDIT_BAD_REQUEST';
 /** failMode closed: how long `accepting()` stays false after a spool write failed, before the next event tries again. */
 const WRITE_RETRY_MS = 1_000;
 /** Longest `Retry-After` obeyed, so that one bad header cannot stall delivery for days. */
@@ -592,6 +593,10 @@ class Client implements AuditClient {
     }
     if (status === 422 && code === IDEMPOTENCY_MISMATCH)
       // Same key, other bytes: a client bug that no retry can mend. Kept on disk, not looped on.
+      return { kind: 'reject', why: `${status} ${code}: ${text.slice(0, 200)}` };
+    if (status === 400 && code === BAD_REQUEST)
+      // The collector refuses these bytes (a junk spool line, an event it does not take): no retry
+      // of the same bytes can succeed, and looping on them would hold back every later event.
       return { kind: 'reject', why: `${status} ${code}: ${text.slice(0, 200)}` };
     this.#warn(`collector answered ${status}: ${text.slice(0, 200)}`);
     const after = retryAfterMs(headers['retry-after']);

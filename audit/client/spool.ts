@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseAuditEvent } from '../../core/index.ts';
 
 const FILE = /^spool-(\d{16})\.jsonl$/;
 /** The cursor lives in two fixed-size slots written in turn, in place: the valid one with the higher `seq` counts. */
@@ -80,6 +81,12 @@ export class Spool {
   #missing = 0;
   /** True while {@link append} writes: the last file is then never deleted under it. */
   #appending = false;
+  /**
+   * Indexes of lines found on open that are not audit events (junk from a disk fault or a hand
+   * edit; this process only appends serialized events). Each goes in a batch of its own, so the
+   * collector's refusal of it sets aside that line only, not the events around it.
+   */
+  #suspect = new Set<number>();
 
   private constructor(dir: string, maxBytes: number, fileBytes: number) {
     this.dir = dir;
@@ -105,7 +112,11 @@ export class Spool {
         tornBytes += Buffer.byteLength(text) - Buffer.byteLength(complete);
         await writeFile(join(dir, name), complete);
       }
-      const count = complete ? complete.split('\n').length - 1 : 0;
+      const lines = complete ? complete.split('\n').slice(0, -1) : [];
+      const count = lines.length;
+      lines.forEach((line, i) => {
+        if (!isEvent(line)) spool.#suspect.add(Number(FILE.exec(name)![1]) + i);
+      });
       spool.#files.push({
         first: Number(FILE.exec(name)![1]),
         name,
@@ -297,6 +308,10 @@ export class Spool {
     let bytes = 12; // {"events":[]}
     let count = 0;
     for (const l of candidates) {
+      if (this.#suspect.size && this.#suspect.has(this.#cursor + count)) {
+        if (count === 0) count = 1;
+        break;
+      }
       bytes += Buffer.byteLength(l) + 1;
       if (bytes > maxBytes && count > 0) break;
       count++;
@@ -312,6 +327,7 @@ export class Spool {
       throw new Error(`ack of batch ${batch.first} at cursor ${this.#cursor}`);
     this.#cursor = Math.min(this.#cursor + batch.count, this.#end);
     this.#batch = undefined;
+    for (let i = batch.first; i < batch.first + batch.count; i++) this.#suspect.delete(i);
     // Without fsync: the ack survives a process crash; a machine crash losing it only makes that
     // batch be sent again, under the same key, which the collector answers as a replay.
     await this.#saveCursor(false);
@@ -324,10 +340,14 @@ export class Spool {
    */
   async reject(batch: SpoolBatch, why: string): Promise<string> {
     const file = join(this.dir, `rejected-${String(batch.first).padStart(16, '0')}.json`);
-    await writeDurably(
-      file,
-      JSON.stringify({ key: batch.key, why, body: JSON.parse(batch.body) as unknown }),
-    );
+    // A batch holding a junk line is not JSON: its bytes are kept as they are.
+    let body: unknown;
+    try {
+      body = JSON.parse(batch.body);
+    } catch {
+      body = batch.body;
+    }
+    await writeDurably(file, JSON.stringify({ key: batch.key, why, body }));
     await this.ack(batch);
     return file;
   }
@@ -428,6 +448,16 @@ export class Spool {
       this.#files.shift();
       if (this.#cache?.name === f.name) this.#cache = undefined;
     }
+  }
+}
+
+/** Whether a spooled line is an audit event, as the client wrote it. */
+function isEvent(line: string): boolean {
+  try {
+    parseAuditEvent(JSON.parse(line));
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -5,6 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
+import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../core/index.ts';
@@ -13,7 +14,7 @@ import type { AuditClient } from '../../audit/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { startTestCollector } from './collector-harness.ts';
-import { tempDir } from './helpers.ts';
+import { decision, tempDir } from './helpers.ts';
 
 const CHILD = new URL('./fixtures/emit-child.ts', import.meta.url).pathname;
 let pki: TestPki;
@@ -153,6 +154,62 @@ test(
       assert.deepEqual(
         logged,
         Array.from({ length: logged.length }, (_, i) => `GET /orders/${i}`),
+      );
+    } finally {
+      tmp.cleanup();
+    }
+  },
+);
+
+test(
+  'client: a spool line that is not an event (junk from a disk fault or a hand edit) does not block delivery: it is sent alone, the collector refuses it with 400, it is set aside on disk with its bytes, and the events around it are delivered',
+  { timeout: 30_000 },
+  async () => {
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, 'spool');
+    const web = pki.leaf('web');
+    const make = (url: string) =>
+      createAuditClient({
+        url,
+        collectorId: 'spiffe://example.org/ns/portcullis/sa/audit',
+        tls: { cert: web.certFile, key: web.keyFile, trustBundle: pki.rootFile },
+        spoolDir,
+        spoolMaxBytes: 1_000_000,
+        failMode: 'closed',
+        retryMinMs: 20,
+        retryMaxMs: 100,
+        logger: createLogger({ name: 'junk', level: 'silent' }),
+      });
+    try {
+      const first = make('https://127.0.0.1:1');
+      for (let i = 0; i < 3; i++) await first.record(decision(i));
+      await first.close();
+      const [file] = readdirSync(spoolDir).filter((n) => n.startsWith('spool-'));
+      appendFileSync(join(spoolDir, file!), 'not json {\n');
+      const collector = await startTestCollector(pki, tmp.dir);
+      const second = make(collector.url);
+      try {
+        for (let i = 3; i < 6; i++) await second.record(decision(i));
+        const end = Date.now() + 10_000;
+        while (second.metrics().delivered < 6 && Date.now() < end)
+          await new Promise((r) => setTimeout(r, 20));
+        assert.equal(second.metrics().delivered, 6, 'the events before and after the junk are delivered');
+        assert.equal(second.metrics().rejected, 1, 'the junk line alone is set aside');
+      } finally {
+        await second.close();
+        await collector.close();
+      }
+      const aside = readdirSync(spoolDir).filter((n) => n.startsWith('rejected-'));
+      assert.equal(aside.length, 1);
+      const kept = JSON.parse(readFileSync(join(spoolDir, aside[0]!), 'utf8')) as {
+        why: string;
+        body: unknown;
+      };
+      assert.match(kept.why, /^400 ERR_AUDIT_BAD_REQUEST/);
+      assert.match(JSON.stringify(kept.body), /not json \{/);
+      assert.deepEqual(
+        await loggedActions(tmp.dir),
+        Array.from({ length: 6 }, (_, i) => `GET /orders/${i}`),
       );
     } finally {
       tmp.cleanup();
