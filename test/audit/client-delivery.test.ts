@@ -314,3 +314,39 @@ test('client: in failMode closed, a spool that cannot be written refuses with ER
     tmp.cleanup();
   }
 });
+
+test('client: a wall clock set back an hour after a failed delivery or a failed spool write stalls neither the retry nor accepting()', async () => {
+  const tmp = tempDir();
+  const realNow = Date.now;
+  let answered = 0;
+  const server = await recordingServer(() => ({ status: ++answered === 1 ? 503 : 200 }));
+  const client = createAuditClient(options(server.url, join(tmp.dir, 'spool'), { retryMinMs: 300 }));
+  try {
+    client.emit(decision(0));
+    await until(() => server.seen.length === 1);
+    // The failure is recorded with the clock as it was; then the clock goes back an hour (NTP step).
+    await new Promise((r) => setTimeout(r, 100));
+    Date.now = () => realNow() - 3_600_000;
+    await until(() => client.metrics().delivered === 1, 3_000);
+  } finally {
+    Date.now = realNow;
+    await client.close();
+    await server.close();
+  }
+  const spoolDir = join(tmp.dir, 'spool2');
+  const closed = createAuditClient(options('https://127.0.0.1:1', spoolDir));
+  try {
+    await closed.flush();
+    rmSync(spoolDir, { recursive: true, force: true });
+    writeFileSync(spoolDir, 'not a directory');
+    await assert.rejects(closed.record(decision(1)), { code: 'ERR_AUDIT_SPOOL_UNWRITABLE' });
+    rmSync(spoolDir);
+    mkdirSync(spoolDir);
+    Date.now = () => realNow() - 3_600_000;
+    await until(() => closed.accepting(), 3_000);
+  } finally {
+    Date.now = realNow;
+    await closed.close();
+    tmp.cleanup();
+  }
+});
