@@ -1,14 +1,17 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAuditEvent } from '../../core/index.ts';
+import { AuditSpoolError } from '../errors.ts';
 
 const FILE = /^spool-(\d{16})\.jsonl$/;
 /** The cursor lives in two fixed-size slots written in turn, in place: the valid one with the higher `seq` counts. */
 const CURSOR_SLOTS = ['cursor-a.json', 'cursor-b.json'] as const;
 const CURSOR_BYTES = 512;
 const OWNER = 'owner.json';
+/** Held by the process using the spool: `{pid, start}`, created atomically, removed by close(). */
+const LOCK = 'lock.json';
 const fileName = (first: number) => `spool-${String(first).padStart(16, '0')}.jsonl`;
 
 interface SpoolFile {
@@ -102,6 +105,8 @@ export class Spool {
   ): Promise<Spool> {
     const spool = new Spool(dir, maxBytes, fileBytes);
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    // One process per spool directory: two would append under the same indexes and keys.
+    await acquireLock(dir);
     const names = (await readdir(dir)).filter((n) => FILE.test(n)).sort();
     let tornBytes = 0;
     for (const name of names) {
@@ -360,6 +365,7 @@ export class Spool {
     for (const fh of this.#slots.splice(0)) await fh.close();
     for (const fh of this.#leftUnsynced.splice(0)) await fh.close();
     await rm(join(this.dir, OWNER), { force: true });
+    await rm(join(this.dir, LOCK), { force: true });
   }
 
   /** Size of the spool directory's files as the OS sees them (tests). */
@@ -451,6 +457,73 @@ export class Spool {
   }
 }
 
+/**
+ * Takes the spool directory's lock for this process. A lock left by a process that is gone (its
+ * pid no longer runs, or runs a process started at another time: a reused pid) is taken over; one
+ * held by a live other process refuses with `ERR_AUDIT_SPOOL_LOCKED` naming it. This process's
+ * own lock is taken again (a spool abandoned without close() in this process, as tests do to
+ * stand for a crash; a part opens its spool once).
+ */
+async function acquireLock(dir: string): Promise<void> {
+  const path = join(dir, LOCK);
+  const me = { pid: process.pid, start: await processStart(process.pid) };
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeSynced(tmp, JSON.stringify(me));
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        // link() fails if the lock exists, and the lock appears whole: never half-written.
+        await link(tmp, path);
+        await syncDir(dir);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      let holder: { pid?: unknown; start?: unknown } | undefined;
+      try {
+        holder = JSON.parse(await readFile(path, 'utf8')) as { pid?: unknown; start?: unknown };
+      } catch {
+        holder = undefined;
+      }
+      if (holder?.pid === me.pid && holder.start === me.start) return;
+      if (holder && Number.isSafeInteger(holder.pid) && (await isRunning(holder.pid as number, holder.start)))
+        throw new AuditSpoolError(
+          'ERR_AUDIT_SPOOL_LOCKED',
+          `audit spool directory ${dir} is in use by process ${String(holder.pid)}; each part needs its own spool directory`,
+        );
+      await rm(path, { force: true });
+    }
+    throw new AuditSpoolError(
+      'ERR_AUDIT_SPOOL_LOCKED',
+      `audit spool directory ${dir} is being taken by another process`,
+    );
+  } finally {
+    await rm(tmp, { force: true });
+  }
+}
+
+/** Whether `pid` runs, and is the process that started at `start` when both starts are known. */
+async function isRunning(pid: number, start: unknown): Promise<boolean> {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const now = await processStart(pid);
+  return typeof start !== 'string' || now === undefined || now === start;
+}
+
+/** A process's start time in clock ticks since boot (Linux /proc), undefined where unknown. */
+async function processStart(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
 /** Whether a spooled line is an audit event, as the client wrote it. */
 function isEvent(line: string): boolean {
   try {
@@ -490,15 +563,20 @@ async function readCursor(
 /** Writes a small file atomically and durably: temporary file, fdatasync, rename, directory fsync. */
 async function writeDurably(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
+  await writeSynced(tmp, text);
+  await rename(tmp, path);
+  await syncDir(join(path, '..'));
+}
+
+/** Writes a file and fdatasyncs it. */
+async function writeSynced(path: string, text: string): Promise<void> {
+  const fh = await open(path, 'w', 0o600);
   try {
     await fh.write(text);
     await fh.datasync();
   } finally {
     await fh.close();
   }
-  await rename(tmp, path);
-  await syncDir(join(path, '..'));
 }
 
 async function syncDir(dir: string): Promise<void> {

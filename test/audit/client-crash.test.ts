@@ -9,7 +9,7 @@ import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../core/index.ts';
-import { createAuditClient, openFileStore, verifyStore } from '../../audit/index.ts';
+import { Spool, createAuditClient, openFileStore, verifyStore } from '../../audit/index.ts';
 import type { AuditClient } from '../../audit/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { TestPki } from '../helpers/pki.ts';
@@ -212,6 +212,72 @@ test(
         Array.from({ length: 6 }, (_, i) => `GET /orders/${i}`),
       );
     } finally {
+      tmp.cleanup();
+    }
+  },
+);
+
+test(
+  'client: a second process on a spool directory in use is refused with ERR_AUDIT_SPOOL_LOCKED naming the holder; once the holder is SIGKILLed the next one takes over and delivers everything once',
+  { timeout: 30_000 },
+  async () => {
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, 'spool');
+    const web = pki.leaf('web');
+    const child = spawn(
+      process.execPath,
+      [CHILD, spoolDir, 'closed', '1', web.certFile, web.keyFile, pki.rootFile, '20'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise((r) => child.on('exit', r));
+    try {
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`child too slow: ${out}`)), 20_000);
+        child.stdout.on('data', (c: Buffer) => {
+          out += c.toString();
+          if (out.includes('done\n')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      const spoolFiles = () => readdirSync(spoolDir).filter((n) => n.startsWith('spool-'));
+      const before = spoolFiles().map((n) => readFileSync(join(spoolDir, n), 'utf8'));
+      await assert.rejects(Spool.open(spoolDir, 1_000_000), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'ERR_AUDIT_SPOOL_LOCKED');
+        assert.match(err.message, new RegExp(`process ${child.pid}\\b`));
+        return true;
+      });
+      const second = createAuditClient({
+        url: 'https://127.0.0.1:1',
+        collectorId: 'spiffe://example.org/ns/portcullis/sa/audit',
+        tls: { cert: web.certFile, key: web.keyFile, trustBundle: pki.rootFile },
+        spoolDir,
+        spoolMaxBytes: 1_000_000,
+        failMode: 'closed',
+        logger: createLogger({ name: 'second', level: 'silent' }),
+      });
+      await assert.rejects(second.record(decision(99)), { code: 'ERR_AUDIT_SPOOL_LOCKED' });
+      await second.close();
+      assert.deepEqual(
+        spoolFiles().map((n) => readFileSync(join(spoolDir, n), 'utf8')),
+        before,
+        'the refused process wrote nothing',
+      );
+      child.kill('SIGKILL');
+      await exited;
+      const collector = await startTestCollector(pki, tmp.dir);
+      const { metrics } = await restart(collector.url, spoolDir, 'closed');
+      await collector.close();
+      assert.equal(metrics.delivered, 20);
+      assert.deepEqual(
+        await loggedActions(tmp.dir),
+        Array.from({ length: 20 }, (_, i) => `GET /orders/${i}`),
+      );
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
       tmp.cleanup();
     }
   },
