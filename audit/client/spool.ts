@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { link, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAuditEvent } from '../../core/index.ts';
@@ -110,12 +110,14 @@ export class Spool {
     const names = (await readdir(dir)).filter((n) => FILE.test(n)).sort();
     let tornBytes = 0;
     for (const name of names) {
-      const text = await readFile(join(dir, name), 'utf8');
-      const complete = text.slice(0, text.lastIndexOf('\n') + 1);
-      // A torn last line is an append a crash interrupted: it was never reported as kept.
-      if (complete.length !== text.length) {
-        tornBytes += Buffer.byteLength(text) - Buffer.byteLength(complete);
-        await writeFile(join(dir, name), complete);
+      const raw = await readFile(join(dir, name));
+      const size = raw.lastIndexOf(0x0a) + 1;
+      const complete = raw.subarray(0, size).toString('utf8');
+      // A torn last line is an append a crash interrupted: it was never reported as kept. It is
+      // cut off in place: rewriting the file would put the durable lines before it at risk.
+      if (size !== raw.length) {
+        tornBytes += raw.length - size;
+        await cutTo(join(dir, name), size);
       }
       const lines = complete ? complete.split('\n').slice(0, -1) : [];
       const count = lines.length;
@@ -126,7 +128,7 @@ export class Spool {
         first: Number(FILE.exec(name)![1]),
         name,
         count,
-        bytes: Buffer.byteLength(complete),
+        bytes: size,
       });
     }
     const first = spool.#files[0]?.first ?? 0;
@@ -566,6 +568,17 @@ async function writeDurably(path: string, text: string): Promise<void> {
   await writeSynced(tmp, text);
   await rename(tmp, path);
   await syncDir(join(path, '..'));
+}
+
+/** Truncates a file to `size` bytes and fdatasyncs it (shrinking needs no free space). */
+async function cutTo(path: string, size: number): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.truncate(size);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Writes a file and fdatasyncs it. */
