@@ -1,7 +1,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints } from '@peculiar/asn1-x509';
 import { connect, createServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -461,4 +463,63 @@ test('a path is built through the valid one of two intermediates with the same n
     purpose: 'clientAuth',
   });
   assert.throws(() => onlyOld.verifyChain(leaf.chainDer), { code: 'ERR_CA_CERT_EXPIRED' });
+});
+
+test('URI name constraints compare the host without regard to case, as RFC 5280 §4.2.1.10 and openssl verify do: a permitted subtree in capitals admits, an excluded one refuses', async () => {
+  const constraint = (kind: 'permittedSubtrees' | 'excludedSubtrees', host: string) =>
+    new x509.Extension(
+      '2.5.29.30',
+      true,
+      AsnConvert.serialize(
+        new NameConstraints({
+          [kind]: new GeneralSubtrees([
+            new GeneralSubtree({ base: new GeneralName({ uniformResourceIdentifier: host }) }),
+          ]),
+        }),
+      ),
+    );
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-nc-'));
+  try {
+    writeFileSync(join(dir, 'root.pem'), pki.rootPem);
+    for (const [kind, verdict] of [
+      ['permittedSubtrees', 'accept'],
+      ['excludedSubtrees', 'ERR_CA_NAME_CONSTRAINTS'],
+    ] as const) {
+      const ca = await pki.mintIntermediate({ extraExtensions: [constraint(kind, 'EXAMPLE.Org')] });
+      const leaf = await pki.mint({ signer: ca });
+      const v = createPeerVerifier({
+        trustAnchorsPem: pki.rootPem,
+        intermediatesPem: ca.pem,
+        trustDomain: 'example.org',
+        purpose: 'clientAuth',
+      });
+      writeFileSync(join(dir, 'ca.pem'), ca.pem);
+      writeFileSync(join(dir, 'leaf.pem'), leaf.certPem);
+      const openssl = spawnSync(
+        'openssl',
+        [
+          'verify',
+          '-x509_strict',
+          '-purpose',
+          'sslclient',
+          '-CAfile',
+          'root.pem',
+          '-untrusted',
+          'ca.pem',
+          'leaf.pem',
+        ],
+        { cwd: dir, encoding: 'utf8' },
+      );
+      if (verdict === 'accept') {
+        assert.equal(openssl.status, 0, openssl.stdout + openssl.stderr);
+        assert.equal(v.verifyChain(leaf.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+      } else {
+        assert.notEqual(openssl.status, 0, openssl.stdout);
+        assert.match(openssl.stdout + openssl.stderr, /excluded subtree violation/);
+        assert.throws(() => v.verifyChain(leaf.chainDer), { code: verdict });
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
