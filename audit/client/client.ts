@@ -552,6 +552,7 @@ class Client implements AuditClient {
       } else if (outcome.kind === 'reject') {
         const file = await spool.reject(batch, outcome.why);
         this.#rejected += batch.count;
+        if (this.#spoolFull && spool.bytes < spool.maxBytes / 2) this.#spoolFull = false;
         this.#logger.error(
           { key: batch.key, events: batch.count, file },
           `audit batch refused for good by the collector and set aside: ${outcome.why}`,

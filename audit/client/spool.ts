@@ -447,7 +447,14 @@ export class Spool {
     while (this.#files.length && this.#files[0]!.first + this.#files[0]!.count <= this.#cursor) {
       const f = this.#files[0]!;
       if (this.#files.length === 1 && this.#appending) break;
-      if (this.#files.length === 1 && f.bytes < this.#fileBytes / 2 && this.#tail?.name === f.name) break;
+      // Kept only while it is small beside the bound too: its delivered bytes count against
+      // maxBytes, and a spool that filled must get room back once everything is delivered.
+      if (
+        this.#files.length === 1 &&
+        f.bytes < Math.min(this.#fileBytes, this.maxBytes / 2) / 2 &&
+        this.#tail?.name === f.name
+      )
+        break;
       if (this.#tail?.name === f.name) {
         await this.#tail.fh.close();
         this.#tail = undefined;

@@ -350,3 +350,34 @@ test('client: a wall clock set back an hour after a failed delivery or a failed 
     tmp.cleanup();
   }
 });
+
+test('client: in failMode closed, a spool that filled while the collector was away takes events again once it is delivered, whatever its size', async () => {
+  for (const spoolMaxBytes of [1024, 1800, 3000, 20_000]) {
+    const tmp = tempDir();
+    let up = false;
+    const server = await recordingServer(() => ({ status: up ? 200 : 503 }));
+    const client = createAuditClient(options(server.url, join(tmp.dir, 'spool'), { spoolMaxBytes }));
+    try {
+      let kept = 0;
+      let refused: unknown;
+      for (let i = 0; i < 1000 && !refused; i++)
+        await client.record(decision(i)).then(
+          () => kept++,
+          (err: unknown) => (refused = err),
+        );
+      assert.equal((refused as { code?: string }).code, 'ERR_AUDIT_SPOOL_FULL', `${spoolMaxBytes}`);
+      assert.equal(client.accepting(), false);
+      up = true;
+      await until(() => client.metrics().delivered === kept);
+      await until(() => client.accepting(), 3_000).catch(() => {
+        throw new Error(`spoolMaxBytes ${spoolMaxBytes}: still refusing after delivering all ${kept} events`);
+      });
+      await client.record(decision(1000));
+      await until(() => client.metrics().delivered === kept + 1);
+    } finally {
+      await client.close();
+      await server.close();
+      tmp.cleanup();
+    }
+  }
+});
