@@ -249,7 +249,18 @@ export class Spool {
       if (!chunk.length || !file) return;
       const fh = await this.#tailHandle(file.name);
       try {
-        await fh.write(chunk.join(''));
+        const text = chunk.join('');
+        let written = (await fh.write(text)).bytesWritten;
+        // A short write (the disk filled mid-way) reports no error: the rest is written until it
+        // is all there or the OS refuses, and only then are these events counted as kept.
+        if (written < chunkBytes) {
+          const bytes = Buffer.from(text);
+          while (written < bytes.length) {
+            const n = (await fh.write(bytes, written, bytes.length - written)).bytesWritten;
+            if (n === 0) throw new Error('the spool file takes no more bytes');
+            written += n;
+          }
+        }
       } catch (err) {
         // A partial write (disk full, I/O error) is cut off, so that the next append does not
         // glue a line onto a torn one; what was kept before stays.

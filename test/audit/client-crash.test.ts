@@ -282,3 +282,63 @@ test(
     }
   },
 );
+
+test(
+  'client: in failMode closed, a disk that fills during a spool write (a file-size limit stands for ENOSPC) never has record() resolve for an event that is not whole on disk',
+  { timeout: 30_000 },
+  async () => {
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, 'spool');
+    const web = pki.leaf('web');
+    try {
+      // The child may write files of at most 40 KiB; it records until the spool refuses.
+      const child = spawn(
+        'bash',
+        [
+          '-c',
+          'ulimit -f 40 && exec "$0" "$@"',
+          process.execPath,
+          CHILD,
+          spoolDir,
+          'closed',
+          '1',
+          web.certFile,
+          web.keyFile,
+          pki.rootFile,
+          '2000',
+        ],
+        { stdio: ['ignore', 'pipe', 'ignore'] },
+      );
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await new Promise((r) => child.on('exit', r));
+      clearTimeout(timer);
+      const durable = out
+        .split('\n')
+        .filter((l) => l.startsWith('durable '))
+        .map((l) => `GET /orders/${l.slice(8)}`);
+      assert.ok(durable.length > 50, `${durable.length} events recorded before the disk filled`);
+      assert.ok(!out.includes('done'), 'the spool refused before the end');
+      const onDisk = new Set<string>();
+      for (const name of readdirSync(spoolDir).filter((n) => n.startsWith('spool-'))) {
+        const text = readFileSync(join(spoolDir, name), 'utf8');
+        for (const line of text.slice(0, text.lastIndexOf('\n') + 1).split('\n')) {
+          try {
+            onDisk.add((JSON.parse(line) as { action: string }).action);
+          } catch {
+            // a torn or glued line holds no whole event
+          }
+        }
+        // The failed write was cut off: the file ends on a whole line.
+        assert.ok(text === '' || text.endsWith('\n'), `${name} ends with a torn line`);
+      }
+      assert.deepEqual(
+        durable.filter((a) => !onDisk.has(a)),
+        [],
+      );
+    } finally {
+      tmp.cleanup();
+    }
+  },
+);
