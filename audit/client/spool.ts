@@ -603,7 +603,7 @@ async function cutTo(path: string, size: number): Promise<void> {
 async function writeSynced(path: string, text: string): Promise<void> {
   const fh = await open(path, 'w', 0o600);
   try {
-    await fh.write(text);
+    await fh.writeFile(text); // loops over short writes, unlike write()
     await fh.datasync();
   } finally {
     await fh.close();
