@@ -4,6 +4,7 @@ import { PortcullisError } from '../core/index.ts';
 export type AuditErrorCode =
   | 'ERR_AUDIT_SPOOL_FULL'
   | 'ERR_AUDIT_SPOOL_UNWRITABLE'
+  | 'ERR_AUDIT_SPOOL_LOCKED'
   | 'ERR_AUDIT_CLIENT_CLOSED'
   | 'ERR_AUDIT_RECORD_INVALID'
   | 'ERR_AUDIT_CHAIN_BROKEN'
@@ -132,12 +133,17 @@ export class CollectorClientError extends AuditError {
 }
 
 /**
- * The audit client cannot make an event durable: its spool is full or cannot be written, or it is closed. A part in
+ * The audit client cannot make an event durable: its spool is full or cannot be written, another
+ * live process holds its spool directory, or it is closed. A part in
  * `failMode: closed` then refuses to act (503) rather than act unrecorded.
  */
 export class AuditSpoolError extends AuditError {
   constructor(
-    code: 'ERR_AUDIT_SPOOL_FULL' | 'ERR_AUDIT_SPOOL_UNWRITABLE' | 'ERR_AUDIT_CLIENT_CLOSED',
+    code:
+      | 'ERR_AUDIT_SPOOL_FULL'
+      | 'ERR_AUDIT_SPOOL_UNWRITABLE'
+      | 'ERR_AUDIT_SPOOL_LOCKED'
+      | 'ERR_AUDIT_CLIENT_CLOSED',
     message: string,
   ) {
     super(code, message);

@@ -319,8 +319,14 @@ export function checkNameConstraints(ca: SvidCertificate, leaf: SvidCertificate)
       'ERR_CA_NAME_CONSTRAINTS',
       `${ca.label} carries name constraints of a type other than URI`,
     );
-  const permitted = [...(nc.permittedSubtrees ?? [])].map((s) => s.base.uniformResourceIdentifier!);
-  const excluded = [...(nc.excludedSubtrees ?? [])].map((s) => s.base.uniformResourceIdentifier!);
+  // Hosts compare as DNS names do, without regard to case (RFC 5280 §4.2.1.10, §7.2); `URL`
+  // gives the leaf's host in lowercase.
+  const permitted = [...(nc.permittedSubtrees ?? [])].map((s) =>
+    s.base.uniformResourceIdentifier!.toLowerCase(),
+  );
+  const excluded = [...(nc.excludedSubtrees ?? [])].map((s) =>
+    s.base.uniformResourceIdentifier!.toLowerCase(),
+  );
   for (const uri of leaf.uris) {
     let host: string;
     try {

@@ -147,22 +147,44 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
     return ok;
   }
 
-  /** Walks from the leaf through `intermediates` to an anchor; undefined when there is no path. */
+  /**
+   * Every path from the leaf through `intermediates` to an anchor, depth first. Two known CAs may
+   * share a name and key (a renewed intermediate, a cross-signed one during a root rotation), so
+   * the first issuer found is not always the one to use: callers pick among the paths.
+   */
+  function* paths(
+    cur: SvidCertificate,
+    intermediates: readonly SvidCertificate[],
+    path: SvidCertificate[],
+  ): Generator<SvidCertificate[]> {
+    for (const anchor of anchors) if (issued(anchor, cur)) yield [...path, anchor];
+    if (path.length >= MAX_CHAIN) return;
+    for (const next of intermediates) {
+      if (next === cur || path.includes(next) || !issued(next, cur)) continue;
+      yield* paths(next, intermediates, [...path, next]);
+    }
+  }
+
+  /** A path from the leaf to an anchor through `intermediates`; undefined when there is none. */
   function buildPath(
     leaf: SvidCertificate,
     intermediates: readonly SvidCertificate[],
   ): SvidCertificate[] | undefined {
-    const path = [leaf];
-    let cur = leaf;
-    for (let depth = 0; depth < MAX_CHAIN; depth++) {
-      const anchor = anchors.find((a) => issued(a, cur));
-      if (anchor) return [...path, anchor];
-      const next = intermediates.find((c) => c !== cur && !path.includes(c) && issued(c, cur));
-      if (!next) return undefined;
-      path.push(next);
-      cur = next;
-    }
+    for (const p of paths(leaf, intermediates, [leaf])) return p;
     return undefined;
+  }
+
+  /**
+   * The path to judge the leaf on: the first whose CAs are all within their validity, as OpenSSL
+   * prefers a time-valid issuer; else the first path, whose expired CA names the refusal.
+   */
+  function choosePath(leaf: SvidCertificate, now: number): SvidCertificate[] | undefined {
+    let first: SvidCertificate[] | undefined;
+    for (const p of paths(leaf, known, [leaf])) {
+      first ??= p;
+      if (p.slice(1).every((c) => now <= c.notAfter + skew && now >= c.notBefore - skew)) return p;
+    }
+    return first;
   }
 
   /** The whole policy on a leaf, over the known intermediates; everything but the TLS handshake's part. */
@@ -173,7 +195,7 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
     checkCertificateProfile(leaf, 'leaf');
     checkLeaf(leaf, options.purpose);
     const spiffeId = leafSpiffeId(leaf, options.trustDomain);
-    const path = buildPath(leaf, known);
+    const path = choosePath(leaf, now);
     if (!path) {
       throw new CaError(
         'ERR_CA_CHAIN_UNTRUSTED',

@@ -93,6 +93,7 @@ export interface AuditClient extends AuditSink {
 }
 
 const IDEMPOTENCY_MISMATCH = 'ERR_AUDIT_IDEMPOTENCY_MISMATCH';
+const BAD_REQUEST = 'ERR_AUDIT_BAD_REQUEST';
 /** failMode closed: how long `accepting()` stays false after a spool write failed, before the next event tries again. */
 const WRITE_RETRY_MS = 1_000;
 /** Longest `Retry-After` obeyed, so that one bad header cannot stall delivery for days. */
@@ -158,9 +159,10 @@ class Client implements AuditClient {
   #syncTimer: NodeJS.Timeout | undefined;
   #syncing: Promise<void> | undefined;
   #spoolFull = false;
-  /** When the last spool write failed (0: the last one succeeded). */
-  #writeFailedAt = 0;
+  /** When the last spool write failed, on the monotonic clock (undefined: the last one succeeded). */
+  #writeFailedAt: number | undefined;
   #failing = false;
+  /** Next delivery attempt, on the monotonic clock. */
   #retryAt = 0;
   #backoff: number;
   #delivered = 0;
@@ -251,7 +253,10 @@ class Client implements AuditClient {
   accepting(): boolean {
     if (this.#closed || this.#closing) return false;
     if (this.#o.failMode === 'open') return true;
-    return !this.#spoolFull && Date.now() - this.#writeFailedAt >= WRITE_RETRY_MS;
+    return (
+      !this.#spoolFull &&
+      (this.#writeFailedAt === undefined || monotonicNow() - this.#writeFailedAt >= WRITE_RETRY_MS)
+    );
   }
 
   /** Resolves once everything emitted so far is in the spool and, unless the collector is failing, delivered. */
@@ -380,11 +385,11 @@ class Client implements AuditClient {
       );
       if (this.#o.failMode === 'open')
         this.#syncTimer ??= setTimeout(() => void this.#sync(), this.#windowMs);
-      this.#writeFailedAt = 0;
+      this.#writeFailedAt = undefined;
     } catch (err) {
       failure = err as Error;
       // Refuse for a moment, then let the next event try again (a disk freed, a transient error).
-      this.#writeFailedAt = Date.now();
+      this.#writeFailedAt = monotonicNow();
       this.#logger.error({ err: failure.message }, 'audit spool write failed');
     } finally {
       this.#writing = 0;
@@ -522,7 +527,7 @@ class Client implements AuditClient {
         await this.#sleep(Infinity);
         continue;
       }
-      const wait = this.#retryAt - Date.now();
+      const wait = this.#retryAt - monotonicNow();
       if (wait > 0) {
         if (this.#closing) return;
         await this.#sleep(wait);
@@ -547,6 +552,7 @@ class Client implements AuditClient {
       } else if (outcome.kind === 'reject') {
         const file = await spool.reject(batch, outcome.why);
         this.#rejected += batch.count;
+        if (this.#spoolFull && spool.bytes < spool.maxBytes / 2) this.#spoolFull = false;
         this.#logger.error(
           { key: batch.key, events: batch.count, file },
           `audit batch refused for good by the collector and set aside: ${outcome.why}`,
@@ -593,6 +599,10 @@ class Client implements AuditClient {
     if (status === 422 && code === IDEMPOTENCY_MISMATCH)
       // Same key, other bytes: a client bug that no retry can mend. Kept on disk, not looped on.
       return { kind: 'reject', why: `${status} ${code}: ${text.slice(0, 200)}` };
+    if (status === 400 && code === BAD_REQUEST)
+      // The collector refuses these bytes (a junk spool line, an event it does not take): no retry
+      // of the same bytes can succeed, and looping on them would hold back every later event.
+      return { kind: 'reject', why: `${status} ${code}: ${text.slice(0, 200)}` };
     this.#warn(`collector answered ${status}: ${text.slice(0, 200)}`);
     const after = retryAfterMs(headers['retry-after']);
     return after === undefined ? { kind: 'retry' } : { kind: 'retry', afterMs: after };
@@ -608,10 +618,10 @@ class Client implements AuditClient {
   /** Sets the next attempt: as the collector said (`Retry-After`), else exponential backoff. */
   #fail(afterMs: number | undefined): void {
     if (afterMs !== undefined) {
-      this.#retryAt = Date.now() + afterMs;
+      this.#retryAt = monotonicNow() + afterMs;
       return;
     }
-    this.#retryAt = Date.now() + this.#backoff;
+    this.#retryAt = monotonicNow() + this.#backoff;
     this.#backoff = Math.min(this.#backoff * 2, this.#o.retryMaxMs ?? 5_000);
   }
 
@@ -658,6 +668,14 @@ class Client implements AuditClient {
       });
     }
   }
+}
+
+/**
+ * Milliseconds on a clock that never jumps: retry and refusal delays are durations, and a wall
+ * clock set back (an NTP step, an operator) must not stretch them by the size of the jump.
+ */
+function monotonicNow(): number {
+  return performance.now();
 }
 
 /** `Retry-After` as delta-seconds (RFC 9110 §10.2.3), capped; undefined when absent or not a number. */

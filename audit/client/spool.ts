@@ -1,13 +1,17 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseAuditEvent } from '../../core/index.ts';
+import { AuditSpoolError } from '../errors.ts';
 
 const FILE = /^spool-(\d{16})\.jsonl$/;
 /** The cursor lives in two fixed-size slots written in turn, in place: the valid one with the higher `seq` counts. */
 const CURSOR_SLOTS = ['cursor-a.json', 'cursor-b.json'] as const;
 const CURSOR_BYTES = 512;
 const OWNER = 'owner.json';
+/** Held by the process using the spool: `{pid, start}`, created atomically, removed by close(). */
+const LOCK = 'lock.json';
 const fileName = (first: number) => `spool-${String(first).padStart(16, '0')}.jsonl`;
 
 interface SpoolFile {
@@ -80,6 +84,12 @@ export class Spool {
   #missing = 0;
   /** True while {@link append} writes: the last file is then never deleted under it. */
   #appending = false;
+  /**
+   * Indexes of lines found on open that are not audit events (junk from a disk fault or a hand
+   * edit; this process only appends serialized events). Each goes in a batch of its own, so the
+   * collector's refusal of it sets aside that line only, not the events around it.
+   */
+  #suspect = new Set<number>();
 
   private constructor(dir: string, maxBytes: number, fileBytes: number) {
     this.dir = dir;
@@ -95,22 +105,30 @@ export class Spool {
   ): Promise<Spool> {
     const spool = new Spool(dir, maxBytes, fileBytes);
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    // One process per spool directory: two would append under the same indexes and keys.
+    await acquireLock(dir);
     const names = (await readdir(dir)).filter((n) => FILE.test(n)).sort();
     let tornBytes = 0;
     for (const name of names) {
-      const text = await readFile(join(dir, name), 'utf8');
-      const complete = text.slice(0, text.lastIndexOf('\n') + 1);
-      // A torn last line is an append a crash interrupted: it was never reported as kept.
-      if (complete.length !== text.length) {
-        tornBytes += Buffer.byteLength(text) - Buffer.byteLength(complete);
-        await writeFile(join(dir, name), complete);
+      const raw = await readFile(join(dir, name));
+      const size = raw.lastIndexOf(0x0a) + 1;
+      const complete = raw.subarray(0, size).toString('utf8');
+      // A torn last line is an append a crash interrupted: it was never reported as kept. It is
+      // cut off in place: rewriting the file would put the durable lines before it at risk.
+      if (size !== raw.length) {
+        tornBytes += raw.length - size;
+        await cutTo(join(dir, name), size);
       }
-      const count = complete ? complete.split('\n').length - 1 : 0;
+      const lines = complete ? complete.split('\n').slice(0, -1) : [];
+      const count = lines.length;
+      lines.forEach((line, i) => {
+        if (!isEvent(line)) spool.#suspect.add(Number(FILE.exec(name)![1]) + i);
+      });
       spool.#files.push({
         first: Number(FILE.exec(name)![1]),
         name,
         count,
-        bytes: Buffer.byteLength(complete),
+        bytes: size,
       });
     }
     const first = spool.#files[0]?.first ?? 0;
@@ -231,7 +249,18 @@ export class Spool {
       if (!chunk.length || !file) return;
       const fh = await this.#tailHandle(file.name);
       try {
-        await fh.write(chunk.join(''));
+        const text = chunk.join('');
+        let written = (await fh.write(text)).bytesWritten;
+        // A short write (the disk filled mid-way) reports no error: the rest is written until it
+        // is all there or the OS refuses, and only then are these events counted as kept.
+        if (written < chunkBytes) {
+          const bytes = Buffer.from(text);
+          while (written < bytes.length) {
+            const n = (await fh.write(bytes, written, bytes.length - written)).bytesWritten;
+            if (n === 0) throw new Error('the spool file takes no more bytes');
+            written += n;
+          }
+        }
       } catch (err) {
         // A partial write (disk full, I/O error) is cut off, so that the next append does not
         // glue a line onto a torn one; what was kept before stays.
@@ -297,6 +326,10 @@ export class Spool {
     let bytes = 12; // {"events":[]}
     let count = 0;
     for (const l of candidates) {
+      if (this.#suspect.size && this.#suspect.has(this.#cursor + count)) {
+        if (count === 0) count = 1;
+        break;
+      }
       bytes += Buffer.byteLength(l) + 1;
       if (bytes > maxBytes && count > 0) break;
       count++;
@@ -312,6 +345,7 @@ export class Spool {
       throw new Error(`ack of batch ${batch.first} at cursor ${this.#cursor}`);
     this.#cursor = Math.min(this.#cursor + batch.count, this.#end);
     this.#batch = undefined;
+    for (let i = batch.first; i < batch.first + batch.count; i++) this.#suspect.delete(i);
     // Without fsync: the ack survives a process crash; a machine crash losing it only makes that
     // batch be sent again, under the same key, which the collector answers as a replay.
     await this.#saveCursor(false);
@@ -324,10 +358,14 @@ export class Spool {
    */
   async reject(batch: SpoolBatch, why: string): Promise<string> {
     const file = join(this.dir, `rejected-${String(batch.first).padStart(16, '0')}.json`);
-    await writeDurably(
-      file,
-      JSON.stringify({ key: batch.key, why, body: JSON.parse(batch.body) as unknown }),
-    );
+    // A batch holding a junk line is not JSON: its bytes are kept as they are.
+    let body: unknown;
+    try {
+      body = JSON.parse(batch.body);
+    } catch {
+      body = batch.body;
+    }
+    await writeDurably(file, JSON.stringify({ key: batch.key, why, body }));
     await this.ack(batch);
     return file;
   }
@@ -340,6 +378,7 @@ export class Spool {
     for (const fh of this.#slots.splice(0)) await fh.close();
     for (const fh of this.#leftUnsynced.splice(0)) await fh.close();
     await rm(join(this.dir, OWNER), { force: true });
+    await rm(join(this.dir, LOCK), { force: true });
   }
 
   /** Size of the spool directory's files as the OS sees them (tests). */
@@ -419,7 +458,14 @@ export class Spool {
     while (this.#files.length && this.#files[0]!.first + this.#files[0]!.count <= this.#cursor) {
       const f = this.#files[0]!;
       if (this.#files.length === 1 && this.#appending) break;
-      if (this.#files.length === 1 && f.bytes < this.#fileBytes / 2 && this.#tail?.name === f.name) break;
+      // Kept only while it is small beside the bound too: its delivered bytes count against
+      // maxBytes, and a spool that filled must get room back once everything is delivered.
+      if (
+        this.#files.length === 1 &&
+        f.bytes < Math.min(this.#fileBytes, this.maxBytes / 2) / 2 &&
+        this.#tail?.name === f.name
+      )
+        break;
       if (this.#tail?.name === f.name) {
         await this.#tail.fh.close();
         this.#tail = undefined;
@@ -428,6 +474,83 @@ export class Spool {
       this.#files.shift();
       if (this.#cache?.name === f.name) this.#cache = undefined;
     }
+  }
+}
+
+/**
+ * Takes the spool directory's lock for this process. A lock left by a process that is gone (its
+ * pid no longer runs, or runs a process started at another time: a reused pid) is taken over; one
+ * held by a live other process refuses with `ERR_AUDIT_SPOOL_LOCKED` naming it. This process's
+ * own lock is taken again (a spool abandoned without close() in this process, as tests do to
+ * stand for a crash; a part opens its spool once).
+ */
+async function acquireLock(dir: string): Promise<void> {
+  const path = join(dir, LOCK);
+  const me = { pid: process.pid, start: await processStart(process.pid) };
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeSynced(tmp, JSON.stringify(me));
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        // link() fails if the lock exists, and the lock appears whole: never half-written.
+        await link(tmp, path);
+        await syncDir(dir);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      let holder: { pid?: unknown; start?: unknown } | undefined;
+      try {
+        holder = JSON.parse(await readFile(path, 'utf8')) as { pid?: unknown; start?: unknown };
+      } catch {
+        holder = undefined;
+      }
+      if (holder?.pid === me.pid && holder.start === me.start) return;
+      if (holder && Number.isSafeInteger(holder.pid) && (await isRunning(holder.pid as number, holder.start)))
+        throw new AuditSpoolError(
+          'ERR_AUDIT_SPOOL_LOCKED',
+          `audit spool directory ${dir} is in use by process ${String(holder.pid)}; each part needs its own spool directory`,
+        );
+      await rm(path, { force: true });
+    }
+    throw new AuditSpoolError(
+      'ERR_AUDIT_SPOOL_LOCKED',
+      `audit spool directory ${dir} is being taken by another process`,
+    );
+  } finally {
+    await rm(tmp, { force: true });
+  }
+}
+
+/** Whether `pid` runs, and is the process that started at `start` when both starts are known. */
+async function isRunning(pid: number, start: unknown): Promise<boolean> {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const now = await processStart(pid);
+  return typeof start !== 'string' || now === undefined || now === start;
+}
+
+/** A process's start time in clock ticks since boot (Linux /proc), undefined where unknown. */
+async function processStart(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a spooled line is an audit event, as the client wrote it. */
+function isEvent(line: string): boolean {
+  try {
+    parseAuditEvent(JSON.parse(line));
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -460,15 +583,31 @@ async function readCursor(
 /** Writes a small file atomically and durably: temporary file, fdatasync, rename, directory fsync. */
 async function writeDurably(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
+  await writeSynced(tmp, text);
+  await rename(tmp, path);
+  await syncDir(join(path, '..'));
+}
+
+/** Truncates a file to `size` bytes and fdatasyncs it (shrinking needs no free space). */
+async function cutTo(path: string, size: number): Promise<void> {
+  const fh = await open(path, 'r+');
   try {
-    await fh.write(text);
+    await fh.truncate(size);
     await fh.datasync();
   } finally {
     await fh.close();
   }
-  await rename(tmp, path);
-  await syncDir(join(path, '..'));
+}
+
+/** Writes a file and fdatasyncs it. */
+async function writeSynced(path: string, text: string): Promise<void> {
+  const fh = await open(path, 'w', 0o600);
+  try {
+    await fh.writeFile(text); // loops over short writes, unlike write()
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
 }
 
 async function syncDir(dir: string): Promise<void> {

@@ -23,7 +23,7 @@ interface Entry {
  * Wraps a peer verifier so that a certificate verified on one connection is not parsed and
  * path-validated again on the next one (each new TLS connection otherwise costs an ASN.1 parse
  * and two signature checks). Only successes are cached, keyed on the leaf's SHA-256
- * fingerprint; every hit re-checks the leaf's expiry and its serial against the deny-list, and
+ * fingerprint; every hit takes the policy's verdict on expiry (with its skew) and checks the serial against the deny-list, and
  * an entry lives at most `ttlMs` or until the deny-list changes.
  */
 export function cachePeerVerifications(inner: StsPeerVerifier, options: PeerCacheOptions): StsPeerVerifier {
@@ -33,9 +33,10 @@ export function cachePeerVerifications(inner: StsPeerVerifier, options: PeerCach
   const bySocket = new WeakMap<TLSSocket, StsPeer>();
   let generation = options.generation();
 
-  const recheck = (peer: StsPeer): StsPeer => {
-    if (options.clock.now() > peer.notAfter.getTime())
-      throw new CaError('ERR_CA_CERT_EXPIRED', 'peer certificate has expired');
+  const recheck = (socket: TLSSocket): StsPeer => {
+    // Expiry is the policy's verdict (tls.clockSkew, every certificate of the path), from its own
+    // per-connection cache: a leaf expiring during a connection is refused when every part refuses it.
+    const peer = inner.verifySocket(socket);
     if (options.isRevoked(peer.serial))
       throw new CaError('ERR_CA_CERT_REVOKED', `certificate serial ${peer.serial} is revoked`);
     return peer;
@@ -47,7 +48,7 @@ export function cachePeerVerifications(inner: StsPeerVerifier, options: PeerCach
       // leads to the trust bundle is the handshake's, so such a connection takes the full check.
       if (!socket.authorized) return inner.verifySocket(socket);
       const known = bySocket.get(socket);
-      if (known && options.generation() === generation) return recheck(known);
+      if (known && options.generation() === generation) return recheck(socket);
       const now = options.clock.now();
       if (options.generation() !== generation) {
         generation = options.generation();
@@ -58,7 +59,7 @@ export function cachePeerVerifications(inner: StsPeerVerifier, options: PeerCach
       const hit = fingerprint ? entries.get(fingerprint) : undefined;
       if (hit && hit.until > now) {
         bySocket.set(socket, hit.peer);
-        return recheck(hit.peer);
+        return recheck(socket);
       }
       const peer = inner.verifySocket(socket);
       if (fingerprint) {

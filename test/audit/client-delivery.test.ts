@@ -314,3 +314,70 @@ test('client: in failMode closed, a spool that cannot be written refuses with ER
     tmp.cleanup();
   }
 });
+
+test('client: a wall clock set back an hour after a failed delivery or a failed spool write stalls neither the retry nor accepting()', async () => {
+  const tmp = tempDir();
+  const realNow = Date.now;
+  let answered = 0;
+  const server = await recordingServer(() => ({ status: ++answered === 1 ? 503 : 200 }));
+  const client = createAuditClient(options(server.url, join(tmp.dir, 'spool'), { retryMinMs: 300 }));
+  try {
+    client.emit(decision(0));
+    await until(() => server.seen.length === 1);
+    // The failure is recorded with the clock as it was; then the clock goes back an hour (NTP step).
+    await new Promise((r) => setTimeout(r, 100));
+    Date.now = () => realNow() - 3_600_000;
+    await until(() => client.metrics().delivered === 1, 3_000);
+  } finally {
+    Date.now = realNow;
+    await client.close();
+    await server.close();
+  }
+  const spoolDir = join(tmp.dir, 'spool2');
+  const closed = createAuditClient(options('https://127.0.0.1:1', spoolDir));
+  try {
+    await closed.flush();
+    rmSync(spoolDir, { recursive: true, force: true });
+    writeFileSync(spoolDir, 'not a directory');
+    await assert.rejects(closed.record(decision(1)), { code: 'ERR_AUDIT_SPOOL_UNWRITABLE' });
+    rmSync(spoolDir);
+    mkdirSync(spoolDir);
+    Date.now = () => realNow() - 3_600_000;
+    await until(() => closed.accepting(), 3_000);
+  } finally {
+    Date.now = realNow;
+    await closed.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: in failMode closed, a spool that filled while the collector was away takes events again once it is delivered, whatever its size', async () => {
+  for (const spoolMaxBytes of [1024, 1800, 3000, 20_000]) {
+    const tmp = tempDir();
+    let up = false;
+    const server = await recordingServer(() => ({ status: up ? 200 : 503 }));
+    const client = createAuditClient(options(server.url, join(tmp.dir, 'spool'), { spoolMaxBytes }));
+    try {
+      let kept = 0;
+      let refused: unknown;
+      for (let i = 0; i < 1000 && !refused; i++)
+        await client.record(decision(i)).then(
+          () => kept++,
+          (err: unknown) => (refused = err),
+        );
+      assert.equal((refused as { code?: string }).code, 'ERR_AUDIT_SPOOL_FULL', `${spoolMaxBytes}`);
+      assert.equal(client.accepting(), false);
+      up = true;
+      await until(() => client.metrics().delivered === kept);
+      await until(() => client.accepting(), 3_000).catch(() => {
+        throw new Error(`spoolMaxBytes ${spoolMaxBytes}: still refusing after delivering all ${kept} events`);
+      });
+      await client.record(decision(1000));
+      await until(() => client.metrics().delivered === kept + 1);
+    } finally {
+      await client.close();
+      await server.close();
+      tmp.cleanup();
+    }
+  }
+});

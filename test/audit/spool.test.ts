@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Spool } from '../../audit/index.ts';
 import { decision, tempDir } from './helpers.ts';
@@ -228,6 +229,39 @@ test('spool: events appended without sync are not sent until sync() makes them d
       await spool.ack(b);
     }
     assert.deepEqual(seen, expected(0, 40));
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('spool: dropping a torn last line on open never puts the durable lines before it at risk, even when the repair cannot write (a file-size limit stands for a full disk)', async () => {
+  const tmp = tempDir();
+  try {
+    const spool = await Spool.open(tmp.dir, 10_000_000);
+    await spool.append(lines(0, 1000));
+    await spool.close();
+    const [file] = readdirSync(tmp.dir).filter((f) => f.startsWith('spool-'));
+    const path = join(tmp.dir, file!);
+    const durable = readFileSync(path, 'utf8');
+    assert.ok(durable.length > 200_000, `${durable.length} bytes`);
+    appendFileSync(path, '{"type":"authz.dec');
+    // A process that may write files of at most 40 KiB (SIGXFSZ past it) opens the spool.
+    const spoolModule = new URL('../../audit/index.ts', import.meta.url).pathname;
+    const script = `const { Spool } = await import(${JSON.stringify(spoolModule)}); await Spool.open(${JSON.stringify(tmp.dir)}, 10_000_000);`;
+    const result = spawnSync(
+      'bash',
+      ['-c', 'ulimit -f 40 && exec "$0" --input-type=module -e "$1"', process.execPath, script],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    assert.equal(result.error, undefined);
+    assert.equal(
+      readFileSync(path, 'utf8'),
+      durable,
+      `child: ${result.status} ${result.signal} ${result.stderr}`,
+    );
+    const reopened = await Spool.open(tmp.dir, 10_000_000);
+    assert.equal(reopened.depth, 1000);
+    await reopened.close();
   } finally {
     tmp.cleanup();
   }

@@ -1,6 +1,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints } from '@peculiar/asn1-x509';
 import { connect, createServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -9,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CaError, createPeerVerifier, followTrustBundle, watchTlsFiles, x509 } from '../../ca/index.ts';
 import { createLogger } from '../../core/index.ts';
+import { importPrivateKeyPem, randomSerial, signingAlgorithm } from '../helpers/ca-internals.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { MintOptions, TestPki } from '../helpers/pki.ts';
 
@@ -394,5 +398,128 @@ test('over real TLS, the skew covers a certificate the handshake calls expired, 
     }
   } finally {
     server.close();
+  }
+});
+
+test('a path is built through the valid one of two intermediates with the same name and key (a renewed or cross-signed CA), whichever comes first, as openssl verify does', async () => {
+  const fresh = await pki.mintIntermediate();
+  // The same CA as it was before its renewal: same subject, same key, expired an hour ago.
+  const rootKey = await importPrivateKeyPem(
+    readFileSync(join(pki.ca.dir, 'root-key.pem'), 'utf8'),
+    'root key',
+  );
+  const hour = 3_600_000;
+  const old = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: fresh.cert.subject,
+    issuer: pki.ca.root.subject,
+    notBefore: new Date(Date.now() - 48 * hour),
+    notAfter: new Date(Date.now() - hour),
+    signingAlgorithm: signingAlgorithm(rootKey.algorithm),
+    publicKey: fresh.cert.publicKey,
+    signingKey: rootKey.keys.privateKey,
+    extensions: fresh.cert.extensions,
+  });
+  const oldPem = old.toString('pem') + '\n';
+  const leaf = await pki.mint({ signer: fresh });
+  for (const intermediatesPem of [oldPem + fresh.pem, fresh.pem + oldPem]) {
+    const v = createPeerVerifier({
+      trustAnchorsPem: pki.rootPem,
+      intermediatesPem,
+      trustDomain: 'example.org',
+      purpose: 'clientAuth',
+    });
+    assert.equal(v.verifyChain(leaf.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-path-'));
+  try {
+    writeFileSync(join(dir, 'root.pem'), pki.rootPem);
+    writeFileSync(join(dir, 'untrusted.pem'), oldPem + fresh.pem);
+    writeFileSync(join(dir, 'leaf.pem'), leaf.certPem);
+    const out = execFileSync(
+      'openssl',
+      [
+        'verify',
+        '-x509_strict',
+        '-purpose',
+        'sslclient',
+        '-CAfile',
+        'root.pem',
+        '-untrusted',
+        'untrusted.pem',
+        'leaf.pem',
+      ],
+      { cwd: dir, encoding: 'utf8' },
+    );
+    assert.match(out, /leaf\.pem: OK/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // With only the expired one known, the leaf is refused for it.
+  const onlyOld = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: oldPem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+  });
+  assert.throws(() => onlyOld.verifyChain(leaf.chainDer), { code: 'ERR_CA_CERT_EXPIRED' });
+});
+
+test('URI name constraints compare the host without regard to case, as RFC 5280 §4.2.1.10 and openssl verify do: a permitted subtree in capitals admits, an excluded one refuses', async () => {
+  const constraint = (kind: 'permittedSubtrees' | 'excludedSubtrees', host: string) =>
+    new x509.Extension(
+      '2.5.29.30',
+      true,
+      AsnConvert.serialize(
+        new NameConstraints({
+          [kind]: new GeneralSubtrees([
+            new GeneralSubtree({ base: new GeneralName({ uniformResourceIdentifier: host }) }),
+          ]),
+        }),
+      ),
+    );
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-nc-'));
+  try {
+    writeFileSync(join(dir, 'root.pem'), pki.rootPem);
+    for (const [kind, verdict] of [
+      ['permittedSubtrees', 'accept'],
+      ['excludedSubtrees', 'ERR_CA_NAME_CONSTRAINTS'],
+    ] as const) {
+      const ca = await pki.mintIntermediate({ extraExtensions: [constraint(kind, 'EXAMPLE.Org')] });
+      const leaf = await pki.mint({ signer: ca });
+      const v = createPeerVerifier({
+        trustAnchorsPem: pki.rootPem,
+        intermediatesPem: ca.pem,
+        trustDomain: 'example.org',
+        purpose: 'clientAuth',
+      });
+      writeFileSync(join(dir, 'ca.pem'), ca.pem);
+      writeFileSync(join(dir, 'leaf.pem'), leaf.certPem);
+      const openssl = spawnSync(
+        'openssl',
+        [
+          'verify',
+          '-x509_strict',
+          '-purpose',
+          'sslclient',
+          '-CAfile',
+          'root.pem',
+          '-untrusted',
+          'ca.pem',
+          'leaf.pem',
+        ],
+        { cwd: dir, encoding: 'utf8' },
+      );
+      if (verdict === 'accept') {
+        assert.equal(openssl.status, 0, openssl.stdout + openssl.stderr);
+        assert.equal(v.verifyChain(leaf.chainDer).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+      } else {
+        assert.notEqual(openssl.status, 0, openssl.stdout);
+        assert.match(openssl.stdout + openssl.stderr, /excluded subtree violation/);
+        assert.throws(() => v.verifyChain(leaf.chainDer), { code: verdict });
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
