@@ -22,6 +22,7 @@ import type {
 import { IdempotencyTable, PipelineCommitter, recordsOf, splitOutcomes } from './store.ts';
 import { forEachLine, lastLineOf, readLineChunks } from './line-chunks.ts';
 import { lockStoreDir } from './dir-lock.ts';
+import { writeFully } from './write-fully.ts';
 
 /** Options of {@link openFileStore}. */
 export interface FileStoreOptions extends StoreDeps {
@@ -667,8 +668,8 @@ export class FileStore implements AuditStore {
       buffers.push(Buffer.from(parts.join('\n')));
     }
     if (tail) buffers.push(tail);
-    if (buffers.length === 1) await this.#fh!.write(buffers[0]!);
-    else if (buffers.length) await this.#fh!.writev(buffers);
+    // A short write (disk full) is finished or fails: a batch is never acknowledged half-written.
+    await writeFully(this.#fh!, buffers);
     if (sync && this.#options.fsync !== false) await this.#fh!.datasync();
   }
 

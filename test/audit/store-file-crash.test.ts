@@ -53,3 +53,40 @@ test(
     }
   },
 );
+
+test(
+  'file store: when the disk fills mid-write (a file-size limit stands for it) no acknowledged record is lost',
+  { timeout: 60_000 },
+  async () => {
+    const tmp = tempDir();
+    try {
+      const dir = join(tmp.dir, 'log');
+      // The child may write files of at most 96 KiB: the write that crosses it is cut short by
+      // the OS without an error, as on a full disk; the next one fails.
+      const child = spawn('bash', ['-c', 'ulimit -f 96 && exec "$0" "$@"', process.execPath, CHILD, dir], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child.stderr.resume();
+      const acked = new Set<number>();
+      let buffered = '';
+      child.stdout.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString();
+        const lines = buffered.split('\n');
+        buffered = lines.pop()!;
+        for (const l of lines) if (l !== 'ready') acked.add(Number(l));
+      });
+      await new Promise((r) => child.on('exit', r));
+      assert.ok(acked.size > 100, `the child acknowledged ${acked.size} records before the disk filled`);
+
+      const store = await openFileStore({ dir, segmentRecords: 5_000 });
+      const seen = new Set<number>();
+      for await (const r of store.read(0)) seen.add(r.seq);
+      const lost = [...acked].filter((seq) => !seen.has(seq));
+      assert.deepEqual(lost, [], 'acknowledged records missing after the disk filled');
+      assert.ok((await verifyStore(store)).ok);
+      await store.close();
+    } finally {
+      tmp.cleanup();
+    }
+  },
+);
