@@ -50,6 +50,12 @@ export interface AuditClientOptions {
   readonly retryMaxMs?: number;
   /** Per-request timeout (default 10 s). */
   readonly requestTimeoutMs?: number;
+  /**
+   * How long `close()` keeps delivering the spool to a reachable collector (default 5 s). What is
+   * left stays in the spool, durable, and is delivered by the next start: a large backlog never
+   * holds a shutdown past its drain budget.
+   */
+  readonly closeDeliveryMs?: number;
   /** Allowance on the collector certificate's validity (the part's `tls.clockSkew`; default 60 s). */
   readonly clockSkewMs?: number;
   /** How often the certificate files are checked for a renewal, when the client watches them (default 5 s). */
@@ -174,6 +180,8 @@ class Client implements AuditClient {
   #replayed = 0;
   #possiblyLost = 0;
   #closing = false;
+  /** Monotonic ms past which a closing client stops delivering and leaves the rest spooled. */
+  #closeDeadline = Infinity;
   #closed = false;
   #closingDone: Promise<void> | undefined;
   #wake: (() => void) | undefined;
@@ -281,6 +289,7 @@ class Client implements AuditClient {
   close(): Promise<void> {
     this.#closingDone ??= (async () => {
       this.#closing = true;
+      this.#closeDeadline = monotonicNow() + (this.#o.closeDeliveryMs ?? 5_000);
       await this.#writeAll().catch(() => {});
       this.#wake?.();
       await this.#done;
@@ -532,6 +541,13 @@ class Client implements AuditClient {
         if (this.#closing) return;
         await this.#sleep(wait);
         continue;
+      }
+      if (this.#closing && monotonicNow() > this.#closeDeadline) {
+        this.#logger.warn(
+          { events: spool.depth },
+          'audit events left in the spool at shutdown; the next start delivers them',
+        );
+        return;
       }
       const missingBefore = spool.missing;
       const batch = await spool.nextBatch(this.#batchSize, this.#o.batchMaxBytes ?? 524_288);

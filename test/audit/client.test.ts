@@ -342,3 +342,46 @@ test('client: events beyond queueMax waiting for the spool are counted and logge
     tmp.cleanup();
   }
 });
+
+test(
+  'close() delivers for at most closeDeliveryMs: a large backlog stays spooled for the next start, and nothing is lost or doubled',
+  { timeout: 60_000 },
+  async () => {
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, 'spool');
+    let collector: RunningCollector | undefined;
+    try {
+      // A backlog built while the collector is away (nothing listens on port 9).
+      const away = createAuditClient(clientOptions(pki, 'https://127.0.0.1:9', spoolDir));
+      for (let i = 0; i < 8_000; i++) away.emit(decision(i));
+      // (emitted in one turn: more than queueMax, 10,000, would be counted lost by design)
+      await away.close();
+      assert.equal(away.metrics().lost, 0);
+      collector = await startTestCollector(pki, tmp.dir);
+      const { lines, logger } = capturingLogger();
+      const brief = createAuditClient(
+        clientOptions(pki, collector.url, spoolDir, { closeDeliveryMs: 30, logger }),
+      );
+      const started = performance.now();
+      await brief.close();
+      const tookMs = performance.now() - started;
+      assert.ok(tookMs < 3_000, `close took ${tookMs.toFixed(0)} ms with 8,000 events spooled`);
+      const left = lines.find(
+        (l) => l.msg === 'audit events left in the spool at shutdown; the next start delivers them',
+      );
+      assert.ok(left && (left.events as number) > 0, JSON.stringify(lines));
+      // The next start delivers the rest: every event once.
+      const next = createAuditClient(clientOptions(pki, collector.url, spoolDir));
+      await next.flush();
+      await next.close();
+      await collector.close();
+      collector = undefined;
+      const actions = (await records(tmp.dir)).map((r) => r.event.action);
+      assert.equal(actions.length, 8_000);
+      assert.equal(new Set(actions).size, 8_000, 'no event stored twice');
+    } finally {
+      await collector?.close();
+      tmp.cleanup();
+    }
+  },
+);
