@@ -10,7 +10,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MemoryAuditSink, createLogger } from '../../core/index.ts';
+import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
 import { exportPrivateKeyPem, generateKeyPair, issueCertificate } from '../../ca/index.ts';
 import { startTestCollector } from '../audit/collector-harness.ts';
 import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
@@ -24,24 +24,27 @@ const DURATION_MS = Number(process.env.PORTCULLIS_RENEWAL_MESH_MS ?? 40_000);
 const OUTAGE_AT_MS = Number(process.env.PORTCULLIS_RENEWAL_OUTAGE_AT_MS ?? 12_000);
 const OUTAGE_MS = Number(process.env.PORTCULLIS_RENEWAL_OUTAGE_MS ?? 9_000);
 const RENEW_AT = process.env.PORTCULLIS_RENEWAL_MESH_RENEW_AT ?? '10%';
+/** Certificate lifetime of the four parts (1m here; the recorded hour-long run uses 5m). */
+const SVID_TTL = process.env.PORTCULLIS_RENEWAL_SVID_TTL ?? '1m';
+const SVID_TTL_MS = parseDuration(SVID_TTL);
 
 const AUDIT_ID = 'spiffe://example.org/ns/portcullis/sa/audit';
 
-/** The example registry with 1-minute certificates for the STS, the collector, web and orders. */
+/** The example registry with SVID_TTL certificates for the STS, the collector, web and orders. */
 function registryYaml(): string {
   return readFileSync('identities/example.yaml', 'utf8')
-    .replace(/(name: web\n(?:.*\n)*?\s+tokenTtl: 5m)/, '$1\n    svidTtl: 1m')
-    .replace(/(name: orders\n(?:.*\n)*?\s+tokenTtl: 5m)/, '$1\n    svidTtl: 1m')
-    .replace(/(name: sts\n(?:.*\n)*?\s+ipAddresses: \[127\.0\.0\.1\])/, '$1\n    svidTtl: 1m')
-    .replace(/(name: audit\n(?:.*\n)*?\s+ipAddresses: \[127\.0\.0\.1\])/, '$1\n    svidTtl: 1m');
+    .replace(/(name: web\n(?:.*\n)*?\s+tokenTtl: 5m)/, `$1\n    svidTtl: ${SVID_TTL}`)
+    .replace(/(name: orders\n(?:.*\n)*?\s+tokenTtl: 5m)/, `$1\n    svidTtl: ${SVID_TTL}`)
+    .replace(/(name: sts\n(?:.*\n)*?\s+ipAddresses: \[127\.0\.0\.1\])/, `$1\n    svidTtl: ${SVID_TTL}`)
+    .replace(/(name: audit\n(?:.*\n)*?\s+ipAddresses: \[127\.0\.0\.1\])/, `$1\n    svidTtl: ${SVID_TTL}`);
 }
 
 test(
-  'STS, collector and two sidecars (enrolled with a join token alone) renew 1-minute certificates under traffic, through a CA outage, with zero failed requests',
+  `STS, collector and two sidecars (enrolled with a join token alone) renew ${SVID_TTL} certificates under traffic, through a CA outage, with zero failed requests`,
   { timeout: DURATION_MS + 60_000 },
   async (t) => {
     const pki = await makeTestPki({ identitiesYaml: registryYaml() });
-    assert.equal(pki.registry.byName('web')!.svidTtlMs, 60_000);
+    assert.equal(pki.registry.byName('web')!.svidTtlMs, SVID_TTL_MS);
     const dir = mkdtempSync(join(tmpdir(), 'enrol-'));
     const quiet = createLogger({ name: 'enrol', level: 'silent' });
     const renewal = { renewAt: RENEW_AT, jitter: 0.01, retryMin: '200ms' };
@@ -58,7 +61,7 @@ test(
         dnsNames: stsEntry.dnsNames,
         ipAddresses: stsEntry.ipAddresses,
       },
-      validityMs: 60_000,
+      validityMs: SVID_TTL_MS,
       deps: { now: () => new Date() },
     });
     mkdirSync(join(dir, 'sts'));
