@@ -1,8 +1,7 @@
 import { hash } from 'node:crypto';
 import { parseAuditEvent } from '../core/index.ts';
 import type { AuditRecord } from './record.ts';
-import { GENESIS_PREV, hashRecord, scanRecordBytes, scanRecordLine } from './record.ts';
-import type { ScannedBytes } from './record.ts';
+import { GENESIS_PREV, hashRecord, newByteScan, scanRecordBytes, scanRecordLine } from './record.ts';
 import { canonicalJson } from './canonical.ts';
 import { MerkleFrontier, recordLeafHash } from './merkle.ts';
 import type { CheckpointBody, VerifierKey } from './checkpoint.ts';
@@ -213,15 +212,9 @@ export class ChainVerifier {
     return !this.#failure;
   }
 
-  readonly #scanned: ScannedBytes = {
-    seq: 0,
-    prev: '',
-    hash: '',
-    digest: Buffer.alloc(0),
-    eventStart: 0,
-    eventEnd: 0,
-  };
-  readonly #scratch = { buf: Buffer.allocUnsafe(4096) };
+  readonly #scan = newByteScan();
+  readonly #scanned = this.#scan.out;
+  readonly #scratch = this.#scan.scratch;
   readonly #leafInput = Buffer.alloc(33);
 
   /** Checks one record value (from the API or a store); returns false at the first fault. */

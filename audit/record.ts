@@ -133,6 +133,14 @@ export interface ScannedBytes {
   eventEnd: number;
 }
 
+/** A fresh {@link ScannedBytes} and the scratch buffer {@link scanRecordBytes} reuses with it. */
+export function newByteScan(): { out: ScannedBytes; scratch: { buf: Buffer } } {
+  return {
+    out: { seq: 0, prev: '', hash: '', digest: Buffer.alloc(0), eventStart: 0, eventEnd: 0 },
+    scratch: { buf: Buffer.allocUnsafe(4096) },
+  };
+}
+
 /**
  * The byte-level twin of {@link scanRecordLine}, for verifying millions of records: reads seq,
  * prev and hash of the canonical line `buf[start, end)` and hashes its body bytes without

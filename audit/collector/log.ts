@@ -1,8 +1,7 @@
 import type { AuditEvent } from '../../core/index.ts';
 import type { AppendOutcome, AuditStore, IdempotencyClaim } from '../store/store.ts';
 import type { AuditRecord } from '../record.ts';
-import { GENESIS_PREV, hashRecord, scanRecordBytes } from '../record.ts';
-import type { ScannedBytes } from '../record.ts';
+import { GENESIS_PREV, hashRecord, newByteScan, scanRecordBytes } from '../record.ts';
 import { MerkleTree, recordLeafHash } from '../merkle.ts';
 import type { CheckpointBody, CheckpointSigner } from '../checkpoint.ts';
 import { noteKeyId, signCheckpoint, verifyCheckpoint } from '../checkpoint.ts';
@@ -120,15 +119,7 @@ export class AuditLog {
     const target = head.size;
     if (this.#tree.size >= target) return;
     // Bytes, not strings: a log of large events is hashed in place, chunk by chunk.
-    const out: ScannedBytes = {
-      seq: 0,
-      prev: '',
-      hash: '',
-      digest: Buffer.alloc(0),
-      eventStart: 0,
-      eventEnd: 0,
-    };
-    const scratch = { buf: Buffer.allocUnsafe(4096) };
+    const { out, scratch } = newByteScan();
     let done = false;
     for await (const buf of this.#deps.store.readBuffers({ fromSeq: this.#tree.size })) {
       for (let start = 0; start < buf.length && !done;) {

@@ -3,8 +3,14 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditEvent } from '../../core/index.ts';
 import type { AuditRecord } from '../record.ts';
-import { GENESIS_PREV, buildRecord, parseRecordLine, scanRecordBytes, scanRecordLine } from '../record.ts';
-import type { ScannedBytes } from '../record.ts';
+import {
+  GENESIS_PREV,
+  buildRecord,
+  newByteScan,
+  parseRecordLine,
+  scanRecordBytes,
+  scanRecordLine,
+} from '../record.ts';
 import { StoreError } from '../errors.ts';
 import type { RecordFilter } from '../query-filter.ts';
 import { scanQuery } from '../query-filter.ts';
@@ -19,7 +25,7 @@ import type {
   ReadBuffersOptions,
   StoreDeps,
 } from './store.ts';
-import { IdempotencyTable, PipelineCommitter, recordsOf, splitOutcomes } from './store.ts';
+import { IdempotencyTable, PipelineCommitter, committedAppends, splitOutcomes } from './store.ts';
 import { forEachLine, lastLineOf, readLineChunks } from './line-chunks.ts';
 import { lockStoreDir } from './dir-lock.ts';
 import { writeFully } from './write-fully.ts';
@@ -255,15 +261,7 @@ export class FileStore implements AuditStore {
     const candidates: { cover: Cover; note: string; keys: CommitLine['keys']; at: number }[] = [];
     let pendingKeys: { keys: CommitLine['keys']; at: number }[] = [];
     let sealedAfterBad: string | undefined;
-    const scanned: ScannedBytes = {
-      seq: 0,
-      prev: '',
-      hash: '',
-      digest: Buffer.alloc(0),
-      eventStart: 0,
-      eventEnd: 0,
-    };
-    const scratch = { buf: Buffer.allocUnsafe(4096) };
+    const { out: scanned, scratch } = newByteScan();
     const onLine = (line: Buffer, offset: number) => {
       const end = offset + line.length + 1;
       fileBytes = end;
@@ -502,17 +500,18 @@ export class FileStore implements AuditStore {
   /** Keys found in the last segment by #recover, set after the older ones. */
   #recovered: IdempotencyEntry[] = [];
 
+  /** Refused while closed or broken, then group-committed (shared with the other stores). */
+  readonly #appends = committedAppends(
+    { submit: (events, claim) => this.#committer.submit(events, claim) },
+    () => this.#refuse(),
+  );
+
   append(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
-    const refused = this.#refuse();
-    if (refused) return Promise.reject(refused);
-    return this.#committer.submit(events).then(recordsOf);
+    return this.#appends.append(events);
   }
 
   appendOnce(events: readonly AuditEvent[], claim: IdempotencyClaim): Promise<AppendOutcome> {
-    const refused = this.#refuse();
-    if (refused) return Promise.reject(refused);
-    if (events.length === 0) return Promise.reject(new TypeError('appendOnce needs at least one event'));
-    return this.#committer.submit(events, claim);
+    return this.#appends.appendOnce(events, claim);
   }
 
   async idempotencyEntry(source: string, key: string): Promise<IdempotencyEntry | undefined> {

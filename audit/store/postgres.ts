@@ -18,7 +18,7 @@ import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
   GroupCommitter,
   linesToBuffers,
-  recordsOf,
+  committedAppends,
   splitOutcomes,
 } from './store.ts';
 import type { SealBody } from '../seal.ts';
@@ -141,17 +141,18 @@ export class PostgresStore implements AuditStore {
     return new PostgresStore(pool, table, options);
   }
 
+  /** Refused while closed or broken, then group-committed (shared with the other stores). */
+  readonly #appends = committedAppends(
+    { submit: (events, claim) => this.#committer.submit(events, claim) },
+    () => this.#refuse(),
+  );
+
   append(events: readonly AuditEvent[]): Promise<AuditRecord[]> {
-    const refused = this.#refuse();
-    if (refused) return Promise.reject(refused);
-    return this.#committer.submit(events).then(recordsOf);
+    return this.#appends.append(events);
   }
 
   appendOnce(events: readonly AuditEvent[], claim: IdempotencyClaim): Promise<AppendOutcome> {
-    const refused = this.#refuse();
-    if (refused) return Promise.reject(refused);
-    if (events.length === 0) return Promise.reject(new TypeError('appendOnce needs at least one event'));
-    return this.#committer.submit(events, claim);
+    return this.#appends.appendOnce(events, claim);
   }
 
   async idempotencyEntry(source: string, key: string): Promise<IdempotencyEntry | undefined> {

@@ -216,6 +216,30 @@ export function recordsOf(outcome: AppendOutcome): AuditRecord[] {
 }
 
 /**
+ * The `append` and `appendOnce` of a store that commits through a group or pipeline committer:
+ * refused while the store is closed or broken (`refuse()` says why), then submitted. File and
+ * PostgreSQL stores share it, so they refuse and validate alike.
+ */
+export function committedAppends(
+  committer: { submit(events: readonly AuditEvent[], claim?: IdempotencyClaim): Promise<AppendOutcome> },
+  refuse: () => Error | undefined,
+): Pick<AuditStore, 'append' | 'appendOnce'> {
+  return {
+    append(events) {
+      const refused = refuse();
+      if (refused) return Promise.reject(refused);
+      return committer.submit(events).then(recordsOf);
+    },
+    appendOnce(events, claim) {
+      const refused = refuse();
+      if (refused) return Promise.reject(refused);
+      if (events.length === 0) return Promise.reject(new TypeError('appendOnce needs at least one event'));
+      return committer.submit(events, claim);
+    },
+  };
+}
+
+/**
  * Group commit: appends that arrive while a batch is being made durable wait and go together
  * in the next batch, so that one fsync (or one transaction) serves many producers.
  */
