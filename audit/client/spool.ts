@@ -466,13 +466,17 @@ export class Spool {
         this.#tail?.name === f.name
       )
         break;
-      if (this.#tail?.name === f.name) {
-        await this.#tail.fh.close();
-        this.#tail = undefined;
-      }
-      await rm(join(this.dir, f.name), { force: true });
+      // Out of the list (and its handle out of reach) before the first await: an append that
+      // starts while the file is being closed and unlinked must not write into it, or its lines
+      // would go with the file ("spool files removed before delivery").
       this.#files.shift();
       if (this.#cache?.name === f.name) this.#cache = undefined;
+      const tail = this.#tail?.name === f.name ? this.#tail : undefined;
+      if (tail) this.#tail = undefined;
+      if (tail) await tail.fh.close();
+      // A new file never takes a removed one's name unless it starts where that one started,
+      // which an empty file can: then the name is the new file's, and stays.
+      if (!this.#files.some((x) => x.name === f.name)) await rm(join(this.dir, f.name), { force: true });
     }
   }
 }
