@@ -235,6 +235,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   opened.push(() => signingPool.close());
   const accessLog = createAccessLog(logger, config.accessLog);
   const app = buildStsApp({
+    ownCertificate: () => tlsFiles.current().cert,
     ...(accessLog ? { accessLog } : {}),
     signingPool,
     config,

@@ -53,22 +53,20 @@ export function createInboundHandler(
       ctx.releaseSlot();
       ctx.releaseSlot = undefined;
     }
-    audit.done(ctx, status);
-    if (deps.accessLog) {
-      const d = ctx.decision;
-      deps.accessLog({
-        side: 'inbound',
-        method: ctx.req.method ?? '',
-        target: ctx.req.url ?? '',
-        status,
-        decision: d && d.allow && !(ctx.error && status < 500) ? 'allow' : 'deny',
-        reason: ctx.error?.code ?? d?.reason ?? 'allowed',
-        ...(d ? { rule: d.rule } : {}),
-        ...(ctx.peer ? { caller: ctx.peer.spiffeId.uri } : {}),
-        latencyMs: deps.now() - ctx.startedAt,
-        traceId: ctx.traceId,
-      });
-    }
+    const event = audit.done(ctx, status);
+    // The access line says what the audit event says: one decision, computed once.
+    deps.accessLog?.({
+      side: 'inbound',
+      method: ctx.req.method ?? '',
+      target: ctx.req.url ?? '',
+      status,
+      decision: event.decision!,
+      reason: event.reason!,
+      ...(event.rule ? { rule: event.rule } : {}),
+      ...(event.subject ? { caller: event.subject } : {}),
+      latencyMs: event.latencyMs ?? 0,
+      traceId: ctx.traceId,
+    });
     const span = ctx.span;
     if (span?.isRecording()) {
       const d = ctx.decision;

@@ -76,6 +76,8 @@ export interface StsDeps {
   readonly signingPool: SigningPool;
   /** Opt-in access log (core/access-log.ts): one line per answered request. */
   readonly accessLog?: (line: AccessLine) => void;
+  /** The STS's own certificate chain as served now (renewals included), for `/readyz`. */
+  readonly ownCertificate?: () => string;
 }
 
 /** Which kind of route a request hit: decides authentication and the audit event type. */
@@ -554,9 +556,11 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   // ---- health and metrics ------------------------------------------------------------------
   app.get('/healthz', { config: { kind: 'public' } }, (_req, reply) => reply.send({ status: 'ok' }));
   // Readiness, as on every server (core/health.ts): its own certificate, a signing key, the audit sink.
-  const ownCert = typeof deps.tls?.cert === 'string' ? deps.tls.cert : undefined;
+  // The certificate served now: a renewed one replaces the one the server started with.
+  const ownCert =
+    deps.ownCertificate ?? (typeof deps.tls?.cert === 'string' ? () => deps.tls!.cert as string : undefined);
   const readiness = {
-    certificate: () => (ownCert ? leafValidityProblem(ownCert, clock.now()) : undefined),
+    certificate: () => (ownCert ? leafValidityProblem(ownCert(), clock.now()) : undefined),
     keys: () => {
       try {
         keyring.signer();

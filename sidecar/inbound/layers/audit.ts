@@ -14,9 +14,9 @@ export interface AuditRecorder {
   /**
    * Once the request is answered: its `authz.decision` event with the final status and latency —
    * or, when the decision was already recorded before forwarding, an `authz.response` event
-   * carrying them (decision 0029).
+   * carrying them (decision 0029). Returns the event, for the access log.
    */
-  done(ctx: InboundContext, status: number): void;
+  done(ctx: InboundContext, status: number): AuditEvent;
 }
 
 /**
@@ -75,10 +75,15 @@ export function auditRecorder(
       });
     },
     done(ctx, status) {
-      if (ctx.decisionRecorded) return sink.emit(build(ctx, 'authz.response', status));
+      if (ctx.decisionRecorded) {
+        const response = build(ctx, 'authz.response', status);
+        sink.emit(response);
+        return response;
+      }
       const event = build(ctx, 'authz.decision', status);
       sink.emit(event);
       count(event.decision!, event.reason!, event.rule);
+      return event;
     },
   };
 }
