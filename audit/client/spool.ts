@@ -397,16 +397,31 @@ export class Spool {
     };
   }
 
-  /** Up to `n` lines from absolute index `from`, within the one file holding `from`. */
+  /**
+   * Up to `n` lines from absolute index `from`, within the one file holding `from`. A file removed
+   * or cut short outside this process yields fewer lines (none past the cut): {@link nextBatch}
+   * then counts what is gone as missing and moves on, instead of failing on every attempt.
+   */
   async #lines(from: number, n: number): Promise<string[]> {
     const file = this.#files.find((f) => f.first <= from && from < f.first + f.count);
     if (!file) return [];
     // A load that races an append is retried, so the cache never misses a line appended meanwhile.
     while (this.#cache?.name !== file.name) {
       const count = file.count;
-      const text = await readFile(join(this.dir, file.name), 'utf8');
-      const lines = text.split('\n').slice(0, count);
-      if (file.count === count && lines.length === count) this.#cache = { name: file.name, lines };
+      let text: string;
+      try {
+        text = await readFile(join(this.dir, file.name), 'utf8');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        this.#files = this.#files.filter((f) => f !== file);
+        return [];
+      }
+      if (file.count !== count) continue;
+      // Whole lines only: a line being appended right now is not counted yet.
+      const lines = text.split('\n').slice(0, -1).slice(0, count);
+      // Cut short outside this process: not cached (appends would extend it at the wrong indexes).
+      if (lines.length < count) return lines.slice(from - file.first, from - file.first + n);
+      this.#cache = { name: file.name, lines };
     }
     const at = from - file.first;
     return this.#cache.lines.slice(at, at + n);
@@ -458,6 +473,9 @@ export class Spool {
     while (this.#files.length && this.#files[0]!.first + this.#files[0]!.count <= this.#cursor) {
       const f = this.#files[0]!;
       if (this.#files.length === 1 && this.#appending) break;
+      // An empty last file (a first write that failed) stays: the next append writes into it, and
+      // a new file could otherwise take its name (same first index) while its unlink is under way.
+      if (this.#files.length === 1 && f.count === 0) break;
       // Kept only while it is small beside the bound too: its delivered bytes count against
       // maxBytes, and a spool that filled must get room back once everything is delivered.
       if (
