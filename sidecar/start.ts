@@ -28,6 +28,9 @@ import { pathLayer } from './inbound/layers/path.ts';
 import { peerLayer } from './inbound/layers/peer.ts';
 import { tokenLayer } from './inbound/layers/token.ts';
 import { createInboundServer, updateServerTls } from './inbound/server.ts';
+import { inboundUpgradeListener, relayUpgradeToApp } from './inbound/upgrade.ts';
+import { connectWith, outboundUpgradeListener } from './outbound/upgrade.ts';
+import { createTunnels } from './websocket/tunnels.ts';
 import { createIdSource } from './inbound/trace.ts';
 import { createJwksCache } from './jwks/cache.ts';
 import type { JwksCache } from './jwks/cache.ts';
@@ -208,6 +211,9 @@ export async function startSidecar(
         clockSkewMs: config.tls.clockSkew,
       });
     const accessLog = createAccessLog(logger, config.accessLog);
+    // Relayed WebSockets, both listeners: their limits, and their close on shutdown.
+    const tunnels = createTunnels(config.websocket);
+    const app = new URL(config.inbound.app);
     const handler = createInboundHandler({
       service: config.service,
       layers: [
@@ -244,27 +250,35 @@ export async function startSidecar(
       logger,
       count: (decision, reason, rule) => metrics.record(decision, reason, rule),
       recordBeforeForward: config.audit.failMode === 'closed',
+      upgrade: (ctx, closed) =>
+        relayUpgradeToApp(
+          ctx,
+          { app, headersTimeoutMs: config.inbound.upstreamHeadersTimeout, tunnels },
+          closed,
+        ),
       ...(accessLog ? { accessLog } : {}),
       ...(tracer ? { tracer } : {}),
     });
+    const refusedRaw = (what: string, status: number, reason: string = 'ERR_SIDECAR_REQUEST_MALFORMED') => {
+      metrics.record('deny', reason, undefined);
+      if (!sink.accepting()) return;
+      sink.emit({
+        type: 'authz.decision',
+        time: new Date(clock()).toISOString(),
+        source: config.service,
+        target: config.service,
+        decision: 'deny',
+        reason,
+        status,
+        attributes: { parserError: what.slice(0, 64) },
+      });
+    };
     const inbound: HttpsServer = createInboundServer(
       tls.current(),
       handler,
-      (what, status) => {
-        metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
-        if (!sink.accepting()) return;
-        sink.emit({
-          type: 'authz.decision',
-          time: new Date(clock()).toISOString(),
-          source: config.service,
-          target: config.service,
-          decision: 'deny',
-          reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
-          status,
-          attributes: { parserError: what.slice(0, 64) },
-        });
-      },
+      refusedRaw,
       config.connections,
+      inboundUpgradeListener(handler, refusedRaw),
     );
     // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
     guards.inbound = applyConnectionBudgets(inbound, config.connections, {
@@ -287,18 +301,20 @@ export async function startSidecar(
         refreshBeforeMs: out.tokenRefreshBefore,
         retryAfterMs: out.tokenRetryAfter,
       });
+      const connectorFor = (route: Route) =>
+        createMtlsConnector({
+          material: () => tls.current(),
+          verifier: () => serverVerifier,
+          expectedId: route.spiffeId,
+          // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
+          timeoutMs: config.sts.timeout,
+          timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
+        });
       const dispatcherFor = (route: Route): Pool => {
         let d = dispatchers.get(route.name);
         if (!d) {
           d = new Pool(`https://${route.address}`, {
-            connect: createMtlsConnector({
-              material: () => tls.current(),
-              verifier: () => serverVerifier,
-              expectedId: route.spiffeId,
-              // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
-              timeoutMs: config.sts.timeout,
-              timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
-            }),
+            connect: connectorFor(route),
             connections: 64,
             keepAliveTimeout: 30_000,
           });
@@ -323,6 +339,19 @@ export async function startSidecar(
         }),
       );
       outbound.on('connect', refuseConnect);
+      outbound.on(
+        'upgrade',
+        outboundUpgradeListener({
+          routes,
+          tokens,
+          // A WebSocket gets a connection of its own (it becomes the tunnel), not one of the pool's.
+          connect: (route) => connectWith(connectorFor(route), route.address),
+          ids,
+          headersTimeoutMs: out.upstreamHeadersTimeout,
+          tunnels,
+          logger,
+        }),
+      );
       outbound.on('clientError', refuseClientError);
       // The app is the only peer of this loopback listener: the per-peer cap is the listener's.
       guards.outbound = applyConnectionBudgets(
@@ -366,6 +395,7 @@ export async function startSidecar(
       const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
       return { url: `${scheme}://${host}:${a.port}`, port: a.port };
     };
+    let closing: Promise<void> | undefined;
     return {
       inbound: urlOf(inbound, 'https'),
       outbound: outbound ? urlOf(outbound, 'http') : undefined,
@@ -377,25 +407,31 @@ export async function startSidecar(
       tokens,
       metrics,
       metricsUrl: metricsServer ? `${urlOf(metricsServer, 'http').url}/metrics` : undefined,
-      async close() {
-        identity?.stop();
-        tls.close();
-        policy.close();
-        jwks.close();
-        revoked.close();
-        // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
-        // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
-        await Promise.all([
-          close(inbound),
-          ...(outbound ? [close(outbound)] : []),
-          ...(metricsServer ? [close(metricsServer)] : []),
-          ...Object.values(guards).map((g) => g.drain()),
-        ]);
-        await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
-        // A sink the caller passed in is the caller's to close; the one built here is closed here.
-        await (overrides.sink ? sink.flush() : sink.close());
+      close() {
+        // Once: a second call waits for the first.
+        return (closing ??= closeAll());
       },
     };
+    async function closeAll(): Promise<void> {
+      identity?.stop();
+      tls.close();
+      policy.close();
+      jwks.close();
+      revoked.close();
+      // Relayed WebSockets first: a 1001 close frame each way, then their sockets end (decision 0086).
+      await tunnels.shutdown();
+      // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
+      // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
+      await Promise.all([
+        close(inbound),
+        ...(outbound ? [close(outbound)] : []),
+        ...(metricsServer ? [close(metricsServer)] : []),
+        ...Object.values(guards).map((g) => g.drain()),
+      ]);
+      await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
+      // A sink the caller passed in is the caller's to close; the one built here is closed here.
+      await (overrides.sink ? sink.flush() : sink.close());
+    }
   } catch (err) {
     // A part that failed to start leaves nothing listening behind.
     identity?.stop();
