@@ -5,7 +5,8 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 // A base64-encoded 16-byte value is 22 characters and "==" (RFC 6455 §4.1, item 7).
 const KEY = /^[A-Za-z0-9+/]{22}==$/;
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/;
+// An upgrade protocol: a token, optionally "/" and a version token (RFC 9110 §7.8).
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}(?:\/[!#$%&'*+.^_`|~0-9A-Za-z-]{1,16})?$/;
 
 /** What the client offered in a valid WebSocket opening handshake. */
 export interface WebSocketOffer {
