@@ -31,6 +31,7 @@ import { createInboundServer, updateServerTls } from './inbound/server.ts';
 import { inboundUpgradeListener, relayUpgradeToApp } from './inbound/upgrade.ts';
 import { connectWith, outboundUpgradeListener } from './outbound/upgrade.ts';
 import { createTunnels } from './websocket/tunnels.ts';
+import { registerTunnelMetrics } from './websocket/metrics.ts';
 import { createIdSource } from './inbound/trace.ts';
 import { createJwksCache } from './jwks/cache.ts';
 import type { JwksCache } from './jwks/cache.ts';
@@ -211,8 +212,9 @@ export async function startSidecar(
         clockSkewMs: config.tls.clockSkew,
       });
     const accessLog = createAccessLog(logger, config.accessLog);
-    // Relayed WebSockets, both listeners: their limits, and their close on shutdown.
-    const tunnels = createTunnels(config.websocket);
+    // Relayed WebSockets of each listener: their limits, metrics, and their close on shutdown.
+    const tunnels = { inbound: createTunnels(config.websocket), outbound: createTunnels(config.websocket) };
+    registerTunnelMetrics(metrics.registry, tunnels);
     const app = new URL(config.inbound.app);
     const handler = createInboundHandler({
       service: config.service,
@@ -253,7 +255,7 @@ export async function startSidecar(
       upgrade: (ctx, closed) =>
         relayUpgradeToApp(
           ctx,
-          { app, headersTimeoutMs: config.inbound.upstreamHeadersTimeout, tunnels },
+          { app, headersTimeoutMs: config.inbound.upstreamHeadersTimeout, tunnels: tunnels.inbound },
           closed,
         ),
       ...(accessLog ? { accessLog } : {}),
@@ -348,7 +350,7 @@ export async function startSidecar(
           connect: (route) => connectWith(connectorFor(route), route.address),
           ids,
           headersTimeoutMs: out.upstreamHeadersTimeout,
-          tunnels,
+          tunnels: tunnels.outbound,
           logger,
         }),
       );
@@ -419,7 +421,7 @@ export async function startSidecar(
       jwks.close();
       revoked.close();
       // Relayed WebSockets first: a 1001 close frame each way, then their sockets end (decision 0086).
-      await tunnels.shutdown();
+      await Promise.all([tunnels.inbound.shutdown(), tunnels.outbound.shutdown()]);
       // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
       // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
       await Promise.all([

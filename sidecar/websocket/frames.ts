@@ -79,7 +79,9 @@ export class FrameCursor {
       at = 10;
     } else length = len7;
     this.opcode = h[0]! & 0x0f;
-    this.mask = h[1]! & 0x80 ? Buffer.from(h.subarray(at, at + 4)) : undefined;
+    // The mask is only needed to read a close frame's code: no copy for the other frames.
+    this.mask =
+      this.opcode === OPCODE_CLOSE && h[1]! & 0x80 ? Buffer.from(h.subarray(at, at + 4)) : undefined;
     this.headerLength = 0;
     this.offset = 0;
     this.remaining = length;

@@ -35,6 +35,8 @@ export interface Tunnels {
   open(client: Duplex, upstream: Duplex, done: (facts: TunnelFacts) => void): void;
   /** Open tunnels. */
   readonly size: number;
+  /** Tunnels ended since start, by who closed them (running totals, read at scrape time). */
+  closed(): Readonly<Record<ClosedBy, number>>;
   /**
    * Closes every tunnel (`shutdown`) and refuses new ones: a 1001 close frame each way where the
    * relay is between frames, then both sockets are ended, and destroyed after `graceMs` if the
@@ -66,6 +68,7 @@ export function createTunnels(limits: TunnelLimits, now: () => number = () => pe
   const open = new Set<Tunnel>();
   let sweep: NodeJS.Timeout | undefined;
   let shuttingDown = false;
+  const ended: Record<ClosedBy, number> = { client: 0, upstream: 0, idle: 0, lifetime: 0, shutdown: 0 };
   const tick = Math.max(
     10,
     Math.min(1_000, Math.floor(Math.min(limits.idleTimeout, limits.maxLifetime) / 5)),
@@ -81,6 +84,7 @@ export function createTunnels(limits: TunnelLimits, now: () => number = () => pe
     open(client, upstream, done) {
       const tunnel = new Tunnel(client, upstream, now, (facts) => {
         open.delete(tunnel);
+        ended[facts.closedBy]++;
         if (open.size === 0 && sweep) {
           clearInterval(sweep);
           sweep = undefined;
@@ -98,6 +102,7 @@ export function createTunnels(limits: TunnelLimits, now: () => number = () => pe
     get size() {
       return open.size;
     },
+    closed: () => ({ ...ended }),
     async shutdown(graceMs = CLOSE_GRACE_MS) {
       shuttingDown = true;
       const left = [...open].map((t) => t.closed);

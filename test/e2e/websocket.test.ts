@@ -190,6 +190,12 @@ describe('WebSocket through both sidecars (ws client → web outbound → mTLS �
     assert.ok(after < ORDERS_IDLE_MS + 1_500, `closed after ${Math.round(after)} ms`);
     const ev = await closeEvent(ws.traceId);
     assert.equal(ev.attributes!.closedBy, 'idle');
+    const metrics = await (await fetch(mesh.orders.metricsUrl!)).text();
+    assert.match(
+      metrics,
+      /^portcullis_sidecar_websockets_closed_total\{side="inbound",closed_by="idle"\} 1$/m,
+    );
+    assert.match(metrics, /^portcullis_sidecar_websockets_open\{side="inbound"\} 0$/m);
   });
 
   it('Upgrade: h2c and other protocols are refused 400 on both sides with the reason; another WebSocket version gets 426', async () => {
