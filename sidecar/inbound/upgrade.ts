@@ -77,6 +77,11 @@ export function relayUpgradeToApp(
     'upgrade',
     'websocket',
   );
+  // The client went away while the layers ran (a token being verified): the app is not asked.
+  if (client.destroyed)
+    return Promise.reject(
+      new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the client closed the connection'),
+    );
   return new Promise<number>((resolve, reject) => {
     let settled = false;
     const settle = () => {

@@ -168,13 +168,16 @@ class Tunnel {
       if (!dst.writableEnded) dst.end();
     });
     src.on('error', () => {});
-    src.on('close', () => {
+    const gone = () => {
       this.closedBy ??= side;
       this.sockets--;
       if (this.sockets === 0) return this.finish();
       // The other side is told (1001, unless a closing handshake already ran) and let go.
       this.end(side);
-    });
+    };
+    // A socket that closed before the tunnel opened will not say so again.
+    if (src.destroyed && src.closed) return void process.nextTick(gone);
+    src.on('close', gone);
     src.resume();
   }
 

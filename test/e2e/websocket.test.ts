@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect as connectTcp } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -196,6 +197,27 @@ describe('WebSocket through both sidecars (ws client → web outbound → mTLS �
       /^portcullis_sidecar_websockets_closed_total\{side="inbound",closed_by="idle"\} 1$/m,
     );
     assert.match(metrics, /^portcullis_sidecar_websockets_open\{side="inbound"\} 0$/m);
+  });
+
+  it('an absolute-form handshake (as through HTTP_PROXY) is routed by its URL and upgraded with the right accept key', async () => {
+    const key = randomBytes(16).toString('base64');
+    const socket = connectTcp(mesh.web.outbound!.port, '127.0.0.1');
+    const head = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      socket.on('data', (c: Buffer) => {
+        text += c.toString('latin1');
+        if (text.includes('\r\n\r\n')) resolve(text);
+      });
+      socket.on('error', reject);
+      socket.write(
+        'GET http://orders.shop.internal/orders/feed HTTP/1.1\r\nHost: orders.shop.internal\r\n' +
+          `Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`,
+      );
+    });
+    socket.destroy();
+    assert.match(head, /^HTTP\/1\.1 101 /, head);
+    const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    assert.match(head, new RegExp(`sec-websocket-accept: ${accept.replace(/[+/]/g, '\\$&')}`, 'i'));
   });
 
   it('Upgrade: h2c and other protocols are refused 400 on both sides with the reason; another WebSocket version gets 426', async () => {

@@ -240,6 +240,24 @@ describe('the tunnel relay', () => {
     assert.equal(tunnels.size, 0);
   });
 
+  it('a tunnel opened on a socket that already closed ends at once, the other side told', async () => {
+    const tunnels = createTunnels({ idleTimeout: 60_000, maxLifetime: 60_000 });
+    const [client, clientEnd] = await pair();
+    const [service, serviceEnd] = await pair();
+    clientEnd.destroy();
+    await new Promise((r) => clientEnd.once('close', r));
+    const got: Buffer[] = [];
+    service.on('data', (c: Buffer) => got.push(c));
+    service.on('end', () => service.end());
+    const facts = await new Promise<TunnelFacts>((resolve) => tunnels.open(clientEnd, serviceEnd, resolve));
+    assert.equal(facts.closedBy, 'client');
+    assert.equal(tunnels.size, 0);
+    const cursor = new FrameCursor();
+    cursor.feed(Buffer.concat(got));
+    assert.equal(cursor.closeCode, 1001);
+    client.destroy();
+  });
+
   it('shutdown destroys tunnels whose peers do not close within the grace, and refuses new ones', async () => {
     const tunnels = createTunnels({ idleTimeout: 60_000, maxLifetime: 60_000 });
     const [client, clientEnd] = await pair();
