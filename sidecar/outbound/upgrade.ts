@@ -57,15 +57,17 @@ export function outboundUpgradeListener(
     let resolved: ResolvedRoute;
     let forward: string[];
     let traceparent: string;
+    if (!LOOPBACK.test(req.socket.remoteAddress ?? ''))
+      return refuse(
+        new SidecarError(
+          'ERR_SIDECAR_OUTBOUND_NOT_LOOPBACK',
+          'the outbound proxy serves loopback callers only',
+        ),
+      );
     const offer = checkUpgradeRequest(req);
     if (isRefusal(offer))
       return answerJson(res, offer.status, 'ERR_SIDECAR_UPGRADE_REFUSED', offer.message, offer.headers);
     try {
-      if (!LOOPBACK.test(req.socket.remoteAddress ?? ''))
-        throw new SidecarError(
-          'ERR_SIDECAR_OUTBOUND_NOT_LOOPBACK',
-          'the outbound proxy serves loopback callers only',
-        );
       const scanned = scanRequestHeaders(req.rawHeaders);
       resolved = resolveRoute(req.method!, req.url!, req.headers.host, deps.routes);
       forward = scanned.forward;

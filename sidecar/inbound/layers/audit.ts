@@ -93,6 +93,8 @@ export function auditRecorder(
     },
     tunnelClosed(ctx, facts) {
       const event = build(ctx, 'authz.response', 101);
+      // A day is the most an event's latency may say (`websocket.maxLifetime` is at most 24h, plus the handshake).
+      event.latencyMs = Math.min(event.latencyMs!, 86_400_000);
       event.attributes = {
         ...ctx.attributes,
         upgrade: 'websocket',
