@@ -119,7 +119,10 @@ export function relayUpgradeToApp(
     );
     upReq.on('upgrade', (upRes: IncomingMessage, upSocket: Duplex, upHead: Buffer) => {
       if (settled) return void upSocket.destroy();
-      const problem = checkUpstreamAccept(pending.offer, upRes.headers);
+      const problem =
+        upRes.statusCode === 101
+          ? checkUpstreamAccept(pending.offer, upRes.headers)
+          : 'it did not answer 101';
       if (problem) {
         upSocket.destroy();
         return fail(
@@ -139,6 +142,16 @@ export function relayUpgradeToApp(
     });
     upReq.on('response', (upRes: IncomingMessage) => {
       if (settled) return void upRes.destroy();
+      // A 101 Node did not take for an upgrade (no Upgrade header) is no answer to relay.
+      if ((upRes.statusCode ?? 0) < 200) {
+        upRes.destroy();
+        return fail(
+          new SidecarError(
+            'ERR_SIDECAR_UPSTREAM_UNAVAILABLE',
+            'the service answered the WebSocket handshake wrongly: a 1xx without Upgrade',
+          ),
+        );
+      }
       settle();
       const status = upRes.statusCode ?? 502;
       res.writeHead(status, responseHeaderList(upRes.headers));

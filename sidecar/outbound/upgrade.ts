@@ -145,7 +145,8 @@ function handshake(
   });
   upReq.on('upgrade', (upRes: IncomingMessage, upSocket: Duplex, upHead: Buffer) => {
     if (settled) return void upSocket.destroy();
-    const problem = checkUpstreamAccept(offer, upRes.headers);
+    const problem =
+      upRes.statusCode === 101 ? checkUpstreamAccept(offer, upRes.headers) : 'it did not answer 101';
     if (problem) {
       upSocket.destroy();
       return fail(
@@ -165,6 +166,15 @@ function handshake(
   });
   upReq.on('response', (upRes: IncomingMessage) => {
     if (settled) return void upRes.destroy();
+    if ((upRes.statusCode ?? 0) < 200) {
+      upRes.destroy();
+      return fail(
+        new SidecarError(
+          'ERR_SIDECAR_UPSTREAM_UNAVAILABLE',
+          'peer answered the WebSocket handshake wrongly: a 1xx without Upgrade',
+        ),
+      );
+    }
     settle();
     res.writeHead(upRes.statusCode ?? 502, responseHeaderList(upRes.headers));
     upRes.pipe(res);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect as connectTcp } from 'node:net';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { AuditEvent } from '../../core/index.ts';
@@ -43,8 +43,17 @@ describe('WebSocket through both sidecars (ws client → web outbound → mTLS �
 
   before(async () => {
     mesh = await startMesh({ ordersConfig: { websocket: { idleTimeout: `${ORDERS_IDLE_MS}ms` } } });
-    // The orders app answers WebSocket handshakes too: an echo.
-    wss = new WebSocketServer({ server: mesh.ordersApp.server });
+    // The orders app answers WebSocket handshakes too: an echo; on /orders/bad-accept, a 101
+    // with the wrong Sec-WebSocket-Accept.
+    wss = new WebSocketServer({ noServer: true });
+    mesh.ordersApp.server.on('upgrade', (req, socket, head) => {
+      if (req.url === '/orders/bad-accept')
+        return void socket.end(
+          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+            'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n',
+        );
+      wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    });
     wss.on('connection', (ws, req) => {
       upgrades.push(req.headers);
       serverSockets.push(ws);
@@ -241,6 +250,20 @@ describe('WebSocket through both sidecars (ws client → web outbound → mTLS �
     );
     assert.match(v8, /^HTTP\/1\.1 426 /, v8);
     assert.match(v8, /sec-websocket-version: 13/i);
+  });
+
+  it("an app whose 101 carries the wrong Sec-WebSocket-Accept: the client gets 502, not the app's 101", async () => {
+    const ws = connect('/orders/bad-accept');
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      ws.once('unexpected-response', (_req, r) => resolve(r));
+      ws.once('open', () => reject(new Error('the upgrade went through')));
+      ws.once('error', reject);
+    });
+    assert.equal(res.statusCode, 502);
+    const ev = await waitFor('the event', () =>
+      mesh.ordersEvents.find((e) => e.traceId === ws.traceId && e.status === 502),
+    );
+    assert.equal(ev.reason, 'ERR_SIDECAR_UPSTREAM_UNAVAILABLE');
   });
 
   it('a handshake straight to the inbound side without a token is refused 401 before any upgrade', async () => {
