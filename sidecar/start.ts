@@ -397,8 +397,7 @@ export async function startSidecar(
       const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
       return { url: `${scheme}://${host}:${a.port}`, port: a.port };
     };
-    let closing: Promise<void> | undefined;
-    return {
+    const running: RunningSidecar = {
       inbound: urlOf(inbound, 'https'),
       outbound: outbound ? urlOf(outbound, 'http') : undefined,
       sink,
@@ -409,31 +408,31 @@ export async function startSidecar(
       tokens,
       metrics,
       metricsUrl: metricsServer ? `${urlOf(metricsServer, 'http').url}/metrics` : undefined,
-      close() {
-        // Once: a second call waits for the first.
-        return (closing ??= closeAll());
+      async close() {
+        identity?.stop();
+        tls.close();
+        policy.close();
+        jwks.close();
+        revoked.close();
+        // Relayed WebSockets first: a 1001 close frame each way, then their sockets end (decision 0086).
+        await Promise.all([tunnels.inbound.shutdown(), tunnels.outbound.shutdown()]);
+        // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
+        // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
+        await Promise.all([
+          close(inbound),
+          ...(outbound ? [close(outbound)] : []),
+          ...(metricsServer ? [close(metricsServer)] : []),
+          ...Object.values(guards).map((g) => g.drain()),
+        ]);
+        await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
+        // A sink the caller passed in is the caller's to close; the one built here is closed here.
+        await (overrides.sink ? sink.flush() : sink.close());
       },
     };
-    async function closeAll(): Promise<void> {
-      identity?.stop();
-      tls.close();
-      policy.close();
-      jwks.close();
-      revoked.close();
-      // Relayed WebSockets first: a 1001 close frame each way, then their sockets end (decision 0086).
-      await Promise.all([tunnels.inbound.shutdown(), tunnels.outbound.shutdown()]);
-      // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
-      // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
-      await Promise.all([
-        close(inbound),
-        ...(outbound ? [close(outbound)] : []),
-        ...(metricsServer ? [close(metricsServer)] : []),
-        ...Object.values(guards).map((g) => g.drain()),
-      ]);
-      await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
-      // A sink the caller passed in is the caller's to close; the one built here is closed here.
-      await (overrides.sink ? sink.flush() : sink.close());
-    }
+    // Closing twice waits for the first close (a test, or a signal during shutdown).
+    let closing: Promise<void> | undefined;
+    const closeAll = running.close;
+    return { ...running, close: () => (closing ??= closeAll()) };
   } catch (err) {
     // A part that failed to start leaves nothing listening behind.
     identity?.stop();
