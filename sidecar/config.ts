@@ -120,6 +120,14 @@ export const sidecarConfigSchema = strictObject({
   connections: connectionBudgetsSchema,
   /** Opt-in per-request log lines, inbound and outbound (docs/operations.md, Access logs). */
   accessLog: accessLogSchema,
+  /**
+   * Relayed WebSockets, inbound and outbound (docs/sidecar.md, WebSocket): closed by the sidecar
+   * after `idleTimeout` without a byte either way, and `maxLifetime` after the upgrade (at most 24h).
+   */
+  websocket: strictObject({
+    idleTimeout: durationSchema.default(300_000),
+    maxLifetime: durationSchema.default(3_600_000),
+  }).default({ idleTimeout: 300_000, maxLifetime: 3_600_000 }),
 });
 
 /** Parsed sidecar configuration: durations in ms, paths absolute. */
@@ -158,6 +166,8 @@ function finish(c: SidecarConfig, file: string, baseDir: string): SidecarConfig 
       'inbound.fairShare.perCaller',
       `must not be larger than inbound.upstreamConnections (${pool}): one caller could take the whole pool`,
     );
+  // The audit records a WebSocket's duration as the latency of its request, which is at most a day.
+  if (c.websocket.maxLifetime > 86_400_000) throw bad('websocket.maxLifetime', 'must be at most 24h');
   if (c.outbound) {
     if (!LOOPBACK.has(c.outbound.listen.host))
       throw bad('outbound.listen.host', 'must be a loopback address (127.0.0.1, ::1 or localhost)');

@@ -34,7 +34,8 @@ export type SidecarErrorCode =
   | 'ERR_SIDECAR_PEER_IDENTITY_MISMATCH'
   | 'ERR_SIDECAR_JWKS_INVALID'
   | 'ERR_SIDECAR_REVOCATIONS_INVALID'
-  | 'ERR_SIDECAR_STS_UNAVAILABLE';
+  | 'ERR_SIDECAR_STS_UNAVAILABLE'
+  | 'ERR_SIDECAR_UPGRADE_REFUSED';
 
 /** Every sidecar failure: a stable `code`, a short human message safe to show a client, `cause` passed through. */
 export class SidecarError extends PortcullisError<SidecarErrorCode> {
@@ -79,6 +80,7 @@ export const SIDECAR_STATUS: Readonly<Partial<Record<SidecarErrorCode, number>>>
   ERR_SIDECAR_TOKEN_UNAVAILABLE: 503,
   ERR_SIDECAR_PEER_IDENTITY_MISMATCH: 502,
   ERR_SIDECAR_STS_UNAVAILABLE: 503,
+  ERR_SIDECAR_UPGRADE_REFUSED: 400,
 });
 
 /** HTTP status for a sidecar error code; 500 for anything that is not a request failure. */

@@ -28,6 +28,10 @@ import { pathLayer } from './inbound/layers/path.ts';
 import { peerLayer } from './inbound/layers/peer.ts';
 import { tokenLayer } from './inbound/layers/token.ts';
 import { createInboundServer, updateServerTls } from './inbound/server.ts';
+import { inboundUpgradeListener, relayUpgradeToApp } from './inbound/upgrade.ts';
+import { connectWith, outboundUpgradeListener } from './outbound/upgrade.ts';
+import { createTunnels } from './websocket/tunnels.ts';
+import { registerTunnelMetrics } from './websocket/metrics.ts';
 import { createIdSource } from './inbound/trace.ts';
 import { createJwksCache } from './jwks/cache.ts';
 import type { JwksCache } from './jwks/cache.ts';
@@ -208,6 +212,10 @@ export async function startSidecar(
         clockSkewMs: config.tls.clockSkew,
       });
     const accessLog = createAccessLog(logger, config.accessLog);
+    // Relayed WebSockets of each listener: their limits, metrics, and their close on shutdown.
+    const tunnels = { inbound: createTunnels(config.websocket), outbound: createTunnels(config.websocket) };
+    registerTunnelMetrics(metrics.registry, tunnels);
+    const app = new URL(config.inbound.app);
     const handler = createInboundHandler({
       service: config.service,
       layers: [
@@ -244,27 +252,35 @@ export async function startSidecar(
       logger,
       count: (decision, reason, rule) => metrics.record(decision, reason, rule),
       recordBeforeForward: config.audit.failMode === 'closed',
+      upgrade: (ctx, closed) =>
+        relayUpgradeToApp(
+          ctx,
+          { app, headersTimeoutMs: config.inbound.upstreamHeadersTimeout, tunnels: tunnels.inbound },
+          closed,
+        ),
       ...(accessLog ? { accessLog } : {}),
       ...(tracer ? { tracer } : {}),
     });
+    const refusedRaw = (what: string, status: number, reason: string = 'ERR_SIDECAR_REQUEST_MALFORMED') => {
+      metrics.record('deny', reason, undefined);
+      if (!sink.accepting()) return;
+      sink.emit({
+        type: 'authz.decision',
+        time: new Date(clock()).toISOString(),
+        source: config.service,
+        target: config.service,
+        decision: 'deny',
+        reason,
+        status,
+        attributes: { parserError: what.slice(0, 64) },
+      });
+    };
     const inbound: HttpsServer = createInboundServer(
       tls.current(),
       handler,
-      (what, status) => {
-        metrics.record('deny', 'ERR_SIDECAR_REQUEST_MALFORMED', undefined);
-        if (!sink.accepting()) return;
-        sink.emit({
-          type: 'authz.decision',
-          time: new Date(clock()).toISOString(),
-          source: config.service,
-          target: config.service,
-          decision: 'deny',
-          reason: 'ERR_SIDECAR_REQUEST_MALFORMED',
-          status,
-          attributes: { parserError: what.slice(0, 64) },
-        });
-      },
+      refusedRaw,
       config.connections,
+      inboundUpgradeListener(handler, refusedRaw),
     );
     // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
     guards.inbound = applyConnectionBudgets(inbound, config.connections, {
@@ -287,18 +303,20 @@ export async function startSidecar(
         refreshBeforeMs: out.tokenRefreshBefore,
         retryAfterMs: out.tokenRetryAfter,
       });
+      const connectorFor = (route: Route) =>
+        createMtlsConnector({
+          material: () => tls.current(),
+          verifier: () => serverVerifier,
+          expectedId: route.spiffeId,
+          // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
+          timeoutMs: config.sts.timeout,
+          timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
+        });
       const dispatcherFor = (route: Route): Pool => {
         let d = dispatchers.get(route.name);
         if (!d) {
           d = new Pool(`https://${route.address}`, {
-            connect: createMtlsConnector({
-              material: () => tls.current(),
-              verifier: () => serverVerifier,
-              expectedId: route.spiffeId,
-              // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
-              timeoutMs: config.sts.timeout,
-              timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
-            }),
+            connect: connectorFor(route),
             connections: 64,
             keepAliveTimeout: 30_000,
           });
@@ -323,6 +341,19 @@ export async function startSidecar(
         }),
       );
       outbound.on('connect', refuseConnect);
+      outbound.on(
+        'upgrade',
+        outboundUpgradeListener({
+          routes,
+          tokens,
+          // A WebSocket gets a connection of its own (it becomes the tunnel), not one of the pool's.
+          connect: (route) => connectWith(connectorFor(route), route.address),
+          ids,
+          headersTimeoutMs: out.upstreamHeadersTimeout,
+          tunnels: tunnels.outbound,
+          logger,
+        }),
+      );
       outbound.on('clientError', refuseClientError);
       // The app is the only peer of this loopback listener: the per-peer cap is the listener's.
       guards.outbound = applyConnectionBudgets(
@@ -366,7 +397,7 @@ export async function startSidecar(
       const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
       return { url: `${scheme}://${host}:${a.port}`, port: a.port };
     };
-    return {
+    const running: RunningSidecar = {
       inbound: urlOf(inbound, 'https'),
       outbound: outbound ? urlOf(outbound, 'http') : undefined,
       sink,
@@ -383,6 +414,8 @@ export async function startSidecar(
         policy.close();
         jwks.close();
         revoked.close();
+        // Relayed WebSockets first: a 1001 close frame each way, then their sockets end (decision 0086).
+        await Promise.all([tunnels.inbound.shutdown(), tunnels.outbound.shutdown()]);
         // Stop accepting everywhere; idle, half-open and handshaking connections go now, requests
         // in flight get up to connections.drainTimeout, then whatever is left is destroyed.
         await Promise.all([
@@ -396,6 +429,10 @@ export async function startSidecar(
         await (overrides.sink ? sink.flush() : sink.close());
       },
     };
+    // Closing twice waits for the first close (a test, or a signal during shutdown).
+    let closing: Promise<void> | undefined;
+    const closeAll = running.close;
+    return { ...running, close: () => (closing ??= closeAll()) };
   } catch (err) {
     // A part that failed to start leaves nothing listening behind.
     identity?.stop();

@@ -1,8 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { PeerIdentity } from '../../ca/index.ts';
 import type { Span } from '../../core/index.ts';
 import type { SidecarError } from '../errors.ts';
 import type { Decision } from '../policy/compile.ts';
+import type { WebSocketOffer } from '../websocket/handshake.ts';
 import type { VerifiedToken } from '../token/verify.ts';
 import type { ScannedHeaders } from './headers.ts';
 import type { CheckedTarget } from './target.ts';
@@ -39,6 +41,15 @@ export interface InboundContext {
   retryAfterSeconds?: number;
   /** Extra audit attributes (e.g. the ca/ code behind a refused peer). */
   attributes?: Record<string, string>;
+  /** Set for a WebSocket opening handshake (inbound/upgrade.ts): relayed, not forwarded, once allowed. */
+  upgrade?: PendingUpgrade;
+}
+
+/** A WebSocket handshake waiting for the layers: the client's socket, bytes read past its head, the offer. */
+export interface PendingUpgrade {
+  readonly socket: Duplex;
+  readonly head: Buffer;
+  readonly offer: WebSocketOffer;
 }
 
 /** One single-purpose inbound layer (STYLE.md #7): it enriches the context or throws a SidecarError. */

@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SpanKind, SpanStatusCode, isBodyTimedOut, parseTraceparent, startSpan } from '../../core/index.ts';
 import type { AccessLine, AuditSink, Logger, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
-import type { InboundContext, InboundLayer } from './context.ts';
+import type { InboundContext, InboundLayer, PendingUpgrade } from './context.ts';
+import type { TunnelFacts } from '../websocket/tunnels.ts';
 import { auditRecorder } from './layers/audit.ts';
 import { forward } from './layers/forward.ts';
 import type { UpstreamOptions } from './layers/forward.ts';
@@ -32,7 +33,15 @@ export interface InboundHandlerDeps {
   readonly recordBeforeForward?: boolean;
   /** Opt-in access log (core/access-log.ts); one line per answered request. */
   readonly accessLog?: (line: AccessLine) => void;
+  /**
+   * Relays an allowed WebSocket handshake (inbound/upgrade.ts) instead of forwarding it; resolves
+   * with the status the client got (101, or the app's answer), and calls `closed` when it ends.
+   */
+  readonly upgrade?: (ctx: InboundContext, closed: (facts: TunnelFacts) => void) => Promise<number>;
 }
+
+/** The inbound handler: node:http's request listener, and the entry of WebSocket handshakes (a third argument). */
+export type InboundHandler = (req: IncomingMessage, res: ServerResponse, upgrade?: PendingUpgrade) => void;
 
 /**
  * The inbound request handler: runs the layers in order (synchronously while they are), forwards
@@ -42,9 +51,7 @@ export interface InboundHandlerDeps {
  * 401, `WWW-Authenticate: Bearer error="invalid_token"`. While the audit sink is not accepting,
  * every request is refused with 503 `ERR_SIDECAR_AUDIT_UNAVAILABLE`.
  */
-export function createInboundHandler(
-  deps: InboundHandlerDeps,
-): (req: IncomingMessage, res: ServerResponse) => void {
+export function createInboundHandler(deps: InboundHandlerDeps): InboundHandler {
   const audit = auditRecorder(deps.sink, deps.service, deps.now, deps.clock, deps.count);
   const { layers, tracer } = deps;
   const record = (ctx: InboundContext, status: number) => {
@@ -111,7 +118,10 @@ export function createInboundHandler(
   };
 
   const forwardNow = (ctx: InboundContext) => {
-    forward(ctx, deps.upstream).then(
+    (ctx.upgrade && deps.upgrade
+      ? deps.upgrade(ctx, (facts) => audit.tunnelClosed(ctx, facts))
+      : forward(ctx, deps.upstream)
+    ).then(
       (status) => record(ctx, status),
       (err) => refuse(ctx, err),
     );
@@ -166,8 +176,8 @@ export function createInboundHandler(
     return { req, res, startedAt: deps.now(), traceId: sc.traceId, spanId: sc.spanId, span, enforced: true };
   };
 
-  return (req, res) => {
-    if (tracer) return start(traced(req, res));
+  return (req, res, upgrade) => {
+    if (tracer) return start(traced(req, res), upgrade);
     const parent = parseTraceparent(req.headers.traceparent);
     const ctx: InboundContext = {
       req,
@@ -177,10 +187,11 @@ export function createInboundHandler(
       spanId: deps.ids.spanId(),
       enforced: true,
     };
-    start(ctx);
+    start(ctx, upgrade);
   };
 
-  function start(ctx: InboundContext): void {
+  function start(ctx: InboundContext, upgrade: PendingUpgrade | undefined): void {
+    if (upgrade) ctx.upgrade = upgrade;
     if (!deps.sink.accepting()) {
       return refuse(
         ctx,

@@ -7,7 +7,7 @@ import { connectionServerOptions, describeClientError, endWithHttpError } from '
 import type { ConnectionBudgets } from '../../core/index.ts';
 
 /** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
-export type RawRefusal = (what: string, status: number) => void;
+export type RawRefusal = (what: string, status: number, reason?: string) => void;
 
 /**
  * The inbound mTLS listener: node:https directly (no framework on the hot path), TLS 1.3, a client
@@ -15,7 +15,8 @@ export type RawRefusal = (what: string, status: number) => void;
  * and an audit event). What never reaches the handler is still answered and reported through
  * `onRefused`, which records it: requests the HTTP parser refuses (smuggling shapes, bad bytes)
  * and CONNECT get 400 `ERR_SIDECAR_REQUEST_MALFORMED` (431 for oversized headers, 408 for a
- * request that timed out), upgrades (WebSocket, h2c) 501, and an `Expect` other than
+ * request that timed out), upgrades go to `upgrade` (WebSocket handshakes through the layers,
+ * every other upgrade refused: inbound/upgrade.ts; 501 without it), and an `Expect` other than
  * `100-continue` 417. A connection whose TLS handshake fails or times out is destroyed unanswered.
  * The caller applies the rest of the connection budgets (`applyConnectionBudgets`).
  */
@@ -24,6 +25,7 @@ export function createInboundServer(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   onRefused: RawRefusal,
   budgets: ConnectionBudgets,
+  upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
 ): Server {
   const server = createServer(
     {
@@ -59,10 +61,12 @@ export function createInboundServer(
   server.on('connect', (_req, socket: Duplex) =>
     refuse(socket, 'CONNECT', 400, 'malformed request: CONNECT is not proxied'),
   );
-  // Upgrades (WebSocket, h2c) are not proxied: a refusal rather than a silent hang.
-  server.on('upgrade', (_req, socket: Duplex) =>
-    refuse(socket, 'UPGRADE', 501, 'protocol upgrades are not proxied'),
-  );
+  // WebSocket handshakes go through the layers (inbound/upgrade.ts); without that, upgrades are refused.
+  if (upgrade) server.on('upgrade', upgrade);
+  else
+    server.on('upgrade', (_req, socket: Duplex) =>
+      refuse(socket, 'UPGRADE', 501, 'protocol upgrades are not proxied'),
+    );
   // Node would answer an Expect it does not know with a bare 417; this answers and records it.
   server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
     const body = JSON.stringify({

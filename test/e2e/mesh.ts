@@ -83,6 +83,9 @@ export async function startMesh(
     audit?: (pki: TestPki, dir: string) => Promise<{ sts: AuditSink; web: AuditSink; orders: AuditSink }>;
     /** Access logs on (`accessLog: {enabled: true}`) for every part, written to this logger. */
     accessLogger?: Logger;
+    /** More top-level config sections for the orders and the web sidecar (e.g. `websocket`). */
+    ordersConfig?: Record<string, unknown>;
+    webConfig?: Record<string, unknown>;
   } = {},
 ): Promise<Mesh> {
   const pki = await makeTestPki({ identitiesYaml: identitiesYaml(opts.webTtl ?? '5m') });
@@ -139,6 +142,7 @@ export async function startMesh(
         },
         metrics: { listen: { host: '127.0.0.1', port: 0 } },
         ...accessLog,
+        ...opts.ordersConfig,
       },
       'e2e orders',
     ),
@@ -164,6 +168,7 @@ export async function startMesh(
           ],
         },
         ...accessLog,
+        ...opts.webConfig,
       },
       'e2e web',
     ),

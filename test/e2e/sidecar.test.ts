@@ -144,16 +144,24 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
     assert.equal(ev.reason, 'ERR_SIDECAR_REQUEST_MALFORMED');
   });
 
-  for (const [what, request, status] of [
+  for (const [what, request, status, code] of [
     [
-      'an Upgrade (WebSocket)',
-      'GET /orders/1 HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
-      501,
+      'an Upgrade to h2c',
+      'GET /orders/1 HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n',
+      400,
+      'ERR_SIDECAR_UPGRADE_REFUSED',
+    ],
+    [
+      'a WebSocket handshake without Sec-WebSocket-Key',
+      'GET /orders/1 HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      400,
+      'ERR_SIDECAR_UPGRADE_REFUSED',
     ],
     [
       'an Expect other than 100-continue',
       'GET /orders/1 HTTP/1.1\r\nHost: orders\r\nExpect: foo\r\n\r\n',
       417,
+      'ERR_SIDECAR_REQUEST_MALFORMED',
     ],
   ] as const) {
     it(`${what} is answered ${status} at the inbound side, never forwarded, and is an audit event`, async () => {
@@ -161,7 +169,7 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
       const seenBefore = mesh.ordersApp.seen.length;
       const answer = await rawExchange({ port: mesh.orders.inbound.port, tls: web }, request);
       assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), answer);
-      assert.match(answer, /ERR_SIDECAR_REQUEST_MALFORMED/);
+      assert.match(answer, new RegExp(code));
       assert.equal(mesh.ordersApp.seen.length, seenBefore);
       const ev = mesh.ordersEvents.slice(before).find((e) => e.status === status);
       assert.ok(
@@ -169,7 +177,7 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
         `the refused request is in the audit log: ${JSON.stringify(mesh.ordersEvents.slice(before))}`,
       );
       assert.equal(ev.decision, 'deny');
-      assert.equal(ev.reason, 'ERR_SIDECAR_REQUEST_MALFORMED');
+      assert.equal(ev.reason, code);
     });
   }
 

@@ -1,5 +1,6 @@
 import type { AuditEvent, AuditSink } from '../../../core/index.ts';
 import type { InboundContext } from '../context.ts';
+import type { TunnelFacts } from '../../websocket/tunnels.ts';
 
 const MAX_ACTION = 4096;
 
@@ -17,6 +18,11 @@ export interface AuditRecorder {
    * carrying them (decision 0029). Returns the event, for the access log.
    */
   done(ctx: InboundContext, status: number): AuditEvent;
+  /**
+   * When a relayed WebSocket ends: an `authz.response` event for its request (status 101, latency
+   * from the request to the close) with who closed it, the bytes each way and its duration.
+   */
+  tunnelClosed(ctx: InboundContext, facts: TunnelFacts): void;
 }
 
 /**
@@ -84,6 +90,22 @@ export function auditRecorder(
       sink.emit(event);
       count(event.decision!, event.reason!, event.rule);
       return event;
+    },
+    tunnelClosed(ctx, facts) {
+      const event = build(ctx, 'authz.response', 101);
+      // A day is the most an event's latency may say (`websocket.maxLifetime` is at most 24h, plus the handshake).
+      event.latencyMs = Math.min(event.latencyMs!, 86_400_000);
+      event.attributes = {
+        ...ctx.attributes,
+        upgrade: 'websocket',
+        closedBy: facts.closedBy,
+        bytesFromClient: facts.bytesFromClient,
+        bytesToClient: facts.bytesToClient,
+        durationMs: facts.durationMs,
+        ...(facts.closeCode !== undefined ? { closeCode: facts.closeCode } : {}),
+      };
+      // Not while the sink refuses events (failMode closed, spool full): the tunnel is gone either way.
+      if (sink.accepting()) sink.emit(event);
     },
   };
 }
