@@ -16,6 +16,7 @@ import { cpuSeconds, machineFacts } from '../machine.ts';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { examplePki } from '../pki.ts';
+import { ORDERS, WEB, policyYaml } from './policy.ts';
 import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
 import { openFileStore } from '../../audit/index.ts';
 import { COLLECTOR_ID, startBenchCollector } from '../collector.ts';
@@ -63,8 +64,6 @@ const ruleCount = Number(flags.rules);
 const node = process.execPath;
 const here = new URL('.', import.meta.url).pathname;
 const root = new URL('../../', import.meta.url).pathname;
-const WEB = 'spiffe://example.org/ns/shop/sa/web';
-const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 
 function ensureNginx(): string {
   const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })
@@ -127,40 +126,6 @@ function withChildren(pid: number): number[] {
 function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
-}
-
-function policyYaml(rules: number): string {
-  const lines = [
-    `service: ${ORDERS}`,
-    'mode: enforce',
-    'roles:',
-    `  storefront: [${WEB}]`,
-    '  others: [spiffe://example.org/ns/ops/sa/admin-console]',
-    'rules:',
-  ];
-  for (let i = 0; i < rules - 2; i++) {
-    const effect = i % 10 === 0 ? 'deny' : 'allow';
-    lines.push(
-      `  - id: filler-${i}`,
-      `    effect: ${effect}`,
-      `    ${i % 3 === 0 ? 'role: others' : `subjects: ['*']`}`,
-      `    methods: [${['POST', 'PUT', 'DELETE', 'GET'][i % 4]}]`,
-      `    paths: [/svc${i}/:id, /svc${i}/items/*]`,
-    );
-  }
-  lines.push(
-    '  - id: nobody-touches-admin',
-    '    effect: deny',
-    "    subjects: ['*']",
-    '    paths: [/admin, /admin/*]',
-  );
-  lines.push(
-    '  - id: storefront-reads-orders',
-    '    role: storefront',
-    '    methods: [GET]',
-    '    paths: [/orders, /orders/:id]',
-  );
-  return lines.join('\n') + '\n';
 }
 
 function token(stsUrl: string, cert: string, key: string): Promise<string> {
