@@ -1,5 +1,6 @@
 // Preloaded into a measured sidecar (`node --import ./bench/sidecar/report-memory.mjs …`): on
 // SIGUSR2 writes one JSON line to stderr with process.memoryUsage(), V8's heap spaces (used MB). Plain JavaScript, so that it adds no type stripping to the process measured.
+import process from 'node:process';
 import { getHeapSpaceStatistics } from 'node:v8';
 
 process.on('SIGUSR2', () => {

@@ -16,7 +16,7 @@ import { cpuSeconds, machineFacts } from '../machine.ts';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { examplePki } from '../pki.ts';
-import { ORDERS, WEB, policyYaml } from './policy.ts';
+import { ORDERS, policyYaml } from './policy.ts';
 import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
 import { openFileStore } from '../../audit/index.ts';
 import { COLLECTOR_ID, startBenchCollector } from '../collector.ts';
