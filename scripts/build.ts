@@ -5,12 +5,13 @@
 // dist/cli/commands/, and the packages' public faces (dist/sidecar/index.js, …) for library use.
 // `node file.ts` stays the way to run the sources in development; bin/portcullis runs dist/ when it
 // is current (dist/build-info.json lists its inputs) and the sources otherwise.
-// Usage: node scripts/build.ts [--check] — `--check` builds nothing and exits 1 when dist/ is
-// missing or older than one of its inputs (what bin/portcullis and the test harness ask).
+// Usage: node scripts/build.ts [--check | --harness DIR]. `--check` builds nothing and exits 1 when
+// dist/ is missing or older than one of its inputs; `--harness DIR` bundles the sidecar benchmark's
+// process (bench/sidecar/sidecar-proc.ts) the same way into DIR.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { build } from 'esbuild';
-import type { Plugin } from 'esbuild';
+import type { BuildOptions, Plugin } from 'esbuild';
 
 const root = new URL('../', import.meta.url).pathname;
 const dist = join(root, 'dist');
@@ -83,6 +84,31 @@ const EXTERNAL = [
   '@grpc/*',
 ];
 
+/** How every entry is bundled (the benchmark's harness too: `--harness DIR`). */
+const BUNDLE_OPTIONS = {
+  bundle: true,
+  // One file per entry, each self-contained: esbuild's shared chunks are cut coarsely (a command
+  // would load every module some other entry shares with it), and a process runs one command.
+  splitting: false,
+  format: 'esm',
+  platform: 'node',
+  target: 'node24',
+  external: EXTERNAL,
+  // npm packages written as CommonJS call require() for Node's modules; ES module output has none.
+  banner: {
+    js: "import { createRequire as __portcullisRequire } from 'node:module'; const require = __portcullisRequire(import.meta.url);",
+  },
+  // Less source text for V8 to hold and parse; names are kept, so profiles and stack traces
+  // still name our functions.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  sourcemap: false,
+  legalComments: 'none',
+  metafile: true,
+  logLevel: 'warning',
+  plugins: [oursArePure],
+} satisfies BuildOptions;
+
 async function main(): Promise<void> {
   if (process.argv.includes('--check')) {
     const why = staleReason();
@@ -90,6 +116,13 @@ async function main(): Promise<void> {
       console.error(`build: ${why}`);
       process.exit(1);
     }
+    return;
+  }
+  const harness = process.argv.indexOf('--harness');
+  if (harness !== -1) {
+    const outdir = process.argv[harness + 1];
+    if (!outdir) throw new Error('--harness needs an output directory');
+    await build({ ...BUNDLE_OPTIONS, entryPoints: [join(root, 'bench/sidecar/sidecar-proc.ts')], outdir });
     return;
   }
   const commands = readdirSync(join(root, 'cli/commands'))
@@ -110,31 +143,11 @@ async function main(): Promise<void> {
   rmSync(dist, { recursive: true, force: true });
   mkdirSync(dist);
   const result = await build({
+    ...BUNDLE_OPTIONS,
     entryPoints,
     outdir: dist,
     outbase: root,
     entryNames: '[dir]/[name]',
-    bundle: true,
-    // One file per entry, each self-contained: esbuild's shared chunks are cut coarsely (a command
-    // would load every module some other entry shares with it), and a process runs one command.
-    splitting: false,
-    format: 'esm',
-    platform: 'node',
-    target: 'node24',
-    external: EXTERNAL,
-    // npm packages written as CommonJS call require() for Node's modules; ES module output has none.
-    banner: {
-      js: "import { createRequire as __portcullisRequire } from 'node:module'; const require = __portcullisRequire(import.meta.url);",
-    },
-    // Less source text for V8 to hold and parse; names are kept, so profiles and stack traces
-    // still name our functions.
-    minifyWhitespace: true,
-    minifySyntax: true,
-    sourcemap: false,
-    legalComments: 'none',
-    metafile: true,
-    logLevel: 'warning',
-    plugins: [oursArePure],
   });
   const inputs: Record<string, number> = {};
   for (const file of Object.keys(result.metafile.inputs).sort()) {

@@ -1,4 +1,5 @@
 // Which `portcullis` entry a benchmark runs: the build (dist/, `npm run build`) or the sources.
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -16,4 +17,14 @@ export function sidecarEntry(mode: string): string {
   const file = `${root}dist/cli/portcullis.js`;
   if (!existsSync(file)) throw new Error(`${file} is missing: run npm run build first`);
   return file;
+}
+
+/**
+ * Bundles the benchmark's sidecar harness (sidecar-proc.ts) with the options of `npm run build`
+ * (`node scripts/build.ts --harness DIR`) and returns the bundle's path: the measured process then
+ * runs the sidecar code exactly as the build ships it, with no type stripping.
+ */
+export function buildHarness(outDir: string): string {
+  execFileSync(process.execPath, [`${root}scripts/build.ts`, '--harness', outDir], { stdio: 'inherit' });
+  return `${outDir}/sidecar-proc.js`;
 }
