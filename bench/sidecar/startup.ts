@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
-import { machineFacts } from '../machine.ts';
+import { cpuSeconds, machineFacts } from '../machine.ts';
 import { rssByMapping, rssMb, smapsRollup } from '../memory.ts';
 import { examplePki } from '../pki.ts';
 import { ORDERS, policyYaml } from './policy.ts';
@@ -48,6 +48,8 @@ const here = new URL('.', import.meta.url).pathname;
 interface Start {
   mode: string;
   readyMs: number;
+  /** CPU (user + system) the process used up to ready: less sensitive than wall time to other load. */
+  readyCpuMs: number;
   idleRssMb: number;
   rollup: Record<string, number>;
   byMapping: Record<string, number>;
@@ -72,7 +74,7 @@ async function startOnce(mode: string, config: string): Promise<Start> {
   });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
-  const ready = await new Promise<{ ms: number }>((resolve, reject) => {
+  const ready = await new Promise<{ ms: number; cpuMs: number }>((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', function onData(c: Buffer) {
       buf += c;
@@ -80,7 +82,7 @@ async function startOnce(mode: string, config: string): Promise<Start> {
         if (!line.includes('"sidecar listening"')) continue;
         child.stdout!.off('data', onData);
         child.stdout!.resume();
-        resolve({ ms: performance.now() - t0 });
+        resolve({ ms: performance.now() - t0, cpuMs: Math.round(cpuSeconds([child.pid!]) * 1000) });
         return;
       }
     });
@@ -108,6 +110,7 @@ async function startOnce(mode: string, config: string): Promise<Start> {
   return {
     mode,
     readyMs: Math.round(ready.ms),
+    readyCpuMs: ready.cpuMs,
     idleRssMb,
     rollup: { Rss: rollup.Rss!, Pss: rollup.Pss!, Pss_Anon: rollup.Pss_Anon!, Pss_File: rollup.Pss_File! },
     byMapping,
@@ -161,7 +164,7 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
     for (const mode of i % 2 === 0 ? modes : [...modes].reverse()) {
       const s = await startOnce(mode, config);
       console.error(
-        `[startup] ${mode}: ready ${s.readyMs} ms, idle RSS ${s.idleRssMb} MB (Pss ${s.rollup.Pss}), heap used ${String(s.heap.heapUsed)} MB; ${JSON.stringify(s.byMapping)}`,
+        `[startup] ${mode}: ready ${s.readyMs} ms (${s.readyCpuMs} ms CPU), idle RSS ${s.idleRssMb} MB (Pss ${s.rollup.Pss}), heap used ${String(s.heap.heapUsed)} MB; ${JSON.stringify(s.byMapping)}`,
       );
       starts.push(s);
     }
@@ -172,11 +175,13 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPor
       const mine = starts.filter((s) => s.mode === mode);
       const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
       const ready = sorted(mine.map((s) => s.readyMs));
+      const cpu = sorted(mine.map((s) => s.readyCpuMs));
       const rss = sorted(mine.map((s) => s.idleRssMb));
       return [
         mode,
         {
           readyMs: { min: ready[0], median: ready[Math.floor(ready.length / 2)], max: ready.at(-1) },
+          readyCpuMs: { min: cpu[0], median: cpu[Math.floor(cpu.length / 2)], max: cpu.at(-1) },
           idleRssMb: { min: rss[0], median: rss[Math.floor(rss.length / 2)], max: rss.at(-1) },
         },
       ];
