@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { MemoryAuditSink, createLogger } from '../../core/index.ts';
 import type { AuditEvent, AuditSink, Logger } from '../../core/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
+import type * as SidecarLibrary from '../../sidecar/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
@@ -31,7 +32,7 @@ const MASTER_KEY = randomBytes(32).toString('base64');
  * the same refusals (test/e2e/sidecar-built.test.ts). A missing or stale build is refused.
  */
 export const SIDECAR_FROM_BUILD = process.env.PORTCULLIS_SIDECAR_BUILD === '1';
-async function sidecarLibrary(): Promise<typeof import('../../sidecar/index.ts')> {
+async function sidecarLibrary(): Promise<typeof SidecarLibrary> {
   if (!SIDECAR_FROM_BUILD) return import('../../sidecar/index.ts');
   const root = new URL('../../', import.meta.url);
   const check = spawnSync(process.execPath, [new URL('scripts/build.ts', root).pathname, '--check'], {
@@ -39,9 +40,7 @@ async function sidecarLibrary(): Promise<typeof import('../../sidecar/index.ts')
   });
   if (check.status !== 0)
     throw new Error(`PORTCULLIS_SIDECAR_BUILD=1 needs a current build: ${check.stderr.trim()}`);
-  return (await import(
-    new URL('dist/sidecar/index.js', root).href
-  )) as typeof import('../../sidecar/index.ts');
+  return (await import(new URL('dist/sidecar/index.js', root).href)) as typeof SidecarLibrary;
 }
 const { parseSidecarConfig, startSidecar } = await sidecarLibrary();
 
