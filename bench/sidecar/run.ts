@@ -504,6 +504,7 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
   const summary = {
     ...machineFacts(loadBefore, loadAfter),
     from: flags.from,
+    only: flags.only === TARGETS.join(',') ? null : flags.only,
     concurrency,
     durationS: durationMs / 1000,
     rate,
@@ -544,8 +545,7 @@ function renderResults(x: any): string {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one run of the summary
   const tables = x.runs.map((r: any) =>
     [
-      `Run ${r.run}:`,
-      '',
+      `Run ${r.run}:\n`,
       '| target | req/s (closed loop) | p50 ms | p99 ms | errors | proxy CPU µs/request | req/s (fixed rate) | p50 ms @rate | p99 ms @rate |',
       '|---|---|---|---|---|---|---|---|---|',
       row('direct', r.direct),
@@ -560,7 +560,7 @@ function renderResults(x: any): string {
   );
   return `# Sidecar benchmark results
 
-Command: \`node bench/sidecar/run.ts --runs ${x.runs.length} --from ${x.from} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --concurrency ${x.concurrency} --rate ${x.rate} --rules ${x.rules} --record\`
+Command: \`node bench/sidecar/run.ts --runs ${x.runs.length} --from ${x.from}${x.only ? ` --only ${x.only}` : ''} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --concurrency ${x.concurrency} --rate ${x.rate} --rules ${x.rules} --record\`
 
 - Date: ${x.date}; Node ${x.node}; nproc ${x.nproc}; memory ${x.memGb} GiB (free ${x.freeGb} GiB)
 - Load average (1/5/15 min) before: ${x.load.before.join(' / ')}; after: ${x.load.after.join(' / ')}
