@@ -50,7 +50,7 @@ export function staleReason(): string | undefined {
 
 /**
  * Our modules have no side effects at import (none registers, starts or patches anything when
- * imported; test/build.test.ts holds the bundle to the same behaviour as the sources), so a module
+ * imported; test/e2e/sidecar-built.test.ts runs the e2e sidecar tests on the bundle), so a module
  * that nothing uses is left out of a bundle although a package's index re-exports it. Without this
  * the sidecar command would load the collector (fastify), the PostgreSQL store (pg) and the rest
  * of audit/ and ca/ through their index files (decision 0091).
