@@ -1,12 +1,30 @@
 # syntax=docker/dockerfile:1.7
 # Portcullis on the official Node 24 image (docs/operations.md).
-# There is no build step: Node 24 runs the TypeScript sources itself by type stripping, so the image
-# holds the sources and the production dependencies only. The `node` devDependency exists to give
-# Node 24 to development machines that have an older one; the image already is Node 24.
+# Two stages: the first bundles the TypeScript sources with `npm run build` (esbuild, decision 0091)
+# into plain ES modules under dist/; the image runs those, so no process strips types at run time
+# (less memory and a faster start for every sidecar). It holds dist/, the production dependencies
+# the bundles leave external, the demo apps and the example data. The `node` devDependency exists
+# to give Node 24 to development machines that have an older one; the image already is Node 24.
 #
 #   docker build -t portcullis .
 #   docker run --rm portcullis --help
 #   docker run --rm portcullis sts --config /app/config/compose/sts.yaml      (see docker-compose.yml)
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+# Every dependency (esbuild is a devDependency), from the lockfile, no install scripts: esbuild's
+# binary comes in its platform package (@esbuild/linux-x64), which needs none.
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY core/ core/
+COPY ca/ ca/
+COPY audit/ audit/
+COPY sts/ sts/
+COPY sidecar/ sidecar/
+COPY cli/ cli/
+COPY demo/ demo/
+COPY scripts/build.ts scripts/build.ts
+RUN node scripts/build.ts
+
 FROM node:24-bookworm-slim
 
 ENV NODE_ENV=production
@@ -17,14 +35,9 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
-# The packages, the command, the demo apps and the example data. Owned by root and read-only to
-# the `node` user that runs them. .dockerignore keeps everything else (tests, certs, keys, data) out.
-COPY core/ core/
-COPY ca/ ca/
-COPY audit/ audit/
-COPY sts/ sts/
-COPY sidecar/ sidecar/
-COPY cli/ cli/
+# The built command, the demo apps and the example data. Owned by root and read-only to the `node`
+# user that runs them. .dockerignore keeps everything else (tests, certs, keys, data) out.
+COPY --from=build /app/dist/ dist/
 COPY demo/ demo/
 COPY identities/ identities/
 COPY policies/ policies/
@@ -87,5 +100,5 @@ EXPOSE 8443 8444 15443 15444
 # rather than pretending to be healthy.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["portcullis-healthcheck"]
 
-ENTRYPOINT ["node", "cli/portcullis.ts"]
+ENTRYPOINT ["node", "dist/cli/portcullis.js"]
 CMD ["--help"]

@@ -3,7 +3,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'tmp/**', 'certs/**', 'data/**', '.portcullis/**', 'coverage/**'] },
+  {
+    ignores: ['node_modules/**', 'tmp/**', 'certs/**', 'data/**', '.portcullis/**', 'coverage/**', 'dist/**'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -3,7 +3,6 @@ import { Gauge } from 'prom-client';
 import type { Registry as PromRegistry } from 'prom-client';
 import { ConfigError } from '../core/index.ts';
 import type { IdentityConfig, Logger } from '../core/index.ts';
-import { keepIdentity } from './keep-identity.ts';
 import type { IdentityKeeper } from './keep-identity.ts';
 
 /**
@@ -48,6 +47,9 @@ export async function startIdentity(options: {
     bootstrap = { joinToken: (options.env ?? process.env)[b.joinTokenEnv] ?? '' };
   }
   let reload: () => void = () => {};
+  // Loaded only with an identity: section: enrolment and renewal need the X.509 builder
+  // (@peculiar/x509 and its dependency injection), which a part with files only never uses.
+  const { keepIdentity } = await import('./keep-identity.ts');
   const keeper = await keepIdentity({
     estUrl,
     certFile: options.tls.cert,

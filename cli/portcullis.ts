@@ -3,7 +3,7 @@
 // Each subcommand lives in cli/commands/<group>.ts and only wires library parts together.
 import { readFileSync, readdirSync } from 'node:fs';
 import type { CliCommand } from './lib/command.ts';
-import { UsageError, describeError } from './lib/command.ts';
+import { UsageError, describeError, isUsageError } from './lib/command.ts';
 
 /** What a cli/commands/<group>.ts module exports. */
 interface CommandModule {
@@ -12,17 +12,19 @@ interface CommandModule {
 }
 
 const COMMANDS_DIR = new URL('./commands/', import.meta.url);
+/** `.ts` when run from the sources, `.js` when run from the build (dist/cli/, `npm run build`). */
+const EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 
 /** Command groups are the files in cli/commands/, so that each part adds its own without editing this one. */
 function groupNames(): string[] {
   return readdirSync(COMMANDS_DIR)
-    .filter((f) => f.endsWith('.ts'))
-    .map((f) => f.slice(0, -3))
+    .filter((f) => f.endsWith(EXT))
+    .map((f) => f.slice(0, -EXT.length))
     .sort();
 }
 
 async function loadGroup(name: string): Promise<CommandModule> {
-  return (await import(new URL(`${name}.ts`, COMMANDS_DIR).href)) as CommandModule;
+  return (await import(new URL(`${name}${EXT}`, COMMANDS_DIR).href)) as CommandModule;
 }
 
 async function usage(): Promise<string> {
@@ -79,6 +81,6 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     console.error(`portcullis: ${describeError(err)}`);
-    process.exitCode = err instanceof UsageError ? 2 : 1;
+    process.exitCode = isUsageError(err) ? 2 : 1;
   },
 );

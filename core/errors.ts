@@ -21,6 +21,22 @@ export class PortcullisError<C extends string = string> extends Error {
   }
 }
 
+/** Marks every PortcullisError, whichever copy of this module made it (see {@link isPortcullisError}). */
+const PORTCULLIS_ERROR = Symbol.for('portcullis.error');
+Object.defineProperty(PortcullisError.prototype, PORTCULLIS_ERROR, { value: true });
+
+/**
+ * `err instanceof PortcullisError`, also for an error made by another copy of core/: the build
+ * (`npm run build`) bundles each command group with a copy of its own, and the CLI's entry catches
+ * what a group throws.
+ */
+export function isPortcullisError(err: unknown): err is PortcullisError {
+  return (
+    err instanceof PortcullisError ||
+    (err instanceof Error && (err as unknown as Record<symbol, unknown>)[PORTCULLIS_ERROR] === true)
+  );
+}
+
 /** A string that should have been a SPIFFE ID is not one; `reason` says which rule of the spec it breaks. */
 export class SpiffeIdError extends PortcullisError<'ERR_SPIFFE_ID_INVALID'> {
   readonly reason: string;

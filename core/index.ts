@@ -1,6 +1,7 @@
 // Public face of core/: shared contracts and plumbing. Nothing here imports another part of Portcullis.
 export {
   PortcullisError,
+  isPortcullisError,
   SpiffeIdError,
   DurationError,
   ConfigError,

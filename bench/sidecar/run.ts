@@ -12,10 +12,14 @@ import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { cpuSeconds, machineFacts } from '../machine.ts';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { examplePki } from '../pki.ts';
+import { ORDERS, policyYaml } from './policy.ts';
+import { SIDECAR_NODE_OPTIONS, buildHarness } from './entry.ts';
+import { rssMb } from '../memory.ts';
 import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
 import { openFileStore } from '../../audit/index.ts';
 import { COLLECTOR_ID, startBenchCollector } from '../collector.ts';
@@ -40,7 +44,13 @@ const { values: flags } = parseArgs({
     /** With --access-log: the fraction of successful requests logged. */
     'access-log-sample': { type: 'string', default: '1' },
     /** V8 flags of the sidecar process (docs/sidecar.md recommends them to bound resident memory). */
-    'sidecar-node-options': { type: 'string', default: '--max-semi-space-size=8 --max-old-space-size=80' },
+    'sidecar-node-options': { type: 'string', default: SIDECAR_NODE_OPTIONS },
+    /** Full runs, each with a freshly started sidecar; targets interleaved (order reversed every other run). */
+    runs: { type: 'string', default: '1' },
+    /** The sidecar from the build (`built`, the default: `npm run build`'s bundling) or from the sources. */
+    from: { type: 'string', default: 'built' },
+    /** Seconds the fresh sidecar idles before its idle RSS is read. */
+    idle: { type: 'string', default: '3s' },
   },
   strict: true,
 });
@@ -50,10 +60,20 @@ for (const name of only)
     console.error(`--only: unknown target "${name}" (expected some of ${TARGETS.join(', ')})`);
     process.exit(2);
   }
-if (flags.record && TARGETS.some((t) => !only.has(t))) {
-  console.error('--record needs every target (drop --only): the recorded ratios compare them');
+if (flags.record && ['nginx', 'bare', 'sidecar'].some((t) => !only.has(t))) {
+  console.error('--record needs nginx, bare and sidecar at least: the recorded ratios compare them');
   process.exit(2);
 }
+const runCount = Number(flags.runs);
+if (!Number.isInteger(runCount) || runCount < 1 || runCount > 50) {
+  console.error('--runs must be an integer from 1 to 50');
+  process.exit(2);
+}
+if (flags.from !== 'built' && flags.from !== 'sources') {
+  console.error(`--from must be built or sources, got "${flags.from}"`);
+  process.exit(2);
+}
+const idleMs = parseDuration(flags.idle);
 const durationMs = parseDuration(flags.duration);
 const rateDurationMs = parseDuration(flags['rate-duration']);
 const warmupMs = parseDuration(flags.warmup);
@@ -63,8 +83,6 @@ const ruleCount = Number(flags.rules);
 const node = process.execPath;
 const here = new URL('.', import.meta.url).pathname;
 const root = new URL('../../', import.meta.url).pathname;
-const WEB = 'spiffe://example.org/ns/shop/sa/web';
-const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 
 function ensureNginx(): string {
   const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })
@@ -91,8 +109,11 @@ function freePort(): Promise<number> {
 }
 
 /** Starts a child and resolves with its first JSON stdout line. */
-function startChild(args: string[]): Promise<{ child: ChildProcess; info: Record<string, number> }> {
+function startChild(
+  args: string[],
+): Promise<{ child: ChildProcess; info: Record<string, number>; readyMs: number; readyCpuMs: number }> {
   return new Promise((resolve, reject) => {
+    const t0 = performance.now();
     const child = spawn(node, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let buf = '';
     child.stdout!.on('data', function onData(c: Buffer) {
@@ -100,7 +121,12 @@ function startChild(args: string[]): Promise<{ child: ChildProcess; info: Record
       const nl = buf.indexOf('\n');
       if (nl === -1) return;
       child.stdout!.off('data', onData);
-      resolve({ child, info: JSON.parse(buf.slice(0, nl)) as Record<string, number> });
+      resolve({
+        child,
+        info: JSON.parse(buf.slice(0, nl)) as Record<string, number>,
+        readyMs: Math.round(performance.now() - t0),
+        readyCpuMs: Math.round(cpuSeconds([child.pid!]) * 1000),
+      });
     });
     child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
   });
@@ -122,45 +148,6 @@ function withChildren(pid: number): number[] {
     .filter(Boolean)
     .map(Number);
   return [pid, ...kids];
-}
-
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
-}
-
-function policyYaml(rules: number): string {
-  const lines = [
-    `service: ${ORDERS}`,
-    'mode: enforce',
-    'roles:',
-    `  storefront: [${WEB}]`,
-    '  others: [spiffe://example.org/ns/ops/sa/admin-console]',
-    'rules:',
-  ];
-  for (let i = 0; i < rules - 2; i++) {
-    const effect = i % 10 === 0 ? 'deny' : 'allow';
-    lines.push(
-      `  - id: filler-${i}`,
-      `    effect: ${effect}`,
-      `    ${i % 3 === 0 ? 'role: others' : `subjects: ['*']`}`,
-      `    methods: [${['POST', 'PUT', 'DELETE', 'GET'][i % 4]}]`,
-      `    paths: [/svc${i}/:id, /svc${i}/items/*]`,
-    );
-  }
-  lines.push(
-    '  - id: nobody-touches-admin',
-    '    effect: deny',
-    "    subjects: ['*']",
-    '    paths: [/admin, /admin/*]',
-  );
-  lines.push(
-    '  - id: storefront-reads-orders',
-    '    role: storefront',
-    '    methods: [GET]',
-    '    paths: [/orders, /orders/:id]',
-  );
-  return lines.join('\n') + '\n';
 }
 
 function token(stsUrl: string, cert: string, key: string): Promise<string> {
@@ -309,8 +296,9 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
   const extraArgs = `${flags['sidecar-node-options']} ${process.env.BENCH_SIDECAR_NODE_ARGS ?? ''}`
     .split(' ')
     .filter(Boolean);
-  const sidecar = await startChild([...extraArgs, join(here, 'sidecar-proc.ts'), sidecarConfig]);
-  children.push(sidecar.child);
+  // The sidecar processes run the harness (sidecar-proc.ts) bundled exactly as `npm run build`
+  // bundles the deployable commands (--from built), or from the sources through type stripping.
+  const harness = flags.from === 'built' ? buildHarness(join(dir, 'harness')) : join(here, 'sidecar-proc.ts');
 
   // The same sidecar with the real audit client and a real collector (its own process), per failMode.
   const audited: Record<
@@ -327,7 +315,7 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
       file,
       `${readFileSync(sidecarConfig, 'utf8')}audit: { sink: collector, collector: "${collector.url}", collectorId: ${COLLECTOR_ID}, spoolDir: ${join(auditDir, 'spool')}, failMode: ${failMode} }\n`,
     );
-    const proc = await startChild([...extraArgs, join(here, 'sidecar-proc.ts'), file, 'config-sink']);
+    const proc = await startChild([...extraArgs, harness, file, 'config-sink']);
     children.push(proc.child);
     audited[`sidecar-audit-${failMode}`] = {
       port: proc.info.port!,
@@ -358,7 +346,6 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
     direct: { url: `http://127.0.0.1:${appPort}`, path: '/orders/1', headers },
     nginx: { url: `https://127.0.0.1:${nginxPort}`, path: '/orders/1', headers, tls },
     bare: { url: `https://127.0.0.1:${bare.info.port}`, path: '/orders/1', headers, tls },
-    sidecar: { url: `https://127.0.0.1:${sidecar.info.port}`, path: '/orders/1', headers, tls },
     ...Object.fromEntries(
       Object.entries(audited).map(([name, a]) => [
         name,
@@ -368,45 +355,129 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
   } as Record<string, { url: string; path: string; headers: Record<string, string>; tls?: typeof tls }>;
 
   const loadBefore = loadavg();
-  const results: Record<
-    string,
-    { throughput: Phase; fixed: Phase; cpuUsPerRequest: number; rssMaxMb?: number; rssStartMb?: number }
-  > = {};
-  const proxyPids: Record<string, () => number[]> = {
-    direct: () => [app.child.pid!],
-    nginx: () => withChildren(nginx.pid!),
-    bare: () => [bare.child.pid!],
-    sidecar: () => [sidecar.child.pid!],
-    ...Object.fromEntries(Object.entries(audited).map(([name, a]) => [name, () => [a.child.pid!]])),
+  type Result = {
+    throughput: Phase;
+    fixed: Phase;
+    cpuUsPerRequest: number;
+    rssMaxMb?: number;
+    rssStartMb?: number;
+    rssEndOfSaturationMb?: number;
   };
-  for (const [name, target] of Object.entries(targets)) {
-    if (!only.has(name)) continue;
-    console.error(`[bench] ${name}: closed loop, concurrency ${concurrency}, ${durationMs / 1000}s`);
-    const rss: number[] = [];
-    const sampler =
-      name === 'sidecar' ? setInterval(() => rss.push(rssMb(sidecar.child.pid!)), 1000) : undefined;
-    const startRss = name === 'sidecar' ? rssMb(sidecar.child.pid!) : undefined;
-    // CPU time of the proxy process(es) per request: robust to other load on a shared machine.
-    const cpu0 = cpuSeconds(proxyPids[name]!());
-    const phaseHeaders = await freshHeaders();
-    const throughput = await load({ ...target, headers: phaseHeaders, mode: 'closed', durationMs });
-    const cpuUsPerRequest = Math.round(
-      ((cpuSeconds(proxyPids[name]!()) - cpu0) * 1e6) /
-        Math.max(1, throughput.ok + throughput.statusErrors + (warmupMs / durationMs) * throughput.ok),
+  const empty: Result = {
+    cpuUsPerRequest: 0,
+    throughput: { ok: 0, errors: 0, statusErrors: 0, seconds: 0, rps: 0, p50ms: 0, p99ms: 0, maxms: 0 },
+    fixed: { ok: 0, errors: 0, statusErrors: 0, seconds: 0, rps: 0, p50ms: 0, p99ms: 0, maxms: 0 },
+  };
+  const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+  const runs: { targets: Record<string, boolean> | null; [field: string]: unknown }[] = [];
+  for (let runIndex = 0; runIndex < runCount; runIndex++) {
+    // A fresh sidecar each run: start-up (spawn to listening with keys, policy and certificate
+    // loaded) and resident memory once idle are measured on it before any request.
+    const sidecar = await startChild([...extraArgs, harness, sidecarConfig]);
+    children.push(sidecar.child);
+    await new Promise((r) => setTimeout(r, idleMs));
+    const idleRssMb = rssMb(sidecar.child.pid!);
+    console.error(
+      `[bench] run ${runIndex + 1}/${runCount}: sidecar ready in ${sidecar.readyMs} ms (${sidecar.readyCpuMs} ms CPU), ${idleRssMb} MB idle`,
     );
-    console.error(`[bench] ${name}: open loop ${rate} req/s, ${rateDurationMs / 1000}s`);
-    const fixed = await load({ ...target, headers: phaseHeaders, mode: 'rate', durationMs: rateDurationMs });
-    if (sampler) clearInterval(sampler);
-    results[name] = {
-      throughput,
-      fixed,
-      cpuUsPerRequest,
-      ...(sampler ? { rssMaxMb: Math.max(...rss, startRss!), rssStartMb: startRss! } : {}),
+    const runTargets: typeof targets = {
+      ...targets,
+      sidecar: { url: `https://127.0.0.1:${sidecar.info.port}`, path: '/orders/1', headers, tls },
     };
-    console.error(`[bench] ${name}: ${JSON.stringify(results[name])}`);
+    const results: Record<string, Result> = {};
+    const proxyPids: Record<string, () => number[]> = {
+      direct: () => [app.child.pid!],
+      nginx: () => withChildren(nginx.pid!),
+      bare: () => [bare.child.pid!],
+      sidecar: () => [sidecar.child.pid!],
+      ...Object.fromEntries(Object.entries(audited).map(([name, a]) => [name, () => [a.child.pid!]])),
+    };
+    // Interleaved with the baselines: every other run takes the targets in reverse order.
+    const order = TARGETS.filter((t) => only.has(t) && t in runTargets);
+    if (runIndex % 2 === 1) order.reverse();
+    for (const name of order) {
+      const target = runTargets[name]!;
+      console.error(`[bench] ${name}: closed loop, concurrency ${concurrency}, ${durationMs / 1000}s`);
+      const rss: number[] = [];
+      const sampler =
+        name === 'sidecar' ? setInterval(() => rss.push(rssMb(sidecar.child.pid!)), 1000) : undefined;
+      const startRss = name === 'sidecar' ? rssMb(sidecar.child.pid!) : undefined;
+      // CPU time of the proxy process(es) per request: robust to other load on a shared machine.
+      const cpu0 = cpuSeconds(proxyPids[name]!());
+      const phaseHeaders = await freshHeaders();
+      const throughput = await load({ ...target, headers: phaseHeaders, mode: 'closed', durationMs });
+      const cpuUsPerRequest = Math.round(
+        ((cpuSeconds(proxyPids[name]!()) - cpu0) * 1e6) /
+          Math.max(1, throughput.ok + throughput.statusErrors + (warmupMs / durationMs) * throughput.ok),
+      );
+      const rssEnd = name === 'sidecar' ? rssMb(sidecar.child.pid!) : undefined;
+      console.error(`[bench] ${name}: open loop ${rate} req/s, ${rateDurationMs / 1000}s`);
+      const fixed = await load({
+        ...target,
+        headers: phaseHeaders,
+        mode: 'rate',
+        durationMs: rateDurationMs,
+      });
+      if (sampler) clearInterval(sampler);
+      results[name] = {
+        throughput,
+        fixed,
+        cpuUsPerRequest,
+        ...(sampler
+          ? { rssMaxMb: Math.max(...rss, startRss!), rssStartMb: startRss!, rssEndOfSaturationMb: rssEnd! }
+          : {}),
+      };
+      console.error(`[bench] ${name}: ${JSON.stringify(results[name])}`);
+    }
+    const sidecarOut = await stop(sidecar.child);
+    const n = results.nginx ?? empty;
+    const s = results.sidecar ?? empty;
+    const b = results.bare ?? empty;
+    const d = results.direct ?? empty;
+    const ao = results['sidecar-audit-open'];
+    const ac = results['sidecar-audit-closed'];
+    const measured = Boolean(results.sidecar && results.nginx && results.bare);
+    runs.push({
+      run: runIndex + 1,
+      order,
+      startupMs: sidecar.readyMs,
+      startupCpuMs: sidecar.readyCpuMs,
+      idleRssMb,
+      direct: results.direct ?? null,
+      bare: b,
+      nginx: n,
+      sidecar: s,
+      sidecarAuditOpen: ao ?? null,
+      sidecarAuditClosed: ac ?? null,
+      ratios: {
+        auditClosedToOpenThroughput: ao && ac ? ratio(ac.throughput.rps, ao.throughput.rps) : null,
+        auditClosedToOpenCpuPerRequest: ao && ac ? ratio(ac.cpuUsPerRequest, ao.cpuUsPerRequest) : null,
+        auditClosedMinusOpenP99AtRateMs:
+          ao && ac ? Math.round((ac.fixed.p99ms - ao.fixed.p99ms) * 1000) / 1000 : null,
+        sidecarToNginxThroughput: ratio(s.throughput.rps, n.throughput.rps),
+        sidecarToDirectThroughput: results.direct ? ratio(s.throughput.rps, d.throughput.rps) : null,
+        nginxToDirectThroughput: results.direct ? ratio(n.throughput.rps, d.throughput.rps) : null,
+        bareToNginxThroughput: ratio(b.throughput.rps, n.throughput.rps),
+        sidecarToNginxCpuPerRequest: ratio(s.cpuUsPerRequest, n.cpuUsPerRequest),
+        sidecarToBareCpuPerRequest: ratio(s.cpuUsPerRequest, b.cpuUsPerRequest),
+        sidecarMinusNginxP99AtRateMs: Math.round((s.fixed.p99ms - n.fixed.p99ms) * 1000) / 1000,
+      },
+      // Issue 20's targets. A target whose parts were not measured (--only) is null, never a pass.
+      targets: measured
+        ? {
+            idleRssAtMost60Mb: idleRssMb <= 60,
+            rssAfterSaturationAtMost100Mb: (s.rssEndOfSaturationMb ?? Infinity) <= 100,
+            cpuPerRequestAtMost2xNginx: s.cpuUsPerRequest <= 2 * n.cpuUsPerRequest,
+            cpuPerRequestAtMost13xBare: s.cpuUsPerRequest <= 1.3 * b.cpuUsPerRequest,
+            throughputAtLeast06xNginx: s.throughput.rps >= 0.6 * n.throughput.rps,
+            p99Within05msOfNginxAtRate: s.fixed.p99ms - n.fixed.p99ms <= 0.5,
+            startupAtMost300Ms: sidecar.readyMs <= 300,
+          }
+        : null,
+      sidecarExit: sidecarOut.trim(),
+    });
   }
   const loadAfter = loadavg();
-  const sidecarOut = await stop(sidecar.child);
   // The audited sidecars flush their spools on SIGTERM; then what reached each log is counted.
   const auditLogs: Record<string, { decisions: number; responses: number }> = {};
   for (const [name, a] of Object.entries(audited)) {
@@ -423,52 +494,27 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
   }
   await sts.close();
 
-  const empty: (typeof results)[string] = {
-    cpuUsPerRequest: 0,
-    throughput: { ok: 0, errors: 0, statusErrors: 0, seconds: 0, rps: 0, p50ms: 0, p99ms: 0, maxms: 0 },
-    fixed: { ok: 0, errors: 0, statusErrors: 0, seconds: 0, rps: 0, p50ms: 0, p99ms: 0, maxms: 0 },
-  };
-  const d = results.direct ?? empty;
-  const n = results.nginx ?? empty;
-  const s = results.sidecar ?? empty;
-  const ao = results['sidecar-audit-open'];
-  const ac = results['sidecar-audit-closed'];
-  const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+  // Every target, met in every run (null when some run did not measure it).
+  const everyRun = Object.fromEntries(
+    Object.keys(runs[0]!.targets ?? {}).map((k) => [
+      k,
+      runs.every((r) => r.targets) ? runs.every((r) => r.targets![k]) : null,
+    ]),
+  );
   const summary = {
     ...machineFacts(loadBefore, loadAfter),
+    from: flags.from,
+    only: flags.only === TARGETS.join(',') ? null : flags.only,
     concurrency,
     durationS: durationMs / 1000,
     rate,
     rateDurationS: rateDurationMs / 1000,
     rules: ruleCount,
+    idleS: idleMs / 1000,
     sidecarNodeOptions: flags['sidecar-node-options'],
-    direct: d,
-    bare: results.bare ?? empty,
-    nginx: n,
-    sidecar: s,
-    sidecarAuditOpen: ao ?? null,
-    sidecarAuditClosed: ac ?? null,
+    targetsMetEveryRun: everyRun,
     auditLogs,
-    ratios: {
-      auditClosedToOpenThroughput: ao && ac ? ratio(ac.throughput.rps, ao.throughput.rps) : null,
-      auditClosedToOpenCpuPerRequest: ao && ac ? ratio(ac.cpuUsPerRequest, ao.cpuUsPerRequest) : null,
-      auditClosedMinusOpenP99AtRateMs:
-        ao && ac ? Math.round((ac.fixed.p99ms - ao.fixed.p99ms) * 1000) / 1000 : null,
-      sidecarToNginxThroughput: ratio(s.throughput.rps, n.throughput.rps),
-      sidecarToDirectThroughput: ratio(s.throughput.rps, d.throughput.rps),
-      nginxToDirectThroughput: ratio(n.throughput.rps, d.throughput.rps),
-      bareToNginxThroughput: ratio((results.bare ?? empty).throughput.rps, n.throughput.rps),
-      sidecarToNginxCpuPerRequest: ratio(s.cpuUsPerRequest, n.cpuUsPerRequest),
-      sidecarMinusNginxP99AtRateMs: Math.round((s.fixed.p99ms - n.fixed.p99ms) * 1000) / 1000,
-    },
-    // A target whose parts were not measured (--only) is null, never a pass.
-    targets: {
-      throughputAtLeast06xNginx:
-        results.sidecar && results.nginx ? s.throughput.rps >= 0.6 * n.throughput.rps : null,
-      p99Within1msOfNginxAtRate: results.sidecar && results.nginx ? s.fixed.p99ms - n.fixed.p99ms <= 1 : null,
-      rssUnder200Mb: results.sidecar ? (s.rssMaxMb ?? Infinity) < 200 : null,
-    },
-    sidecarExit: sidecarOut.trim(),
+    runs,
   };
   if (flags.record) {
     // The generated part is replaced; the hand-written sections (from the first `## ` heading:
@@ -486,35 +532,55 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- renders the summary object built just above
 function renderResults(x: any): string {
-  const row = (name: string, r: { throughput: Phase; fixed: Phase; cpuUsPerRequest: number }) =>
-    `| ${name} | ${r.throughput.rps} | ${r.throughput.p50ms} | ${r.throughput.p99ms} | ${r.throughput.errors + r.throughput.statusErrors} | ${r.cpuUsPerRequest} | ${r.fixed.rps} | ${r.fixed.p50ms} | ${r.fixed.p99ms} |`;
+  const row = (name: string, r: { throughput: Phase; fixed: Phase; cpuUsPerRequest: number } | null) =>
+    r
+      ? `| ${name} | ${r.throughput.rps} | ${r.throughput.p50ms} | ${r.throughput.p99ms} | ${r.throughput.errors + r.throughput.statusErrors} | ${r.cpuUsPerRequest} | ${r.fixed.rps} | ${r.fixed.p50ms} | ${r.fixed.p99ms} |`
+      : '';
+  const yes = (v: boolean | null | undefined) => (v === null || v === undefined ? '–' : v ? 'yes' : '**no**');
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one run of the summary
+  const perRun = x.runs.map((r: any) => {
+    const t = r.targets ?? {};
+    return `| ${r.run} | ${r.order.join(' → ')} | ${r.startupMs} ${yes(t.startupAtMost300Ms)} (CPU ${r.startupCpuMs}) | ${r.idleRssMb} ${yes(t.idleRssAtMost60Mb)} | ${r.sidecar.rssEndOfSaturationMb} ${yes(t.rssAfterSaturationAtMost100Mb)} (max ${r.sidecar.rssMaxMb}) | ${r.sidecar.cpuUsPerRequest} / ${r.nginx.cpuUsPerRequest} / ${r.bare.cpuUsPerRequest} | ${r.ratios.sidecarToNginxCpuPerRequest} ${yes(t.cpuPerRequestAtMost2xNginx)} | ${r.ratios.sidecarToBareCpuPerRequest} ${yes(t.cpuPerRequestAtMost13xBare)} | ${r.ratios.sidecarToNginxThroughput} ${yes(t.throughputAtLeast06xNginx)} | ${r.ratios.sidecarMinusNginxP99AtRateMs} ${yes(t.p99Within05msOfNginxAtRate)} |`;
+  });
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one run of the summary
+  const tables = x.runs.map((r: any) =>
+    [
+      `Run ${r.run}:\n`,
+      '| target | req/s (closed loop) | p50 ms | p99 ms | errors | proxy CPU µs/request | req/s (fixed rate) | p50 ms @rate | p99 ms @rate |',
+      '|---|---|---|---|---|---|---|---|---|',
+      row('direct', r.direct),
+      row('nginx (mTLS)', r.nginx),
+      row('bare Node mTLS proxy (node:https + undici, no checks)', r.bare),
+      row('sidecar (mTLS + token + policy + audit)', r.sidecar),
+      row('sidecar, real audit client + collector, failMode open', r.sidecarAuditOpen),
+      row('sidecar, real audit client + collector, failMode closed', r.sidecarAuditClosed),
+    ]
+      .filter(Boolean)
+      .join('\n'),
+  );
   return `# Sidecar benchmark results
 
-Command: \`node bench/sidecar/run.ts --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --concurrency ${x.concurrency} --rate ${x.rate} --rules ${x.rules} --record\`
+Command: \`node bench/sidecar/run.ts --runs ${x.runs.length} --from ${x.from}${x.only ? ` --only ${x.only}` : ''} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --concurrency ${x.concurrency} --rate ${x.rate} --rules ${x.rules} --record\`
 
 - Date: ${x.date}; Node ${x.node}; nproc ${x.nproc}; memory ${x.memGb} GiB (free ${x.freeGb} GiB)
 - Load average (1/5/15 min) before: ${x.load.before.join(' / ')}; after: ${x.load.after.join(' / ')}
-- One machine: load generator, app, proxy and STS share its ${x.nproc} cores.
-- Load generator: \`bench/sidecar/loadgen.ts\` (undici Pool, ${x.concurrency} keep-alive connections, one request in flight per connection), same process for every target; closed loop for ${x.durationS} s after a warm-up, then open loop at ${x.rate} req/s for ${x.rateDurationS} s.
-- Sidecar process V8 flags: \`${x.sidecarNodeOptions}\` (memory bound; decision 0035). "proxy CPU µs/request" is user+system CPU of the proxy process(es) (app process for direct) from /proc over the closed-loop phase divided by requests: it is less sensitive than req/s to other load on a shared machine.
-- direct: plain HTTP to the app. nginx: Debian nginx, TLS 1.3, \`ssl_verify_client on\` against the root, keep-alive upstream pool (128), \`worker_processes 1\` (one process, like the sidecar's one Node process), no token, no policy. sidecar: the inbound sidecar (one Node process) with peer check, bearer token (ES256, from the real STS) verified and cached per (token, certificate), binding, path checks, a ${x.rules}-rule policy (the matching rule last), forward over an undici keep-alive pool, one audit event per request, validated (\`parseAuditEvent\`) and queued as the collector client does, serialized in batches every 100 ms.
+- One machine: load generator, app, proxies and STS share its ${x.nproc} cores.
+- Sidecar from: **${x.from}** (\`built\`: the harness bundled the way \`npm run build\` bundles the commands, no type stripping at run time; \`sources\`: \`node file.ts\`). V8 flags of the sidecar process: \`${x.sidecarNodeOptions}\`.
+- Each run starts a fresh sidecar: start-up is spawn → listening with keys, policy and certificate loaded; idle RSS is read ${x.idleS} s later, before any request; "RSS after saturation" is read at the end of the ${x.durationS} s closed loop. Targets run in the order shown (reversed every other run), baselines interleaved with the sidecar.
+- Load generator: \`bench/sidecar/loadgen.ts\` (undici Pool, ${x.concurrency} keep-alive connections, one request in flight per connection); closed loop for ${x.durationS} s after a warm-up, then open loop at ${x.rate} req/s for ${x.rateDurationS} s. "proxy CPU µs/request" is user+system CPU of the proxy process(es) from /proc over the closed loop divided by requests.
+- nginx: Debian nginx, TLS 1.3, \`ssl_verify_client on\`, keep-alive upstream pool (128), \`worker_processes 1\`, no token, no policy. bare: node:https + undici, no checks. sidecar: peer check, bearer token (ES256, real STS) verified and cached per (token, certificate), binding, path checks, a ${x.rules}-rule policy (the matching rule last), forward over an undici pool, one audit event per request, validated and batched as the collector client does.
 
-| target | req/s (closed loop) | p50 ms | p99 ms | errors | proxy CPU µs/request | req/s (fixed rate) | p50 ms @rate | p99 ms @rate |
-|---|---|---|---|---|---|---|---|---|
-${row('direct', x.direct)}
-${row('nginx (mTLS)', x.nginx)}
-${row('bare Node mTLS proxy (node:https + undici, no checks)', x.bare)}
-${row('sidecar (mTLS + token + policy + audit)', x.sidecar)}
-${x.sidecarAuditOpen ? row('sidecar, real audit client + collector, failMode open', x.sidecarAuditOpen) : ''}
-${x.sidecarAuditClosed ? row('sidecar, real audit client + collector, failMode closed', x.sidecarAuditClosed) : ''}
+Issue 20's targets per run (start-up ≤ 300 ms; RSS ≤ 60 MB idle, ≤ 100 MB after saturation; CPU/request ≤ 2× nginx and ≤ 1.3× bare; throughput ≥ 0.6× nginx; p99 at ${x.rate} req/s within 0.5 ms of nginx):
 
-Ratios (same run): sidecar / nginx throughput **${x.ratios.sidecarToNginxThroughput}** (target ≥ 0.6); bare Node proxy / nginx ${x.ratios.bareToNginxThroughput}; sidecar / direct ${x.ratios.sidecarToDirectThroughput}; nginx / direct ${x.ratios.nginxToDirectThroughput}; sidecar / nginx CPU per request ${x.ratios.sidecarToNginxCpuPerRequest}. At ${x.rate} req/s, sidecar p99 − nginx p99 = **${x.ratios.sidecarMinusNginxP99AtRateMs} ms** (target ≤ 1 ms).
+| run | order | start-up ms (CPU ms) | idle RSS MB | RSS after saturation MB | CPU µs/req sidecar / nginx / bare | CPU ÷ nginx | CPU ÷ bare | req/s ÷ nginx | p99 @rate − nginx ms |
+|---|---|---|---|---|---|---|---|---|---|
+${perRun.join('\n')}
 
-Sidecar resident memory: ${x.sidecar.rssStartMb} MB at start of its phases, max **${x.sidecar.rssMaxMb} MB** over the ${x.durationS + x.rateDurationS} s of load (target < 200 MB).
+Met in every run: ${JSON.stringify(x.targetsMetEveryRun)}
 
-Audit failMode closed / open (real audit client and collector, same run): throughput ${x.ratios.auditClosedToOpenThroughput}, CPU per request ${x.ratios.auditClosedToOpenCpuPerRequest}, p99 at ${x.rate} req/s closed − open ${x.ratios.auditClosedMinusOpenP99AtRateMs} ms; events in each log: ${JSON.stringify(x.auditLogs)}.
+${tables.join('\n\n')}
 
-Targets met: ${JSON.stringify(x.targets)}
+Audit events in each collector's log (all runs): ${JSON.stringify(x.auditLogs)}.
 
 Machine-readable line: \`BENCH_SIDECAR {…}\` on stdout.
 `;

@@ -1,9 +1,19 @@
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
-import { PortcullisError } from '../../core/index.ts';
+import { isPortcullisError } from '../../core/index.ts';
 
 /** A usage mistake on the command line: printed as one line, exit code 2. */
-export class UsageError extends Error {}
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/**
+ * `err instanceof UsageError`, also for one thrown by another copy of this module: the build
+ * (`npm run build`) bundles each command group with a copy of its own.
+ */
+export function isUsageError(err: unknown): err is UsageError {
+  return err instanceof UsageError || (err instanceof Error && err.name === 'UsageError');
+}
 
 /** One `portcullis <group> [sub]` command. `run` returns the process exit code. */
 export interface CliCommand {
@@ -51,8 +61,8 @@ const LISTEN_HINTS: Record<string, string> = {
  * unless PORTCULLIS_DEBUG is set; a server that cannot listen also says what to do about it.
  */
 export function describeError(err: unknown): string {
-  if (err instanceof UsageError) return err.message;
-  if (err instanceof PortcullisError) return `${err.message} [${err.code}]`;
+  if (isUsageError(err)) return err.message;
+  if (isPortcullisError(err)) return `${err.message} [${err.code}]`;
   if (err instanceof Error) {
     if (process.env.PORTCULLIS_DEBUG) return err.stack ?? err.message;
     const line = err.message.split('\n')[0]!;

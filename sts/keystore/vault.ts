@@ -1,8 +1,14 @@
-import nodeVault from 'node-vault';
+import { createRequire } from 'node:module';
+import type nodeVault from 'node-vault';
 import { StsError } from '../errors.ts';
 import type { KeyringState } from '../keyring/state.ts';
 import { decodeKeyring, encodeKeyring } from './codec.ts';
 import type { Keystore, KeystoreSnapshot } from './keystore.ts';
+
+// node-vault (and the request library under it, ~30 MB resident) is loaded when a Vault keystore
+// is made: an STS on the file keystore, and every other process that imports sts/, never loads it.
+const loadNodeVault = (): typeof nodeVault =>
+  createRequire(import.meta.url)('node-vault') as typeof nodeVault;
 
 /** Options of {@link VaultKeystore}. */
 export interface VaultKeystoreOptions {
@@ -39,7 +45,7 @@ export class VaultKeystore implements Keystore {
 
   constructor(options: VaultKeystoreOptions) {
     if (!options.token) throw new TypeError('"token" must be a non-empty Vault token');
-    this.#client = nodeVault({
+    this.#client = loadNodeVault()({
       apiVersion: 'v1',
       endpoint: options.address,
       token: options.token,

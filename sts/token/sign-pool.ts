@@ -29,6 +29,16 @@ interface Pending {
 }
 
 /**
+ * The worker's module: beside this file in the sources; in the build (`npm run build`), where this
+ * code may sit in a shared chunk, at dist/sts/token/sign-worker.js.
+ */
+function signWorkerUrl(): URL {
+  const here = import.meta.url;
+  if (here.endsWith('.ts')) return new URL('./sign-worker.ts', here);
+  return new URL('sts/token/sign-worker.js', here.slice(0, here.lastIndexOf('/dist/') + '/dist/'.length));
+}
+
+/**
  * A one-thread signing pool (or, with `worker: false`, signing on the calling thread). The
  * signature is the single most expensive step of issuing a token (about a third of the STS's CPU
  * per token, profiled), so it runs beside the event loop, which meanwhile parses, checks and
@@ -40,8 +50,7 @@ interface Pending {
 export function createSigningPool(
   options: { readonly worker?: boolean; readonly onError?: (err: Error) => void } = {},
 ): SigningPool {
-  let worker: Worker | undefined =
-    options.worker === false ? undefined : new Worker(new URL('./sign-worker.ts', import.meta.url));
+  let worker: Worker | undefined = options.worker === false ? undefined : new Worker(signWorkerUrl());
   worker?.unref();
   const keyIds = new WeakMap<KeyObject, number>();
   let nextKeyId = 1;

@@ -22,6 +22,8 @@ import type { AuditConfig } from '../../audit/index.ts';
 
 const ROOT = process.cwd();
 const CLI = join(ROOT, 'cli', 'portcullis.ts');
+/** The image's command: the build of the same sources (`npm run build`; `npm test` builds first). */
+const BUILT_CLI = 'dist/cli/portcullis.js';
 /** Where the image keeps the repository's files (Dockerfile WORKDIR). */
 const APP = '/app';
 /** The compose volumes' mount points: state that is not ours to find in the repository. */
@@ -99,7 +101,8 @@ const ours = services.filter(([, s]) => {
 });
 const argvOf = (s: Service) => [...(s.entrypoint ?? entrypoint), ...(s.command ?? defaultCmd)];
 const isOneShot = (s: Service) => s.restart === 'no';
-const isCli = (argv: string[]) => argv[0] === 'node' && argv[1] === 'cli/portcullis.ts';
+const isCli = (argv: string[]) =>
+  argv[0] === 'node' && (argv[1] === BUILT_CLI || argv[1] === 'cli/portcullis.ts');
 const repoPath = (containerPath: string) => join(ROOT, posix.relative(APP, containerPath));
 const configOf = (s: Service) => {
   const argv = argvOf(s);
@@ -125,10 +128,22 @@ const sidecarConfigs = new Map<string, SidecarConfig>(
 // ───────────────────────── Dockerfile ─────────────────────────
 
 describe('Dockerfile', () => {
-  it('builds on the official Node 24 image', () => {
+  it('builds on the official Node 24 image: a build stage, then the image', () => {
     const from = dockerfile.filter((i) => i.op === 'FROM');
-    assert.equal(from.length, 1, 'one stage');
-    assert.match(from[0]!.args, /^node:24(\.\d+)*-[a-z]+(-slim)?(\s|$)/);
+    assert.equal(from.length, 2, 'build stage and image');
+    assert.match(from[0]!.args, /^node:24(\.\d+)*-[a-z]+(-slim)?\s+AS build$/);
+    assert.match(from[1]!.args, /^node:24(\.\d+)*-[a-z]+(-slim)?$/);
+    const build = dockerfile.filter(
+      (i) => i.op === 'RUN' && dockerfile.indexOf(i) < dockerfile.indexOf(from[1]!),
+    );
+    assert.ok(
+      build.some((i) => i.args === 'node scripts/build.ts'),
+      'the build stage runs npm run build',
+    );
+    assert.ok(
+      dockerfile.some((i) => i.op === 'COPY' && i.args === '--from=build /app/dist/ dist/'),
+      'the image takes dist/ from the build stage',
+    );
   });
 
   it('runs as the unprivileged node user, set before the entrypoint', () => {
@@ -142,19 +157,20 @@ describe('Dockerfile', () => {
     for (const [name, s] of services) assert.notEqual(s.user, 'root', `${name} must not run as root`);
   });
 
-  it('starts the portcullis command with Node, which exists in the repository', () => {
-    assert.deepEqual(entrypoint, ['node', 'cli/portcullis.ts']);
-    assert.ok(existsSync(CLI));
-    const r = run([CLI, ...defaultCmd]);
+  it('starts the built portcullis command with Node', () => {
+    assert.deepEqual(entrypoint, ['node', BUILT_CLI]);
+    assert.ok(existsSync(join(ROOT, BUILT_CLI)), `${BUILT_CLI} is missing: npm run build`);
+    const r = run([BUILT_CLI, ...defaultCmd]);
     assert.equal(r.status, 0, r.stderr);
   });
 
-  it('installs production dependencies only, from the lockfile, without install scripts', () => {
+  it('installs from the lockfile without install scripts, production dependencies only in the image', () => {
     const runs = dockerfile.filter((i) => i.op === 'RUN').map((i) => i.args);
-    const install = runs.find((r) => r.includes('npm '));
-    assert.ok(install, 'npm runs');
-    assert.match(install, /npm ci\b.*--omit=dev/);
-    assert.match(install, /--ignore-scripts/);
+    const installs = runs.filter((r) => r.includes('npm '));
+    assert.equal(installs.length, 2, 'npm runs in the build stage and in the image');
+    // The build stage needs esbuild (a devDependency); the image only what the bundles leave external.
+    assert.match(installs[1]!, /npm ci\b.*--omit=dev/);
+    for (const install of installs) assert.match(install, /npm ci\b.*--ignore-scripts/);
   });
 
   it('copies only paths that exist and that .dockerignore lets into the build context', () => {
@@ -168,7 +184,10 @@ describe('Dockerfile', () => {
     );
     for (const a of allowed)
       assert.ok(existsSync(join(ROOT, a)), `.dockerignore allows ${a}, which is missing`);
-    const copies = dockerfile.filter((i) => i.op === 'COPY' && i.heredocs.length === 0);
+    // COPY --from=build takes the build stage's output, not the build context.
+    const copies = dockerfile.filter(
+      (i) => i.op === 'COPY' && i.heredocs.length === 0 && !i.args.startsWith('--from='),
+    );
     assert.ok(copies.length > 0);
     for (const c of copies) {
       const parts = c.args.split(/\s+/).filter((p) => !p.startsWith('--'));

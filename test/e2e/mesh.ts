@@ -1,6 +1,7 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- the echo app hands back parsed JSON for assertions */
 // The end-to-end mesh of the sidecar tests: a real STS, two sidecars (web, orders) and two small
 // apps, all on loopback port 0, over a real test PKI.
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
@@ -11,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryAuditSink, createLogger } from '../../core/index.ts';
 import type { AuditEvent, AuditSink, Logger } from '../../core/index.ts';
-import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
+import type * as SidecarLibrary from '../../sidecar/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
@@ -24,6 +25,24 @@ export const ADMIN = 'spiffe://example.org/ns/ops/sa/admin-console';
 export const STS_ID = 'spiffe://example.org/ns/portcullis/sa/sts';
 export const ISSUER = 'https://sts.portcullis.internal';
 const MASTER_KEY = randomBytes(32).toString('base64');
+
+/**
+ * The sidecar library the mesh runs: the sources, or with PORTCULLIS_SIDECAR_BUILD=1 the build
+ * (dist/sidecar/index.js, `npm run build`), so that the same tests hold the bundled sidecar to
+ * the same refusals (test/e2e/sidecar-built.test.ts). A missing or stale build is refused.
+ */
+export const SIDECAR_FROM_BUILD = process.env.PORTCULLIS_SIDECAR_BUILD === '1';
+async function sidecarLibrary(): Promise<typeof SidecarLibrary> {
+  if (!SIDECAR_FROM_BUILD) return import('../../sidecar/index.ts');
+  const root = new URL('../../', import.meta.url);
+  const check = spawnSync(process.execPath, [new URL('scripts/build.ts', root).pathname, '--check'], {
+    encoding: 'utf8',
+  });
+  if (check.status !== 0)
+    throw new Error(`PORTCULLIS_SIDECAR_BUILD=1 needs a current build: ${check.stderr.trim()}`);
+  return (await import(new URL('dist/sidecar/index.js', root).href)) as typeof SidecarLibrary;
+}
+const { parseSidecarConfig, startSidecar } = await sidecarLibrary();
 
 /** The example registry with a short token TTL for web, so that expiry is testable in seconds. */
 export function identitiesYaml(webTtl: string): string {

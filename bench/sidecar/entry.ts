@@ -1,0 +1,30 @@
+// Which `portcullis` entry a benchmark runs: the build (dist/, `npm run build`) or the sources.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+const root = new URL('../../', import.meta.url).pathname;
+
+/** V8 flags the benchmarks give the sidecar process (docs/sidecar.md; decisions 0035 and 0092). */
+export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=8 --max-old-space-size=80';
+
+/**
+ * The CLI entry file of `mode`: `built` (dist/; refuses with the command to make it when missing),
+ * `sources`, or the path of another entry file (to compare build variants).
+ */
+export function sidecarEntry(mode: string): string {
+  if (mode.startsWith('/')) return mode;
+  if (mode === 'sources') return `${root}cli/portcullis.ts`;
+  const file = `${root}dist/cli/portcullis.js`;
+  if (!existsSync(file)) throw new Error(`${file} is missing: run npm run build first`);
+  return file;
+}
+
+/**
+ * Bundles the benchmark's sidecar harness (sidecar-proc.ts) with the options of `npm run build`
+ * (`node scripts/build.ts --harness DIR`) and returns the bundle's path: the measured process then
+ * runs the sidecar code exactly as the build ships it, with no type stripping.
+ */
+export function buildHarness(outDir: string): string {
+  execFileSync(process.execPath, [`${root}scripts/build.ts`, '--harness', outDir], { stdio: 'inherit' });
+  return `${outDir}/sidecar-proc.js`;
+}
