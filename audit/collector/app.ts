@@ -11,8 +11,9 @@ import {
   endWithHttpError,
   parseAuditEvent,
   parseTraceparent,
+  readinessReport,
 } from '../../core/index.ts';
-import type { AuditEvent, Logger, Registry, SpiffeId, Workload } from '../../core/index.ts';
+import type { AuditEvent, Logger, ReadinessCheck, Registry, SpiffeId, Workload } from '../../core/index.ts';
 import { CollectorRequestError } from '../errors.ts';
 import type { AuditErrorCode } from '../errors.ts';
 import type { AuditLog } from './log.ts';
@@ -50,6 +51,8 @@ export interface CollectorDeps {
   readonly tls?: SecureServerOptions;
   /** When given, requests are counted and `GET /metrics` (registered peers) serves the registry. */
   readonly metrics?: CollectorMetrics;
+  /** The checks of `GET /readyz` (core/health.ts); without them it answers 200 with none. */
+  readonly readiness?: Readonly<Record<string, ReadinessCheck>>;
 }
 
 /** HTTP status of each error code the collector answers with. */
@@ -239,6 +242,11 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
   });
 
   app.get('/healthz', { config: { access: 'public' } }, async () => ({ status: 'ok' }));
+  // Readiness, as on every server (core/health.ts): no client certificate needed.
+  app.get('/readyz', { config: { access: 'public' } }, (_req, reply) => {
+    const { status, body } = readinessReport(deps.readiness ?? {});
+    return reply.code(status).header('cache-control', 'no-store').type('application/json').send(body);
+  });
 
   if (metrics) {
     app.get('/metrics', async (_req, reply) => {
