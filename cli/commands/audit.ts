@@ -18,6 +18,7 @@ import type { CliCommand } from '../lib/command.ts';
 import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
 import { findContext, fromContext } from '../lib/context.ts';
+import { writeFileAtomic } from '../../ca/index.ts';
 import type { Context } from '../lib/context.ts';
 
 /** Group summary shown by `portcullis --help`. */
@@ -348,8 +349,9 @@ ${REMOTE_FLAGS}`,
     const api = collectorApi(flags, cmd, ctx);
     try {
       const fetched = await fetchCheckpoint(api, key, previous);
+      // Whole or not at all: a reader (or a second run) never sees half a checkpoint.
       mkdirSync(dirname(out), { recursive: true });
-      writeFileSync(out, fetched.note, { mode: 0o644 });
+      writeFileAtomic(out, fetched.note, 0o644);
       const extended = fetched.previous
         ? ` (extends the saved checkpoint at size ${fetched.previous.size})`
         : '';
