@@ -94,3 +94,12 @@ export {
 export { identityConfigSchema, resolveIdentityConfig } from './identity-config.ts';
 export type { IdentityConfig } from './identity-config.ts';
 export { DEFAULT_SVID_TTL_MS, SVID_TTL_CAP_MS } from './registry.ts';
+export {
+  API_VERSION,
+  OPENAPI_ROUTE_DOC,
+  fromZod,
+  jsonResponse,
+  openApiOptions,
+  textResponse,
+} from './openapi.ts';
+export type { JsonSchema, ResponseDoc, RouteDoc } from './openapi.ts';

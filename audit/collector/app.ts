@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { SecureServerOptions } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { fastifySwagger } from '@fastify/swagger';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
 import {
@@ -11,8 +12,11 @@ import {
   endWithHttpError,
   parseAuditEvent,
   parseTraceparent,
+  openApiOptions,
+  readinessReport,
 } from '../../core/index.ts';
-import type { AuditEvent, Logger, Registry, SpiffeId, Workload } from '../../core/index.ts';
+import { COLLECTOR_DOCS as D } from './route-docs.ts';
+import type { AuditEvent, Logger, ReadinessCheck, Registry, SpiffeId, Workload } from '../../core/index.ts';
 import { CollectorRequestError } from '../errors.ts';
 import type { AuditErrorCode } from '../errors.ts';
 import type { AuditLog } from './log.ts';
@@ -50,6 +54,8 @@ export interface CollectorDeps {
   readonly tls?: SecureServerOptions;
   /** When given, requests are counted and `GET /metrics` (registered peers) serves the registry. */
   readonly metrics?: CollectorMetrics;
+  /** The checks of `GET /readyz` (core/health.ts); without them it answers 200 with none. */
+  readonly readiness?: Readonly<Record<string, ReadinessCheck>>;
 }
 
 /** HTTP status of each error code the collector answers with. */
@@ -111,6 +117,20 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
       );
     },
   }) as unknown as FastifyInstance;
+
+  // The OpenAPI document of every route below (GET /openapi.json; decision 0058): set up by a
+  // direct call so that its onRoute hook is in place before the first route (this builder is
+  // synchronous; app.register would load it after the routes are added).
+  fastifySwagger(
+    app,
+    openApiOptions({
+      title: 'Portcullis audit collector',
+      description: 'Tamper-evident audit log: events in, queries, checkpoints and proofs out (docs/audit.md)',
+    }),
+    (err) => {
+      if (err) throw err;
+    },
+  );
 
   // JSON only (text/plain is refused with 415), parsed by fastify's own safe parser, and hashed as
   // received so that a retried batch is recognised byte for byte.
@@ -238,16 +258,21 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     );
   });
 
-  app.get('/healthz', { config: { access: 'public' } }, async () => ({ status: 'ok' }));
+  app.get('/healthz', { config: { access: 'public', doc: D.healthz } }, async () => ({ status: 'ok' }));
+  // Readiness, as on every server (core/health.ts): no client certificate needed.
+  app.get('/readyz', { config: { access: 'public', doc: D.readyz } }, (_req, reply) => {
+    const { status, body } = readinessReport(deps.readiness ?? {});
+    return reply.code(status).header('cache-control', 'no-store').type('application/json').send(body);
+  });
 
   if (metrics) {
-    app.get('/metrics', async (_req, reply) => {
+    app.get('/metrics', { config: { doc: D.metrics } }, async (_req, reply) => {
       void reply.type(metrics.registry.contentType).header('cache-control', 'no-store');
       return metrics.registry.metrics();
     });
   }
 
-  app.post('/v1/events', async (req, reply) => {
+  app.post('/v1/events', { config: { doc: D.postEvents } }, async (req, reply) => {
     const workload = callers.get(req.raw)!;
     const source = workload.spiffeId.uri;
     const key = idempotencyKey(req.headers['idempotency-key']);
@@ -291,7 +316,7 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     }
   });
 
-  app.get('/v1/events', { config: { access: 'reader' } }, async (req, reply) => {
+  app.get('/v1/events', { config: { access: 'reader', doc: D.getEvents } }, async (req, reply) => {
     const filter = parseFilter(req.query as Record<string, unknown>, limits.queryRecords);
     const records = await log.store().query(filter);
     await audit(req, callers.get(req.raw)!.spiffeId.uri, true, 200);
@@ -300,18 +325,18 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     return { records, nextSeq };
   });
 
-  app.get('/v1/checkpoints/latest', async (_req, reply) => {
+  app.get('/v1/checkpoints/latest', { config: { doc: D.latestCheckpoint } }, async (_req, reply) => {
     const { note } = log.latest() ?? (await log.checkpoint());
     void reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store');
     return note;
   });
 
-  app.get('/v1/checkpoints/key', async (_req, reply) => {
+  app.get('/v1/checkpoints/key', { config: { doc: D.checkpointKey } }, async (_req, reply) => {
     void reply.type('text/plain; charset=utf-8');
     return `${deps.verifierKey}\n`;
   });
 
-  app.get('/v1/proofs/inclusion', { config: { access: 'reader' } }, async (req, reply) => {
+  app.get('/v1/proofs/inclusion', { config: { access: 'reader', doc: D.inclusion } }, async (req, reply) => {
     const q = req.query as Record<string, unknown>;
     const seq = intParam(q, 'seq', true)!;
     const size = intParam(q, 'size', true)!;
@@ -321,13 +346,19 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     return { seq, size, record, proof: proof.map((p) => p.toString('base64')) };
   });
 
-  app.get('/v1/proofs/consistency', async (req) => {
+  app.get('/v1/proofs/consistency', { config: { doc: D.consistency } }, async (req) => {
     const q = req.query as Record<string, unknown>;
     const from = intParam(q, 'from', true)!;
     const to = intParam(q, 'to', true)!;
     if (from > to) throw new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', 'from must not exceed to');
     const proof = await log.consistency(from, to);
     return { from, to, proof: proof.map((p) => p.toString('base64')) };
+  });
+
+  let openApiBody: string | undefined;
+  app.get('/openapi.json', { config: { access: 'public', doc: D.openapi } }, (_req, reply) => {
+    openApiBody ??= JSON.stringify(app.swagger());
+    return reply.header('cache-control', 'no-cache').type('application/json').send(openApiBody);
   });
 
   return app;

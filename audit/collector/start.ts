@@ -1,6 +1,6 @@
 import type { Server as HttpsServer } from 'node:https';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import {
@@ -14,6 +14,7 @@ import type { Logger, Registry } from '../../core/index.ts';
 import {
   createPeerVerifier,
   followTrustBundle,
+  leafValidityProblem,
   startIdentity,
   watchTlsFiles,
   writeFileAtomic,
@@ -158,11 +159,20 @@ export async function startCollector(
 
   let sinceCheckpoint = 0;
   let checkpointing: Promise<unknown> = Promise.resolve();
+  /** Why the last checkpoint could not be signed or saved; undefined once one succeeds. */
+  let checkpointProblem: string | undefined;
+  let storeClosed = false;
   const checkpoint = () => {
     sinceCheckpoint = 0;
     checkpointing = checkpointing
       .then(() => log.checkpoint())
-      .catch((err: unknown) => logger.error({ err }, 'checkpoint failed'));
+      .then(
+        () => (checkpointProblem = undefined),
+        (err: unknown) => {
+          checkpointProblem = `the last checkpoint failed: ${(err as { code?: string }).code ?? (err as Error).message.split('\n')[0]!.slice(0, 120)}`;
+          logger.error({ err }, 'checkpoint failed');
+        },
+      );
     return checkpointing;
   };
   await checkpoint();
@@ -181,6 +191,14 @@ export async function startCollector(
     verifierKey: signer.verifierKey,
     limits: config.limits,
     metrics,
+    // Readiness (docs/audit.md, Health): the certificate it serves, the store, the signing key and
+    // a checkpoint that could be written.
+    readiness: {
+      certificate: () => leafValidityProblem(tlsFiles.current().cert, clock().getTime()),
+      store: () => (storeClosed ? 'the store is closed' : undefined),
+      signingKey: () => (signer.verifierKey ? undefined : 'no checkpoint signing key'),
+      checkpoint: () => checkpointProblem ?? dirWritable(config.dataDir),
+    },
     onAppended: (n) => {
       metrics.appended.inc(n);
       sinceCheckpoint += n;
@@ -239,11 +257,22 @@ export async function startCollector(
         await Promise.all([app.close(), connections.drain()]);
         await checkpointing;
         await checkpoint();
+        storeClosed = true;
         if (!overrides.store) await store.close();
       })();
       return closed;
     },
   };
+}
+
+/** undefined when the process may create files in `dir` (where checkpoints are saved). */
+function dirWritable(dir: string): string | undefined {
+  try {
+    accessSync(dir, fsConstants.W_OK);
+    return undefined;
+  } catch (err) {
+    return `the data directory is not writable (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+  }
 }
 
 function spiffeIdOf(certPem: string, file: string): string {

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { sendEvents } from '../lib/send-events.ts';
 import { createLogger, parseAuditEvent, readConfiguredFile, startTelemetry } from '../../core/index.ts';
 import {
@@ -16,13 +17,18 @@ import type { AuditRecord, CollectorApi, InclusionBundle, RecordFilter } from '.
 import type { CliCommand } from '../lib/command.ts';
 import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
+import { findContext, fromContext } from '../lib/context.ts';
+import { writeFileAtomic } from '../../ca/index.ts';
+import type { Context } from '../lib/context.ts';
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'tamper-evident audit log: serve the collector, verify, query, checkpoint, prove';
 
-const REMOTE_FLAGS = `collector connection (mTLS):
+const REMOTE_FLAGS = `collector connection (mTLS; each flag not given comes from the context):
+  --context DIR          the deployment's context (default: $PORTCULLIS_CONTEXT, else ./.portcullis
+                         when \`portcullis up\` wrote one there)
   --url URL              collector base URL, e.g. https://127.0.0.1:8444
-  --cert FILE            your certificate chain (PEM)
+  --cert FILE            your certificate chain (PEM) (default: the context's auditReader)
   --key FILE             your private key (PEM)
   --trust FILE           trust bundle (PEM)
   --collector-id ID      SPIFFE ID the collector must present`;
@@ -35,17 +41,30 @@ const remoteOptions = {
   'collector-id': { type: 'string' },
 } as const;
 
-type RemoteFlags = { url?: string; cert?: string; key?: string; trust?: string; 'collector-id'?: string };
+/** The collector connection of query, checkpoint and prove: the remote flags and `--context`. */
+const connectionOptions = { ...remoteOptions, context: { type: 'string' } } as const;
 
-function collectorApi(flags: RemoteFlags, command: string): CollectorApi {
+type RemoteFlags = {
+  url?: string;
+  cert?: string;
+  key?: string;
+  trust?: string;
+  'collector-id'?: string;
+  context?: string;
+};
+
+/** The collector API from the flags, each flag not given taken from the context. */
+function collectorApi(flags: RemoteFlags, command: string, ctx = findContext(flags.context)): CollectorApi {
+  const from = <T>(value: T | undefined, flag: string, pick: (c: Context) => T | undefined) =>
+    fromContext(value, flag, command, ctx, pick);
   return createCollectorApi({
-    url: required(flags.url, 'url', command),
+    url: from(flags.url, 'url', (c) => c.collector.url),
     tls: {
-      cert: required(flags.cert, 'cert', command),
-      key: required(flags.key, 'key', command),
-      trustBundle: required(flags.trust, 'trust', command),
+      cert: from(flags.cert, 'cert', (c) => c.operators.auditReader?.cert),
+      key: from(flags.key, 'key', (c) => c.operators.auditReader?.key),
+      trustBundle: from(flags.trust, 'trust', (c) => c.trustBundle),
     },
-    collectorId: required(flags['collector-id'], 'collector-id', command),
+    collectorId: from(flags['collector-id'], 'collector-id', (c) => c.collector.spiffeId),
   });
 }
 
@@ -106,7 +125,7 @@ export const VERIFY_EXIT = { intact: 0, broken: 1, usage: 2, uncovered: 3, torn:
 const verify: CliCommand = {
   name: 'audit verify',
   summary: 'verify a stored log (and that it agrees with a saved checkpoint)',
-  usage: `usage: portcullis audit verify --store file:DIR|postgres:URL [--public-key KEY]... [--checkpoint FILE] [--root] [--deep] [--json]
+  usage: `usage: portcullis audit verify [--store file:DIR|postgres:URL] [--public-key KEY]... [--checkpoint FILE] [--root] [--deep] [--json]
 
 Reads every record as stored and checks sequence, hash links, record hashes and the Merkle
 root. With --public-key (the collector's verifier key; once per collector sharing the store),
@@ -123,10 +142,15 @@ exit status:
   3  the chain is intact but records from seq N on are covered by no seal of the given keys
   4  the chain is intact but a segment ends in bytes that are no whole record (torn or junk tail)
 
+With a context (after \`portcullis up\`, or --context DIR) and none of --store, --public-key and
+--checkpoint, the command verifies the context's store with its collector's verifier key, and
+against the checkpoint \`audit checkpoint\` saved there when there is one.
+
 flags:
-  --store SPEC        file:DIR or postgres://user@host:port/db (required)
+  --store SPEC        file:DIR or postgres://user@host:port/db (required without a context)
   --public-key KEY    collector verifier key, or a file holding it (checkpoint.vkey); repeatable
   --checkpoint FILE   a checkpoint saved earlier (portcullis audit checkpoint --out); its signature is checked with --public-key
+  --context DIR       the deployment's context (default: $PORTCULLIS_CONTEXT, else ./.portcullis)
   --root              also compute and print the Merkle root of the whole log
   --deep              also parse every event and check it is canonical and schema-valid
   --json              print the result as one JSON line`,
@@ -140,14 +164,24 @@ flags:
         deep: { type: 'boolean' },
         root: { type: 'boolean' },
         json: { type: 'boolean' },
+        context: { type: 'string' },
       },
       'audit verify',
     );
-    const spec = required(flags.store, 'store', 'audit verify');
+    // The context fills in only when none of the three is given: a --store of another log must
+    // not be checked against this deployment's key or checkpoint.
+    const explicit =
+      flags.store !== undefined || flags['public-key'] !== undefined || flags.checkpoint !== undefined;
+    const ctx = explicit && flags.context === undefined ? undefined : findContext(flags.context);
+    const spec = fromContext(flags.store, 'store', 'audit verify', ctx, (c) => c.collector.store);
+    const keys =
+      flags['public-key'] ?? (!explicit && ctx?.collector.verifierKey ? [ctx.collector.verifierKey] : []);
+    const saved = !explicit ? ctx?.collector.checkpoint : undefined;
+    const checkpointFile = flags.checkpoint ?? (saved && existsSync(saved) ? saved : undefined);
     const started = performance.now();
     const result = await verifyLog(spec, {
-      checkpointNote: flags.checkpoint ? readConfiguredFile(flags.checkpoint, '--checkpoint') : undefined,
-      publicKeys: (flags['public-key'] ?? []).map((k) => publicKey(k)!),
+      checkpointNote: checkpointFile ? readConfiguredFile(checkpointFile, '--checkpoint') : undefined,
+      publicKeys: keys.map((k) => publicKey(k)!),
       deep: flags.deep,
       root: flags.root ?? false,
     });
@@ -244,7 +278,7 @@ filters:
   --store SPEC        read a store directly (file:DIR or postgres://…) instead of a collector
 ${REMOTE_FLAGS}`,
   async run(argv) {
-    const flags = parseFlags(argv, { ...filterOptions, ...remoteOptions }, 'audit query');
+    const flags = parseFlags(argv, { ...filterOptions, ...connectionOptions }, 'audit query');
     if (flags.decision !== undefined && flags.decision !== 'allow' && flags.decision !== 'deny')
       throw new UsageError(
         'audit query: --decision must be allow or deny (see: portcullis audit query --help)',
@@ -289,29 +323,35 @@ ${REMOTE_FLAGS}`,
 const checkpoint: CliCommand = {
   name: 'audit checkpoint',
   summary: 'fetch, verify and save the latest signed checkpoint',
-  usage: `usage: portcullis audit checkpoint --out FILE --public-key KEY (collector flags)
+  usage: `usage: portcullis audit checkpoint [--out FILE] [--public-key KEY] (collector flags)
 
 Fetches the collector's latest checkpoint and checks its signature. If FILE already holds a
 checkpoint, the new one must extend it (consistency proof) or nothing is written and the
 command exits 1: the log was rewritten since you last looked.
 
 flags:
-  --out FILE          where to save the checkpoint (required)
-  --public-key KEY    collector verifier key, or a file holding it (required)
+  --out FILE          where to save the checkpoint (default: the context's, e.g. .portcullis/checkpoints/latest.checkpoint)
+  --public-key KEY    collector verifier key, or a file holding it (default: the context's checkpoint.vkey)
 ${REMOTE_FLAGS}`,
   async run(argv) {
     const flags = parseFlags(
       argv,
-      { out: { type: 'string' }, 'public-key': { type: 'string' }, ...remoteOptions },
+      { out: { type: 'string' }, 'public-key': { type: 'string' }, ...connectionOptions },
       'audit checkpoint',
     );
-    const out = required(flags.out, 'out', 'audit checkpoint');
-    const key = publicKey(required(flags['public-key'], 'public-key', 'audit checkpoint'))!;
+    const cmd = 'audit checkpoint';
+    const ctx = findContext(flags.context);
+    const out = fromContext(flags.out, 'out', cmd, ctx, (c) => c.collector.checkpoint);
+    const key = publicKey(
+      fromContext(flags['public-key'], 'public-key', cmd, ctx, (c) => c.collector.verifierKey),
+    )!;
     const previous = existsSync(out) ? readConfiguredFile(out, '--out') : undefined;
-    const api = collectorApi(flags, 'audit checkpoint');
+    const api = collectorApi(flags, cmd, ctx);
     try {
       const fetched = await fetchCheckpoint(api, key, previous);
-      writeFileSync(out, fetched.note, { mode: 0o644 });
+      // Whole or not at all: a reader (or a second run) never sees half a checkpoint.
+      mkdirSync(dirname(out), { recursive: true });
+      writeFileAtomic(out, fetched.note, 0o644);
       const extended = fetched.previous
         ? ` (extends the saved checkpoint at size ${fetched.previous.size})`
         : '';
@@ -328,7 +368,7 @@ ${REMOTE_FLAGS}`,
 const prove: CliCommand = {
   name: 'audit prove',
   summary: 'prove that a record is in the log a saved checkpoint commits to',
-  usage: `usage: portcullis audit prove --seq N --checkpoint FILE --public-key KEY (collector flags [--save FILE] | --bundle FILE)
+  usage: `usage: portcullis audit prove --seq N [--checkpoint FILE] [--public-key KEY] (collector flags [--save FILE] | --bundle FILE)
 
 Gets the inclusion proof of record N for the checkpoint's size (from the collector, or from a
 bundle saved earlier with --save) and checks it offline with only the collector's public key:
@@ -336,8 +376,8 @@ the checkpoint signature, the record's hash, and the Merkle path to the signed r
 
 flags:
   --seq N             record to prove (required with a collector)
-  --checkpoint FILE   a saved checkpoint (required)
-  --public-key KEY    collector verifier key, or a file holding it (required)
+  --checkpoint FILE   a saved checkpoint (default: the one \`audit checkpoint\` saved in the context)
+  --public-key KEY    collector verifier key, or a file holding it (default: the context's)
   --save FILE         also save the proof bundle (record + proof) as JSON
   --bundle FILE       verify a saved bundle instead of asking a collector
 ${REMOTE_FLAGS}`,
@@ -350,12 +390,19 @@ ${REMOTE_FLAGS}`,
         'public-key': { type: 'string' },
         save: { type: 'string' },
         bundle: { type: 'string' },
-        ...remoteOptions,
+        ...connectionOptions,
       },
       'audit prove',
     );
-    const note = readConfiguredFile(required(flags.checkpoint, 'checkpoint', 'audit prove'), '--checkpoint');
-    const key = publicKey(required(flags['public-key'], 'public-key', 'audit prove'))!;
+    const cmd = 'audit prove';
+    const ctx = findContext(flags.context);
+    const note = readConfiguredFile(
+      fromContext(flags.checkpoint, 'checkpoint', cmd, ctx, (c) => c.collector.checkpoint),
+      '--checkpoint',
+    );
+    const key = publicKey(
+      fromContext(flags['public-key'], 'public-key', cmd, ctx, (c) => c.collector.verifierKey),
+    )!;
     let bundle: InclusionBundle;
     if (flags.bundle) {
       try {
@@ -366,7 +413,7 @@ ${REMOTE_FLAGS}`,
       }
     } else {
       const seq = nonNegative(required(flags.seq, 'seq', 'audit prove'), 'seq', 'audit prove')!;
-      const api = collectorApi(flags, 'audit prove');
+      const api = collectorApi(flags, cmd, ctx);
       try {
         bundle = await fetchInclusionBundle(api, note, key, seq);
       } finally {

@@ -18,12 +18,14 @@ import { formatDuration, loadRegistry } from '../../core/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
 import { durationFlag, keyAlgorithmFlag } from './ca.ts';
-import { withAdminClient } from '../lib/admin-client.ts';
+import { withAdminClientFor } from '../lib/admin-client.ts';
+import { findContext } from '../lib/context.ts';
+import type { Context } from '../lib/context.ts';
 import { sendEvents } from '../lib/send-events.ts';
 
-/** `certs revoke --sts`: through the admin API. */
-function revokeOnline(argv: readonly string[]): Promise<number> {
-  return withAdminClient(argv, 'certs revoke', { serial: { type: 'string' } }, async (client, flags) => {
+/** `certs revoke` through the admin API (`--sts`, or the context's STS). */
+function revokeOnline(flags: Record<string, string | boolean | undefined>, ctx: Context | undefined) {
+  return withAdminClientFor(flags, ctx, 'certs revoke', async (client) => {
     const serial = required(flags.serial as string | undefined, 'serial', 'certs revoke');
     const res = (await client.revoke({ serial })) as { revoked: { serial: string; expiresAt: string } };
     console.log(
@@ -69,21 +71,24 @@ Every certificate issued or renewed is a cert.issued audit event, appended to --
   --audit-cert, --audit-key  certificate and key to present to the collector (a registered workload)`;
 
 const REVOKE_USAGE = `usage: portcullis certs revoke --serial SERIAL [--ca DIR] [--out DIR] [--reason REASON]
-       portcullis certs revoke --serial SERIAL --sts URL [--cert FILE] [--key FILE] [--cacert FILE]
+       portcullis certs revoke --serial SERIAL [--sts URL] [--cert FILE] [--key FILE] [--cacert FILE] [--context DIR]
 
-Offline: adds SERIAL to the CRL signed by the intermediate (OUT/crl.pem), which the STS reads
-into its deny-list. Online (--sts): asks the STS admin API, which stores the revocation durably,
-refuses the certificate at once and serves it to sidecars (and other replicas) within their
-poll interval.
+Online (--sts, or a context and neither --ca nor --out): asks the STS admin API, which stores the
+revocation durably, refuses the certificate at once and serves it to sidecars (and other replicas)
+within their poll interval. After \`portcullis up\`, \`certs revoke --serial SERIAL\` does this with
+the context's STS and admin identity. Offline (--ca or --out, or no context): adds SERIAL to the
+CRL signed by the intermediate (OUT/crl.pem), which the STS reads into its deny-list.
 
 flags:
   --serial SERIAL   certificate serial in hex (colons and upper case accepted) (required)
-  --ca DIR          CA directory (default certs/ca)
-  --out DIR         directory holding crl.pem (default certs)
-  --reason REASON   ${REVOCATION_REASONS.join(' | ')}
-  --sts URL         revoke online through this STS instead of the CRL
-  --cert, --key     admin certificate and key (default certs/admin-console{,-key}.pem)
-  --cacert FILE     trust bundle for the STS (default certs/root.pem)`;
+  --ca DIR          CA directory (offline; default certs/ca)
+  --out DIR         directory holding crl.pem (offline; default certs)
+  --reason REASON   ${REVOCATION_REASONS.join(' | ')} (offline)
+  --context DIR     the deployment's context (default: $PORTCULLIS_CONTEXT, else ./.portcullis)
+  --sts URL         revoke online through this STS (default: the context's)
+  --cert, --key     admin certificate and key (default: the context's admin, else certs/admin-console{,-key}.pem)
+  --cacert FILE     trust bundle for the STS (default: the context's, else certs/root.pem)
+  --json            print the raw JSON answer (online)`;
 
 /** `portcullis certs issue` and `portcullis certs revoke`. */
 export const commands: readonly CliCommand[] = [
@@ -222,7 +227,6 @@ export const commands: readonly CliCommand[] = [
     usage: REVOKE_USAGE,
     async run(argv) {
       const cmd = 'certs revoke';
-      if (argv.some((a) => a === '--sts' || a.startsWith('--sts='))) return revokeOnline(argv);
       const flags = parseFlags(
         argv,
         {
@@ -230,9 +234,29 @@ export const commands: readonly CliCommand[] = [
           ca: { type: 'string' },
           out: { type: 'string' },
           reason: { type: 'string' },
+          context: { type: 'string' },
+          sts: { type: 'string' },
+          cert: { type: 'string' },
+          key: { type: 'string' },
+          cacert: { type: 'string' },
+          json: { type: 'boolean', default: false },
         },
         cmd,
       );
+      const offline = flags.ca !== undefined || flags.out !== undefined;
+      const online = ['sts', 'cert', 'key', 'cacert', 'json'].filter(
+        (f) => flags[f as keyof typeof flags] !== undefined && flags[f as keyof typeof flags] !== false,
+      );
+      if (offline && online.length)
+        throw new UsageError(
+          `${cmd}: --${online[0]} revokes online and --${flags.ca !== undefined ? 'ca' : 'out'} offline: give one or the other`,
+        );
+      const ctx = offline ? undefined : findContext(flags.context);
+      if (!offline && (flags.sts !== undefined || ctx !== undefined)) {
+        if (flags.reason !== undefined)
+          throw new UsageError(`${cmd}: --reason goes with an offline revocation (--ca, --out)`);
+        return revokeOnline(flags, ctx);
+      }
       const serial = required(flags.serial, 'serial', cmd);
       const reason = flags.reason;
       if (reason !== undefined && !(REVOCATION_REASONS as readonly string[]).includes(reason)) {

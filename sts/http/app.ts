@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { SecureServerOptions } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { fastifySwagger } from '@fastify/swagger';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
@@ -17,7 +18,10 @@ import {
   parseTraceparent,
   readinessReport,
   startSpan,
+  OPENAPI_ROUTE_DOC,
+  openApiOptions,
 } from '../../core/index.ts';
+import { stsRouteDocs } from './route-docs.ts';
 import { leafValidityProblem } from '../../ca/index.ts';
 import type {
   AccessLine,
@@ -175,6 +179,21 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   // Pipelined answers leave together: see coalesceWrites (one TLS write per turn, not per answer).
   if (deps.tls) app.server.on('secureConnection', (socket: TLSSocket) => coalesceWrites(socket));
   app.decorateRequest('stsState', null);
+  // The OpenAPI document of every route below (GET /openapi.json; decision 0058). Set up by a
+  // direct call, not app.register(): the plugin's onRoute hook must be in place before the first
+  // route, and this builder is synchronous (register would load it after the routes are added).
+  fastifySwagger(
+    app,
+    openApiOptions({
+      title: 'Portcullis STS',
+      description:
+        'Token service: certificate-bound access tokens, discovery, revocations, admin, EST (docs/sts.md)',
+    }),
+    (err) => {
+      if (err) throw err;
+    },
+  );
+  const DOCS = stsRouteDocs({ revokeBody: revokeBodySchema });
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, body);
   });
@@ -351,7 +370,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   };
 
   // ---- token endpoint --------------------------------------------------------------------
-  app.post('/oauth2/token', { config: { kind: 'token' } }, async (req, reply) => {
+  app.post('/oauth2/token', { config: { kind: 'token', doc: DOCS.token } }, async (req, reply) => {
     if (typeof req.body !== 'string') {
       throw new StsError(
         req.body === undefined ? 'ERR_STS_REQUEST_INVALID' : 'ERR_STS_MEDIA_TYPE_UNSUPPORTED',
@@ -422,7 +441,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   });
 
   // ---- discovery ---------------------------------------------------------------------------
-  app.get('/.well-known/jwks.json', { config: { kind: 'public' } }, (req, reply) => {
+  app.get('/.well-known/jwks.json', { config: { kind: 'public', doc: DOCS.jwks } }, (req, reply) => {
     const { body, etag } = keyring.jwks();
     reply.header('cache-control', `public, max-age=${jwksMaxAge}`).header('etag', etag);
     if (req.headers['if-none-match'] === etag) return reply.code(304).send();
@@ -438,13 +457,17 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     response_types_supported: [],
     tls_client_certificate_bound_access_tokens: true,
   });
-  app.get('/.well-known/oauth-authorization-server', { config: { kind: 'public' } }, (_req, reply) => {
-    reply.header('cache-control', `public, max-age=${jwksMaxAge}`).type('application/json');
-    return reply.send(metadata);
-  });
+  app.get(
+    '/.well-known/oauth-authorization-server',
+    { config: { kind: 'public', doc: DOCS.metadata } },
+    (_req, reply) => {
+      reply.header('cache-control', `public, max-age=${jwksMaxAge}`).type('application/json');
+      return reply.send(metadata);
+    },
+  );
 
   // ---- revocations -------------------------------------------------------------------------
-  app.get('/v1/revocations', { config: { kind: 'workload' } }, (req, reply) => {
+  app.get('/v1/revocations', { config: { kind: 'workload', doc: DOCS.revocations } }, (req, reply) => {
     const { body, etag } = denyList.snapshot();
     reply.header('cache-control', 'no-cache').header('etag', etag);
     if (req.headers['if-none-match'] === etag) return reply.code(304).send();
@@ -465,13 +488,13 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     });
   };
 
-  app.get('/v1/admin/keys', { config: { kind: 'admin' } }, (req, reply) => {
+  app.get('/v1/admin/keys', { config: { kind: 'admin', doc: DOCS.keys } }, (req, reply) => {
     const keys = keyring.list();
     adminAllowed(req, 'GET /v1/admin/keys');
     return reply.header('cache-control', 'no-store').send({ keys });
   });
 
-  app.post('/v1/admin/keys/rotate', { config: { kind: 'admin' } }, async (req, reply) => {
+  app.post('/v1/admin/keys/rotate', { config: { kind: 'admin', doc: DOCS.rotate } }, async (req, reply) => {
     const result = await keyring.rotate();
     adminAllowed(req, 'POST /v1/admin/keys/rotate', {
       target: result.currentKid,
@@ -483,7 +506,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     return reply.header('cache-control', 'no-store').send({ ...result, keys: keyring.list() });
   });
 
-  app.post('/v1/admin/revoke', { config: { kind: 'admin' } }, async (req, reply) => {
+  app.post('/v1/admin/revoke', { config: { kind: 'admin', doc: DOCS.revoke } }, async (req, reply) => {
     if (req.body === null || typeof req.body !== 'object')
       throw new StsError('ERR_STS_REQUEST_INVALID', 'the body must be a JSON object');
     const parsed = revokeBodySchema.safeParse(req.body);
@@ -554,7 +577,9 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   );
 
   // ---- health and metrics ------------------------------------------------------------------
-  app.get('/healthz', { config: { kind: 'public' } }, (_req, reply) => reply.send({ status: 'ok' }));
+  app.get('/healthz', { config: { kind: 'public', doc: DOCS.healthz } }, (_req, reply) =>
+    reply.send({ status: 'ok' }),
+  );
   // Readiness, as on every server (core/health.ts): its own certificate, a signing key, the audit sink.
   // The certificate served now: a renewed one replaces the one the server started with.
   const ownCert =
@@ -571,11 +596,11 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
     },
     audit: () => (audit.accepting() ? undefined : 'the audit sink refuses events (failMode closed)'),
   };
-  app.get('/readyz', { config: { kind: 'public' } }, (_req, reply) => {
+  app.get('/readyz', { config: { kind: 'public', doc: DOCS.readyz } }, (_req, reply) => {
     const { status, body } = readinessReport(readiness);
     return reply.code(status).header('cache-control', 'no-store').type('application/json').send(body);
   });
-  app.get('/metrics', { config: { kind: 'workload' } }, async (_req, reply) => {
+  app.get('/metrics', { config: { kind: 'workload', doc: DOCS.metrics } }, async (_req, reply) => {
     const now = clock.now();
     for (const state of ['next', 'current', 'retiring'] as const) {
       const times = keyring
@@ -589,6 +614,11 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
       metrics.keyAge.set({ state }, times.length ? (now - Math.min(...times)) / 1000 : 0);
     }
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  let openApiBody: string | undefined;
+  app.get('/openapi.json', { config: { kind: 'public', doc: OPENAPI_ROUTE_DOC } }, (_req, reply) => {
+    openApiBody ??= JSON.stringify(app.swagger());
+    return reply.header('cache-control', 'no-cache').type('application/json').send(openApiBody);
   });
 
   return app;

@@ -96,3 +96,58 @@ test('a named context that is missing or malformed is one line naming the file a
     assert.equal(r.stderr.trim().split('\n').length, 1, `${name}: one line`);
   }
 });
+
+/** Runs the CLI in `cwd` with no PORTCULLIS_CONTEXT but `env`. */
+function cli(args: string[], cwd: string, env: Record<string, string> = {}) {
+  const { PORTCULLIS_CONTEXT: _, ...rest } = process.env;
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd,
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { ...rest, ...env },
+  });
+  return { code: r.status, stderr: r.stderr, stdout: r.stdout };
+}
+
+test('every admin and audit command takes its connection from the context; flags still win', () => {
+  // The STS of this context listens on port 5 and the collector on port 6: nothing answers there,
+  // so each command's error names the address it dialled.
+  const dir = context('all', 5, (t) =>
+    t
+      .replace("'https://127.0.0.1:8444'", "'https://127.0.0.1:6'")
+      .concat(
+        `  auditReader: { cert: ${join(pki.certsDir, 'security-console.pem')}, key: ${join(pki.certsDir, 'security-console-key.pem')} }\n`,
+      )
+      .replace(
+        "spiffeId: 'spiffe://example.org/ns/portcullis/sa/audit' }",
+        `spiffeId: 'spiffe://example.org/ns/portcullis/sa/audit', verifierKey: ${join(root, 'all', 'vkey')}, checkpoint: ${join(root, 'all', 'cp', 'latest')} }`,
+      ),
+  );
+  writeFileSync(join(dir, 'vkey'), 'example.org/portcullis/audit+0a1b2c3d+AQ==\n');
+  const cases: [string[], RegExp][] = [
+    [['tokens', 'revoke', '--jti', 'j1'], /ECONNREFUSED 127\.0\.0\.1:5/],
+    [['certs', 'revoke', '--serial', '0a'], /ECONNREFUSED 127\.0\.0\.1:5/],
+    [['join-token', 'create', '--workload', 'web'], /ECONNREFUSED 127\.0\.0\.1:5/],
+    [['tokens', 'revoke', '--jti', 'j1', '--sts', 'https://127.0.0.1:7'], /ECONNREFUSED 127\.0\.0\.1:7/],
+    [['audit', 'query'], /ECONNREFUSED 127\.0\.0\.1:6/],
+    [['audit', 'query', '--url', 'https://127.0.0.1:7'], /ECONNREFUSED 127\.0\.0\.1:7/],
+    [['audit', 'checkpoint'], /ECONNREFUSED 127\.0\.0\.1:6/],
+    // prove reads the saved checkpoint first: the context names one that is not there yet.
+    [['audit', 'prove', '--seq', '0'], /all\/cp\/latest: --checkpoint: cannot be read/],
+    // verify: the context names no store.
+    [['audit', 'verify'], /audit verify: --store is required: .*all\/context\.yaml names none/],
+  ];
+  for (const [args, message] of cases) {
+    const r = cli([...args, '--context', dir], root);
+    assert.equal(r.code === 1 || r.code === 2, true, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+    assert.match(r.stderr, message, args.join(' '));
+    assert.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: one line`);
+  }
+  // Without a context the old defaults hold (certs/…, relative to the working directory).
+  const bare = cli(['tokens', 'revoke', '--jti', 'j1'], root);
+  assert.equal(bare.code, 1);
+  assert.match(bare.stderr, /certs\/admin-console\.pem: --cert: cannot be read/);
+  const noCtx = cli(['audit', 'checkpoint'], root);
+  assert.equal(noCtx.code, 2);
+  assert.match(noCtx.stderr, /audit checkpoint: --out is required, or a context/);
+});

@@ -343,7 +343,7 @@ describe('the image health probe (portcullis-healthcheck)', () => {
       assert.match(missing.out, /nope\.pem: ENOENT/);
     });
 
-    it("reaches the real audit collector's /healthz without a client certificate", async () => {
+    it("reaches the real audit collector's probe path (/readyz) without a client certificate", async () => {
       const collector = await startCollector(
         parseAuditConfig({
           ...(parseYaml(readFileSync(join(ROOT, 'config/compose/audit.yaml'), 'utf8')) as object),

@@ -7,6 +7,7 @@ import { StsError } from '../../errors.ts';
 import type { RateLimiter } from '../../rate-limit.ts';
 import type { StsStateStore } from '../../state/store.ts';
 import type { StsPeer } from '../peer.ts';
+import { EST_DOCS } from '../route-docs.ts';
 
 /** The online CA the EST routes sign with. */
 export interface EstCa {
@@ -140,12 +141,14 @@ export function estRoutes(deps: EstRouteDeps) {
       return sendPkcs7(reply, pkcs7);
     };
 
-    app.get('/.well-known/est/cacerts', { config: { kind: 'public' } }, (_req, reply) => {
+    const cacerts = { config: { kind: 'public', doc: EST_DOCS.cacerts } };
+    app.get('/.well-known/est/cacerts', cacerts, (_req, reply) => {
       const ca = requireCa();
       return sendPkcs7(reply, certsOnlyPkcs7(uniqueDer(splitPemBundle(ca.caCertsPem()))));
     });
 
-    app.post('/.well-known/est/simpleenroll', { config: { kind: 'enrol' } }, async (req, reply) => {
+    const enrol = { config: { kind: 'enrol', doc: EST_DOCS.simpleenroll } };
+    app.post('/.well-known/est/simpleenroll', enrol, async (req, reply) => {
       const ca = requireCa();
       const auth = req.headers.authorization;
       const match = typeof auth === 'string' ? /^Bearer +(\S+)$/i.exec(auth) : null;
@@ -199,7 +202,8 @@ export function estRoutes(deps: EstRouteDeps) {
       return answer(req, reply, ca, workload, issued, { auth: 'join-token', joinToken: id.slice(0, 16) });
     });
 
-    app.post('/.well-known/est/simplereenroll', { config: { kind: 'workload' } }, async (req, reply) => {
+    const renew = { config: { kind: 'workload', doc: EST_DOCS.simplereenroll } };
+    app.post('/.well-known/est/simplereenroll', renew, async (req, reply) => {
       const ca = requireCa();
       const { peer, workload } = deps.callerOf(req);
       limit(workload.spiffeId.uri);

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { joinTokenDoc } from '../route-docs.ts';
 import { durationSchema } from '../../../core/index.ts';
 import type { AuditEvent, Registry, Workload } from '../../../core/index.ts';
 import { StsError } from '../../errors.ts';
@@ -36,7 +37,8 @@ const bodySchema = z.strictObject({
 export function joinTokenRoutes(deps: JoinTokenRouteDeps) {
   return async function register(app: FastifyInstance): Promise<void> {
     const random = deps.randomBytes ?? randomBytes;
-    app.post('/v1/admin/join-tokens', { config: { kind: 'admin' } }, async (req, reply) => {
+    const options = { config: { kind: 'admin', doc: joinTokenDoc(bodySchema) } };
+    app.post('/v1/admin/join-tokens', options, async (req, reply) => {
       if (req.body === null || typeof req.body !== 'object')
         throw new StsError('ERR_STS_REQUEST_INVALID', 'the body must be a JSON object');
       const parsed = bodySchema.safeParse(req.body);

@@ -1,0 +1,195 @@
+// The OpenAPI description of every collector route (decision 0058), attached as `config.doc` and
+// turned into /openapi.json by @fastify/swagger. The events posted are validated by the audit
+// event's zod schema (core/audit-event.ts), whose JSON Schema the document holds; the query
+// strings are parsed by hand in app.ts and described here as those parsers accept them.
+import {
+  OPENAPI_ROUTE_DOC,
+  auditEventSchema,
+  fromZod,
+  jsonResponse,
+  textResponse,
+} from '../../core/index.ts';
+import type { JsonSchema, ResponseDoc, RouteDoc } from '../../core/index.ts';
+import type { AuditErrorCode } from '../errors.ts';
+
+const str: JsonSchema = { type: 'string' };
+const seq: JsonSchema = { type: 'integer', minimum: 0 };
+const uintParam: JsonSchema = { type: 'string', pattern: '^(0|[1-9][0-9]*)$' };
+const base64List: JsonSchema = { type: 'array', items: { type: 'string', contentEncoding: 'base64' } };
+
+/** The codes the collector answers with (audit/errors.ts): the `error` of every error body. */
+const CODES = [
+  'ERR_AUDIT_PEER_REFUSED',
+  'ERR_AUDIT_PEER_NOT_REGISTERED',
+  'ERR_AUDIT_FORBIDDEN',
+  'ERR_AUDIT_BAD_REQUEST',
+  'ERR_AUDIT_NOT_FOUND',
+  'ERR_AUDIT_PROOF_RANGE',
+  'ERR_AUDIT_STORE_UNAVAILABLE',
+  'ERR_AUDIT_STORE_CLOSED',
+  'ERR_AUDIT_IDEMPOTENCY_MISMATCH',
+  'ERR_AUDIT_IDEMPOTENCY_IN_FLIGHT',
+  'ERR_AUDIT_RATE_LIMITED',
+  'ERR_AUDIT_INTERNAL',
+] as const satisfies readonly (AuditErrorCode | 'ERR_AUDIT_INTERNAL')[];
+
+/** Every error body: `{error, message}`. */
+export const COLLECTOR_ERROR_SCHEMA: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['error', 'message'],
+  properties: { error: { enum: [...CODES] }, message: str },
+};
+const serverErrors: Record<string, ResponseDoc> = {
+  '5XX': jsonResponse('the collector cannot serve the request now', COLLECTOR_ERROR_SCHEMA),
+};
+const errors: Record<string, ResponseDoc> = {
+  '4XX': jsonResponse('refused (docs/audit.md, Collector API)', COLLECTOR_ERROR_SCHEMA),
+  ...serverErrors,
+};
+
+const eventSchema = fromZod(auditEventSchema);
+const record: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['seq', 'time', 'event', 'prev', 'hash'],
+  properties: {
+    seq,
+    time: { type: 'string', format: 'date-time' },
+    event: eventSchema,
+    prev: str,
+    hash: str,
+  },
+};
+const READINESS: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['status', 'checks'],
+  properties: {
+    status: { enum: ['ready', 'not ready'] },
+    checks: { type: 'object', additionalProperties: { type: 'string' } },
+  },
+};
+
+export const COLLECTOR_DOCS = {
+  healthz: {
+    summary: 'Liveness: 200 while the process serves',
+    tags: ['health'],
+    response: {
+      200: jsonResponse('alive', {
+        type: 'object',
+        additionalProperties: false,
+        required: ['status'],
+        properties: { status: { const: 'ok' } },
+      }),
+      ...serverErrors,
+    },
+  },
+  readyz: {
+    summary: 'Readiness: certificate, store, signing key, last checkpoint saved',
+    tags: ['health'],
+    response: { 200: jsonResponse('ready', READINESS), 503: jsonResponse('not ready', READINESS) },
+  },
+  metrics: {
+    summary: 'Prometheus metrics (registered workloads)',
+    tags: ['health'],
+    response: { 200: textResponse('the exposition', 'text/plain'), ...errors },
+  },
+  postEvents: {
+    summary: 'Append a batch of audit events (registered workloads; source is the caller)',
+    tags: ['events'],
+    headers: {
+      type: 'object',
+      properties: { 'idempotency-key': { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' } },
+    },
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['events'],
+      properties: { events: { type: 'array', minItems: 1, items: eventSchema } },
+    },
+    response: {
+      200: jsonResponse('appended (or, with a known Idempotency-Key, appended before)', {
+        type: 'object',
+        additionalProperties: false,
+        required: ['accepted', 'firstSeq', 'lastSeq'],
+        properties: { accepted: { type: 'integer', minimum: 1 }, firstSeq: seq, lastSeq: seq },
+      }),
+      ...errors,
+    },
+  },
+  getEvents: {
+    summary: 'Query records (role audit-reader; the query is itself audited)',
+    tags: ['events'],
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        since: { type: 'string', format: 'date-time' },
+        until: { type: 'string', format: 'date-time' },
+        type: str,
+        source: str,
+        subject: str,
+        decision: { enum: ['allow', 'deny'] },
+        fromSeq: uintParam,
+        limit: uintParam,
+      },
+    },
+    response: {
+      200: jsonResponse('the records, and where the next page starts', {
+        type: 'object',
+        additionalProperties: false,
+        required: ['records', 'nextSeq'],
+        properties: { records: { type: 'array', items: record }, nextSeq: { type: ['integer', 'null'] } },
+      }),
+      ...errors,
+    },
+  },
+  latestCheckpoint: {
+    summary: 'The latest signed checkpoint (C2SP signed note)',
+    tags: ['checkpoints'],
+    response: { 200: textResponse('the note', 'text/plain'), ...errors },
+  },
+  checkpointKey: {
+    summary: 'The checkpoint verifier key (pin it out of band; docs/operations.md)',
+    tags: ['checkpoints'],
+    response: { 200: textResponse('the signed-note verifier key', 'text/plain'), ...errors },
+  },
+  inclusion: {
+    summary: 'Inclusion proof of one record in the tree of a given size (role audit-reader)',
+    tags: ['proofs'],
+    querystring: {
+      type: 'object',
+      required: ['seq', 'size'],
+      properties: { seq: uintParam, size: uintParam },
+    },
+    response: {
+      200: jsonResponse('the record and its RFC 9162 audit path', {
+        type: 'object',
+        additionalProperties: false,
+        required: ['seq', 'size', 'record', 'proof'],
+        properties: { seq, size: seq, record, proof: base64List },
+      }),
+      ...errors,
+    },
+  },
+  consistency: {
+    summary: 'Consistency proof between two tree sizes',
+    tags: ['proofs'],
+    querystring: {
+      type: 'object',
+      required: ['from', 'to'],
+      properties: { from: uintParam, to: uintParam },
+    },
+    response: {
+      200: jsonResponse('the RFC 9162 consistency proof', {
+        type: 'object',
+        additionalProperties: false,
+        required: ['from', 'to', 'proof'],
+        properties: { from: seq, to: seq, proof: base64List },
+      }),
+      ...errors,
+    },
+  },
+  openapi: OPENAPI_ROUTE_DOC,
+} satisfies Record<string, RouteDoc>;

@@ -1,0 +1,101 @@
+// The collector's OpenAPI 3.1 document (GET /openapi.json): kept in docs/api/collector.json, a
+// schema for every response of every route, and real answers of every route, allowed and refused,
+// valid against it.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import type { Agent } from 'undici';
+import type { RunningCollector } from '../../audit/index.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import type { TestPki } from '../helpers/pki.ts';
+import {
+  assertEveryResponseHasASchema,
+  assertKeptDocument,
+  assertResponsesMatch,
+} from '../helpers/openapi.ts';
+import type { ApiCase, OpenApiDocument } from '../helpers/openapi.ts';
+import { call, startTestCollector, workloadAgent } from './collector-harness.ts';
+import { decision } from './helpers.ts';
+
+let pki: TestPki;
+let collector: RunningCollector;
+let dir: string;
+const agents: Agent[] = [];
+const agent = (name?: string) => {
+  const a = workloadAgent(pki, name ? pki.leaf(name) : undefined);
+  agents.push(a);
+  return a;
+};
+
+before(async () => {
+  pki = await makeTestPki();
+  dir = mkdtempSync(join(tmpdir(), 'collector-openapi-'));
+  collector = await startTestCollector(pki, dir);
+});
+after(async () => {
+  for (const a of agents) await a.close();
+  await collector?.close();
+  pki?.cleanup();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('the collector serves its OpenAPI 3.1 document, as kept in docs/api/collector.json', async () => {
+  const res = await call(agent(), `${collector.url}/openapi.json`);
+  assert.equal(res.status, 200);
+  const doc = res.body as OpenApiDocument;
+  assertKeptDocument(doc, 'collector.json');
+  assertEveryResponseHasASchema(doc);
+});
+
+test('every collector route answers, allowed and refused, as its OpenAPI document says', async () => {
+  const doc = (await call(agent(), `${collector.url}/openapi.json`)).body as OpenApiDocument;
+  const anonymous = agent();
+  const web = agent('web');
+  const reader = agent('security-console');
+  const json = { 'content-type': 'application/json' };
+  const batch = (n: number) => JSON.stringify({ events: [decision(n), decision(n + 1)] });
+  // Records to query and prove, and a checkpoint over them.
+  assert.equal(
+    (await call(web, `${collector.url}/v1/events`, { method: 'POST', rawBody: batch(1) })).status,
+    200,
+  );
+  const ok = (name: string, dispatcher: Agent, status = 200, extra: Partial<ApiCase> = {}): ApiCase => ({
+    name,
+    dispatcher,
+    status,
+    ...extra,
+  });
+  const table: Record<string, ApiCase[]> = {
+    'GET /healthz': [ok('anyone', anonymous)],
+    'GET /readyz': [ok('anyone', anonymous)],
+    'GET /metrics': [ok('a workload', web), ok('no client certificate', anonymous, 401)],
+    'POST /v1/events': [
+      ok('a batch', web, 200, { headers: json, body: batch(3) }),
+      ok('idempotent', web, 200, { headers: { ...json, 'idempotency-key': 'openapi-1' }, body: batch(5) }),
+      ok('replayed', web, 200, { headers: { ...json, 'idempotency-key': 'openapi-1' }, body: batch(5) }),
+      ok('an empty batch', web, 400, { headers: json, body: '{"events":[]}' }),
+      ok('no client certificate', anonymous, 401, { headers: json, body: batch(7) }),
+    ],
+    'GET /v1/events': [
+      ok('a reader', reader, 200, { path: '/v1/events?type=authz.decision&limit=2' }),
+      ok('an unknown filter', reader, 400, { path: '/v1/events?colour=red' }),
+      ok('not a reader', web, 403),
+    ],
+    'GET /v1/checkpoints/latest': [ok('a workload', web), ok('no client certificate', anonymous, 401)],
+    'GET /v1/checkpoints/key': [ok('a workload', web), ok('no client certificate', anonymous, 401)],
+    'GET /v1/proofs/inclusion': [
+      ok('a reader', reader, 200, { path: '/v1/proofs/inclusion?seq=0&size=2' }),
+      ok('seq not below size', reader, 400, { path: '/v1/proofs/inclusion?seq=2&size=2' }),
+      ok('not a reader', web, 403, { path: '/v1/proofs/inclusion?seq=0&size=2' }),
+    ],
+    'GET /v1/proofs/consistency': [
+      ok('a workload', web, 200, { path: '/v1/proofs/consistency?from=1&to=2' }),
+      ok('from above to', web, 400, { path: '/v1/proofs/consistency?from=2&to=1' }),
+    ],
+    'GET /openapi.json': [ok('anyone', anonymous)],
+  };
+  const checked = await assertResponsesMatch(doc, collector.url, table);
+  assert.ok(checked >= 20, `${checked} requests`);
+});
