@@ -28,6 +28,10 @@ import { pathLayer } from './inbound/layers/path.ts';
 import { peerLayer } from './inbound/layers/peer.ts';
 import { tokenLayer } from './inbound/layers/token.ts';
 import { createInboundServer, updateServerTls } from './inbound/server.ts';
+import { createH2Side, routeByPreface } from './inbound/h2.ts';
+import { createH2Client, openH2c } from './h2/relay.ts';
+import type { H2Client } from './h2/relay.ts';
+import { h2PeerClient } from './outbound/h2-peer.ts';
 import { createIdSource } from './inbound/trace.ts';
 import { createJwksCache } from './jwks/cache.ts';
 import type { JwksCache } from './jwks/cache.ts';
@@ -180,7 +184,14 @@ export async function startSidecar(
     revocationRef.list = revoked;
     await Promise.all([jwks.start(), revoked.start()]);
 
-    const pool = new Pool(config.inbound.app, {
+    // `app: h2c://…`: one multiplexed HTTP/2 connection to the app (prior knowledge) carries
+    // every request; the HTTP/1.1 pool is then never dialled.
+    const appUrl = new URL(config.inbound.app);
+    const h2App =
+      appUrl.protocol === 'h2c:'
+        ? createH2Client(() => openH2c(`http://${appUrl.host}`, config.inbound.upstreamHeadersTimeout))
+        : undefined;
+    const pool = new Pool(`http://${appUrl.host}`, {
       connections: config.inbound.upstreamConnections,
       keepAliveTimeout: 30_000,
       headersTimeout: config.inbound.upstreamHeadersTimeout,
@@ -232,7 +243,8 @@ export async function startSidecar(
       ],
       upstream: {
         pool,
-        host: new URL(config.inbound.app).host,
+        ...(h2App ? { h2: h2App } : {}),
+        host: appUrl.host,
         observe: metrics.upstream('inbound', 'app'),
         now: () => performance.now(),
         ...(tracer ? { tracer } : {}),
@@ -247,7 +259,7 @@ export async function startSidecar(
       ...(accessLog ? { accessLog } : {}),
       ...(tracer ? { tracer } : {}),
     });
-    const inbound: HttpsServer = createInboundServer(
+    const inbound = createInboundServer(
       tls.current(),
       handler,
       (what, status) => {
@@ -269,6 +281,7 @@ export async function startSidecar(
     // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
     guards.inbound = applyConnectionBudgets(inbound, config.connections, {
       timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+      inFlight: (socket) => inbound.h2.inFlight(socket),
     });
     // Read at scrape time: the outbound listener joins below.
     registerConnectionMetrics(metrics.registry, 'portcullis_sidecar', guards);
@@ -276,6 +289,7 @@ export async function startSidecar(
 
     let outbound: HttpServer | undefined;
     const dispatchers = new Map<string, Pool>();
+    const h2Peers = new Map<string, H2Client>();
     if (config.outbound) {
       const out = config.outbound;
       const routes = new Map<string, Route>();
@@ -306,29 +320,52 @@ export async function startSidecar(
         }
         return d;
       };
+      const h2PeerFor = (route: Route): H2Client => {
+        let c = h2Peers.get(route.name);
+        if (!c) {
+          const connect = createMtlsConnector({
+            material: () => tls.current(),
+            verifier: () => serverVerifier,
+            expectedId: route.spiffeId,
+            timeoutMs: config.sts.timeout,
+            timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
+            alpn: ['h2'],
+          });
+          h2Peers.set(route.name, (c = h2PeerClient(route, connect, config.sts.timeout)));
+        }
+        return c;
+      };
+      const outboundHandler = createOutboundHandler({
+        routes,
+        tokens,
+        dispatcher: dispatcherFor,
+        ids,
+        headersTimeoutMs: out.upstreamHeadersTimeout,
+        logger,
+        observe: (route) => metrics.upstream('outbound', route),
+        now: () => performance.now(),
+        ...(accessLog ? { accessLog } : {}),
+        ...(tracer ? { tracer } : {}),
+        h2Peer: h2PeerFor,
+      });
       outbound = createHttpServer(
         // requireHostHeader off: the header scan refuses a request without Host in the sidecar's own shape.
         { ...connectionServerOptions(config.connections), noDelay: true, requireHostHeader: false },
-        createOutboundHandler({
-          routes,
-          tokens,
-          dispatcher: dispatcherFor,
-          ids,
-          headersTimeoutMs: out.upstreamHeadersTimeout,
-          logger,
-          observe: (route) => metrics.upstream('outbound', route),
-          now: () => performance.now(),
-          ...(accessLog ? { accessLog } : {}),
-          ...(tracer ? { tracer } : {}),
-        }),
+        outboundHandler,
       );
+      // The app may speak h2c with prior knowledge on the same port (gRPC clients do).
+      const outboundH2 = createH2Side(outboundHandler, config.connections);
+      routeByPreface(outbound, outboundH2);
       outbound.on('connect', refuseConnect);
       outbound.on('clientError', refuseClientError);
       // The app is the only peer of this loopback listener: the per-peer cap is the listener's.
       guards.outbound = applyConnectionBudgets(
         outbound,
         { ...config.connections, maxConnectionsPerPeer: config.connections.maxConnections },
-        { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') },
+        {
+          timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+          inFlight: (socket) => outboundH2.inFlight(socket),
+        },
       );
       await listen(outbound, out.listen.host, out.listen.port);
     }
@@ -341,6 +378,10 @@ export async function startSidecar(
       for (const [name, d] of dispatchers) {
         dispatchers.delete(name);
         void d.close().catch(() => {});
+      }
+      for (const [name, c] of h2Peers) {
+        h2Peers.delete(name);
+        void c.close();
       }
     });
 
@@ -391,7 +432,12 @@ export async function startSidecar(
           ...(metricsServer ? [close(metricsServer)] : []),
           ...Object.values(guards).map((g) => g.drain()),
         ]);
-        await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
+        await Promise.all([
+          pool.close(),
+          sts.close(),
+          ...[...dispatchers.values()].map((d) => d.close()),
+          ...[...h2Peers.values(), ...(h2App ? [h2App] : [])].map((c) => c.close()),
+        ]);
         // A sink the caller passed in is the caller's to close; the one built here is closed here.
         await (overrides.sink ? sink.flush() : sink.close());
       },

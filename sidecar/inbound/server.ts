@@ -5,6 +5,8 @@ import type { Duplex } from 'node:stream';
 import type { TlsMaterial } from '../../ca/index.ts';
 import { connectionServerOptions, describeClientError, endWithHttpError } from '../../core/index.ts';
 import type { ConnectionBudgets } from '../../core/index.ts';
+import { createH2Side, routeByAlpn } from './h2.ts';
+import type { H2Side } from './h2.ts';
 
 /** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
 export type RawRefusal = (what: string, status: number) => void;
@@ -17,14 +19,17 @@ export type RawRefusal = (what: string, status: number) => void;
  * and CONNECT get 400 `ERR_SIDECAR_REQUEST_MALFORMED` (431 for oversized headers, 408 for a
  * request that timed out), upgrades (WebSocket, h2c) 501, and an `Expect` other than
  * `100-continue` 417. A connection whose TLS handshake fails or times out is destroyed unanswered.
- * The caller applies the rest of the connection budgets (`applyConnectionBudgets`).
+ * ALPN offers `h2` before `http/1.1`: an HTTP/2 connection's streams go to the same `handler`
+ * (`h2.ts`, with its HTTP/2 limits); HTTP/1.1 is node:https' own, unchanged. The HTTP/2 side is
+ * `server.h2` (for the drain hook). The caller applies the rest of the connection budgets
+ * (`applyConnectionBudgets`).
  */
 export function createInboundServer(
   material: TlsMaterial,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   onRefused: RawRefusal,
   budgets: ConnectionBudgets,
-): Server {
+): Server & { readonly h2: H2Side } {
   const server = createServer(
     {
       cert: material.cert,
@@ -33,7 +38,7 @@ export function createInboundServer(
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: 'TLSv1.3',
-      ALPNProtocols: ['http/1.1'],
+      ALPNProtocols: ['h2', 'http/1.1'],
       maxHeaderSize: 16_384,
       // Keep-alive, header and request timeouts; the rest of the budgets: applyConnectionBudgets.
       ...connectionServerOptions(budgets),
@@ -44,6 +49,8 @@ export function createInboundServer(
     },
     handler,
   );
+  const h2 = createH2Side(handler, budgets);
+  routeByAlpn(server, h2);
   const refuse = (socket: Duplex, what: string, status: number, message: string) => {
     // Recorded only when answered: a connection dropped mid-response got no 4xx to record.
     if (endWithHttpError(socket, status, JSON.stringify({ error: 'ERR_SIDECAR_REQUEST_MALFORMED', message })))
@@ -79,7 +86,7 @@ export function createInboundServer(
       .end(body);
     onRefused('EXPECT', 417);
   });
-  return server;
+  return Object.assign(server, { h2 });
 }
 
 /** Applies renewed TLS material to a listening server: new connections use the new leaf. */

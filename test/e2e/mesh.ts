@@ -83,6 +83,8 @@ export async function startMesh(
     audit?: (pki: TestPki, dir: string) => Promise<{ sts: AuditSink; web: AuditSink; orders: AuditSink }>;
     /** Access logs on (`accessLog: {enabled: true}`) for every part, written to this logger. */
     accessLogger?: Logger;
+    /** The orders sidecar's `inbound.app` instead of the echo app's URL (an h2c:// gRPC server). */
+    ordersAppUrl?: string;
   } = {},
 ): Promise<Mesh> {
   const pki = await makeTestPki({ identitiesYaml: identitiesYaml(opts.webTtl ?? '5m') });
@@ -133,7 +135,7 @@ export async function startMesh(
         ...common('orders'),
         inbound: {
           listen: { host: '127.0.0.1', port: 0 },
-          app: ordersApp.url,
+          app: opts.ordersAppUrl ?? ordersApp.url,
           policy: ordersPolicyFile,
           policyReloadInterval: '1h',
         },
