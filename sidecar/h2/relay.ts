@@ -249,8 +249,9 @@ export function relayH2(
           return settle(
             new SidecarError('ERR_SIDECAR_UPSTREAM_TIMEOUT', 'grpc-timeout expired before an answer'),
           );
-        grpcStatus = String(GRPC.DEADLINE_EXCEEDED);
         upstream.unpipe(res);
+        if (!grpc) return cutClient(NGHTTP2_CANCEL);
+        grpcStatus = String(GRPC.DEADLINE_EXCEEDED);
         res.addTrailers({ 'grpc-status': grpcStatus, 'grpc-message': 'deadline exceeded at the sidecar' });
         res.end();
       }, deadlineMs);
