@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { connect as h2connect } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { ORDERS, WEB, startMesh } from './mesh.ts';
 import type { Mesh } from './mesh.ts';
@@ -288,27 +289,72 @@ describe('gRPC through both sidecars (grpc-js client and server)', () => {
     assert.ok(app.blocked.count > blockedBefore, 'the server saw back-pressure (write() returned false)');
   });
 
-  it('honours grpc-timeout: a call past its deadline is DEADLINE_EXCEEDED', async () => {
-    const started = Date.now();
-    await assert.rejects(
-      unary(client, 'slow', Buffer.from('x'), new grpc.Metadata(), { deadline: Date.now() + 300 }),
-      (err: grpc.ServiceError) => {
-        assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
-        return true;
-      },
-    );
-    assert.ok(Date.now() - started < 1_500);
-    // The orders sidecar cut the upstream call on the forwarded grpc-timeout, and recorded it.
-    await new Promise((r) => setTimeout(r, 200));
-    const event = mesh.ordersEvents.findLast((e) => e.action === 'POST /shop.Orders/Slow');
-    assert.ok(event, 'the timed-out call is audited');
+  it('honours grpc-timeout at the sidecar: past it the call is DEADLINE_EXCEEDED and audited', async () => {
+    // A raw HTTP/2 client that does not enforce its own deadline: only the sidecar can end the call.
+    const session = h2connect(`http://127.0.0.1:${mesh.web.outbound!.port}`);
+    try {
+      const started = Date.now();
+      const answer = await new Promise<{ head: Record<string, unknown>; trailers: Record<string, unknown> }>(
+        (resolve, reject) => {
+          const s = session.request({
+            ':method': 'POST',
+            ':path': '/shop.Orders/Slow',
+            ':authority': 'orders',
+            'content-type': 'application/grpc',
+            te: 'trailers',
+            'grpc-timeout': '300m',
+          });
+          let head: Record<string, unknown> = {};
+          let trailers: Record<string, unknown> = {};
+          s.on('response', (h) => (head = h));
+          s.on('trailers', (t) => (trailers = t));
+          s.on('data', () => {});
+          s.on('end', () => resolve({ head, trailers }));
+          s.on('error', reject);
+          // One empty gRPC message: flag 0, length 0.
+          s.end(Buffer.alloc(5));
+        },
+      );
+      const took = Date.now() - started;
+      assert.equal(answer.head[':status'], 200);
+      assert.equal(
+        answer.head['grpc-status'] ?? answer.trailers['grpc-status'],
+        String(grpc.status.DEADLINE_EXCEEDED),
+      );
+      assert.ok(took >= 250 && took < 1_800, `ended by the 300 ms deadline, not the 2 s server (${took} ms)`);
+      const event = mesh.ordersEvents.findLast((e) => e.action === 'POST /shop.Orders/Slow')!;
+      assert.equal(event.reason, 'ERR_SIDECAR_UPSTREAM_TIMEOUT');
+      assert.equal(event.attributes?.grpcStatus, '4');
+    } finally {
+      session.close();
+    }
+  });
+
+  it('refuses a malformed grpc-timeout rather than guessing a deadline', async () => {
+    const md = new grpc.Metadata();
+    md.set('grpc-timeout', 'soon');
+    // grpc-js sets grpc-timeout itself only with a deadline; a custom one goes out as sent.
+    await assert.rejects(unary(client, 'get', Buffer.from('x'), md), (err: grpc.ServiceError) => {
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(err.details, /grpc-timeout/);
+      return true;
+    });
   });
 
   it('carries many calls on one multiplexed connection between the sidecars', async () => {
+    const open = async () => {
+      const m = await mesh.orders.metrics.registry
+        .getSingleMetric('portcullis_sidecar_connections_open')!
+        .get();
+      return m.values.find((v) => v.labels.listener === 'inbound')?.value ?? NaN;
+    };
+    const before = await open();
     const calls = await Promise.all(
       Array.from({ length: 50 }, (_, i) => unary(client, 'get', Buffer.from(`o${i}`))),
     );
     assert.equal(calls.length, 50);
     calls.forEach((c, i) => assert.equal(c.value.toString(), `got:o${i}`));
+    assert.ok((await open()) <= before, 'no new connection to orders for 50 concurrent calls');
+    assert.ok(before >= 1);
   });
 });

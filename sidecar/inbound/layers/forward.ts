@@ -96,10 +96,10 @@ async function forwardH2(
   const { req, res } = ctx;
   const grpc = isGrpcRequest(req.headers);
   const deadline = grpc ? parseGrpcTimeout(req.headers['grpc-timeout']) : undefined;
-  if (deadline === null)
-    throw new SidecarError('ERR_SIDECAR_REQUEST_MALFORMED', 'malformed request: grpc-timeout');
   let outcome;
   try {
+    if (deadline === null)
+      throw new SidecarError('ERR_SIDECAR_REQUEST_MALFORMED', 'malformed request: grpc-timeout');
     const stream = await client.request(
       h2RequestHeaders(req.method!, ctx.target!.target, authority, 'http', headers, grpc),
     );
