@@ -91,22 +91,30 @@ export function createH2Client(open: () => Promise<ClientHttp2Session>): H2Clien
   };
   return {
     async request(headers) {
-      let s: ClientHttp2Session;
-      try {
-        s = await get();
-      } catch (err) {
-        throw err instanceof SidecarError
-          ? err
-          : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the service is unavailable', {
-              cause: err,
-            });
-      }
-      try {
-        return s.request(headers);
-      } catch (err) {
-        throw new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the service is unavailable', {
-          cause: err,
-        });
+      // A session that started closing (GOAWAY on its way) takes no new stream: one fresh try.
+      for (let attempt = 0; ; attempt++) {
+        let s: ClientHttp2Session;
+        try {
+          s = await get();
+        } catch (err) {
+          throw err instanceof SidecarError
+            ? err
+            : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the service is unavailable', {
+                cause: err,
+              });
+        }
+        try {
+          return s.request(headers);
+        } catch (err) {
+          if (live === s) {
+            session = undefined;
+            live = undefined;
+          }
+          if (attempt === 0 && (s.closed || s.destroyed)) continue;
+          throw new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the service is unavailable', {
+            cause: err,
+          });
+        }
       }
     },
     async close() {

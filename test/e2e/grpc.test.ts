@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { connect as h2connect } from 'node:http2';
+import { request as httpsRequest } from 'node:https';
 import * as grpc from '@grpc/grpc-js';
 import { ORDERS, WEB, startMesh } from './mesh.ts';
 import type { Mesh } from './mesh.ts';
@@ -339,6 +340,52 @@ describe('gRPC through both sidecars (grpc-js client and server)', () => {
       assert.match(err.details, /grpc-timeout/);
       return true;
     });
+  });
+
+  it('relays an HTTP/1.1 call to the h2c app, trailers included', async () => {
+    const leaf = mesh.pki.leaf('web');
+    const token = await mesh.web.tokens!.get(ORDERS);
+    const message = Buffer.from('order-9');
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);
+    const answer = await new Promise<{
+      status: number;
+      body: Buffer;
+      trailers: Record<string, string | undefined>;
+    }>((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: mesh.orders.inbound.port,
+          method: 'POST',
+          path: '/shop.Orders/Get',
+          cert: leaf.certPem,
+          key: leaf.keyPem,
+          rejectUnauthorized: false,
+          agent: false,
+          headers: {
+            host: 'orders',
+            authorization: `Bearer ${token}`,
+            'content-type': 'application/grpc',
+            te: 'trailers',
+            'content-length': frame.length,
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            resolve({ status: res.statusCode!, body: Buffer.concat(chunks), trailers: res.trailers }),
+          );
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(frame);
+    });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.subarray(5).toString(), 'got:order-9');
+    assert.equal(answer.trailers['grpc-status'], '0');
+    assert.equal(answer.trailers['x-order-count'], '3');
   });
 
   it('carries many calls on one multiplexed connection between the sidecars', async () => {

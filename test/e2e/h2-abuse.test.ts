@@ -149,6 +149,17 @@ describe('HTTP/2 abuse on the inbound listener', () => {
     });
   });
 
+  it('too many concurrent streams: past 100 open, streams are refused, and a client that insists is closed', async () => {
+    const block = headerBlock([...REQUEST]);
+    const { received } = await underAttack('concurrent streams', async (c) => {
+      // HEADERS without END_STREAM: each stream stays open on the client's side after its answer.
+      const frames: Buffer[] = [];
+      for (let i = 0; i < 300; i++) frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, i * 2 + 1, block));
+      await c.send(Buffer.concat(frames));
+    });
+    assert.ok(received.includes(FRAME.RST_STREAM), 'streams past the limit were refused');
+  });
+
   it('PING and SETTINGS floods from a client that never reads close the connection', async () => {
     await underAttack('PING flood', async (c) => {
       c.socket.pause();
