@@ -355,7 +355,7 @@ export async function startSidecar(
       );
       // The app may speak h2c with prior knowledge on the same port (gRPC clients do).
       const outboundH2 = createH2Side(outboundHandler, config.connections);
-      routeByPreface(outbound, outboundH2);
+      routeByPreface(outbound, outboundH2, config.connections.headersTimeout);
       outbound.on('connect', refuseConnect);
       outbound.on('clientError', refuseClientError);
       // The app is the only peer of this loopback listener: the per-peer cap is the listener's.

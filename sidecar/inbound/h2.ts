@@ -142,21 +142,32 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 /**
  * Makes a plain listener (node:http, the outbound side) accept h2c with prior knowledge too
  * (RFC 9113 §3.3): the first bytes of each connection decide. A connection that starts with the
- * HTTP/2 preface goes to `h2`; any other goes, bytes intact, to node:http's own handling.
+ * HTTP/2 preface goes to `h2`; any other goes, bytes intact, to node:http's own handling. One
+ * that sends nothing decisive within `headersTimeoutMs` is closed.
  */
-export function routeByPreface(server: NetServer, h2: H2Side): void {
+export function routeByPreface(server: NetServer, h2: H2Side, headersTimeoutMs: number): void {
   const [http1] = server.listeners('connection') as ((socket: Socket) => void)[];
   if (!http1) throw new TypeError('routeByPreface: the listener has no HTTP/1.1 connection handler');
   server.removeListener('connection', http1);
   server.prependListener('connection', (socket: Socket) => {
     let seen: Buffer = Buffer.alloc(0);
+    // A connection that never says which protocol it speaks is closed as one that never sends
+    // its headers would be.
+    const silent = setTimeout(() => socket.destroy(), headersTimeoutMs);
+    silent.unref();
+    socket.once('close', () => clearTimeout(silent));
+    // Until a protocol handler takes the socket, its errors (a reset) are this code's to absorb.
+    const onError = () => socket.destroy();
+    socket.on('error', onError);
     const onData = (chunk: Buffer) => {
       seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
       const n = Math.min(seen.length, PREFACE.length);
       const h2like = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
       // Undecided until the preface is complete or ruled out.
       if (h2like && seen.length < PREFACE.length) return;
+      clearTimeout(silent);
       socket.off('data', onData);
+      socket.off('error', onError);
       socket.pause();
       socket.unshift(seen);
       if (h2like) return h2.accept(socket);
