@@ -243,7 +243,7 @@ export async function startSidecar(
       ],
       upstream: {
         pool,
-        ...(h2App ? { h2: h2App } : {}),
+        ...(h2App ? { h2: h2App, h2HeadersTimeoutMs: config.inbound.upstreamHeadersTimeout } : {}),
         host: appUrl.host,
         observe: metrics.upstream('inbound', 'app'),
         now: () => performance.now(),

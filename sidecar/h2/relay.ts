@@ -221,13 +221,15 @@ export interface RelayOutcome {
  * `ERR_SIDECAR_UPSTREAM_TIMEOUT` (gRPC DEADLINE_EXCEEDED); after, the client gets
  * `grpc-status: 4` trailers. A client gone cancels the upstream stream (RST_STREAM CANCEL); an
  * upstream reset before the answer is `ERR_SIDECAR_UPSTREAM_UNAVAILABLE`, after it a reset (or
- * cut) of the client's stream.
+ * cut) of the client's stream. Without a deadline, `headersTimeoutMs` bounds the wait for the
+ * answer's head (`ERR_SIDECAR_UPSTREAM_TIMEOUT`).
  */
 export function relayH2(
   req: IncomingMessage,
   res: ServerResponse,
   upstream: ClientHttp2Stream,
   deadlineMs: number | undefined,
+  headersTimeoutMs?: number,
 ): Promise<RelayOutcome> {
   const grpc = isGrpcRequest(req.headers);
   const h2 = isH2(req);
@@ -240,6 +242,7 @@ export function relayH2(
       if (settled) return;
       settled = true;
       if (timer) clearTimeout(timer);
+      if (headersTimer) clearTimeout(headersTimer);
       if (err) reject(err);
       else resolve(grpcStatus === undefined ? { status } : { status, grpcStatus });
     };
@@ -249,6 +252,15 @@ export function relayH2(
         if (!stream.destroyed) stream.close(code === NGHTTP2_NO_ERROR ? NGHTTP2_CANCEL : code);
       } else res.destroy();
     };
+    // Without a deadline of its own (not gRPC), an answer that does not start in time is a 504.
+    const headersTimer =
+      headersTimeoutMs === undefined || deadlineMs !== undefined
+        ? undefined
+        : setTimeout(() => {
+            if (settled || status !== 0) return;
+            if (!upstream.destroyed) upstream.close(NGHTTP2_CANCEL);
+            settle(new SidecarError('ERR_SIDECAR_UPSTREAM_TIMEOUT', 'the service did not answer in time'));
+          }, headersTimeoutMs);
     if (deadlineMs !== undefined)
       timer = setTimeout(() => {
         if (settled) return;
@@ -279,6 +291,7 @@ export function relayH2(
       // Reported through `close` (rstCode) below.
     });
     upstream.once('response', (headers: H2Headers, flags: number) => {
+      if (headersTimer) clearTimeout(headersTimer);
       status = Number(headers[':status']) || 502;
       const list = responseHeaderList(headers as Record<string, string | string[] | undefined>);
       if (headers['grpc-status'] !== undefined) grpcStatus = String(headers['grpc-status']);

@@ -157,7 +157,7 @@ export function createOutboundHandler(
           deps
             .h2Peer(resolved.route)
             .request(h)
-            .then((stream) => relayH2(req, res, stream, undefined))
+            .then((stream) => relayH2(req, res, stream, undefined, grpc ? undefined : deps.headersTimeoutMs))
             .then(
               ({ status }) => {
                 if (observe && deps.now) observe((deps.now() - sentAt) / 1000);

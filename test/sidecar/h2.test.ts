@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { connect as h2connect, constants } from 'node:http2';
+import { createServer as createHttpServer } from 'node:http';
+import { connect as h2connect, constants, createServer as createH2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { DEFAULT_CONNECTION_BUDGETS } from '../../core/index.ts';
@@ -9,6 +10,7 @@ import { encodeGrpcMessage, grpcStatusFor, isGrpcRequest, parseGrpcTimeout } fro
 import { parsePolicy } from '../../sidecar/policy/parse.ts';
 import { compilePolicy } from '../../sidecar/policy/compile.ts';
 import { createServer } from 'node:net';
+import { createH2Client, h2RequestHeaders, openH2c, relayH2 } from '../../sidecar/h2/relay.ts';
 
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 const WEB = 'spiffe://example.org/ns/shop/sa/web';
@@ -163,6 +165,43 @@ describe('HTTP/2 flow-control stall', () => {
     } finally {
       client.destroy();
       await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+describe('relayH2 over an h2c client', () => {
+  it('bounds the wait for a non-gRPC answer head with the headers timeout, and cancels the upstream stream', async () => {
+    let upstreamClosed: Promise<number> | undefined;
+    const app = createH2Server((req) => {
+      // Never answers; note how the stream ends.
+      upstreamClosed = new Promise((r) => req.stream.once('close', () => r(req.stream.rstCode)));
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const client = createH2Client(() =>
+      openH2c(`http://127.0.0.1:${(app.address() as AddressInfo).port}`, 2_000),
+    );
+    const front = createHttpServer((req, res) => {
+      client
+        .request(h2RequestHeaders('GET', '/slow', 'app', 'http', [], false))
+        .then((stream) => relayH2(req, res, stream, undefined, 200))
+        .then(
+          () => res.end(),
+          (err: Error & { code?: string }) => res.writeHead(504).end(err.code),
+        );
+    });
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    try {
+      const started = Date.now();
+      const r = await fetch(`http://127.0.0.1:${(front.address() as AddressInfo).port}/`);
+      assert.equal(r.status, 504);
+      assert.equal(await r.text(), 'ERR_SIDECAR_UPSTREAM_TIMEOUT');
+      assert.ok(Date.now() - started < 2_000);
+      assert.equal(await upstreamClosed, constants.NGHTTP2_CANCEL);
+      assert.equal(client.connected, true, 'the connection to the app outlives one cancelled stream');
+    } finally {
+      await client.close();
+      await new Promise((r) => front.close(r));
+      await new Promise((r) => app.close(r));
     }
   });
 });

@@ -15,6 +15,8 @@ export interface UpstreamOptions {
   readonly pool: Dispatcher;
   /** With `app: h2c://…`: the one multiplexed HTTP/2 connection to the app, used instead of the pool. */
   readonly h2?: H2Client;
+  /** For the h2c app: how long a non-gRPC request waits for the answer's head (the pool has its own). */
+  readonly h2HeadersTimeoutMs?: number;
   /** Host header the app receives (the sidecar sets it; the client's is never forwarded). */
   readonly host: string;
   /** Records the exchange's duration in seconds (the upstream latency histogram). */
@@ -66,7 +68,7 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
       span.end();
     }
   };
-  if (up.h2) return forwardH2(ctx, up.h2, up.host, headers, done);
+  if (up.h2) return forwardH2(ctx, up.h2, up.host, headers, done, up.h2HeadersTimeoutMs);
   const hasBody = isH2(req)
     ? !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders
     : req.headers['transfer-encoding'] !== undefined ||
@@ -92,6 +94,7 @@ async function forwardH2(
   authority: string,
   headers: readonly string[],
   done: (status: number, failed: boolean) => void,
+  headersTimeoutMs: number | undefined,
 ): Promise<number> {
   const { req, res } = ctx;
   const grpc = isGrpcRequest(req.headers);
@@ -103,7 +106,8 @@ async function forwardH2(
     const stream = await client.request(
       h2RequestHeaders(req.method!, ctx.target!.target, authority, 'http', headers, grpc),
     );
-    outcome = await relayH2(req, res, stream, deadline);
+    // A gRPC call is bounded by its own grpc-timeout: a stream may rightly wait long for its head.
+    outcome = await relayH2(req, res, stream, deadline, grpc ? undefined : headersTimeoutMs);
   } catch (err) {
     done(0, true);
     throw err;
