@@ -13,6 +13,12 @@ export interface ConnectionBudgetHooks {
   readonly onBodyTimeout?: (req: IncomingMessage) => void;
   /** Monotonic clock in ms (tests); `performance.now` by default. */
   readonly now?: () => number;
+  /**
+   * For connections that carry no node:http request (an HTTP/2 session): whether the connection
+   * still has work in flight. When it does, the hook has already asked it to close gracefully
+   * (GOAWAY) and the drain waits for it instead of destroying it.
+   */
+  readonly inFlight?: (socket: Socket) => boolean;
 }
 
 /** Why the budgets closed a connection (the `reason` label of the metric). */
@@ -236,10 +242,10 @@ export function applyConnectionBudgets(
       const s = httpSocket.get(raw);
       // Not yet through the TLS handshake, or no request under way: nothing to drain.
       const current = s && (s as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-      if (!current) {
+      if (!current && !(s && hooks.inFlight?.(s))) {
         closed.drain++;
         raw.destroy();
-      } else current.shouldKeepAlive = false;
+      } else if (current) current.shouldKeepAlive = false;
     }
   };
 

@@ -65,8 +65,8 @@ export const sidecarConfigSchema = strictObject({
       host: '0.0.0.0',
       port: 15443,
     }),
-    /** The local app, `http://127.0.0.1:<port>`. */
-    app: z.url({ protocol: /^http$/, error: 'must be an http URL of the local app' }),
+    /** The local app, `http://127.0.0.1:<port>` (HTTP/1.1) or `h2c://127.0.0.1:<port>` (HTTP/2, prior knowledge: gRPC). */
+    app: z.url({ protocol: /^(?:http|h2c)$/, error: 'must be an http:// or h2c:// URL of the local app' }),
     policy: path,
     policyReloadInterval: durationSchema.default(2_000),
     maxTokenBytes: z.number().int().min(512).max(65_536).default(8192),

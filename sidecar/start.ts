@@ -32,6 +32,10 @@ import { inboundUpgradeListener, relayUpgradeToApp } from './inbound/upgrade.ts'
 import { connectWith, outboundUpgradeListener } from './outbound/upgrade.ts';
 import { createTunnels } from './websocket/tunnels.ts';
 import { registerTunnelMetrics } from './websocket/metrics.ts';
+import { createH2Side, routeByPreface } from './inbound/h2.ts';
+import { createH2Client, openH2c } from './h2/relay.ts';
+import type { H2Client } from './h2/relay.ts';
+import { h2PeerClient } from './outbound/h2-peer.ts';
 import { createIdSource } from './inbound/trace.ts';
 import { createJwksCache } from './jwks/cache.ts';
 import type { JwksCache } from './jwks/cache.ts';
@@ -184,7 +188,14 @@ export async function startSidecar(
     revocationRef.list = revoked;
     await Promise.all([jwks.start(), revoked.start()]);
 
-    const pool = new Pool(config.inbound.app, {
+    // `app: h2c://…`: one multiplexed HTTP/2 connection to the app (prior knowledge) carries
+    // every request; the HTTP/1.1 pool is then never dialled.
+    const appUrl = new URL(config.inbound.app);
+    const h2App =
+      appUrl.protocol === 'h2c:'
+        ? createH2Client(() => openH2c(`http://${appUrl.host}`, config.inbound.upstreamHeadersTimeout))
+        : undefined;
+    const pool = new Pool(`http://${appUrl.host}`, {
       connections: config.inbound.upstreamConnections,
       keepAliveTimeout: 30_000,
       headersTimeout: config.inbound.upstreamHeadersTimeout,
@@ -240,7 +251,8 @@ export async function startSidecar(
       ],
       upstream: {
         pool,
-        host: new URL(config.inbound.app).host,
+        ...(h2App ? { h2: h2App, h2HeadersTimeoutMs: config.inbound.upstreamHeadersTimeout } : {}),
+        host: appUrl.host,
         observe: metrics.upstream('inbound', 'app'),
         now: () => performance.now(),
         ...(tracer ? { tracer } : {}),
@@ -275,7 +287,7 @@ export async function startSidecar(
         attributes: { parserError: what.slice(0, 64) },
       });
     };
-    const inbound: HttpsServer = createInboundServer(
+    const inbound = createInboundServer(
       tls.current(),
       handler,
       refusedRaw,
@@ -285,6 +297,7 @@ export async function startSidecar(
     // The 408 of a stalled body is recorded by the handler, which sees the forward fail.
     guards.inbound = applyConnectionBudgets(inbound, config.connections, {
       timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+      inFlight: (socket) => inbound.h2.inFlight(socket),
     });
     // Read at scrape time: the outbound listener joins below.
     registerConnectionMetrics(metrics.registry, 'portcullis_sidecar', guards);
@@ -292,6 +305,7 @@ export async function startSidecar(
 
     let outbound: HttpServer | undefined;
     const dispatchers = new Map<string, Pool>();
+    const h2Peers = new Map<string, H2Client>();
     if (config.outbound) {
       const out = config.outbound;
       const routes = new Map<string, Route>();
@@ -324,22 +338,42 @@ export async function startSidecar(
         }
         return d;
       };
+      const h2PeerFor = (route: Route): H2Client => {
+        let c = h2Peers.get(route.name);
+        if (!c) {
+          const connect = createMtlsConnector({
+            material: () => tls.current(),
+            verifier: () => serverVerifier,
+            expectedId: route.spiffeId,
+            timeoutMs: config.sts.timeout,
+            timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
+            alpn: ['h2'],
+          });
+          h2Peers.set(route.name, (c = h2PeerClient(route, connect, config.sts.timeout)));
+        }
+        return c;
+      };
+      const outboundHandler = createOutboundHandler({
+        routes,
+        tokens,
+        dispatcher: dispatcherFor,
+        ids,
+        headersTimeoutMs: out.upstreamHeadersTimeout,
+        logger,
+        observe: (route) => metrics.upstream('outbound', route),
+        now: () => performance.now(),
+        ...(accessLog ? { accessLog } : {}),
+        ...(tracer ? { tracer } : {}),
+        h2Peer: h2PeerFor,
+      });
       outbound = createHttpServer(
         // requireHostHeader off: the header scan refuses a request without Host in the sidecar's own shape.
         { ...connectionServerOptions(config.connections), noDelay: true, requireHostHeader: false },
-        createOutboundHandler({
-          routes,
-          tokens,
-          dispatcher: dispatcherFor,
-          ids,
-          headersTimeoutMs: out.upstreamHeadersTimeout,
-          logger,
-          observe: (route) => metrics.upstream('outbound', route),
-          now: () => performance.now(),
-          ...(accessLog ? { accessLog } : {}),
-          ...(tracer ? { tracer } : {}),
-        }),
+        outboundHandler,
       );
+      // The app may speak h2c with prior knowledge on the same port (gRPC clients do).
+      const outboundH2 = createH2Side(outboundHandler, config.connections);
+      routeByPreface(outbound, outboundH2, config.connections.headersTimeout);
       outbound.on('connect', refuseConnect);
       outbound.on(
         'upgrade',
@@ -359,7 +393,10 @@ export async function startSidecar(
       guards.outbound = applyConnectionBudgets(
         outbound,
         { ...config.connections, maxConnectionsPerPeer: config.connections.maxConnections },
-        { timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT') },
+        {
+          timeoutBody: sidecarError('ERR_SIDECAR_BODY_TIMEOUT'),
+          inFlight: (socket) => outboundH2.inFlight(socket),
+        },
       );
       await listen(outbound, out.listen.host, out.listen.port);
     }
@@ -372,6 +409,10 @@ export async function startSidecar(
       for (const [name, d] of dispatchers) {
         dispatchers.delete(name);
         void d.close().catch(() => {});
+      }
+      for (const [name, c] of h2Peers) {
+        h2Peers.delete(name);
+        void c.close();
       }
     });
 
@@ -424,7 +465,12 @@ export async function startSidecar(
           ...(metricsServer ? [close(metricsServer)] : []),
           ...Object.values(guards).map((g) => g.drain()),
         ]);
-        await Promise.all([pool.close(), sts.close(), ...[...dispatchers.values()].map((d) => d.close())]);
+        await Promise.all([
+          pool.close(),
+          sts.close(),
+          ...[...dispatchers.values()].map((d) => d.close()),
+          ...[...h2Peers.values(), ...(h2App ? [h2App] : [])].map((c) => c.close()),
+        ]);
         // A sink the caller passed in is the caller's to close; the one built here is closed here.
         await (overrides.sink ? sink.flush() : sink.close());
       },

@@ -8,6 +8,8 @@ import { auditRecorder } from './layers/audit.ts';
 import { forward } from './layers/forward.ts';
 import type { UpstreamOptions } from './layers/forward.ts';
 import type { IdSource } from './trace.ts';
+import { answerGrpc } from '../h2/relay.ts';
+import { grpcStatusFor, isGrpcRequest } from '../h2/grpc.ts';
 
 /** Dependencies of {@link createInboundHandler}. */
 export interface InboundHandlerDeps {
@@ -48,7 +50,10 @@ export type InboundHandler = (req: IncomingMessage, res: ServerResponse, upgrade
  * what passes, and records every request — refused or not — with one audit event (two for a
  * forwarded request in `failMode: closed`: the decision, durable before forwarding, and the response). Refusals get
  * the status of their code (errors.ts, the one mapping), a JSON body `{error, message}` and, for
- * 401, `WWW-Authenticate: Bearer error="invalid_token"`. While the audit sink is not accepting,
+ * 401, `WWW-Authenticate: Bearer error="invalid_token"`; a gRPC caller (`content-type:
+ * application/grpc*`) gets HTTP 200 with `grpc-status` and `grpc-message` (code and reason, the
+ * rule for a policy deny) instead, recorded with a `grpcStatus` attribute. HTTP/1.1 requests and
+ * HTTP/2 streams take the same path. While the audit sink is not accepting,
  * every request is refused with 503 `ERR_SIDECAR_AUDIT_UNAVAILABLE`.
  */
 export function createInboundHandler(deps: InboundHandlerDeps): InboundHandler {
@@ -102,6 +107,13 @@ export function createInboundHandler(deps: InboundHandlerDeps): InboundHandler {
     ctx.error = e;
     // What the client got: an answer already under way keeps its status.
     const status = ctx.res.headersSent ? ctx.res.statusCode : statusForCode(e.code);
+    if (!ctx.res.headersSent && isGrpcRequest(ctx.req.headers)) {
+      // A gRPC client reads errors from grpc-status, not from an HTTP status or a JSON body.
+      const grpcStatus = grpcStatusFor(e.code, status);
+      answerGrpc(ctx.req, ctx.res, grpcStatus, `${e.code}: ${e.message}`);
+      ctx.attributes = { ...ctx.attributes, grpcStatus: String(grpcStatus) };
+      return record(ctx, 200);
+    }
     if (!ctx.res.headersSent) {
       const body = JSON.stringify({ error: e.code, message: e.message });
       const headers: Record<string, string | number> = {
@@ -111,7 +123,9 @@ export function createInboundHandler(deps: InboundHandlerDeps): InboundHandler {
       };
       if (status === 401) headers['www-authenticate'] = 'Bearer error="invalid_token"';
       if (ctx.retryAfterSeconds !== undefined) headers['retry-after'] = ctx.retryAfterSeconds;
-      if (e.code === 'ERR_SIDECAR_REQUEST_MALFORMED') headers.connection = 'close';
+      // HTTP/2 has no Connection header; a malformed stream does not end its connection.
+      if (e.code === 'ERR_SIDECAR_REQUEST_MALFORMED' && ctx.req.httpVersionMajor !== 2)
+        headers.connection = 'close';
       ctx.res.writeHead(status, headers).end(body);
     }
     record(ctx, status);

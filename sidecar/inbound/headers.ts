@@ -73,12 +73,7 @@ export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
         traceparent = value;
         continue;
     }
-    if (HOP_BY_HOP.has(name) || CONSUMED.has(name) || METHOD_OVERRIDE.has(name)) continue;
-    if (name.charCodeAt(0) === 0x78 /* x */ || name.includes('_')) {
-      const n = name.replaceAll('_', '-');
-      if (n.startsWith('x-portcullis-') || IDENTITY.has(n) || METHOD_OVERRIDE.has(n)) continue;
-      if (n !== name && (HOP_BY_HOP.has(n) || CONSUMED.has(n) || n === 'content-length')) continue;
-    }
+    if (stripped(name)) continue;
     kept.push(raw[i]!, value);
   }
   if (hosts !== 1) throw malformed(hosts === 0 ? 'Host header missing' : 'more than one Host header');
@@ -97,6 +92,87 @@ export function scanRequestHeaders(raw: readonly string[]): ScannedHeaders {
   return { forward, traceparent };
 }
 
+/** Whether a (lower-case) request header never reaches the other side, whatever the protocol. */
+function stripped(name: string): boolean {
+  if (HOP_BY_HOP.has(name) || CONSUMED.has(name) || METHOD_OVERRIDE.has(name)) return true;
+  if (name.charCodeAt(0) === 0x78 /* x */ || name.includes('_')) {
+    const n = name.replaceAll('_', '-');
+    if (n.startsWith('x-portcullis-') || IDENTITY.has(n) || METHOD_OVERRIDE.has(n)) return true;
+    if (n !== name && (HOP_BY_HOP.has(n) || CONSUMED.has(n) || n === 'content-length')) return true;
+  }
+  return false;
+}
+
+// RFC 9113 §8.2.2: connection-specific fields make an HTTP/2 request malformed (nghttp2 refuses
+// most of them before a stream opens; this is the sidecar's own statement of the rule).
+const H2_CONNECTION_SPECIFIC = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** What {@link scanH2RequestHeaders} learned: as {@link ScannedHeaders}, plus the authority. */
+export interface ScannedH2Headers extends ScannedHeaders {
+  /** `:authority`, or `host` when the client sent no `:authority` (RFC 9113 §8.3.1). */
+  readonly authority: string;
+}
+
+/**
+ * The HTTP/2 counterpart of {@link scanRequestHeaders}, over the flat `rawHeaders` of an HTTP/2
+ * stream (pseudo-headers included): the same identity, trace, token and method-override
+ * stripping, and the same refusals (`ERR_SIDECAR_REQUEST_MALFORMED`) for what HTTP/2 makes
+ * ambiguous: no `:authority` nor `host`, both present and different, several of either, several
+ * or non-numeric `content-length`, connection-specific fields, `te` other than `trailers`, and
+ * `:protocol` (extended CONNECT is not served). Pure.
+ */
+export function scanH2RequestHeaders(raw: readonly string[]): ScannedH2Headers {
+  let authority: string | undefined;
+  let host: string | undefined;
+  let authorities = 0;
+  let hosts = 0;
+  let contentLength = 0;
+  let traceparent: string | undefined;
+  const forward: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    if (name.charCodeAt(0) === 0x3a /* : */) {
+      if (name === ':authority') {
+        authorities++;
+        authority = value;
+      } else if (name === ':protocol') throw malformed('extended CONNECT (:protocol) is not served');
+      continue;
+    }
+    switch (name) {
+      case 'host':
+        hosts++;
+        host = value;
+        continue;
+      case 'content-length':
+        contentLength++;
+        if (!DIGITS.test(value)) throw malformed('Content-Length is not a number');
+        break;
+      case 'te':
+        if (value.trim().toLowerCase() !== 'trailers') throw malformed('TE other than trailers in HTTP/2');
+        continue;
+      case 'traceparent':
+        traceparent = value;
+        continue;
+    }
+    if (H2_CONNECTION_SPECIFIC.has(name)) throw malformed(`connection-specific header ${name} in HTTP/2`);
+    if (stripped(name)) continue;
+    forward.push(name, value);
+  }
+  if (authorities > 1 || hosts > 1) throw malformed('more than one :authority or Host');
+  if (authority === undefined && host === undefined) throw malformed(':authority and Host missing');
+  if (authority !== undefined && host !== undefined && authority.toLowerCase() !== host.toLowerCase())
+    throw malformed(':authority and Host disagree');
+  if (contentLength > 1) throw malformed('more than one Content-Length header');
+  return { forward, traceparent, authority: (authority ?? host)! };
+}
+
 /**
  * An upstream response's headers as a flat `[name, value, …]` list for `writeHead`, without
  * hop-by-hop headers and those named in Connection (no `delete`: it would turn the object slow).
@@ -113,7 +189,7 @@ export function responseHeaderList(headers: Record<string, string | string[] | u
     );
   const out: string[] = [];
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || named?.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || named?.has(name) || name.charCodeAt(0) === 0x3a /* :status */) continue;
     const value = headers[name];
     if (value === undefined) continue;
     if (typeof value === 'string') out.push(name, value);

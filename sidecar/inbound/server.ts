@@ -5,6 +5,8 @@ import type { Duplex } from 'node:stream';
 import type { TlsMaterial } from '../../ca/index.ts';
 import { connectionServerOptions, describeClientError, endWithHttpError } from '../../core/index.ts';
 import type { ConnectionBudgets } from '../../core/index.ts';
+import { createH2Side, routeByAlpn } from './h2.ts';
+import type { H2Side } from './h2.ts';
 
 /** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
 export type RawRefusal = (what: string, status: number, reason?: string) => void;
@@ -18,7 +20,10 @@ export type RawRefusal = (what: string, status: number, reason?: string) => void
  * request that timed out), upgrades go to `upgrade` (WebSocket handshakes through the layers,
  * every other upgrade refused: inbound/upgrade.ts; 501 without it), and an `Expect` other than
  * `100-continue` 417. A connection whose TLS handshake fails or times out is destroyed unanswered.
- * The caller applies the rest of the connection budgets (`applyConnectionBudgets`).
+ * ALPN offers `h2` before `http/1.1`: an HTTP/2 connection's streams go to the same `handler`
+ * (`h2.ts`, with its HTTP/2 limits); HTTP/1.1 is node:https' own, unchanged. The HTTP/2 side is
+ * `server.h2` (for the drain hook). The caller applies the rest of the connection budgets
+ * (`applyConnectionBudgets`).
  */
 export function createInboundServer(
   material: TlsMaterial,
@@ -26,7 +31,7 @@ export function createInboundServer(
   onRefused: RawRefusal,
   budgets: ConnectionBudgets,
   upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
-): Server {
+): Server & { readonly h2: H2Side } {
   const server = createServer(
     {
       cert: material.cert,
@@ -35,7 +40,7 @@ export function createInboundServer(
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: 'TLSv1.3',
-      ALPNProtocols: ['http/1.1'],
+      ALPNProtocols: ['h2', 'http/1.1'],
       maxHeaderSize: 16_384,
       // Keep-alive, header and request timeouts; the rest of the budgets: applyConnectionBudgets.
       ...connectionServerOptions(budgets),
@@ -46,6 +51,8 @@ export function createInboundServer(
     },
     handler,
   );
+  const h2 = createH2Side(handler, budgets);
+  routeByAlpn(server, h2);
   const refuse = (socket: Duplex, what: string, status: number, message: string) => {
     // Recorded only when answered: a connection dropped mid-response got no 4xx to record.
     if (endWithHttpError(socket, status, JSON.stringify({ error: 'ERR_SIDECAR_REQUEST_MALFORMED', message })))
@@ -83,7 +90,7 @@ export function createInboundServer(
       .end(body);
     onRefused('EXPECT', 417);
   });
-  return server;
+  return Object.assign(server, { h2 });
 }
 
 /** Applies renewed TLS material to a listening server: new connections use the new leaf. */

@@ -13,7 +13,10 @@ import {
 } from '../../core/index.ts';
 import type { AccessLine, Logger, Span, SpanContext, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
-import { scanRequestHeaders, responseHeaderList } from '../inbound/headers.ts';
+import { scanH2RequestHeaders, scanRequestHeaders, responseHeaderList } from '../inbound/headers.ts';
+import { grpcStatusFor, isGrpcRequest } from '../h2/grpc.ts';
+import { answerGrpc, h2RequestHeaders, isH2, relayH2 } from '../h2/relay.ts';
+import type { H2Client } from '../h2/relay.ts';
 import type { IdSource } from '../inbound/trace.ts';
 import type { ResolvedRoute, Route } from './route.ts';
 import { resolveRoute } from './route.ts';
@@ -36,6 +39,8 @@ export interface OutboundHandlerDeps {
   readonly now?: () => number;
   /** Opt-in access log (core/access-log.ts); one line per request, refused or forwarded. */
   readonly accessLog?: (line: AccessLine) => void;
+  /** The multiplexed HTTP/2 connection to a route's peer sidecar, for the app's HTTP/2 (h2c) calls. */
+  readonly h2Peer?: (route: Route) => H2Client;
 }
 
 const LOOPBACK = /^(?:127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
@@ -44,7 +49,10 @@ const LOOPBACK = /^(?:127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
  * The outbound request handler (route → token source → mTLS dispatcher): loopback callers only,
  * target mapped to a route, a token for the route's audience attached, the request forwarded
  * over mTLS to the peer sidecar with its headers cleaned (the app cannot set identity headers or
- * its own Authorization). Refusals answer with the status of their code and a short JSON body.
+ * its own Authorization). Refusals answer with the status of their code and a short JSON body
+ * (a gRPC caller: HTTP 200 with `grpc-status` and `grpc-message`). The app may speak HTTP/1.1 or
+ * h2c (prior knowledge); its HTTP/2 calls are streams on one multiplexed mTLS HTTP/2 connection
+ * per peer (`h2Peer`), with trailers relayed, the same token and peer checks.
  */
 export function createOutboundHandler(
   deps: OutboundHandlerDeps,
@@ -69,6 +77,13 @@ export function createOutboundHandler(
       .setStatus({ code: SpanStatusCode.ERROR, message: e.code })
       .end();
     if (res.headersSent) return void res.destroy();
+    if (isGrpcRequest(res.req.headers))
+      return answerGrpc(
+        res.req,
+        res,
+        grpcStatusFor(e.code, statusForCode(e.code)),
+        `${e.code}: ${e.message}`,
+      );
     const body = JSON.stringify({ error: e.code, message: e.message });
     res
       .writeHead(statusForCode(e.code), {
@@ -95,6 +110,7 @@ export function createOutboundHandler(
         });
       });
     }
+    const h2 = isH2(req);
     let resolved: ResolvedRoute;
     let forwardHeaders: string[];
     let parent: SpanContext | undefined;
@@ -105,8 +121,9 @@ export function createOutboundHandler(
           'the outbound proxy serves loopback callers only',
         );
       // Framing first: a request without Host (or with two) is malformed before it is unroutable.
-      const scanned = scanRequestHeaders(req.rawHeaders);
-      resolved = resolveRoute(req.method!, req.url!, req.headers.host, deps.routes);
+      const scanned = h2 ? scanH2RequestHeaders(req.rawHeaders) : scanRequestHeaders(req.rawHeaders);
+      const host = h2 ? (scanned as ReturnType<typeof scanH2RequestHeaders>).authority : req.headers.host;
+      resolved = resolveRoute(req.method!, req.url!, host, deps.routes);
       forwardHeaders = scanned.forward;
       parent = parseTraceparent(scanned.traceparent);
     } catch (err) {
@@ -123,6 +140,35 @@ export function createOutboundHandler(
     const outgoing = span ? formatTraceparent(span.spanContext()) : `00-${traceId}-${deps.ids.spanId()}-01`;
     deps.tokens.get(resolved.route.spiffeId, span ? outgoing : undefined).then(
       (token) => {
+        if (h2 && deps.h2Peer) {
+          const grpc = isGrpcRequest(req.headers);
+          const h = h2RequestHeaders(
+            req.method!,
+            resolved.target,
+            resolved.route.name,
+            'https',
+            forwardHeaders,
+            grpc,
+          );
+          h.authorization = `Bearer ${token}`;
+          h.traceparent = outgoing;
+          const observe = observerOf(resolved.route.name);
+          const sentAt = observe && deps.now ? deps.now() : 0;
+          deps
+            .h2Peer(resolved.route)
+            .request(h)
+            .then((stream) => relayH2(req, res, stream, undefined, grpc ? undefined : deps.headersTimeoutMs))
+            .then(
+              ({ status }) => {
+                if (observe && deps.now) observe((deps.now() - sentAt) / 1000);
+                span?.setAttribute('http.response.status_code', status);
+                if (status >= 500) span?.setStatus({ code: SpanStatusCode.ERROR });
+                span?.end();
+              },
+              (err) => refuse(res, err, span),
+            );
+          return;
+        }
         const headers = forwardHeaders.slice();
         headers.push(
           'host',

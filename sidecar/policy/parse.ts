@@ -34,6 +34,9 @@ const METHOD = /^(?:[A-Z]{1,16}|\*)$/;
 const PATTERN =
   /^(?:\/\*|(?:\/(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|:[A-Za-z_][A-Za-z0-9_]*))+(?:\/\*|\/)?|\/)$/;
 
+// A gRPC service (`pkg.Service`) or one of its methods (`pkg.Service/Method`).
+const GRPC_NAME = /^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\/[A-Za-z_][A-Za-z0-9_]*)?$/;
+
 const ruleSchema = strictObject({
   id: z.string().regex(ID, 'must be lowercase letters, digits, ".", "_" and "-"'),
   effect: z.enum(['allow', 'deny']).optional(),
@@ -52,7 +55,13 @@ const ruleSchema = strictObject({
           'must be a path pattern of literal segments, ":param" and a final "/*" (no "..", "//" or encoded bytes)',
         ),
     )
-    .min(1),
+    .min(1)
+    .optional(),
+  /** gRPC shorthand: `pkg.Service` (every method: `/pkg.Service/*`) or `pkg.Service/Method`. */
+  grpc: z
+    .array(z.string().regex(GRPC_NAME, 'must be a gRPC service "pkg.Service" or method "pkg.Service/Method"'))
+    .min(1)
+    .optional(),
 });
 
 const policySchema = strictObject({
@@ -96,13 +105,23 @@ export function parsePolicy(text: string, file: string, expectedService?: string
         : r.subjects!.includes('*')
           ? ['*']
           : [...new Set(r.subjects!)];
-    const methods = !r.methods || r.methods.includes('*') ? ['*'] : [...new Set(r.methods)];
+    if (r.paths === undefined && r.grpc === undefined) throw invalid(at, 'needs "paths" or "grpc" (or both)');
+    // gRPC methods are paths: `/pkg.Service/Method`; a whole service is `/pkg.Service/*`. A rule
+    // written only with `grpc` matches POST, the one method gRPC uses.
+    const grpcPaths = (r.grpc ?? []).map((g) => (g.includes('/') ? `/${g}` : `/${g}/*`));
+    const methods = !r.methods
+      ? r.paths === undefined
+        ? ['POST']
+        : ['*']
+      : r.methods.includes('*')
+        ? ['*']
+        : [...new Set(r.methods)];
     return Object.freeze({
       id: r.id,
       effect: r.effect ?? 'allow',
       subjects: Object.freeze(subjects),
       methods: Object.freeze(methods),
-      paths: Object.freeze([...new Set(r.paths)]),
+      paths: Object.freeze([...new Set([...(r.paths ?? []), ...grpcPaths])]),
     });
   });
   return Object.freeze({

@@ -20,6 +20,8 @@ export function createMtlsConnector(opts: {
   readonly timeoutMs: number;
   /** What a handshake that outlasts `timeoutMs` is: the STS unreachable, or a slow peer sidecar. */
   readonly timeoutCode: 'ERR_SIDECAR_STS_UNAVAILABLE' | 'ERR_SIDECAR_UPSTREAM_TIMEOUT';
+  /** ALPN protocols offered (`['http/1.1']` by default; `['h2']` for the multiplexed peer connection). */
+  readonly alpn?: readonly string[];
 }): buildConnector.connector {
   return (options, callback) => {
     const m = opts.material();
@@ -34,7 +36,7 @@ export function createMtlsConnector(opts: {
       // purpose), not by hostname; the handshake's own chain check is one of its inputs.
       rejectUnauthorized: false,
       checkServerIdentity: () => undefined,
-      ALPNProtocols: ['http/1.1'],
+      ALPNProtocols: [...(opts.alpn ?? ['http/1.1'])],
     };
     let done = false;
     const finish = (err: Error | null, socket?: TLSSocket) => {

@@ -105,6 +105,8 @@ export async function startMesh(
     /** More top-level config sections for the orders and the web sidecar (e.g. `websocket`). */
     ordersConfig?: Record<string, unknown>;
     webConfig?: Record<string, unknown>;
+    /** The orders sidecar's `inbound.app` instead of the echo app's URL (an h2c:// gRPC server). */
+    ordersAppUrl?: string;
   } = {},
 ): Promise<Mesh> {
   const pki = await makeTestPki({ identitiesYaml: identitiesYaml(opts.webTtl ?? '5m') });
@@ -155,7 +157,7 @@ export async function startMesh(
         ...common('orders'),
         inbound: {
           listen: { host: '127.0.0.1', port: 0 },
-          app: ordersApp.url,
+          app: opts.ordersAppUrl ?? ordersApp.url,
           policy: ordersPolicyFile,
           policyReloadInterval: '1h',
         },

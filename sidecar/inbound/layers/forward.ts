@@ -4,12 +4,19 @@ import { SpanKind, SpanStatusCode, formatTraceparent, startSpan } from '../../..
 import type { Tracer } from '../../../core/index.ts';
 import { SidecarError } from '../../errors.ts';
 import { responseHeaderList } from '../headers.ts';
+import { parseGrpcTimeout, isGrpcRequest } from '../../h2/grpc.ts';
+import { h2RequestHeaders, isH2, relayH2 } from '../../h2/relay.ts';
+import type { H2Client } from '../../h2/relay.ts';
 import type { InboundContext } from '../context.ts';
 
 /** Where and how the inbound side forwards to the local app. */
 export interface UpstreamOptions {
   /** Keep-alive pool to the app (undici Pool on `http://127.0.0.1:<port>`). */
   readonly pool: Dispatcher;
+  /** With `app: h2c://…`: the one multiplexed HTTP/2 connection to the app, used instead of the pool. */
+  readonly h2?: H2Client;
+  /** For the h2c app: how long a non-gRPC request waits for the answer's head (the pool has its own). */
+  readonly h2HeadersTimeoutMs?: number;
   /** Host header the app receives (the sidecar sets it; the client's is never forwarded). */
   readonly host: string;
   /** Records the exchange's duration in seconds (the upstream latency histogram). */
@@ -23,8 +30,10 @@ export interface UpstreamOptions {
 /**
  * Layer 6, forward: sends the authorized request to the app with the same target string, the
  * scanned (stripped) headers plus `host`, `x-portcullis-peer` and `traceparent`, streaming both
- * bodies through the keep-alive pool. Resolves with the status the client got; an upstream that
- * fails before answering becomes `ERR_SIDECAR_UPSTREAM_UNAVAILABLE` (502) or `…_TIMEOUT` (504).
+ * bodies through the keep-alive pool — or, for an h2c app, over its HTTP/2 connection (trailers
+ * relayed, `grpc-timeout` honoured, the gRPC status recorded as the `grpcStatus` audit attribute).
+ * Resolves with the status the client got; an upstream that fails before answering becomes
+ * `ERR_SIDECAR_UPSTREAM_UNAVAILABLE` (502) or `…_TIMEOUT` (504).
  */
 export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<number> {
   const { req, res } = ctx;
@@ -59,9 +68,11 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
       span.end();
     }
   };
-  const hasBody =
-    req.headers['transfer-encoding'] !== undefined ||
-    (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+  if (up.h2) return forwardH2(ctx, up.h2, up.host, headers, done, up.h2HeadersTimeoutMs);
+  const hasBody = isH2(req)
+    ? !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders
+    : req.headers['transfer-encoding'] !== undefined ||
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
   return new Promise<number>((resolve, reject) => {
     up.pool.dispatch(
       {
@@ -74,6 +85,37 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
       new ForwardHandler(res, done, resolve, reject),
     );
   });
+}
+
+/** The h2c leg of {@link forward}: one stream on the app's HTTP/2 connection, relayed by relayH2. */
+async function forwardH2(
+  ctx: InboundContext,
+  client: H2Client,
+  authority: string,
+  headers: readonly string[],
+  done: (status: number, failed: boolean) => void,
+  headersTimeoutMs: number | undefined,
+): Promise<number> {
+  const { req, res } = ctx;
+  const grpc = isGrpcRequest(req.headers);
+  const deadline = grpc ? parseGrpcTimeout(req.headers['grpc-timeout']) : undefined;
+  let outcome;
+  try {
+    if (deadline === null)
+      throw new SidecarError('ERR_SIDECAR_REQUEST_MALFORMED', 'malformed request: grpc-timeout');
+    const stream = await client.request(
+      h2RequestHeaders(req.method!, ctx.target!.target, authority, 'http', headers, grpc),
+    );
+    // A gRPC call is bounded by its own grpc-timeout: a stream may rightly wait long for its head.
+    outcome = await relayH2(req, res, stream, deadline, grpc ? undefined : headersTimeoutMs);
+  } catch (err) {
+    done(0, true);
+    throw err;
+  }
+  if (outcome.grpcStatus !== undefined)
+    ctx.attributes = { ...ctx.attributes, grpcStatus: outcome.grpcStatus.slice(0, 8) };
+  done(outcome.status, outcome.status >= 500);
+  return outcome.status;
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { PeerVerifier } from '../../../ca/index.ts';
 import { SidecarError } from '../../errors.ts';
@@ -6,13 +7,22 @@ import type { InboundLayer } from '../context.ts';
 /**
  * Layer 1, TLS peer: the connection's client certificate chains to the trust bundle, carries
  * exactly one SPIFFE ID of the trust domain, is in date and not revoked (ca/'s verifier, chain
- * cached per socket, expiry and revocation checked per request). Refusal: `ERR_SIDECAR_PEER_UNVERIFIED`
+ * cached per socket, expiry and revocation checked per request; an HTTP/2 stream is judged on its
+ * connection's socket, so every stream of a connection shares one verdict). Refusal: `ERR_SIDECAR_PEER_UNVERIFIED`
  * with the ca/ code in the audit attributes.
  */
 export function peerLayer(verifier: () => PeerVerifier): InboundLayer {
   return (ctx) => {
+    // An HTTP/2 request's `socket` is a new proxy per stream; the session's is one per connection.
+    let socket = ctx.req.socket;
+    if (ctx.req.httpVersionMajor === 2) {
+      const session = (ctx.req as unknown as Http2ServerRequest).stream.session;
+      // A stream reset at once (rapid reset) has no session left to judge: recorded, not judged.
+      if (!session) throw new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the client reset the stream');
+      socket = session.socket as typeof socket;
+    }
     try {
-      ctx.peer = verifier().verifySocket(ctx.req.socket as TLSSocket);
+      ctx.peer = verifier().verifySocket(socket as TLSSocket);
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'unknown';
       ctx.attributes = { peerError: code };

@@ -1,0 +1,179 @@
+import { createServer as createH2Server, constants } from 'node:http2';
+import type { Http2Server, Http2Session, Http2Stream, ServerHttp2Session } from 'node:http2';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Server as NetServer, Socket } from 'node:net';
+import type { ConnectionBudgets } from '../../core/index.ts';
+
+const { NGHTTP2_CANCEL } = constants;
+
+/**
+ * The HTTP/2 limits of every sidecar listener (decision 0081). Each bounds one abuse:
+ * - `maxConcurrentStreams` 100: streams open at once per connection (more are refused with
+ *   RST_STREAM REFUSED_STREAM; `maxSessionRejectedStreams` of those close the connection);
+ * - `streamResetBurst`/`streamResetRate` 200/50 per s: RST_STREAM from the client (rapid reset,
+ *   CVE-2023-44487) past this rate is answered with GOAWAY and the connection closes;
+ * - `maxHeaderListSize` 16 KiB and `maxHeaderListPairs` 128: a header list (HEADERS plus its
+ *   CONTINUATION frames, CVE-2024-27316) past either is refused; nghttp2 also stops a header block
+ *   spread over too many CONTINUATION frames;
+ * - `headerTableSize` 4096: the HPACK dynamic table the client may make the server keep;
+ * - `maxSettings` 32, `maxOutstandingSettings` 10, `maxOutstandingPings` 10: SETTINGS and PING
+ *   floods; `maxSessionInvalidFrames` 100: a stream of bad frames;
+ * - `maxSessionMemory` 10 MB: everything a session buffers (a client that never opens its
+ *   flow-control window cannot make the sidecar hold more).
+ */
+export const H2_LIMITS = Object.freeze({
+  maxSessionMemory: 10,
+  maxHeaderListPairs: 128,
+  maxSettings: 32,
+  maxOutstandingSettings: 10,
+  maxOutstandingPings: 10,
+  maxSessionInvalidFrames: 100,
+  maxSessionRejectedStreams: 100,
+  streamResetBurst: 200,
+  streamResetRate: 50,
+  settings: Object.freeze({
+    maxConcurrentStreams: 100,
+    maxHeaderListSize: 16_384,
+    headerTableSize: 4096,
+    enablePush: false,
+    enableConnectProtocol: false,
+  }),
+});
+
+/** The HTTP/2 side of a listener, for its owner. */
+export interface H2Side {
+  readonly server: Http2Server;
+  /** Sessions open now. */
+  readonly sessions: number;
+  /** Streams open now, over every session. */
+  readonly streams: number;
+  /** Takes over a connection (TLS after ALPN `h2`, or plain after the h2c preface). */
+  accept(socket: Socket): void;
+  /** For `applyConnectionBudgets`' drain: asks a busy session to close (GOAWAY) and says whether it was busy. */
+  inFlight(socket: Socket): boolean;
+}
+
+/**
+ * An HTTP/2 server for connections a listener hands over (`server.emit('connection', socket)`),
+ * with {@link H2_LIMITS} and the connection budgets' HTTP/2 equivalents: a session with no open
+ * stream for `keepAliveTimeout` is closed (GOAWAY); a stream whose answer has been stuck in the
+ * client's flow-control window for `bodyTimeout` (nothing sent while bytes wait) is reset with
+ * CANCEL, freeing what it holds. Each stream is a compatibility-API request handed to `handler`:
+ * the same handler, hence the same layers, as HTTP/1.1 requests.
+ */
+export function createH2Side(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  budgets: ConnectionBudgets,
+): H2Side {
+  const server = createH2Server({ ...H2_LIMITS, settings: { ...H2_LIMITS.settings } });
+  const open = new Map<Http2Session, number>();
+  const bySocket = new WeakMap<Socket, Http2Session>();
+  let streams = 0;
+  // The socket being handed over: node:http2 emits `session` synchronously inside `connection`.
+  let handing: Socket | undefined;
+  server.on('session', (session: ServerHttp2Session) => {
+    open.set(session, 0);
+    if (handing) bySocket.set(handing, session);
+    // Errors of a session (a protocol violation, a reset socket) end it; nothing to report further.
+    session.on('error', () => {});
+    session.setTimeout(budgets.keepAliveTimeout, () => {
+      if ((open.get(session) ?? 0) === 0) session.close();
+    });
+    session.once('close', () => open.delete(session));
+  });
+  server.on('stream', (stream: Http2Stream) => {
+    const session = stream.session!;
+    open.set(session, (open.get(session) ?? 0) + 1);
+    streams++;
+    stream.setTimeout(budgets.bodyTimeout, () => {
+      // Only a stall: an answer waiting on the client's window. An idle stream (a gRPC stream
+      // with nothing to say) is not cut.
+      if (stream.writableLength > 0 && !stream.destroyed) stream.close(NGHTTP2_CANCEL);
+    });
+    stream.once('close', () => {
+      streams--;
+      if (open.has(session)) open.set(session, (open.get(session) ?? 1) - 1);
+    });
+  });
+  server.on('request', handler as unknown as (req: unknown, res: unknown) => void);
+  return {
+    server,
+    accept(socket) {
+      handing = socket;
+      try {
+        server.emit('connection', socket);
+      } finally {
+        handing = undefined;
+      }
+    },
+    get sessions() {
+      return open.size;
+    },
+    get streams() {
+      return streams;
+    },
+    inFlight(socket) {
+      const session = bySocket.get(socket);
+      if (!session || session.closed || session.destroyed) return false;
+      if ((open.get(session) ?? 0) === 0) return false;
+      session.close();
+      return true;
+    },
+  };
+}
+
+/**
+ * Makes a TLS listener (node:https) speak HTTP/2 as well: connections that negotiated ALPN `h2`
+ * go to `h2`, every other one to node:https' own HTTP/1.1 handling, unchanged. The listener must
+ * offer `h2` in its ALPNProtocols.
+ */
+export function routeByAlpn(server: NetServer, h2: H2Side): void {
+  const [http1] = server.listeners('secureConnection') as ((socket: Socket) => void)[];
+  if (!http1) throw new TypeError('routeByAlpn: the listener has no HTTP/1.1 connection handler');
+  server.removeListener('secureConnection', http1);
+  server.prependListener('secureConnection', (socket: Socket & { alpnProtocol?: string | false }) => {
+    if (socket.alpnProtocol === 'h2') h2.accept(socket);
+    else http1.call(server, socket);
+  });
+}
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+/**
+ * Makes a plain listener (node:http, the outbound side) accept h2c with prior knowledge too
+ * (RFC 9113 §3.3): the first bytes of each connection decide. A connection that starts with the
+ * HTTP/2 preface goes to `h2`; any other goes, bytes intact, to node:http's own handling. One
+ * that sends nothing decisive within `headersTimeoutMs` is closed.
+ */
+export function routeByPreface(server: NetServer, h2: H2Side, headersTimeoutMs: number): void {
+  const [http1] = server.listeners('connection') as ((socket: Socket) => void)[];
+  if (!http1) throw new TypeError('routeByPreface: the listener has no HTTP/1.1 connection handler');
+  server.removeListener('connection', http1);
+  server.prependListener('connection', (socket: Socket) => {
+    let seen: Buffer = Buffer.alloc(0);
+    // A connection that never says which protocol it speaks is closed as one that never sends
+    // its headers would be.
+    const silent = setTimeout(() => socket.destroy(), headersTimeoutMs);
+    silent.unref();
+    socket.once('close', () => clearTimeout(silent));
+    // Until a protocol handler takes the socket, its errors (a reset) are this code's to absorb.
+    const onError = () => socket.destroy();
+    socket.on('error', onError);
+    const onData = (chunk: Buffer) => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, PREFACE.length);
+      const h2like = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+      // Undecided until the preface is complete or ruled out.
+      if (h2like && seen.length < PREFACE.length) return;
+      clearTimeout(silent);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.pause();
+      socket.unshift(seen);
+      if (h2like) return h2.accept(socket);
+      http1.call(server, socket);
+      socket.resume();
+    };
+    socket.on('data', onData);
+  });
+}

@@ -1,0 +1,207 @@
+import assert from 'node:assert/strict';
+import { createServer as createHttpServer } from 'node:http';
+import { connect as h2connect, constants, createServer as createH2Server } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { describe, it } from 'node:test';
+import { DEFAULT_CONNECTION_BUDGETS } from '../../core/index.ts';
+import { createH2Side } from '../../sidecar/inbound/h2.ts';
+import { scanH2RequestHeaders } from '../../sidecar/inbound/headers.ts';
+import { encodeGrpcMessage, grpcStatusFor, isGrpcRequest, parseGrpcTimeout } from '../../sidecar/h2/grpc.ts';
+import { parsePolicy } from '../../sidecar/policy/parse.ts';
+import { compilePolicy } from '../../sidecar/policy/compile.ts';
+import { createServer } from 'node:net';
+import { createH2Client, h2RequestHeaders, openH2c, relayH2 } from '../../sidecar/h2/relay.ts';
+
+const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
+const WEB = 'spiffe://example.org/ns/shop/sa/web';
+const pseudo = [':method', 'POST', ':path', '/shop.Orders/Get', ':scheme', 'https'];
+
+describe('scanH2RequestHeaders', () => {
+  it('strips identity, token, trace and method-override fields as for HTTP/1.1, and reads :authority', () => {
+    const s = scanH2RequestHeaders([
+      ...pseudo,
+      ':authority',
+      'orders',
+      'content-type',
+      'application/grpc',
+      'te',
+      'trailers',
+      'authorization',
+      'Bearer a.b.c',
+      'x-portcullis-peer',
+      'spiffe://evil',
+      'x_forwarded_client_cert',
+      'evil',
+      'x-http-method-override',
+      'DELETE',
+      'traceparent',
+      '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      'grpc-timeout',
+      '1S',
+    ]);
+    assert.deepEqual(s.forward, ['content-type', 'application/grpc', 'grpc-timeout', '1S']);
+    assert.equal(s.authority, 'orders');
+    assert.equal(s.traceparent, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+  });
+
+  it('takes host when there is no :authority, and refuses the ambiguous shapes', () => {
+    assert.equal(scanH2RequestHeaders([...pseudo, 'host', 'orders']).authority, 'orders');
+    const refused = (raw: string[], why: RegExp) =>
+      assert.throws(
+        () => scanH2RequestHeaders(raw),
+        (e: Error & { code?: string }) => e.code === 'ERR_SIDECAR_REQUEST_MALFORMED' && why.test(e.message),
+      );
+    refused([...pseudo], /:authority and Host missing/);
+    refused([...pseudo, ':authority', 'orders', 'host', 'admin'], /disagree/);
+    refused([...pseudo, 'host', 'a', 'host', 'a'], /more than one/);
+    refused([...pseudo, ':authority', 'orders', 'transfer-encoding', 'chunked'], /connection-specific/);
+    refused([...pseudo, ':authority', 'orders', 'connection', 'close'], /connection-specific/);
+    refused([...pseudo, ':authority', 'orders', 'te', 'gzip'], /TE other than trailers/);
+    refused([...pseudo, ':authority', 'orders', ':protocol', 'websocket'], /extended CONNECT/);
+    refused(
+      [...pseudo, ':authority', 'orders', 'content-length', '1', 'content-length', '2'],
+      /Content-Length/,
+    );
+    refused([...pseudo, ':authority', 'orders', 'content-length', 'x'], /not a number/);
+  });
+});
+
+describe('gRPC helpers', () => {
+  it('recognises gRPC callers by content-type', () => {
+    assert.equal(isGrpcRequest({ 'content-type': 'application/grpc' }), true);
+    assert.equal(isGrpcRequest({ 'content-type': 'application/grpc+proto' }), true);
+    assert.equal(isGrpcRequest({ 'content-type': 'Application/GRPC-web' }), true);
+    assert.equal(isGrpcRequest({ 'content-type': 'application/json' }), false);
+    assert.equal(isGrpcRequest({}), false);
+  });
+
+  it('maps refusals to gRPC statuses: authentication 16, policy 7, the rest by HTTP status', () => {
+    assert.equal(grpcStatusFor('ERR_SIDECAR_TOKEN_MISSING', 401), 16);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_TOKEN_NOT_BOUND', 401), 16);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_PEER_UNVERIFIED', 403), 16);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_POLICY_DENIED', 403), 7);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_TOKEN_UNAVAILABLE', 503), 14);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_CALLER_OVER_LIMIT', 429), 8);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_UPSTREAM_TIMEOUT', 504), 4);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 502), 14);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_PATH_AMBIGUOUS', 400), 3);
+    assert.equal(grpcStatusFor('ERR_SIDECAR_ROUTE_UNKNOWN', 404), 12);
+  });
+
+  it('percent-encodes grpc-message and parses grpc-timeout', () => {
+    assert.equal(encodeGrpcMessage('denied by rule x: 100% é\n'), 'denied by rule x: 100%25 %C3%A9%0A');
+    assert.equal(parseGrpcTimeout(undefined), undefined);
+    assert.equal(parseGrpcTimeout('250m'), 250);
+    assert.equal(parseGrpcTimeout('2S'), 2000);
+    assert.equal(parseGrpcTimeout('1H'), 3_600_000);
+    assert.equal(parseGrpcTimeout('5000u'), 5);
+    assert.equal(parseGrpcTimeout('123456789m'), null, 'at most 8 digits');
+    assert.equal(parseGrpcTimeout('10'), null);
+    assert.equal(parseGrpcTimeout('-1S'), null);
+    assert.equal(parseGrpcTimeout(['1S', '2S']), null);
+  });
+});
+
+describe('policy grpc: shorthand', () => {
+  const policy = (rules: string) =>
+    parsePolicy(
+      `service: ${ORDERS}\nmode: enforce\nroles:\n  shop: [${WEB}]\nrules:\n${rules}`,
+      'p.yaml',
+      ORDERS,
+    );
+
+  it('matches a whole service or one method as POST paths', () => {
+    const p = policy(
+      `  - id: shop-orders\n    role: shop\n    grpc: [shop.Orders]\n  - id: no-wipe\n    effect: deny\n    subjects: ['*']\n    grpc: [shop.Admin/Wipe]\n  - id: admin-read\n    role: shop\n    grpc: [shop.Admin]\n`,
+    );
+    assert.deepEqual(p.rules[0]!.paths, ['/shop.Orders/*']);
+    assert.deepEqual(p.rules[0]!.methods, ['POST']);
+    const a = compilePolicy(p);
+    assert.equal(a.decide(WEB, 'POST', '/shop.Orders/Get').rule, 'shop-orders');
+    assert.equal(a.decide(WEB, 'POST', '/shop.Orders/Get').allow, true);
+    assert.equal(a.decide(WEB, 'GET', '/shop.Orders/Get').allow, false, 'gRPC is POST only');
+    assert.equal(a.decide(WEB, 'POST', '/shop.Admin/List').allow, true);
+    const wipe = a.decide(WEB, 'POST', '/shop.Admin/Wipe');
+    assert.equal(wipe.allow, false);
+    assert.equal(wipe.rule, 'no-wipe');
+  });
+
+  it('refuses bad names and rules with neither paths nor grpc', () => {
+    assert.throws(
+      () => policy(`  - id: r\n    role: shop\n    grpc: ['shop.Orders/Get/x']\n`),
+      /gRPC service/,
+    );
+    assert.throws(() => policy(`  - id: r\n    role: shop\n    grpc: ['/shop.Orders']\n`), /gRPC service/);
+    assert.throws(() => policy(`  - id: r\n    role: shop\n    methods: [GET]\n`), /needs "paths" or "grpc"/);
+  });
+});
+
+describe('HTTP/2 flow-control stall', () => {
+  it('resets a stream whose answer waits on a window the client never opens', async () => {
+    const side = createH2Side(
+      (_req, res) => {
+        res.writeHead(200);
+        res.end(Buffer.alloc(1 << 20));
+      },
+      { ...DEFAULT_CONNECTION_BUDGETS, bodyTimeout: 300 },
+    );
+    const server = createServer((socket) => side.accept(socket));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const client = h2connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, {
+      settings: { initialWindowSize: 0 },
+    });
+    try {
+      const started = Date.now();
+      const code = await new Promise<number>((resolve) => {
+        const s = client.request({ ':path': '/' });
+        s.on('error', () => {});
+        s.on('close', () => resolve(s.rstCode!));
+        s.end();
+      });
+      assert.equal(code, constants.NGHTTP2_CANCEL);
+      const took = Date.now() - started;
+      assert.ok(took >= 250 && took < 5_000, `reset after the body timeout (${took} ms)`);
+      assert.equal(side.streams, 0);
+    } finally {
+      client.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+describe('relayH2 over an h2c client', () => {
+  it('bounds the wait for a non-gRPC answer head with the headers timeout, and cancels the upstream stream', async () => {
+    let upstreamClosed: Promise<number> | undefined;
+    const app = createH2Server((req) => {
+      // Never answers; note how the stream ends.
+      upstreamClosed = new Promise((r) => req.stream.once('close', () => r(req.stream.rstCode)));
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const client = createH2Client(() =>
+      openH2c(`http://127.0.0.1:${(app.address() as AddressInfo).port}`, 2_000),
+    );
+    const front = createHttpServer((req, res) => {
+      client
+        .request(h2RequestHeaders('GET', '/slow', 'app', 'http', [], false))
+        .then((stream) => relayH2(req, res, stream, undefined, 200))
+        .then(
+          () => res.end(),
+          (err: Error & { code?: string }) => res.writeHead(504).end(err.code),
+        );
+    });
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    try {
+      const started = Date.now();
+      const r = await fetch(`http://127.0.0.1:${(front.address() as AddressInfo).port}/`);
+      assert.equal(r.status, 504);
+      assert.equal(await r.text(), 'ERR_SIDECAR_UPSTREAM_TIMEOUT');
+      assert.ok(Date.now() - started < 2_000);
+      assert.equal(await upstreamClosed, constants.NGHTTP2_CANCEL);
+      assert.equal(client.connected, true, 'the connection to the app outlives one cancelled stream');
+    } finally {
+      await client.close();
+      await new Promise((r) => front.close(r));
+      await new Promise((r) => app.close(r));
+    }
+  });
+});
