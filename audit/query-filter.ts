@@ -92,7 +92,10 @@ export function bucketStart(ms: number, interval: AggregateInterval): number {
  * tested against). Groups are sorted by bucket, then by count (largest first), then by key.
  */
 export class GroupCounter {
-  readonly #groups = new Map<string, { key: Partial<Record<FilterField, string | null>>; bucket?: number; count: number }>();
+  readonly #groups = new Map<
+    string,
+    { key: Partial<Record<FilterField, string | null>>; bucket?: number; count: number }
+  >();
   readonly #query: AggregateQuery;
 
   constructor(query: AggregateQuery) {

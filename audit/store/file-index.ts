@@ -177,13 +177,22 @@ export class SegmentIndex {
   static decode(buf: Buffer, first: number, fileSize: number, mtimeMs: number): SegmentIndex | undefined {
     const nl = buf.indexOf(0x0a);
     if (nl < 0) return undefined;
-    let h: { v: number; first: number; count: number; bytes: number; fileSize: number; mtimeMs: number; dict: string[] };
+    let h: {
+      v: number;
+      first: number;
+      count: number;
+      bytes: number;
+      fileSize: number;
+      mtimeMs: number;
+      dict: string[];
+    };
     try {
       h = JSON.parse(buf.toString('utf8', 0, nl)) as typeof h;
     } catch {
       return undefined;
     }
-    if (h.v !== VERSION || h.first !== first || h.fileSize !== fileSize || h.mtimeMs !== mtimeMs) return undefined;
+    if (h.v !== VERSION || h.first !== first || h.fileSize !== fileSize || h.mtimeMs !== mtimeMs)
+      return undefined;
     const n = h.count;
     if (!Number.isSafeInteger(n) || n < 0 || !Array.isArray(h.dict) || h.dict[0] !== '') return undefined;
     if (buf.length !== nl + 1 + n * (8 + 8 + 4 + 4 * FILTER_FIELDS.length)) return undefined;
@@ -251,7 +260,11 @@ export class FileIndex {
    * The index of a segment up to `limit` bytes. `complete` segments never grow again: their
    * index is loaded from (or saved to) `DIR/index/`.
    */
-  async segment(seg: { first: number; name: string }, limit: number, complete: boolean): Promise<SegmentIndex> {
+  async segment(
+    seg: { first: number; name: string },
+    limit: number,
+    complete: boolean,
+  ): Promise<SegmentIndex> {
     const file = join(this.#dir, seg.name);
     let idx = this.#cache.get(seg.first);
     if (idx && idx.bytes > limit) idx = undefined; // the segment was cut (recovery): rebuild
@@ -308,7 +321,12 @@ export class FileIndex {
 }
 
 /** Adds the records of one segment that pass `query.filter` to `counter`. */
-export function countSegment(idx: SegmentIndex, query: AggregateQuery, counter: GroupCounter, below: number): void {
+export function countSegment(
+  idx: SegmentIndex,
+  query: AggregateQuery,
+  counter: GroupCounter,
+  below: number,
+): void {
   const match = idx.compile(query.filter);
   if (!match) return;
   const end = Math.min(idx.count, below - idx.first);

@@ -841,7 +841,12 @@ export class FileStore implements AuditStore {
       const lo = Math.max(0, from - seg.first);
       const hi = Math.min(idx.count, below - seg.first);
       const take = (i: number) => {
-        refs.push({ seq: seg.first + i, segment: seg.name, offset: idx.offsets[i]!, length: idx.lengths[i]! });
+        refs.push({
+          seq: seg.first + i,
+          segment: seg.name,
+          offset: idx.offsets[i]!,
+          length: idx.lengths[i]!,
+        });
         return refs.length >= filter.limit;
       };
       if (desc) {

@@ -572,7 +572,9 @@ async function migrate(pool: pg.Pool, table: string, parts: string[]): Promise<v
       parts.length === 2 ? [parts[0], parts[1]] : ['public', parts[0]],
     );
     if (Number(rows[0]!.n) < 2) {
-      await client.query(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS rule text, ADD COLUMN IF NOT EXISTS reason text`);
+      await client.query(
+        `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS rule text, ADD COLUMN IF NOT EXISTS reason text`,
+      );
       await backfill(client, table);
     }
     await client.query(`CREATE TABLE IF NOT EXISTS ${table}${SIDE.seal} (
@@ -609,7 +611,7 @@ async function migrate(pool: pg.Pool, table: string, parts: string[]): Promise<v
 
 /** Fills `rule` and `reason` of rows stored before those columns, page by page. */
 async function backfill(client: pg.PoolClient, table: string): Promise<void> {
-  for (let after = -1; ; ) {
+  for (let after = -1; ;) {
     const { rows } = await client.query<{ seq: string; line: string }>(
       `SELECT seq, line FROM ${table} WHERE seq > $1 ORDER BY seq LIMIT 10000`,
       [after],

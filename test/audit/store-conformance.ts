@@ -164,9 +164,10 @@ export function storeConformance(name: string, harness: () => StoreHarness): voi
     assert.deepEqual(await seqs({ order: 'desc', limit: 3 }), [29, 28, 27]);
     assert.deepEqual(await seqs({ order: 'desc', beforeSeq: 27, limit: 3 }), [26, 25, 24]);
     assert.deepEqual(await seqs({ order: 'desc', rule: 'default-deny', limit: 4 }), [27, 24, 21, 18]);
-    assert.deepEqual(await seqs({ order: 'desc', rule: 'default-deny', beforeSeq: 18, limit: 100 }), [
-      15, 12, 9, 6, 3, 0,
-    ]);
+    assert.deepEqual(
+      await seqs({ order: 'desc', rule: 'default-deny', beforeSeq: 18, limit: 100 }),
+      [15, 12, 9, 6, 3, 0],
+    );
     assert.deepEqual(await seqs({ reason: 'ERR_SIDECAR_TOKEN_EXPIRED', limit: 10 }), [29]);
     assert.deepEqual(await seqs({ rule: 'rule-1', source: 'spiffe://example.org/a', limit: 3 }), [1, 5, 7]);
     assert.deepEqual(await seqs({ rule: 'no-such-rule', limit: 3 }), []);
@@ -178,7 +179,10 @@ export function storeConformance(name: string, harness: () => StoreHarness): voi
     const first = await seqs({ order: 'desc', limit: 10 });
     await store.append([decision(100), decision(101)]);
     const second = await seqs({ order: 'desc', beforeSeq: first.at(-1)!, limit: 10 });
-    assert.deepEqual([...first, ...second], Array.from({ length: 20 }, (_, i) => 29 - i));
+    assert.deepEqual(
+      [...first, ...second],
+      Array.from({ length: 20 }, (_, i) => 29 - i),
+    );
     await store.close();
   });
 
@@ -188,7 +192,10 @@ export function storeConformance(name: string, harness: () => StoreHarness): voi
     const store = await h.open(clock);
     for (let i = 0; i < 24; i++) {
       await store.append([
-        decision(i, { source: i < 12 ? 'spiffe://example.org/a' : 'spiffe://example.org/b', rule: `r${i % 2}` }),
+        decision(i, {
+          source: i < 12 ? 'spiffe://example.org/a' : 'spiffe://example.org/b',
+          rule: `r${i % 2}`,
+        }),
         ...(i % 4 === 0 ? [{ type: 'cert.issued', time: '2026-01-01T00:00:00Z' } as AuditEvent] : []),
       ]);
       now += 10 * 60_000;
