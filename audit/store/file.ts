@@ -867,16 +867,18 @@ export class FileStore implements AuditStore {
     const out: AuditRecord[] = [];
     let at = 0;
     while (at < refs.length) {
-      // One read per run of refs in one segment that lie within 8 MiB of each other.
+      // One read per run of refs in one segment that lie close together (gaps under 64 KiB, at
+      // most 8 MiB in all); scattered records are read one by one.
       const segment = refs[at]!.segment;
       let end = at + 1;
       let lo = refs[at]!.offset;
       let hi = lo + refs[at]!.length;
       while (end < refs.length && refs[end]!.segment === segment) {
         const r = refs[end]!;
+        const gap = r.offset >= hi ? r.offset - hi : lo - (r.offset + r.length);
         const nlo = Math.min(lo, r.offset);
         const nhi = Math.max(hi, r.offset + r.length);
-        if (nhi - nlo > 8 * 1_048_576) break;
+        if (gap > 65_536 || nhi - nlo > 8 * 1_048_576) break;
         [lo, hi] = [nlo, nhi];
         end++;
       }
