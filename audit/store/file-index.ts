@@ -245,6 +245,8 @@ export class FileIndex {
   readonly #dir: string;
   readonly #persist: boolean;
   readonly #cache = new Map<number, SegmentIndex>();
+  /** One index operation at a time: two queries must not extend the same index twice. */
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(dir: string, persist: boolean) {
     this.#dir = dir;
@@ -260,7 +262,13 @@ export class FileIndex {
    * The index of a segment up to `limit` bytes. `complete` segments never grow again: their
    * index is loaded from (or saved to) `DIR/index/`.
    */
-  async segment(
+  segment(seg: { first: number; name: string }, limit: number, complete: boolean): Promise<SegmentIndex> {
+    const run = this.#queue.then(() => this.#segment(seg, limit, complete));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #segment(
     seg: { first: number; name: string },
     limit: number,
     complete: boolean,

@@ -923,6 +923,14 @@ export class FileStore implements AuditStore {
     return out;
   }
 
+  /**
+   * Builds (or reads back) the index of every segment, so that the first query after a start
+   * does not pay for it; the collector runs it in the background once it listens.
+   */
+  async prepareQueries(): Promise<void> {
+    for await (const _ of this.#indexes(true));
+  }
+
   async aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
     const counter = new GroupCounter(query);
     const below = this.#options.readOnly ? Infinity : this.#size;

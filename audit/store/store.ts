@@ -100,6 +100,8 @@ export interface AuditStore {
   query(filter: RecordFilter): Promise<AuditRecord[]>;
   /** Counts of the records matching `query.filter`, grouped by fields and time buckets. */
   aggregate(query: AggregateQuery): Promise<AggregateGroup[]>;
+  /** Optional: prepares what queries need (a file store's index), in the background of a start. */
+  prepareQueries?(): Promise<void>;
   /** Number of durable records. */
   size(): Promise<number>;
   /** Size and last hash. */

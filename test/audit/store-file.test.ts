@@ -264,3 +264,28 @@ test('file store: the query index is saved beside complete segments, read back, 
     tmp.cleanup();
   }
 });
+
+test('file store: concurrent queries while appends go on see each record once', async () => {
+  const tmp = tempDir();
+  try {
+    const store = await openFileStore({ dir: join(tmp.dir, 'log') });
+    for (let round = 0; round < 5; round++) {
+      const appending = store.append(Array.from({ length: 50 }, (_, i) => decision(round * 50 + i)));
+      const pages = await Promise.all(
+        Array.from({ length: 4 }, () => store.query({ type: 'authz.decision', limit: 1000 })),
+      );
+      await appending;
+      for (const page of pages) {
+        const seqs = page.map((r) => r.seq);
+        assert.deepEqual(
+          seqs,
+          Array.from({ length: seqs.length }, (_, i) => i),
+        );
+      }
+    }
+    assert.equal((await store.query({ limit: 1000 })).length, 250);
+    await store.close();
+  } finally {
+    tmp.cleanup();
+  }
+});
