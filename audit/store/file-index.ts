@@ -26,6 +26,8 @@ export class SegmentIndex {
   bytes = 0;
   minTime = Infinity;
   maxTime = -Infinity;
+  /** True once written to (or read from) `DIR/index/`. */
+  saved = false;
   times: Float64Array;
   offsets: Float64Array;
   lengths: Uint32Array;
@@ -277,14 +279,10 @@ export class FileIndex {
     let idx = this.#cache.get(seg.first);
     if (idx && idx.bytes > limit) idx = undefined; // the segment was cut (recovery): rebuild
     if (!idx && complete) idx = await this.#load(seg.first, file);
-    if (!idx) {
-      idx = new SegmentIndex(seg.first);
-      await idx.extend(file, limit);
-      if (complete && this.#persist) await this.#save(idx, file);
-    } else if (idx.bytes < limit) {
-      await idx.extend(file, limit);
-      if (complete && this.#persist) await this.#save(idx, file);
-    }
+    if (!idx) idx = new SegmentIndex(seg.first);
+    await idx.extend(file, limit);
+    // Saved once complete: also a segment that filled up while this process indexed it.
+    if (complete && this.#persist && !idx.saved) idx.saved = await this.#save(idx, file);
     this.#cache.delete(seg.first);
     this.#cache.set(seg.first, idx);
     while (this.#cache.size > CACHED_SEGMENTS) this.#cache.delete(this.#cache.keys().next().value!);
@@ -298,17 +296,19 @@ export class FileIndex {
   async #load(first: number, file: string): Promise<SegmentIndex | undefined> {
     try {
       const [buf, st] = await Promise.all([readFile(this.#path(first)), stat(file)]);
-      return SegmentIndex.decode(buf, first, st.size, st.mtimeMs);
+      const idx = SegmentIndex.decode(buf, first, st.size, st.mtimeMs);
+      if (idx) idx.saved = true;
+      return idx;
     } catch {
       return undefined;
     }
   }
 
-  async #save(idx: SegmentIndex, file: string): Promise<void> {
-    // Best effort: an index that cannot be saved is rebuilt next time.
+  /** Writes a complete segment's index (tmp + rename); false when it could not (rebuilt next time). */
+  async #save(idx: SegmentIndex, file: string): Promise<boolean> {
     try {
       const st = await stat(file);
-      if (idx.bytes !== st.size) return;
+      if (idx.bytes !== st.size) return false;
       await mkdir(join(this.#dir, INDEX_DIR), { recursive: true, mode: 0o700 });
       const target = this.#path(idx.first);
       const tmp = `${target}.${process.pid}.tmp`;
@@ -322,8 +322,9 @@ export class FileIndex {
         await unlink(tmp).catch(() => {});
         throw err;
       });
+      return true;
     } catch {
-      // rebuilt from the segment when next needed
+      return false;
     }
   }
 }

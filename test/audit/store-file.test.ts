@@ -238,12 +238,16 @@ test('file store: the query index is saved beside complete segments, read back, 
       '0000000000000010.idx',
       '0000000000000020.idx',
     ]);
+    // A segment that fills up while indexed is saved once complete.
+    await store.append(Array.from({ length: 10 }, (_, i) => decision(35 + i, { rule: 'r2' })));
+    assert.equal((await seqs(store, 'r2')).length, 17);
+    assert.ok(readdirSync(join(dir, 'index')).includes('0000000000000030.idx'));
     await store.close();
 
     // Read back after a reopen (a damaged file is rebuilt instead of trusted).
     writeFileSync(join(dir, 'index', '0000000000000010.idx'), 'junk');
     store = await openFileStore({ dir, segmentRecords: 10 });
-    assert.deepEqual(await seqs(store, 'r2'), [32, 27, 22, 17, 12, 7, 2]);
+    assert.deepEqual((await seqs(store, 'r2')).slice(10), [32, 27, 22, 17, 12, 7, 2]);
     assert.notEqual(readFileSync(join(dir, 'index', '0000000000000010.idx'), 'utf8'), 'junk');
     await store.close();
 
@@ -257,8 +261,8 @@ test('file store: the query index is saved beside complete segments, read back, 
     const later = new Date(statSync(file).mtimeMs + 5000);
     utimesSync(file, later, later);
     const ro = await openFileStore({ dir, readOnly: true });
-    assert.deepEqual(await seqs(ro, 'r2'), [32, 27, 22, 17, 7, 2]);
-    assert.deepEqual(await seqs(ro, 'r3'), [33, 28, 23, 18, 13, 12, 8, 3]);
+    assert.deepEqual((await seqs(ro, 'r2')).slice(10), [32, 27, 22, 17, 7, 2]);
+    assert.deepEqual((await seqs(ro, 'r3')).slice(-8), [33, 28, 23, 18, 13, 12, 8, 3]);
     await ro.close();
   } finally {
     tmp.cleanup();
