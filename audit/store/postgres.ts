@@ -395,6 +395,10 @@ export class PostgresStore implements AuditStore {
   }
 
   async query(filter: RecordFilter): Promise<AuditRecord[]> {
+    return (await this.queryLines(filter)).map((r) => parseRecordLine(r.line));
+  }
+
+  async queryLines(filter: RecordFilter): Promise<{ seq: number; line: string }[]> {
     this.#check();
     const desc = filter.order === 'desc';
     const { where, args } = whereOf(filter);
@@ -409,15 +413,15 @@ export class PostgresStore implements AuditStore {
     }
     args.push(Math.max(0, filter.limit));
     const { rows } = await this.#pool
-      .query<{ line: string }>(
-        `SELECT line FROM ${this.table} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      .query<{ seq: string; line: string }>(
+        `SELECT seq, line FROM ${this.table} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
          ORDER BY seq ${desc ? 'DESC' : ''} LIMIT $${args.length}`,
         args,
       )
       .catch((err: unknown) => {
         throw unavailable('postgres', err);
       });
-    return rows.map((r) => parseRecordLine(r.line));
+    return rows.map((r) => ({ seq: Number(r.seq), line: r.line }));
   }
 
   /**
