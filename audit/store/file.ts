@@ -12,8 +12,10 @@ import {
   scanRecordLine,
 } from '../record.ts';
 import { StoreError } from '../errors.ts';
-import type { RecordFilter } from '../query-filter.ts';
-import { scanQuery } from '../query-filter.ts';
+import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
+import { GroupCounter, matchesFilter } from '../query-filter.ts';
+import { FileIndex, countSegment, lineIsRef } from './file-index.ts';
+import type { LineRef, SegmentIndex } from './file-index.ts';
 import { parseSealText } from '../seal.ts';
 import type {
   AppendOutcome,
@@ -157,12 +159,15 @@ export class FileStore implements AuditStore {
   readonly #committer: PipelineCommitter<Prepared>;
   readonly #options: FileStoreOptions & { segmentRecords: number; segmentBytes: number };
   readonly #clock: () => Date;
+  /** The query index beside the segments (decision 0073). */
+  readonly #index: FileIndex;
 
   private constructor(options: FileStoreOptions & { segmentRecords: number; segmentBytes: number }) {
     this.#options = options;
     this.dir = options.dir;
     this.#clock = options.clock ?? (() => new Date());
     this.#idem = new IdempotencyTable(options.idempotency, () => this.#clock().getTime());
+    this.#index = new FileIndex(options.dir, !options.readOnly);
     this.#committer = new PipelineCommitter(
       (items) => this.#prepare(items),
       (batch) => this.#persist(batch),
@@ -778,8 +783,182 @@ export class FileStore implements AuditStore {
     }
   }
 
-  query(filter: RecordFilter): Promise<AuditRecord[]> {
-    return scanQuery(this.read(filter.fromSeq ?? 0), filter);
+  /**
+   * The segments a query may read, newest last, each with its index up to what is committed
+   * (a live store) or whole lines as stored (read-only).
+   */
+  async *#indexes(
+    desc: boolean,
+    from = 0,
+    below = Infinity,
+  ): AsyncIterable<{ seg: Segment; idx: SegmentIndex }> {
+    this.#check();
+    const segments = [...this.#segments];
+    const order = desc ? segments.map((_, i) => segments.length - 1 - i) : segments.map((_, i) => i);
+    for (const i of order) {
+      const seg = segments[i]!;
+      const last = i === segments.length - 1;
+      if (!this.#options.readOnly && seg.first >= this.#size) continue;
+      // Segments wholly outside [from, below) are not even opened.
+      if (seg.first >= below || (segments[i + 1] && segments[i + 1]!.first <= from)) continue;
+      let limit: number;
+      if (last && !this.#options.readOnly) limit = this.#segBytes;
+      else {
+        try {
+          limit = (await stat(join(this.dir, seg.name))).size;
+        } catch (err) {
+          throw new StoreError(
+            'ERR_AUDIT_STORE_UNAVAILABLE',
+            `${join(this.dir, seg.name)}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
+            { cause: err },
+          );
+        }
+      }
+      yield { seg, idx: await this.#index.segment(seg, limit, !last) };
+    }
+  }
+
+  async query(filter: RecordFilter): Promise<AuditRecord[]> {
+    return (await this.#lines(filter, true)).map((l) => l.record!);
+  }
+
+  /**
+   * The stored lines of the matching records: each checked to be the record the index located
+   * (seq and hash, off the line's tail) but not parsed — what the collector sends as it is.
+   */
+  async queryLines(filter: RecordFilter): Promise<{ seq: number; line: string }[]> {
+    return this.#lines(filter, false);
+  }
+
+  async #lines(filter: RecordFilter, parse: boolean): Promise<FetchedLine[]> {
+    for (let attempt = 0; ; attempt++) {
+      const refs = await this.#find(filter);
+      const lines = await this.#fetch(refs, filter, attempt > 0, parse);
+      if (lines) return lines;
+    }
+  }
+
+  /** Where the records matching `filter` are, in the order asked, from the index. */
+  async #find(filter: RecordFilter): Promise<LineRef[]> {
+    const desc = filter.order === 'desc';
+    const refs: LineRef[] = [];
+    if (filter.limit <= 0) return refs;
+    const bound = this.#options.readOnly ? Infinity : this.#size;
+    const from = desc ? 0 : (filter.fromSeq ?? 0);
+    const below = Math.min(bound, desc ? (filter.beforeSeq ?? Infinity) : Infinity);
+    for await (const { seg, idx } of this.#indexes(desc, from, below)) {
+      if (seg.first >= below || seg.first + idx.count <= from) continue;
+      const match = idx.compile(filter);
+      if (!match) continue;
+      const lo = Math.max(0, from - seg.first);
+      const hi = Math.min(idx.count, below - seg.first);
+      const take = (i: number) => {
+        refs.push({
+          seq: seg.first + i,
+          segment: seg.name,
+          offset: idx.offsets[i]!,
+          length: idx.lengths[i]!,
+          hash: idx.hashes[i]!,
+        });
+        return refs.length >= filter.limit;
+      };
+      if (desc) {
+        for (let i = hi - 1; i >= lo; i--) if (match(i) && take(i)) return refs;
+      } else {
+        for (let i = lo; i < hi; i++) if (match(i) && take(i)) return refs;
+      }
+    }
+    return refs;
+  }
+
+  /**
+   * Reads and parses the lines the index pointed at, checking that each holds the expected seq
+   * and passes the filter: the index is never trusted. On a mismatch the segment's index is
+   * dropped and undefined returned (the caller asks again); a second mismatch is corruption.
+   */
+  async #fetch(
+    refs: LineRef[],
+    filter: RecordFilter,
+    retried: boolean,
+    parse: boolean,
+  ): Promise<FetchedLine[] | undefined> {
+    const out: FetchedLine[] = [];
+    let at = 0;
+    while (at < refs.length) {
+      // One read per run of refs in one segment that lie close together (gaps under 64 KiB, at
+      // most 8 MiB in all); scattered records are read one by one.
+      const segment = refs[at]!.segment;
+      let end = at + 1;
+      let lo = refs[at]!.offset;
+      let hi = lo + refs[at]!.length;
+      while (end < refs.length && refs[end]!.segment === segment) {
+        const r = refs[end]!;
+        const gap = r.offset >= hi ? r.offset - hi : lo - (r.offset + r.length);
+        const nlo = Math.min(lo, r.offset);
+        const nhi = Math.max(hi, r.offset + r.length);
+        if (gap > 65_536 || nhi - nlo > 8 * 1_048_576) break;
+        [lo, hi] = [nlo, nhi];
+        end++;
+      }
+      const file = join(this.dir, segment);
+      const buf = Buffer.allocUnsafe(hi - lo);
+      let fh: FileHandle | undefined;
+      try {
+        fh = await open(file, 'r');
+        const { bytesRead } = await fh.read(buf, 0, buf.length, lo);
+        if (bytesRead !== buf.length) throw Object.assign(new Error('short read'), { code: 'ESHORT' });
+      } catch (err) {
+        throw new StoreError(
+          'ERR_AUDIT_STORE_UNAVAILABLE',
+          `${file}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
+          { cause: err },
+        );
+      } finally {
+        await fh?.close();
+      }
+      for (let k = at; k < end; k++) {
+        const r = refs[k]!;
+        const line = buf.toString('utf8', r.offset - lo, r.offset - lo + r.length);
+        let record: AuditRecord | undefined;
+        let ok: boolean;
+        if (parse) {
+          try {
+            record = parseRecordLine(line);
+          } catch {
+            record = undefined;
+          }
+          ok = record !== undefined && record.seq === r.seq && matchesFilter(record, filter);
+        } else ok = lineIsRef(line, r);
+        if (!ok) {
+          const first = this.#segments.find((s) => s.name === segment)!.first;
+          this.#index.forget(first);
+          if (retried)
+            throw new StoreError(
+              'ERR_AUDIT_STORE_CORRUPT',
+              `${file}: record ${r.seq} is not where the segment's own lines put it; run portcullis audit verify`,
+            );
+          return undefined;
+        }
+        out.push({ seq: r.seq, line, record });
+      }
+      at = end;
+    }
+    return out;
+  }
+
+  /**
+   * Builds (or reads back) the index of every segment, so that the first query after a start
+   * does not pay for it; the collector runs it in the background once it listens.
+   */
+  async prepareQueries(): Promise<void> {
+    for await (const _ of this.#indexes(true));
+  }
+
+  async aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
+    const counter = new GroupCounter(query);
+    const below = this.#options.readOnly ? Infinity : this.#size;
+    for await (const { idx } of this.#indexes(false)) countSegment(idx, query, counter, below);
+    return counter.groups();
   }
 
   async size(): Promise<number> {
@@ -798,12 +977,21 @@ export class FileStore implements AuditStore {
     await this.#committer.idle();
     await this.#fh?.close();
     this.#fh = undefined;
+    const last = this.#segments.at(-1);
+    if (last && !this.#options.readOnly) await this.#index.keep(last);
     this.#release?.();
   }
 
   #check(): void {
     if (this.#closed) throw new StoreError('ERR_AUDIT_STORE_CLOSED', 'the store is closed');
   }
+}
+
+/** A line a query found, and its record when parsed. */
+interface FetchedLine {
+  readonly seq: number;
+  readonly line: string;
+  readonly record?: AuditRecord;
 }
 
 /** Opens the file store in a directory; see {@link FileStore}. */
