@@ -2,12 +2,15 @@
 // cursor, aggregates, a Server-Sent Events tail and the integrity status. Registered by
 // buildCollectorApp beside the other routes, behind the same mTLS peer check and role.
 import type { FastifyContextConfig, FastifyInstance, FastifyRequest } from 'fastify';
+import { jsonResponse } from '../../core/index.ts';
+import type { JsonSchema, ResponseDoc, RouteDoc } from '../../core/index.ts';
 import { CollectorRequestError } from '../errors.ts';
 import type { AuditRecord } from '../record.ts';
 import type { AggregateInterval, FilterField, RecordFilter } from '../query-filter.ts';
 import { FILTER_FIELDS, INTERVALS } from '../query-filter.ts';
 import { encodeCursor, readCursor } from '../query-cursor.ts';
 import type { AuditLog } from './log.ts';
+import { COLLECTOR_ERROR_SCHEMA, COLLECTOR_RECORD_SCHEMA } from './route-docs.ts';
 
 /** What the query routes need from the collector app. */
 export interface QueryRouteDeps {
@@ -62,18 +65,41 @@ const RECORD_SCHEMA = {
     hash: { type: 'string' },
   },
 } as const;
-const ERROR_SCHEMA = {
-  type: 'object',
-  required: ['error', 'message'],
-  properties: { error: { type: 'string' }, message: { type: 'string' } },
-} as const;
+/** The error bodies (`{error, message}`) as fast-json-stringify writes them: the documented schema. */
 const ERRORS = {
-  400: ERROR_SCHEMA,
-  401: ERROR_SCHEMA,
-  403: ERROR_SCHEMA,
-  429: ERROR_SCHEMA,
-  503: ERROR_SCHEMA,
+  400: COLLECTOR_ERROR_SCHEMA,
+  401: COLLECTOR_ERROR_SCHEMA,
+  403: COLLECTOR_ERROR_SCHEMA,
+  429: COLLECTOR_ERROR_SCHEMA,
+  503: COLLECTOR_ERROR_SCHEMA,
 };
+
+/**
+ * The OpenAPI description of a query route (`config.doc`, decision 0058): its summary, the same
+ * request schemas Fastify validates with, the same 200 schema, and one response per status the
+ * route really answers.
+ */
+function queryDoc(
+  summary: string,
+  parts: Pick<RouteDoc, 'querystring' | 'headers'>,
+  ok: ResponseDoc,
+  more: Readonly<Record<string, ResponseDoc>> = {},
+): RouteDoc {
+  const error = (why: string) => jsonResponse(why, COLLECTOR_ERROR_SCHEMA);
+  return {
+    summary,
+    tags: ['query'],
+    ...parts,
+    response: {
+      200: ok,
+      400: error('a parameter is unknown, repeated or out of range (the message names it)'),
+      401: error('no client certificate, or one the collector refuses'),
+      403: error('not a registered workload, or without role audit-reader (the refusal is audited)'),
+      ...more,
+      '5XX': error('the store cannot serve the request now'),
+    },
+  };
+}
 
 /** Refuses query parameters a route does not know, before schema validation could drop them. */
 function onlyKnown(keys: readonly string[]) {
@@ -158,7 +184,12 @@ const MAX_BUCKETS = 10_000;
 const DEFAULT_RANGE_MS = 24 * 3_600_000;
 
 /** The routes' access level (app.ts' onRequest hook reads it): the `audit-reader` role. */
-const READER: FastifyContextConfig & { readonly access: 'reader' } = { access: 'reader' };
+const reader = (
+  doc: RouteDoc,
+): FastifyContextConfig & { readonly access: 'reader'; readonly doc: RouteDoc } => ({
+  access: 'reader',
+  doc,
+});
 
 /** Registers `GET /v1/events`, `/v1/events/stream`, `/v1/aggregates` and `/v1/status`. */
 export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps): TailNotifier {
@@ -168,52 +199,63 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
   const open = new Set<{ end(): void }>();
 
   const eventsKeys = [...Object.keys(FILTER_PROPERTIES), 'order', 'limit', 'cursor', 'fromSeq'];
+  const eventsQuery: JsonSchema = {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      ...FILTER_PROPERTIES,
+      order: {
+        type: 'string',
+        enum: ['asc', 'desc'],
+        description: 'asc (default): oldest first; desc: newest first',
+      },
+      limit: {
+        ...uint,
+        description: `records per page (1 to limits.queryRecords, default ${deps.maxRecords})`,
+      },
+      cursor: { type: 'string', maxLength: 256, description: 'the "next" of the previous page' },
+      fromSeq: {
+        ...uint,
+        description: 'ascending only: first seq to consider (kept for compatibility)',
+      },
+    },
+  };
+  const eventsPage: JsonSchema = {
+    type: 'object',
+    required: ['records', 'nextSeq', 'next'],
+    properties: {
+      records: { type: 'array', items: RECORD_SCHEMA },
+      nextSeq: {
+        type: ['integer', 'null'],
+        description: 'ascending: fromSeq of the next page, or null',
+      },
+      next: {
+        type: ['string', 'null'],
+        description: 'cursor of the next page in the same order, or null',
+      },
+    },
+  };
   app.get(
     '/v1/events',
     {
-      config: READER,
-      preValidation: onlyKnown(eventsKeys),
-      schema: {
-        summary: 'Audit records matching the filters, one page at a time',
-        querystring: {
-          type: 'object',
-          properties: {
-            ...FILTER_PROPERTIES,
-            order: {
-              type: 'string',
-              enum: ['asc', 'desc'],
-              description: 'asc (default): oldest first; desc: newest first',
-            },
-            limit: {
-              ...uint,
-              description: `records per page (1 to limits.queryRecords, default ${deps.maxRecords})`,
-            },
-            cursor: { type: 'string', maxLength: 256, description: 'the "next" of the previous page' },
-            fromSeq: {
-              ...uint,
-              description: 'ascending only: first seq to consider (kept for compatibility)',
-            },
-          },
-        },
-        response: {
-          200: {
-            type: 'object',
-            required: ['records', 'nextSeq', 'next'],
+      config: reader(
+        queryDoc(
+          'Audit records matching the filters, one page at a time (the query is itself audited)',
+          { querystring: eventsQuery },
+          // The page is the stored lines as they are (not serialized by Fastify): documented
+          // with the full record schema, the events posted as the audit event's zod schema.
+          jsonResponse('the page, and the cursor of the next one', {
+            ...eventsPage,
+            additionalProperties: false,
             properties: {
-              records: { type: 'array', items: RECORD_SCHEMA },
-              nextSeq: {
-                type: ['integer', 'null'],
-                description: 'ascending: fromSeq of the next page, or null',
-              },
-              next: {
-                type: ['string', 'null'],
-                description: 'cursor of the next page in the same order, or null',
-              },
+              ...(eventsPage.properties as object),
+              records: { type: 'array', items: COLLECTOR_RECORD_SCHEMA },
             },
-          },
-          ...ERRORS,
-        },
-      },
+          }),
+        ),
+      ),
+      preValidation: onlyKnown(eventsKeys),
+      schema: { querystring: eventsQuery, response: { 200: eventsPage, ...ERRORS } },
     },
     async (req, reply) => {
       const q = req.query as Query;
@@ -248,58 +290,61 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
   );
 
   const aggKeys = [...Object.keys(FILTER_PROPERTIES), 'groupBy', 'interval'];
+  const aggQuery: JsonSchema = {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      ...FILTER_PROPERTIES,
+      groupBy: {
+        type: 'string',
+        maxLength: 128,
+        description: `comma-separated fields among ${FILTER_FIELDS.join(', ')}`,
+      },
+      interval: {
+        type: 'string',
+        enum: Object.keys(INTERVALS),
+        description: 'time buckets (UTC, epoch-aligned)',
+      },
+    },
+  };
+  const aggregates: JsonSchema = {
+    type: 'object',
+    required: ['since', 'until', 'groups'],
+    properties: {
+      since: { type: 'string' },
+      until: { type: 'string' },
+      groups: {
+        type: 'array',
+        items: {
+          type: 'object',
+          required: ['key', 'count'],
+          properties: {
+            key: {
+              type: 'object',
+              properties: Object.fromEntries(FILTER_FIELDS.map((f) => [f, { type: ['string', 'null'] }])),
+            },
+            bucket: { type: 'string', description: 'RFC 3339 start of the time bucket' },
+            count: { type: 'integer' },
+          },
+        },
+      },
+    },
+  };
   app.get(
     '/v1/aggregates',
     {
-      config: READER,
+      config: reader(
+        queryDoc(
+          'Counts of the matching records, grouped by fields and time buckets (audited)',
+          { querystring: aggQuery },
+          jsonResponse(
+            'the range counted (without since: the 24 hours before until) and the groups',
+            aggregates,
+          ),
+        ),
+      ),
       preValidation: onlyKnown(aggKeys),
-      schema: {
-        summary: 'Counts of the matching records, grouped by fields and time buckets',
-        querystring: {
-          type: 'object',
-          properties: {
-            ...FILTER_PROPERTIES,
-            groupBy: {
-              type: 'string',
-              maxLength: 128,
-              description: `comma-separated fields among ${FILTER_FIELDS.join(', ')}`,
-            },
-            interval: {
-              type: 'string',
-              enum: Object.keys(INTERVALS),
-              description: 'time buckets (UTC, epoch-aligned)',
-            },
-          },
-        },
-        response: {
-          200: {
-            type: 'object',
-            required: ['since', 'until', 'groups'],
-            properties: {
-              since: { type: 'string' },
-              until: { type: 'string' },
-              groups: {
-                type: 'array',
-                items: {
-                  type: 'object',
-                  required: ['key', 'count'],
-                  properties: {
-                    key: {
-                      type: 'object',
-                      properties: Object.fromEntries(
-                        FILTER_FIELDS.map((f) => [f, { type: ['string', 'null'] }]),
-                      ),
-                    },
-                    bucket: { type: 'string', description: 'RFC 3339 start of the time bucket' },
-                    count: { type: 'integer' },
-                  },
-                },
-              },
-            },
-          },
-          ...ERRORS,
-        },
-      },
+      schema: { querystring: aggQuery, response: { 200: aggregates, ...ERRORS } },
     },
     async (req, reply) => {
       const q = req.query as Query;
@@ -323,27 +368,37 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
     },
   );
 
+  const streamQuery: JsonSchema = {
+    type: 'object',
+    additionalProperties: false,
+    properties: FILTER_PROPERTIES,
+  };
+  const streamHeaders: JsonSchema = {
+    type: 'object',
+    properties: { 'last-event-id': { ...uint, description: 'resume after this seq' } },
+  };
   app.get(
     '/v1/events/stream',
     {
-      config: READER,
-      preValidation: onlyKnown(Object.keys(FILTER_PROPERTIES)),
-      schema: {
-        summary: 'Live tail of the matching records as Server-Sent Events (resumes after Last-Event-ID)',
-        querystring: { type: 'object', properties: FILTER_PROPERTIES },
-        headers: {
-          type: 'object',
-          properties: { 'last-event-id': { ...uint, description: 'resume after this seq' } },
-        },
-        response: {
-          200: {
+      config: reader(
+        queryDoc(
+          'Live tail of the matching records as Server-Sent Events (resumes after Last-Event-ID; audited)',
+          { querystring: streamQuery, headers: streamHeaders },
+          {
             description:
-              'text/event-stream: `id: <seq>`, `event: record`, `data: <record JSON>`; a comment heartbeat every 15 s',
+              'the stream: `retry: 2000`, then per record `id: <seq>`, `event: record`, `data: <record JSON>`; a comment heartbeat every 15 s',
             content: { 'text/event-stream': { schema: { type: 'string' } } },
           },
-          ...ERRORS,
-        },
-      },
+          {
+            429: jsonResponse(
+              `the caller already holds limits.liveTails streams (default 4); Retry-After says when to try again`,
+              COLLECTOR_ERROR_SCHEMA,
+            ),
+          },
+        ),
+      ),
+      preValidation: onlyKnown(Object.keys(FILTER_PROPERTIES)),
+      schema: { querystring: streamQuery, headers: streamHeaders, response: ERRORS },
     },
     async (req, reply) => {
       const q = req.query as Query;
@@ -438,62 +493,63 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
     },
   );
 
+  const status: JsonSchema = {
+    type: 'object',
+    required: ['store', 'checkpoint', 'chain', 'collector'],
+    properties: {
+      store: {
+        type: 'object',
+        properties: { kind: { type: 'string' }, records: { type: 'integer' } },
+      },
+      checkpoint: {
+        type: ['object', 'null'],
+        properties: {
+          size: { type: 'integer' },
+          rootHash: { type: 'string', description: 'base64 Merkle root' },
+          chainHead: { type: 'string' },
+          time: {
+            type: ['string', 'null'],
+            description: 'when this collector signed it (null: before its start)',
+          },
+          note: {
+            type: 'string',
+            description: 'the signed note, as /v1/checkpoints/latest serves it',
+          },
+        },
+      },
+      chain: {
+        type: 'object',
+        properties: {
+          verifiedThrough: {
+            type: 'integer',
+            description: 'records hashed and chained by this collector',
+          },
+          ok: { type: 'boolean' },
+          error: { type: 'string' },
+        },
+      },
+      collector: {
+        type: 'object',
+        properties: {
+          ready: { type: 'boolean' },
+          liveTails: { type: 'integer' },
+          uptimeSeconds: { type: 'number' },
+        },
+      },
+    },
+  };
   app.get(
     '/v1/status',
     {
-      config: READER,
+      config: reader(
+        queryDoc(
+          "The log's size, latest checkpoint, chain verification and collector health",
+          { querystring: { type: 'object', additionalProperties: false, properties: {} } },
+          jsonResponse('the status (chain.ok false: the log failed verification)', status),
+        ),
+      ),
       preValidation: onlyKnown([]),
-      schema: {
-        summary: "The log's size, latest checkpoint, chain verification and collector health",
-        response: {
-          200: {
-            type: 'object',
-            required: ['store', 'checkpoint', 'chain', 'collector'],
-            properties: {
-              store: {
-                type: 'object',
-                properties: { kind: { type: 'string' }, records: { type: 'integer' } },
-              },
-              checkpoint: {
-                type: ['object', 'null'],
-                properties: {
-                  size: { type: 'integer' },
-                  rootHash: { type: 'string', description: 'base64 Merkle root' },
-                  chainHead: { type: 'string' },
-                  time: {
-                    type: ['string', 'null'],
-                    description: 'when this collector signed it (null: before its start)',
-                  },
-                  note: {
-                    type: 'string',
-                    description: 'the signed note, as /v1/checkpoints/latest serves it',
-                  },
-                },
-              },
-              chain: {
-                type: 'object',
-                properties: {
-                  verifiedThrough: {
-                    type: 'integer',
-                    description: 'records hashed and chained by this collector',
-                  },
-                  ok: { type: 'boolean' },
-                  error: { type: 'string' },
-                },
-              },
-              collector: {
-                type: 'object',
-                properties: {
-                  ready: { type: 'boolean' },
-                  liveTails: { type: 'integer' },
-                  uptimeSeconds: { type: 'number' },
-                },
-              },
-            },
-          },
-          ...ERRORS,
-        },
-      },
+      schema: { response: { 200: status, ...ERRORS } },
     },
     async (_req, reply) => {
       let chain: { verifiedThrough: number; ok: boolean; error?: string };

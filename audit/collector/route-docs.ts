@@ -1,7 +1,9 @@
 // The OpenAPI description of every collector route (decision 0058), attached as `config.doc` and
 // turned into /openapi.json by @fastify/swagger. The events posted are validated by the audit
-// event's zod schema (core/audit-event.ts), whose JSON Schema the document holds; the query
-// strings are parsed by hand in app.ts and described here as those parsers accept them.
+// event's zod schema (core/audit-event.ts), whose JSON Schema the document holds; the proofs'
+// query strings are parsed by hand in app.ts and described here as those parsers accept them.
+// The query routes (query-routes.ts) carry their own `config.doc`, built from the schemas
+// Fastify validates their requests with.
 import {
   OPENAPI_ROUTE_DOC,
   auditEventSchema,
@@ -49,7 +51,8 @@ const errors: Record<string, ResponseDoc> = {
 };
 
 const eventSchema = fromZod(auditEventSchema);
-const record: JsonSchema = {
+/** One stored record, as the routes that return records write it. */
+export const COLLECTOR_RECORD_SCHEMA: JsonSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['seq', 'time', 'event', 'prev', 'hash'],
@@ -118,33 +121,6 @@ export const COLLECTOR_DOCS = {
       ...errors,
     },
   },
-  getEvents: {
-    summary: 'Query records (role audit-reader; the query is itself audited)',
-    tags: ['events'],
-    querystring: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        since: { type: 'string', format: 'date-time' },
-        until: { type: 'string', format: 'date-time' },
-        type: str,
-        source: str,
-        subject: str,
-        decision: { enum: ['allow', 'deny'] },
-        fromSeq: uintParam,
-        limit: uintParam,
-      },
-    },
-    response: {
-      200: jsonResponse('the records, and where the next page starts', {
-        type: 'object',
-        additionalProperties: false,
-        required: ['records', 'nextSeq'],
-        properties: { records: { type: 'array', items: record }, nextSeq: { type: ['integer', 'null'] } },
-      }),
-      ...errors,
-    },
-  },
   latestCheckpoint: {
     summary: 'The latest signed checkpoint (C2SP signed note)',
     tags: ['checkpoints'],
@@ -168,7 +144,7 @@ export const COLLECTOR_DOCS = {
         type: 'object',
         additionalProperties: false,
         required: ['seq', 'size', 'record', 'proof'],
-        properties: { seq, size: seq, record, proof: base64List },
+        properties: { seq, size: seq, record: COLLECTOR_RECORD_SCHEMA, proof: base64List },
       }),
       ...errors,
     },

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { Agent } from 'undici';
+import { request } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import type { RunningCollector } from '../../audit/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { TestPki } from '../helpers/pki.ts';
@@ -32,7 +33,8 @@ const agent = (name?: string) => {
 before(async () => {
   pki = await makeTestPki();
   dir = mkdtempSync(join(tmpdir(), 'collector-openapi-'));
-  collector = await startTestCollector(pki, dir);
+  // One live tail per caller, so the table can meet the limit (429) with one stream held.
+  collector = await startTestCollector(pki, dir, { limits: { liveTails: 1 } });
 });
 after(async () => {
   for (const a of agents) await a.close();
@@ -67,6 +69,22 @@ test('every collector route answers, allowed and refused, as its OpenAPI documen
     status,
     ...extra,
   });
+  // The stream the 429 case finds held (opened once the 200 case's stream is gone).
+  let held: Dispatcher.ResponseData | undefined;
+  const liveTails = async () =>
+    ((await call(reader, `${collector.url}/v1/status`)).body as { collector: { liveTails: number } })
+      .collector.liveTails;
+  const holdAStream = async () => {
+    const deadline = Date.now() + 5000;
+    while ((await liveTails()) !== 0) {
+      assert.ok(Date.now() < deadline, 'the first live tail was never released');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    held = await request(`${collector.url}/v1/events/stream`, { dispatcher: agent('security-console') });
+    assert.equal(held.statusCode, 200);
+    for await (const _ of held.body) break; // the stream is open, and counted, once bytes arrive
+    assert.equal(await liveTails(), 1);
+  };
   const table: Record<string, ApiCase[]> = {
     'GET /healthz': [ok('anyone', anonymous)],
     'GET /readyz': [ok('anyone', anonymous)],
@@ -80,7 +98,34 @@ test('every collector route answers, allowed and refused, as its OpenAPI documen
     ],
     'GET /v1/events': [
       ok('a reader', reader, 200, { path: '/v1/events?type=authz.decision&limit=2' }),
+      ok('newest first', reader, 200, { path: '/v1/events?order=desc&limit=1' }),
       ok('an unknown filter', reader, 400, { path: '/v1/events?colour=red' }),
+      ok('a limit out of range', reader, 400, { path: '/v1/events?limit=0' }),
+      ok('no client certificate', anonymous, 401),
+      ok('not a reader', web, 403),
+    ],
+    'GET /v1/aggregates': [
+      ok('a reader', reader, 200, { path: '/v1/aggregates?groupBy=type,decision&interval=1h' }),
+      ok('an unknown parameter', reader, 400, { path: '/v1/aggregates?colour=red' }),
+      ok('groupBy not a field', reader, 400, { path: '/v1/aggregates?groupBy=colour' }),
+      ok('no client certificate', anonymous, 401),
+      ok('not a reader', web, 403),
+    ],
+    'GET /v1/events/stream': [
+      ok('a reader (first bytes)', reader, 200, {
+        path: '/v1/events/stream?decision=allow',
+        firstBytes: true,
+      }),
+      ok('an unknown parameter', reader, 400, { path: '/v1/events/stream?cursor=abc' }),
+      ok('a bad Last-Event-ID', reader, 400, { headers: { 'last-event-id': 'yesterday' } }),
+      ok('no client certificate', anonymous, 401),
+      ok('not a reader', web, 403),
+      ok('one stream already held', reader, 429, { before: holdAStream }),
+    ],
+    'GET /v1/status': [
+      ok('a reader', reader),
+      ok('an unknown parameter', reader, 400, { path: '/v1/status?verbose=1' }),
+      ok('no client certificate', anonymous, 401),
       ok('not a reader', web, 403),
     ],
     'GET /v1/checkpoints/latest': [ok('a workload', web), ok('no client certificate', anonymous, 401)],
@@ -97,5 +142,6 @@ test('every collector route answers, allowed and refused, as its OpenAPI documen
     'GET /openapi.json': [ok('anyone', anonymous)],
   };
   const checked = await assertResponsesMatch(doc, collector.url, table);
-  assert.ok(checked >= 20, `${checked} requests`);
+  held?.body.destroy();
+  assert.ok(checked >= 40, `${checked} requests`);
 });
