@@ -71,6 +71,8 @@ export type { AuditClient, AuditClientMetrics, AuditClientOptions } from './clie
 export { Spool } from './client/spool.ts';
 export { createCollectorApi } from './client/api.ts';
 export type { CollectorApi, CollectorApiOptions, InclusionBundle } from './client/api.ts';
+export { createCollectorReadClient } from './client/read-client.ts';
+export type { CollectorReadClient, CollectorResponse } from './client/read-client.ts';
 export { fetchCheckpoint } from './checkpoint-fetch.ts';
 export { fetchInclusionBundle, verifyInclusionBundle } from './inclusion-bundle-verify.ts';
 export { verifyLog } from './verify-log.ts';
