@@ -17,7 +17,7 @@ import { CollectorRequestError } from '../errors.ts';
 import type { AuditErrorCode } from '../errors.ts';
 import type { AuditLog } from './log.ts';
 import type { CollectorMetrics } from './metrics.ts';
-import type { RecordFilter } from '../query-filter.ts';
+import { registerQueryRoutes } from './query-routes.ts';
 
 /** The peer check the collector needs: ca/'s `createPeerVerifier(...)` result satisfies it. */
 export interface CollectorPeerVerifier {
@@ -50,6 +50,12 @@ export interface CollectorDeps {
   readonly tls?: SecureServerOptions;
   /** When given, requests are counted and `GET /metrics` (registered peers) serves the registry. */
   readonly metrics?: CollectorMetrics;
+  /** Live tails (`GET /v1/events/stream`): per-caller bound, heartbeat and poll (ms); defaults 4, 15 s, 1 s. */
+  readonly tail?: {
+    readonly streamsPerCaller?: number;
+    readonly heartbeatMs?: number;
+    readonly pollMs?: number;
+  };
 }
 
 /** HTTP status of each error code the collector answers with. */
@@ -139,7 +145,12 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
       status,
     };
     await log.append([event]);
-    deps.onAppended?.(1);
+    appended(1);
+  };
+  /** After each durable append: the checkpoint policy, and the live tails. */
+  const appended = (count: number) => {
+    deps.onAppended?.(count);
+    tails.wake();
   };
 
   app.addHook('onRequest', async (req) => {
@@ -254,7 +265,7 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     const events = parseBatch(req.body, limits.batchEvents, source);
     if (key === undefined) {
       const records = await log.append(events);
-      deps.onAppended?.(records.length);
+      appended(records.length);
       return { accepted: records.length, firstSeq: records[0]!.seq, lastSeq: records.at(-1)!.seq };
     }
     const bodyHash = bodyHashes.get(req.raw)!;
@@ -284,20 +295,23 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
         return { accepted: lastSeq - firstSeq + 1, firstSeq, lastSeq };
       }
       const records = outcome.records!;
-      deps.onAppended?.(records.length);
+      appended(records.length);
       return { accepted: records.length, firstSeq: records[0]!.seq, lastSeq: records.at(-1)!.seq };
     } finally {
       inFlight.delete(id);
     }
   });
 
-  app.get('/v1/events', { config: { access: 'reader' } }, async (req, reply) => {
-    const filter = parseFilter(req.query as Record<string, unknown>, limits.queryRecords);
-    const records = await log.store().query(filter);
-    await audit(req, callers.get(req.raw)!.spiffeId.uri, true, 200);
-    const nextSeq = records.length === filter.limit ? records.at(-1)!.seq + 1 : null;
-    void reply.header('cache-control', 'no-store');
-    return { records, nextSeq };
+  // Pages, aggregates, the live tail and the status (docs/audit.md § Query API).
+  const tails = registerQueryRoutes(app, {
+    log,
+    clock: deps.clock,
+    maxRecords: limits.queryRecords,
+    streamsPerCaller: deps.tail?.streamsPerCaller ?? 4,
+    heartbeatMs: deps.tail?.heartbeatMs ?? 15_000,
+    pollMs: deps.tail?.pollMs ?? 1000,
+    callerOf: (req) => callers.get(req.raw)!.spiffeId.uri,
+    audited: (req) => audit(req, callers.get(req.raw)!.spiffeId.uri, true, 200),
   });
 
   app.get('/v1/checkpoints/latest', async (_req, reply) => {
@@ -369,42 +383,6 @@ function parseBatch(body: unknown, max: number, source: string): AuditEvent[] {
       );
     return event;
   });
-}
-
-const FILTER_KEYS = new Set(['since', 'until', 'type', 'source', 'subject', 'decision', 'fromSeq', 'limit']);
-
-/** Parses the query string of `GET /v1/events` into a {@link RecordFilter}. */
-function parseFilter(q: Record<string, unknown>, maxLimit: number): RecordFilter {
-  const bad = (why: string) => new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', why);
-  for (const k of Object.keys(q)) if (!FILTER_KEYS.has(k)) throw bad(`unknown filter "${k}"`);
-  const str = (k: string): string | undefined => {
-    const v = q[k];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string' || v.length === 0 || v.length > 2048)
-      throw bad(`${k} must be given once, non-empty`);
-    return v;
-  };
-  const time = (k: string) => {
-    const v = str(k);
-    if (v !== undefined && (!/^\d{4}-\d{2}-\d{2}T/.test(v) || Number.isNaN(Date.parse(v))))
-      throw bad(`${k} must be an RFC 3339 time`);
-    return v;
-  };
-  const decision = str('decision');
-  if (decision !== undefined && decision !== 'allow' && decision !== 'deny')
-    throw bad('decision must be allow or deny');
-  const limit = intParam(q, 'limit', false) ?? maxLimit;
-  if (limit < 1 || limit > maxLimit) throw bad(`limit must be between 1 and ${maxLimit}`);
-  return {
-    since: time('since'),
-    until: time('until'),
-    type: str('type'),
-    source: str('source'),
-    subject: str('subject'),
-    decision: decision as 'allow' | 'deny' | undefined,
-    fromSeq: intParam(q, 'fromSeq', false),
-    limit,
-  };
 }
 
 function intParam(q: Record<string, unknown>, key: string, required: boolean): number | undefined {

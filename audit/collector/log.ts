@@ -32,6 +32,7 @@ export class AuditLog {
   #pending = new Map<number, string>();
   #syncing: Promise<void> = Promise.resolve();
   #latest: { note: string; body: CheckpointBody } | undefined;
+  #latestAt: Date | undefined;
 
   private constructor(deps: AuditLogDeps) {
     this.#deps = deps;
@@ -166,6 +167,11 @@ export class AuditLog {
     return this.#latest;
   }
 
+  /** When this process signed the latest checkpoint (undefined: it was loaded from the data dir). */
+  latestSignedAt(): Date | undefined {
+    return this.#latestAt;
+  }
+
   /** Signs a checkpoint over the current tree unless the latest one already covers it. */
   async checkpoint(): Promise<{ note: string; body: CheckpointBody }> {
     await this.sync();
@@ -178,6 +184,7 @@ export class AuditLog {
     };
     const note = signCheckpoint(body, this.#deps.signer);
     this.#latest = { note, body };
+    this.#latestAt = new Date();
     this.#deps.onCheckpoint?.(note, body);
     return this.#latest;
   }

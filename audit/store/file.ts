@@ -12,8 +12,10 @@ import {
   scanRecordLine,
 } from '../record.ts';
 import { StoreError } from '../errors.ts';
-import type { RecordFilter } from '../query-filter.ts';
-import { scanQuery } from '../query-filter.ts';
+import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
+import { GroupCounter, matchesFilter } from '../query-filter.ts';
+import { FileIndex, countSegment } from './file-index.ts';
+import type { LineRef, SegmentIndex } from './file-index.ts';
 import { parseSealText } from '../seal.ts';
 import type {
   AppendOutcome,
@@ -157,12 +159,15 @@ export class FileStore implements AuditStore {
   readonly #committer: PipelineCommitter<Prepared>;
   readonly #options: FileStoreOptions & { segmentRecords: number; segmentBytes: number };
   readonly #clock: () => Date;
+  /** The query index beside the segments (decision 0073). */
+  readonly #index: FileIndex;
 
   private constructor(options: FileStoreOptions & { segmentRecords: number; segmentBytes: number }) {
     this.#options = options;
     this.dir = options.dir;
     this.#clock = options.clock ?? (() => new Date());
     this.#idem = new IdempotencyTable(options.idempotency, () => this.#clock().getTime());
+    this.#index = new FileIndex(options.dir, !options.readOnly);
     this.#committer = new PipelineCommitter(
       (items) => this.#prepare(items),
       (batch) => this.#persist(batch),
@@ -778,8 +783,149 @@ export class FileStore implements AuditStore {
     }
   }
 
-  query(filter: RecordFilter): Promise<AuditRecord[]> {
-    return scanQuery(this.read(filter.fromSeq ?? 0), filter);
+  /**
+   * The segments a query may read, newest last, each with its index up to what is committed
+   * (a live store) or whole lines as stored (read-only).
+   */
+  async *#indexes(
+    desc: boolean,
+    from = 0,
+    below = Infinity,
+  ): AsyncIterable<{ seg: Segment; idx: SegmentIndex }> {
+    this.#check();
+    const segments = [...this.#segments];
+    const order = desc ? segments.map((_, i) => segments.length - 1 - i) : segments.map((_, i) => i);
+    for (const i of order) {
+      const seg = segments[i]!;
+      const last = i === segments.length - 1;
+      if (!this.#options.readOnly && seg.first >= this.#size) continue;
+      // Segments wholly outside [from, below) are not even opened.
+      if (seg.first >= below || (segments[i + 1] && segments[i + 1]!.first <= from)) continue;
+      let limit: number;
+      if (last && !this.#options.readOnly) limit = this.#segBytes;
+      else {
+        try {
+          limit = (await stat(join(this.dir, seg.name))).size;
+        } catch (err) {
+          throw new StoreError(
+            'ERR_AUDIT_STORE_UNAVAILABLE',
+            `${join(this.dir, seg.name)}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
+            { cause: err },
+          );
+        }
+      }
+      yield { seg, idx: await this.#index.segment(seg, limit, !last) };
+    }
+  }
+
+  async query(filter: RecordFilter): Promise<AuditRecord[]> {
+    for (let attempt = 0; ; attempt++) {
+      const refs = await this.#find(filter);
+      const records = await this.#fetch(refs, filter, attempt > 0);
+      if (records) return records;
+    }
+  }
+
+  /** Where the records matching `filter` are, in the order asked, from the index. */
+  async #find(filter: RecordFilter): Promise<LineRef[]> {
+    const desc = filter.order === 'desc';
+    const refs: LineRef[] = [];
+    if (filter.limit <= 0) return refs;
+    const bound = this.#options.readOnly ? Infinity : this.#size;
+    const from = desc ? 0 : (filter.fromSeq ?? 0);
+    const below = Math.min(bound, desc ? (filter.beforeSeq ?? Infinity) : Infinity);
+    for await (const { seg, idx } of this.#indexes(desc, from, below)) {
+      if (seg.first >= below || seg.first + idx.count <= from) continue;
+      const match = idx.compile(filter);
+      if (!match) continue;
+      const lo = Math.max(0, from - seg.first);
+      const hi = Math.min(idx.count, below - seg.first);
+      const take = (i: number) => {
+        refs.push({
+          seq: seg.first + i,
+          segment: seg.name,
+          offset: idx.offsets[i]!,
+          length: idx.lengths[i]!,
+        });
+        return refs.length >= filter.limit;
+      };
+      if (desc) {
+        for (let i = hi - 1; i >= lo; i--) if (match(i) && take(i)) return refs;
+      } else {
+        for (let i = lo; i < hi; i++) if (match(i) && take(i)) return refs;
+      }
+    }
+    return refs;
+  }
+
+  /**
+   * Reads and parses the lines the index pointed at, checking that each holds the expected seq
+   * and passes the filter: the index is never trusted. On a mismatch the segment's index is
+   * dropped and undefined returned (the caller asks again); a second mismatch is corruption.
+   */
+  async #fetch(refs: LineRef[], filter: RecordFilter, retried: boolean): Promise<AuditRecord[] | undefined> {
+    const out: AuditRecord[] = [];
+    let at = 0;
+    while (at < refs.length) {
+      // One read per run of refs in one segment that lie within 8 MiB of each other.
+      const segment = refs[at]!.segment;
+      let end = at + 1;
+      let lo = refs[at]!.offset;
+      let hi = lo + refs[at]!.length;
+      while (end < refs.length && refs[end]!.segment === segment) {
+        const r = refs[end]!;
+        const nlo = Math.min(lo, r.offset);
+        const nhi = Math.max(hi, r.offset + r.length);
+        if (nhi - nlo > 8 * 1_048_576) break;
+        [lo, hi] = [nlo, nhi];
+        end++;
+      }
+      const file = join(this.dir, segment);
+      const buf = Buffer.allocUnsafe(hi - lo);
+      let fh: FileHandle | undefined;
+      try {
+        fh = await open(file, 'r');
+        const { bytesRead } = await fh.read(buf, 0, buf.length, lo);
+        if (bytesRead !== buf.length) throw Object.assign(new Error('short read'), { code: 'ESHORT' });
+      } catch (err) {
+        throw new StoreError(
+          'ERR_AUDIT_STORE_UNAVAILABLE',
+          `${file}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
+          { cause: err },
+        );
+      } finally {
+        await fh?.close();
+      }
+      for (let k = at; k < end; k++) {
+        const r = refs[k]!;
+        let record: AuditRecord | undefined;
+        try {
+          record = parseRecordLine(buf.toString('utf8', r.offset - lo, r.offset - lo + r.length));
+        } catch {
+          record = undefined;
+        }
+        if (!record || record.seq !== r.seq || !matchesFilter(record, filter)) {
+          const first = this.#segments.find((s) => s.name === segment)!.first;
+          this.#index.forget(first);
+          if (retried)
+            throw new StoreError(
+              'ERR_AUDIT_STORE_CORRUPT',
+              `${file}: record ${r.seq} is not where the segment's own lines put it; run portcullis audit verify`,
+            );
+          return undefined;
+        }
+        out.push(record);
+      }
+      at = end;
+    }
+    return out;
+  }
+
+  async aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
+    const counter = new GroupCounter(query);
+    const below = this.#options.readOnly ? Infinity : this.#size;
+    for await (const { idx } of this.#indexes(false)) countSegment(idx, query, counter, below);
+    return counter.groups();
   }
 
   async size(): Promise<number> {

@@ -2,8 +2,8 @@ import type { AuditEvent } from '../../core/index.ts';
 import type { AuditRecord } from '../record.ts';
 import { GENESIS_PREV, buildRecord, parseRecordLine } from '../record.ts';
 import { StoreError } from '../errors.ts';
-import type { RecordFilter } from '../query-filter.ts';
-import { scanQuery } from '../query-filter.ts';
+import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
+import { scanAggregate, scanQuery } from '../query-filter.ts';
 import type {
   AppendOutcome,
   AuditStore,
@@ -92,7 +92,18 @@ export class MemoryStore implements AuditStore {
   }
 
   query(filter: RecordFilter): Promise<AuditRecord[]> {
-    return scanQuery(this.read(filter.fromSeq ?? 0), filter);
+    this.#open();
+    if (filter.order !== 'desc') return scanQuery(this.read(filter.fromSeq ?? 0), filter);
+    const lines = this.lines;
+    const top = Math.min(filter.beforeSeq ?? lines.length, lines.length);
+    function* newestFirst(): Iterable<AuditRecord> {
+      for (let i = top - 1; i >= 0; i--) yield parseRecordLine(lines[i]!);
+    }
+    return scanQuery(newestFirst(), filter);
+  }
+
+  aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
+    return scanAggregate(this.read(0), query);
   }
 
   async size(): Promise<number> {

@@ -3,7 +3,8 @@ import type { AuditEvent } from '../../core/index.ts';
 import type { AuditRecord } from '../record.ts';
 import { GENESIS_PREV, buildRecord, parseRecordLine } from '../record.ts';
 import { StoreError } from '../errors.ts';
-import type { RecordFilter } from '../query-filter.ts';
+import type { AggregateGroup, AggregateQuery, FilterField, RecordFilter } from '../query-filter.ts';
+import { INTERVALS, sortGroups } from '../query-filter.ts';
 import type {
   AppendOutcome,
   AuditStore,
@@ -106,34 +107,7 @@ export class PostgresStore implements AuditStore {
       return new PostgresStore(pool, table, options);
     }
     try {
-      if (parts.length === 2) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${parts[0]}`);
-      await pool.query(`CREATE TABLE IF NOT EXISTS ${table} (
-        seq bigint PRIMARY KEY,
-        at timestamptz NOT NULL,
-        hash text NOT NULL,
-        type text NOT NULL,
-        source text,
-        subject text,
-        decision text,
-        line text NOT NULL
-      )`);
-      await pool.query(`CREATE TABLE IF NOT EXISTS ${table}${SIDE.seal} (
-        id int PRIMARY KEY CHECK (id = 1),
-        size bigint NOT NULL,
-        note text NOT NULL
-      )`);
-      await pool.query(`CREATE TABLE IF NOT EXISTS ${table}${SIDE.keys} (
-        source text NOT NULL,
-        key text NOT NULL,
-        body_hash text NOT NULL,
-        first_seq bigint NOT NULL,
-        last_seq bigint NOT NULL,
-        at_ms bigint NOT NULL,
-        PRIMARY KEY (source, key)
-      )`);
-      await pool.query(
-        `CREATE TABLE IF NOT EXISTS ${table}${SIDE.quarantine} (LIKE ${table}, quarantined_at timestamptz NOT NULL DEFAULT now())`,
-      );
+      await migrate(pool, table, parts);
     } catch (err) {
       await pool.end().catch(() => {});
       throw unavailable(options.connectionString, err);
@@ -272,7 +246,7 @@ export class PostgresStore implements AuditStore {
           // Rows no trusted seal covers: refused, kept aside for inspection, never built on.
           await client.query(
             `WITH moved AS (DELETE FROM ${this.table} WHERE seq >= $1 RETURNING *)
-             INSERT INTO ${this.table}${SIDE.quarantine} SELECT *, now() FROM moved`,
+             INSERT INTO ${this.table}${SIDE.quarantine} (${ROW_COLUMNS}) SELECT ${ROW_COLUMNS} FROM moved`,
             [base.size],
           );
           refused = { from: base.size, to: head.size - 1 };
@@ -309,7 +283,9 @@ export class PostgresStore implements AuditStore {
         (string | null)[],
         (string | null)[],
         string[],
-      ] = [[], [], [], [], [], [], [], []];
+        (string | null)[],
+        (string | null)[],
+      ] = [[], [], [], [], [], [], [], [], [], []];
       const keys: [string[], string[], string[], number[], number[]] = [[], [], [], [], []];
       const inBatch = new Map<string, IdempotencyEntry>();
       for (let i = 0; i < items.length; i++) {
@@ -335,6 +311,8 @@ export class PostgresStore implements AuditStore {
           cols[5].push(event.subject ?? null);
           cols[6].push(event.decision ?? null);
           cols[7].push(line);
+          cols[8].push(event.rule ?? null);
+          cols[9].push(event.reason ?? null);
           prev = record.hash;
           seq++;
         }
@@ -351,15 +329,15 @@ export class PostgresStore implements AuditStore {
       if (records.length) {
         await client.query(
           `WITH r AS (
-             INSERT INTO ${this.table} (seq, at, hash, type, source, subject, decision, line)
-             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+             INSERT INTO ${this.table} (seq, at, hash, type, source, subject, decision, line, rule, reason)
+             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
            ), k AS (
              INSERT INTO ${this.table}${SIDE.keys} (source, key, body_hash, first_seq, last_seq, at_ms)
-             SELECT s, k, h, f, l, $14::bigint FROM unnest($9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[]) AS u(s, k, h, f, l)
+             SELECT s, k, h, f, l, $16::bigint FROM unnest($11::text[], $12::text[], $13::text[], $14::bigint[], $15::bigint[]) AS u(s, k, h, f, l)
              ON CONFLICT (source, key) DO UPDATE SET body_hash = EXCLUDED.body_hash, first_seq = EXCLUDED.first_seq,
                last_seq = EXCLUDED.last_seq, at_ms = EXCLUDED.at_ms
            )
-           INSERT INTO ${this.table}${SIDE.seal} (id, size, note) SELECT 1, $15::bigint, $16::text WHERE $16::text IS NOT NULL
+           INSERT INTO ${this.table}${SIDE.seal} (id, size, note) SELECT 1, $17::bigint, $18::text WHERE $18::text IS NOT NULL
            ON CONFLICT (id) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note`,
           [...cols, ...keys, nowMs, seq, seal ?? null],
         );
@@ -418,24 +396,62 @@ export class PostgresStore implements AuditStore {
 
   async query(filter: RecordFilter): Promise<AuditRecord[]> {
     this.#check();
-    const where: string[] = ['seq >= $1'];
-    const args: unknown[] = [filter.fromSeq ?? 0];
-    const add = (sql: string, value: unknown) => {
-      args.push(value);
-      where.push(`${sql} $${args.length}`);
-    };
-    if (filter.since !== undefined) add('at >=', filter.since);
-    if (filter.until !== undefined) add('at <', filter.until);
-    if (filter.type !== undefined) add('type =', filter.type);
-    if (filter.source !== undefined) add('source =', filter.source);
-    if (filter.subject !== undefined) add('subject =', filter.subject);
-    if (filter.decision !== undefined) add('decision =', filter.decision);
+    const desc = filter.order === 'desc';
+    const { where, args } = whereOf(filter);
+    if (desc) {
+      if (filter.beforeSeq !== undefined) {
+        args.push(filter.beforeSeq);
+        where.push(`seq < $${args.length}`);
+      }
+    } else {
+      args.push(filter.fromSeq ?? 0);
+      where.push(`seq >= $${args.length}`);
+    }
     args.push(Math.max(0, filter.limit));
-    const { rows } = await this.#pool.query<{ line: string }>(
-      `SELECT line FROM ${this.table} WHERE ${where.join(' AND ')} ORDER BY seq LIMIT $${args.length}`,
-      args,
-    );
+    const { rows } = await this.#pool
+      .query<{ line: string }>(
+        `SELECT line FROM ${this.table} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+         ORDER BY seq ${desc ? 'DESC' : ''} LIMIT $${args.length}`,
+        args,
+      )
+      .catch((err: unknown) => {
+        throw unavailable('postgres', err);
+      });
     return rows.map((r) => parseRecordLine(r.line));
+  }
+
+  async aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
+    this.#check();
+    const { where, args } = whereOf(query.filter);
+    const cols = query.groupBy.map((f) => COLUMN[f]);
+    if (query.interval) {
+      // Buckets aligned to the epoch, as the other stores count them.
+      const seconds = INTERVALS[query.interval] / 1000;
+      cols.push(`floor(extract(epoch FROM at) / ${seconds}) * ${seconds}`);
+    }
+    const select = cols.map((c, i) => `${c} AS g${i}`);
+    const groupBy = cols.map((_, i) => `g${i}`);
+    const { rows } = await this.#pool
+      .query<Record<string, string | null>>(
+        `SELECT ${[...select, 'count(*) AS n'].join(', ')} FROM ${this.table}
+         ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ${groupBy.length ? `GROUP BY ${groupBy.join(', ')}` : ''}`,
+        args,
+      )
+      .catch((err: unknown) => {
+        throw unavailable('postgres', err);
+      });
+    const groups: AggregateGroup[] = [];
+    for (const r of rows) {
+      const count = Number(r.n);
+      if (count === 0) continue;
+      const key: Partial<Record<FilterField, string | null>> = {};
+      query.groupBy.forEach((f, i) => (key[f] = r[`g${i}`] ?? null));
+      const bucket = query.interval
+        ? new Date(Number(r[`g${query.groupBy.length}`]) * 1000).toISOString()
+        : undefined;
+      groups.push({ key, ...(bucket ? { bucket } : {}), count });
+    }
+    return sortGroups(groups);
   }
 
   async size(): Promise<number> {
@@ -498,6 +514,130 @@ function entryOf(r: KeyRow): IdempotencyEntry {
     lastSeq: Number(r.last_seq),
     at: Number(r.at_ms),
   };
+}
+
+/** Columns of a record row, in the order of the table (the quarantine table has one more). */
+const ROW_COLUMNS = 'seq, at, hash, type, source, subject, decision, line, rule, reason';
+/** The column of each filter field (filled by the writer from the event). */
+const COLUMN: Record<FilterField, string> = {
+  type: 'type',
+  source: 'source',
+  subject: 'subject',
+  decision: 'decision',
+  rule: 'rule',
+  reason: 'reason',
+};
+
+/** WHERE terms and arguments of a filter's fields and time range. */
+function whereOf(filter: Omit<RecordFilter, 'limit'>): { where: string[]; args: unknown[] } {
+  const where: string[] = [];
+  const args: unknown[] = [];
+  const add = (sql: string, value: unknown) => {
+    args.push(value);
+    where.push(`${sql} $${args.length}`);
+  };
+  if (filter.since !== undefined) add('at >=', filter.since);
+  if (filter.until !== undefined) add('at <', filter.until);
+  for (const f of Object.keys(COLUMN) as FilterField[])
+    if (filter[f] !== undefined) add(`${COLUMN[f]} =`, filter[f]);
+  return { where, args };
+}
+
+/**
+ * Creates or upgrades the tables and indexes, under a session advisory lock so that collectors
+ * starting together do not race. Tables from before `rule` and `reason` get the columns, filled
+ * from the stored lines (a line that is not JSON leaves them null: `verify` reports it).
+ */
+async function migrate(pool: pg.Pool, table: string, parts: string[]): Promise<void> {
+  const client = await pool.connect();
+  const lock = `portcullis-audit-migrate:${table}`;
+  try {
+    await client.query('SELECT pg_advisory_lock(hashtext($1))', [lock]);
+    if (parts.length === 2) await client.query(`CREATE SCHEMA IF NOT EXISTS ${parts[0]}`);
+    await client.query(`CREATE TABLE IF NOT EXISTS ${table} (
+        seq bigint PRIMARY KEY,
+        at timestamptz NOT NULL,
+        hash text NOT NULL,
+        type text NOT NULL,
+        source text,
+        subject text,
+        decision text,
+        line text NOT NULL,
+        rule text,
+        reason text
+      )`);
+    const { rows } = await client.query<{ n: string }>(
+      `SELECT count(*) AS n FROM information_schema.columns
+       WHERE table_schema = $1 AND table_name = $2 AND column_name IN ('rule', 'reason')`,
+      parts.length === 2 ? [parts[0], parts[1]] : ['public', parts[0]],
+    );
+    if (Number(rows[0]!.n) < 2) {
+      await client.query(
+        `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS rule text, ADD COLUMN IF NOT EXISTS reason text`,
+      );
+      await backfill(client, table);
+    }
+    await client.query(`CREATE TABLE IF NOT EXISTS ${table}${SIDE.seal} (
+        id int PRIMARY KEY CHECK (id = 1),
+        size bigint NOT NULL,
+        note text NOT NULL
+      )`);
+    await client.query(`CREATE TABLE IF NOT EXISTS ${table}${SIDE.keys} (
+        source text NOT NULL,
+        key text NOT NULL,
+        body_hash text NOT NULL,
+        first_seq bigint NOT NULL,
+        last_seq bigint NOT NULL,
+        at_ms bigint NOT NULL,
+        PRIMARY KEY (source, key)
+      )`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${table}${SIDE.quarantine} (LIKE ${table}, quarantined_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    await client.query(
+      `ALTER TABLE ${table}${SIDE.quarantine} ADD COLUMN IF NOT EXISTS rule text, ADD COLUMN IF NOT EXISTS reason text`,
+    );
+    // The query API's indexes (decision 0074): each filter field with seq, for newest-first
+    // pages of one value; the time for ranges and aggregates.
+    const name = parts.at(-1)!;
+    for (const f of Object.values(COLUMN))
+      await client.query(`CREATE INDEX IF NOT EXISTS ${name}_i_${f} ON ${table} (${f}, seq)`);
+    await client.query(`CREATE INDEX IF NOT EXISTS ${name}_i_at ON ${table} (at)`);
+  } finally {
+    await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => {});
+    client.release();
+  }
+}
+
+/** Fills `rule` and `reason` of rows stored before those columns, page by page. */
+async function backfill(client: pg.PoolClient, table: string): Promise<void> {
+  for (let after = -1; ;) {
+    const { rows } = await client.query<{ seq: string; line: string }>(
+      `SELECT seq, line FROM ${table} WHERE seq > $1 ORDER BY seq LIMIT 10000`,
+      [after],
+    );
+    if (!rows.length) return;
+    const seqs: string[] = [];
+    const rules: (string | null)[] = [];
+    const reasons: (string | null)[] = [];
+    for (const r of rows) {
+      let event: { rule?: unknown; reason?: unknown } | undefined;
+      try {
+        event = (JSON.parse(r.line) as { event?: { rule?: unknown; reason?: unknown } }).event;
+      } catch {
+        event = undefined;
+      }
+      seqs.push(r.seq);
+      rules.push(typeof event?.rule === 'string' ? event.rule : null);
+      reasons.push(typeof event?.reason === 'string' ? event.reason : null);
+    }
+    await client.query(
+      `UPDATE ${table} t SET rule = u.rule, reason = u.reason
+       FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(seq, rule, reason) WHERE t.seq = u.seq`,
+      [seqs, rules, reasons],
+    );
+    after = Number(rows.at(-1)!.seq);
+  }
 }
 
 function unavailable(where: string, err: unknown): StoreError {

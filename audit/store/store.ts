@@ -1,6 +1,6 @@
 import type { AuditEvent } from '../../core/index.ts';
 import type { AuditRecord } from '../record.ts';
-import type { RecordFilter } from '../query-filter.ts';
+import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
 import type { Sealer } from '../seal.ts';
 
 /** The head of a log: how many records it holds and the hash of the last one. */
@@ -93,8 +93,13 @@ export interface AuditStore {
    * or check; a buffer is valid only until the next one is asked for.
    */
   readBuffers(options?: ReadBuffersOptions): AsyncIterable<Buffer>;
-  /** Records matching `filter`, in seq order, at most `filter.limit`. */
+  /**
+   * Records matching `filter`, at most `filter.limit`: ascending from `fromSeq`, or with
+   * `order: 'desc'` newest first below `beforeSeq` (without reading the whole log).
+   */
   query(filter: RecordFilter): Promise<AuditRecord[]>;
+  /** Counts of the records matching `query.filter`, grouped by fields and time buckets. */
+  aggregate(query: AggregateQuery): Promise<AggregateGroup[]>;
   /** Number of durable records. */
   size(): Promise<number>;
   /** Size and last hash. */

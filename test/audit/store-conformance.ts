@@ -146,6 +146,94 @@ export function storeConformance(name: string, harness: () => StoreHarness): voi
     await store.close();
   });
 
+  test(`${name}: query pages newest first below beforeSeq, and filters by rule and reason`, async () => {
+    let now = Date.parse('2026-01-01T00:00:00.000Z');
+    const clock = () => new Date(now);
+    const store = await h.open(clock);
+    for (let i = 0; i < 30; i++) {
+      await store.append([
+        decision(i, {
+          source: i % 2 ? 'spiffe://example.org/a' : 'spiffe://example.org/b',
+          rule: i % 3 === 0 ? 'default-deny' : `rule-${i % 2}`,
+          ...(i === 29 ? { rule: undefined, reason: 'ERR_SIDECAR_TOKEN_EXPIRED' } : {}),
+        }),
+      ]);
+      now += 60_000;
+    }
+    const seqs = async (f: Parameters<AuditStore['query']>[0]) => (await store.query(f)).map((r) => r.seq);
+    assert.deepEqual(await seqs({ order: 'desc', limit: 3 }), [29, 28, 27]);
+    assert.deepEqual(await seqs({ order: 'desc', beforeSeq: 27, limit: 3 }), [26, 25, 24]);
+    assert.deepEqual(await seqs({ order: 'desc', rule: 'default-deny', limit: 4 }), [27, 24, 21, 18]);
+    assert.deepEqual(
+      await seqs({ order: 'desc', rule: 'default-deny', beforeSeq: 18, limit: 100 }),
+      [15, 12, 9, 6, 3, 0],
+    );
+    assert.deepEqual(await seqs({ reason: 'ERR_SIDECAR_TOKEN_EXPIRED', limit: 10 }), [29]);
+    assert.deepEqual(await seqs({ rule: 'rule-1', source: 'spiffe://example.org/a', limit: 3 }), [1, 5, 7]);
+    assert.deepEqual(await seqs({ rule: 'no-such-rule', limit: 3 }), []);
+    assert.deepEqual(
+      await seqs({ order: 'desc', since: '2026-01-01T00:10:00Z', until: '2026-01-01T00:13:00Z', limit: 10 }),
+      [12, 11, 10],
+    );
+    // Appends after a page: the next page of the same traversal neither skips nor repeats.
+    const first = await seqs({ order: 'desc', limit: 10 });
+    await store.append([decision(100), decision(101)]);
+    const second = await seqs({ order: 'desc', beforeSeq: first.at(-1)!, limit: 10 });
+    assert.deepEqual(
+      [...first, ...second],
+      Array.from({ length: 20 }, (_, i) => 29 - i),
+    );
+    await store.close();
+  });
+
+  test(`${name}: aggregate counts by any fields, over a time range, in time buckets`, async () => {
+    let now = Date.parse('2026-01-01T00:00:00.000Z');
+    const clock = () => new Date(now);
+    const store = await h.open(clock);
+    for (let i = 0; i < 24; i++) {
+      await store.append([
+        decision(i, {
+          source: i < 12 ? 'spiffe://example.org/a' : 'spiffe://example.org/b',
+          rule: `r${i % 2}`,
+        }),
+        ...(i % 4 === 0 ? [{ type: 'cert.issued', time: '2026-01-01T00:00:00Z' } as AuditEvent] : []),
+      ]);
+      now += 10 * 60_000;
+    }
+    const total = await store.aggregate({ filter: {}, groupBy: [] });
+    assert.deepEqual(total, [{ key: {}, count: 30 }]);
+    const bySourceRule = await store.aggregate({
+      filter: { type: 'authz.decision' },
+      groupBy: ['source', 'rule'],
+    });
+    assert.deepEqual(bySourceRule, [
+      { key: { source: 'spiffe://example.org/a', rule: 'r0' }, count: 6 },
+      { key: { source: 'spiffe://example.org/a', rule: 'r1' }, count: 6 },
+      { key: { source: 'spiffe://example.org/b', rule: 'r0' }, count: 6 },
+      { key: { source: 'spiffe://example.org/b', rule: 'r1' }, count: 6 },
+    ]);
+    const byType = await store.aggregate({ filter: { decision: 'deny' }, groupBy: ['type', 'rule'] });
+    assert.deepEqual(byType, [
+      { key: { type: 'authz.decision', rule: 'r0' }, count: 4 },
+      { key: { type: 'authz.decision', rule: 'r1' }, count: 4 },
+    ]);
+    const absent = await store.aggregate({ filter: { type: 'cert.issued' }, groupBy: ['rule'] });
+    assert.deepEqual(absent, [{ key: { rule: null }, count: 6 }]);
+    const hourly = await store.aggregate({
+      filter: { type: 'authz.decision', since: '2026-01-01T00:30:00Z', until: '2026-01-01T02:00:00Z' },
+      groupBy: ['decision'],
+      interval: '1h',
+    });
+    assert.deepEqual(hourly, [
+      { key: { decision: 'allow' }, bucket: '2026-01-01T00:00:00.000Z', count: 2 },
+      { key: { decision: 'deny' }, bucket: '2026-01-01T00:00:00.000Z', count: 1 },
+      { key: { decision: 'allow' }, bucket: '2026-01-01T01:00:00.000Z', count: 4 },
+      { key: { decision: 'deny' }, bucket: '2026-01-01T01:00:00.000Z', count: 2 },
+    ]);
+    assert.deepEqual(await store.aggregate({ filter: { source: 'nobody' }, groupBy: ['rule'] }), []);
+    await store.close();
+  });
+
   test(`${name}: a closed store refuses appends with ERR_AUDIT_STORE_CLOSED`, async () => {
     const store = await h.open();
     await store.close();

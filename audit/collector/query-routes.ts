@@ -1,0 +1,555 @@
+// The collector's query API (docs/audit.md § Query API): newest-first pages with an opaque
+// cursor, aggregates, a Server-Sent Events tail and the integrity status. Registered by
+// buildCollectorApp beside the other routes, behind the same mTLS peer check and role.
+import { createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { CollectorRequestError } from '../errors.ts';
+import type { AuditRecord } from '../record.ts';
+import type { AggregateInterval, FilterField, RecordFilter } from '../query-filter.ts';
+import { FILTER_FIELDS, INTERVALS } from '../query-filter.ts';
+import type { AuditLog } from './log.ts';
+
+/** What the query routes need from the collector app. */
+export interface QueryRouteDeps {
+  readonly log: AuditLog;
+  readonly clock: () => Date;
+  /** Most records per page (`limits.queryRecords`). */
+  readonly maxRecords: number;
+  /** Live tails one caller may hold open at once. */
+  readonly streamsPerCaller: number;
+  /** Comment heartbeat interval of a tail (ms). */
+  readonly heartbeatMs: number;
+  /** How often a tail looks for records other collectors appended (ms). */
+  readonly pollMs: number;
+  /** The verified caller's SPIFFE ID. */
+  callerOf(req: FastifyRequest): string;
+  /** Records an allowed read in the log (`admin.audit.read`). */
+  audited(req: FastifyRequest): Promise<void>;
+}
+
+/** Lets tails know that records were appended (by this collector). */
+export interface TailNotifier {
+  wake(): void;
+}
+
+const bad = (why: string) => new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', why);
+
+const text = { type: 'string', minLength: 1, maxLength: 2048 } as const;
+const instant = { type: 'string', minLength: 1, maxLength: 64, description: 'RFC 3339 instant' } as const;
+const FILTER_PROPERTIES = {
+  type: { ...text, description: 'event type, e.g. authz.decision' },
+  source: {
+    ...text,
+    description: "SPIFFE ID of the emitting workload (an authz.decision's deciding sidecar)",
+  },
+  subject: { ...text, description: "SPIFFE ID of who acted (an authz.decision's caller)" },
+  decision: { type: 'string', enum: ['allow', 'deny'] },
+  rule: { ...text, maxLength: 256, description: 'policy rule that decided' },
+  reason: { ...text, maxLength: 256, description: 'reason code, e.g. ERR_SIDECAR_POLICY_DENIED' },
+  since: { ...instant, description: 'records appended at or after this RFC 3339 instant' },
+  until: { ...instant, description: 'records appended before this RFC 3339 instant' },
+} as const;
+const uint = { type: 'string', pattern: '^(0|[1-9][0-9]{0,15})$' } as const;
+
+const RECORD_SCHEMA = {
+  type: 'object',
+  required: ['seq', 'time', 'event', 'prev', 'hash'],
+  properties: {
+    seq: { type: 'integer' },
+    time: { type: 'string' },
+    event: { type: 'object', additionalProperties: true },
+    prev: { type: 'string' },
+    hash: { type: 'string' },
+  },
+} as const;
+const ERROR_SCHEMA = {
+  type: 'object',
+  required: ['error', 'message'],
+  properties: { error: { type: 'string' }, message: { type: 'string' } },
+} as const;
+const ERRORS = {
+  400: ERROR_SCHEMA,
+  401: ERROR_SCHEMA,
+  403: ERROR_SCHEMA,
+  429: ERROR_SCHEMA,
+  503: ERROR_SCHEMA,
+};
+
+/** Refuses query parameters a route does not know, before schema validation could drop them. */
+function onlyKnown(keys: readonly string[]) {
+  const known = new Set(keys);
+  return async (req: FastifyRequest) => {
+    for (const k of Object.keys(req.query as object))
+      if (!known.has(k)) throw bad(`unknown parameter "${k}"`);
+  };
+}
+
+type Query = Record<string, unknown>;
+
+function str(q: Query, k: string, max = 2048): string | undefined {
+  const v = q[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v.length === 0 || v.length > max)
+    throw bad(`${k} must be given once, non-empty`);
+  return v;
+}
+
+function uintParam(q: Query, k: string): number | undefined {
+  const v = q[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(v))
+    throw bad(`${k} must be a non-negative integer`);
+  return Number(v);
+}
+
+/** The filter fields and time range of a query string (all routes share them). */
+export function parseFilterFields(q: Query): Omit<RecordFilter, 'limit'> {
+  const time = (k: string) => {
+    const v = str(q, k, 64);
+    if (
+      v !== undefined &&
+      (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(v) ||
+        Number.isNaN(Date.parse(v)))
+    )
+      throw bad(`${k} must be an RFC 3339 instant such as 2026-12-06T00:00:00Z`);
+    return v;
+  };
+  const decision = str(q, 'decision');
+  if (decision !== undefined && decision !== 'allow' && decision !== 'deny')
+    throw bad('decision must be allow or deny');
+  const since = time('since');
+  const until = time('until');
+  if (since !== undefined && until !== undefined && Date.parse(since) >= Date.parse(until))
+    throw bad('since must be before until');
+  return {
+    since,
+    until,
+    type: str(q, 'type'),
+    source: str(q, 'source'),
+    subject: str(q, 'subject'),
+    decision: decision as 'allow' | 'deny' | undefined,
+    rule: str(q, 'rule', 256),
+    reason: str(q, 'reason', 256),
+  };
+}
+
+/** Short hash of a filter: a cursor is only good for the query it came from. */
+function filterTag(filter: Omit<RecordFilter, 'limit'>): string {
+  const fields = [...FILTER_FIELDS, 'since', 'until'].map((k) => filter[k as keyof typeof filter] ?? null);
+  return createHash('sha256').update(JSON.stringify(fields)).digest('base64url').slice(0, 12);
+}
+
+/** An opaque cursor: where the next page starts, in which order, for which filter. */
+export function encodeCursor(
+  order: 'asc' | 'desc',
+  seq: number,
+  filter: Omit<RecordFilter, 'limit'>,
+): string {
+  return Buffer.from(JSON.stringify({ v: 1, o: order, s: seq, f: filterTag(filter) })).toString('base64url');
+}
+
+function decodeCursor(cursor: string, order: 'asc' | 'desc', filter: Omit<RecordFilter, 'limit'>): number {
+  let c: { v?: unknown; o?: unknown; s?: unknown; f?: unknown };
+  try {
+    if (!/^[A-Za-z0-9_-]{1,256}$/.test(cursor)) throw new Error('not base64url');
+    c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as typeof c;
+  } catch {
+    throw bad('cursor is not a cursor this API returned (pass the "next" of the previous page as it is)');
+  }
+  if (c.v !== 1 || (c.o !== 'asc' && c.o !== 'desc') || !Number.isSafeInteger(c.s) || (c.s as number) < 0)
+    throw bad('cursor is not a cursor this API returned (pass the "next" of the previous page as it is)');
+  if (c.o !== order)
+    throw bad(`cursor belongs to order=${c.o as string}; pass the same order as the first page`);
+  if (c.f !== filterTag(filter))
+    throw bad('cursor belongs to a query with other filters; pass the same filters as the first page');
+  return c.s as number;
+}
+
+/** `groupBy=a,b`: distinct filter fields. */
+function parseGroupBy(v: string | undefined): FilterField[] {
+  if (v === undefined) return [];
+  const fields = v.split(',');
+  for (const f of fields)
+    if (!(FILTER_FIELDS as readonly string[]).includes(f))
+      throw bad(`groupBy: "${f.slice(0, 64)}" is not one of ${FILTER_FIELDS.join(', ')}`);
+  if (new Set(fields).size !== fields.length) throw bad('groupBy names a field twice');
+  return fields as FilterField[];
+}
+
+/** Most time buckets one aggregate may span. */
+const MAX_BUCKETS = 10_000;
+/** Default range of an aggregate without `since`. */
+const DEFAULT_RANGE_MS = 24 * 3_600_000;
+
+/** Registers `GET /v1/events`, `/v1/events/stream`, `/v1/aggregates` and `/v1/status`. */
+export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps): TailNotifier {
+  const { log } = deps;
+  const waiting = new Set<() => void>();
+  const streams = new Map<string, number>();
+  const open = new Set<{ end(): void }>();
+
+  const eventsKeys = [...Object.keys(FILTER_PROPERTIES), 'order', 'limit', 'cursor', 'fromSeq'];
+  app.get(
+    '/v1/events',
+    {
+      config: { access: 'reader' },
+      preValidation: onlyKnown(eventsKeys),
+      schema: {
+        summary: 'Audit records matching the filters, one page at a time',
+        querystring: {
+          type: 'object',
+          properties: {
+            ...FILTER_PROPERTIES,
+            order: {
+              type: 'string',
+              enum: ['asc', 'desc'],
+              description: 'asc (default): oldest first; desc: newest first',
+            },
+            limit: {
+              ...uint,
+              description: `records per page (1 to limits.queryRecords, default ${deps.maxRecords})`,
+            },
+            cursor: { type: 'string', maxLength: 256, description: 'the "next" of the previous page' },
+            fromSeq: {
+              ...uint,
+              description: 'ascending only: first seq to consider (kept for compatibility)',
+            },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['records', 'nextSeq', 'next'],
+            properties: {
+              records: { type: 'array', items: RECORD_SCHEMA },
+              nextSeq: {
+                type: ['integer', 'null'],
+                description: 'ascending: fromSeq of the next page, or null',
+              },
+              next: {
+                type: ['string', 'null'],
+                description: 'cursor of the next page in the same order, or null',
+              },
+            },
+          },
+          ...ERRORS,
+        },
+      },
+    },
+    async (req, reply) => {
+      const q = req.query as Query;
+      const fields = parseFilterFields(q);
+      const order = (str(q, 'order') ?? 'asc') as 'asc' | 'desc';
+      if (order !== 'asc' && order !== 'desc') throw bad('order must be asc or desc');
+      const limit = uintParam(q, 'limit') ?? deps.maxRecords;
+      if (limit < 1 || limit > deps.maxRecords) throw bad(`limit must be between 1 and ${deps.maxRecords}`);
+      const cursor = str(q, 'cursor', 256);
+      let fromSeq = uintParam(q, 'fromSeq');
+      if (fromSeq !== undefined && cursor !== undefined) throw bad('give cursor or fromSeq, not both');
+      if (fromSeq !== undefined && order === 'desc')
+        throw bad('fromSeq pages ascending; with order=desc use cursor');
+      let beforeSeq: number | undefined;
+      if (cursor !== undefined) {
+        const at = decodeCursor(cursor, order, fields);
+        if (order === 'asc') fromSeq = at;
+        else beforeSeq = at;
+      }
+      const filter: RecordFilter = { ...fields, order, limit, fromSeq, beforeSeq };
+      const records = await log.store().query(filter);
+      await deps.audited(req);
+      const full = records.length === limit;
+      const last = records.at(-1);
+      const nextSeq = order === 'asc' && full ? last!.seq + 1 : null;
+      const next = full ? encodeCursor(order, order === 'asc' ? last!.seq + 1 : last!.seq, fields) : null;
+      void reply.header('cache-control', 'no-store');
+      return { records, nextSeq, next };
+    },
+  );
+
+  const aggKeys = [...Object.keys(FILTER_PROPERTIES), 'groupBy', 'interval'];
+  app.get(
+    '/v1/aggregates',
+    {
+      config: { access: 'reader' },
+      preValidation: onlyKnown(aggKeys),
+      schema: {
+        summary: 'Counts of the matching records, grouped by fields and time buckets',
+        querystring: {
+          type: 'object',
+          properties: {
+            ...FILTER_PROPERTIES,
+            groupBy: {
+              type: 'string',
+              maxLength: 128,
+              description: `comma-separated fields among ${FILTER_FIELDS.join(', ')}`,
+            },
+            interval: {
+              type: 'string',
+              enum: Object.keys(INTERVALS),
+              description: 'time buckets (UTC, epoch-aligned)',
+            },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['since', 'until', 'groups'],
+            properties: {
+              since: { type: 'string' },
+              until: { type: 'string' },
+              groups: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  required: ['key', 'count'],
+                  properties: {
+                    key: {
+                      type: 'object',
+                      properties: Object.fromEntries(
+                        FILTER_FIELDS.map((f) => [f, { type: ['string', 'null'] }]),
+                      ),
+                    },
+                    bucket: { type: 'string', description: 'RFC 3339 start of the time bucket' },
+                    count: { type: 'integer' },
+                  },
+                },
+              },
+            },
+          },
+          ...ERRORS,
+        },
+      },
+    },
+    async (req, reply) => {
+      const q = req.query as Query;
+      const fields = parseFilterFields(q);
+      const groupBy = parseGroupBy(str(q, 'groupBy', 128));
+      const interval = str(q, 'interval') as AggregateInterval | undefined;
+      if (interval !== undefined && !(interval in INTERVALS))
+        throw bad(`interval must be one of ${Object.keys(INTERVALS).join(', ')}`);
+      // A range is always bounded: without since, the last 24 hours before until (or now).
+      const until = fields.until ?? deps.clock().toISOString();
+      const since = fields.since ?? new Date(Date.parse(until) - DEFAULT_RANGE_MS).toISOString();
+      if (Date.parse(since) >= Date.parse(until)) throw bad('since must be before until');
+      if (interval && (Date.parse(until) - Date.parse(since)) / INTERVALS[interval] > MAX_BUCKETS)
+        throw bad(
+          `more than ${MAX_BUCKETS} ${interval} buckets; narrow since..until or take a longer interval`,
+        );
+      const groups = await log.store().aggregate({ filter: { ...fields, since, until }, groupBy, interval });
+      await deps.audited(req);
+      void reply.header('cache-control', 'no-store');
+      return { since, until, groups };
+    },
+  );
+
+  app.get(
+    '/v1/events/stream',
+    {
+      config: { access: 'reader' },
+      preValidation: onlyKnown(Object.keys(FILTER_PROPERTIES)),
+      schema: {
+        summary: 'Live tail of the matching records as Server-Sent Events (resumes after Last-Event-ID)',
+        querystring: { type: 'object', properties: FILTER_PROPERTIES },
+        headers: {
+          type: 'object',
+          properties: { 'last-event-id': { ...uint, description: 'resume after this seq' } },
+        },
+        response: {
+          200: {
+            description:
+              'text/event-stream: `id: <seq>`, `event: record`, `data: <record JSON>`; a comment heartbeat every 15 s',
+            content: { 'text/event-stream': { schema: { type: 'string' } } },
+          },
+          ...ERRORS,
+        },
+      },
+    },
+    async (req, reply) => {
+      const q = req.query as Query;
+      const fields = parseFilterFields(q);
+      const lastId = req.headers['last-event-id'];
+      let after: number;
+      if (lastId !== undefined) {
+        if (typeof lastId !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(lastId))
+          throw bad('Last-Event-ID must be the seq of a record (a non-negative integer)');
+        after = Number(lastId);
+      } else {
+        after = (await log.store().size()) - 1;
+      }
+      const caller = deps.callerOf(req);
+      const held = streams.get(caller) ?? 0;
+      if (held >= deps.streamsPerCaller)
+        throw new CollectorRequestError(
+          'ERR_AUDIT_RATE_LIMITED',
+          `${caller} already holds ${held} live tails (at most ${deps.streamsPerCaller}); close one first`,
+          { retryAfterSeconds: 5 },
+        );
+      await deps.audited(req);
+      streams.set(caller, held + 1);
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-store',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      let closed = false;
+      let wake: (() => void) | undefined;
+      const handle = {
+        end() {
+          if (closed) return;
+          closed = true;
+          wake?.();
+          raw.end();
+        },
+      };
+      open.add(handle);
+      raw.on('close', () => {
+        closed = true;
+        wake?.();
+      });
+      const heartbeat = setInterval(() => {
+        if (!closed) raw.write(': heartbeat\n\n');
+      }, deps.heartbeatMs);
+      raw.write(`retry: 2000\n: tail after seq ${after}\n\n`);
+      const send = async (r: AuditRecord) => {
+        if (!raw.write(`id: ${r.seq}\nevent: record\ndata: ${JSON.stringify(r)}\n\n`))
+          await new Promise<void>((resolve) => {
+            raw.once('drain', resolve);
+            raw.once('close', resolve);
+          });
+      };
+      void (async () => {
+        try {
+          while (!closed) {
+            const page = await log.store().query({ ...fields, fromSeq: after + 1, limit: 500 });
+            for (const r of page) {
+              if (closed) break;
+              await send(r);
+              after = r.seq;
+            }
+            if (page.length === 500 || closed) continue;
+            // Until this collector appends, or a poll for what other collectors appended.
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(done, deps.pollMs);
+              function done() {
+                clearTimeout(timer);
+                waiting.delete(done);
+                wake = undefined;
+                resolve();
+              }
+              wake = done;
+              waiting.add(done);
+            });
+          }
+        } catch (err) {
+          req.log.warn({ err: (err as Error).message }, 'live tail ended by a store error');
+        } finally {
+          clearInterval(heartbeat);
+          open.delete(handle);
+          const n = (streams.get(caller) ?? 1) - 1;
+          if (n > 0) streams.set(caller, n);
+          else streams.delete(caller);
+          if (!raw.writableEnded) raw.end();
+        }
+      })();
+    },
+  );
+
+  app.get(
+    '/v1/status',
+    {
+      config: { access: 'reader' },
+      preValidation: onlyKnown([]),
+      schema: {
+        summary: "The log's size, latest checkpoint, chain verification and collector health",
+        response: {
+          200: {
+            type: 'object',
+            required: ['store', 'checkpoint', 'chain', 'collector'],
+            properties: {
+              store: {
+                type: 'object',
+                properties: { kind: { type: 'string' }, records: { type: 'integer' } },
+              },
+              checkpoint: {
+                type: ['object', 'null'],
+                properties: {
+                  size: { type: 'integer' },
+                  rootHash: { type: 'string', description: 'base64 Merkle root' },
+                  chainHead: { type: 'string' },
+                  time: {
+                    type: ['string', 'null'],
+                    description: 'when this collector signed it (null: before its start)',
+                  },
+                  note: {
+                    type: 'string',
+                    description: 'the signed note, as /v1/checkpoints/latest serves it',
+                  },
+                },
+              },
+              chain: {
+                type: 'object',
+                properties: {
+                  verifiedThrough: {
+                    type: 'integer',
+                    description: 'records hashed and chained by this collector',
+                  },
+                  ok: { type: 'boolean' },
+                  error: { type: 'string' },
+                },
+              },
+              collector: {
+                type: 'object',
+                properties: {
+                  ready: { type: 'boolean' },
+                  liveTails: { type: 'integer' },
+                  uptimeSeconds: { type: 'number' },
+                },
+              },
+            },
+          },
+          ...ERRORS,
+        },
+      },
+    },
+    async (_req, reply) => {
+      let chain: { verifiedThrough: number; ok: boolean; error?: string };
+      try {
+        await log.sync();
+        chain = { verifiedThrough: log.size, ok: true };
+      } catch (err) {
+        chain = { verifiedThrough: log.size, ok: false, error: (err as Error).message };
+      }
+      const latest = log.latest();
+      void reply.header('cache-control', 'no-store');
+      return {
+        store: { kind: log.store().kind, records: await log.store().size() },
+        checkpoint: latest
+          ? {
+              size: latest.body.size,
+              rootHash: Buffer.from(latest.body.root).toString('base64'),
+              chainHead: latest.body.chainHead,
+              time: log.latestSignedAt()?.toISOString() ?? null,
+              note: latest.note,
+            }
+          : null,
+        chain,
+        collector: { ready: !closing, liveTails: open.size, uptimeSeconds: Math.round(process.uptime()) },
+      };
+    },
+  );
+
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+    for (const s of [...open]) s.end();
+  });
+
+  return {
+    wake() {
+      for (const w of [...waiting]) w();
+    },
+  };
+}
