@@ -231,16 +231,28 @@ async function loadIntegrity() {
 const charts = new Map();
 const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#4b5563'];
 
-/** One line per group (the top 8 by count), x = the aggregate's time buckets. */
-function drawChart(id, groups, label) {
+const INTERVAL_MS = { '1m': 60e3, '5m': 300e3, '1h': 3600e3, '1d': 86400e3 };
+
+/**
+ * One line per group (the top 8 by count) over the aggregate's time buckets, from `agg.since` to
+ * `agg.until`; buckets the collector returned no group for are drawn as 0.
+ */
+function drawChart(id, agg, interval, label) {
   const el = $(id);
   charts.get(id)?.destroy();
   el.replaceChildren();
-  const buckets = [...new Set(groups.map((g) => g.bucket))].sort();
-  if (!buckets.length) {
+  const groups = agg.groups;
+  if (!groups.length) {
     el.textContent = 'no records in this range';
     return;
   }
+  const step = INTERVAL_MS[interval];
+  const times = new Set(groups.map((g) => Date.parse(g.bucket)));
+  const from = Date.parse(agg.since ?? groups[0].bucket);
+  const to = Date.parse(agg.until ?? new Date().toISOString());
+  if (Number.isFinite(from) && Number.isFinite(to) && (to - from) / step <= 2000)
+    for (let t = Math.floor(from / step) * step; t < to; t += step) times.add(t);
+  const buckets = [...times].sort((a, b) => a - b);
   const totals = new Map();
   for (const g of groups) totals.set(label(g.key), (totals.get(label(g.key)) ?? 0) + g.count);
   const names = [...totals.keys()].sort((a, b) => totals.get(b) - totals.get(a)).slice(0, PALETTE.length);
@@ -248,20 +260,25 @@ function drawChart(id, groups, label) {
   const series = names.map(() => buckets.map(() => 0));
   for (const g of groups) {
     const n = names.indexOf(label(g.key));
-    if (n >= 0) series[n][index.get(g.bucket)] += g.count;
+    if (n >= 0) series[n][index.get(Date.parse(g.bucket))] += g.count;
   }
-  const x = buckets.map((b) => Date.parse(b) / 1000);
   const chart = new uPlot(
     {
       width: Math.max(320, el.clientWidth || 800),
       height: 220,
+      scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
       series: [
         {},
-        ...names.map((n, i) => ({ label: n, stroke: PALETTE[i], width: 2, points: { show: true } })),
+        ...names.map((n, i) => ({
+          label: n,
+          stroke: PALETTE[i],
+          width: 2,
+          paths: uPlot.paths.stepped({ align: 1 }),
+        })),
       ],
-      axes: [{}, { label: 'decisions' }],
+      axes: [{}, { label: `per ${interval}` }],
     },
-    [x, ...series],
+    [buckets.map((t) => t / 1000), ...series],
     el,
   );
   charts.set(id, chart);
@@ -282,9 +299,11 @@ async function loadDecisions() {
       aggregates({ ...base, groupBy: 'reason' }),
       aggregates({ type: 'authz.decision', since: base.since, groupBy: 'source,rule,reason,decision' }),
     ]);
-    drawChart('#chart-source', bySource.groups, (k) => `${shortId(k.source)} ${k.decision ?? ''}`.trim());
-    drawChart('#chart-rule', byRule.groups, (k) => k.rule ?? '(before the policy)');
-    drawChart('#chart-reason', byReason.groups, (k) => k.reason ?? '(none)');
+    drawChart('#chart-source', bySource, base.interval, (k) =>
+      `${shortId(k.source)} ${k.decision ?? ''}`.trim(),
+    );
+    drawChart('#chart-rule', byRule, base.interval, (k) => k.rule ?? '(before the policy)');
+    drawChart('#chart-reason', byReason, base.interval, (k) => k.reason ?? '(none)');
     const body = $('#decision-totals tbody');
     body.replaceChildren();
     for (const g of [...totals.groups].sort((a, b) => b.count - a.count)) {
@@ -423,8 +442,8 @@ async function loadIdentity() {
     ]);
     fill('#certs', certs.records, [(e) => shortId(e.source), (e) => e.subject, (e) => e.target, attrs]);
     fill('#keys', keys.records, [(e) => shortId(e.source), (e) => e.target, attrs]);
-    drawChart('#chart-certs', certBuckets.groups, (k) => shortId(k.subject) || '(unknown)');
-    drawChart('#chart-keys', keyBuckets.groups, (k) => shortId(k.source) || '(unknown)');
+    drawChart('#chart-certs', certBuckets, '1h', (k) => shortId(k.subject) || '(unknown)');
+    drawChart('#chart-keys', keyBuckets, '1h', (k) => shortId(k.source) || '(unknown)');
   } catch (err) {
     showError(`certificates and keys: ${err.message}`);
   }
@@ -437,7 +456,7 @@ async function loadReplayServices() {
   const select = $('#replay-form select[name=service]');
   if (select.options.length) return;
   try {
-    const agg = await aggregates({ type: 'authz.decision', groupBy: 'source' });
+    const agg = await aggregates({ type: 'authz.decision', since: sinceOf('7d'), groupBy: 'source' });
     for (const g of agg.groups) {
       if (!g.key.source) continue;
       const o = document.createElement('option');

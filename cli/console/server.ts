@@ -122,6 +122,16 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const assets = new Set(readdirSync(ASSETS_DIR).filter((f) => TYPES[extname(f)] !== undefined));
   /** The last checkpoint this console verified, and the one before it (for the consistency check). */
   const seen: { latest?: string; previous?: string } = o.savedCheckpoint ? { latest: o.savedCheckpoint } : {};
+  /** Fetches the collector's latest checkpoint, checks its signature, and remembers it. */
+  const latestCheckpoint = async () => {
+    const note = await reader.text('/v1/checkpoints/latest');
+    const body = verifyCheckpoint(note, o.verifierKey);
+    if (seen.latest !== note) {
+      seen.previous = seen.latest;
+      seen.latest = note;
+    }
+    return { note, body };
+  };
   let allowedHosts = new Set<string>();
   const streams = new Set<AbortController>();
 
@@ -282,8 +292,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     if (typeof seqText !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(seqText))
       throw new ConsoleError(400, 'ERR_CONSOLE_BAD_REQUEST', 'seq must be a non-negative integer');
     const seq = Number(seqText);
-    const note = await reader.text('/v1/checkpoints/latest');
-    const checkpoint = verifyCheckpoint(note, o.verifierKey);
+    const { note, body: checkpoint } = await latestCheckpoint();
     const cp = describeCheckpoint(checkpoint);
     if (seq >= checkpoint.size)
       return {
@@ -313,10 +322,12 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   // Integrity: the collector's status, the latest checkpoint, and its consistency with the one before.
   app.get('/api/integrity', async () => {
     const status = await reader.json<unknown>('/v1/status');
-    const note = await reader.text('/v1/checkpoints/latest');
-    const latest = verifyCheckpoint(note, o.verifierKey);
-    let consistency: Record<string, unknown> = { checked: false, message: 'no earlier checkpoint seen yet' };
-    const previousNote = seen.latest !== undefined && seen.latest !== note ? seen.latest : seen.previous;
+    const { body: latest } = await latestCheckpoint();
+    let consistency: Record<string, unknown> = {
+      checked: false,
+      message: 'no earlier checkpoint seen yet: check again once the collector has signed another',
+    };
+    const previousNote = seen.previous;
     if (previousNote !== undefined) {
       const previous = verifyCheckpoint(previousNote, o.verifierKey);
       consistency = { checked: true, previous: describeCheckpoint(previous) };
@@ -340,10 +351,6 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
         if (err instanceof CollectorClientError) throw err;
         consistency = { ...consistency, ok: false, message: (err as Error).message };
       }
-    }
-    if (seen.latest !== note) {
-      seen.previous = seen.latest;
-      seen.latest = note;
     }
     return { status, checkpoint: describeCheckpoint(latest), consistency };
   });

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { get as httpGet } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -182,8 +183,22 @@ test('the session secret guards every page and API route; Host and Origin are ch
   assert.equal((await ok.json()).records.length, 2);
 
   // DNS rebinding: the right cookie under another name is still refused.
+  // (fetch() sends its own Host, so this one goes through node:http.)
   const port = new URL(base).port;
-  assert.equal((await get('/api/events', { cookie, host: `evil.example:${port}` })).status, 403);
+  const rebound = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = httpGet(
+      new URL('/api/events', base),
+      { headers: { cookie, host: `evil.example:${port}` } },
+      (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      },
+    );
+    req.on('error', reject);
+  });
+  assert.equal(rebound.status, 403);
+  assert.match(rebound.body, /ERR_CONSOLE_HOST/);
   assert.equal((await get('/api/events', { cookie, origin: 'http://evil.example' })).status, 403);
   // A POST needs an Origin of this console.
   const post = await fetch(new URL('/api/replay', base), {
@@ -222,7 +237,7 @@ test('a non-loopback address is refused before anything listens', () => {
 test(
   'in Chromium: the pages load without errors, filters narrow, the live tail shows a new denial within 2 s, the service graph shows web → orders',
   { timeout: 120_000 },
-  async () => {
+  async (t) => {
     assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (see .ci/run)`);
     mkdirSync(ARTIFACTS, { recursive: true });
     const profile = mkdtempSync(join(tmpdir(), 'portcullis-chromium-'));
@@ -262,8 +277,9 @@ test(
       // Filtering narrows the table: only the denial is left.
       await page.selectOption('#filters select[name=decision]', 'deny');
       await page.fill('#filters input[name=type]', 'authz.decision');
+      const loaded = await page.evaluate(() => document.body.dataset.eventsLoaded);
       await page.click('#filters button[type=submit]');
-      await page.waitForFunction((n) => document.querySelectorAll('#events tbody tr').length < n, all);
+      await page.waitForFunction((before) => document.body.dataset.eventsLoaded !== before, loaded);
       const decisions = await rows().evaluateAll((trs) =>
         trs.map((tr) => (tr as HTMLElement).dataset.decision),
       );
@@ -284,6 +300,7 @@ test(
       const live = page.locator('#events tbody tr.live').first();
       assert.match(await live.innerText(), /DELETE \/orders\/9/);
       assert.ok(shownAfterMs < 2_000, `shown after ${shownAfterMs} ms`);
+      t.diagnostic(`live tail: the denial was on the page ${Math.round(shownAfterMs)} ms after the call`);
       await shot('live-tail');
       await page.uncheck('#tail');
 
@@ -315,6 +332,16 @@ test(
       await page.waitForFunction(() =>
         /signature verified/.test(document.querySelector('#integrity')?.textContent ?? ''),
       );
+      // Consistency: once the collector has signed another checkpoint (every second here), the
+      // console checks the proof that the latest extends the one it saw before.
+      const integrity = () => page.locator('#integrity').innerText();
+      for (let i = 0; i < 20 && !/extends the previous one/.test(await integrity()); i++) {
+        await new Promise((r) => setTimeout(r, 300));
+        await page.click('#integrity-refresh');
+        await page.waitForLoadState('networkidle');
+      }
+      assert.match(await integrity(), /extends the previous one \(size \d+\): proof of \d+ hashes checked/);
+      assert.match(await integrity(), /chain\.ok\s+true/);
       await shot('integrity');
       await page.goto(new URL('/#decisions', base).href);
       await page.waitForSelector('#chart-source canvas');
