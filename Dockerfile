@@ -25,6 +25,7 @@ COPY audit/ audit/
 COPY sts/ sts/
 COPY sidecar/ sidecar/
 COPY cli/ cli/
+COPY console/ console/
 COPY demo/ demo/
 COPY identities/ identities/
 COPY policies/ policies/

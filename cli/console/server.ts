@@ -23,8 +23,11 @@ import type { CollectorApiOptions, InclusionBundle } from '../../audit/index.ts'
 import { ConfigError, PortcullisError } from '../../core/index.ts';
 import { openDecisionSource, parsePolicy, replayDecisions, resolveSince } from '../../sidecar/index.ts';
 
-/** Name of the session cookie (HttpOnly, SameSite=Strict). */
-export const SESSION_COOKIE = 'portcullis_console';
+/**
+ * Name of the session cookie (HttpOnly, SameSite=Strict) of the console on `port`: cookies are not
+ * kept apart by port, so two consoles on one machine each need their own name.
+ */
+export const sessionCookie = (port: number) => `portcullis_console_${port}`;
 
 /** Options of {@link startConsole}. */
 export interface ConsoleOptions {
@@ -142,8 +145,9 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     requestIdHeader: false,
   }) as unknown as FastifyInstance;
 
+  let cookieName = '';
   const sessionOk = (req: FastifyRequest): 'ok' | 'missing' | 'wrong' => {
-    const cookie = parseCookies(req.headers.cookie)[SESSION_COOKIE];
+    const cookie = parseCookies(req.headers.cookie)[cookieName];
     if (cookie === undefined) return 'missing';
     return timingSafeEqual(digest(cookie), secretDigest) ? 'ok' : 'wrong';
   };
@@ -174,7 +178,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
         );
       // The secret leaves the address bar and lives on in a cookie no script can read.
       void reply
-        .header('set-cookie', `${SESSION_COOKIE}=${secret}; HttpOnly; SameSite=Strict; Path=/`)
+        .header('set-cookie', `${cookieName}=${secret}; HttpOnly; SameSite=Strict; Path=/`)
         .redirect('/', 303);
       return reply;
     }
@@ -409,6 +413,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const address = await app.listen({ host: o.host, port: o.port });
   const port = (app.server.address() as AddressInfo).port;
   const hostPart = isIP(o.host) === 6 ? `[${o.host}]` : o.host;
+  cookieName = sessionCookie(port);
   allowedHosts = new Set([`${hostPart}:${port}`, `localhost:${port}`].map((h) => h.toLowerCase()));
   void address;
   const url = `http://${hostPart}:${port}/`;

@@ -165,7 +165,8 @@ test('the session secret guards every page and API route; Host and Origin are ch
     assert.equal(res.status, 401, `${path} without a session`);
     assert.match(await res.text(), /no session/);
   }
-  const wrongCookie = await get('/api/events', { cookie: 'portcullis_console=not-the-secret' });
+  const port = new URL(base).port;
+  const wrongCookie = await get('/api/events', { cookie: `portcullis_console_${port}=not-the-secret` });
   assert.equal(wrongCookie.status, 403);
   assert.equal((await wrongCookie.json()).error, 'ERR_CONSOLE_SESSION');
   assert.equal((await get('/?token=not-the-secret')).status, 403);
@@ -174,6 +175,7 @@ test('the session secret guards every page and API route; Host and Origin are ch
   assert.equal(login.status, 303);
   assert.equal(login.headers.get('location'), '/');
   const setCookie = login.headers.get('set-cookie')!;
+  assert.match(setCookie, new RegExp(`^portcullis_console_${port}=${secret};`));
   assert.match(setCookie, /HttpOnly/);
   assert.match(setCookie, /SameSite=Strict/);
   const cookie = setCookie.split(';')[0]!;
@@ -184,7 +186,6 @@ test('the session secret guards every page and API route; Host and Origin are ch
 
   // DNS rebinding: the right cookie under another name is still refused.
   // (fetch() sends its own Host, so this one goes through node:http.)
-  const port = new URL(base).port;
   const rebound = await new Promise<{ status: number; body: string }>((resolve, reject) => {
     const req = httpGet(
       new URL('/api/events', base),
@@ -380,3 +381,9 @@ test(
     }
   },
 );
+
+test('SIGTERM (Ctrl-C) stops the console with exit 0', async () => {
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0);
+});
