@@ -35,8 +35,14 @@ export {
 export type { CheckpointBody, CheckpointSigner, VerifierKey } from './checkpoint.ts';
 export { ChainVerifier, verifyChain } from './chain-verify.ts';
 export type { ChainVerdict, ChainVerifierOptions } from './chain-verify.ts';
-export { matchesFilter } from './query-filter.ts';
-export type { RecordFilter } from './query-filter.ts';
+export { FILTER_FIELDS, INTERVALS, matchesFilter } from './query-filter.ts';
+export type {
+  AggregateGroup,
+  AggregateInterval,
+  AggregateQuery,
+  FilterField,
+  RecordFilter,
+} from './query-filter.ts';
 export type {
   AppendOutcome,
   AuditStore,
@@ -70,7 +76,13 @@ export { createAuditClient } from './client/client.ts';
 export type { AuditClient, AuditClientMetrics, AuditClientOptions } from './client/client.ts';
 export { Spool } from './client/spool.ts';
 export { createCollectorApi } from './client/api.ts';
-export type { CollectorApi, CollectorApiOptions, InclusionBundle } from './client/api.ts';
+export type {
+  CollectorApi,
+  CollectorApiOptions,
+  CollectorStatus,
+  EventsPage,
+  InclusionBundle,
+} from './client/api.ts';
 export { createCollectorReadClient } from './client/read-client.ts';
 export type { CollectorReadClient, CollectorResponse } from './client/read-client.ts';
 export { fetchCheckpoint } from './checkpoint-fetch.ts';

@@ -4,7 +4,32 @@ import { Agent, request } from 'undici';
 import { CollectorClientError } from '../errors.ts';
 import type { AuditRecord } from '../record.ts';
 import { toRecord } from '../record.ts';
-import type { RecordFilter } from '../query-filter.ts';
+import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
+
+/** A page of `GET /v1/events`: `next` is the cursor of the following page (null at the end). */
+export interface EventsPage {
+  readonly records: AuditRecord[];
+  readonly nextSeq: number | null;
+  readonly next: string | null;
+}
+
+/** What `GET /v1/status` answers (fields may grow). */
+export interface CollectorStatus {
+  readonly store: { readonly kind: string; readonly records: number };
+  readonly checkpoint: {
+    readonly size: number;
+    readonly rootHash: string;
+    readonly chainHead: string;
+    readonly time: string | null;
+    readonly note: string;
+  } | null;
+  readonly chain: { readonly verifiedThrough: number; readonly ok: boolean; readonly error?: string };
+  readonly collector: {
+    readonly ready: boolean;
+    readonly liveTails?: number;
+    readonly uptimeSeconds?: number;
+  };
+}
 
 /** Options of {@link createCollectorApi}: where the collector is and how to prove who we are. */
 export interface CollectorApiOptions {
@@ -26,8 +51,20 @@ export interface InclusionBundle {
 
 /** The read side of a collector, for the CLI and tools. */
 export interface CollectorApi {
-  /** One page of `GET /v1/events`. */
-  events(filter: RecordFilter): Promise<{ records: AuditRecord[]; nextSeq: number | null }>;
+  /** One page of `GET /v1/events`; `cursor` is the `next` of the page before. */
+  events(filter: Omit<RecordFilter, 'beforeSeq'> & { readonly cursor?: string }): Promise<EventsPage>;
+  /** `GET /v1/aggregates`. */
+  aggregates(query: AggregateQuery): Promise<{ since: string; until: string; groups: AggregateGroup[] }>;
+  /**
+   * `GET /v1/events/stream`: the matching records as they are appended, after `lastEventId`
+   * (default: from now), until `signal` aborts or the collector ends the stream.
+   */
+  stream(
+    filter: AggregateQuery['filter'],
+    options?: { lastEventId?: number; signal?: AbortSignal },
+  ): AsyncIterable<AuditRecord>;
+  /** `GET /v1/status`. */
+  status(): Promise<CollectorStatus>;
   /** `GET /v1/checkpoints/latest`: the signed note, unverified. */
   latestCheckpoint(): Promise<string>;
   inclusion(seq: number, size: number): Promise<InclusionBundle>;
@@ -48,13 +85,18 @@ export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
       { timeoutMs: options.timeoutMs ?? 10_000 },
     ),
   });
-  const get = async (path: string): Promise<string> => {
+  const open = async (
+    path: string,
+    extra: { headers?: Record<string, string>; signal?: AbortSignal; bodyTimeout?: number } = {},
+  ) => {
     let res;
     try {
       res = await request(new URL(path, options.url), {
         dispatcher: agent,
         headersTimeout: options.timeoutMs ?? 10_000,
-        bodyTimeout: options.timeoutMs ?? 10_000,
+        bodyTimeout: extra.bodyTimeout ?? options.timeoutMs ?? 10_000,
+        ...(extra.headers ? { headers: extra.headers } : {}),
+        ...(extra.signal ? { signal: extra.signal } : {}),
       });
     } catch (err) {
       throw new CollectorClientError(
@@ -63,31 +105,87 @@ export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
         { cause: err },
       );
     }
+    if (res.statusCode === 200) return res;
     const text = await res.body.text();
-    if (res.statusCode !== 200) {
-      let detail = text.slice(0, 200);
-      try {
-        const body = JSON.parse(text) as { error?: string; message?: string };
-        detail = `${body.message} [${body.error}]`;
-      } catch {
-        // not JSON
-      }
-      throw new CollectorClientError(
-        'ERR_AUDIT_COLLECTOR_REFUSED',
-        `collector answered ${res.statusCode}: ${detail}`,
-        {
-          status: res.statusCode,
-        },
-      );
+    let detail = text.slice(0, 200);
+    try {
+      const body = JSON.parse(text) as { error?: string; message?: string };
+      detail = `${body.message} [${body.error}]`;
+    } catch {
+      // not JSON
     }
-    return text;
+    throw new CollectorClientError(
+      'ERR_AUDIT_COLLECTOR_REFUSED',
+      `collector answered ${res.statusCode}: ${detail}`,
+      {
+        status: res.statusCode,
+      },
+    );
+  };
+  const get = async (path: string): Promise<string> => (await open(path)).body.text();
+  const params = (filter: object): URLSearchParams => {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(filter)) if (v !== undefined) q.set(k, String(v));
+    return q;
   };
   return {
     async events(filter) {
-      const q = new URLSearchParams();
-      for (const [k, v] of Object.entries(filter)) if (v !== undefined) q.set(k, String(v));
-      const body = JSON.parse(await get(`/v1/events?${q}`)) as { records: unknown[]; nextSeq: number | null };
-      return { records: body.records.map(toRecord), nextSeq: body.nextSeq };
+      const body = JSON.parse(await get(`/v1/events?${params(filter)}`)) as {
+        records: unknown[];
+        nextSeq: number | null;
+        next?: string | null;
+      };
+      return { records: body.records.map(toRecord), nextSeq: body.nextSeq, next: body.next ?? null };
+    },
+    async aggregates(query) {
+      const q = params(query.filter);
+      if (query.groupBy.length) q.set('groupBy', query.groupBy.join(','));
+      if (query.interval) q.set('interval', query.interval);
+      return JSON.parse(await get(`/v1/aggregates?${q}`)) as {
+        since: string;
+        until: string;
+        groups: AggregateGroup[];
+      };
+    },
+    async *stream(filter, streamOptions = {}) {
+      const res = await open(`/v1/events/stream?${params(filter)}`, {
+        headers: {
+          accept: 'text/event-stream',
+          ...(streamOptions.lastEventId !== undefined
+            ? { 'last-event-id': String(streamOptions.lastEventId) }
+            : {}),
+        },
+        signal: streamOptions.signal,
+        // Heartbeats come every 15 s; a stream silent for a minute is dead.
+        bodyTimeout: 60_000,
+      });
+      let buffered = '';
+      try {
+        for await (const chunk of res.body) {
+          buffered += (chunk as Buffer).toString('utf8');
+          for (let end = buffered.indexOf('\n\n'); end >= 0; end = buffered.indexOf('\n\n')) {
+            const message = buffered.slice(0, end);
+            buffered = buffered.slice(end + 2);
+            let event = 'message';
+            const data: string[] = [];
+            for (const line of message.split('\n')) {
+              if (line.startsWith('event: ')) event = line.slice(7);
+              else if (line.startsWith('data: ')) data.push(line.slice(6));
+            }
+            if (event === 'record' && data.length) yield toRecord(JSON.parse(data.join('\n')));
+          }
+        }
+      } catch (err) {
+        if (streamOptions.signal?.aborted) return;
+        throw new CollectorClientError(
+          'ERR_AUDIT_COLLECTOR_UNREACHABLE',
+          `${options.url}: the live tail ended (${(err as Error).message})`,
+          { cause: err },
+        );
+      }
+    },
+    async status() {
+      return JSON.parse(await get('/v1/status')) as CollectorStatus;
     },
     latestCheckpoint: () => get('/v1/checkpoints/latest'),
     async inclusion(seq, size) {

@@ -43,6 +43,8 @@ export interface CollectorDeps {
     /** Body bytes one source may post per `sourceInterval` ms (default: unbounded). */
     readonly sourceBytes?: number;
     readonly sourceInterval?: number;
+    /** Live tails one caller may hold open at once (default 4). */
+    readonly liveTails?: number;
   };
   /** Called after each durable append (the checkpoint policy listens here). */
   readonly onAppended?: (count: number) => void;
@@ -307,7 +309,7 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     log,
     clock: deps.clock,
     maxRecords: limits.queryRecords,
-    streamsPerCaller: deps.tail?.streamsPerCaller ?? 4,
+    streamsPerCaller: limits.liveTails ?? 4,
     heartbeatMs: deps.tail?.heartbeatMs ?? 15_000,
     pollMs: deps.tail?.pollMs ?? 1000,
     callerOf: (req) => callers.get(req.raw)!.spiffeId.uri,

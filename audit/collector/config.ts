@@ -88,12 +88,15 @@ export const auditConfigSchema = strictObject({
       .max(1024 * 1_048_576)
       .default(32 * 1_048_576),
     sourceInterval: durationSchema.default(1000),
+    /** Live tails (`GET /v1/events/stream`) one caller may hold open at once; past it, 429. */
+    liveTails: z.number().int().min(1).max(1000).default(4),
   }).default({
     bodyBytes: 1_048_576,
     batchEvents: 1000,
     queryRecords: 1000,
     sourceBytes: 32 * 1_048_576,
     sourceInterval: 1000,
+    liveTails: 4,
   }),
   /** File store only: bounds of one segment file. */
   segments: strictObject({

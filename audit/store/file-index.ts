@@ -1,7 +1,7 @@
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AggregateQuery, FilterField, RecordFilter } from '../query-filter.ts';
-import { FILTER_FIELDS, GroupCounter, bucketStart } from '../query-filter.ts';
+import type { AggregateQuery, FilterField, RecordFilter, GroupCounter } from '../query-filter.ts';
+import { FILTER_FIELDS, bucketStart } from '../query-filter.ts';
 import { forEachLine, readLineChunks } from './line-chunks.ts';
 
 /** Directory of the index files, inside the store directory (decision 0073). */
