@@ -100,6 +100,12 @@ function recordRow(record, prepend) {
   return row;
 }
 
+function showCount() {
+  const n = audit.shown;
+  $('#events-count').textContent =
+    `${n} record${n === 1 ? '' : 's'} shown${audit.next ? ' (older ones below)' : ''}`;
+}
+
 async function loadEvents(more) {
   showError('');
   if (!more) {
@@ -119,7 +125,7 @@ async function loadEvents(more) {
     if (!more && page.records.length) audit.lastSeq = page.records[0].seq;
     audit.next = page.next ?? null;
     $('#older').hidden = audit.next === null;
-    $('#events-count').textContent = `${audit.shown} records shown${audit.next ? ' (more below)' : ''}`;
+    showCount();
     document.body.dataset.eventsLoaded = String(Date.now());
   } catch (err) {
     showError(`audit log: ${err.message}`);
@@ -146,6 +152,7 @@ function startTail() {
     if (audit.lastSeq !== null && record.seq <= audit.lastSeq) return;
     audit.lastSeq = record.seq;
     recordRow(record, true).classList.add('live');
+    showCount();
   });
   es.addEventListener('error', () => {
     // EventSource reconnects by itself, sending Last-Event-ID; closed means it gave up.

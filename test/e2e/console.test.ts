@@ -364,6 +364,7 @@ test(
       await page.click('#replay-form button[type=submit]');
       await page.waitForSelector('#replay-groups tbody tr');
       const flips = await page.locator('#replay-groups tbody tr').allInnerTexts();
+      assert.equal(flips.length, 2, flips.join('\n'));
       assert.ok(
         flips.some((f) => /denied→allowed\s+1\s+web\s+POST\s+\/orders/.test(f)),
         flips.join('\n'),
