@@ -70,8 +70,11 @@ const audit = { next: null, tail: null, lastSeq: null, shown: 0 };
 
 function auditFilters() {
   const f = new FormData($('#filters'));
+  // From/To (local time in the browser) win over the preset range.
+  const instant = (v) => (v ? new Date(v).toISOString() : undefined);
   return {
-    since: sinceOf(f.get('range')),
+    since: instant(f.get('from')) ?? sinceOf(f.get('range')),
+    until: instant(f.get('to')),
     type: f.get('type').trim(),
     source: f.get('source').trim(),
     subject: f.get('subject').trim(),
@@ -141,7 +144,9 @@ function stopTail() {
 function startTail() {
   stopTail();
   const filters = auditFilters();
-  delete filters.since; // a tail starts at the end of the log
+  // A tail starts at the end of the log: a time range does not apply to it.
+  delete filters.since;
+  delete filters.until;
   const es = new EventSource(`/api/events/stream?${query(filters)}`);
   audit.tail = es;
   $('#tail-state').textContent = 'connecting…';

@@ -2,7 +2,7 @@
 // by a real mesh (STS, two sidecars, two apps), driven by a real headless Chromium (Debian's
 // `chromium`, through playwright-core). Screenshots are kept under test-artifacts/console/.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { get as httpGet } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -182,7 +182,15 @@ test('the session secret guards every page and API route; Host and Origin are ch
   const ok = await get('/api/events?order=desc&limit=2', { cookie });
   assert.equal(ok.status, 200, await ok.clone().text());
   assert.equal(ok.headers.get('cache-control'), 'no-store');
-  assert.equal((await ok.json()).records.length, 2);
+  const first = (await ok.json()) as { records: { seq: number }[]; next: string | null };
+  assert.equal(first.records.length, 2);
+  // Paging newest first: the collector's cursor, passed back through the console.
+  const older = await get(`/api/events?order=desc&limit=2&cursor=${encodeURIComponent(first.next!)}`, {
+    cookie,
+  });
+  const second = (await older.json()) as { records: { seq: number }[] };
+  assert.equal(second.records.length, 2);
+  assert.ok(second.records[0]!.seq < first.records[1]!.seq, 'the next page is older');
 
   // DNS rebinding: the right cookie under another name is still refused.
   // (fetch() sends its own Host, so this one goes through node:http.)
@@ -223,14 +231,20 @@ test('the session secret guards every page and API route; Host and Origin are ch
   assert.doesNotMatch(body.message, /\n\s+at /);
 });
 
-test('a non-loopback address is refused before anything listens', () => {
-  for (const host of ['0.0.0.0', '192.0.2.1', '::']) {
-    const r = spawnSync(process.execPath, [CLI, 'console', '--host', host, '--port', '0'], {
-      cwd: ROOT,
-      encoding: 'utf8',
-      timeout: 20_000,
+test('a non-loopback address is refused before anything listens', async () => {
+  const refused = (host: string) =>
+    new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, [CLI, 'console', '--host', host, '--port', '0'], {
+        cwd: ROOT,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      c.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      c.once('exit', (code) => resolve({ code, stderr }));
     });
-    assert.equal(r.status, 2, `${host}: ${r.stderr}`);
+  const hosts = ['0.0.0.0', '192.0.2.1', '::'];
+  for (const [i, r] of (await Promise.all(hosts.map(refused))).entries()) {
+    assert.equal(r.code, 2, `${hosts[i]}: ${r.stderr}`);
     assert.match(r.stderr, /not a loopback address/);
   }
 });
