@@ -36,6 +36,7 @@ export type { CheckpointBody, CheckpointSigner, VerifierKey } from './checkpoint
 export { ChainVerifier, verifyChain } from './chain-verify.ts';
 export type { ChainVerdict, ChainVerifierOptions } from './chain-verify.ts';
 export { FILTER_FIELDS, INTERVALS, matchesFilter } from './query-filter.ts';
+export { encodeCursor, nextCursor, pageFilter, readCursor } from './query-cursor.ts';
 export type {
   AggregateGroup,
   AggregateInterval,

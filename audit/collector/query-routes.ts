@@ -1,12 +1,12 @@
 // The collector's query API (docs/audit.md § Query API): newest-first pages with an opaque
 // cursor, aggregates, a Server-Sent Events tail and the integrity status. Registered by
 // buildCollectorApp beside the other routes, behind the same mTLS peer check and role.
-import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { CollectorRequestError } from '../errors.ts';
 import type { AuditRecord } from '../record.ts';
 import type { AggregateInterval, FilterField, RecordFilter } from '../query-filter.ts';
 import { FILTER_FIELDS, INTERVALS } from '../query-filter.ts';
+import { encodeCursor, readCursor } from '../query-cursor.ts';
 import type { AuditLog } from './log.ts';
 
 /** What the query routes need from the collector app. */
@@ -133,36 +133,12 @@ export function parseFilterFields(q: Query): Omit<RecordFilter, 'limit'> {
   };
 }
 
-/** Short hash of a filter: a cursor is only good for the query it came from. */
-function filterTag(filter: Omit<RecordFilter, 'limit'>): string {
-  const fields = [...FILTER_FIELDS, 'since', 'until'].map((k) => filter[k as keyof typeof filter] ?? null);
-  return createHash('sha256').update(JSON.stringify(fields)).digest('base64url').slice(0, 12);
-}
-
-/** An opaque cursor: where the next page starts, in which order, for which filter. */
-export function encodeCursor(
-  order: 'asc' | 'desc',
-  seq: number,
-  filter: Omit<RecordFilter, 'limit'>,
-): string {
-  return Buffer.from(JSON.stringify({ v: 1, o: order, s: seq, f: filterTag(filter) })).toString('base64url');
-}
-
 function decodeCursor(cursor: string, order: 'asc' | 'desc', filter: Omit<RecordFilter, 'limit'>): number {
-  let c: { v?: unknown; o?: unknown; s?: unknown; f?: unknown };
   try {
-    if (!/^[A-Za-z0-9_-]{1,256}$/.test(cursor)) throw new Error('not base64url');
-    c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as typeof c;
-  } catch {
-    throw bad('cursor is not a cursor this API returned (pass the "next" of the previous page as it is)');
+    return readCursor(cursor, order, filter);
+  } catch (err) {
+    throw bad((err as Error).message);
   }
-  if (c.v !== 1 || (c.o !== 'asc' && c.o !== 'desc') || !Number.isSafeInteger(c.s) || (c.s as number) < 0)
-    throw bad('cursor is not a cursor this API returned (pass the "next" of the previous page as it is)');
-  if (c.o !== order)
-    throw bad(`cursor belongs to order=${c.o as string}; pass the same order as the first page`);
-  if (c.f !== filterTag(filter))
-    throw bad('cursor belongs to a query with other filters; pass the same filters as the first page');
-  return c.s as number;
 }
 
 /** `groupBy=a,b`: distinct filter fields. */

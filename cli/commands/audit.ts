@@ -11,8 +11,22 @@ import {
   fetchInclusionBundle,
   verifyInclusionBundle,
   verifyLog,
+  FILTER_FIELDS,
+  INTERVALS,
+  nextCursor,
+  pageFilter,
 } from '../../audit/index.ts';
-import type { AuditRecord, CollectorApi, InclusionBundle, RecordFilter } from '../../audit/index.ts';
+import type {
+  AggregateGroup,
+  AggregateInterval,
+  AggregateQuery,
+  AuditRecord,
+  CollectorApi,
+  FilterField,
+  InclusionBundle,
+  RecordFilter,
+} from '../../audit/index.ts';
+import { resolveSince } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
@@ -217,71 +231,272 @@ const filterOptions = {
   source: { type: 'string' },
   subject: { type: 'string' },
   decision: { type: 'string' },
-  'from-seq': { type: 'string' },
-  limit: { type: 'string' },
+  rule: { type: 'string' },
+  reason: { type: 'string' },
   json: { type: 'boolean' },
   store: { type: 'string' },
 } as const;
 
+const FILTER_HELP = `filters:
+  --since 24h|TIME    records appended in the last duration (90m, 24h, 7d) or since an RFC 3339 time
+  --until 1h|TIME     records appended before that (a duration back from now, or a time)
+  --type TYPE         e.g. authz.decision, token.issued
+  --source ID         emitting workload's SPIFFE ID (for authz.decision: the deciding sidecar's service)
+  --subject ID        acting workload's SPIFFE ID (for authz.decision: the caller)
+  --decision D        allow or deny
+  --rule ID           the policy rule that decided
+  --reason CODE       the reason code, e.g. ERR_SIDECAR_POLICY_DENIED`;
+
+type FilterFlags = {
+  [K in 'since' | 'until' | 'type' | 'source' | 'subject' | 'decision' | 'rule' | 'reason']?: string;
+};
+
+/** The filter fields of the flags; `--since`/`--until` take a duration back from now or a time. */
+function filterFields(flags: FilterFlags, command: string): Omit<RecordFilter, 'limit'> {
+  if (flags.decision !== undefined && flags.decision !== 'allow' && flags.decision !== 'deny')
+    throw new UsageError(`${command}: --decision must be allow or deny (see: portcullis ${command} --help)`);
+  const now = Date.now();
+  const time = (k: 'since' | 'until') => {
+    if (flags[k] === undefined) return undefined;
+    const t = resolveSince(flags[k]!, now);
+    if (t === undefined)
+      throw new UsageError(
+        `${command}: --${k} must be a duration (24h, 7d) or an RFC 3339 time, not "${flags[k]!.slice(0, 64)}" (see: portcullis ${command} --help)`,
+      );
+    return t;
+  };
+  const since = time('since');
+  const until = time('until');
+  if (since !== undefined && until !== undefined && since >= until)
+    throw new UsageError(`${command}: --since must be before --until`);
+  return {
+    since,
+    until,
+    type: flags.type,
+    source: flags.source,
+    subject: flags.subject,
+    decision: flags.decision as 'allow' | 'deny' | undefined,
+    rule: flags.rule,
+    reason: flags.reason,
+  };
+}
+
+/**
+ * The command line of the next page: these arguments without any --cursor, plus the new one;
+ * a relative --since/--until (24h) is written as the instant it meant, so that every page reads
+ * the same window.
+ */
+function moreHint(
+  argv: readonly string[],
+  command: string,
+  cursor: string,
+  resolved: { since?: string; until?: string },
+): string {
+  const kept: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const flag = /^--(cursor|since|until)(=.*)?$/.exec(arg);
+    if (flag) {
+      if (flag[2] === undefined) i++;
+      if (flag[1] !== 'cursor') kept.push(`--${flag[1]}`, resolved[flag[1] as 'since' | 'until']!);
+      continue;
+    }
+    kept.push(/^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`);
+  }
+  return `more: portcullis ${command} ${[...kept, '--cursor', cursor].join(' ')}`;
+}
+
 const query: CliCommand = {
   name: 'audit query',
-  summary: 'list audit records by time range, type, source, subject and decision',
-  usage: `usage: portcullis audit query (--store SPEC | collector flags) [filters] [--json]
+  summary:
+    'list audit records, newest first, by time, type, source, subject, decision, rule, reason; or follow them',
+  usage: `usage: portcullis audit query (--store SPEC | collector flags) [filters] [--limit N] [--oldest-first] [--cursor C | --follow] [--json]
 
-Prints matching records as a table, or as JSON lines with --json. Against a collector, your
-workload needs role audit-reader (and the query is itself audited).
+Prints matching records as a table (or JSON lines with --json), newest first. When more match
+than --limit, the last line (on stderr) is the command for the next page: "more: … --cursor C".
+With --follow, prints the records as they are appended (the collector's live tail) until Ctrl-C,
+then exits 0. Against a collector, your workload needs role audit-reader (and the query is itself
+audited).
 
-filters:
-  --since TIME        records appended at or after this RFC 3339 time
-  --until TIME        records appended before this time
-  --type TYPE         e.g. authz.decision, token.issued
-  --source ID         emitting workload's SPIFFE ID
-  --subject ID        acting workload's SPIFFE ID
-  --decision D        allow or deny
-  --from-seq N        start at this seq
-  --limit N           at most N records (default 100)
+${FILTER_HELP}
+
+  --limit N           at most N records per page (default 100)
+  --oldest-first      oldest first instead
+  --cursor C          the next page (from the "more:" line); same filters and order
+  --from-seq N        with --oldest-first: start at this seq
+  --follow            after the records, keep printing new matching ones (collector only)
 
   --store SPEC        read a store directly (file:DIR or postgres://…) instead of a collector
 ${REMOTE_FLAGS}`,
   async run(argv) {
-    const flags = parseFlags(argv, { ...filterOptions, ...remoteOptions }, 'audit query');
-    if (flags.decision !== undefined && flags.decision !== 'allow' && flags.decision !== 'deny')
-      throw new UsageError(
-        'audit query: --decision must be allow or deny (see: portcullis audit query --help)',
-      );
-    for (const k of ['since', 'until'] as const)
-      if (flags[k] !== undefined && Number.isNaN(Date.parse(flags[k]!)))
-        throw new UsageError(
-          `audit query: --${k} must be an RFC 3339 time (see: portcullis audit query --help)`,
-        );
-    const filter: RecordFilter = {
-      since: flags.since,
-      until: flags.until,
-      type: flags.type,
-      source: flags.source,
-      subject: flags.subject,
-      decision: flags.decision as 'allow' | 'deny' | undefined,
-      fromSeq: nonNegative(flags['from-seq'], 'from-seq', 'audit query'),
-      limit: nonNegative(flags.limit, 'limit', 'audit query') ?? 100,
+    const flags = parseFlags(
+      argv,
+      {
+        ...filterOptions,
+        ...remoteOptions,
+        limit: { type: 'string' },
+        'oldest-first': { type: 'boolean' },
+        cursor: { type: 'string' },
+        'from-seq': { type: 'string' },
+        follow: { type: 'boolean' },
+      },
+      'audit query',
+    );
+    const cmd = 'audit query';
+    const fields = filterFields(flags, cmd);
+    const order = flags['oldest-first'] ? 'asc' : 'desc';
+    const fromSeq = nonNegative(flags['from-seq'], 'from-seq', cmd);
+    if (fromSeq !== undefined && order === 'desc')
+      throw new UsageError(`${cmd}: --from-seq pages oldest first: add --oldest-first (or use --cursor)`);
+    if (fromSeq !== undefined && flags.cursor !== undefined)
+      throw new UsageError(`${cmd}: give --cursor or --from-seq, not both`);
+    if (flags.follow && flags.store)
+      throw new UsageError(`${cmd}: --follow needs a collector (the live tail), not --store`);
+    if (flags.follow && flags.cursor !== undefined)
+      throw new UsageError(`${cmd}: --follow starts at the newest records; drop --cursor`);
+    const limit = nonNegative(flags.limit, 'limit', cmd) ?? 100;
+    if (limit < 1) throw new UsageError(`${cmd}: --limit must be at least 1`);
+    const base: RecordFilter = { ...fields, order, limit, ...(fromSeq !== undefined ? { fromSeq } : {}) };
+    let filter: RecordFilter;
+    try {
+      filter = pageFilter(base, flags.cursor);
+    } catch (err) {
+      throw new UsageError(`${cmd}: --${(err as Error).message}`);
+    }
+    const print = (records: readonly AuditRecord[]) => {
+      if (flags.json) for (const r of records) console.log(JSON.stringify(r));
+      else if (records.length) console.log(formatRecordTable(records));
     };
-    let records: AuditRecord[];
     if (flags.store) {
       const store = await openStore(flags.store, { readOnly: true });
+      let records: AuditRecord[];
       try {
         records = await store.query(filter);
       } finally {
         await store.close();
       }
-    } else {
-      const api = collectorApi(flags, 'audit query');
+      if (flags.json || records.length) print(records);
+      else console.log('no matching records');
+      const next = nextCursor(filter, records);
+      if (next) console.error(moreHint(argv, cmd, next, fields));
+      return 0;
+    }
+    const api = collectorApi(flags, cmd);
+    try {
+      if (!flags.follow) {
+        const page = await api.events({
+          ...fields,
+          order,
+          limit,
+          ...(fromSeq !== undefined ? { fromSeq } : {}),
+          ...(flags.cursor !== undefined ? { cursor: flags.cursor } : {}),
+        });
+        if (flags.json || page.records.length) print(page.records);
+        else console.log('no matching records');
+        if (page.next) console.error(moreHint(argv, cmd, page.next, fields));
+        return 0;
+      }
+      // --follow: the newest page (oldest of it first, as a tail reads), then the live tail from it.
+      const page = await api.events({ ...fields, order: 'desc', limit });
+      const recent = [...page.records].reverse();
+      if (!flags.json && recent.length) console.log(formatRecordTable(recent));
+      else if (flags.json) print(recent);
+      const control = new AbortController();
+      void untilShutdownSignal().then(() => control.abort());
+      const lastEventId = recent.at(-1)?.seq ?? (await api.status()).store.records - 1;
+      for await (const r of api.stream(fields, { lastEventId, signal: control.signal })) {
+        if (flags.json) console.log(JSON.stringify(r));
+        else console.log(formatRecordTable([r]).split('\n')[1]);
+      }
+      if (!control.signal.aborted) {
+        console.error(`${cmd}: the collector ended the live tail (it is shutting down)`);
+        return 1;
+      }
+      return 0;
+    } finally {
+      await api.close();
+    }
+  },
+};
+
+const stats: CliCommand = {
+  name: 'audit stats',
+  summary:
+    'count audit records grouped by source, subject, type, decision, rule or reason, over a time range',
+  usage: `usage: portcullis audit stats (--store SPEC | collector flags) [--group-by F,F…] [--interval 1m|5m|1h|1d] [filters] [--json]
+
+Counts the matching records appended in the range (default: the last 24 hours), grouped by the
+given fields (and time buckets with --interval): a table with one line per group, largest first,
+and the total. --group-by subject,source,decision with --type authz.decision is the service graph:
+who (subject, the caller) called whom (source, the deciding sidecar's service), allowed or denied.
+
+  --group-by F,F…     among type, source, subject, decision, rule, reason (default: none, the total)
+  --interval I        also by time bucket: 1m, 5m, 1h or 1d (UTC)
+${FILTER_HELP}
+
+  --store SPEC        read a store directly (file:DIR or postgres://…) instead of a collector
+${REMOTE_FLAGS}`,
+  async run(argv) {
+    const cmd = 'audit stats';
+    const flags = parseFlags(
+      argv,
+      { ...filterOptions, ...remoteOptions, 'group-by': { type: 'string' }, interval: { type: 'string' } },
+      cmd,
+    );
+    const fields = filterFields(flags, cmd);
+    const groupBy = (flags['group-by'] ?? '').split(',').filter((f) => f !== '');
+    for (const f of groupBy)
+      if (!(FILTER_FIELDS as readonly string[]).includes(f))
+        throw new UsageError(
+          `${cmd}: --group-by: "${f.slice(0, 64)}" is not one of ${FILTER_FIELDS.join(', ')}`,
+        );
+    if (new Set(groupBy).size !== groupBy.length)
+      throw new UsageError(`${cmd}: --group-by names a field twice`);
+    const interval = flags.interval as AggregateInterval | undefined;
+    if (interval !== undefined && !(interval in INTERVALS))
+      throw new UsageError(`${cmd}: --interval must be one of ${Object.keys(INTERVALS).join(', ')}`);
+    const until = fields.until ?? new Date().toISOString();
+    const since = fields.since ?? new Date(Date.parse(until) - 86_400_000).toISOString();
+    const q: AggregateQuery = {
+      filter: { ...fields, since, until },
+      groupBy: groupBy as FilterField[],
+      ...(interval ? { interval } : {}),
+    };
+    let groups: AggregateGroup[];
+    if (flags.store) {
+      const store = await openStore(flags.store, { readOnly: true });
       try {
-        records = (await api.events(filter)).records;
+        groups = await store.aggregate(q);
+      } finally {
+        await store.close();
+      }
+    } else {
+      const api = collectorApi(flags, cmd);
+      try {
+        groups = (await api.aggregates(q)).groups;
       } finally {
         await api.close();
       }
     }
-    if (flags.json) for (const r of records) console.log(JSON.stringify(r));
-    else console.log(formatRecordTable(records));
+    if (flags.json) {
+      console.log(JSON.stringify({ since, until, groups }));
+      return 0;
+    }
+    const header = [...(interval ? ['BUCKET'] : []), ...groupBy.map((f) => f.toUpperCase()), 'COUNT'];
+    const rows = groups.map((g) => [
+      ...(interval ? [g.bucket ?? '-'] : []),
+      ...groupBy.map((f) => g.key[f as FilterField] ?? '-'),
+      String(g.count),
+    ]);
+    const total = groups.reduce((n, g) => n + g.count, 0);
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) =>
+      cells
+        .map((c, i) => (i === cells.length - 1 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+        .join('  ');
+    console.log(`records appended ${since} .. ${until}`);
+    if (groupBy.length || interval) for (const l of [header, ...rows]) console.log(line(l));
+    console.log(`total ${total}${groupBy.length || interval ? ` in ${groups.length} groups` : ''}`);
     return 0;
   },
 };
@@ -435,4 +650,4 @@ ${REMOTE_FLAGS}`,
   },
 };
 
-export const commands: readonly CliCommand[] = [serve, verify, query, checkpoint, prove, importEvents];
+export const commands: readonly CliCommand[] = [serve, verify, query, stats, checkpoint, prove, importEvents];

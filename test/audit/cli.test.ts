@@ -292,7 +292,15 @@ test('cli: audit query prints a table for an audit-reader, JSON lines with --jso
   const rows = table.stdout.trim().split('\n');
   assert.match(rows[0]!, /^SEQ\s+TIME\s+TYPE\s+SOURCE/);
   assert.equal(rows.length, 1 + 2, 'decisions 0 and 3 are denies');
-  const json = await run(['audit', 'query', '--limit', '1', '--json', ...remote('security-console')]);
+  const json = await run([
+    'audit',
+    'query',
+    '--limit',
+    '1',
+    '--oldest-first',
+    '--json',
+    ...remote('security-console'),
+  ]);
   assert.equal(JSON.parse(json.stdout.trim()).seq, 0);
   const refused = await run(['audit', 'query', ...remote('web')]);
   assert.equal(refused.code, 1);
@@ -310,6 +318,175 @@ test('cli: audit query prints a table for an audit-reader, JSON lines with --jso
   assert.ok(local.stdout.trim().split('\n').length >= 6);
 });
 
+test('cli: audit query lists newest first, names the next page in a "more:" line, and filters by rule, reason and --since 24h', async () => {
+  const dir = join(tmp.dir, 'paged');
+  const store = await openFileStore({ dir });
+  await store.append(
+    Array.from({ length: 7 }, (_, i) => decision(i, { rule: i % 2 ? 'odd' : 'even', reason: `R${i % 3}` })),
+  );
+  await store.close();
+  const args = [
+    'audit',
+    'query',
+    '--store',
+    `file:${dir}`,
+    '--rule',
+    'odd',
+    '--since',
+    '24h',
+    '--limit',
+    '2',
+    '--json',
+  ];
+  const seqs = (out: string) =>
+    out
+      .trim()
+      .split('\n')
+      .filter((l) => l)
+      .map((l) => JSON.parse(l).seq as number);
+  const first = await run(args);
+  assert.equal(first.code, 0, first.stderr);
+  assert.deepEqual(seqs(first.stdout), [5, 3]);
+  const more = /^more: portcullis audit query (.*) --cursor (\S+)$/m.exec(first.stderr);
+  assert.ok(more, first.stderr);
+  // The hint is the next command as it stands (the relative --since written as its instant).
+  assert.match(more[1]!, /--since \d{4}-\d{2}-\d{2}T[\d:.]+Z/);
+  const second = await run(['audit', 'query', ...more[1]!.split(' '), '--cursor', more[2]!]);
+  assert.equal(second.code, 0, second.stderr);
+  assert.deepEqual(seqs(second.stdout), [1]);
+  assert.doesNotMatch(second.stderr, /more:/);
+  const oldest = await run([
+    'audit',
+    'query',
+    '--store',
+    `file:${dir}`,
+    '--reason',
+    'R0',
+    '--oldest-first',
+    '--json',
+  ]);
+  assert.deepEqual(seqs(oldest.stdout), [0, 3, 6]);
+  // A cursor of one query is refused by another.
+  const other = await run([
+    'audit',
+    'query',
+    '--store',
+    `file:${dir}`,
+    '--rule',
+    'even',
+    '--cursor',
+    more[2]!,
+  ]);
+  assert.equal(other.code, 2);
+  assert.match(other.stderr, /other filters/);
+  const nothing = await run([
+    'audit',
+    'query',
+    '--store',
+    `file:${dir}`,
+    '--since',
+    '2020-01-01T00:00:00Z',
+    '--until',
+    '2020-01-02T00:00:00Z',
+  ]);
+  assert.equal(nothing.code, 0);
+  assert.match(nothing.stdout, /no matching records/);
+});
+
+test('cli: audit stats counts by source and rule from a collector and a store', async () => {
+  const remoteStats = await run([
+    'audit',
+    'stats',
+    '--group-by',
+    'source,decision',
+    '--type',
+    'authz.decision',
+    '--json',
+    ...remote('security-console'),
+  ]);
+  assert.equal(remoteStats.code, 0, remoteStats.stderr);
+  const body = JSON.parse(remoteStats.stdout) as { groups: { key: Record<string, string>; count: number }[] };
+  const web = 'spiffe://example.org/ns/shop/sa/web';
+  assert.equal(body.groups.find((g) => g.key.source === web && g.key.decision === 'deny')?.count, 2);
+  assert.equal(body.groups.find((g) => g.key.source === web && g.key.decision === 'allow')?.count, 4);
+  const table = await run([
+    'audit',
+    'stats',
+    '--group-by',
+    'decision',
+    '--interval',
+    '1h',
+    ...remote('security-console'),
+  ]);
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, /^BUCKET\s+DECISION\s+COUNT$/m);
+  assert.match(table.stdout, /^total \d+ in \d+ groups$/m);
+  const local = await run([
+    'audit',
+    'stats',
+    '--store',
+    `file:${join(tmp.dir, 'c', 'log')}`,
+    '--type',
+    'authz.decision',
+  ]);
+  assert.equal(local.code, 0, local.stderr);
+  assert.match(local.stdout, /^total 6$/m);
+  const bad = await run(['audit', 'stats', '--store', 'file:/x', '--group-by', 'colour']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--group-by: "colour" is not one of type, source/);
+});
+
+test('cli: audit query --follow prints records as they arrive and exits 0 on SIGINT', async () => {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'audit', 'query', '--follow', '--rule', 'followed', '--json', ...remote('security-console')],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  try {
+    // The tail is open once the collector counts it.
+    const agent = workloadAgent(pki, pki.leaf('security-console'));
+    const until = Date.now() + 15_000;
+    for (;;) {
+      const status = await call(agent, `${collector.url}/v1/status`);
+      if ((status.body as { collector: { liveTails: number } }).collector.liveTails > 0) break;
+      if (Date.now() > until) throw new Error(`the tail never opened: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await agent.close();
+    const web = workloadAgent(pki, pki.leaf('web'));
+    await call(web, `${collector.url}/v1/events`, {
+      method: 'POST',
+      body: {
+        events: [decision(40, { rule: 'followed' }), decision(41), decision(42, { rule: 'followed' })],
+      },
+    });
+    await web.close();
+    const seen = Date.now() + 5000;
+    while (
+      stdout
+        .trim()
+        .split('\n')
+        .filter((l) => l).length < 2 &&
+      Date.now() < seen
+    )
+      await new Promise((r) => setTimeout(r, 25));
+    child.kill('SIGINT');
+    assert.equal(await exited, 0, stderr);
+    const actions = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).event.action);
+    assert.deepEqual(actions, ['GET /orders/40', 'GET /orders/42']);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+});
+
 const usageErrors: [string, string[], RegExp][] = [
   ['an unknown flag', ['audit', 'verify', '--store', 'file:/x', '--bogus'], /Unknown option '--bogus'/],
   ['a missing --store', ['audit', 'verify'], /--store is required/],
@@ -322,6 +499,22 @@ const usageErrors: [string, string[], RegExp][] = [
     'a bad --limit',
     ['audit', 'query', '--store', 'file:/x', '--limit=abc'],
     /--limit must be a non-negative integer/,
+  ],
+  [
+    'a bad --since',
+    ['audit', 'query', '--store', 'file:/x', '--since', 'yesterday'],
+    /--since must be a duration/,
+  ],
+  [
+    '--follow with --store',
+    ['audit', 'query', '--store', 'file:/x', '--follow'],
+    /--follow needs a collector/,
+  ],
+  ['a foreign --cursor', ['audit', 'query', '--store', 'file:/x', '--cursor', 'abc'], /not a cursor/],
+  [
+    'a bad --interval',
+    ['audit', 'stats', '--store', 'file:/x', '--interval', '2h'],
+    /--interval must be one of/,
   ],
   ['a missing --out', ['audit', 'checkpoint', '--public-key', 'k'], /--out is required/],
 ];
