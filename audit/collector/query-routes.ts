@@ -231,14 +231,16 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
         else beforeSeq = at;
       }
       const filter: RecordFilter = { ...fields, order, limit, fromSeq, beforeSeq };
-      const records = await log.store().query(filter);
+      // The stored lines are the records' JSON: passed on as they are, not parsed and serialized
+      // again (the response schema describes them; decision 0075).
+      const lines = await log.store().queryLines(filter);
       await deps.audited(req);
-      const full = records.length === limit;
-      const last = records.at(-1);
+      const full = lines.length === limit;
+      const last = lines.at(-1);
       const nextSeq = order === 'asc' && full ? last!.seq + 1 : null;
       const next = full ? encodeCursor(order, order === 'asc' ? last!.seq + 1 : last!.seq, fields) : null;
-      void reply.header('cache-control', 'no-store');
-      return { records, nextSeq, next };
+      void reply.header('cache-control', 'no-store').type('application/json; charset=utf-8');
+      return `{"records":[${lines.map((l) => l.line).join(',')}],"nextSeq":${JSON.stringify(nextSeq)},"next":${JSON.stringify(next)}}`;
     },
   );
 

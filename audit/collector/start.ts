@@ -212,6 +212,12 @@ export async function startCollector(
     throw err;
   }
   identity?.attach(() => tlsFiles.reload(), metrics.registry);
+  // The file store's query index, built or read back now rather than by the first query.
+  const preparing = store
+    .prepareQueries?.()
+    .catch((err: unknown) =>
+      logger.warn({ err: (err as Error).message }, 'the query index could not be prepared; queries build it'),
+    );
   tlsFiles.onChange((m) =>
     (app.server as unknown as HttpsServer).setSecureContext({
       cert: m.cert,
@@ -238,6 +244,7 @@ export async function startCollector(
         // Stops accepting; idle, half-open and handshaking connections go now, the rest after drainTimeout.
         await Promise.all([app.close(), connections.drain()]);
         await checkpointing;
+        await preparing;
         await checkpoint();
         if (!overrides.store) await store.close();
       })();

@@ -6,7 +6,7 @@ import { forEachLine, readLineChunks } from './line-chunks.ts';
 
 /** Directory of the index files, inside the store directory (decision 0073). */
 export const INDEX_DIR = 'index';
-const VERSION = 1;
+const VERSION = 2;
 /** Dictionary id of a field an event does not have. */
 const ABSENT = 0;
 /** Dictionary id of every field of a line that is no record (never matches a value). */
@@ -26,9 +26,13 @@ export class SegmentIndex {
   bytes = 0;
   minTime = Infinity;
   maxTime = -Infinity;
+  /** True once written to (or read from) `DIR/index/`. */
+  saved = false;
   times: Float64Array;
   offsets: Float64Array;
   lengths: Uint32Array;
+  /** The first 32 bits of each record's hash: what a fetched line is checked against. */
+  hashes: Uint32Array;
   readonly cols: Uint32Array[];
   readonly dict: string[] = [''];
   readonly #ids = new Map<string, number>();
@@ -38,6 +42,7 @@ export class SegmentIndex {
     this.times = new Float64Array(capacity);
     this.offsets = new Float64Array(capacity);
     this.lengths = new Uint32Array(capacity);
+    this.hashes = new Uint32Array(capacity);
     this.cols = FILTER_FIELDS.map(() => new Uint32Array(capacity));
   }
 
@@ -67,6 +72,7 @@ export class SegmentIndex {
     this.times = grow(this.times, (n) => new Float64Array(n));
     this.offsets = grow(this.offsets, (n) => new Float64Array(n));
     this.lengths = grow(this.lengths, (n) => new Uint32Array(n));
+    this.hashes = grow(this.hashes, (n) => new Uint32Array(n));
     for (let c = 0; c < this.cols.length; c++) this.cols[c] = grow(this.cols[c]!, (n) => new Uint32Array(n));
   }
 
@@ -76,7 +82,7 @@ export class SegmentIndex {
     const i = this.count++;
     this.offsets[i] = offset;
     this.lengths[i] = line.length;
-    let parsed: { time?: unknown; event?: Record<string, unknown> } | undefined;
+    let parsed: { time?: unknown; hash?: unknown; event?: Record<string, unknown> } | undefined;
     try {
       parsed = JSON.parse(line.toString()) as typeof parsed;
     } catch {
@@ -95,6 +101,7 @@ export class SegmentIndex {
       timeCache.set(parsed.time, t);
     }
     this.times[i] = t;
+    this.hashes[i] = typeof parsed.hash === 'string' ? parseInt(parsed.hash.slice(0, 8), 16) >>> 0 : 0;
     if (t < this.minTime) this.minTime = t;
     if (t > this.maxTime) this.maxTime = t;
     for (let c = 0; c < FILTER_FIELDS.length; c++) this.cols[c]![i] = this.#intern(event[FILTER_FIELDS[c]!]);
@@ -168,6 +175,7 @@ export class SegmentIndex {
       Buffer.from(this.times.buffer, 0, n * 8),
       Buffer.from(this.offsets.buffer, 0, n * 8),
       Buffer.from(this.lengths.buffer, 0, n * 4),
+      Buffer.from(this.hashes.buffer, 0, n * 4),
       ...this.cols.map((c) => Buffer.from(c.buffer, 0, n * 4)),
     ];
     return Buffer.concat(parts);
@@ -195,7 +203,7 @@ export class SegmentIndex {
       return undefined;
     const n = h.count;
     if (!Number.isSafeInteger(n) || n < 0 || !Array.isArray(h.dict) || h.dict[0] !== '') return undefined;
-    if (buf.length !== nl + 1 + n * (8 + 8 + 4 + 4 * FILTER_FIELDS.length)) return undefined;
+    if (buf.length !== nl + 1 + n * (8 + 8 + 4 + 4 + 4 * FILTER_FIELDS.length)) return undefined;
     const idx = new SegmentIndex(first, Math.max(n, 1));
     let at = nl + 1;
     const take = (bytes: number) => {
@@ -208,6 +216,7 @@ export class SegmentIndex {
     copyInto(idx.times, take(n * 8));
     copyInto(idx.offsets, take(n * 8));
     copyInto(idx.lengths, take(n * 4));
+    copyInto(idx.hashes, take(n * 4));
     for (const col of idx.cols) copyInto(col, take(n * 4));
     idx.count = n;
     idx.bytes = h.bytes;
@@ -224,6 +233,18 @@ export class SegmentIndex {
   }
 }
 
+const TAIL =
+  /,"hash":"([0-9a-f]{8})[0-9a-f]{56}","prev":"[0-9a-f]{64}","seq":(\d{1,16}),"time":"[^"]{1,40}"}$/;
+
+/**
+ * True when `line` is the record a {@link LineRef} describes: its seq and the first 32 bits of
+ * its hash, read off the canonical line's tail without parsing the event.
+ */
+export function lineIsRef(line: string, ref: LineRef): boolean {
+  const m = TAIL.exec(line.slice(line.lastIndexOf(',"hash":"')));
+  return m !== null && Number(m[2]) === ref.seq && parseInt(m[1]!, 16) >>> 0 === ref.hash;
+}
+
 /** Whether record `i` of a segment passes a compiled filter. */
 export type CompiledFilter = (i: number) => boolean;
 
@@ -233,6 +254,8 @@ export interface LineRef {
   readonly segment: string;
   readonly offset: number;
   readonly length: number;
+  /** First 32 bits of the record's hash, as indexed. */
+  readonly hash: number;
 }
 
 /**
@@ -245,6 +268,8 @@ export class FileIndex {
   readonly #dir: string;
   readonly #persist: boolean;
   readonly #cache = new Map<number, SegmentIndex>();
+  /** One index operation at a time: two queries must not extend the same index twice. */
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(dir: string, persist: boolean) {
     this.#dir = dir;
@@ -260,7 +285,13 @@ export class FileIndex {
    * The index of a segment up to `limit` bytes. `complete` segments never grow again: their
    * index is loaded from (or saved to) `DIR/index/`.
    */
-  async segment(
+  segment(seg: { first: number; name: string }, limit: number, complete: boolean): Promise<SegmentIndex> {
+    const run = this.#queue.then(() => this.#segment(seg, limit, complete));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #segment(
     seg: { first: number; name: string },
     limit: number,
     complete: boolean,
@@ -268,19 +299,30 @@ export class FileIndex {
     const file = join(this.#dir, seg.name);
     let idx = this.#cache.get(seg.first);
     if (idx && idx.bytes > limit) idx = undefined; // the segment was cut (recovery): rebuild
-    if (!idx && complete) idx = await this.#load(seg.first, file);
     if (!idx) {
-      idx = new SegmentIndex(seg.first);
-      await idx.extend(file, limit);
-      if (complete && this.#persist) await this.#save(idx, file);
-    } else if (idx.bytes < limit) {
-      await idx.extend(file, limit);
-      if (complete && this.#persist) await this.#save(idx, file);
+      // Saved when complete, or at the last close (the live segment): only while the segment is
+      // exactly as it was then.
+      idx = await this.#load(seg.first, file);
+      if (idx && idx.bytes > limit) idx = undefined;
     }
+    if (!idx) idx = new SegmentIndex(seg.first);
+    await idx.extend(file, limit);
+    // Saved once complete: also a segment that filled up while this process indexed it.
+    if (complete && this.#persist && !idx.saved) idx.saved = await this.#save(idx, file);
     this.#cache.delete(seg.first);
     this.#cache.set(seg.first, idx);
     while (this.#cache.size > CACHED_SEGMENTS) this.#cache.delete(this.#cache.keys().next().value!);
     return idx;
+  }
+
+  /** At close: saves the live segment's index if it covers the whole file, for the next start. */
+  keep(seg: { first: number; name: string }): Promise<void> {
+    const run = this.#queue.then(async () => {
+      const idx = this.#cache.get(seg.first);
+      if (idx && this.#persist) await this.#save(idx, join(this.#dir, seg.name));
+    });
+    this.#queue = run.catch(() => {});
+    return run;
   }
 
   #path(first: number): string {
@@ -290,17 +332,19 @@ export class FileIndex {
   async #load(first: number, file: string): Promise<SegmentIndex | undefined> {
     try {
       const [buf, st] = await Promise.all([readFile(this.#path(first)), stat(file)]);
-      return SegmentIndex.decode(buf, first, st.size, st.mtimeMs);
+      const idx = SegmentIndex.decode(buf, first, st.size, st.mtimeMs);
+      if (idx) idx.saved = true;
+      return idx;
     } catch {
       return undefined;
     }
   }
 
-  async #save(idx: SegmentIndex, file: string): Promise<void> {
-    // Best effort: an index that cannot be saved is rebuilt next time.
+  /** Writes a complete segment's index (tmp + rename); false when it could not (rebuilt next time). */
+  async #save(idx: SegmentIndex, file: string): Promise<boolean> {
     try {
       const st = await stat(file);
-      if (idx.bytes !== st.size) return;
+      if (idx.bytes !== st.size) return false;
       await mkdir(join(this.#dir, INDEX_DIR), { recursive: true, mode: 0o700 });
       const target = this.#path(idx.first);
       const tmp = `${target}.${process.pid}.tmp`;
@@ -314,8 +358,9 @@ export class FileIndex {
         await unlink(tmp).catch(() => {});
         throw err;
       });
+      return true;
     } catch {
-      // rebuilt from the segment when next needed
+      return false;
     }
   }
 }

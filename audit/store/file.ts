@@ -14,7 +14,7 @@ import {
 import { StoreError } from '../errors.ts';
 import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
 import { GroupCounter, matchesFilter } from '../query-filter.ts';
-import { FileIndex, countSegment } from './file-index.ts';
+import { FileIndex, countSegment, lineIsRef } from './file-index.ts';
 import type { LineRef, SegmentIndex } from './file-index.ts';
 import { parseSealText } from '../seal.ts';
 import type {
@@ -819,10 +819,22 @@ export class FileStore implements AuditStore {
   }
 
   async query(filter: RecordFilter): Promise<AuditRecord[]> {
+    return (await this.#lines(filter, true)).map((l) => l.record!);
+  }
+
+  /**
+   * The stored lines of the matching records: each checked to be the record the index located
+   * (seq and hash, off the line's tail) but not parsed — what the collector sends as it is.
+   */
+  async queryLines(filter: RecordFilter): Promise<{ seq: number; line: string }[]> {
+    return this.#lines(filter, false);
+  }
+
+  async #lines(filter: RecordFilter, parse: boolean): Promise<FetchedLine[]> {
     for (let attempt = 0; ; attempt++) {
       const refs = await this.#find(filter);
-      const records = await this.#fetch(refs, filter, attempt > 0);
-      if (records) return records;
+      const lines = await this.#fetch(refs, filter, attempt > 0, parse);
+      if (lines) return lines;
     }
   }
 
@@ -846,6 +858,7 @@ export class FileStore implements AuditStore {
           segment: seg.name,
           offset: idx.offsets[i]!,
           length: idx.lengths[i]!,
+          hash: idx.hashes[i]!,
         });
         return refs.length >= filter.limit;
       };
@@ -863,20 +876,27 @@ export class FileStore implements AuditStore {
    * and passes the filter: the index is never trusted. On a mismatch the segment's index is
    * dropped and undefined returned (the caller asks again); a second mismatch is corruption.
    */
-  async #fetch(refs: LineRef[], filter: RecordFilter, retried: boolean): Promise<AuditRecord[] | undefined> {
-    const out: AuditRecord[] = [];
+  async #fetch(
+    refs: LineRef[],
+    filter: RecordFilter,
+    retried: boolean,
+    parse: boolean,
+  ): Promise<FetchedLine[] | undefined> {
+    const out: FetchedLine[] = [];
     let at = 0;
     while (at < refs.length) {
-      // One read per run of refs in one segment that lie within 8 MiB of each other.
+      // One read per run of refs in one segment that lie close together (gaps under 64 KiB, at
+      // most 8 MiB in all); scattered records are read one by one.
       const segment = refs[at]!.segment;
       let end = at + 1;
       let lo = refs[at]!.offset;
       let hi = lo + refs[at]!.length;
       while (end < refs.length && refs[end]!.segment === segment) {
         const r = refs[end]!;
+        const gap = r.offset >= hi ? r.offset - hi : lo - (r.offset + r.length);
         const nlo = Math.min(lo, r.offset);
         const nhi = Math.max(hi, r.offset + r.length);
-        if (nhi - nlo > 8 * 1_048_576) break;
+        if (gap > 65_536 || nhi - nlo > 8 * 1_048_576) break;
         [lo, hi] = [nlo, nhi];
         end++;
       }
@@ -898,13 +918,18 @@ export class FileStore implements AuditStore {
       }
       for (let k = at; k < end; k++) {
         const r = refs[k]!;
+        const line = buf.toString('utf8', r.offset - lo, r.offset - lo + r.length);
         let record: AuditRecord | undefined;
-        try {
-          record = parseRecordLine(buf.toString('utf8', r.offset - lo, r.offset - lo + r.length));
-        } catch {
-          record = undefined;
-        }
-        if (!record || record.seq !== r.seq || !matchesFilter(record, filter)) {
+        let ok: boolean;
+        if (parse) {
+          try {
+            record = parseRecordLine(line);
+          } catch {
+            record = undefined;
+          }
+          ok = record !== undefined && record.seq === r.seq && matchesFilter(record, filter);
+        } else ok = lineIsRef(line, r);
+        if (!ok) {
           const first = this.#segments.find((s) => s.name === segment)!.first;
           this.#index.forget(first);
           if (retried)
@@ -914,11 +939,19 @@ export class FileStore implements AuditStore {
             );
           return undefined;
         }
-        out.push(record);
+        out.push({ seq: r.seq, line, record });
       }
       at = end;
     }
     return out;
+  }
+
+  /**
+   * Builds (or reads back) the index of every segment, so that the first query after a start
+   * does not pay for it; the collector runs it in the background once it listens.
+   */
+  async prepareQueries(): Promise<void> {
+    for await (const _ of this.#indexes(true));
   }
 
   async aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
@@ -944,12 +977,21 @@ export class FileStore implements AuditStore {
     await this.#committer.idle();
     await this.#fh?.close();
     this.#fh = undefined;
+    const last = this.#segments.at(-1);
+    if (last && !this.#options.readOnly) await this.#index.keep(last);
     this.#release?.();
   }
 
   #check(): void {
     if (this.#closed) throw new StoreError('ERR_AUDIT_STORE_CLOSED', 'the store is closed');
   }
+}
+
+/** A line a query found, and its record when parsed. */
+interface FetchedLine {
+  readonly seq: number;
+  readonly line: string;
+  readonly record?: AuditRecord;
 }
 
 /** Opens the file store in a directory; see {@link FileStore}. */

@@ -102,6 +102,10 @@ export class MemoryStore implements AuditStore {
     return scanQuery(newestFirst(), filter);
   }
 
+  async queryLines(filter: RecordFilter): Promise<{ seq: number; line: string }[]> {
+    return (await this.query(filter)).map((r) => ({ seq: r.seq, line: this.lines[r.seq]! }));
+  }
+
   aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
     return scanAggregate(this.read(0), query);
   }

@@ -41,7 +41,7 @@ const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
 const PAGE = 10_000;
 const PAGE_BYTES = 4 * 1_048_576;
 /** Suffixes of the side tables (seal, idempotency keys, refused rows). */
-const SIDE = { seal: '_seal', keys: '_keys', quarantine: '_quarantine' } as const;
+const SIDE = { seal: '_seal', keys: '_keys', quarantine: '_quarantine', counts: '_counts' } as const;
 
 /**
  * A log shared by many collectors in PostgreSQL. Writers take a transaction-scoped advisory
@@ -395,6 +395,10 @@ export class PostgresStore implements AuditStore {
   }
 
   async query(filter: RecordFilter): Promise<AuditRecord[]> {
+    return (await this.queryLines(filter)).map((r) => parseRecordLine(r.line));
+  }
+
+  async queryLines(filter: RecordFilter): Promise<{ seq: number; line: string }[]> {
     this.#check();
     const desc = filter.order === 'desc';
     const { where, args } = whereOf(filter);
@@ -409,49 +413,88 @@ export class PostgresStore implements AuditStore {
     }
     args.push(Math.max(0, filter.limit));
     const { rows } = await this.#pool
-      .query<{ line: string }>(
-        `SELECT line FROM ${this.table} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      .query<{ seq: string; line: string }>(
+        `SELECT seq, line FROM ${this.table} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
          ORDER BY seq ${desc ? 'DESC' : ''} LIMIT $${args.length}`,
         args,
       )
       .catch((err: unknown) => {
         throw unavailable('postgres', err);
       });
-    return rows.map((r) => parseRecordLine(r.line));
+    return rows.map((r) => ({ seq: Number(r.seq), line: r.line }));
   }
 
+  /**
+   * Counts from `<table>_counts` for the whole minutes of the range, and from the rows for the
+   * partial minutes at its ends: exact, and as fast for a day of a billion records as of a thousand.
+   */
   async aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
     this.#check();
-    const { where, args } = whereOf(query.filter);
-    const cols = query.groupBy.map((f) => COLUMN[f]);
-    if (query.interval) {
-      // Buckets aligned to the epoch, as the other stores count them.
-      const seconds = INTERVALS[query.interval] / 1000;
-      cols.push(`floor(extract(epoch FROM at) / ${seconds}) * ${seconds}`);
-    }
-    const select = cols.map((c, i) => `${c} AS g${i}`);
-    const groupBy = cols.map((_, i) => `g${i}`);
-    const { rows } = await this.#pool
-      .query<Record<string, string | null>>(
-        `SELECT ${[...select, 'count(*) AS n'].join(', ')} FROM ${this.table}
-         ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ${groupBy.length ? `GROUP BY ${groupBy.join(', ')}` : ''}`,
-        args,
-      )
-      .catch((err: unknown) => {
-        throw unavailable('postgres', err);
+    const f = query.filter;
+    const since = f.since !== undefined ? Date.parse(f.since) : undefined;
+    const until = f.until !== undefined ? Date.parse(f.until) : undefined;
+    const lo = since !== undefined ? Math.ceil(since / 60_000) * 60_000 : undefined;
+    const hi = until !== undefined ? Math.floor(until / 60_000) * 60_000 : undefined;
+    const iso = (ms: number) => new Date(ms).toISOString();
+    const parts: { counts: boolean; since?: string; until?: string }[] = [];
+    if (lo !== undefined && hi !== undefined && lo >= hi)
+      parts.push({ counts: false, since: f.since, until: f.until });
+    else {
+      parts.push({
+        counts: true,
+        since: lo !== undefined ? iso(lo) : undefined,
+        until: hi !== undefined ? iso(hi) : undefined,
       });
-    const groups: AggregateGroup[] = [];
-    for (const r of rows) {
-      const count = Number(r.n);
-      if (count === 0) continue;
-      const key: Partial<Record<FilterField, string | null>> = {};
-      query.groupBy.forEach((f, i) => (key[f] = r[`g${i}`] ?? null));
-      const bucket = query.interval
-        ? new Date(Number(r[`g${query.groupBy.length}`]) * 1000).toISOString()
-        : undefined;
-      groups.push({ key, ...(bucket ? { bucket } : {}), count });
+      if (since !== undefined && since < lo!) parts.push({ counts: false, since: f.since, until: iso(lo!) });
+      if (until !== undefined && hi! < until) parts.push({ counts: false, since: iso(hi!), until: f.until });
     }
-    return sortGroups(groups);
+    const merged = new Map<
+      string,
+      { key: Partial<Record<FilterField, string | null>>; bucket?: string; count: number }
+    >();
+    for (const part of parts) {
+      const { where, args } = whereOf({ ...f, since: undefined, until: undefined });
+      const time = part.counts ? 'minute' : 'at';
+      if (part.since !== undefined) {
+        args.push(part.since);
+        where.push(`${time} >= $${args.length}`);
+      }
+      if (part.until !== undefined) {
+        args.push(part.until);
+        where.push(`${time} < $${args.length}`);
+      }
+      const cols: string[] = query.groupBy.map((g) => COLUMN[g]);
+      if (query.interval) {
+        // Buckets aligned to the epoch, as the other stores count them.
+        const seconds = INTERVALS[query.interval] / 1000;
+        cols.push(`floor(extract(epoch FROM ${time}) / ${seconds}) * ${seconds}`);
+      }
+      const select = [...cols.map((c, i) => `${c} AS g${i}`), `${part.counts ? 'sum(n)' : 'count(*)'} AS n`];
+      const { rows } = await this.#pool
+        .query<Record<string, string | null>>(
+          `SELECT ${select.join(', ')} FROM ${this.table}${part.counts ? SIDE.counts : ''}
+           ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+           ${cols.length ? `GROUP BY ${cols.map((_, i) => `g${i}`).join(', ')}` : ''}`,
+          args,
+        )
+        .catch((err: unknown) => {
+          throw unavailable('postgres', err);
+        });
+      for (const r of rows) {
+        const count = Number(r.n);
+        if (!count) continue;
+        const key: Partial<Record<FilterField, string | null>> = {};
+        query.groupBy.forEach((g, i) => (key[g] = r[`g${i}`] ?? null));
+        const bucket = query.interval
+          ? new Date(Number(r[`g${query.groupBy.length}`]) * 1000).toISOString()
+          : undefined;
+        const id = JSON.stringify([bucket, key]);
+        const g = merged.get(id);
+        if (g) g.count += count;
+        else merged.set(id, { key, ...(bucket ? { bucket } : {}), count });
+      }
+    }
+    return sortGroups([...merged.values()].filter((g) => g.count > 0));
   }
 
   async size(): Promise<number> {
@@ -597,15 +640,68 @@ async function migrate(pool: pg.Pool, table: string, parts: string[]): Promise<v
     await client.query(
       `ALTER TABLE ${table}${SIDE.quarantine} ADD COLUMN IF NOT EXISTS rule text, ADD COLUMN IF NOT EXISTS reason text`,
     );
-    // The query API's indexes (decision 0074): each filter field with seq, for newest-first
-    // pages of one value; the time for ranges and aggregates.
+    // The query API's indexes (decision 0074): each filter field but the two-valued decision
+    // with seq, for newest-first pages of one value; a BRIN index on the (append-ordered) time.
     const name = parts.at(-1)!;
-    for (const f of Object.values(COLUMN))
+    for (const f of ['type', 'source', 'subject', 'rule', 'reason'])
       await client.query(`CREATE INDEX IF NOT EXISTS ${name}_i_${f} ON ${table} (${f}, seq)`);
-    await client.query(`CREATE INDEX IF NOT EXISTS ${name}_i_at ON ${table} (at)`);
+    await client.query(`CREATE INDEX IF NOT EXISTS ${name}_i_at ON ${table} USING brin (at)`);
+    await createCounts(client, table);
   } finally {
     await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => {});
     client.release();
+  }
+}
+
+/** Fields of the per-minute counts, in their column order. */
+const COUNT_FIELDS = ['type', 'source', 'subject', 'decision', 'rule', 'reason'] as const;
+
+/**
+ * `<table>_counts`: records per minute and per (type, source, subject, decision, rule, reason),
+ * kept by statement-level triggers on every insert, update and delete of the table — whoever
+ * writes, so the counts always describe the rows as they are. Created, and filled from the rows
+ * already there, in one transaction under the writers' lock (decision 0074).
+ */
+async function createCounts(client: pg.PoolClient, table: string): Promise<void> {
+  const counts = `${table}${SIDE.counts}`;
+  const { rows } = await client.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [counts]);
+  if (rows[0]?.t) return;
+  const cols = COUNT_FIELDS.join(', ');
+  const fn = `${table}${SIDE.counts}_keep`;
+  const bucket = `date_bin('1 minute', at, TIMESTAMPTZ '1970-01-01 00:00:00Z')`;
+  const add = (from: string, sign: string) =>
+    `INSERT INTO ${counts} AS c (minute, ${cols}, n) SELECT ${bucket}, ${cols}, ${sign}count(*) FROM ${from}
+       GROUP BY 1, ${cols
+         .split(', ')
+         .map((_, i) => i + 2)
+         .join(', ')}
+       ON CONFLICT (minute, ${cols}) DO UPDATE SET n = c.n + EXCLUDED.n;`;
+  const lockKey = `portcullis-audit:${table}`;
+  await client.query('BEGIN');
+  try {
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [lockKey]);
+    await client.query(`CREATE TABLE IF NOT EXISTS ${counts} (
+        minute timestamptz NOT NULL, type text, source text, subject text, decision text, rule text, reason text,
+        n bigint NOT NULL,
+        UNIQUE NULLS NOT DISTINCT (minute, ${cols})
+      )`);
+    await client.query(`CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $f$
+      BEGIN
+        IF TG_OP IN ('DELETE', 'UPDATE') THEN ${add('old_rows', '-')} END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN ${add('new_rows', '')} END IF;
+        RETURN NULL;
+      END $f$`);
+    const trigger = (op: string, tables: string) =>
+      `CREATE TRIGGER ${table.split('.').at(-1)}_counts_${op.toLowerCase()} AFTER ${op} ON ${table}
+       REFERENCING ${tables} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`;
+    await client.query(trigger('INSERT', 'NEW TABLE AS new_rows'));
+    await client.query(trigger('UPDATE', 'OLD TABLE AS old_rows NEW TABLE AS new_rows'));
+    await client.query(trigger('DELETE', 'OLD TABLE AS old_rows'));
+    await client.query(add(table, ''));
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
   }
 }
 

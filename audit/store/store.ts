@@ -98,8 +98,15 @@ export interface AuditStore {
    * `order: 'desc'` newest first below `beforeSeq` (without reading the whole log).
    */
   query(filter: RecordFilter): Promise<AuditRecord[]>;
+  /**
+   * The same records as {@link query}, as their stored canonical lines (each one record's JSON),
+   * for answers that pass them on without parsing and serializing them again.
+   */
+  queryLines(filter: RecordFilter): Promise<{ seq: number; line: string }[]>;
   /** Counts of the records matching `query.filter`, grouped by fields and time buckets. */
   aggregate(query: AggregateQuery): Promise<AggregateGroup[]>;
+  /** Optional: prepares what queries need (a file store's index), in the background of a start. */
+  prepareQueries?(): Promise<void>;
   /** Number of durable records. */
   size(): Promise<number>;
   /** Size and last hash. */

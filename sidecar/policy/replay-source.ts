@@ -29,7 +29,7 @@ export interface DecisionSourceOptions {
 /**
  * Opens recorded decisions from `from`: a file store directory (`DIR` or `file:DIR`), a
  * PostgreSQL store (`postgres://…`, `postgresql://…` or `postgres:URL`, as `audit verify --store`
- * takes them), or a collector (`https://…`, paged through `GET /v1/events` with the operator's
+ * takes them), or a collector (`https://…`, paged by cursor through `GET /v1/events` with the operator's
  * certificate; the operator needs role `audit-reader`). Stores are opened read-only. Anything
  * else is a TypeError naming what is accepted (the CLI checks the form first).
  */
@@ -43,17 +43,20 @@ export async function openDecisionSource(
     const api = createCollectorApi({ url: from, tls: options.tls, collectorId: options.collectorId });
     const limit = options.pageSize ?? 1000;
     async function* pages(): AsyncIterable<AuditRecord> {
-      let fromSeq: number | null = 0;
-      while (fromSeq !== null) {
+      // Oldest first by the API's cursor (the collector answers each page from its index).
+      let cursor: string | undefined;
+      for (;;) {
         const page = await api.events({
           type: 'authz.decision',
           source: options.service,
           ...(options.since !== undefined ? { since: options.since } : {}),
-          fromSeq,
+          order: 'asc',
           limit,
+          ...(cursor !== undefined ? { cursor } : {}),
         });
         yield* page.records;
-        fromSeq = page.nextSeq;
+        if (page.next === null) return;
+        cursor = page.next;
       }
     }
     return { kind: 'collector', records: pages(), close: () => api.close() };

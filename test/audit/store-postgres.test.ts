@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { PostgresStore } from '../../audit/index.ts';
-import { openPostgresStore, openStore, verifyStore } from '../../audit/index.ts';
+import { GENESIS_PREV, buildRecord, openPostgresStore, openStore, verifyStore } from '../../audit/index.ts';
 import { storeConformance } from './store-conformance.ts';
 import { PG_URL, decision, pgSchema, sql } from './helpers.ts';
 
@@ -82,4 +82,43 @@ test('postgres store: a table name that is not an identifier is a TypeError', as
 test('openStore refuses a spec that is neither file: nor postgres: with ERR_AUDIT_STORE_SPEC', async () => {
   for (const spec of ['mysql://x', 'file:', '/tmp/log', ''])
     await assert.rejects(openStore(spec), { code: 'ERR_AUDIT_STORE_SPEC' }, spec);
+});
+
+test('postgres store: a table from before rule, reason and the counts is upgraded on open, filled from its lines', async () => {
+  const table = `${schema}.old`;
+  await sql(`CREATE TABLE ${table} (seq bigint PRIMARY KEY, at timestamptz NOT NULL, hash text NOT NULL,
+    type text NOT NULL, source text, subject text, decision text, line text NOT NULL)`);
+  let prev = GENESIS_PREV;
+  const lines: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const { record, line } = buildRecord(
+      i,
+      '2026-01-01T00:00:00.000Z',
+      decision(i, { rule: `r${i % 2}` }),
+      prev,
+    );
+    prev = record.hash;
+    lines.push(line);
+  }
+  await sql(
+    `INSERT INTO ${table} (seq, at, hash, type, decision, line)
+     SELECT (l::json->>'seq')::bigint, '2026-01-01T00:00:00Z', l::json->>'hash', 'authz.decision', l::json->'event'->>'decision', l
+     FROM unnest($1::text[]) AS u(l)`,
+    [lines],
+  );
+  const store = await openPostgresStore({ connectionString: PG_URL, table });
+  try {
+    assert.deepEqual(
+      (await store.query({ rule: 'r1', limit: 10 })).map((r) => r.seq),
+      [1, 3, 5],
+    );
+    assert.deepEqual(await store.aggregate({ filter: {}, groupBy: ['rule'] }), [
+      { key: { rule: 'r0' }, count: 3 },
+      { key: { rule: 'r1' }, count: 3 },
+    ]);
+    await store.append([decision(6, { rule: 'r0' })]);
+    assert.deepEqual(await store.aggregate({ filter: { rule: 'r0' }, groupBy: [] }), [{ key: {}, count: 4 }]);
+  } finally {
+    await store.close();
+  }
 });

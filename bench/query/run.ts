@@ -1,0 +1,396 @@
+// The collector's query API on a log of 1,000,000 events, on the file store and on the PostgreSQL
+// store (issue #18): the first page of a filtered query under 1 s, an aggregate over 24 h under
+// 2 s, `policy replay` of the whole log through the collector under 30 s. Beside each figure over
+// mTLS, the same query on the store in process (the baseline of the same run).
+//
+//   npm run bench:query                 full run (1,000,000 events per store, a few minutes)
+//   npm run bench:query -- --quick      100,000 events, to check it works
+//   npm run bench:query -- --events N [--only file|postgres] [--runs R]
+//
+// The log is written into the store directly (sealed with the collector's key, append times spread
+// over the last 24 hours, batches of 10,000), then a real collector is started on it in this process.
+// Everything lives in a temp directory and a throw-away PostgreSQL schema, removed at the end.
+// Prints one human line per figure and a final machine-readable line: `BENCH_QUERY {json}`.
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { createLogger } from '../../core/index.ts';
+import type { AuditEvent } from '../../core/index.ts';
+import {
+  createCollectorApi,
+  createSealer,
+  loadCheckpointKey,
+  openStore,
+  parseAuditConfig,
+  startCollector,
+} from '../../audit/index.ts';
+import type {
+  AggregateQuery,
+  AuditStore,
+  CollectorApi,
+  RecordFilter,
+  RunningCollector,
+} from '../../audit/index.ts';
+import { examplePki } from '../pki.ts';
+import { COLLECTOR_ID } from '../collector.ts';
+import { machineFacts } from '../machine.ts';
+
+const run = promisify(execFile);
+const args = process.argv.slice(2);
+const flag = (name: string) => {
+  const i = args.indexOf(name);
+  return i === -1 ? undefined : args[i + 1];
+};
+const EVENTS = Number(flag('--events') ?? (args.includes('--quick') ? 100_000 : 1_000_000));
+if (!Number.isSafeInteger(EVENTS) || EVENTS < 20_000) throw new Error('--events must be an integer ≥ 20000');
+const RUNS = Number(flag('--runs') ?? 3);
+const ONLY = flag('--only');
+const PG_URL = process.env.PORTCULLIS_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+const BATCH = 10_000;
+const ORIGIN = 'example.org/bench/query';
+
+const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
+const WEB = 'spiffe://example.org/ns/shop/sa/web';
+const ADMIN = 'spiffe://example.org/ns/ops/sa/admin-console';
+const STS = 'spiffe://example.org/ns/portcullis/sa/sts';
+
+/** The proposed change replayed (the policy bench's): GET narrows to the list, the storefront may place orders. */
+const PROPOSED = `service: ${ORDERS}
+mode: enforce
+roles:
+  storefront: [${WEB}]
+rules:
+  - id: storefront-lists-orders
+    role: storefront
+    methods: [GET]
+    paths: [/orders]
+  - id: storefront-places-orders
+    role: storefront
+    methods: [POST]
+    paths: [/orders]
+  - id: nobody-touches-admin
+    effect: deny
+    subjects: ['*']
+    paths: [/admin, /admin/*]
+`;
+
+/**
+ * Event `i` (the policy bench's day of traffic): 80 % decisions of the orders sidecar, 5 %
+ * refused before the policy, 15 % other services and types; one event in 1,000 (a certificate
+ * issuance) carries the reason `rare-reason`, for a sparse filter.
+ */
+function event(i: number): AuditEvent {
+  const time = new Date(Date.UTC(2026, 11, 6) + Math.floor((i * 86_400_000) / EVENTS)).toISOString();
+  const base = {
+    type: 'authz.decision',
+    time,
+    source: ORDERS,
+    target: ORDERS,
+    subject: WEB,
+    status: 200,
+    latencyMs: 0.8,
+    policyHash: 'sha256:e94dd85eb33ac50f0818f39bb24e7987cec4f98e5067e98ed9d99527150f1a49',
+    traceId: (i.toString(16) + '0'.repeat(32)).slice(0, 32),
+  } as const;
+  const k = i % 20;
+  const allowed = { decision: 'allow', reason: 'allowed', rule: 'storefront-reads-orders' } as const;
+  const denied = { decision: 'deny', reason: 'ERR_SIDECAR_POLICY_DENIED', status: 403 } as const;
+  if (k < 10) return { ...base, ...allowed, action: `GET /orders/${i % 5000}?v=${i % 7}` };
+  if (k < 13) return { ...base, ...allowed, action: 'GET /orders' };
+  if (k === 13) return { ...base, ...denied, action: 'POST /orders', rule: 'default-deny' };
+  if (k === 14) return { ...base, ...denied, action: `GET /admin/${i % 50}`, rule: 'nobody-touches-admin' };
+  if (k === 15) return { ...base, ...denied, subject: ADMIN, action: 'GET /orders', rule: 'default-deny' };
+  if (k === 16)
+    return {
+      ...base,
+      action: 'GET /orders',
+      decision: 'deny',
+      reason: 'ERR_SIDECAR_TOKEN_EXPIRED',
+      status: 401,
+    };
+  if (k === 17)
+    return {
+      ...base,
+      source: WEB,
+      target: WEB,
+      subject: ADMIN,
+      action: 'GET /healthz',
+      decision: 'allow',
+      reason: 'allowed',
+      rule: 'operators-read-health',
+    };
+  if (k === 18)
+    return {
+      type: 'token.issued',
+      time,
+      source: STS,
+      subject: WEB,
+      target: ORDERS,
+      decision: 'allow',
+      reason: 'issued',
+    };
+  return {
+    type: 'cert.issued',
+    time,
+    source: STS,
+    subject: WEB,
+    attributes: { serial: i.toString(16) },
+    ...(i % 1000 === 999 ? { reason: 'rare-reason' } : {}),
+  };
+}
+
+/** What replay must report for the generated log (a fast wrong answer fails the bench). */
+function expectedReplay() {
+  let considered = 0;
+  let allowedToDenied = 0;
+  let deniedToAllowed = 0;
+  for (let i = 0; i < EVENTS; i++) {
+    const k = i % 20;
+    if (k <= 16) considered++;
+    if (k < 10) allowedToDenied++;
+    if (k === 13) deniedToAllowed++;
+  }
+  return { considered, allowedToDenied, deniedToAllowed };
+}
+
+/** Writes the log straight into the store, sealed with the collector's key, append times over the last 24 h. */
+async function fill(spec: string, dataDir: string): Promise<number> {
+  const signer = loadCheckpointKey(dataDir, ORIGIN);
+  const start = Date.now() - 86_400_000 + 60_000;
+  let batch = 0;
+  const batches = Math.ceil(EVENTS / BATCH);
+  const store = await openStore(spec, {
+    sealer: createSealer(signer, ORIGIN),
+    clock: () => new Date(start + Math.floor((batch * (86_400_000 - 120_000)) / batches)),
+  });
+  const started = performance.now();
+  for (let at = 0; at < EVENTS; at += BATCH, batch++) {
+    const n = Math.min(BATCH, EVENTS - at);
+    await store.append(Array.from({ length: n }, (_, j) => event(at + j)));
+  }
+  await store.close();
+  return (performance.now() - started) / 1000;
+}
+
+const quiet = createLogger({ name: 'bench', level: 'silent' });
+
+async function collectorOn(spec: string, dataDir: string, pki: { ids: string; certs: string }) {
+  const started = performance.now();
+  const collector = await startCollector(
+    parseAuditConfig({
+      listen: { host: '127.0.0.1', port: 0 },
+      origin: ORIGIN,
+      identities: pki.ids,
+      tls: {
+        cert: join(pki.certs, 'audit.pem'),
+        key: join(pki.certs, 'audit-key.pem'),
+        trustBundle: join(pki.certs, 'root.pem'),
+      },
+      dataDir,
+      store: spec,
+      checkpoint: { everyRecords: 1_000_000, interval: '1h' },
+      limits: { queryRecords: 10_000 },
+    }),
+    { logger: quiet, defaultMetrics: false },
+  );
+  return { collector, seconds: (performance.now() - started) / 1000 };
+}
+
+function apiFor(collector: RunningCollector, certs: string): CollectorApi {
+  return createCollectorApi({
+    url: collector.url,
+    tls: {
+      cert: join(certs, 'security-console.pem'),
+      key: join(certs, 'security-console-key.pem'),
+      trustBundle: join(certs, 'root.pem'),
+    },
+    collectorId: COLLECTOR_ID,
+    timeoutMs: 120_000,
+  });
+}
+
+const since = () => new Date(Date.now() - 86_400_000).toISOString();
+const pages: [string, () => RecordFilter][] = [
+  [
+    'deny decisions of orders, newest first',
+    () => ({ type: 'authz.decision', source: ORDERS, decision: 'deny', order: 'desc', limit: 100 }),
+  ],
+  ['a rare reason (0.1 %), newest first', () => ({ reason: 'rare-reason', order: 'desc', limit: 100 })],
+  [
+    'admin-console denied by rule default-deny, last 24 h',
+    () => ({ subject: ADMIN, rule: 'default-deny', since: since(), order: 'desc', limit: 100 }),
+  ],
+];
+const aggregates: [string, () => AggregateQuery][] = [
+  ['24 h by source and rule', () => ({ filter: { since: since() }, groupBy: ['source', 'rule'] })],
+  [
+    '24 h service graph',
+    () => ({
+      filter: { type: 'authz.decision', since: since() },
+      groupBy: ['subject', 'source', 'decision'],
+    }),
+  ],
+  [
+    '24 h denials per hour by reason',
+    () => ({ filter: { decision: 'deny', since: since() }, groupBy: ['reason'], interval: '1h' }),
+  ],
+];
+
+async function time<T>(f: () => Promise<T>): Promise<{ seconds: number; value: T }> {
+  const started = performance.now();
+  const value = await f();
+  return { seconds: (performance.now() - started) / 1000, value };
+}
+
+const r2 = (s: number) => Math.round(s * 1000) / 1000;
+
+/** Each query RUNS times through the collector and on the store; returns the figures. */
+async function measure(name: string, api: CollectorApi, store: AuditStore, label: string) {
+  const out: Record<string, unknown> = {};
+  for (const [title, make] of pages) {
+    const viaApi: number[] = [];
+    const direct: number[] = [];
+    let count = 0;
+    for (let i = 0; i < RUNS; i++) {
+      const a = await time(() => api.events(make()));
+      viaApi.push(r2(a.seconds));
+      count = a.value.records.length;
+      direct.push(r2((await time(() => store.query(make()))).seconds));
+    }
+    if (count === 0) throw new Error(`${name}: "${title}" found nothing`);
+    console.log(
+      `${name} ${label}: first page, ${title}: ${viaApi.join(', ')} s over mTLS (store in process ${direct.join(', ')} s), ${count} records`,
+    );
+    out[`page: ${title}`] = {
+      api: viaApi,
+      store: direct,
+      target: Math.max(...viaApi) < 1 ? 'met' : 'missed',
+    };
+  }
+  for (const [title, make] of aggregates) {
+    const viaApi: number[] = [];
+    const direct: number[] = [];
+    let total = 0;
+    let groups = 0;
+    for (let i = 0; i < RUNS; i++) {
+      const a = await time(() => api.aggregates(make()));
+      viaApi.push(r2(a.seconds));
+      total = a.value.groups.reduce((n, g) => n + g.count, 0);
+      groups = a.value.groups.length;
+      direct.push(r2((await time(() => store.aggregate(make()))).seconds));
+    }
+    console.log(
+      `${name} ${label}: aggregate ${title}: ${viaApi.join(', ')} s over mTLS (store in process ${direct.join(', ')} s), ${total} records in ${groups} groups`,
+    );
+    out[`aggregate: ${title}`] = {
+      api: viaApi,
+      store: direct,
+      records: total,
+      target: Math.max(...viaApi) < 2 ? 'met' : 'missed',
+    };
+  }
+  return out;
+}
+
+async function replayThrough(collector: RunningCollector, certs: string, policyFile: string) {
+  const started = performance.now();
+  const { stdout } = await run(
+    process.execPath,
+    [
+      'cli/portcullis.ts',
+      'policy',
+      'replay',
+      '--policy',
+      policyFile,
+      '--from',
+      collector.url,
+      '--cert',
+      join(certs, 'security-console.pem'),
+      '--key',
+      join(certs, 'security-console-key.pem'),
+      '--trust',
+      join(certs, 'root.pem'),
+      '--collector-id',
+      COLLECTOR_ID,
+      '--page-size',
+      '10000',
+      '--json',
+    ],
+    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: 600_000 },
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const report = JSON.parse(stdout) as Record<string, number>;
+  for (const [k, v] of Object.entries(expectedReplay()))
+    if (report[k] !== v) throw new Error(`replay through the collector: ${k} is ${report[k]}, expected ${v}`);
+  return seconds;
+}
+
+const loadBefore = loadavg();
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-query-'));
+const schema = `bench_query_${process.pid}`;
+const results: Record<string, unknown> = { events: EVENTS, runs: RUNS };
+try {
+  const pki = await examplePki(dir);
+  const policyFile = join(dir, 'orders-proposed.yaml');
+  writeFileSync(policyFile, PROPOSED);
+  const stores: [string, string][] = [
+    ['file', `file:${join(dir, 'log')}`],
+    ['postgres', `${PG_URL}?table=${schema}.log`],
+  ];
+  for (const [name, spec] of stores) {
+    if (ONLY && ONLY !== name) continue;
+    const dataDir = join(dir, `data-${name}`);
+    const fillSeconds = await fill(spec, dataDir);
+    console.log(`${name}: wrote ${EVENTS.toLocaleString('en-US')} events in ${fillSeconds.toFixed(1)} s`);
+    const figures: Record<string, unknown> = { fillSeconds: r2(fillSeconds) };
+    let { collector, seconds } = await collectorOn(spec, dataDir, pki);
+    figures.collectorStartSeconds = r2(seconds);
+    let api = apiFor(collector, pki.certs);
+    // The store the collector serves, read in process for the baseline (same indexes, same data).
+    let store = collector.log.store();
+    if (name === 'file') {
+      // The first query after the log was written builds the index from the segments.
+      const cold = await time(() =>
+        api.events({ type: 'authz.decision', decision: 'deny', order: 'desc', limit: 100 }),
+      );
+      figures.coldIndexBuildFirstPageSeconds = r2(cold.seconds);
+      console.log(
+        `${name}: first page with no index yet (built from the segments): ${cold.seconds.toFixed(2)} s`,
+      );
+      await api.close();
+      await collector.close();
+      // A restart: the index is read back from DIR/index/ (checked against each segment's size and mtime).
+      ({ collector, seconds } = await collectorOn(spec, dataDir, pki));
+      figures.collectorRestartSeconds = r2(seconds);
+      api = apiFor(collector, pki.certs);
+      store = collector.log.store();
+      const warm = await time(() =>
+        api.events({ type: 'authz.decision', decision: 'deny', order: 'desc', limit: 100 }),
+      );
+      figures.afterRestartFirstPageSeconds = r2(warm.seconds);
+      console.log(
+        `${name}: first page after a restart (index files read back): ${warm.seconds.toFixed(2)} s`,
+      );
+    }
+    Object.assign(figures, await measure(name, api, store, 'collector'));
+    const replay = await replayThrough(collector, pki.certs, policyFile);
+    figures.replayThroughCollectorSeconds = r2(replay);
+    figures.replayTarget = replay < 30 ? 'met' : 'missed';
+    console.log(
+      `${name}: policy replay of the whole log through the collector (CLI, pages of 10,000): ${replay.toFixed(1)} s`,
+    );
+    await api.close();
+    await collector.close();
+    results[name] = figures;
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await client.end();
+}
+console.log(`BENCH_QUERY ${JSON.stringify({ ...machineFacts(loadBefore, loadavg()), ...results })}`);
