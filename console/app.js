@@ -446,16 +446,27 @@ async function loadIdentity() {
       .map(([k, v]) => `${k}=${v}`)
       .join(' ');
   try {
-    const [certs, keys, certBuckets, keyBuckets] = await Promise.all([
+    // A signing key's life in the log: created (pending publication), rotated (it signs from
+    // then on), removed. The STS writes key.rotated when a published key becomes current.
+    const keyTypes = ['admin.key_created', 'key.rotated', 'admin.key_removed'];
+    const [certs, certBuckets, typeBuckets, ...keyPages] = await Promise.all([
       api(`/api/events?${query({ type: 'cert.issued', order: 'desc', limit: 100 })}`),
-      api(`/api/events?${query({ type: 'key.rotated', order: 'desc', limit: 100 })}`),
       aggregates({ type: 'cert.issued', since, interval: '1h', groupBy: 'subject' }),
-      aggregates({ type: 'key.rotated', since, interval: '1h', groupBy: 'source' }),
+      aggregates({ since, interval: '1h', groupBy: 'type' }),
+      ...keyTypes.map((type) => api(`/api/events?${query({ type, order: 'desc', limit: 100 })}`)),
     ]);
+    const keys = keyPages
+      .flatMap((p) => p.records)
+      .sort((a, b) => b.seq - a.seq)
+      .slice(0, 100);
     fill('#certs', certs.records, [(e) => shortId(e.source), (e) => e.subject, (e) => e.target, attrs]);
-    fill('#keys', keys.records, [(e) => shortId(e.source), (e) => e.target, attrs]);
+    fill('#keys', keys, [(e) => e.type, (e) => shortId(e.source), (e) => e.target, attrs]);
     drawChart('#chart-certs', certBuckets, '1h', (k) => shortId(k.subject) || '(unknown)');
-    drawChart('#chart-keys', keyBuckets, '1h', (k) => shortId(k.source) || '(unknown)');
+    const keyBuckets = {
+      ...typeBuckets,
+      groups: typeBuckets.groups.filter((g) => keyTypes.includes(g.key.type)),
+    };
+    drawChart('#chart-keys', keyBuckets, '1h', (k) => k.type);
   } catch (err) {
     showError(`certificates and keys: ${err.message}`);
   }

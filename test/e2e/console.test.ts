@@ -12,6 +12,8 @@ import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
 import type { BrowserContext, Page } from 'playwright-core';
 import { createAuditClient, startCollector } from '../../audit/index.ts';
+import { certIssuedEvent } from '../../ca/index.ts';
+import { createStsAdminClient } from '../../sts/index.ts';
 import type { AuditClient, RunningCollector } from '../../audit/index.ts';
 import { collectorConfig, quiet } from '../audit/collector-harness.ts';
 import type { TestPki } from '../helpers/pki.ts';
@@ -120,6 +122,27 @@ before(async () => {
   for (let i = 0; i < 3; i++) await call('GET', '/orders', 200);
   await call('GET', '/orders/1', 200);
   await call('POST', '/orders', 403);
+  // A signing key rotation through the STS admin API (the new key's admin.key_created event; it
+  // becomes current, key.rotated, after the publication lead), and a certificate
+  // issuance recorded by the STS's audit client (the cert.issued event of online enrolment).
+  const admin = createStsAdminClient({
+    url: mesh.sts.url,
+    cert: pki.leaf('admin-console').certPem,
+    key: pki.leaf('admin-console').keyPem,
+    ca: pki.rootPem,
+  });
+  await admin.rotate();
+  await admin.close();
+  const [stsClient] = clients;
+  await stsClient!.record(
+    certIssuedEvent({
+      certPem: pki.leaf('web').certPem,
+      workload: 'web',
+      auth: 'join-token',
+      action: 'est.simpleenroll',
+      time: new Date(),
+    }),
+  );
   for (const c of clients) await c.flush();
 
   // The context `portcullis up` would write, naming this collector and the audit-reader identity.
@@ -363,7 +386,13 @@ test(
       await page.waitForSelector('#decision-totals tbody tr');
       await shot('decisions');
       await page.goto(new URL('/#identity', base).href);
-      await page.waitForSelector('#chart-certs');
+      await page.waitForSelector('#certs tbody tr');
+      await page.waitForSelector('#keys tbody tr');
+      await page.waitForSelector('#chart-certs canvas');
+      assert.match(
+        await page.locator('#certs tbody tr').first().innerText(),
+        /spiffe:\/\/example\.org\/ns\/shop\/sa\/web/,
+      );
       await page.waitForLoadState('networkidle');
       await shot('certificates-and-keys');
 
