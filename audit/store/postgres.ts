@@ -641,11 +641,11 @@ async function migrate(pool: pg.Pool, table: string, parts: string[]): Promise<v
       `ALTER TABLE ${table}${SIDE.quarantine} ADD COLUMN IF NOT EXISTS rule text, ADD COLUMN IF NOT EXISTS reason text`,
     );
     // The query API's indexes (decision 0074): each filter field but the two-valued decision
-    // with seq, for newest-first pages of one value; a BRIN index on the (append-ordered) time.
+    // with seq, for newest-first pages of one value; the time, for the cut minutes of aggregates.
     const name = parts.at(-1)!;
     for (const f of ['type', 'source', 'subject', 'rule', 'reason'])
       await client.query(`CREATE INDEX IF NOT EXISTS ${name}_i_${f} ON ${table} (${f}, seq)`);
-    await client.query(`CREATE INDEX IF NOT EXISTS ${name}_i_at ON ${table} USING brin (at)`);
+    await client.query(`CREATE INDEX IF NOT EXISTS ${name}_i_at ON ${table} (at)`);
     await createCounts(client, table);
   } finally {
     await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => {});
