@@ -38,6 +38,8 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean -
 # The built command, the demo apps and the example data. Owned by root and read-only to the `node`
 # user that runs them. .dockerignore keeps everything else (tests, certs, keys, data) out.
 COPY --from=build /app/dist/ dist/
+# The console's pages (served from disk by `portcullis console`).
+COPY console/ console/
 COPY demo/ demo/
 COPY identities/ identities/
 COPY policies/ policies/

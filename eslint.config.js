@@ -19,6 +19,20 @@ export default tseslint.config(
     },
   },
   {
+    // The console's page scripts run in the browser (console/, served by portcullis console).
+    files: ['console/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        ['window', 'document', 'location', 'fetch', 'EventSource', 'FormData', 'URLSearchParams'].map((g) => [
+          g,
+          'readonly',
+        ]),
+      ),
+    },
+    rules: { eqeqeq: ['error', 'always'] },
+  },
+  {
     files: ['**/*.cjs'],
     languageOptions: { sourceType: 'commonjs', globals: { module: 'writable', require: 'readonly' } },
   },

@@ -84,6 +84,8 @@ export type {
   EventsPage,
   InclusionBundle,
 } from './client/api.ts';
+export { createCollectorReadClient } from './client/read-client.ts';
+export type { CollectorReadClient, CollectorResponse } from './client/read-client.ts';
 export { fetchCheckpoint } from './checkpoint-fetch.ts';
 export { fetchInclusionBundle, verifyInclusionBundle } from './inclusion-bundle-verify.ts';
 export { verifyLog } from './verify-log.ts';
