@@ -145,7 +145,7 @@ export const stsConfigSchema = strictObject({
    * The ops listener (plain HTTP, loopback by default): `/healthz`, `/readyz` and `/metrics`, open
    * before the slow loading so a probe sees 503 with the reasons until it is done (docs/operations.md).
    */
-  metrics: opsListenerSchema(15091).optional(),
+  metrics: opsListenerSchema(15093).optional(),
   /** Per-stage connection budgets of the listener and the shutdown drain (docs/operations.md). */
   connections: connectionBudgetsSchema,
   /** Opt-in per-request log lines (docs/operations.md, Access logs). */

@@ -71,7 +71,7 @@ export const auditConfigSchema = strictObject({
    * The ops listener (plain HTTP, loopback by default): `/healthz`, `/readyz` and `/metrics`, open
    * before the slow loading so a probe sees 503 with the reasons until it is done (docs/operations.md).
    */
-  metrics: opsListenerSchema(15092).optional(),
+  metrics: opsListenerSchema(15094).optional(),
   /** Per-stage connection budgets of the listener and the shutdown drain (docs/operations.md). */
   connections: connectionBudgetsSchema,
   limits: strictObject({

@@ -71,7 +71,7 @@ test('a taken port is refused with EADDRINUSE; the config section defaults to lo
   } finally {
     await new Promise((r) => taken.close(r));
   }
-  assert.deepEqual(opsListenerSchema(15091).parse({}), { listen: { host: '127.0.0.1', port: 15091 } });
-  assert.throws(() => opsListenerSchema(15091).parse({ listen: { port: 70000 } }));
-  assert.throws(() => opsListenerSchema(15091).parse({ port: 1 }));
+  assert.deepEqual(opsListenerSchema(15093).parse({}), { listen: { host: '127.0.0.1', port: 15093 } });
+  assert.throws(() => opsListenerSchema(15093).parse({ listen: { port: 70000 } }));
+  assert.throws(() => opsListenerSchema(15093).parse({ port: 1 }));
 });

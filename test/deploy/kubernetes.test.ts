@@ -835,8 +835,8 @@ describe('the checks refuse a broken copy', () => {
       (b) => {
         const cm = b.configMaps.get('sts-config')!;
         cm.data['sts.yaml'] = cm.data['sts.yaml']!.replace(
-          '{ host: 0.0.0.0, port: 15091 }',
-          '{ host: 127.0.0.1, port: 15091 }',
+          '{ host: 0.0.0.0, port: 15093 }',
+          '{ host: 127.0.0.1, port: 15093 }',
         );
       },
       /metrics.listen.host is loopback/,
