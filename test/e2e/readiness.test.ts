@@ -53,8 +53,8 @@ async function probe(url: string, dispatcher: Agent): Promise<Answer | undefined
 }
 
 /**
- * Polls `url` every `everyMs` (20 ms unless told) from now until it answers 200 (or `ms` pass) and returns every answer
- * seen, in order. `meanwhile` runs once the first answer came (to make the part ready).
+ * Polls `url` every `everyMs` (20 ms unless told) from now until it answers 200 (or `ms` pass)
+ * and returns every answer seen, in order. `meanwhile` runs once the first answer came (to make the part ready).
  */
 async function pollUntilReady(
   url: string,
