@@ -36,6 +36,8 @@ export { describeClientError, endWithHttpError } from './raw-http.ts';
 export { coalesceWrites } from './coalesce-writes.ts';
 export { collectProcessMetrics } from './process-metrics.ts';
 export { LIVENESS_BODY, readinessReport, serveHealth } from './health.ts';
+export { opsListenerSchema, startOpsListener } from './ops-listener.ts';
+export type { OpsListener, OpsState } from './ops-listener.ts';
 export { accessLogSchema, createAccessLog } from './access-log.ts';
 export type { AccessLine, AccessLogConfig } from './access-log.ts';
 export type { ReadinessCheck, ReadinessReport } from './health.ts';

@@ -4,6 +4,7 @@ import {
   ConfigError,
   TOKEN_TTL_CAP_MS,
   connectionBudgetsSchema,
+  opsListenerSchema,
   accessLogSchema,
   durationSchema,
   loadConfigFile,
@@ -140,6 +141,11 @@ export const stsConfigSchema = strictObject({
   }).optional(),
   /** Largest accepted request body in bytes. */
   bodyLimit: z.number().int().min(256).max(1_048_576).default(8192),
+  /**
+   * The ops listener (plain HTTP, loopback by default): `/healthz`, `/readyz` and `/metrics`, open
+   * before the slow loading so a probe sees 503 with the reasons until it is done (docs/operations.md).
+   */
+  metrics: opsListenerSchema(15093).optional(),
   /** Per-stage connection budgets of the listener and the shutdown drain (docs/operations.md). */
   connections: connectionBudgetsSchema,
   /** Opt-in per-request log lines (docs/operations.md, Access logs). */

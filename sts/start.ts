@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
 import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
+import type { TlsWatcher } from '../ca/index.ts';
 import {
   activeTracer,
   applyConnectionBudgets,
@@ -15,11 +16,12 @@ import {
   registerConnectionMetrics,
   loadRegistry,
   readConfiguredFile,
+  startOpsListener,
 } from '../core/index.ts';
-import type { AuditSink, Logger, Registry, Tracer } from '../core/index.ts';
+import type { AuditSink, Logger, OpsState, Registry, Tracer } from '../core/index.ts';
 import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
-import { buildStsApp } from './http/app.ts';
+import { buildStsApp, refreshKeyAge, stsReadinessChecks } from './http/app.ts';
 import { createSigningPool } from './token/sign-pool.ts';
 import { cachePeerVerifications } from './http/peer-cache.ts';
 import { Keyring } from './keyring/keyring.ts';
@@ -66,6 +68,8 @@ export interface RunningSts {
   /** `https://<host>:<port>` it listens on. */
   readonly url: string;
   readonly port: number;
+  /** `http://<host>:<port>` of the ops listener (`/healthz`, `/readyz`, `/metrics`) when `metrics` is configured. */
+  readonly opsUrl?: string;
   readonly app: FastifyInstance;
   readonly audit: AuditSink;
   /** Durable revocations and join tokens. */
@@ -85,8 +89,45 @@ export interface RunningSts {
  * `config.listen.port` may be 0; the chosen port is returned.
  */
 export async function startSts(config: StsConfig, overrides: StartStsOverrides = {}): Promise<RunningSts> {
+  // The ops listener comes up first: /readyz says 503 with the reasons while the certificate,
+  // keystore, state store and keyring load, and 200 once the mTLS listener is open too.
+  const ops = config.metrics ? await startOpsListener(config.metrics.listen, config.connections) : undefined;
+  try {
+    const sts = await startStsParts(config, overrides, ops?.state);
+    if (!ops) return sts;
+    return {
+      ...sts,
+      opsUrl: ops.url,
+      async close() {
+        await Promise.all([sts.close(), ops.close()]);
+      },
+    };
+  } catch (err) {
+    await ops?.close();
+    throw err;
+  }
+}
+
+async function startStsParts(
+  config: StsConfig,
+  overrides: StartStsOverrides,
+  ops: OpsState | undefined,
+): Promise<RunningSts> {
   const logger = overrides.logger ?? createLogger({ name: 'sts' });
   const clock = overrides.clock ?? { now: () => Date.now() };
+  // What has loaded so far, for the ops listener's /readyz (the same checks as the mTLS listener's).
+  const loaded: { tls?: TlsWatcher; keyring?: Keyring; audit?: AuditSink; listening?: boolean } = {};
+  if (ops)
+    ops.checks = {
+      ...stsReadinessChecks({
+        certificate: () => loaded.tls?.current().cert,
+        certificatePending: () => !loaded.tls,
+        keyring: () => loaded.keyring,
+        audit: () => loaded.audit,
+        clock,
+      }),
+      listener: () => (loaded.listening ? undefined : 'the mTLS listener is not open yet'),
+    };
   // With identity: the certificate is enrolled and renewed over EST (ca/start-identity.ts); an STS
   // that is itself the CA renews through its own listener once it is up.
   const self: { url?: string } = {};
@@ -104,6 +145,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   });
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
   const tlsFiles = watchTlsFiles(config.tls, logger);
+  loaded.tls = tlsFiles;
   const { cert, key, ca: trustBundle } = tlsFiles.current();
   const registry = overrides.registry ?? loadRegistry(config.identities);
   const selfId = ownSpiffeId(cert);
@@ -117,6 +159,12 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
       metricsRegistry: metrics.registry,
       clockSkewMs: config.tls.clockSkew,
     });
+  loaded.audit = audit;
+  if (ops)
+    ops.metrics = {
+      registry: metrics.registry,
+      beforeScrape: () => loaded.keyring && refreshKeyAge(metrics, loaded.keyring, clock.now()),
+    };
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sts');
   const denyList = createDenyList(clock);
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
@@ -226,6 +274,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
     return failed(err);
   }
   opened.push(() => keyring.stop());
+  loaded.keyring = keyring;
   const rateLimiter = createRateLimiter({ ...config.rateLimit, clock });
   const signingWorker = config.tokens.signingWorker;
   const signingPool = createSigningPool({
@@ -288,6 +337,7 @@ export async function startSts(config: StsConfig, overrides: StartStsOverrides =
   } catch (err) {
     return failed(err);
   }
+  loaded.listening = true;
   keyring.start();
   identity?.attach(() => tlsFiles.reload(), metrics.registry);
   tlsFiles.onChange((m) =>

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { dirname, resolve } from 'node:path';
 import {
   connectionBudgetsSchema,
+  opsListenerSchema,
   durationSchema,
   loadConfigFile,
   parseConfigText,
@@ -66,6 +67,11 @@ export const auditConfigSchema = strictObject({
     /** …or this long after the last one, if anything was appended. */
     interval: durationSchema.default(10_000),
   }).default({ everyRecords: 1000, interval: 10_000 }),
+  /**
+   * The ops listener (plain HTTP, loopback by default): `/healthz`, `/readyz` and `/metrics`, open
+   * before the slow loading so a probe sees 503 with the reasons until it is done (docs/operations.md).
+   */
+  metrics: opsListenerSchema(15094).optional(),
   /** Per-stage connection budgets of the listener and the shutdown drain (docs/operations.md). */
   connections: connectionBudgetsSchema,
   limits: strictObject({

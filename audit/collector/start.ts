@@ -9,8 +9,9 @@ import {
   createLogger,
   loadRegistry,
   registerConnectionMetrics,
+  startOpsListener,
 } from '../../core/index.ts';
-import type { Logger, Registry } from '../../core/index.ts';
+import type { Logger, OpsState, Registry } from '../../core/index.ts';
 import {
   createPeerVerifier,
   followTrustBundle,
@@ -19,6 +20,7 @@ import {
   watchTlsFiles,
   writeFileAtomic,
 } from '../../ca/index.ts';
+import type { TlsWatcher } from '../../ca/index.ts';
 import type { AuditStore } from '../store/store.ts';
 import { openStore } from '../store/open.ts';
 import { ConfigFileError } from './config-error.ts';
@@ -49,6 +51,8 @@ export interface CollectorOverrides {
 export interface RunningCollector {
   readonly url: string;
   readonly port: number;
+  /** `http://<host>:<port>` of the ops listener (`/healthz`, `/readyz`, `/metrics`) when `metrics` is configured. */
+  readonly opsUrl?: string;
   readonly app: FastifyInstance;
   readonly log: AuditLog;
   /** The signed-note verifier key of the collector's checkpoint key. */
@@ -65,13 +69,67 @@ export async function startCollector(
   config: AuditConfig,
   overrides: CollectorOverrides = {},
 ): Promise<RunningCollector> {
+  // The ops listener comes up first: /readyz says 503 with the reasons while the certificate,
+  // checkpoint key and store load and the Merkle tree is rebuilt, and 200 once the mTLS listener is open.
+  const ops = config.metrics ? await startOpsListener(config.metrics.listen, config.connections) : undefined;
+  try {
+    const collector = await startCollectorParts(config, overrides, ops?.state);
+    if (!ops) return collector;
+    return {
+      ...collector,
+      opsUrl: ops.url,
+      async close() {
+        await Promise.all([collector.close(), ops.close()]);
+      },
+    };
+  } catch (err) {
+    await ops?.close();
+    throw err;
+  }
+}
+
+async function startCollectorParts(
+  config: AuditConfig,
+  overrides: CollectorOverrides,
+  ops: OpsState | undefined,
+): Promise<RunningCollector> {
   const logger = overrides.logger ?? createLogger({ name: 'audit' });
   const clock = overrides.clock ?? (() => new Date());
+  // What has loaded so far; the readiness checks (docs/audit.md, Health) read it on both listeners.
+  const loaded: {
+    tls?: TlsWatcher;
+    verifierKey?: string;
+    store?: 'opening' | 'open' | 'closed';
+    checkpointProblem?: string;
+    listening?: boolean;
+  } = {};
+  const readiness = {
+    certificate: () =>
+      loaded.tls
+        ? leafValidityProblem(loaded.tls.current().cert, clock().getTime())
+        : 'the certificate is not loaded yet',
+    store: () =>
+      loaded.store === 'open'
+        ? undefined
+        : loaded.store === 'closed'
+          ? 'the store is closed'
+          : loaded.store === 'opening'
+            ? 'the store is opening (rebuilding the Merkle tree)'
+            : 'the store is not open yet',
+    signingKey: () => (loaded.verifierKey ? undefined : 'no checkpoint signing key'),
+    checkpoint: () => loaded.checkpointProblem ?? dirWritable(config.dataDir),
+  };
+  if (ops)
+    ops.checks = {
+      ...readiness,
+      listener: () => (loaded.listening ? undefined : 'the mTLS listener is not open yet'),
+    };
   const registry = overrides.registry ?? loadRegistry(config.identities);
   // With identity: the certificate is enrolled and renewed over EST (ca/start-identity.ts).
   const identity = await startIdentity({ identity: config.identity, tls: config.tls, logger });
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
   const tlsFiles = watchTlsFiles(config.tls, logger);
+  loaded.tls = tlsFiles;
   const { cert: certPem, key: keyPem, ca: trustPem } = tlsFiles.current();
   const selfId = spiffeIdOf(certPem, config.tls.cert);
   // Trust follows tls.trustBundle across reloads (a CA rotation needs no restart).
@@ -88,6 +146,7 @@ export async function startCollector(
     );
 
   const signer = loadCheckpointKey(config.dataDir, config.origin);
+  loaded.verifierKey = signer.verifierKey;
   const latestFile = join(config.dataDir, DATA_FILES.latest);
   let lastCheckpoint: string | undefined;
   try {
@@ -101,6 +160,7 @@ export async function startCollector(
     undefined,
     overrides.defaultMetrics ?? true,
   );
+  if (ops) ops.metrics = { registry: metrics.registry };
   const trusted = config.trustedKeys.map((k, i) => {
     try {
       return parseVerifierKey(k);
@@ -111,6 +171,7 @@ export async function startCollector(
   // Every group commit is sealed with this collector's key; only what a trusted key sealed is
   // adopted (docs/decisions/0025).
   const sealer = createSealer(signer, config.origin, trusted);
+  loaded.store = 'opening';
   const store =
     overrides.store ??
     (await openStore(config.store, {
@@ -157,19 +218,18 @@ export async function startCollector(
     throw err;
   }
 
+  loaded.store = 'open';
   let sinceCheckpoint = 0;
   let checkpointing: Promise<unknown> = Promise.resolve();
-  /** Why the last checkpoint could not be signed or saved; undefined once one succeeds. */
-  let checkpointProblem: string | undefined;
-  let storeClosed = false;
   const checkpoint = () => {
     sinceCheckpoint = 0;
     checkpointing = checkpointing
       .then(() => log.checkpoint())
       .then(
-        () => (checkpointProblem = undefined),
+        // Why the last checkpoint could not be signed or saved; undefined once one succeeds.
+        () => (loaded.checkpointProblem = undefined),
         (err: unknown) => {
-          checkpointProblem = `the last checkpoint failed: ${(err as { code?: string }).code ?? (err as Error).message.split('\n')[0]!.slice(0, 120)}`;
+          loaded.checkpointProblem = `the last checkpoint failed: ${(err as { code?: string }).code ?? (err as Error).message.split('\n')[0]!.slice(0, 120)}`;
           logger.error({ err }, 'checkpoint failed');
         },
       );
@@ -192,13 +252,8 @@ export async function startCollector(
     limits: config.limits,
     metrics,
     // Readiness (docs/audit.md, Health): the certificate it serves, the store, the signing key and
-    // a checkpoint that could be written.
-    readiness: {
-      certificate: () => leafValidityProblem(tlsFiles.current().cert, clock().getTime()),
-      store: () => (storeClosed ? 'the store is closed' : undefined),
-      signingKey: () => (signer.verifierKey ? undefined : 'no checkpoint signing key'),
-      checkpoint: () => checkpointProblem ?? dirWritable(config.dataDir),
-    },
+    // a checkpoint that could be written; the ops listener serves the same checks.
+    readiness,
     onAppended: (n) => {
       metrics.appended.inc(n);
       sinceCheckpoint += n;
@@ -229,6 +284,7 @@ export async function startCollector(
     await store.close().catch(() => {});
     throw err;
   }
+  loaded.listening = true;
   identity?.attach(() => tlsFiles.reload(), metrics.registry);
   // The file store's query index, built or read back now rather than by the first query.
   const preparing = store
@@ -264,7 +320,7 @@ export async function startCollector(
         await checkpointing;
         await preparing;
         await checkpoint();
-        storeClosed = true;
+        loaded.store = 'closed';
         if (!overrides.store) await store.close();
       })();
       return closed;

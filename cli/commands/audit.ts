@@ -118,6 +118,7 @@ flags:
     logger.info(
       {
         url: running.url,
+        ...(running.opsUrl ? { opsUrl: running.opsUrl } : {}),
         store: config.store.replace(/\/\/[^@/]*@/, '//'),
         verifierKey: running.verifierKey,
         size: running.log.size,

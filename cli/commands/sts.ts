@@ -30,7 +30,9 @@ export const commands: readonly CliCommand[] = [
       // Traces go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise this is a no-op.
       const telemetry = await startTelemetry({ serviceName: 'portcullis-sts' });
       const sts = await startSts(config);
-      console.error(`portcullis sts: listening on ${sts.url} (issuer ${config.issuer})`);
+      console.error(
+        `portcullis sts: listening on ${sts.url} (issuer ${config.issuer})${sts.opsUrl ? `, ops on ${sts.opsUrl}` : ''}`,
+      );
       await untilShutdownSignal();
       // Drains for at most connections.drainTimeout; the flush and store close get 10 s more.
       await closeWithin('sts', config.connections.drainTimeout + 10_000, () => sts.close());

@@ -28,6 +28,7 @@ import type {
   AuditEvent,
   AuditSink,
   Logger,
+  ReadinessCheck,
   Registry,
   Span,
   Tracer,
@@ -584,35 +585,18 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
   // The certificate served now: a renewed one replaces the one the server started with.
   const ownCert =
     deps.ownCertificate ?? (typeof deps.tls?.cert === 'string' ? () => deps.tls!.cert as string : undefined);
-  const readiness = {
-    certificate: () => (ownCert ? leafValidityProblem(ownCert(), clock.now()) : undefined),
-    keys: () => {
-      try {
-        keyring.signer();
-        return undefined;
-      } catch {
-        return 'no signing key in the keyring';
-      }
-    },
-    audit: () => (audit.accepting() ? undefined : 'the audit sink refuses events (failMode closed)'),
-  };
+  const readiness = stsReadinessChecks({
+    certificate: () => (ownCert ? ownCert() : undefined),
+    keyring: () => keyring,
+    audit: () => audit,
+    clock,
+  });
   app.get('/readyz', { config: { kind: 'public', doc: DOCS.readyz } }, (_req, reply) => {
     const { status, body } = readinessReport(readiness);
     return reply.code(status).header('cache-control', 'no-store').type('application/json').send(body);
   });
   app.get('/metrics', { config: { kind: 'workload', doc: DOCS.metrics } }, async (_req, reply) => {
-    const now = clock.now();
-    for (const state of ['next', 'current', 'retiring'] as const) {
-      const times = keyring
-        .list()
-        .filter((k) => k.state === state)
-        .map((k) =>
-          Date.parse(
-            k.state === 'current' ? k.activatedAt! : k.state === 'retiring' ? k.retiredAt! : k.publishedAt,
-          ),
-        );
-      metrics.keyAge.set({ state }, times.length ? (now - Math.min(...times)) / 1000 : 0);
-    }
+    refreshKeyAge(metrics, keyring, clock.now());
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   let openApiBody: string | undefined;
@@ -648,4 +632,59 @@ function toStsCode(err: FastifyError): StsErrorCode {
   if (status === 415) return 'ERR_STS_MEDIA_TYPE_UNSUPPORTED';
   if (status >= 400 && status < 500) return 'ERR_STS_REQUEST_INVALID';
   return 'ERR_STS_INTERNAL';
+}
+
+/** What the STS's readiness checks read; a getter answers undefined while that part is not loaded yet. */
+export interface StsReadinessParts {
+  /** The certificate chain served now (undefined: not checked by this listener, or not loaded yet). */
+  readonly certificate: () => string | undefined;
+  readonly keyring: () => Keyring | undefined;
+  readonly audit: () => AuditSink | undefined;
+  readonly clock: { now(): number };
+  /** True while the certificate is still being enrolled or read (the check then says so). */
+  readonly certificatePending?: () => boolean;
+}
+
+/**
+ * The STS's `/readyz` checks (core/health.ts), the same on the mTLS listener and the ops listener:
+ * its own certificate is valid, the keyring holds a signing key, the audit sink accepts events.
+ */
+export function stsReadinessChecks(parts: StsReadinessParts): Record<string, ReadinessCheck> {
+  return {
+    certificate: () => {
+      if (parts.certificatePending?.()) return 'the certificate is not loaded yet';
+      const pem = parts.certificate();
+      return pem === undefined ? undefined : leafValidityProblem(pem, parts.clock.now());
+    },
+    keys: () => {
+      const keyring = parts.keyring();
+      if (!keyring) return 'the keystore is not open yet';
+      try {
+        keyring.signer();
+        return undefined;
+      } catch {
+        return 'no signing key in the keyring';
+      }
+    },
+    audit: () => {
+      const audit = parts.audit();
+      if (!audit) return 'the audit sink is not set up yet';
+      return audit.accepting() ? undefined : 'the audit sink refuses events (failMode closed)';
+    },
+  };
+}
+
+/** Sets the `portcullis_sts_key_age_seconds` gauges from the keyring (before every scrape). */
+export function refreshKeyAge(metrics: StsMetrics, keyring: Keyring, now: number): void {
+  for (const state of ['next', 'current', 'retiring'] as const) {
+    const times = keyring
+      .list()
+      .filter((k) => k.state === state)
+      .map((k) =>
+        Date.parse(
+          k.state === 'current' ? k.activatedAt! : k.state === 'retiring' ? k.retiredAt! : k.publishedAt,
+        ),
+      );
+    metrics.keyAge.set({ state }, times.length ? (now - Math.min(...times)) / 1000 : 0);
+  }
 }

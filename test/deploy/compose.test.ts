@@ -637,8 +637,13 @@ describe('docker-compose.yml', () => {
       assert.equal(test[1], 'portcullis-healthcheck', service);
       return Number(new URL(test[2]!).port);
     };
-    assert.equal(probePort('sts'), stsConfig.listen.port);
-    assert.equal(probePort('audit'), auditConfig.listen.port);
+    // The STS and the collector are probed on their ops listeners, which answer 503 while they load.
+    assert.equal(probePort('sts'), stsConfig.metrics?.listen.port, 'sts probes its ops listener');
+    assert.equal(probePort('audit'), auditConfig.metrics?.listen.port, 'audit probes its ops listener');
+    for (const service of ['sts', 'audit']) {
+      const probe = new URL(compose.services[service]!.healthcheck!.test![2]!);
+      assert.deepEqual([probe.protocol, probe.pathname], ['http:', '/readyz'], service);
+    }
     for (const [file, c] of sidecarConfigs) {
       const [service] = ours.find(([, s]) => configOf(s) === `${APP}/config/compose/${file}`)!;
       assert.equal(probePort(service), c.metrics?.listen.port, `${service} probes its metrics listener`);

@@ -494,16 +494,18 @@ function check(b: Bundle): string[] {
       if (!LOOPBACK.has(app.hostname.replace(/^\[|\]$/g, ''))) add(at, 'inbound.app must be on loopback');
       if (!containersOf(p).some((o) => o !== c)) add(at, 'the sidecar has no app container beside it');
       listens.push({ name: 'inbound.listen', ...cfg.inbound.listen });
-      if (cfg.metrics) {
-        listens.push({ name: 'metrics.listen', ...cfg.metrics.listen });
-        const probed = ['livenessProbe', 'readinessProbe'].some(
-          (k) => c[k]?.httpGet && containerPort(c, c[k].httpGet.port) === cfg.metrics.listen.port,
-        );
-        if (probed && LOOPBACK.has(cfg.metrics.listen.host))
-          add(at, "metrics.listen.host is loopback, which the kubelet's httpGet probes cannot reach");
-      }
       if (cfg.sts.issuer !== loaded.find((o) => o.part.kind === 'sts')?.config.issuer)
         add(at, "sts.issuer is not the STS config's issuer");
+    }
+    // Every part's plain-HTTP ops listener (the sidecar's metrics listener, the STS's and the
+    // collector's): declared, and reachable when the kubelet probes it.
+    if (cfg.metrics) {
+      listens.push({ name: 'metrics.listen', ...cfg.metrics.listen });
+      const probed = ['livenessProbe', 'readinessProbe'].some(
+        (k) => c[k]?.httpGet && containerPort(c, c[k].httpGet.port) === cfg.metrics.listen.port,
+      );
+      if (probed && LOOPBACK.has(cfg.metrics.listen.host))
+        add(at, "metrics.listen.host is loopback, which the kubelet's httpGet probes cannot reach");
     }
     for (const lst of listens) {
       if (!((c.ports ?? []) as Obj[]).some((x) => x.containerPort === lst.port))
@@ -820,8 +822,24 @@ describe('the checks refuse a broken copy', () => {
     ],
     [
       'a plain-HTTP probe of a TLS listener',
-      (b) => delete container(b, 'sts', 'sts').livenessProbe.httpGet.scheme,
+      (b) => (container(b, 'sts', 'sts').livenessProbe.httpGet.port = 'https'),
       /livenessProbe scheme HTTP on listen, which speaks HTTPS/,
+    ],
+    [
+      "an HTTPS probe of the collector's plain-HTTP ops listener",
+      (b) => (container(b, 'audit', 'audit').readinessProbe.httpGet.scheme = 'HTTPS'),
+      /readinessProbe scheme HTTPS on metrics.listen, which speaks HTTP/,
+    ],
+    [
+      "the STS's ops listener on loopback, where the kubelet's probes cannot reach it",
+      (b) => {
+        const cm = b.configMaps.get('sts-config')!;
+        cm.data['sts.yaml'] = cm.data['sts.yaml']!.replace(
+          '{ host: 0.0.0.0, port: 15093 }',
+          '{ host: 127.0.0.1, port: 15093 }',
+        );
+      },
+      /metrics.listen.host is loopback/,
     ],
     [
       'a typo in the STS config',

@@ -19,8 +19,15 @@ export interface FakeVault {
   close(): Promise<void>;
 }
 
-/** Starts the fake on 127.0.0.1, port 0, serving one KV v2 mount. */
-export async function startFakeVault(mount = 'secret', token = 'test-root-token'): Promise<FakeVault> {
+/**
+ * Starts the fake on 127.0.0.1, port 0, serving one KV v2 mount. `before`, when given, is awaited
+ * before each request is answered (a Vault that is slow to answer, for start-up tests).
+ */
+export async function startFakeVault(
+  mount = 'secret',
+  token = 'test-root-token',
+  before?: () => Promise<void>,
+): Promise<FakeVault> {
   const secrets = new Map<string, Version[]>();
   const state: FakeVault = { address: '', token, casConflicts: 0, close: async () => {} };
   const send = (res: ServerResponse, status: number, body?: unknown) => {
@@ -35,6 +42,7 @@ export async function startFakeVault(mount = 'secret', token = 'test-root-token'
   };
   const server = createServer((req, res) => {
     void (async () => {
+      await before?.();
       if (req.headers['x-vault-token'] !== token) return send(res, 403, { errors: ['permission denied'] });
       const url = new URL(req.url ?? '/', 'http://x');
       const m = /^\/v1\/([^/]+)\/(data|metadata)\/(.+)$/.exec(url.pathname);
