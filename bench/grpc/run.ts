@@ -25,6 +25,9 @@ import { ORDERS, policyYaml } from '../sidecar/policy.ts';
 import { GET_PATH } from './service.ts';
 
 const TARGETS = ['direct', 'nginx', 'sidecar'] as const;
+/** The generated block of bench/RESULTS.md that --record replaces. */
+const START = '<!-- bench:grpc generated: start -->';
+const END = '<!-- bench:grpc generated: end -->';
 type Target = (typeof TARGETS)[number];
 const { values: flags } = parseArgs({
   options: {
@@ -409,9 +412,6 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
   await new Promise((r) => setTimeout(r, 300));
   rmSync(dir, { recursive: true, force: true });
 }
-
-const START = '<!-- bench:grpc generated: start -->';
-const END = '<!-- bench:grpc generated: end -->';
 
 /**
  * Replaces the generated block of bench/RESULTS.md (between the markers) and keeps everything
