@@ -1,0 +1,465 @@
+// gRPC bench (issue 17): unary calls of a @grpc/grpc-js client to a @grpc/grpc-js server three ways
+// in one run — direct (h2c), through nginx terminating mTLS with `grpc_pass`, and through the
+// inbound sidecar (mTLS with web's workload certificate, a bound token from a real STS, a policy
+// whose matching `grpc:` rule comes after 100 others, one audit event per call) — closed loop at a
+// fixed number of calls in flight, then open loop at a fixed rate. Usage: node bench/grpc/run.ts
+// [--duration 20s] [--rate-duration 15s] [--warmup 3s] [--concurrency 64] [--rate 1000]
+// [--connections 1] [--runs 1] [--from built|sources] [--record]. Prints `BENCH_GRPC {json}` last;
+// with --record replaces the generated block of the gRPC section of bench/RESULTS.md.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
+import { parseStsConfig, startSts } from '../../sts/index.ts';
+import { cpuSeconds, machineFacts } from '../machine.ts';
+import { examplePki } from '../pki.ts';
+import { SIDECAR_NODE_OPTIONS, buildHarness } from '../sidecar/entry.ts';
+import { ORDERS, policyYaml } from '../sidecar/policy.ts';
+import { GET_PATH } from './service.ts';
+
+const TARGETS = ['direct', 'nginx', 'sidecar'] as const;
+/** The generated block of bench/RESULTS.md that --record replaces. */
+const START = '<!-- bench:grpc generated: start -->';
+const END = '<!-- bench:grpc generated: end -->';
+type Target = (typeof TARGETS)[number];
+const { values: flags } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '20s' },
+    'rate-duration': { type: 'string', default: '15s' },
+    warmup: { type: 'string', default: '3s' },
+    concurrency: { type: 'string', default: '64' },
+    rate: { type: 'string', default: '1000' },
+    connections: { type: 'string', default: '1' },
+    rules: { type: 'string', default: '100' },
+    runs: { type: 'string', default: '1' },
+    from: { type: 'string', default: 'built' },
+    record: { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+
+function integer(name: string, min: number, max: number): number {
+  const v = Number(flags[name as keyof typeof flags]);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    console.error(
+      `--${name} must be an integer from ${min} to ${max}, got "${flags[name as keyof typeof flags]}"`,
+    );
+    process.exit(2);
+  }
+  return v;
+}
+function duration(name: string): number {
+  try {
+    return parseDuration(String(flags[name as keyof typeof flags]));
+  } catch (err) {
+    console.error(`--${name}: ${(err as Error).message}`);
+    process.exit(2);
+  }
+}
+const concurrency = integer('concurrency', 1, 1000);
+const rate = integer('rate', 1, 100_000);
+const connections = integer('connections', 1, 64);
+const ruleCount = integer('rules', 2, 10_000);
+const runCount = integer('runs', 1, 20);
+const durationMs = duration('duration');
+const rateDurationMs = duration('rate-duration');
+const warmupMs = duration('warmup');
+if (flags.from !== 'built' && flags.from !== 'sources') {
+  console.error(`--from must be built or sources, got "${flags.from}"`);
+  process.exit(2);
+}
+const node = process.execPath;
+const here = new URL('.', import.meta.url).pathname;
+const root = new URL('../../', import.meta.url).pathname;
+
+function ensureNginx(): string {
+  const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n')[0];
+  if (found) return found;
+  console.error('nginx missing: installing Debian nginx (apt-get install -y nginx)');
+  execFileSync('apt-get', ['install', '-y', 'nginx'], {
+    stdio: 'inherit',
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
+  execFileSync('sh', ['-c', 'service nginx stop || true'], { stdio: 'ignore' });
+  return '/usr/sbin/nginx';
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a Node child and resolves with its first JSON stdout line. */
+function startChild(args: string[]): Promise<{ child: ChildProcess; info: Record<string, number> }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(node, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    child.stdout!.on('data', function onData(c: Buffer) {
+      buf += c;
+      const nl = buf.indexOf('\n');
+      if (nl === -1) return;
+      child.stdout!.off('data', onData);
+      resolve({ child, info: JSON.parse(buf.slice(0, nl)) as Record<string, number> });
+    });
+    child.once('exit', (code) => reject(new Error(`${args.at(-1)} exited with ${code}`)));
+  });
+}
+
+/** Resolves once something accepts TCP connections on `port` (nginx prints nothing when ready). */
+async function listening(port: number, what: string): Promise<void> {
+  const { connect } = await import('node:net');
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
+      s.on('error', () => resolve(false));
+    });
+    if (up) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what} is not listening on ${port} after 10 s`);
+}
+
+/** A process and its direct children (nginx: master and worker). */
+function withChildren(pid: number): number[] {
+  const kids = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter(Boolean)
+    .map(Number);
+  return [pid, ...kids];
+}
+
+/** A token of web's for orders, from the STS over mTLS with web's certificate (so it is bound to it). */
+function token(stsUrl: string, cert: string, key: string): Promise<string> {
+  const body = `grant_type=client_credentials&audience=${encodeURIComponent(ORDERS)}`;
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      `${stsUrl}/oauth2/token`,
+      {
+        method: 'POST',
+        cert,
+        key,
+        rejectUnauthorized: false,
+        agent: false,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': body.length },
+      },
+      (res) => {
+        let t = '';
+        res.on('data', (c: Buffer) => (t += c));
+        res.on('end', () =>
+          res.statusCode === 200
+            ? resolve(JSON.parse(t).access_token)
+            : reject(new Error(`STS answered ${res.statusCode}: ${t}`)),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+interface Phase {
+  ok: number;
+  errors: number;
+  statusErrors: number;
+  badReplies: number;
+  statuses?: Record<string, number>;
+  sent: number;
+  seconds: number;
+  rps: number;
+  p50ms: number | null;
+  p99ms: number | null;
+  maxms: number | null;
+}
+
+/** One load phase in its own process (the STS in this process stays responsive). */
+function load(opts: Record<string, unknown>): Promise<Phase> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      node,
+      [join(here, 'loadgen.ts'), JSON.stringify({ warmupMs, concurrency, rate, connections, ...opts })],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c));
+    child.on('exit', (code) =>
+      code === 0
+        ? resolve(JSON.parse(out.trim().split('\n').at(-1)!) as Phase)
+        : reject(new Error(`gRPC loadgen exited with ${code}`)),
+    );
+  });
+}
+
+/** The orders policy of the HTTP/1.1 bench (filler rules first) with the gRPC rule last. */
+function grpcPolicy(rules: number): string {
+  return (
+    policyYaml(rules) +
+    ['  - id: storefront-gets-orders', '    role: storefront', `    grpc: [${GET_PATH.slice(1)}]`, ''].join(
+      '\n',
+    )
+  );
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-grpc-'));
+const children: ChildProcess[] = [];
+try {
+  const nginxBin = ensureNginx();
+  const { ids: idDir, certs } = await examplePki(dir);
+  const sts = await startSts(
+    parseStsConfig({
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: {
+        cert: join(certs, 'sts.pem'),
+        key: join(certs, 'sts-key.pem'),
+        trustBundle: join(certs, 'root.pem'),
+      },
+      identities: idDir,
+      issuer: 'https://sts.portcullis.internal',
+      keystore: { type: 'file', dir: join(dir, 'keys') },
+      audit: { sink: 'memory' },
+    }),
+    {
+      masterKey: randomBytes(32).toString('base64'),
+      audit: new MemoryAuditSink(),
+      logger: createLogger({ name: 'bench-sts', level: 'silent' }),
+    },
+  );
+  const webCert = readFileSync(join(certs, 'web.pem'), 'utf8');
+  const webKey = readFileSync(join(certs, 'web-key.pem'), 'utf8');
+
+  const app = await startChild([join(here, 'app.ts')]);
+  children.push(app.child);
+  const appPort = app.info.port!;
+
+  // nginx: HTTP/2 over mTLS (ALPN h2), grpc_pass to the app over a keep-alive upstream pool; one
+  // worker, like the one Node process of the sidecar. Its own prefix, pid and logs under the temp dir.
+  const nginxPort = await freePort();
+  const nginxDir = join(dir, 'nginx');
+  mkdirSync(join(nginxDir, 'tmp'), { recursive: true });
+  writeFileSync(
+    join(nginxDir, 'nginx.conf'),
+    `worker_processes 1;
+daemon off;
+pid ${nginxDir}/nginx.pid;
+error_log ${nginxDir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${nginxDir}/tmp/body; proxy_temp_path ${nginxDir}/tmp/proxy;
+  fastcgi_temp_path ${nginxDir}/tmp/fcgi; uwsgi_temp_path ${nginxDir}/tmp/uwsgi; scgi_temp_path ${nginxDir}/tmp/scgi;
+  upstream app { server 127.0.0.1:${appPort}; keepalive 128; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:${nginxPort} ssl http2;
+    ssl_protocols TLSv1.3;
+    ssl_certificate ${join(certs, 'orders.pem')};
+    ssl_certificate_key ${join(certs, 'orders-key.pem')};
+    ssl_client_certificate ${join(certs, 'root.pem')};
+    ssl_verify_client on;
+    ssl_verify_depth 3;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    location / {
+      grpc_pass grpc://app;
+      grpc_set_header X-Client-Verify $ssl_client_verify;
+    }
+  }
+}
+`,
+  );
+  const nginx = spawn(nginxBin, ['-c', join(nginxDir, 'nginx.conf'), '-p', nginxDir], { stdio: 'inherit' });
+  children.push(nginx);
+  await listening(nginxPort, 'nginx');
+
+  const policyFile = join(dir, 'orders-policy.yaml');
+  writeFileSync(policyFile, grpcPolicy(ruleCount));
+  const sidecarConfig = join(dir, 'sidecar-orders.yaml');
+  writeFileSync(
+    sidecarConfig,
+    `service: ${ORDERS}
+trustDomain: example.org
+tls: { cert: ${join(certs, 'orders.pem')}, key: ${join(certs, 'orders-key.pem')}, trustBundle: ${join(certs, 'root.pem')} }
+sts: { url: "${sts.url}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "https://sts.portcullis.internal" }
+inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort}", policy: ${policyFile} }
+`,
+  );
+  // The sidecar harness of the HTTP/1.1 bench (the real sidecar, audit validated and batched in
+  // process), bundled as `npm run build` bundles the commands, or from the sources.
+  const harness =
+    flags.from === 'built' ? buildHarness(join(dir, 'harness')) : join(root, 'bench/sidecar/sidecar-proc.ts');
+  const sidecar = await startChild([...SIDECAR_NODE_OPTIONS.split(' '), harness, sidecarConfig]);
+  children.push(sidecar.child);
+
+  const tls = {
+    certFile: join(certs, 'web.pem'),
+    keyFile: join(certs, 'web-key.pem'),
+    caFile: join(certs, 'root.pem'),
+  };
+  const targets: Record<Target, { target: string; tls?: typeof tls; pids: () => number[] }> = {
+    direct: { target: `127.0.0.1:${appPort}`, pids: () => [app.child.pid!] },
+    nginx: { target: `127.0.0.1:${nginxPort}`, tls, pids: () => withChildren(nginx.pid!) },
+    sidecar: { target: `127.0.0.1:${sidecar.info.port}`, tls, pids: () => [sidecar.child.pid!] },
+  };
+
+  type Result = { throughput: Phase; fixed: Phase; cpuUsPerCall: number };
+  const ratio = (a: number, b: number) => (b ? Math.round((a / b) * 100) / 100 : null);
+  const ms3 = (x: number) => Math.round(x * 1000) / 1000;
+  const loadBefore = loadavg();
+  interface RunResult extends Record<Target, Result> {
+    run: number;
+    order: Target[];
+    ratios: Record<string, number | null>;
+    targets: Record<
+      'noFailedCalls' | 'rateHeld' | 'throughputAtLeast05xNginx' | 'p99Within1msOfNginxAtRate',
+      boolean
+    >;
+  }
+  const runs: RunResult[] = [];
+  for (let runIndex = 0; runIndex < runCount; runIndex++) {
+    const order: Target[] = [...TARGETS];
+    if (runIndex % 2 === 1) order.reverse();
+    const results = {} as Record<Target, Result>;
+    for (const name of order) {
+      const t = targets[name];
+      // A fresh token per target (web's tokens live 5 minutes); direct gets it too and ignores it.
+      const tok = await token(sts.url, webCert, webKey);
+      console.error(
+        `[grpc bench] run ${runIndex + 1}: ${name}: closed loop, ${concurrency} in flight, ${durationMs / 1000}s`,
+      );
+      // CPU of the process(es) between client and app (for direct: the app itself), per call.
+      const cpu0 = cpuSeconds(t.pids());
+      const throughput = await load({ target: t.target, tls: t.tls, token: tok, mode: 'closed', durationMs });
+      const calls = throughput.ok + throughput.statusErrors + throughput.badReplies;
+      // The warm-up's calls are served too: counted at the measured rate.
+      const cpuUsPerCall = Math.round(
+        ((cpuSeconds(t.pids()) - cpu0) * 1e6) / Math.max(1, calls * (1 + warmupMs / durationMs)),
+      );
+      console.error(
+        `[grpc bench] run ${runIndex + 1}: ${name}: open loop ${rate}/s, ${rateDurationMs / 1000}s`,
+      );
+      const fixed = await load({
+        target: t.target,
+        tls: t.tls,
+        token: tok,
+        mode: 'rate',
+        durationMs: rateDurationMs,
+      });
+      results[name] = { throughput, fixed, cpuUsPerCall };
+      console.error(`[grpc bench] ${name}: ${JSON.stringify(results[name])}`);
+    }
+    const s = results.sidecar;
+    const n = results.nginx;
+    const clean = (p: Phase) => p.errors + p.statusErrors + p.badReplies === 0 && p.ok > 0;
+    const p99Gap =
+      s.fixed.p99ms !== null && n.fixed.p99ms !== null ? ms3(s.fixed.p99ms - n.fixed.p99ms) : null;
+    runs.push({
+      run: runIndex + 1,
+      order,
+      ...results,
+      ratios: {
+        sidecarToNginxThroughput: ratio(s.throughput.rps, n.throughput.rps),
+        sidecarToDirectThroughput: ratio(s.throughput.rps, results.direct.throughput.rps),
+        nginxToDirectThroughput: ratio(n.throughput.rps, results.direct.throughput.rps),
+        sidecarToNginxCpuPerCall: ratio(s.cpuUsPerCall, n.cpuUsPerCall),
+        sidecarMinusNginxP99AtRateMs: p99Gap,
+      },
+      // Issue 17's targets; a run with failed calls on either side meets none of them.
+      targets: {
+        noFailedCalls: [s, n, results.direct].every((r) => clean(r.throughput) && clean(r.fixed)),
+        rateHeld: [s, n].every((r) => r.fixed.rps >= 0.95 * rate),
+        throughputAtLeast05xNginx: s.throughput.rps >= 0.5 * n.throughput.rps,
+        p99Within1msOfNginxAtRate: p99Gap !== null && p99Gap <= 1,
+      },
+    });
+  }
+  const loadAfter = loadavg();
+  await sts.close();
+  const targetsMetEveryRun = Object.fromEntries(
+    Object.keys(runs[0]!.targets).map((k) => [
+      k,
+      runs.every((r) => r.targets[k as keyof RunResult['targets']]),
+    ]),
+  );
+  const summary = {
+    ...machineFacts(loadBefore, loadAfter),
+    from: flags.from,
+    concurrency,
+    connections,
+    durationS: durationMs / 1000,
+    rate,
+    rateDurationS: rateDurationMs / 1000,
+    warmupS: warmupMs / 1000,
+    rules: ruleCount,
+    targetsMetEveryRun,
+    runs,
+  };
+  if (flags.record) record(renderResults(summary));
+  console.log(`BENCH_GRPC ${JSON.stringify(summary)}`);
+} finally {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 300));
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Replaces the generated block of bench/RESULTS.md (between the markers) and keeps everything
+ * else, including the hand-written notes after it; without the markers, appends a new section.
+ */
+function record(block: string): void {
+  const file = join(root, 'bench/RESULTS.md');
+  const text = readFileSync(file, 'utf8');
+  const a = text.indexOf(START);
+  const b = text.indexOf(END);
+  const generated = `${START}\n${block}${END}`;
+  writeFileSync(
+    file,
+    a !== -1 && b > a
+      ? text.slice(0, a) + generated + text.slice(b + END.length)
+      : `${text.trimEnd()}\n\n## gRPC through the sidecar vs nginx grpc_pass (issue 17)\n\n${generated}\n`,
+  );
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- renders the summary object built above
+function renderResults(x: any): string {
+  const yes = (v: boolean) => (v ? 'yes' : '**no**');
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one target's result
+  const row = (name: string, r: any) =>
+    `| ${name} | ${r.throughput.rps} | ${r.throughput.p50ms} | ${r.throughput.p99ms} | ${r.throughput.errors + r.throughput.statusErrors + r.throughput.badReplies} | ${r.cpuUsPerCall} | ${r.fixed.rps} | ${r.fixed.p50ms} | ${r.fixed.p99ms} | ${r.fixed.errors + r.fixed.statusErrors + r.fixed.badReplies} |`;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one run
+  const perRun = x.runs.map((r: any) =>
+    [
+      `Run ${r.run} (${r.order.join(' → ')}): sidecar ÷ nginx throughput **${r.ratios.sidecarToNginxThroughput}** (≥ 0.5: ${yes(r.targets.throughputAtLeast05xNginx)}); p99 at ${x.rate}/s sidecar − nginx **${r.ratios.sidecarMinusNginxP99AtRateMs} ms** (≤ 1 ms: ${yes(r.targets.p99Within1msOfNginxAtRate)}); CPU per call sidecar ÷ nginx ${r.ratios.sidecarToNginxCpuPerCall}; sidecar ÷ direct ${r.ratios.sidecarToDirectThroughput}, nginx ÷ direct ${r.ratios.nginxToDirectThroughput}; rate held ${yes(r.targets.rateHeld)}; no failed calls ${yes(r.targets.noFailedCalls)}.`,
+      '',
+      `| target | calls/s (closed loop) | p50 ms | p99 ms | failed | proxy CPU µs/call | calls/s (${x.rate}/s) | p50 ms @rate | p99 ms @rate | failed @rate |`,
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      row('direct (h2c to the app)', r.direct),
+      row('nginx (mTLS, grpc_pass)', r.nginx),
+      row('sidecar (mTLS + token + policy + audit)', r.sidecar),
+    ].join('\n'),
+  );
+  return `Command: \`node bench/grpc/run.ts --runs ${x.runs.length} --from ${x.from} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --warmup ${x.warmupS}s --concurrency ${x.concurrency} --rate ${x.rate} --connections ${x.connections} --rules ${x.rules} --record\`
+
+- Date: ${x.date}; Node ${x.node}; nproc ${x.nproc}; memory ${x.memGb} GiB (free ${x.freeGb} GiB)
+- Load average (1/5/15 min) before: ${x.load.before.join(' / ')}; after: ${x.load.after.join(' / ')}
+- One machine: the grpc-js load generator, the grpc-js app, nginx, the sidecar and the STS share its ${x.nproc} cores.
+- Calls: unary \`${GET_PATH}\`, 22-byte request, 128-byte reply checked by the client; @grpc/grpc-js client and server, raw Buffer messages. ${x.connections} HTTP/2 connection(s) per load generator. Closed loop: ${x.concurrency} calls in flight for ${x.durationS} s after a ${x.warmupS} s warm-up; open loop: ${x.rate} calls/s for ${x.rateDurationS} s. "proxy CPU µs/call": user+system CPU from /proc of the process(es) between client and app over the closed loop (for direct: the app itself) divided by calls.
+- nginx: Debian nginx, HTTP/2 over TLS 1.3, \`ssl_verify_client on\`, \`grpc_pass grpc://\` to a keep-alive upstream, \`worker_processes 1\`; no token, no policy. Sidecar (${x.from}): \`app: h2c://\`, peer check, bearer token from a real STS (ES256) bound to web's certificate, a ${x.rules + 1}-rule policy whose matching \`grpc:\` rule is last, one audit event per call (validated and batched in process).
+- Issue 17's targets: throughput ≥ 0.5× nginx; p99 at ${x.rate} calls/s within 1 ms of nginx's. Met in every run: ${JSON.stringify(x.targetsMetEveryRun)}
+
+${perRun.join('\n\n')}
+
+Machine-readable line: \`BENCH_GRPC {…}\` on stdout.
+`;
+}
