@@ -47,6 +47,8 @@ export interface H2Side {
   readonly sessions: number;
   /** Streams open now, over every session. */
   readonly streams: number;
+  /** Streams the client reset before their request started: never decided, so never audited. */
+  readonly cancelled: number;
   /** Takes over a connection (TLS after ALPN `h2`, or plain after the h2c preface). */
   accept(socket: Socket): void;
   /** For `applyConnectionBudgets`' drain: asks a busy session to close (GOAWAY) and says whether it was busy. */
@@ -69,6 +71,8 @@ export function createH2Side(
   const open = new Map<Http2Session, number>();
   const bySocket = new WeakMap<Socket, Http2Session>();
   let streams = 0;
+  /** Streams the client reset before their request was started (not decided, not audited). */
+  let cancelled = 0;
   // The socket being handed over: node:http2 emits `session` synchronously inside `connection`.
   let handing: Socket | undefined;
   server.on('session', (session: ServerHttp2Session) => {
@@ -95,7 +99,20 @@ export function createH2Side(
       if (open.has(session)) open.set(session, (open.get(session) ?? 1) - 1);
     });
   });
-  server.on('request', handler as unknown as (req: unknown, res: unknown) => void);
+  // Each request starts on the next turn of the event loop: a client's RST_STREAM for it that came
+  // in the same read (rapid reset sends HEADERS and RST_STREAM back to back, hundreds per read) is
+  // processed first, and a stream the client already cancelled costs no layer, token check or
+  // audit event — it was never decided. Without this the sidecar ran the layers for ~700 cancelled
+  // streams per 64 KiB read before the reset limit closed the connection, and other callers waited.
+  server.on('request', (req: IncomingMessage & { stream?: Http2Stream }, res: ServerResponse) => {
+    setImmediate(() => {
+      if (req.stream?.destroyed || req.stream?.closed) {
+        cancelled++;
+        return;
+      }
+      handler(req, res);
+    });
+  });
   return {
     server,
     accept(socket) {
@@ -111,6 +128,9 @@ export function createH2Side(
     },
     get streams() {
       return streams;
+    },
+    get cancelled() {
+      return cancelled;
     },
     inFlight(socket) {
       const session = bySocket.get(socket);
