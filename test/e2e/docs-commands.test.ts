@@ -166,6 +166,15 @@ test(
         PATH: `${join(ROOT, 'bin')}:${join(ROOT, 'node_modules/.bin')}:${process.env.PATH}`,
         PORTCULLIS_CONTEXT: '',
       };
+      // As a reader would, in another terminal a moment after the banner: the collector signs its
+      // first checkpoint over the mesh's records within its interval (5 s under up). The docs
+      // save that checkpoint and prove records against it, so the blocks start once it exists.
+      for (let i = 0; ; i++) {
+        const probe = await run('portcullis audit checkpoint --out "$(mktemp -u)"', main, env);
+        if (probe.code === 0 && !/ at size 0 /.test(probe.out)) break;
+        if (i >= 20) assert.fail(`the mesh's collector signed no checkpoint over its records: ${probe.out}`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
       const blocks = docFiles().flatMap((f) =>
         fencedBlocks(f, readFileSync(join(ROOT, f), 'utf8')).filter((b) => SHELL.has(b.lang)),
       );
