@@ -1,78 +1,29 @@
-import { ConfigError, readConfiguredFile } from '../../core/index.ts';
-import { createStsAdminClient } from '../../sts/index.ts';
 import type { KeySummary, StsAdminClient } from '../../sts/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { parseFlags } from '../lib/command.ts';
-import { findContext, fromContext } from '../lib/context.ts';
+import { ADMIN_FLAGS_HELP, ADMIN_OPTIONS, withAdminClientFor } from '../lib/admin-client.ts';
+import { findContext } from '../lib/context.ts';
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'list and rotate the STS signing keys (admin API over mTLS)';
 
 const FLAGS = `flags:
-  --context DIR  the deployment's context (default: $PORTCULLIS_CONTEXT, else ./.portcullis when
-                 \`portcullis up\` wrote one there): supplies every flag below
-  --sts URL      STS base URL (default: the context's, else https://localhost:8443)
-  --cert FILE    admin certificate chain (default: the context's admin, else certs/admin-console.pem)
-  --key FILE     its private key (default: the context's, else certs/admin-console-key.pem)
-  --ca FILE      trust bundle for the STS certificate (default: the context's, else certs/root.pem)
-  --json         print the raw JSON answer`;
+${ADMIN_FLAGS_HELP}
+  --ca FILE      the same as --cacert (this command's older spelling)`;
 
-const OPTIONS = {
-  context: { type: 'string' },
-  sts: { type: 'string' },
-  cert: { type: 'string' },
-  key: { type: 'string' },
-  ca: { type: 'string' },
-  json: { type: 'boolean', default: false },
-} as const;
-
-async function withClient<T>(
+/** The admin client of every admin command; `--ca` is kept as this command's name for `--cacert`. */
+function withClient<T>(
   argv: readonly string[],
   command: string,
   fn: (c: StsAdminClient, json: boolean) => Promise<T>,
-) {
-  const flags = parseFlags(argv, OPTIONS, command);
-  const ctx = findContext(flags.context);
-  const sts = fromContext(flags.sts, 'sts', command, ctx, (c) => c.sts.url, 'https://localhost:8443');
-  try {
-    new URL(sts);
-  } catch {
-    throw new ConfigError('ERR_CONFIG_INVALID', '--sts', '', `"${sts}" is not a URL`);
-  }
-  const client = createStsAdminClient({
-    url: sts,
-    cert: readConfiguredFile(
-      fromContext(
-        flags.cert,
-        'cert',
-        command,
-        ctx,
-        (c) => c.operators.admin?.cert,
-        'certs/admin-console.pem',
-      ),
-      '--cert',
-    ),
-    key: readConfiguredFile(
-      fromContext(
-        flags.key,
-        'key',
-        command,
-        ctx,
-        (c) => c.operators.admin?.key,
-        'certs/admin-console-key.pem',
-      ),
-      '--key',
-    ),
-    ca: readConfiguredFile(
-      fromContext(flags.ca, 'ca', command, ctx, (c) => c.trustBundle, 'certs/root.pem'),
-      '--ca',
-    ),
-  });
-  try {
-    return await fn(client, flags.json);
-  } finally {
-    await client.close();
-  }
+): Promise<T> {
+  const flags = parseFlags(argv, { ...ADMIN_OPTIONS, ca: { type: 'string' } }, command);
+  return withAdminClientFor(
+    { ...flags, cacert: flags.cacert ?? flags.ca },
+    findContext(flags.context),
+    command,
+    (client) => fn(client, flags.json),
+  );
 }
 
 function table(keys: readonly KeySummary[]): string {

@@ -15,7 +15,8 @@ export const ADMIN_FLAGS_HELP = `  --context DIR  the deployment's context (defa
   --cacert FILE  trust bundle for the STS certificate (default: the context's, else certs/root.pem)
   --json         print the raw JSON answer`;
 
-const ADMIN_OPTIONS = {
+/** The flags of {@link ADMIN_FLAGS_HELP}, for `parseArgs`. */
+export const ADMIN_OPTIONS = {
   context: { type: 'string' },
   sts: { type: 'string' },
   cert: { type: 'string' },

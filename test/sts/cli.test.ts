@@ -193,7 +193,7 @@ describe('portcullis sts and keys', () => {
           join(pki.certsDir, 'web.pem'),
           '--key',
           join(pki.certsDir, 'web-key.pem'),
-          '--ca',
+          '--cacert', // the spelling of every admin command; --ca above is keys' older one
           pki.rootFile,
         ];
         const refused = await run(['keys', 'list', ...web]);
