@@ -12,7 +12,15 @@ import {
   loadCaDirectory,
   writeFileAtomic,
 } from '../../ca/index.ts';
-import { LOG_LEVELS, activeTracer, createLogger, loadRegistry, startTelemetry } from '../../core/index.ts';
+import {
+  LOG_LEVELS,
+  activeTracer,
+  createLogger,
+  formatDuration,
+  loadRegistry,
+  parseDuration,
+  startTelemetry,
+} from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
 import { loadSidecarConfig, sidecarServiceName, startSidecar } from '../../sidecar/index.ts';
 import type { RunningSidecar } from '../../sidecar/index.ts';
@@ -25,8 +33,6 @@ import { closeWithin, untilShutdownSignal } from '../lib/signals.ts';
 import { CONTEXT_FILE } from '../lib/context.ts';
 import { DEFAULT_RENEW_WITHIN_MS, DEFAULT_VALIDITY_MS } from './certs.ts';
 import { UsageError, parseFlags } from '../lib/command.ts';
-// Durations of --svid-ttl.
-import { formatDuration, parseDuration } from '../../core/index.ts';
 
 /** Group summary shown by `portcullis --help`. */
 export const summary = 'run the local demo mesh on loopback';
@@ -341,13 +347,10 @@ async function startMesh(o: MeshOptions): Promise<Mesh> {
       logger: log('sts'),
       tracer: activeTracer('portcullis-sts', MESH_SERVICES.sts),
     });
+    stops.push(() => sts.close());
     // One-time join tokens for the demo workloads, through the admin API as an operator would
     // (portcullis join-token create); a sidecar that still holds a valid certificate ignores its token.
-    await createJoinTokens(sts.url, dirs.certs, joinTokenFile).catch(async (err: unknown) => {
-      await sts.close();
-      throw err;
-    });
-    stops.push(() => sts.close());
+    await createJoinTokens(sts.url, dirs.certs, joinTokenFile);
     const ordersApp: DemoApp = await startDemoApp({
       kind: 'orders',
       port: P.ordersApp,
