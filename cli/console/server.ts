@@ -423,12 +423,11 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     },
   );
 
-  const address = await app.listen({ host: o.host, port: o.port });
+  await app.listen({ host: o.host, port: o.port });
   const port = (app.server.address() as AddressInfo).port;
   const hostPart = isIP(o.host) === 6 ? `[${o.host}]` : o.host;
   cookieName = sessionCookie(port);
   allowedHosts = new Set([`${hostPart}:${port}`, `localhost:${port}`].map((h) => h.toLowerCase()));
-  void address;
   const url = `http://${hostPart}:${port}/`;
   return {
     url,
