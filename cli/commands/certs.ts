@@ -18,7 +18,7 @@ import { formatDuration, loadRegistry } from '../../core/index.ts';
 import type { CliCommand } from '../lib/command.ts';
 import { UsageError, parseFlags, required } from '../lib/command.ts';
 import { durationFlag, keyAlgorithmFlag } from './ca.ts';
-import { withAdminClientFor } from '../lib/admin-client.ts';
+import { ADMIN_OPTIONS, withAdminClientFor } from '../lib/admin-client.ts';
 import { findContext } from '../lib/context.ts';
 import type { Context } from '../lib/context.ts';
 import { sendEvents } from '../lib/send-events.ts';
@@ -234,12 +234,7 @@ export const commands: readonly CliCommand[] = [
           ca: { type: 'string' },
           out: { type: 'string' },
           reason: { type: 'string' },
-          context: { type: 'string' },
-          sts: { type: 'string' },
-          cert: { type: 'string' },
-          key: { type: 'string' },
-          cacert: { type: 'string' },
-          json: { type: 'boolean', default: false },
+          ...ADMIN_OPTIONS,
         },
         cmd,
       );
