@@ -15,11 +15,11 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import type { AuditEvent } from '../../core/index.ts';
 import { openStore } from '../../audit/index.ts';
 import { loadPolicyFile, openDecisionSource, replayDecisions } from '../../sidecar/index.ts';
 import type { ReplayReport } from '../../sidecar/index.ts';
 import { machineFacts } from '../machine.ts';
+import { ORDERS, PROPOSED, expectedReplay, trafficEvent } from '../traffic.ts';
 
 const run = promisify(execFile);
 const args = process.argv.slice(2);
@@ -30,132 +30,12 @@ if (!Number.isSafeInteger(EVENTS) || EVENTS < 1000) throw new Error('--events mu
 const PG_URL = process.env.PORTCULLIS_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const BATCH = 10_000;
 
-const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
-const WEB = 'spiffe://example.org/ns/shop/sa/web';
-const ADMIN = 'spiffe://example.org/ns/ops/sa/admin-console';
-const STS = 'spiffe://example.org/ns/portcullis/sa/sts';
-
-/** The proposed change: GET narrows to the list, the storefront may place orders. */
-const PROPOSED = `service: ${ORDERS}
-mode: enforce
-roles:
-  storefront: [${WEB}]
-rules:
-  - id: storefront-lists-orders
-    role: storefront
-    methods: [GET]
-    paths: [/orders]
-  - id: storefront-places-orders
-    role: storefront
-    methods: [POST]
-    paths: [/orders]
-  - id: nobody-touches-admin
-    effect: deny
-    subjects: ['*']
-    paths: [/admin, /admin/*]
-`;
-
-/**
- * Event `i` of a day of traffic: 80 % decisions of the orders sidecar (reads of 5,000 orders,
- * list reads, posts, admin probes, other callers), 5 % refused before the policy, 15 % other
- * services and event types that replay must pass over.
- */
-function event(i: number): AuditEvent {
-  const time = new Date(Date.UTC(2026, 11, 6, 0, 0, 0) + Math.floor((i * 86_400_000) / EVENTS)).toISOString();
-  const base = {
-    type: 'authz.decision',
-    time,
-    source: ORDERS,
-    target: ORDERS,
-    subject: WEB,
-    status: 200,
-    latencyMs: 0.8,
-    policyHash: 'sha256:e94dd85eb33ac50f0818f39bb24e7987cec4f98e5067e98ed9d99527150f1a49',
-    traceId: (i.toString(16) + '0'.repeat(32)).slice(0, 32),
-  } as const;
-  const k = i % 20;
-  if (k < 10)
-    return {
-      ...base,
-      action: `GET /orders/${i % 5000}?v=${i % 7}`,
-      decision: 'allow',
-      reason: 'allowed',
-      rule: 'storefront-reads-orders',
-    };
-  if (k < 13)
-    return {
-      ...base,
-      action: 'GET /orders',
-      decision: 'allow',
-      reason: 'allowed',
-      rule: 'storefront-reads-orders',
-    };
-  if (k === 13)
-    return {
-      ...base,
-      action: 'POST /orders',
-      decision: 'deny',
-      reason: 'ERR_SIDECAR_POLICY_DENIED',
-      rule: 'default-deny',
-      status: 403,
-    };
-  if (k === 14)
-    return {
-      ...base,
-      action: `GET /admin/${i % 50}`,
-      decision: 'deny',
-      reason: 'ERR_SIDECAR_POLICY_DENIED',
-      rule: 'nobody-touches-admin',
-      status: 403,
-    };
-  if (k === 15)
-    return {
-      ...base,
-      subject: ADMIN,
-      action: 'GET /orders',
-      decision: 'deny',
-      reason: 'ERR_SIDECAR_POLICY_DENIED',
-      rule: 'default-deny',
-      status: 403,
-    };
-  if (k === 16)
-    return {
-      ...base,
-      action: 'GET /orders',
-      decision: 'deny',
-      reason: 'ERR_SIDECAR_TOKEN_EXPIRED',
-      status: 401,
-    };
-  if (k === 17)
-    return {
-      ...base,
-      source: WEB,
-      target: WEB,
-      subject: ADMIN,
-      action: 'GET /healthz',
-      decision: 'allow',
-      reason: 'allowed',
-      rule: 'operators-read-health',
-    };
-  if (k === 18)
-    return {
-      type: 'token.issued',
-      time,
-      source: STS,
-      subject: WEB,
-      target: ORDERS,
-      decision: 'allow',
-      reason: 'issued',
-    };
-  return { type: 'cert.issued', time, source: STS, subject: WEB, attributes: { serial: i.toString(16) } };
-}
-
 async function fill(spec: string): Promise<number> {
   const store = await openStore(spec);
   const started = performance.now();
   for (let at = 0; at < EVENTS; at += BATCH) {
     const n = Math.min(BATCH, EVENTS - at);
-    await store.append(Array.from({ length: n }, (_, j) => event(at + j)));
+    await store.append(Array.from({ length: n }, (_, j) => trafficEvent(at + j, EVENTS)));
   }
   await store.close();
   return (performance.now() - started) / 1000;
@@ -194,22 +74,6 @@ async function cli(from: string, policyFile: string): Promise<{ seconds: number;
   return { seconds: (performance.now() - started) / 1000, report: JSON.parse(stdout) as ReplayReport };
 }
 
-/** The figures replay must give for the generated log (so that a fast wrong answer fails). */
-function expected(): Pick<ReplayReport, 'considered' | 'replayed' | 'allowedToDenied' | 'deniedToAllowed'> {
-  let considered = 0;
-  let replayed = 0;
-  let allowedToDenied = 0;
-  let deniedToAllowed = 0;
-  for (let i = 0; i < EVENTS; i++) {
-    const k = i % 20;
-    if (k <= 16) considered++;
-    if (k <= 15) replayed++;
-    if (k < 10) allowedToDenied++;
-    if (k === 13) deniedToAllowed++;
-  }
-  return { considered, replayed, allowedToDenied, deniedToAllowed };
-}
-
 const fmt = (s: number) => `${s.toFixed(2)} s`;
 const loadBefore = loadavg();
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-replay-'));
@@ -218,7 +82,7 @@ const results: Record<string, unknown> = { events: EVENTS };
 try {
   const policyFile = join(dir, 'orders-proposed.yaml');
   writeFileSync(policyFile, PROPOSED);
-  const want = expected();
+  const want = expectedReplay(EVENTS);
   const stores: [string, string][] = [
     ['file', `file:${join(dir, 'log')}`],
     ['postgres', `${PG_URL}?table=${schema}.log`],

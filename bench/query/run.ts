@@ -18,7 +18,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { createLogger } from '../../core/index.ts';
-import type { AuditEvent } from '../../core/index.ts';
 import {
   createCollectorApi,
   createSealer,
@@ -37,6 +36,7 @@ import type {
 import { examplePki } from '../pki.ts';
 import { COLLECTOR_ID } from '../collector.ts';
 import { machineFacts } from '../machine.ts';
+import { ADMIN, ORDERS, PROPOSED, expectedReplay, trafficEvent } from '../traffic.ts';
 
 const run = promisify(execFile);
 const args = process.argv.slice(2);
@@ -52,110 +52,6 @@ const PG_URL = process.env.PORTCULLIS_BENCH_PG ?? 'postgres://postgres@127.0.0.1
 const BATCH = 10_000;
 const ORIGIN = 'example.org/bench/query';
 
-const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
-const WEB = 'spiffe://example.org/ns/shop/sa/web';
-const ADMIN = 'spiffe://example.org/ns/ops/sa/admin-console';
-const STS = 'spiffe://example.org/ns/portcullis/sa/sts';
-
-/** The proposed change replayed (the policy bench's): GET narrows to the list, the storefront may place orders. */
-const PROPOSED = `service: ${ORDERS}
-mode: enforce
-roles:
-  storefront: [${WEB}]
-rules:
-  - id: storefront-lists-orders
-    role: storefront
-    methods: [GET]
-    paths: [/orders]
-  - id: storefront-places-orders
-    role: storefront
-    methods: [POST]
-    paths: [/orders]
-  - id: nobody-touches-admin
-    effect: deny
-    subjects: ['*']
-    paths: [/admin, /admin/*]
-`;
-
-/**
- * Event `i` (the policy bench's day of traffic): 80 % decisions of the orders sidecar, 5 %
- * refused before the policy, 15 % other services and types; one event in 1,000 (a certificate
- * issuance) carries the reason `rare-reason`, for a sparse filter.
- */
-function event(i: number): AuditEvent {
-  const time = new Date(Date.UTC(2026, 11, 6) + Math.floor((i * 86_400_000) / EVENTS)).toISOString();
-  const base = {
-    type: 'authz.decision',
-    time,
-    source: ORDERS,
-    target: ORDERS,
-    subject: WEB,
-    status: 200,
-    latencyMs: 0.8,
-    policyHash: 'sha256:e94dd85eb33ac50f0818f39bb24e7987cec4f98e5067e98ed9d99527150f1a49',
-    traceId: (i.toString(16) + '0'.repeat(32)).slice(0, 32),
-  } as const;
-  const k = i % 20;
-  const allowed = { decision: 'allow', reason: 'allowed', rule: 'storefront-reads-orders' } as const;
-  const denied = { decision: 'deny', reason: 'ERR_SIDECAR_POLICY_DENIED', status: 403 } as const;
-  if (k < 10) return { ...base, ...allowed, action: `GET /orders/${i % 5000}?v=${i % 7}` };
-  if (k < 13) return { ...base, ...allowed, action: 'GET /orders' };
-  if (k === 13) return { ...base, ...denied, action: 'POST /orders', rule: 'default-deny' };
-  if (k === 14) return { ...base, ...denied, action: `GET /admin/${i % 50}`, rule: 'nobody-touches-admin' };
-  if (k === 15) return { ...base, ...denied, subject: ADMIN, action: 'GET /orders', rule: 'default-deny' };
-  if (k === 16)
-    return {
-      ...base,
-      action: 'GET /orders',
-      decision: 'deny',
-      reason: 'ERR_SIDECAR_TOKEN_EXPIRED',
-      status: 401,
-    };
-  if (k === 17)
-    return {
-      ...base,
-      source: WEB,
-      target: WEB,
-      subject: ADMIN,
-      action: 'GET /healthz',
-      decision: 'allow',
-      reason: 'allowed',
-      rule: 'operators-read-health',
-    };
-  if (k === 18)
-    return {
-      type: 'token.issued',
-      time,
-      source: STS,
-      subject: WEB,
-      target: ORDERS,
-      decision: 'allow',
-      reason: 'issued',
-    };
-  return {
-    type: 'cert.issued',
-    time,
-    source: STS,
-    subject: WEB,
-    attributes: { serial: i.toString(16) },
-    ...(i % 1000 === 999 ? { reason: 'rare-reason' } : {}),
-  };
-}
-
-/** What replay must report for the generated log (a fast wrong answer fails the bench). */
-function expectedReplay() {
-  let considered = 0;
-  let allowedToDenied = 0;
-  let deniedToAllowed = 0;
-  for (let i = 0; i < EVENTS; i++) {
-    const k = i % 20;
-    if (k <= 16) considered++;
-    if (k < 10) allowedToDenied++;
-    if (k === 13) deniedToAllowed++;
-  }
-  return { considered, allowedToDenied, deniedToAllowed };
-}
-
 /** Writes the log straight into the store, sealed with the collector's key, append times over the last 24 h. */
 async function fill(spec: string, dataDir: string): Promise<number> {
   const signer = loadCheckpointKey(dataDir, ORIGIN);
@@ -169,7 +65,7 @@ async function fill(spec: string, dataDir: string): Promise<number> {
   const started = performance.now();
   for (let at = 0; at < EVENTS; at += BATCH, batch++) {
     const n = Math.min(BATCH, EVENTS - at);
-    await store.append(Array.from({ length: n }, (_, j) => event(at + j)));
+    await store.append(Array.from({ length: n }, (_, j) => trafficEvent(at + j, EVENTS)));
   }
   await store.close();
   return (performance.now() - started) / 1000;
@@ -323,7 +219,7 @@ async function replayThrough(collector: RunningCollector, certs: string, policyF
   );
   const seconds = (performance.now() - started) / 1000;
   const report = JSON.parse(stdout) as Record<string, number>;
-  for (const [k, v] of Object.entries(expectedReplay()))
+  for (const [k, v] of Object.entries(expectedReplay(EVENTS)))
     if (report[k] !== v) throw new Error(`replay through the collector: ${k} is ${report[k]}, expected ${v}`);
   return seconds;
 }
