@@ -6,13 +6,10 @@
 // [--duration 20s] [--rate-duration 15s] [--warmup 3s] [--concurrency 64] [--rate 1000]
 // [--connections 1] [--runs 1] [--from built|sources] [--record]. Prints `BENCH_GRPC {json}` last;
 // with --record replaces the generated block of the gRPC section of bench/RESULTS.md.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,6 +20,7 @@ import { examplePki } from '../pki.ts';
 import { SIDECAR_NODE_OPTIONS, buildHarness } from '../sidecar/entry.ts';
 import { ORDERS, policyYaml } from '../sidecar/policy.ts';
 import { GET_PATH } from './service.ts';
+import { ensureNginx, freePort, token, withChildren } from '../sidecar/harness.ts';
 
 const TARGETS = ['direct', 'nginx', 'sidecar'] as const;
 /** The generated block of bench/RESULTS.md that --record replaces. */
@@ -79,30 +77,6 @@ const node = process.execPath;
 const here = new URL('.', import.meta.url).pathname;
 const root = new URL('../../', import.meta.url).pathname;
 
-function ensureNginx(): string {
-  const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })
-    .stdout.trim()
-    .split('\n')[0];
-  if (found) return found;
-  console.error('nginx missing: installing Debian nginx (apt-get install -y nginx)');
-  execFileSync('apt-get', ['install', '-y', 'nginx'], {
-    stdio: 'inherit',
-    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-  });
-  execFileSync('sh', ['-c', 'service nginx stop || true'], { stdio: 'ignore' });
-  return '/usr/sbin/nginx';
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /** Starts a Node child and resolves with its first JSON stdout line. */
 function startChild(args: string[]): Promise<{ child: ChildProcess; info: Record<string, number> }> {
   return new Promise((resolve, reject) => {
@@ -131,44 +105,6 @@ async function listening(port: number, what: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${what} is not listening on ${port} after 10 s`);
-}
-
-/** A process and its direct children (nginx: master and worker). */
-function withChildren(pid: number): number[] {
-  const kids = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .filter(Boolean)
-    .map(Number);
-  return [pid, ...kids];
-}
-
-/** A token of web's for orders, from the STS over mTLS with web's certificate (so it is bound to it). */
-function token(stsUrl: string, cert: string, key: string): Promise<string> {
-  const body = `grant_type=client_credentials&audience=${encodeURIComponent(ORDERS)}`;
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      `${stsUrl}/oauth2/token`,
-      {
-        method: 'POST',
-        cert,
-        key,
-        rejectUnauthorized: false,
-        agent: false,
-        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': body.length },
-      },
-      (res) => {
-        let t = '';
-        res.on('data', (c: Buffer) => (t += c));
-        res.on('end', () =>
-          res.statusCode === 200
-            ? resolve(JSON.parse(t).access_token)
-            : reject(new Error(`STS answered ${res.statusCode}: ${t}`)),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
 }
 
 interface Phase {

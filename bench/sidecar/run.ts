@@ -4,13 +4,10 @@
 // fixed 1,000 req/s. Usage: node bench/sidecar/run.ts [--duration 60s] [--rate-duration 20s]
 // [--concurrency 64] [--rate 1000] [--rules 100] [--record]. Prints `BENCH_SIDECAR {json}` last;
 // with --record writes bench/RESULTS-sidecar.md.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { cpuSeconds, machineFacts } from '../machine.ts';
@@ -19,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { examplePki } from '../pki.ts';
 import { ORDERS, policyYaml } from './policy.ts';
 import { SIDECAR_NODE_OPTIONS, buildHarness } from './entry.ts';
+import { ensureNginx, freePort, token, withChildren } from './harness.ts';
 import { rssMb } from '../memory.ts';
 import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
 import { openFileStore } from '../../audit/index.ts';
@@ -84,30 +82,6 @@ const node = process.execPath;
 const here = new URL('.', import.meta.url).pathname;
 const root = new URL('../../', import.meta.url).pathname;
 
-function ensureNginx(): string {
-  const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })
-    .stdout.trim()
-    .split('\n')[0];
-  if (found) return found;
-  console.error('nginx missing: installing Debian nginx (apt-get install -y nginx)');
-  execFileSync('apt-get', ['install', '-y', 'nginx'], {
-    stdio: 'inherit',
-    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-  });
-  execFileSync('sh', ['-c', 'service nginx stop || true'], { stdio: 'ignore' });
-  return '/usr/sbin/nginx';
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /** Starts a child and resolves with its first JSON stdout line. */
 function startChild(
   args: string[],
@@ -138,41 +112,6 @@ function stop(child: ChildProcess): Promise<string> {
     child.stdout?.on('data', (c: Buffer) => (out += c));
     child.once('exit', () => resolve(out));
     child.kill('SIGTERM');
-  });
-}
-
-/** A process and its direct children (nginx: master and workers). */
-function withChildren(pid: number): number[] {
-  const kids = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .filter(Boolean)
-    .map(Number);
-  return [pid, ...kids];
-}
-
-function token(stsUrl: string, cert: string, key: string): Promise<string> {
-  const body = `grant_type=client_credentials&audience=${encodeURIComponent(ORDERS)}`;
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      `${stsUrl}/oauth2/token`,
-      {
-        method: 'POST',
-        cert,
-        key,
-        rejectUnauthorized: false,
-        agent: false,
-        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': body.length },
-      },
-      (res) => {
-        let t = '';
-        res.on('data', (c: Buffer) => (t += c));
-        res.on('end', () =>
-          res.statusCode === 200 ? resolve(JSON.parse(t).access_token) : reject(new Error(t)),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
   });
 }
 
