@@ -186,11 +186,15 @@ async function startStsParts(
     generation: () => denyList.serialGeneration() + trust.generation,
   });
   // What start-up has opened so far, released in reverse order when a later step fails (a
-  // collector sink's loop and connections would otherwise run on in the calling process).
+  // collector sink's loop and connections would otherwise run on in the calling process) and by
+  // close(). A sink the caller passed in is the caller's to close: it is only flushed.
   const ownSink = () => (overrides.audit ? audit.flush() : audit.close());
   const opened: (() => unknown)[] = [() => identity?.stop(), () => tlsFiles.close(), ownSink];
+  const releaseOpened = async () => {
+    for (const release of [...opened].reverse()) await release();
+  };
   const failed = async (err: unknown): Promise<never> => {
-    for (const release of opened.reverse()) await release();
+    await releaseOpened();
     throw err;
   };
   let keystore: Keystore;
@@ -363,16 +367,9 @@ async function startStsParts(
     async close() {
       // Stops accepting; what is idle, half-open or still handshaking goes now, the rest after drainTimeout.
       await Promise.all([app.close(), connections.drain()]);
-      await keyring.stop();
-      crlSource?.stop();
-      follower.stop();
-      estCa?.stop();
-      identity?.stop();
-      if (!overrides.state) await state.close();
-      await signingPool.close();
-      tlsFiles.close();
-      // A sink the caller passed in is the caller's to close; the one built here is closed here.
-      await ownSink();
+      // Then what start-up opened, in reverse: the audit sink (flushed, or closed if built here)
+      // before the TLS files it sends with; a state store the caller passed in stays open.
+      await releaseOpened();
     },
   };
 }
