@@ -2,52 +2,17 @@
 // connections: whatever it reuses, its verdict is the policy's, on every request of a connection.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { connect, createServer } from 'node:tls';
-import type { AddressInfo } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { createPeerVerifier } from '../../ca/index.ts';
 import { cachePeerVerifications } from '../../sts/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
-import type { MintedCert, TestPki } from '../helpers/pki.ts';
+import type { TestPki } from '../helpers/pki.ts';
+import { acceptTls } from '../helpers/tls.ts';
 
 let pki: TestPki;
 before(async () => {
   pki = await makeTestPki();
 });
 after(() => pki.cleanup());
-
-/** A server-side TLS socket of a connection from `client`. */
-async function serverSocket(client: MintedCert) {
-  const sts = pki.leaf('sts');
-  const server = createServer({
-    cert: sts.certPem,
-    key: sts.keyPem,
-    ca: pki.rootPem,
-    requestCert: true,
-    rejectUnauthorized: false,
-  });
-  const seen = once(server, 'secureConnection') as Promise<[TLSSocket]>;
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const socket = connect({
-    port: (server.address() as AddressInfo).port,
-    host: '127.0.0.1',
-    cert: client.chainPem,
-    key: client.keyPem,
-    ca: pki.rootPem,
-    servername: 'localhost',
-    checkServerIdentity: () => undefined,
-  });
-  const [accepted] = await seen;
-  return {
-    socket: accepted,
-    close: () => {
-      socket.destroy();
-      server.close();
-    },
-  };
-}
 
 test('a leaf that expires during a connection is accepted on its requests for tls.clockSkew more, as the policy accepts it, and refused past that', async () => {
   let now = Date.now();
@@ -67,7 +32,7 @@ test('a leaf that expires during a connection is accepted on its requests for tl
     isRevoked: () => false,
     generation: () => 0,
   });
-  const conn = await serverSocket(leaf);
+  const conn = await acceptTls(pki, { cert: leaf.chainPem, key: leaf.keyPem });
   try {
     assert.equal(conn.socket.authorized, true);
     assert.equal(cached.verifySocket(conn.socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
