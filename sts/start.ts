@@ -23,7 +23,6 @@ import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
 import { buildStsApp, refreshKeyAge, stsReadinessChecks } from './http/app.ts';
 import { createSigningPool } from './token/sign-pool.ts';
-import { cachePeerVerifications } from './http/peer-cache.ts';
 import { Keyring } from './keyring/keyring.ts';
 import type { KeyMaterial } from './keyring/key-material.ts';
 import { createKeystore } from './keystore/create.ts';
@@ -168,8 +167,9 @@ async function startStsParts(
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sts');
   const denyList = createDenyList(clock);
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
-  // Trust follows tls.trustBundle across reloads; a new bundle or a new revocation empties the cache.
-  const trust = followTrustBundle(tlsFiles, (trustAnchorsPem, intermediatesPem) =>
+  // Trust follows tls.trustBundle across reloads. The policy caches its verdicts per connection
+  // and per leaf fingerprint, and checks expiry and the deny-list on every request.
+  const peerVerifier = followTrustBundle(tlsFiles, (trustAnchorsPem, intermediatesPem) =>
     createPeerVerifier({
       trustAnchorsPem,
       intermediatesPem,
@@ -180,11 +180,6 @@ async function startStsParts(
       clock: () => clock.now(),
     }),
   );
-  const peerVerifier = cachePeerVerifications(trust, {
-    clock,
-    isRevoked,
-    generation: () => denyList.serialGeneration() + trust.generation,
-  });
   // What start-up has opened so far, released in reverse order when a later step fails (a
   // collector sink's loop and connections would otherwise run on in the calling process) and by
   // close(). A sink the caller passed in is the caller's to close: it is only flushed.

@@ -160,6 +160,31 @@ test('over real TLS, verifySocket caches the chain per connection but rechecks e
   }
 });
 
+test('over real TLS, a leaf that expires during a connection is accepted on it for the clock skew more, and refused past that', async () => {
+  let now = Date.now();
+  // Valid at the handshake; the clock then moves past notAfter, within the skew.
+  const leaf = await pki.mint({ notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 10_000) });
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+    clockSkewMs: 60_000,
+    clock: () => now,
+  });
+  const conn = await acceptTls(pki, { cert: leaf.chainPem, key: leaf.keyPem });
+  try {
+    assert.equal(conn.socket.authorized, true);
+    assert.equal(v.verifySocket(conn.socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+    now += 40_000;
+    assert.equal(v.verifySocket(conn.socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+    now += 31_000;
+    assert.throws(() => v.verifySocket(conn.socket), { code: 'ERR_CA_CERT_EXPIRED' });
+  } finally {
+    conn.close();
+  }
+});
+
 test('over real TLS, a peer without a certificate is ERR_CA_PEER_NO_CERT', async () => {
   const v = createPeerVerifier({
     trustAnchorsPem: pki.rootPem,
