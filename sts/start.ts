@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
+import { chainIntermediatesPem, createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
 import type { TlsWatcher } from '../ca/index.ts';
 import {
   activeTracer,
@@ -204,12 +204,14 @@ async function startStsParts(
   } catch (err) {
     return failed(err);
   }
+  // Without revocation.crlIssuer, the CRL's issuer is our own leaf's: the first intermediate of
+  // its chain (the CRL source reads the first certificate of what it is given).
   const crlSource = config.revocation.crl
     ? await startCrlSource({
         file: config.revocation.crl,
         issuerPem: config.revocation.crlIssuer
           ? readConfiguredFile(config.revocation.crlIssuer, 'revocation.crlIssuer')
-          : (intermediatesOf(cert)[0] ?? ''),
+          : chainIntermediatesPem(cert),
         denyList,
         logger,
         pollIntervalMs: config.revocation.pollInterval,
@@ -367,12 +369,6 @@ async function startStsParts(
       await releaseOpened();
     },
   };
-}
-
-/** The certificates after the leaf in a PEM chain. */
-function intermediatesOf(chainPem: string): string[] {
-  const blocks = chainPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.slice(1);
 }
 
 function ownSpiffeId(pem: string): string | undefined {
