@@ -133,7 +133,7 @@ export function createPeerVerifier(options: PeerVerifierOptions): PeerVerifier {
 
   function issued(issuer: SvidCertificate, subject: SvidCertificate): boolean {
     if (issuer.node.subject !== subject.node.issuer) return false;
-    const cacheable = subject !== undefined && known.includes(subject);
+    const cacheable = known.includes(subject);
     const key = cacheable ? `${issuer.node.fingerprint256}>${subject.node.fingerprint256}` : '';
     const memo = cacheable ? links.get(key) : undefined;
     if (memo !== undefined) return memo;

@@ -28,7 +28,9 @@ export function readinessReport(
     try {
       problem = check();
     } catch (err) {
-      problem = (err as Error).message.split('\n')[0]!.slice(0, 200);
+      problem = String(err instanceof Error ? err.message : (err ?? 'the check failed'))
+        .split('\n')[0]!
+        .slice(0, 200);
     }
     results[name] = problem ?? 'ok';
     if (problem !== undefined) ready = false;

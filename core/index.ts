@@ -98,7 +98,9 @@ export type { IdentityConfig } from './identity-config.ts';
 export { DEFAULT_SVID_TTL_MS, SVID_TTL_CAP_MS } from './registry.ts';
 export {
   API_VERSION,
+  LIVENESS_SCHEMA,
   OPENAPI_ROUTE_DOC,
+  READINESS_SCHEMA,
   fromZod,
   jsonResponse,
   openApiOptions,

@@ -84,6 +84,25 @@ export function openApiOptions(info: { readonly title: string; readonly descript
 /** The document's `info.version`: the API's, not the package's (a release does not change it). */
 export const API_VERSION = '1';
 
+/** The `/healthz` body (core/health.ts): `{"status":"ok"}`. */
+export const LIVENESS_SCHEMA: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['status'],
+  properties: { status: { const: 'ok' } },
+};
+
+/** The `/readyz` body (core/health.ts): the status and each check's `ok` or reason. */
+export const READINESS_SCHEMA: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['status', 'checks'],
+  properties: {
+    status: { enum: ['ready', 'not ready'] },
+    checks: { type: 'object', additionalProperties: { type: 'string' } },
+  },
+};
+
 /** The doc of `GET /openapi.json` itself. */
 export const OPENAPI_ROUTE_DOC: RouteDoc = {
   summary: 'This OpenAPI 3.1 document',

@@ -7,8 +7,6 @@ export { parseMasterKey, MASTER_KEY_ENV, MASTER_KEY_MIN_BYTES } from './master-k
 export { buildStsApp } from './http/app.ts';
 export type { StsDeps } from './http/app.ts';
 export type { StsPeer, StsPeerVerifier } from './http/peer.ts';
-export { cachePeerVerifications } from './http/peer-cache.ts';
-export type { PeerCacheOptions } from './http/peer-cache.ts';
 export { startSts } from './start.ts';
 export type { RunningSts, StartStsOverrides } from './start.ts';
 export { Keyring } from './keyring/keyring.ts';

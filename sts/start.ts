@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Registry as PromRegistry } from 'prom-client';
 import { createAuditSink } from '../audit/index.ts';
-import { createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
+import { chainIntermediatesPem, createPeerVerifier, followTrustBundle, watchTlsFiles } from '../ca/index.ts';
 import type { TlsWatcher } from '../ca/index.ts';
 import {
   activeTracer,
@@ -23,7 +23,6 @@ import type { StsConfig } from './config.ts';
 import { keyringAuditEvents } from './http/audit-events.ts';
 import { buildStsApp, refreshKeyAge, stsReadinessChecks } from './http/app.ts';
 import { createSigningPool } from './token/sign-pool.ts';
-import { cachePeerVerifications } from './http/peer-cache.ts';
 import { Keyring } from './keyring/keyring.ts';
 import type { KeyMaterial } from './keyring/key-material.ts';
 import { createKeystore } from './keystore/create.ts';
@@ -168,8 +167,9 @@ async function startStsParts(
   const tracer = 'tracer' in overrides ? overrides.tracer : activeTracer('portcullis-sts');
   const denyList = createDenyList(clock);
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
-  // Trust follows tls.trustBundle across reloads; a new bundle or a new revocation empties the cache.
-  const trust = followTrustBundle(tlsFiles, (trustAnchorsPem, intermediatesPem) =>
+  // Trust follows tls.trustBundle across reloads. The policy caches its verdicts per connection
+  // and per leaf fingerprint, and checks expiry and the deny-list on every request.
+  const peerVerifier = followTrustBundle(tlsFiles, (trustAnchorsPem, intermediatesPem) =>
     createPeerVerifier({
       trustAnchorsPem,
       intermediatesPem,
@@ -180,17 +180,16 @@ async function startStsParts(
       clock: () => clock.now(),
     }),
   );
-  const peerVerifier = cachePeerVerifications(trust, {
-    clock,
-    isRevoked,
-    generation: () => denyList.serialGeneration() + trust.generation,
-  });
   // What start-up has opened so far, released in reverse order when a later step fails (a
-  // collector sink's loop and connections would otherwise run on in the calling process).
+  // collector sink's loop and connections would otherwise run on in the calling process) and by
+  // close(). A sink the caller passed in is the caller's to close: it is only flushed.
   const ownSink = () => (overrides.audit ? audit.flush() : audit.close());
   const opened: (() => unknown)[] = [() => identity?.stop(), () => tlsFiles.close(), ownSink];
+  const releaseOpened = async () => {
+    for (const release of [...opened].reverse()) await release();
+  };
   const failed = async (err: unknown): Promise<never> => {
-    for (const release of opened.reverse()) await release();
+    await releaseOpened();
     throw err;
   };
   let keystore: Keystore;
@@ -205,12 +204,14 @@ async function startStsParts(
   } catch (err) {
     return failed(err);
   }
+  // Without revocation.crlIssuer, the CRL's issuer is our own leaf's: the first intermediate of
+  // its chain (the CRL source reads the first certificate of what it is given).
   const crlSource = config.revocation.crl
     ? await startCrlSource({
         file: config.revocation.crl,
         issuerPem: config.revocation.crlIssuer
           ? readConfiguredFile(config.revocation.crlIssuer, 'revocation.crlIssuer')
-          : (intermediatesOf(cert)[0] ?? ''),
+          : chainIntermediatesPem(cert),
         denyList,
         logger,
         pollIntervalMs: config.revocation.pollInterval,
@@ -363,24 +364,11 @@ async function startStsParts(
     async close() {
       // Stops accepting; what is idle, half-open or still handshaking goes now, the rest after drainTimeout.
       await Promise.all([app.close(), connections.drain()]);
-      await keyring.stop();
-      crlSource?.stop();
-      follower.stop();
-      estCa?.stop();
-      identity?.stop();
-      if (!overrides.state) await state.close();
-      await signingPool.close();
-      tlsFiles.close();
-      // A sink the caller passed in is the caller's to close; the one built here is closed here.
-      await ownSink();
+      // Then what start-up opened, in reverse: the audit sink (flushed, or closed if built here)
+      // before the TLS files it sends with; a state store the caller passed in stays open.
+      await releaseOpened();
     },
   };
-}
-
-/** The certificates after the leaf in a PEM chain. */
-function intermediatesOf(chainPem: string): string[] {
-  const blocks = chainPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.slice(1);
 }
 
 function ownSpiffeId(pem: string): string | undefined {

@@ -5,7 +5,9 @@
 // The query routes (query-routes.ts) carry their own `config.doc`, built from the schemas
 // Fastify validates their requests with.
 import {
+  LIVENESS_SCHEMA,
   OPENAPI_ROUTE_DOC,
+  READINESS_SCHEMA,
   auditEventSchema,
   fromZod,
   jsonResponse,
@@ -64,34 +66,23 @@ export const COLLECTOR_RECORD_SCHEMA: JsonSchema = {
     hash: str,
   },
 };
-const READINESS: JsonSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['status', 'checks'],
-  properties: {
-    status: { enum: ['ready', 'not ready'] },
-    checks: { type: 'object', additionalProperties: { type: 'string' } },
-  },
-};
 
 export const COLLECTOR_DOCS = {
   healthz: {
     summary: 'Liveness: 200 while the process serves',
     tags: ['health'],
     response: {
-      200: jsonResponse('alive', {
-        type: 'object',
-        additionalProperties: false,
-        required: ['status'],
-        properties: { status: { const: 'ok' } },
-      }),
+      200: jsonResponse('alive', LIVENESS_SCHEMA),
       ...serverErrors,
     },
   },
   readyz: {
     summary: 'Readiness: certificate, store, signing key, last checkpoint saved',
     tags: ['health'],
-    response: { 200: jsonResponse('ready', READINESS), 503: jsonResponse('not ready', READINESS) },
+    response: {
+      200: jsonResponse('ready', READINESS_SCHEMA),
+      503: jsonResponse('not ready', READINESS_SCHEMA),
+    },
   },
   metrics: {
     summary: 'Prometheus metrics (registered workloads)',

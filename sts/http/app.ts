@@ -16,6 +16,7 @@ import {
   endWithHttpError,
   SpanStatusCode,
   parseTraceparent,
+  LIVENESS_BODY,
   readinessReport,
   startSpan,
   OPENAPI_ROUTE_DOC,
@@ -579,7 +580,7 @@ export function buildStsApp(deps: StsDeps): FastifyInstance {
 
   // ---- health and metrics ------------------------------------------------------------------
   app.get('/healthz', { config: { kind: 'public', doc: DOCS.healthz } }, (_req, reply) =>
-    reply.send({ status: 'ok' }),
+    reply.type('application/json').send(LIVENESS_BODY),
   );
   // Readiness, as on every server (core/health.ts): its own certificate, a signing key, the audit sink.
   // The certificate served now: a renewed one replaces the one the server started with.

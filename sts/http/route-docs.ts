@@ -6,6 +6,8 @@
 import type { z } from 'zod';
 import {
   ACCESS_TOKEN_TYPE_URI,
+  LIVENESS_SCHEMA,
+  READINESS_SCHEMA,
   TOKEN_EXCHANGE_GRANT,
   fromZod,
   jsonResponse,
@@ -61,35 +63,21 @@ const PKCS7 = 'application/pkcs7-mime';
 const NOT_MODIFIED: ResponseDoc = { description: 'unchanged since the ETag sent', type: 'null' };
 const pkcs7 = (what: string) =>
   textResponse(`${what}: a certs-only CMS SignedData, base64 (RFC 7030 §4.1.3)`, PKCS7);
-const READINESS: JsonSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['status', 'checks'],
-  properties: {
-    status: { enum: ['ready', 'not ready'] },
-    checks: { type: 'object', additionalProperties: { type: 'string' } },
-  },
-};
 /** `/healthz`, `/readyz` as every server answers them (core/health.ts). */
-export const HEALTH_DOCS = {
+const HEALTH_DOCS = {
   healthz: {
     summary: 'Liveness: 200 while the process serves',
     tags: ['health'],
     response: {
-      200: jsonResponse('alive', {
-        type: 'object',
-        additionalProperties: false,
-        required: ['status'],
-        properties: { status: { const: 'ok' } },
-      }),
+      200: jsonResponse('alive', LIVENESS_SCHEMA),
     },
   },
   readyz: {
     summary: 'Readiness: 200 when every check passes, else 503 naming the failing checks',
     tags: ['health'],
     response: {
-      200: jsonResponse('ready', READINESS),
-      503: jsonResponse('not ready', READINESS),
+      200: jsonResponse('ready', READINESS_SCHEMA),
+      503: jsonResponse('not ready', READINESS_SCHEMA),
     },
   },
 } satisfies Record<string, RouteDoc>;

@@ -20,8 +20,6 @@ export interface DenyList {
   isJtiRevoked(jti: string): boolean;
   /** `serial` in canonical lowercase hex. */
   isSerialRevoked(serial: string): boolean;
-  /** A counter that changes whenever a serial is added, so caches of verified peers can be dropped. */
-  serialGeneration(): number;
   /** The current document, its JSON and a strong ETag; recomputed only after a change or expiry. */
   snapshot(): { readonly document: RevocationsDocument; readonly body: string; readonly etag: string };
 }
@@ -32,7 +30,6 @@ export function createDenyList(clock: { now(): number }): DenyList {
   const serials = new Map<string, number>();
   let cached: ReturnType<DenyList['snapshot']> | undefined;
   let cachedUntil = 0;
-  let serialGeneration = 0;
 
   const add = (map: Map<string, number>, value: string, at: number) => {
     const old = map.get(value);
@@ -51,12 +48,7 @@ export function createDenyList(clock: { now(): number }): DenyList {
 
   return {
     revokeJti: (jti, at) => add(jtis, jti, at),
-    revokeSerial: (serial, at) => {
-      const added = add(serials, serial, at);
-      if (added) serialGeneration++;
-      return added;
-    },
-    serialGeneration: () => serialGeneration,
+    revokeSerial: (serial, at) => add(serials, serial, at),
     isJtiRevoked: (jti) => live(jtis, jti),
     isSerialRevoked: (serial) => serials.size > 0 && live(serials, serial),
     snapshot() {

@@ -1,12 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints } from '@peculiar/asn1-x509';
-import { connect, createServer } from 'node:tls';
-import type { AddressInfo } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +11,7 @@ import { createLogger } from '../../core/index.ts';
 import { importPrivateKeyPem, randomSerial, signingAlgorithm } from '../helpers/ca-internals.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { MintOptions, TestPki } from '../helpers/pki.ts';
+import { acceptTls } from '../helpers/tls.ts';
 
 let pki: TestPki;
 before(async () => {
@@ -148,29 +145,10 @@ test('over real TLS, verifySocket caches the chain per connection but rechecks e
     purpose: 'clientAuth',
     clock: () => now,
   });
-  const sts = pki.leaf('sts');
-  const server = createServer({
-    cert: sts.certPem,
-    key: sts.keyPem,
-    ca: pki.rootPem,
-    requestCert: true,
-    rejectUnauthorized: false,
-    minVersion: 'TLSv1.3',
-  });
-  const seen = once(server, 'secureConnection') as Promise<[TLSSocket]>;
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
   const web = pki.leaf('web');
-  const client = connect({
-    port: (server.address() as AddressInfo).port,
-    host: '127.0.0.1',
-    cert: web.certPem,
-    key: web.keyPem,
-    ca: pki.rootPem,
-    servername: 'localhost',
-  });
+  const conn = await acceptTls(pki, { cert: web.certPem, key: web.keyPem }, { minVersion: 'TLSv1.3' });
   try {
-    const [socket] = await seen;
+    const { socket } = conn;
     assert.equal(v.verifySocket(socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
     denied.add(web.serial);
     assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_CERT_REVOKED' });
@@ -178,8 +156,32 @@ test('over real TLS, verifySocket caches the chain per connection but rechecks e
     now += 25 * 3_600_000;
     assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_CERT_EXPIRED' });
   } finally {
-    client.destroy();
-    server.close();
+    conn.close();
+  }
+});
+
+test('over real TLS, a leaf that expires during a connection is accepted on it for the clock skew more, and refused past that', async () => {
+  let now = Date.now();
+  // Valid at the handshake; the clock then moves past notAfter, within the skew.
+  const leaf = await pki.mint({ notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 10_000) });
+  const v = createPeerVerifier({
+    trustAnchorsPem: pki.rootPem,
+    intermediatesPem: pki.intermediatePem,
+    trustDomain: 'example.org',
+    purpose: 'clientAuth',
+    clockSkewMs: 60_000,
+    clock: () => now,
+  });
+  const conn = await acceptTls(pki, { cert: leaf.chainPem, key: leaf.keyPem });
+  try {
+    assert.equal(conn.socket.authorized, true);
+    assert.equal(v.verifySocket(conn.socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+    now += 40_000;
+    assert.equal(v.verifySocket(conn.socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
+    now += 31_000;
+    assert.throws(() => v.verifySocket(conn.socket), { code: 'ERR_CA_CERT_EXPIRED' });
+  } finally {
+    conn.close();
   }
 });
 
@@ -189,29 +191,11 @@ test('over real TLS, a peer without a certificate is ERR_CA_PEER_NO_CERT', async
     trustDomain: 'example.org',
     purpose: 'clientAuth',
   });
-  const sts = pki.leaf('sts');
-  const server = createServer({
-    cert: sts.certPem,
-    key: sts.keyPem,
-    ca: pki.rootPem,
-    requestCert: true,
-    rejectUnauthorized: false,
-  });
-  const seen = once(server, 'secureConnection') as Promise<[TLSSocket]>;
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const client = connect({
-    port: (server.address() as AddressInfo).port,
-    host: '127.0.0.1',
-    ca: pki.rootPem,
-    servername: 'localhost',
-  });
+  const conn = await acceptTls(pki);
   try {
-    const [socket] = await seen;
-    assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_PEER_NO_CERT' });
+    assert.throws(() => v.verifySocket(conn.socket), { code: 'ERR_CA_PEER_NO_CERT' });
   } finally {
-    client.destroy();
-    server.close();
+    conn.close();
   }
 });
 
@@ -355,16 +339,6 @@ test('the X.509-SVID profile refuses each RFC 5280 violation and odd CA with its
 });
 
 test('over real TLS, the skew covers a certificate the handshake calls expired, and no more', async () => {
-  const sts = pki.leaf('sts');
-  const server = createServer({
-    cert: sts.certPem,
-    key: sts.keyPem,
-    ca: pki.rootPem,
-    requestCert: true,
-    rejectUnauthorized: false,
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
   const v = createPeerVerifier({
     trustAnchorsPem: pki.rootPem,
     intermediatesPem: pki.intermediatePem,
@@ -373,31 +347,22 @@ test('over real TLS, the skew covers a certificate the handshake calls expired, 
     clockSkewMs: 60_000,
   });
   const now = Date.now();
-  try {
-    for (const [expiredMsAgo, expected] of [
-      [20_000, undefined],
-      [120_000, 'ERR_CA_CERT_EXPIRED'],
-    ] as const) {
-      const m = await pki.mint({
-        notBefore: new Date(now - 3_600_000),
-        notAfter: new Date(now - expiredMsAgo),
-      });
-      const seen = once(server, 'secureConnection') as Promise<[TLSSocket]>;
-      const client = connect({
-        port: (server.address() as AddressInfo).port,
-        host: '127.0.0.1',
-        cert: m.chainPem,
-        key: m.keyPem,
-        rejectUnauthorized: false,
-      });
-      const [socket] = await seen;
-      assert.equal(socket.authorizationError, 'CERT_HAS_EXPIRED');
-      if (expected) assert.throws(() => v.verifySocket(socket), { code: expected });
-      else assert.equal(v.verifySocket(socket).serial, m.serial);
-      client.destroy();
+  for (const [expiredMsAgo, expected] of [
+    [20_000, undefined],
+    [120_000, 'ERR_CA_CERT_EXPIRED'],
+  ] as const) {
+    const m = await pki.mint({
+      notBefore: new Date(now - 3_600_000),
+      notAfter: new Date(now - expiredMsAgo),
+    });
+    const conn = await acceptTls(pki, { cert: m.chainPem, key: m.keyPem });
+    try {
+      assert.equal(conn.socket.authorizationError, 'CERT_HAS_EXPIRED');
+      if (expected) assert.throws(() => v.verifySocket(conn.socket), { code: expected });
+      else assert.equal(v.verifySocket(conn.socket).serial, m.serial);
+    } finally {
+      conn.close();
     }
-  } finally {
-    server.close();
   }
 });
 

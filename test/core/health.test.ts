@@ -31,6 +31,19 @@ test('a part still starting is not ready; a check that throws fails with its fir
   });
   assert.equal(r.status, 503);
   assert.deepEqual(JSON.parse(r.body).checks, { audit: 'spool unwritable' });
+  // Not only Errors: a thrown string or undefined fails its check too, and the report is still built.
+  const odd = readinessReport({
+    keys: () => {
+      throw 'keystore locked';
+    },
+    store: () => {
+      throw undefined;
+    },
+  });
+  assert.deepEqual(JSON.parse(odd.body), {
+    status: 'not ready',
+    checks: { keys: 'keystore locked', store: 'the check failed' },
+  });
 });
 
 test('serveHealth answers /healthz and /readyz, leaves other paths to the caller, and refuses other methods', async () => {

@@ -137,7 +137,7 @@ export function estRoutes(deps: EstRouteDeps) {
           ...how,
         },
       });
-      const pkcs7 = certsOnlyPkcs7([issued.certDer, intermediateDer(ca)]);
+      const pkcs7 = certsOnlyPkcs7([issued.certDer, new Uint8Array(ca.signer.cert.rawData)]);
       return sendPkcs7(reply, pkcs7);
     };
 
@@ -211,14 +211,6 @@ export function estRoutes(deps: EstRouteDeps) {
       return answer(req, reply, ca, workload, issued, { auth: 'mtls', previousSerial: peer.serial });
     });
   };
-}
-
-const intermediates = new WeakMap<object, Uint8Array>();
-function intermediateDer(ca: EstCa): Uint8Array {
-  const signer = ca.signer;
-  let der = intermediates.get(signer);
-  if (!der) intermediates.set(signer, (der = new Uint8Array(signer.cert.rawData)));
-  return der;
 }
 
 function sendPkcs7(reply: FastifyReply, der: Uint8Array) {

@@ -14,7 +14,7 @@ import { parseSidecarConfig, startSidecar } from '../../../sidecar/index.ts';
 import type { RunningSidecar } from '../../../sidecar/index.ts';
 import { startEchoApp } from '../../e2e/mesh.ts';
 import type { TestSts } from '../helpers.ts';
-import { PG_URL, dropSchema, freshSchema } from './pg.ts';
+import { PG_URL, pgSchema } from '../../audit/helpers.ts';
 
 const form = { grant_type: 'client_credentials', audience: ORDERS };
 
@@ -78,7 +78,7 @@ test(
   { timeout: 30_000 },
   async () => {
     const pki = await makeTestPki();
-    const schema = freshSchema('sts_durable');
+    const { schema, drop } = await pgSchema('sts_durable');
     const extra = {
       state: { type: 'postgres', urlEnv: 'TEST_STATE_URL', schema },
       statePollInterval: '200ms',
@@ -194,7 +194,7 @@ test(
       for (const { sidecar } of sidecars) await sidecar.close();
       await new Promise((r) => app.server.close(r));
       await Promise.all([a.close(), b.close()]);
-      await dropSchema(schema);
+      await drop();
       pki.cleanup();
     }
   },

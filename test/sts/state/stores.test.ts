@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStateStore, MemoryStateStore, PostgresStateStore } from '../../../sts/index.ts';
 import { stateStoreConformance } from './conformance.ts';
-import { PG_URL, dropSchema, freshSchema } from './pg.ts';
+import { PG_URL, pgSchema } from '../../audit/helpers.ts';
 
 stateStoreConformance('memory', async () => ({ store: new MemoryStateStore(), cleanup: async () => {} }));
 
@@ -22,7 +22,7 @@ stateStoreConformance('file', async () => {
 });
 
 stateStoreConformance('postgres', async () => {
-  const schema = freshSchema('sts_state');
+  const { schema, drop } = await pgSchema('sts_state');
   const open = () => PostgresStateStore.open({ connectionString: PG_URL, schema });
   const store = await open();
   return {
@@ -31,7 +31,7 @@ stateStoreConformance('postgres', async () => {
     shared: true,
     cleanup: async () => {
       await store.close();
-      await dropSchema(schema);
+      await drop();
     },
   };
 });
