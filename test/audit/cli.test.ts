@@ -276,6 +276,22 @@ test('cli: audit prove verifies a record offline against a saved checkpoint and 
   const refused = await run(['audit', 'prove', '--bundle', bundle, '--checkpoint', out, '--public-key', key]);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /ERR_AUDIT_PROOF_INVALID/);
+  // A file that is JSON but no bundle at all: named as such, not a TypeError.
+  for (const junk of ['null', '[]', '42']) {
+    writeFileSync(bundle, junk);
+    const notBundle = await run([
+      'audit',
+      'prove',
+      '--bundle',
+      bundle,
+      '--checkpoint',
+      out,
+      '--public-key',
+      key,
+    ]);
+    assert.equal(notBundle.code, 1);
+    assert.match(notBundle.stderr, /a bundle must be an object .*\[ERR_AUDIT_PROOF_INVALID\]/);
+  }
 });
 
 test('cli: audit query prints a table for an audit-reader, JSON lines with --json, and fails for a workload without the role', async () => {
