@@ -420,8 +420,20 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
           `${caller} already holds ${held} live tails (at most ${deps.streamsPerCaller}); close one first`,
           { retryAfterSeconds: 5 },
         );
-      await deps.audited(req);
+      // The slot is taken before the read is audited (an await): tails opened at the same moment
+      // each see the ones before them.
       streams.set(caller, held + 1);
+      const release = () => {
+        const n = (streams.get(caller) ?? 1) - 1;
+        if (n > 0) streams.set(caller, n);
+        else streams.delete(caller);
+      };
+      try {
+        await deps.audited(req);
+      } catch (err) {
+        release();
+        throw err;
+      }
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, {
@@ -484,9 +496,7 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
         } finally {
           clearInterval(heartbeat);
           open.delete(handle);
-          const n = (streams.get(caller) ?? 1) - 1;
-          if (n > 0) streams.set(caller, n);
-          else streams.delete(caller);
+          release();
           if (!raw.writableEnded) raw.end();
         }
       })();
