@@ -129,7 +129,7 @@ function uintParam(q: Query, k: string): number | undefined {
 }
 
 /** The filter fields and time range of a query string (all routes share them). */
-export function parseFilterFields(q: Query): Omit<RecordFilter, 'limit'> {
+function parseFilterFields(q: Query): Omit<RecordFilter, 'limit'> {
   const time = (k: string) => {
     const v = str(q, k, 64);
     if (
