@@ -20,6 +20,8 @@ export function verifyInclusionBundle(
   key: string | VerifierKey,
 ): AuditRecord {
   const checkpoint = verifyCheckpoint(checkpointNote, key);
+  if (bundle === null || typeof bundle !== 'object' || Array.isArray(bundle))
+    throw new ProofInvalidError('a bundle must be an object with seq, size, record and proof');
   const record = toRecord(bundle.record);
   if (bundle.size !== checkpoint.size)
     throw new ProofInvalidError(

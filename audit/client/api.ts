@@ -1,7 +1,5 @@
-import { readConfiguredFile } from '../../core/index.ts';
-import { collectorConnector } from './server-identity.ts';
-import { Agent, request } from 'undici';
 import { CollectorClientError } from '../errors.ts';
+import { createCollectorReadClient, readAll, refused } from './read-client.ts';
 import type { AuditRecord } from '../record.ts';
 import { toRecord } from '../record.ts';
 import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
@@ -74,55 +72,7 @@ export interface CollectorApi {
 
 /** An mTLS client of the collector's query, checkpoint and proof routes. */
 export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
-  const agent = new Agent({
-    connect: collectorConnector(
-      {
-        cert: readConfiguredFile(options.tls.cert, '--cert'),
-        key: readConfiguredFile(options.tls.key, '--key'),
-        ca: readConfiguredFile(options.tls.trustBundle, '--trust'),
-      },
-      options.collectorId,
-      { timeoutMs: options.timeoutMs ?? 10_000 },
-    ),
-  });
-  const open = async (
-    path: string,
-    extra: { headers?: Record<string, string>; signal?: AbortSignal; bodyTimeout?: number } = {},
-  ) => {
-    let res;
-    try {
-      res = await request(new URL(path, options.url), {
-        dispatcher: agent,
-        headersTimeout: options.timeoutMs ?? 10_000,
-        bodyTimeout: extra.bodyTimeout ?? options.timeoutMs ?? 10_000,
-        ...(extra.headers ? { headers: extra.headers } : {}),
-        ...(extra.signal ? { signal: extra.signal } : {}),
-      });
-    } catch (err) {
-      throw new CollectorClientError(
-        'ERR_AUDIT_COLLECTOR_UNREACHABLE',
-        `${options.url}: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-    if (res.statusCode === 200) return res;
-    const text = await res.body.text();
-    let detail = text.slice(0, 200);
-    try {
-      const body = JSON.parse(text) as { error?: string; message?: string };
-      detail = `${body.message} [${body.error}]`;
-    } catch {
-      // not JSON
-    }
-    throw new CollectorClientError(
-      'ERR_AUDIT_COLLECTOR_REFUSED',
-      `collector answered ${res.statusCode}: ${detail}`,
-      {
-        status: res.statusCode,
-      },
-    );
-  };
-  const get = async (path: string): Promise<string> => (await open(path)).body.text();
+  const reader = createCollectorReadClient(options);
   const params = (filter: object): URLSearchParams => {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(filter)) if (v !== undefined) q.set(k, String(v));
@@ -130,35 +80,36 @@ export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
   };
   return {
     async events(filter) {
-      const body = JSON.parse(await get(`/v1/events?${params(filter)}`)) as {
-        records: unknown[];
-        nextSeq: number | null;
-        next?: string | null;
-      };
+      const body = await reader.json<{ records: unknown[]; nextSeq: number | null; next?: string | null }>(
+        `/v1/events?${params(filter)}`,
+      );
       return { records: body.records.map(toRecord), nextSeq: body.nextSeq, next: body.next ?? null };
     },
     async aggregates(query) {
       const q = params(query.filter);
       if (query.groupBy.length) q.set('groupBy', query.groupBy.join(','));
       if (query.interval) q.set('interval', query.interval);
-      return JSON.parse(await get(`/v1/aggregates?${q}`)) as {
-        since: string;
-        until: string;
-        groups: AggregateGroup[];
-      };
+      return reader.json<{ since: string; until: string; groups: AggregateGroup[] }>(`/v1/aggregates?${q}`);
     },
     async *stream(filter, streamOptions = {}) {
-      const res = await open(`/v1/events/stream?${params(filter)}`, {
-        headers: {
-          accept: 'text/event-stream',
-          ...(streamOptions.lastEventId !== undefined
-            ? { 'last-event-id': String(streamOptions.lastEventId) }
-            : {}),
-        },
-        signal: streamOptions.signal,
-        // Heartbeats come every 15 s; a stream silent for a minute is dead.
-        bodyTimeout: 60_000,
-      });
+      let res;
+      try {
+        res = await reader.get(`/v1/events/stream?${params(filter)}`, {
+          headers: {
+            accept: 'text/event-stream',
+            ...(streamOptions.lastEventId !== undefined
+              ? { 'last-event-id': String(streamOptions.lastEventId) }
+              : {}),
+          },
+          ...(streamOptions.signal ? { signal: streamOptions.signal } : {}),
+          // Heartbeats come every 15 s; a stream silent for a minute is dead.
+          bodyTimeoutMs: 60_000,
+        });
+      } catch (err) {
+        if (streamOptions.signal?.aborted) return;
+        throw err;
+      }
+      if (res.status !== 200) throw refused(res.status, await readAll(res.body));
       let buffered = '';
       try {
         for await (const chunk of res.body) {
@@ -184,20 +135,16 @@ export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
         );
       }
     },
-    async status() {
-      return JSON.parse(await get('/v1/status')) as CollectorStatus;
-    },
-    latestCheckpoint: () => get('/v1/checkpoints/latest'),
+    status: () => reader.json<CollectorStatus>('/v1/status'),
+    latestCheckpoint: () => reader.text('/v1/checkpoints/latest'),
     async inclusion(seq, size) {
-      const body = JSON.parse(await get(`/v1/proofs/inclusion?seq=${seq}&size=${size}`)) as InclusionBundle;
+      const body = await reader.json<InclusionBundle>(`/v1/proofs/inclusion?seq=${seq}&size=${size}`);
       return { ...body, record: toRecord(body.record) };
     },
     async consistency(from, to) {
-      const body = JSON.parse(await get(`/v1/proofs/consistency?from=${from}&to=${to}`)) as {
-        proof: string[];
-      };
+      const body = await reader.json<{ proof: string[] }>(`/v1/proofs/consistency?from=${from}&to=${to}`);
       return body.proof.map((p) => Buffer.from(p, 'base64'));
     },
-    close: () => agent.close(),
+    close: () => reader.close(),
   };
 }

@@ -19,12 +19,16 @@ export interface CollectorResponse {
  * own 4xx messages reach the user unchanged and a server-sent-events stream can be piped.
  */
 export interface CollectorReadClient {
-  /** GET `path` (with its query string); `headers` e.g. `last-event-id`. Streams have no body timeout. */
+  /**
+   * GET `path` (with its query string); `headers` e.g. `last-event-id`. Streams have no body
+   * timeout unless `bodyTimeoutMs` sets one.
+   */
   get(
     path: string,
     options?: {
       readonly headers?: Record<string, string>;
       readonly stream?: boolean;
+      readonly bodyTimeoutMs?: number;
       readonly signal?: AbortSignal;
     },
   ): Promise<CollectorResponse>;
@@ -57,7 +61,7 @@ export function createCollectorReadClient(options: CollectorApiOptions): Collect
         headers: o.headers ?? {},
         headersTimeout: timeoutMs,
         // A live tail is quiet between records (the collector sends a heartbeat every 15 s).
-        bodyTimeout: o.stream ? 0 : timeoutMs,
+        bodyTimeout: o.bodyTimeoutMs ?? (o.stream ? 0 : timeoutMs),
         ...(o.signal ? { signal: o.signal } : {}),
       });
     } catch (err) {
@@ -91,14 +95,15 @@ export function createCollectorReadClient(options: CollectorApiOptions): Collect
   };
 }
 
-async function readAll(body: Readable): Promise<string> {
+/** Reads a whole answer body as UTF-8. */
+export async function readAll(body: Readable): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of body) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString('utf8');
 }
 
 /** The collector's `{error, message}` answer as an error. */
-function refused(status: number, text: string): CollectorClientError {
+export function refused(status: number, text: string): CollectorClientError {
   let detail = text.slice(0, 200);
   try {
     const body = JSON.parse(text) as { error?: string; message?: string };

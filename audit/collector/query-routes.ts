@@ -54,17 +54,6 @@ const FILTER_PROPERTIES = {
 } as const;
 const uint = { type: 'string', pattern: '^(0|[1-9][0-9]{0,15})$' } as const;
 
-const RECORD_SCHEMA = {
-  type: 'object',
-  required: ['seq', 'time', 'event', 'prev', 'hash'],
-  properties: {
-    seq: { type: 'integer' },
-    time: { type: 'string' },
-    event: { type: 'object', additionalProperties: true },
-    prev: { type: 'string' },
-    hash: { type: 'string' },
-  },
-} as const;
 /** The error bodies (`{error, message}`) as fast-json-stringify writes them: the documented schema. */
 const ERRORS = {
   400: COLLECTOR_ERROR_SCHEMA,
@@ -129,7 +118,7 @@ function uintParam(q: Query, k: string): number | undefined {
 }
 
 /** The filter fields and time range of a query string (all routes share them). */
-export function parseFilterFields(q: Query): Omit<RecordFilter, 'limit'> {
+function parseFilterFields(q: Query): Omit<RecordFilter, 'limit'> {
   const time = (k: string) => {
     const v = str(q, k, 64);
     if (
@@ -220,11 +209,14 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
       },
     },
   };
+  // The page is the stored lines as they are (not serialized by Fastify): described with the full
+  // record schema, the events posted as the audit event's zod schema.
   const eventsPage: JsonSchema = {
     type: 'object',
+    additionalProperties: false,
     required: ['records', 'nextSeq', 'next'],
     properties: {
-      records: { type: 'array', items: RECORD_SCHEMA },
+      records: { type: 'array', items: COLLECTOR_RECORD_SCHEMA },
       nextSeq: {
         type: ['integer', 'null'],
         description: 'ascending: fromSeq of the next page, or null',
@@ -242,16 +234,7 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
         queryDoc(
           'Audit records matching the filters, one page at a time (the query is itself audited)',
           { querystring: eventsQuery },
-          // The page is the stored lines as they are (not serialized by Fastify): documented
-          // with the full record schema, the events posted as the audit event's zod schema.
-          jsonResponse('the page, and the cursor of the next one', {
-            ...eventsPage,
-            additionalProperties: false,
-            properties: {
-              ...(eventsPage.properties as object),
-              records: { type: 'array', items: COLLECTOR_RECORD_SCHEMA },
-            },
-          }),
+          jsonResponse('the page, and the cursor of the next one', eventsPage),
         ),
       ),
       preValidation: onlyKnown(eventsKeys),
@@ -420,8 +403,20 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
           `${caller} already holds ${held} live tails (at most ${deps.streamsPerCaller}); close one first`,
           { retryAfterSeconds: 5 },
         );
-      await deps.audited(req);
+      // The slot is taken before the read is audited (an await): tails opened at the same moment
+      // each see the ones before them.
       streams.set(caller, held + 1);
+      const release = () => {
+        const n = (streams.get(caller) ?? 1) - 1;
+        if (n > 0) streams.set(caller, n);
+        else streams.delete(caller);
+      };
+      try {
+        await deps.audited(req);
+      } catch (err) {
+        release();
+        throw err;
+      }
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, {
@@ -484,9 +479,7 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
         } finally {
           clearInterval(heartbeat);
           open.delete(handle);
-          const n = (streams.get(caller) ?? 1) - 1;
-          if (n > 0) streams.set(caller, n);
-          else streams.delete(caller);
+          release();
           if (!raw.writableEnded) raw.end();
         }
       })();

@@ -5,7 +5,7 @@ import { FILTER_FIELDS, bucketStart } from '../query-filter.ts';
 import { forEachLine, readLineChunks } from './line-chunks.ts';
 
 /** Directory of the index files, inside the store directory (decision 0073). */
-export const INDEX_DIR = 'index';
+const INDEX_DIR = 'index';
 const VERSION = 2;
 /** Dictionary id of a field an event does not have. */
 const ABSENT = 0;

@@ -27,9 +27,16 @@ export async function openStore(spec: string, options: OpenStoreOptions = {}): P
   }
   const url =
     spec.startsWith('postgres:') && !spec.startsWith('postgres://') ? spec.slice('postgres:'.length) : spec;
+  // Never printed with its credentials.
+  const shown = spec.replace(/\/\/[^@/]*@/, '//');
   if (/^postgres(ql)?:\/\//.test(url)) {
     // `?table=schema.name` picks the table; it is ours, not a libpq parameter.
-    const parsed = new URL(url);
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new StoreError('ERR_AUDIT_STORE_SPEC', `store "${shown}": not a valid postgres:// URL`);
+    }
     const table = parsed.searchParams.get('table') ?? options.table;
     parsed.searchParams.delete('table');
     return openPostgresStore({
@@ -38,8 +45,5 @@ export async function openStore(spec: string, options: OpenStoreOptions = {}): P
       table: table ?? undefined,
     });
   }
-  throw new StoreError(
-    'ERR_AUDIT_STORE_SPEC',
-    `store "${spec.replace(/\/\/[^@/]*@/, '//')}": expected file:DIR or postgres:URL`,
-  );
+  throw new StoreError('ERR_AUDIT_STORE_SPEC', `store "${shown}": expected file:DIR or postgres:URL`);
 }

@@ -222,7 +222,7 @@ export function splitOutcomes(
 }
 
 /** Adapts a committer's outcome to `append`'s plain records. */
-export function recordsOf(outcome: AppendOutcome): AuditRecord[] {
+function recordsOf(outcome: AppendOutcome): AuditRecord[] {
   if (!outcome.records) throw new TypeError('append without a claim cannot be a replay');
   return outcome.records;
 }

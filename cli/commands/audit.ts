@@ -651,7 +651,6 @@ ${REMOTE_FLAGS}`,
   },
 };
 
-/** `portcullis audit serve|verify|query|checkpoint|prove`. */
 const importEvents: CliCommand = {
   name: 'audit import',
   summary: 'send audit events kept in a JSON-lines file (e.g. certs issue --audit-file) to the collector',
@@ -703,4 +702,5 @@ ${REMOTE_FLAGS}`,
   },
 };
 
+/** `portcullis audit serve|verify|query|stats|checkpoint|prove|import`. */
 export const commands: readonly CliCommand[] = [serve, verify, query, stats, checkpoint, prove, importEvents];

@@ -22,6 +22,7 @@ export async function sendEvents(
   },
 ): Promise<number> {
   const spoolDir = mkdtempSync(join(tmpdir(), 'portcullis-send-'));
+  let lastFailure: string | undefined;
   const client = createAuditClient({
     url: remote.url,
     tls: { cert: remote.cert, key: remote.key, trustBundle: remote.trustBundle },
@@ -30,7 +31,17 @@ export async function sendEvents(
     spoolMaxBytes: 64 * 1024 * 1024,
     failMode: 'closed',
     retryMaxMs: 1000,
-    logger: createLogger({ name: 'cli', level: 'silent' }),
+    // Not printed: the last delivery failure (the collector's refusal, or why it is unreachable)
+    // is kept for the error message.
+    logger: createLogger({
+      name: 'cli',
+      level: 'warn',
+      destination: {
+        write(line: string) {
+          lastFailure = (JSON.parse(line) as { msg?: string }).msg;
+        },
+      },
+    }),
   });
   try {
     for (const e of events) client.emit(e);
@@ -42,7 +53,7 @@ export async function sendEvents(
     const delivered = client.metrics().delivered;
     if (delivered < events.length)
       throw new Error(
-        `${remote.url}: ${events.length - delivered} of ${events.length} audit events not delivered (collector unreachable or refusing)`,
+        `${remote.url}: ${events.length - delivered} of ${events.length} audit events not delivered (${lastFailure ?? 'collector unreachable or refusing'})`,
       );
     return delivered;
   } finally {

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunningCollector } from '../../audit/index.ts';
 import { openFileStore, openPostgresStore } from '../../audit/index.ts';
@@ -276,6 +276,22 @@ test('cli: audit prove verifies a record offline against a saved checkpoint and 
   const refused = await run(['audit', 'prove', '--bundle', bundle, '--checkpoint', out, '--public-key', key]);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /ERR_AUDIT_PROOF_INVALID/);
+  // A file that is JSON but no bundle at all: named as such, not a TypeError.
+  for (const junk of ['null', '[]', '42']) {
+    writeFileSync(bundle, junk);
+    const notBundle = await run([
+      'audit',
+      'prove',
+      '--bundle',
+      bundle,
+      '--checkpoint',
+      out,
+      '--public-key',
+      key,
+    ]);
+    assert.equal(notBundle.code, 1);
+    assert.match(notBundle.stderr, /a bundle must be an object .*\[ERR_AUDIT_PROOF_INVALID\]/);
+  }
 });
 
 test('cli: audit query prints a table for an audit-reader, JSON lines with --json, and fails for a workload without the role', async () => {
@@ -588,3 +604,15 @@ test(
     assert.equal(await exited, 0);
   },
 );
+
+test('cli: audit import that the collector keeps refusing fails naming the refusal, and keeps the file', async () => {
+  const file = join(tmp.dir, 'reserved.jsonl');
+  writeFileSync(file, `${JSON.stringify({ ...decision(0), type: 'admin.audit.read' })}\n`);
+  const refused = await run(['audit', 'import', '--file', file, ...remote('web')], 40_000);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(
+    refused.stderr,
+    /1 of 1 audit events not delivered \(.*collector answered 403: .*type admin\.audit\.read is written by the collector only/,
+  );
+  assert.ok(existsSync(file), 'what was not delivered stays in the file');
+});

@@ -222,6 +222,28 @@ for (const [label, storeConfig] of stores) {
       for (const c of holders) c.abort();
       await Promise.all(held);
       await waitFor(async () => (await api.status()).collector.liveTails === 0);
+
+      // Three opened at the same moment: still two, the third refused.
+      const racers = [0, 1, 2].map(() => new AbortController());
+      const outcomes = racers.map((c) =>
+        (async () => {
+          try {
+            for await (const _ of api.stream({ rule: 'never' }, { signal: c.signal }));
+            return 'ended';
+          } catch (err) {
+            return (err as Error).message;
+          }
+        })(),
+      );
+      const first = await Promise.race([
+        ...outcomes,
+        new Promise<string>((r) => setTimeout(() => r('none refused within 5 s'), 5000).unref()),
+      ]);
+      assert.match(first, /collector answered 429: .*ERR_AUDIT_RATE_LIMITED/);
+      await waitFor(async () => (await api.status()).collector.liveTails === 2);
+      for (const c of racers) c.abort();
+      await Promise.all(outcomes);
+      await waitFor(async () => (await api.status()).collector.liveTails === 0);
     });
 
     test('the status shows the store, the latest checkpoint and the chain', async () => {

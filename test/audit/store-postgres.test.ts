@@ -82,6 +82,16 @@ test('postgres store: a table name that is not an identifier is a TypeError', as
 test('openStore refuses a spec that is neither file: nor postgres: with ERR_AUDIT_STORE_SPEC', async () => {
   for (const spec of ['mysql://x', 'file:', '/tmp/log', ''])
     await assert.rejects(openStore(spec), { code: 'ERR_AUDIT_STORE_SPEC' }, spec);
+  // A postgres URL that does not parse: named, without its password.
+  for (const spec of ['postgres://u:secret@[bad/db', 'postgresql://u:secret@host:99999/db'])
+    await assert.rejects(
+      openStore(spec),
+      (err: Error & { code?: string }) =>
+        err.code === 'ERR_AUDIT_STORE_SPEC' &&
+        /not a valid postgres:\/\/ URL/.test(err.message) &&
+        !err.message.includes('secret'),
+      spec,
+    );
 });
 
 test('postgres store: a table from before rule, reason and the counts is upgraded on open, filled from its lines', async () => {

@@ -2,8 +2,8 @@
 // its own listener), the audit collector and two sidecars (enrolled with nothing but a join token
 // and the trust bundle) under steady traffic, with zero failed requests, through a CA outage longer
 // than one renewal attempt and shorter than the certificates' life, after which renewal resumes.
-// The traffic phase lasts PORTCULLIS_RENEWAL_MESH_MS (default 28 s at renewAt 10%, so every part
-// renews at least 4 times); the long run (3 minutes at renewAt 50%) is recorded in docs/operations.md.
+// The traffic phase lasts PORTCULLIS_RENEWAL_MESH_MS (default 3 minutes at renewAt 50%, so every
+// part renews at least 4 times); the hour-long run is in docs/operations.md and bench/RESULTS.md.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
