@@ -7,6 +7,12 @@ import { RecordInvalidError } from './errors.ts';
 export const GENESIS_PREV = '0'.repeat(64);
 
 /**
+ * Event types only the collector writes (its own record of reads, `admin.audit.read`): a client's
+ * event of such a type is refused, by the collector (403) and before that by the audit client.
+ */
+export const RESERVED_EVENT_TYPE = /^admin\.audit(\.|$)/;
+
+/**
  * One record of the log. `seq` starts at 0 and is also the record's Merkle leaf index;
  * `hash` = hex SHA-256 of the RFC 8785 canonical JSON of `{seq, time, event, prev}`.
  */

@@ -4,9 +4,10 @@ import type { Registry as MetricsRegistry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
 import { watchTlsFiles } from '../../ca/index.ts';
 import type { TlsMaterial, TlsWatcher } from '../../ca/index.ts';
-import { createLogger, parseAuditEvent } from '../../core/index.ts';
+import { AuditEventError, createLogger, parseAuditEvent } from '../../core/index.ts';
 import type { AuditEvent, AuditSink, Logger } from '../../core/index.ts';
 import { AuditSpoolError } from '../errors.ts';
+import { RESERVED_EVENT_TYPE } from '../record.ts';
 import { Spool } from './spool.ts';
 import type { SpoolBatch } from './spool.ts';
 
@@ -243,7 +244,12 @@ class Client implements AuditClient {
     }
     let line: string;
     try {
-      line = JSON.stringify(parseAuditEvent(event));
+      const parsed = parseAuditEvent(event);
+      // The collector refuses these for good (403): spooled, the batch would be retried for ever
+      // and hold back every later event.
+      if (RESERVED_EVENT_TYPE.test(parsed.type))
+        throw new AuditEventError(`type ${parsed.type} is written by the collector only`);
+      line = JSON.stringify(parsed);
     } catch (err) {
       this.#lose(1, `invalid event: ${(err as Error).message}`);
       return reject?.(err as Error);

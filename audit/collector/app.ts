@@ -18,6 +18,7 @@ import {
 import { COLLECTOR_DOCS as D } from './route-docs.ts';
 import type { AuditEvent, Logger, ReadinessCheck, Registry, SpiffeId, Workload } from '../../core/index.ts';
 import { CollectorRequestError } from '../errors.ts';
+import { RESERVED_EVENT_TYPE } from '../record.ts';
 import type { AuditErrorCode } from '../errors.ts';
 import type { AuditLog } from './log.ts';
 import type { CollectorMetrics } from './metrics.ts';
@@ -83,9 +84,6 @@ const STATUS: Partial<Record<AuditErrorCode, number>> = {
 
 /** `Idempotency-Key`: 1–128 characters of `[A-Za-z0-9._:-]`. */
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** Event types only the collector writes (about its own decisions); clients may not post them. */
-export const RESERVED_EVENT_TYPE = /^admin\.audit(\.|$)/;
 
 type Access = 'public' | 'workload' | 'reader';
 

@@ -286,6 +286,27 @@ test('client: invalid events and events after close are counted as lost, never s
   }
 });
 
+test('client: an event of a type only the collector writes is refused at emit, and does not hold back the events after it', async () => {
+  const tmp = tempDir();
+  const collector = await startTestCollector(pki, tmp.dir);
+  const client = createAuditClient(clientOptions(pki, collector.url, join(tmp.dir, 'spool')));
+  try {
+    // The collector answers it 403 for good: spooled, it would be retried for ever, first in line.
+    client.emit({ ...decision(1), type: 'admin.audit.read' });
+    client.emit(decision(2));
+    await client.flush();
+    assert.equal(client.metrics().lost, 1);
+    assert.equal(client.metrics().delivered, 1);
+    const types = [];
+    for await (const r of collector.log.store().read(0)) types.push(r.event.type);
+    assert.ok(!types.includes('admin.audit.read'), types.join(', '));
+  } finally {
+    await client.close();
+    await collector.close();
+    tmp.cleanup();
+  }
+});
+
 const badOptions: [string, Partial<AuditClientOptions>][] = [
   ['failMode', { failMode: 'maybe' as never }],
   ['spoolMaxBytes', { spoolMaxBytes: 10 }],
