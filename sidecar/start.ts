@@ -317,7 +317,7 @@ export async function startSidecar(
         refreshBeforeMs: out.tokenRefreshBefore,
         retryAfterMs: out.tokenRetryAfter,
       });
-      const connectorFor = (route: Route) =>
+      const connectorFor = (route: Route, alpn?: string[]) =>
         createMtlsConnector({
           material: () => tls.current(),
           verifier: () => serverVerifier,
@@ -325,6 +325,7 @@ export async function startSidecar(
           // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
           timeoutMs: config.sts.timeout,
           timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
+          ...(alpn ? { alpn } : {}),
         });
       const dispatcherFor = (route: Route): Pool => {
         let d = dispatchers.get(route.name);
@@ -340,17 +341,8 @@ export async function startSidecar(
       };
       const h2PeerFor = (route: Route): H2Client => {
         let c = h2Peers.get(route.name);
-        if (!c) {
-          const connect = createMtlsConnector({
-            material: () => tls.current(),
-            verifier: () => serverVerifier,
-            expectedId: route.spiffeId,
-            timeoutMs: config.sts.timeout,
-            timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
-            alpn: ['h2'],
-          });
-          h2Peers.set(route.name, (c = h2PeerClient(route, connect, config.sts.timeout)));
-        }
+        if (!c)
+          h2Peers.set(route.name, (c = h2PeerClient(route, connectorFor(route, ['h2']), config.sts.timeout)));
         return c;
       };
       const outboundHandler = createOutboundHandler({
