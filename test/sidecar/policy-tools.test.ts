@@ -3,13 +3,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { newEnforcer, newModelFromString } from 'casbin';
 import { createMemoryStore } from '../../audit/index.ts';
 import type { AuditRecord } from '../../audit/index.ts';
 import { ConfigError, loadRegistry } from '../../core/index.ts';
 import type { AuditEvent } from '../../core/index.ts';
 import {
-  CASBIN_MODEL,
   DEFAULT_DENY_RULE,
   compilePolicy,
   createExplainer,
@@ -24,10 +22,10 @@ import {
   replayDecisions,
   resolveSince,
   runPolicyTests,
-  translatePolicy,
 } from '../../sidecar/index.ts';
 import type { Policy, PolicyRule } from '../../sidecar/index.ts';
 import { prng } from '../helpers/prng.ts';
+import { casbinFor } from './fixtures.ts';
 
 const WEB = 'spiffe://example.org/ns/shop/sa/web';
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
@@ -36,14 +34,6 @@ const registry = loadRegistry('identities');
 
 const policyOf = (rules: string, roles = `roles:\n  storefront: [${WEB}]\n`) =>
   parsePolicy(`service: ${ORDERS}\nmode: enforce\n${roles}rules:\n${rules}`, 'p.yaml');
-
-async function casbinFor(policy: Policy) {
-  const e = await newEnforcer(newModelFromString(CASBIN_MODEL));
-  const rows = translatePolicy(policy);
-  if (rows.policies.length) await e.addPolicies(rows.policies);
-  if (rows.groupings.length) await e.addGroupingPolicies(rows.groupings);
-  return e;
-}
 
 /** A random policy over a small vocabulary, so that rules overlap, shadow and cover each other. */
 function randomPolicy(rand: () => number, n: number): Policy {
