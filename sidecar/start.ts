@@ -226,7 +226,6 @@ export async function startSidecar(
     // Relayed WebSockets of each listener: their limits, metrics, and their close on shutdown.
     const tunnels = { inbound: createTunnels(config.websocket), outbound: createTunnels(config.websocket) };
     registerTunnelMetrics(metrics.registry, tunnels);
-    const app = new URL(config.inbound.app);
     const handler = createInboundHandler({
       service: config.service,
       layers: [
@@ -267,7 +266,7 @@ export async function startSidecar(
       upgrade: (ctx, closed) =>
         relayUpgradeToApp(
           ctx,
-          { app, headersTimeoutMs: config.inbound.upstreamHeadersTimeout, tunnels: tunnels.inbound },
+          { app: appUrl, headersTimeoutMs: config.inbound.upstreamHeadersTimeout, tunnels: tunnels.inbound },
           closed,
         ),
       ...(accessLog ? { accessLog } : {}),
