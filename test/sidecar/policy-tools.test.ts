@@ -554,6 +554,23 @@ describe('policy replay', () => {
     assert.equal(text.at(-1), '… and 1 more groups (use --json for all)');
   });
 
+  it('replays a request the policy allowed and the sidecar refused afterwards (429, 408) as allowed', async () => {
+    // The audit layer records these as `deny` with the allowing rule and the refusal's code.
+    const events = [
+      ev({ action: 'GET /orders', rule: 'lists', decision: 'deny', reason: 'ERR_SIDECAR_CALLER_OVER_LIMIT' }),
+      ev({ action: 'GET /orders', rule: 'lists', decision: 'deny', reason: 'ERR_SIDECAR_BODY_TIMEOUT' }),
+      ev({ action: 'GET /orders/1', decision: 'deny', reason: 'ERR_SIDECAR_CALLER_OVER_LIMIT' }),
+    ];
+    const report = await replayDecisions(proposed, iterate(await recorded(events, [])));
+    assert.equal(report.replayed, 3);
+    assert.equal(report.unchanged, 2, 'the same policy flips nothing');
+    assert.equal(report.deniedToAllowed, 0);
+    assert.deepEqual(
+      report.groups.map((g) => [g.change, g.path, g.recordedRule, g.proposedRule]),
+      [['allowed→denied', '/orders/1', 'reads', 'default-deny']],
+    );
+  });
+
   it('keeps three examples per group and counts the rest', async () => {
     const events = Array.from({ length: 10 }, (_, i) =>
       ev({ action: `DELETE /orders?i=${i}`, rule: 'deletes' }),
