@@ -226,7 +226,6 @@ export async function startSidecar(
     // Relayed WebSockets of each listener: their limits, metrics, and their close on shutdown.
     const tunnels = { inbound: createTunnels(config.websocket), outbound: createTunnels(config.websocket) };
     registerTunnelMetrics(metrics.registry, tunnels);
-    const app = new URL(config.inbound.app);
     const handler = createInboundHandler({
       service: config.service,
       layers: [
@@ -267,7 +266,7 @@ export async function startSidecar(
       upgrade: (ctx, closed) =>
         relayUpgradeToApp(
           ctx,
-          { app, headersTimeoutMs: config.inbound.upstreamHeadersTimeout, tunnels: tunnels.inbound },
+          { app: appUrl, headersTimeoutMs: config.inbound.upstreamHeadersTimeout, tunnels: tunnels.inbound },
           closed,
         ),
       ...(accessLog ? { accessLog } : {}),
@@ -317,7 +316,7 @@ export async function startSidecar(
         refreshBeforeMs: out.tokenRefreshBefore,
         retryAfterMs: out.tokenRetryAfter,
       });
-      const connectorFor = (route: Route) =>
+      const connectorFor = (route: Route, alpn?: string[]) =>
         createMtlsConnector({
           material: () => tls.current(),
           verifier: () => serverVerifier,
@@ -325,6 +324,7 @@ export async function startSidecar(
           // The peer sidecar's handshake shares the STS timeout setting; running out is a 504.
           timeoutMs: config.sts.timeout,
           timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
+          ...(alpn ? { alpn } : {}),
         });
       const dispatcherFor = (route: Route): Pool => {
         let d = dispatchers.get(route.name);
@@ -340,17 +340,8 @@ export async function startSidecar(
       };
       const h2PeerFor = (route: Route): H2Client => {
         let c = h2Peers.get(route.name);
-        if (!c) {
-          const connect = createMtlsConnector({
-            material: () => tls.current(),
-            verifier: () => serverVerifier,
-            expectedId: route.spiffeId,
-            timeoutMs: config.sts.timeout,
-            timeoutCode: 'ERR_SIDECAR_UPSTREAM_TIMEOUT',
-            alpn: ['h2'],
-          });
-          h2Peers.set(route.name, (c = h2PeerClient(route, connect, config.sts.timeout)));
-        }
+        if (!c)
+          h2Peers.set(route.name, (c = h2PeerClient(route, connectorFor(route, ['h2']), config.sts.timeout)));
         return c;
       };
       const outboundHandler = createOutboundHandler({

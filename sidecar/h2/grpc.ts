@@ -64,16 +64,19 @@ export function encodeGrpcMessage(message: string): string {
 }
 
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+/** The longest delay a Node timer holds; past it setTimeout fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * The deadline a `grpc-timeout` header asks for, in ms (`TimeoutValue TimeoutUnit`: at most 8
- * digits and one of H M S m u n). `undefined` when absent; `null` when malformed (the caller
- * refuses it rather than forwarding a deadline it cannot honour).
+ * digits and one of H M S m u n), at most ~24.8 days (the longest timer; 8 digits of hours allow
+ * 11 000 years). `undefined` when absent; `null` when malformed (the caller refuses it rather than
+ * forwarding a deadline it cannot honour).
  */
 export function parseGrpcTimeout(value: string | string[] | undefined): number | undefined | null {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') return null;
   const m = /^(\d{1,8})([HMSmun])$/.exec(value);
   if (!m) return null;
-  return Number(m[1]) * UNIT_MS[m[2]!]!;
+  return Math.min(Number(m[1]) * UNIT_MS[m[2]!]!, MAX_TIMER_MS);
 }

@@ -18,7 +18,7 @@ export type RawRefusal = (what: string, status: number, reason?: string) => void
  * `onRefused`, which records it: requests the HTTP parser refuses (smuggling shapes, bad bytes)
  * and CONNECT get 400 `ERR_SIDECAR_REQUEST_MALFORMED` (431 for oversized headers, 408 for a
  * request that timed out), upgrades go to `upgrade` (WebSocket handshakes through the layers,
- * every other upgrade refused: inbound/upgrade.ts; 501 without it), and an `Expect` other than
+ * every other upgrade refused: inbound/upgrade.ts), and an `Expect` other than
  * `100-continue` 417. A connection whose TLS handshake fails or times out is destroyed unanswered.
  * ALPN offers `h2` before `http/1.1`: an HTTP/2 connection's streams go to the same `handler`
  * (`h2.ts`, with its HTTP/2 limits); HTTP/1.1 is node:https' own, unchanged. The HTTP/2 side is
@@ -30,7 +30,7 @@ export function createInboundServer(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   onRefused: RawRefusal,
   budgets: ConnectionBudgets,
-  upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
+  upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
 ): Server & { readonly h2: H2Side } {
   const server = createServer(
     {
@@ -68,12 +68,8 @@ export function createInboundServer(
   server.on('connect', (_req, socket: Duplex) =>
     refuse(socket, 'CONNECT', 400, 'malformed request: CONNECT is not proxied'),
   );
-  // WebSocket handshakes go through the layers (inbound/upgrade.ts); without that, upgrades are refused.
-  if (upgrade) server.on('upgrade', upgrade);
-  else
-    server.on('upgrade', (_req, socket: Duplex) =>
-      refuse(socket, 'UPGRADE', 501, 'protocol upgrades are not proxied'),
-    );
+  // WebSocket handshakes go through the layers; every other upgrade is refused (inbound/upgrade.ts).
+  server.on('upgrade', upgrade);
   // Node would answer an Expect it does not know with a bare 417; this answers and records it.
   server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
     const body = JSON.stringify({

@@ -3,12 +3,11 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { formatTraceparent } from '../../core/index.ts';
 import { SidecarError } from '../errors.ts';
-import { answerJson, responseOn, switchProtocols } from '../websocket/answer.ts';
-import { checkUpgradeRequest, checkUpstreamAccept, isRefusal } from '../websocket/handshake.ts';
+import { answerJson, relayHandshake, responseOn } from '../websocket/answer.ts';
+import { checkUpgradeRequest, isRefusal } from '../websocket/handshake.ts';
 import type { TunnelFacts, Tunnels } from '../websocket/tunnels.ts';
 import type { InboundContext } from './context.ts';
 import type { InboundHandler } from './handle.ts';
-import { responseHeaderList } from './headers.ts';
 
 /** Records an upgrade refused before any layer ran: what was asked, the status, the reason code. */
 export type UpgradeRefused = (what: string, status: number, reason: string) => void;
@@ -83,18 +82,6 @@ export function relayUpgradeToApp(
       new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the client closed the connection'),
     );
   return new Promise<number>((resolve, reject) => {
-    let settled = false;
-    const settle = () => {
-      settled = true;
-      clearTimeout(timer);
-      client.off('close', clientGone);
-    };
-    const fail = (err: SidecarError) => {
-      if (settled) return;
-      settle();
-      upReq.destroy();
-      reject(err);
-    };
     const upReq = httpRequest({
       host: up.app.hostname,
       port: up.app.port,
@@ -104,63 +91,17 @@ export function relayUpgradeToApp(
       setHost: false,
       agent: false,
     });
-    const timer = setTimeout(
-      () => fail(new SidecarError('ERR_SIDECAR_UPSTREAM_TIMEOUT', 'the service did not answer in time')),
-      up.headersTimeoutMs,
-    );
-    // The client gave up while the app was being asked: nothing to relay to.
-    const clientGone = () =>
-      fail(new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the client closed the connection'));
-    client.once('close', clientGone);
-    upReq.on('error', (err) =>
-      fail(
-        new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the service is unavailable', { cause: err }),
-      ),
-    );
-    upReq.on('upgrade', (upRes: IncomingMessage, upSocket: Duplex, upHead: Buffer) => {
-      if (settled) return void upSocket.destroy();
-      const problem =
-        upRes.statusCode === 101
-          ? checkUpstreamAccept(pending.offer, upRes.headers)
-          : 'it did not answer 101';
-      if (problem) {
-        upSocket.destroy();
-        return fail(
-          new SidecarError(
-            'ERR_SIDECAR_UPSTREAM_UNAVAILABLE',
-            `the service answered the WebSocket handshake wrongly: ${problem}`,
-          ),
-        );
-      }
-      settle();
-      switchProtocols(res, client, upRes.headers);
-      // Bytes that came with either head are the tunnel's first: counted and followed like the rest.
-      if (pending.head.length > 0) client.unshift(pending.head);
-      if (upHead.length > 0) upSocket.unshift(upHead);
-      up.tunnels.open(client, upSocket, closed);
-      resolve(101);
+    relayHandshake(upReq, {
+      offer: pending.offer,
+      res,
+      client,
+      head: pending.head,
+      tunnels: up.tunnels,
+      closed,
+      timeoutMs: up.headersTimeoutMs,
+      who: 'the service',
+      fail: reject,
+      answered: resolve,
     });
-    upReq.on('response', (upRes: IncomingMessage) => {
-      if (settled) return void upRes.destroy();
-      // A 101 Node did not take for an upgrade (no Upgrade header) is no answer to relay.
-      if ((upRes.statusCode ?? 0) < 200) {
-        upRes.destroy();
-        return fail(
-          new SidecarError(
-            'ERR_SIDECAR_UPSTREAM_UNAVAILABLE',
-            'the service answered the WebSocket handshake wrongly: a 1xx without Upgrade',
-          ),
-        );
-      }
-      settle();
-      const status = upRes.statusCode ?? 502;
-      res.writeHead(status, responseHeaderList(upRes.headers));
-      upRes.pipe(res);
-      upRes.once('error', () => res.destroy());
-      const done = () => resolve(status);
-      res.once('finish', done);
-      res.once('close', done);
-    });
-    upReq.end();
   });
 }

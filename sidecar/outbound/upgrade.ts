@@ -1,15 +1,16 @@
 import { request as httpRequest } from 'node:http';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { buildConnector } from 'undici';
 import { parseTraceparent } from '../../core/index.ts';
 import type { Logger } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
-import { responseHeaderList, scanRequestHeaders } from '../inbound/headers.ts';
+import { scanRequestHeaders } from '../inbound/headers.ts';
 import type { IdSource } from '../inbound/trace.ts';
-import { answerJson, responseOn, switchProtocols } from '../websocket/answer.ts';
-import { checkUpgradeRequest, checkUpstreamAccept, isRefusal } from '../websocket/handshake.ts';
+import { answerJson, relayHandshake, responseOn } from '../websocket/answer.ts';
+import { checkUpgradeRequest, isRefusal } from '../websocket/handshake.ts';
+import type { WebSocketOffer } from '../websocket/handshake.ts';
 import type { TunnelFacts, Tunnels } from '../websocket/tunnels.ts';
 import { resolveRoute } from './route.ts';
 import type { ResolvedRoute, Route } from './route.ts';
@@ -105,27 +106,14 @@ function handshake(
   peer: Duplex,
   target: string,
   headers: string[],
-  offer: Parameters<typeof checkUpstreamAccept>[0],
+  offer: WebSocketOffer,
   deps: OutboundUpgradeDeps,
   app: Duplex,
   head: Buffer,
-  res: ReturnType<typeof responseOn>,
+  res: ServerResponse,
   refuse: (err: unknown) => void,
   route: Route,
 ): void {
-  let settled = false;
-  const settle = () => {
-    settled = true;
-    clearTimeout(timer);
-    app.off('close', appGone);
-  };
-  const fail = (err: SidecarError) => {
-    if (settled) return;
-    settle();
-    upReq.destroy();
-    peer.destroy();
-    refuse(err);
-  };
   const upReq = httpRequest({
     method: 'GET',
     path: target,
@@ -133,54 +121,24 @@ function handshake(
     setHost: false,
     createConnection: () => peer as Socket,
   });
-  const timer = setTimeout(
-    () => fail(new SidecarError('ERR_SIDECAR_UPSTREAM_TIMEOUT', 'peer did not answer in time')),
-    deps.headersTimeoutMs,
+  upReq.on('error', (err) =>
+    deps.logger.warn({ route: route.name, err: err.message }, 'outbound WebSocket handshake failed'),
   );
-  const appGone = () => fail(new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the app went away'));
-  app.once('close', appGone);
-  upReq.on('error', (err) => {
-    deps.logger.warn({ route: route.name, err: err.message }, 'outbound WebSocket handshake failed');
-    fail(new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'peer unavailable', { cause: err }));
-  });
-  upReq.on('upgrade', (upRes: IncomingMessage, upSocket: Duplex, upHead: Buffer) => {
-    if (settled) return void upSocket.destroy();
-    const problem =
-      upRes.statusCode === 101 ? checkUpstreamAccept(offer, upRes.headers) : 'it did not answer 101';
-    if (problem) {
-      upSocket.destroy();
-      return fail(
-        new SidecarError(
-          'ERR_SIDECAR_UPSTREAM_UNAVAILABLE',
-          `peer answered the WebSocket handshake wrongly: ${problem}`,
-        ),
-      );
-    }
-    settle();
-    switchProtocols(res, app, upRes.headers);
-    if (head.length > 0) app.unshift(head);
-    if (upHead.length > 0) upSocket.unshift(upHead);
-    deps.tunnels.open(app, upSocket, (facts: TunnelFacts) =>
+  relayHandshake(upReq, {
+    offer,
+    res,
+    client: app,
+    head,
+    tunnels: deps.tunnels,
+    closed: (facts: TunnelFacts) =>
       deps.logger.debug({ route: route.name, ...facts }, 'outbound WebSocket closed'),
-    );
+    timeoutMs: deps.headersTimeoutMs,
+    who: 'peer',
+    fail: (err) => {
+      peer.destroy();
+      refuse(err);
+    },
   });
-  upReq.on('response', (upRes: IncomingMessage) => {
-    if (settled) return void upRes.destroy();
-    if ((upRes.statusCode ?? 0) < 200) {
-      upRes.destroy();
-      return fail(
-        new SidecarError(
-          'ERR_SIDECAR_UPSTREAM_UNAVAILABLE',
-          'peer answered the WebSocket handshake wrongly: a 1xx without Upgrade',
-        ),
-      );
-    }
-    settle();
-    res.writeHead(upRes.statusCode ?? 502, responseHeaderList(upRes.headers));
-    upRes.pipe(res);
-    upRes.once('error', () => res.destroy());
-  });
-  upReq.end();
 }
 
 /** Opens one connection with an undici-style connector (tls/connector.ts) to `host:port`. */

@@ -89,6 +89,6 @@ export async function openDecisionSource(
 }
 
 /** A URL without its password, for messages. */
-export function redact(spec: string): string {
+function redact(spec: string): string {
   return spec.replace(/\/\/[^@/]*@/, '//');
 }

@@ -71,7 +71,8 @@ export interface ReplayOptions {
  * `subject` and `action` (`METHOD target`, as the audit layer records it). Records without a
  * `rule` were refused before the policy (token, binding, path, framing) and no policy changes
  * them: they are counted under `skipped` by reason, as are records whose target was truncated
- * before the end of its path.
+ * before the end of its path. The policy's own decision is compared: a request it allowed that
+ * the sidecar refused afterwards (fair share, body timeout) counts as allowed.
  */
 export async function replayDecisions(
   policy: Policy,
@@ -141,7 +142,11 @@ export async function replayDecisions(
     if (e.policyHash !== undefined)
       recordedPolicies[e.policyHash] = (recordedPolicies[e.policyHash] ?? 0) + 1;
     const d = authorizer.decide(e.subject, method, path);
-    const wasAllowed = e.decision === 'allow';
+    // What the policy decided: a deny it made is ERR_SIDECAR_POLICY_DENIED, or `enforced: false` in
+    // mode audit; a `deny` with another code (429 over the caller's share, 408 body timeout) is a
+    // request the policy allowed and the sidecar refused afterwards.
+    const wasAllowed =
+      e.decision === 'allow' || (e.reason !== 'ERR_SIDECAR_POLICY_DENIED' && e.enforced !== false);
     if (d.allow === wasAllowed) {
       if (d.rule === e.rule) unchanged++;
       else ruleChanged++;

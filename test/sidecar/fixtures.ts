@@ -3,9 +3,12 @@
 import { createServer } from 'node:https';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { newEnforcer, newModelFromString } from 'casbin';
 import { CompactSign, exportJWK, generateKeyPair } from 'jose';
 import { createPeerVerifier } from '../../ca/index.ts';
 import { createLogger } from '../../core/index.ts';
+import { CASBIN_MODEL, translatePolicy } from '../../sidecar/policy/translate.ts';
+import type { Policy } from '../../sidecar/policy/parse.ts';
 import { createStsClient } from '../../sidecar/sts-client.ts';
 import type { StsClient } from '../../sidecar/sts-client.ts';
 import type { TestPki } from '../helpers/pki.ts';
@@ -15,6 +18,15 @@ export const WEB = 'spiffe://example.org/ns/shop/sa/web';
 export const STS_ID = 'spiffe://example.org/ns/portcullis/sa/sts';
 export const ISSUER = 'https://sts.test';
 export const quiet = () => createLogger({ name: 'sidecar-test', level: 'silent' });
+
+/** A Casbin enforcer loaded with the policy's translated rows: the reference the compiled policy is held to. */
+export async function casbinFor(policy: Policy) {
+  const e = await newEnforcer(newModelFromString(CASBIN_MODEL));
+  const rows = translatePolicy(policy);
+  if (rows.policies.length) await e.addPolicies(rows.policies);
+  if (rows.groupings.length) await e.addGroupingPolicies(rows.groupings);
+  return e;
+}
 
 /** A signing key of the test "STS": its private key and public JWK. */
 export interface TestKey {

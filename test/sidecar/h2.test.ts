@@ -99,6 +99,11 @@ describe('gRPC helpers', () => {
     assert.equal(parseGrpcTimeout('10'), null);
     assert.equal(parseGrpcTimeout('-1S'), null);
     assert.equal(parseGrpcTimeout(['1S', '2S']), null);
+    // Past the longest Node timer (2^31-1 ms, ~24.8 days) setTimeout fires at once: a 30-day
+    // deadline must not become an immediate DEADLINE_EXCEEDED.
+    assert.equal(parseGrpcTimeout('720H'), 2_147_483_647);
+    assert.equal(parseGrpcTimeout('99999999H'), 2_147_483_647);
+    assert.equal(parseGrpcTimeout('596H'), 596 * 3_600_000);
   });
 });
 

@@ -3,13 +3,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { newEnforcer, newModelFromString } from 'casbin';
 import { createMemoryStore } from '../../audit/index.ts';
 import type { AuditRecord } from '../../audit/index.ts';
 import { ConfigError, loadRegistry } from '../../core/index.ts';
 import type { AuditEvent } from '../../core/index.ts';
 import {
-  CASBIN_MODEL,
   DEFAULT_DENY_RULE,
   compilePolicy,
   createExplainer,
@@ -24,10 +22,10 @@ import {
   replayDecisions,
   resolveSince,
   runPolicyTests,
-  translatePolicy,
 } from '../../sidecar/index.ts';
 import type { Policy, PolicyRule } from '../../sidecar/index.ts';
 import { prng } from '../helpers/prng.ts';
+import { casbinFor } from './fixtures.ts';
 
 const WEB = 'spiffe://example.org/ns/shop/sa/web';
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
@@ -36,14 +34,6 @@ const registry = loadRegistry('identities');
 
 const policyOf = (rules: string, roles = `roles:\n  storefront: [${WEB}]\n`) =>
   parsePolicy(`service: ${ORDERS}\nmode: enforce\n${roles}rules:\n${rules}`, 'p.yaml');
-
-async function casbinFor(policy: Policy) {
-  const e = await newEnforcer(newModelFromString(CASBIN_MODEL));
-  const rows = translatePolicy(policy);
-  if (rows.policies.length) await e.addPolicies(rows.policies);
-  if (rows.groupings.length) await e.addGroupingPolicies(rows.groupings);
-  return e;
-}
 
 /** A random policy over a small vocabulary, so that rules overlap, shadow and cover each other. */
 function randomPolicy(rand: () => number, n: number): Policy {
@@ -562,6 +552,23 @@ describe('policy replay', () => {
     ]);
     assert.match(text[8]!, /^ {24}e\.g\. seq 1 at 2026-12-06T10:00:00\.000Z: GET \/orders\/1$/);
     assert.equal(text.at(-1), '… and 1 more groups (use --json for all)');
+  });
+
+  it('replays a request the policy allowed and the sidecar refused afterwards (429, 408) as allowed', async () => {
+    // The audit layer records these as `deny` with the allowing rule and the refusal's code.
+    const events = [
+      ev({ action: 'GET /orders', rule: 'lists', decision: 'deny', reason: 'ERR_SIDECAR_CALLER_OVER_LIMIT' }),
+      ev({ action: 'GET /orders', rule: 'lists', decision: 'deny', reason: 'ERR_SIDECAR_BODY_TIMEOUT' }),
+      ev({ action: 'GET /orders/1', decision: 'deny', reason: 'ERR_SIDECAR_CALLER_OVER_LIMIT' }),
+    ];
+    const report = await replayDecisions(proposed, iterate(await recorded(events, [])));
+    assert.equal(report.replayed, 3);
+    assert.equal(report.unchanged, 2, 'the same policy flips nothing');
+    assert.equal(report.deniedToAllowed, 0);
+    assert.deepEqual(
+      report.groups.map((g) => [g.change, g.path, g.recordedRule, g.proposedRule]),
+      [['allowed→denied', '/orders/1', 'reads', 'default-deny']],
+    );
   });
 
   it('keeps three examples per group and counts the rest', async () => {

@@ -1,24 +1,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { newEnforcer, newModelFromString } from 'casbin';
 import { compilePolicy, DEFAULT_DENY_RULE } from '../../sidecar/policy/compile.ts';
 import { parsePolicy } from '../../sidecar/policy/parse.ts';
-import type { Policy } from '../../sidecar/policy/parse.ts';
-import { CASBIN_MODEL, translatePolicy } from '../../sidecar/policy/translate.ts';
 import { prng } from '../helpers/prng.ts';
+import { casbinFor } from './fixtures.ts';
 
 const WEB = 'spiffe://example.org/ns/shop/sa/web';
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 const ADMIN = 'spiffe://example.org/ns/ops/sa/admin-console';
-
-async function casbinFor(policy: Policy) {
-  const e = await newEnforcer(newModelFromString(CASBIN_MODEL));
-  const rows = translatePolicy(policy);
-  if (rows.policies.length) await e.addPolicies(rows.policies);
-  if (rows.groupings.length) await e.addGroupingPolicies(rows.groupings);
-  return e;
-}
 
 function bigPolicy(n: number): string {
   const lines = [

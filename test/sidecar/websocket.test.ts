@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
+import { createServer as createHttpServer, request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { createServer, connect } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
+import { statusForCode } from '../../sidecar/errors.ts';
+import type { SidecarError } from '../../sidecar/errors.ts';
+import { answerJson, relayHandshake, responseOn } from '../../sidecar/websocket/answer.ts';
 import { FrameCursor, closeFrame } from '../../sidecar/websocket/frames.ts';
 import {
   acceptFor,
@@ -280,5 +284,62 @@ describe('the tunnel relay', () => {
     assert.equal((await late).closedBy, 'shutdown');
     client.destroy();
     service.destroy();
+  });
+});
+
+describe('relayHandshake', () => {
+  const servers: { close(): unknown }[] = [];
+  after(() => servers.forEach((s) => s.close()));
+
+  it('an upstream that never answers the handshake: the client gets 504 after the timeout, the upstream request is dropped', async () => {
+    // The upstream takes the connection, reads the handshake and says nothing.
+    const silent = createServer((s) => s.on('error', () => {}).resume());
+    servers.push(silent);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const upstreamClosed = new Promise<void>((r) => silent.once('connection', (s) => s.once('close', r)));
+    const front = createHttpServer();
+    servers.push(front);
+    const failed = new Promise<SidecarError>((resolveFail) =>
+      front.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+        const res = responseOn(req, socket);
+        const offer = checkUpgradeRequest(req) as WebSocketOffer;
+        const upReq = httpRequest({
+          port: (silent.address() as { port: number }).port,
+          host: '127.0.0.1',
+          headers: { connection: 'Upgrade', upgrade: 'websocket' },
+          agent: false,
+        });
+        relayHandshake(upReq, {
+          offer,
+          res,
+          client: socket,
+          head,
+          tunnels: createTunnels({ idleTimeout: 60_000, maxLifetime: 60_000 }),
+          closed: () => assert.fail('no tunnel opens'),
+          timeoutMs: 150,
+          who: 'the service',
+          fail: (err) => {
+            answerJson(res, statusForCode(err.code), err.code, err.message);
+            resolveFail(err);
+          },
+          answered: () => assert.fail('nothing is answered'),
+        });
+      }),
+    );
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    const client = connect({ port: (front.address() as { port: number }).port, host: '127.0.0.1' });
+    client.write(
+      'GET /feed HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    );
+    let answer = '';
+    client.on('data', (c: Buffer) => (answer += c.toString()));
+    await new Promise((r) => client.once('end', r));
+    const err = await failed;
+    assert.equal(err.code, 'ERR_SIDECAR_UPSTREAM_TIMEOUT');
+    assert.match(answer, /^HTTP\/1\.1 504 /);
+    assert.match(answer, /"message":"the service did not answer in time"/);
+    await upstreamClosed;
+    client.destroy();
   });
 });
