@@ -43,12 +43,8 @@ export const H2_LIMITS = Object.freeze({
 /** The HTTP/2 side of a listener, for its owner. */
 export interface H2Side {
   readonly server: Http2Server;
-  /** Sessions open now. */
-  readonly sessions: number;
-  /** Streams open now, over every session. */
+  /** Streams open now, over every open session. */
   readonly streams: number;
-  /** Streams the client reset before their request started: never decided, so never audited. */
-  readonly cancelled: number;
   /** Takes over a connection (TLS after ALPN `h2`, or plain after the h2c preface). */
   accept(socket: Socket): void;
   /** For `applyConnectionBudgets`' drain: asks a busy session to close (GOAWAY) and says whether it was busy. */
@@ -70,9 +66,6 @@ export function createH2Side(
   const server = createH2Server({ ...H2_LIMITS, settings: { ...H2_LIMITS.settings } });
   const open = new Map<Http2Session, number>();
   const bySocket = new WeakMap<Socket, Http2Session>();
-  let streams = 0;
-  /** Streams the client reset before their request was started (not decided, not audited). */
-  let cancelled = 0;
   // The socket being handed over: node:http2 emits `session` synchronously inside `connection`.
   let handing: Socket | undefined;
   server.on('session', (session: ServerHttp2Session) => {
@@ -88,14 +81,12 @@ export function createH2Side(
   server.on('stream', (stream: Http2Stream) => {
     const session = stream.session!;
     open.set(session, (open.get(session) ?? 0) + 1);
-    streams++;
     stream.setTimeout(budgets.bodyTimeout, () => {
       // Only a stall: an answer waiting on the client's window. An idle stream (a gRPC stream
       // with nothing to say) is not cut.
       if (stream.writableLength > 0 && !stream.destroyed) stream.close(NGHTTP2_CANCEL);
     });
     stream.once('close', () => {
-      streams--;
       if (open.has(session)) open.set(session, (open.get(session) ?? 1) - 1);
     });
   });
@@ -106,15 +97,17 @@ export function createH2Side(
   // streams per 64 KiB read before the reset limit closed the connection, and other callers waited.
   server.on('request', (req: IncomingMessage & { stream?: Http2Stream }, res: ServerResponse) => {
     setImmediate(() => {
-      if (req.stream?.destroyed || req.stream?.closed) {
-        cancelled++;
-        return;
-      }
+      if (req.stream?.destroyed || req.stream?.closed) return;
       handler(req, res);
     });
   });
   return {
     server,
+    get streams() {
+      let n = 0;
+      for (const count of open.values()) n += count;
+      return n;
+    },
     accept(socket) {
       handing = socket;
       try {
@@ -122,15 +115,6 @@ export function createH2Side(
       } finally {
         handing = undefined;
       }
-    },
-    get sessions() {
-      return open.size;
-    },
-    get streams() {
-      return streams;
-    },
-    get cancelled() {
-      return cancelled;
     },
     inFlight(socket) {
       const session = bySocket.get(socket);
