@@ -42,6 +42,17 @@ export const durationSchema = z.string().transform((value, ctx): number => {
   }
 });
 
+/** The longest wait a Node timer keeps (2^31 − 1 ms, about 24.8 days): a longer one fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A duration a part waits with a timer (a timeout, a poll or retry interval): at most
+ * {@link MAX_TIMER_MS}, refused with a clear message past it instead of firing after 1 ms.
+ */
+export const timerDurationSchema = durationSchema.refine((ms) => ms <= MAX_TIMER_MS, {
+  message: 'must be at most 24d (a longer timer would fire at once)',
+});
+
 /** A TCP port in a config file (0: any free one). */
 export const portSchema = z.number().int().min(0).max(65535);
 /** A file or directory path in a config file (resolved by the part's loader when relative). */
@@ -57,7 +68,7 @@ export const tlsFilesSchema = strictObject({
   key: pathSchema,
   trustBundle: pathSchema,
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
-  reloadInterval: durationSchema.default(5_000),
+  reloadInterval: timerDurationSchema.default(5_000),
   /** Allowance on peer certificates' notBefore/notAfter; one value for every part, so that they agree. */
   clockSkew: durationSchema.default(60_000),
 });

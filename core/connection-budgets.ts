@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { durationSchema, strictObject } from './config.ts';
+import { timerDurationSchema, strictObject } from './config.ts';
 
 /** What a connection may cost a listener at each stage, before and while it proves anything. */
 export interface ConnectionBudgets {
@@ -41,14 +41,14 @@ const count = z.number().int().min(1).max(1_000_000);
  * Every key is optional; docs/operations.md lists the defaults and what each bounds.
  */
 export const connectionBudgetsSchema = strictObject({
-  handshakeTimeout: durationSchema.default(DEFAULT_CONNECTION_BUDGETS.handshakeTimeout),
-  headersTimeout: durationSchema.default(DEFAULT_CONNECTION_BUDGETS.headersTimeout),
-  bodyTimeout: durationSchema.default(DEFAULT_CONNECTION_BUDGETS.bodyTimeout),
-  requestTimeout: durationSchema.default(DEFAULT_CONNECTION_BUDGETS.requestTimeout),
-  keepAliveTimeout: durationSchema.default(DEFAULT_CONNECTION_BUDGETS.keepAliveTimeout),
+  handshakeTimeout: timerDurationSchema.default(DEFAULT_CONNECTION_BUDGETS.handshakeTimeout),
+  headersTimeout: timerDurationSchema.default(DEFAULT_CONNECTION_BUDGETS.headersTimeout),
+  bodyTimeout: timerDurationSchema.default(DEFAULT_CONNECTION_BUDGETS.bodyTimeout),
+  requestTimeout: timerDurationSchema.default(DEFAULT_CONNECTION_BUDGETS.requestTimeout),
+  keepAliveTimeout: timerDurationSchema.default(DEFAULT_CONNECTION_BUDGETS.keepAliveTimeout),
   maxConnections: count.default(DEFAULT_CONNECTION_BUDGETS.maxConnections),
   maxConnectionsPerPeer: count.default(DEFAULT_CONNECTION_BUDGETS.maxConnectionsPerPeer),
-  drainTimeout: durationSchema.default(DEFAULT_CONNECTION_BUDGETS.drainTimeout),
+  drainTimeout: timerDurationSchema.default(DEFAULT_CONNECTION_BUDGETS.drainTimeout),
 })
   .superRefine((b, ctx) => {
     if (b.headersTimeout > b.requestTimeout)

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { durationSchema, pathSchema, resolveConfigPath, strictObject } from './config.ts';
+import { timerDurationSchema, pathSchema, resolveConfigPath, strictObject } from './config.ts';
 
 /** `renewAt`: a fraction of the certificate's lifetime, written `50%` or `0.5`; between 10% and 90%. */
 const fractionSchema = z
@@ -32,8 +32,8 @@ export const identityConfigSchema = strictObject({
   /** Random spread around the renewal time, as a fraction of the lifetime. */
   jitter: z.number().min(0).max(0.2).default(0.05),
   /** First retry delay after a failed renewal; doubles up to `retryMax`. */
-  retryMin: durationSchema.default(1_000),
-  retryMax: durationSchema.default(30_000),
+  retryMin: timerDurationSchema.default(1_000),
+  retryMax: timerDurationSchema.default(30_000),
 });
 
 /** A parsed `identity:` section. */

@@ -25,6 +25,8 @@ export {
   spiffeIdSchema,
   trustDomainSchema,
   durationSchema,
+  timerDurationSchema,
+  MAX_TIMER_MS,
   tlsFilesSchema,
   pathSchema,
   portSchema,

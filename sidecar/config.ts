@@ -6,6 +6,7 @@ import {
   connectionBudgetsSchema,
   accessLogSchema,
   durationSchema,
+  timerDurationSchema,
   loadConfigFile,
   parseConfigText,
   spiffeIdSchema,
@@ -53,12 +54,12 @@ export const sidecarConfigSchema = strictObject({
     /** Exact `iss` of accepted tokens (the STS's `issuer`). */
     issuer: z.url({ protocol: /^https$/, error: 'must be an https URL' }),
     /** Bound on every call to the STS. */
-    timeout: durationSchema.default(2_000),
-    jwksRefresh: durationSchema.default(60_000),
+    timeout: timerDurationSchema.default(2_000),
+    jwksRefresh: timerDurationSchema.default(60_000),
     /** How long the last good key set is trusted without a successful fetch; then 503. */
     jwksMaxStale: durationSchema.default(3_600_000),
-    kidRefetchCooldown: durationSchema.default(30_000),
-    revocationsPoll: durationSchema.default(15_000),
+    kidRefetchCooldown: timerDurationSchema.default(30_000),
+    revocationsPoll: timerDurationSchema.default(15_000),
   }),
   inbound: strictObject({
     listen: strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(15443) }).default({
@@ -68,12 +69,12 @@ export const sidecarConfigSchema = strictObject({
     /** The local app, `http://127.0.0.1:<port>` (HTTP/1.1) or `h2c://127.0.0.1:<port>` (HTTP/2, prior knowledge: gRPC). */
     app: z.url({ protocol: /^(?:http|h2c)$/, error: 'must be an http:// or h2c:// URL of the local app' }),
     policy: path,
-    policyReloadInterval: durationSchema.default(2_000),
+    policyReloadInterval: timerDurationSchema.default(2_000),
     maxTokenBytes: z.number().int().min(512).max(65_536).default(8192),
     maxTokenLifetime: durationSchema.default(3_600_000),
     clockSkew: durationSchema.default(30_000),
-    upstreamHeadersTimeout: durationSchema.default(10_000),
-    upstreamBodyTimeout: durationSchema.default(30_000),
+    upstreamHeadersTimeout: timerDurationSchema.default(10_000),
+    upstreamBodyTimeout: timerDurationSchema.default(30_000),
     /** Size of the keep-alive pool to the app: the most requests forwarded at once. */
     upstreamConnections: z.number().int().min(1).max(4096).default(128),
     /**
@@ -84,8 +85,8 @@ export const sidecarConfigSchema = strictObject({
     fairShare: strictObject({
       perCaller: z.number().int().min(1).max(4096).optional(),
       queue: z.number().int().min(0).max(100_000).default(128),
-      queueTimeout: durationSchema.default(5_000),
-      retryAfter: durationSchema.default(1_000),
+      queueTimeout: timerDurationSchema.default(5_000),
+      retryAfter: timerDurationSchema.default(1_000),
     }).default({ queue: 128, queueTimeout: 5_000, retryAfter: 1_000 }),
   }),
   outbound: strictObject({
@@ -97,8 +98,8 @@ export const sidecarConfigSchema = strictObject({
     /** Tokens are refreshed this long before they expire (at most half their lifetime). */
     tokenRefreshBefore: durationSchema.default(60_000),
     /** After a failed token fetch, requests without a valid token get 503 at once for this long. */
-    tokenRetryAfter: durationSchema.default(1_000),
-    upstreamHeadersTimeout: durationSchema.default(10_000),
+    tokenRetryAfter: timerDurationSchema.default(1_000),
+    upstreamHeadersTimeout: timerDurationSchema.default(10_000),
     routes: z.array(routeSchema).default([]),
   }).optional(),
   /** Prometheus `GET /metrics` on a plain-HTTP listener (loopback by default). */
@@ -125,8 +126,8 @@ export const sidecarConfigSchema = strictObject({
    * after `idleTimeout` without a byte either way, and `maxLifetime` after the upgrade (at most 24h).
    */
   websocket: strictObject({
-    idleTimeout: durationSchema.default(300_000),
-    maxLifetime: durationSchema.default(3_600_000),
+    idleTimeout: timerDurationSchema.default(300_000),
+    maxLifetime: timerDurationSchema.default(3_600_000),
   }).default({ idleTimeout: 300_000, maxLifetime: 3_600_000 }),
 });
 

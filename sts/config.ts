@@ -7,6 +7,7 @@ import {
   opsListenerSchema,
   accessLogSchema,
   durationSchema,
+  timerDurationSchema,
   loadConfigFile,
   parseConfigText,
   strictObject,
@@ -96,7 +97,7 @@ export const stsConfigSchema = strictObject({
     crl: path.optional(),
     /** PEM of the CRL's signer; defaults to the first intermediate of `tls.cert`. */
     crlIssuer: path.optional(),
-    pollInterval: durationSchema.default(30_000),
+    pollInterval: timerDurationSchema.default(30_000),
     /** How long after its revocation date a CRL serial stays on the deny-list. */
     entryLifetime: durationSchema.default(30 * 86_400_000),
   }).default({ pollInterval: 30_000, entryLifetime: 30 * 86_400_000 }),
@@ -124,7 +125,7 @@ export const stsConfigSchema = strictObject({
     )
     .optional(),
   /** How often the STS re-reads revocations other replicas wrote to the shared state. */
-  statePollInterval: durationSchema.default(2_000),
+  statePollInterval: timerDurationSchema.default(2_000),
   /**
    * Online issuance (EST, RFC 7030): the CA directory whose intermediate signs workload
    * certificates. Without it the `/.well-known/est/*` routes answer 404.

@@ -4,6 +4,7 @@ import {
   connectionBudgetsSchema,
   opsListenerSchema,
   durationSchema,
+  timerDurationSchema,
   loadConfigFile,
   parseConfigText,
   strictObject,
@@ -65,7 +66,7 @@ export const auditConfigSchema = strictObject({
     /** Sign a checkpoint once this many records were appended since the last one… */
     everyRecords: z.number().int().min(1).max(10_000_000).default(1000),
     /** …or this long after the last one, if anything was appended. */
-    interval: durationSchema.default(10_000),
+    interval: timerDurationSchema.default(10_000),
   }).default({ everyRecords: 1000, interval: 10_000 }),
   /**
    * The ops listener (plain HTTP, loopback by default): `/healthz`, `/readyz` and `/metrics`, open
@@ -93,7 +94,7 @@ export const auditConfigSchema = strictObject({
       .min(1024)
       .max(1024 * 1_048_576)
       .default(32 * 1_048_576),
-    sourceInterval: durationSchema.default(1000),
+    sourceInterval: timerDurationSchema.default(1000),
     /** Live tails (`GET /v1/events/stream`) one caller may hold open at once; past it, 429. */
     liveTails: z.number().int().min(1).max(1000).default(4),
   }).default({

@@ -11,6 +11,7 @@ import {
   parseConfigText,
   spiffeIdSchema,
   strictObject,
+  timerDurationSchema,
 } from '../../core/index.ts';
 
 const schema = strictObject({
@@ -114,4 +115,20 @@ test('a YAML alias bomb is refused rather than expanded', () => {
     code: 'ERR_CONFIG_INVALID',
     message: /bomb\.yaml: .*YAML/,
   });
+});
+
+test('a timer duration past what a Node timer keeps (24.8 days) is refused naming the key, not left to fire at once', () => {
+  const timers = strictObject({ budgets: strictObject({ headersTimeout: timerDurationSchema }) });
+  assert.equal(
+    parseConfigText('budgets: {headersTimeout: 24d}\n', 'x.yaml', timers).budgets.headersTimeout,
+    24 * 86_400_000,
+  );
+  assert.throws(
+    () => parseConfigText('budgets: {headersTimeout: 30d}\n', 'x.yaml', timers),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.ok(err.message.startsWith('x.yaml: budgets.headersTimeout: must be at most 24d'), err.message);
+      return true;
+    },
+  );
 });
