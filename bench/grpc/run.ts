@@ -3,8 +3,8 @@
 // inbound sidecar (mTLS with web's workload certificate, a bound token from a real STS, a policy
 // whose matching `grpc:` rule comes after 100 others, one audit event per call) — closed loop at a
 // fixed number of calls in flight, then open loop at a fixed rate. Usage: node bench/grpc/run.ts
-// [--duration 20s] [--rate-duration 15s] [--warmup 3s] [--concurrency 64] [--rate 1000]
-// [--connections 1] [--runs 1] [--from built|sources] [--record]. Prints `BENCH_GRPC {json}` last;
+// [--duration 20s] [--rate-duration 15s] [--warmup 3s] [--slice 1s] [--concurrency 64] [--rate 1000]
+// [--connections 1] [--client http2|grpc-js] [--runs 1] [--from built|sources] [--record]. Prints `BENCH_GRPC {json}` last;
 // with --record replaces the generated block of the gRPC section of bench/RESULTS.md.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -35,6 +35,8 @@ const { values: flags } = parseArgs({
     concurrency: { type: 'string', default: '64' },
     rate: { type: 'string', default: '1000' },
     connections: { type: 'string', default: '1' },
+    client: { type: 'string', default: 'http2' },
+    slice: { type: 'string', default: '1s' },
     rules: { type: 'string', default: '100' },
     runs: { type: 'string', default: '1' },
     from: { type: 'string', default: 'built' },
@@ -69,6 +71,11 @@ const runCount = integer('runs', 1, 20);
 const durationMs = duration('duration');
 const rateDurationMs = duration('rate-duration');
 const warmupMs = duration('warmup');
+const sliceMs = duration('slice');
+if (flags.client !== 'http2' && flags.client !== 'grpc-js') {
+  console.error(`--client must be http2 or grpc-js, got "${flags.client}"`);
+  process.exit(2);
+}
 if (flags.from !== 'built' && flags.from !== 'sources') {
   console.error(`--from must be built or sources, got "${flags.from}"`);
   process.exit(2);
@@ -121,19 +128,46 @@ interface Phase {
   maxms: number | null;
 }
 
-/** One load phase in its own process (the STS in this process stays responsive). */
-function load(opts: Record<string, unknown>): Promise<Phase> {
+/** A load generator's target: where, with which certificate and token. */
+interface LoadTarget {
+  name: string;
+  target: string;
+  tls?: { certFile: string; keyFile: string; caFile: string };
+  token?: string;
+}
+
+/** The load generator's own stalls while it measured (see loadgen.ts). */
+interface Stalls {
+  loopDelayP99ms: number;
+  loopDelayMaxms: number;
+  gcMs: number;
+  gcMaxMs: number;
+}
+
+/** One load phase in its own process (the STS in this process stays responsive); figures by target. */
+function load(opts: {
+  mode: 'closed' | 'rate';
+  durationMs: number;
+  targets: LoadTarget[];
+}): Promise<{ byTarget: Record<string, Phase>; loadgen: Stalls }> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       node,
-      [join(here, 'loadgen.ts'), JSON.stringify({ warmupMs, concurrency, rate, connections, ...opts })],
+      [
+        join(here, 'loadgen.ts'),
+        JSON.stringify({ warmupMs, concurrency, rate, connections, client: flags.client, sliceMs, ...opts }),
+      ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c));
     child.on('exit', (code) =>
       code === 0
-        ? resolve(JSON.parse(out.trim().split('\n').at(-1)!) as Phase)
+        ? resolve(
+            (({ loadgen, ...byTarget }) => ({ byTarget, loadgen }))(
+              JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, Phase> & { loadgen: Stalls },
+            ),
+          )
         : reject(new Error(`gRPC loadgen exited with ${code}`)),
     );
   });
@@ -256,6 +290,8 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
   interface RunResult extends Record<Target, Result> {
     run: number;
     order: Target[];
+    /** The load generator's stalls during the open loop. */
+    loadgen: Stalls;
     ratios: Record<string, number | null>;
     targets: Record<
       'noFailedCalls' | 'rateHeld' | 'throughputAtLeast05xNginx' | 'p99Within1msOfNginxAtRate',
@@ -267,34 +303,49 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
     const order: Target[] = [...TARGETS];
     if (runIndex % 2 === 1) order.reverse();
     const results = {} as Record<Target, Result>;
+    const partial = {} as Record<Target, Omit<Result, 'fixed'>>;
+    const tokens = {} as Record<Target, string>;
     for (const name of order) {
       const t = targets[name];
       // A fresh token per target (web's tokens live 5 minutes); direct gets it too and ignores it.
-      const tok = await token(sts.url, webCert, webKey);
+      tokens[name] = await token(sts.url, webCert, webKey);
       console.error(
         `[grpc bench] run ${runIndex + 1}: ${name}: closed loop, ${concurrency} in flight, ${durationMs / 1000}s`,
       );
       // CPU of the process(es) between client and app (for direct: the app itself), per call.
       const cpu0 = cpuSeconds(t.pids());
-      const throughput = await load({ target: t.target, tls: t.tls, token: tok, mode: 'closed', durationMs });
+      const throughput = (
+        await load({
+          mode: 'closed',
+          durationMs,
+          targets: [{ name, target: t.target, tls: t.tls, token: tokens[name] }],
+        })
+      ).byTarget[name]!;
       const calls = throughput.ok + throughput.statusErrors + throughput.badReplies;
       // The warm-up's calls are served too: counted at the measured rate.
       const cpuUsPerCall = Math.round(
         ((cpuSeconds(t.pids()) - cpu0) * 1e6) / Math.max(1, calls * (1 + warmupMs / durationMs)),
       );
-      console.error(
-        `[grpc bench] run ${runIndex + 1}: ${name}: open loop ${rate}/s, ${rateDurationMs / 1000}s`,
-      );
-      const fixed = await load({
-        target: t.target,
-        tls: t.tls,
-        token: tok,
-        mode: 'rate',
-        durationMs: rateDurationMs,
-      });
-      results[name] = { throughput, fixed, cpuUsPerCall };
-      console.error(`[grpc bench] ${name}: ${JSON.stringify(results[name])}`);
+      partial[name] = { throughput, cpuUsPerCall };
+      console.error(`[grpc bench] ${name}: ${JSON.stringify(partial[name])}`);
     }
+    // The open loop: the three targets in turn, a slice each, in one load generator, so that the
+    // machine's noisy moments fall on each alike.
+    console.error(
+      `[grpc bench] run ${runIndex + 1}: open loop ${rate}/s, ${rateDurationMs / 1000}s per target in ${sliceMs} ms slices (${order.join(', ')})`,
+    );
+    const fixed = await load({
+      mode: 'rate',
+      durationMs: rateDurationMs * order.length,
+      targets: order.map((name) => ({
+        name,
+        target: targets[name].target,
+        tls: targets[name].tls,
+        token: tokens[name],
+      })),
+    });
+    for (const name of order) results[name] = { ...partial[name], fixed: fixed.byTarget[name]! };
+    console.error(`[grpc bench] open loop: ${JSON.stringify(fixed)}`);
     const s = results.sidecar;
     const n = results.nginx;
     const clean = (p: Phase) => p.errors + p.statusErrors + p.badReplies === 0 && p.ok > 0;
@@ -304,6 +355,7 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
       run: runIndex + 1,
       order,
       ...results,
+      loadgen: fixed.loadgen,
       ratios: {
         sidecarToNginxThroughput: ratio(s.throughput.rps, n.throughput.rps),
         sidecarToDirectThroughput: ratio(s.throughput.rps, results.direct.throughput.rps),
@@ -331,12 +383,14 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
   const summary = {
     ...machineFacts(loadBefore, loadAfter),
     from: flags.from,
+    client: flags.client,
     concurrency,
     connections,
     durationS: durationMs / 1000,
     rate,
     rateDurationS: rateDurationMs / 1000,
     warmupS: warmupMs / 1000,
+    sliceMs,
     rules: ruleCount,
     targetsMetEveryRun,
     runs,
@@ -376,7 +430,7 @@ function renderResults(x: any): string {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one run
   const perRun = x.runs.map((r: any) =>
     [
-      `Run ${r.run} (${r.order.join(' → ')}): sidecar ÷ nginx throughput **${r.ratios.sidecarToNginxThroughput}** (≥ 0.5: ${yes(r.targets.throughputAtLeast05xNginx)}); p99 at ${x.rate}/s sidecar − nginx **${r.ratios.sidecarMinusNginxP99AtRateMs} ms** (≤ 1 ms: ${yes(r.targets.p99Within1msOfNginxAtRate)}); CPU per call sidecar ÷ nginx ${r.ratios.sidecarToNginxCpuPerCall}; sidecar ÷ direct ${r.ratios.sidecarToDirectThroughput}, nginx ÷ direct ${r.ratios.nginxToDirectThroughput}; rate held ${yes(r.targets.rateHeld)}; no failed calls ${yes(r.targets.noFailedCalls)}.`,
+      `Run ${r.run} (${r.order.join(' → ')}): sidecar ÷ nginx throughput **${r.ratios.sidecarToNginxThroughput}** (≥ 0.5: ${yes(r.targets.throughputAtLeast05xNginx)}); p99 at ${x.rate}/s sidecar − nginx **${r.ratios.sidecarMinusNginxP99AtRateMs} ms** (≤ 1 ms: ${yes(r.targets.p99Within1msOfNginxAtRate)}); CPU per call sidecar ÷ nginx ${r.ratios.sidecarToNginxCpuPerCall}; sidecar ÷ direct ${r.ratios.sidecarToDirectThroughput}, nginx ÷ direct ${r.ratios.nginxToDirectThroughput}; rate held ${yes(r.targets.rateHeld)}; no failed calls ${yes(r.targets.noFailedCalls)}. The load generator during the open loop: event-loop delay p99 ${r.loadgen.loopDelayP99ms} ms, max ${r.loadgen.loopDelayMaxms} ms; garbage collection ${r.loadgen.gcMs} ms in all, longest ${r.loadgen.gcMaxMs} ms.`,
       '',
       `| target | calls/s (closed loop) | p50 ms | p99 ms | failed | proxy CPU µs/call | calls/s (${x.rate}/s) | p50 ms @rate | p99 ms @rate | failed @rate |`,
       '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
@@ -385,12 +439,12 @@ function renderResults(x: any): string {
       row('sidecar (mTLS + token + policy + audit)', r.sidecar),
     ].join('\n'),
   );
-  return `Command: \`node bench/grpc/run.ts --runs ${x.runs.length} --from ${x.from} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --warmup ${x.warmupS}s --concurrency ${x.concurrency} --rate ${x.rate} --connections ${x.connections} --rules ${x.rules} --record\`
+  return `Command: \`node bench/grpc/run.ts --runs ${x.runs.length} --from ${x.from} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --warmup ${x.warmupS}s --slice ${x.sliceMs}ms --concurrency ${x.concurrency} --rate ${x.rate} --connections ${x.connections} --client ${x.client} --rules ${x.rules} --record\`
 
 - Date: ${x.date}; Node ${x.node}; nproc ${x.nproc}; memory ${x.memGb} GiB (free ${x.freeGb} GiB)
 - Load average (1/5/15 min) before: ${x.load.before.join(' / ')}; after: ${x.load.after.join(' / ')}
-- One machine: the grpc-js load generator, the grpc-js app, nginx, the sidecar and the STS share its ${x.nproc} cores.
-- Calls: unary \`${GET_PATH}\`, 22-byte request, 128-byte reply checked by the client; @grpc/grpc-js client and server, raw Buffer messages. ${x.connections} HTTP/2 connection(s) per load generator. Closed loop: ${x.concurrency} calls in flight for ${x.durationS} s after a ${x.warmupS} s warm-up; open loop: ${x.rate} calls/s for ${x.rateDurationS} s. "proxy CPU µs/call": user+system CPU from /proc of the process(es) between client and app over the closed loop (for direct: the app itself) divided by calls.
+- One machine: the load generator, the grpc-js app, nginx, the sidecar and the STS share its ${x.nproc} cores.
+- Calls: unary \`${GET_PATH}\`, 22-byte request, 128-byte reply checked by the client; the client ${x.client === 'http2' ? "gRPC framing over node:http2 (reply message and trailers' grpc-status checked)" : '@grpc/grpc-js'}, the server @grpc/grpc-js, raw Buffer messages. ${x.connections} HTTP/2 connection(s) per load generator. Closed loop: ${x.concurrency} calls in flight for ${x.durationS} s after a ${x.warmupS} s warm-up, one target after the other; open loop: ${x.rate} calls/s for ${x.rateDurationS} s per target, the three targets in turn in ${x.sliceMs} ms slices from one load generator (the same minutes for each). "proxy CPU µs/call": user+system CPU from /proc of the process(es) between client and app over the closed loop (for direct: the app itself) divided by calls.
 - nginx: Debian nginx, HTTP/2 over TLS 1.3, \`ssl_verify_client on\`, \`grpc_pass grpc://\` to a keep-alive upstream, \`worker_processes 1\`; no token, no policy. Sidecar (${x.from}): \`app: h2c://\`, peer check, bearer token from a real STS (ES256) bound to web's certificate, a ${x.rules + 1}-rule policy whose matching \`grpc:\` rule is last, one audit event per call (validated and batched in process).
 - Issue 17's targets: throughput ≥ 0.5× nginx; p99 at ${x.rate} calls/s within 1 ms of nginx's. Met in every run: ${JSON.stringify(x.targetsMetEveryRun)}
 
