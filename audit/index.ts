@@ -92,6 +92,7 @@ export { createCollectorApi } from './client/api.ts';
 export type {
   CollectorApi,
   CollectorApiOptions,
+  CollectorSources,
   CollectorStatus,
   EventsPage,
   InclusionBundle,
