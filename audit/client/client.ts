@@ -179,6 +179,8 @@ class Client implements AuditClient {
   #reportTriedAt = -Infinity;
   #reportTimer: NodeJS.Timeout | undefined;
   #reporting: Promise<void> | undefined;
+  /** Aborts a report in flight when the client closes: a report never holds a shutdown. */
+  readonly #reportAbort = new AbortController();
   /** Epoch ms of the oldest undelivered event, as the last batch built showed it. */
   #oldestTime: number | undefined;
   /** The collector answered a report with 404 (a collector older than reports): said once. */
@@ -330,6 +332,8 @@ class Client implements AuditClient {
   close(): Promise<void> {
     this.#closingDone ??= (async () => {
       this.#closing = true;
+      clearTimeout(this.#reportTimer);
+      this.#reportAbort.abort();
       this.#closeDeadline = monotonicNow() + (this.#o.closeDeliveryMs ?? 5_000);
       await this.#writeAll().catch(() => {});
       this.#wake?.();
@@ -337,7 +341,6 @@ class Client implements AuditClient {
       this.#closed = true;
       clearTimeout(this.#windowTimer);
       clearTimeout(this.#syncTimer);
-      clearTimeout(this.#reportTimer);
       await this.#reporting;
       if (this.#spool)
         await this.#spool.close().catch((err: unknown) => this.#logger.error({ err }, 'spool close failed'));
@@ -735,12 +738,14 @@ class Client implements AuditClient {
    * simply never shows this source's spool.
    */
   async #sendReport(): Promise<void> {
+    if (this.#closing || this.#closed) return;
     if (monotonicNow() - this.#reportedAt < this.#reportIntervalMs * 0.9) return;
     this.#reportTriedAt = monotonicNow();
     try {
       const res = await request(this.#reportEndpoint, {
         method: 'POST',
         dispatcher: this.#agent,
+        signal: this.#reportAbort.signal,
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(this.#report()),
         headersTimeout: this.#o.requestTimeoutMs ?? 10_000,

@@ -34,7 +34,10 @@ interface Seen {
 type Answer = { status: number; headers?: Record<string, string>; body?: unknown };
 
 /** A real mTLS server with the collector's certificate that records each POST and answers with `answer`. */
-async function recordingServer(answer: (seen: Seen, all: Seen[]) => Answer) {
+async function recordingServer(
+  answer: (seen: Seen, all: Seen[]) => Answer,
+  options: { holdReports?: boolean } = {},
+) {
   const seen: Seen[] = [];
   /** Spool reports sent on their own (`POST /v1/sources/report`), parsed. */
   const reports: Record<string, unknown>[] = [];
@@ -47,6 +50,7 @@ async function recordingServer(answer: (seen: Seen, all: Seen[]) => Answer) {
       req.on('end', () => {
         if (req.url === '/v1/sources/report') {
           reports.push(JSON.parse(Buffer.concat(chunks).toString()) as Record<string, unknown>);
+          if (options.holdReports) return; // a collector that never answers
           res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
           return;
         }
@@ -70,7 +74,11 @@ async function recordingServer(answer: (seen: Seen, all: Seen[]) => Answer) {
     url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
     seen,
     reports,
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 }
 
@@ -428,6 +436,22 @@ test('client: each batch carries its spool report (what stays behind it, the age
       { pending: idle.pending, oldest: idle.oldestPendingMs, state: idle.state },
       { pending: 0, oldest: 0, state: 'idle' },
     );
+  } finally {
+    await client.close();
+    await server.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: a spool report the collector never answers does not hold close()', async () => {
+  const tmp = tempDir();
+  const server = await recordingServer(() => ({ status: 200 }), { holdReports: true });
+  const client = createAuditClient(options(server.url, join(tmp.dir, 'spool'), { reportIntervalMs: 1000 }));
+  try {
+    await until(() => server.reports.length === 1); // sent at start, and held
+    const start = Date.now();
+    await client.close();
+    assert.ok(Date.now() - start < 1000, `close took ${Date.now() - start} ms`);
   } finally {
     await client.close();
     await server.close();
