@@ -185,6 +185,8 @@ class Client implements AuditClient {
   #oldestTime: number | undefined;
   /** The collector answered a report with 404 (a collector older than reports): said once. */
   #reportsUnsupportedSaid = false;
+  /** The collector ignored a batch's report (`Portcullis-Spool-Refused`): said once. */
+  #reportRefusedSaid = false;
   readonly #batchSize: number;
   readonly #queueMax: number;
   readonly #windowEvents: number;
@@ -657,11 +659,13 @@ class Client implements AuditClient {
       this.#failing = false;
       this.#backoff = this.#o.retryMinMs ?? 100;
       this.#reportedAt = monotonicNow();
-      if (headers['portcullis-spool-refused'] !== undefined)
+      if (headers['portcullis-spool-refused'] !== undefined && !this.#reportRefusedSaid) {
+        this.#reportRefusedSaid = true;
         this.#logger.warn(
           { reason: String(headers['portcullis-spool-refused']).slice(0, 200) },
-          'the collector ignored the spool report of a batch (the events were stored)',
+          'the collector ignored the spool report of a batch (the events were stored; said once)',
         );
+      }
       return { kind: 'ok', replayed: headers['idempotent-replayed'] === 'true' };
     }
     let code = '';

@@ -391,11 +391,10 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
         `${source} may report for itself only, not for ${String(claimed).slice(0, 256)}`,
       );
     }
-    const unknown = Object.keys(rest).find((k) => !(SPOOL_REPORT_FIELDS as string[]).includes(k));
-    if (unknown !== undefined)
-      throw new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', `unknown field "${unknown.slice(0, 64)}"`);
     let report: SpoolReport;
     try {
+      const unknown = Object.keys(rest).find((k) => !(SPOOL_REPORT_FIELDS as string[]).includes(k));
+      if (unknown !== undefined) throw new SpoolReportError(`unknown field "${unknown.slice(0, 64)}"`);
       report = checkSpoolReport(rest);
     } catch (err) {
       deps.metrics?.spoolReportsRefused.inc();
