@@ -74,12 +74,25 @@ export type { CollectorDeps, CollectorPeerVerifier } from './collector/app.ts';
 export { startCollector } from './collector/start.ts';
 export type { CollectorOverrides, RunningCollector } from './collector/start.ts';
 export { createAuditClient } from './client/client.ts';
+export {
+  DEFAULT_REPORT_INTERVAL_MS,
+  SPOOL_REPORT_HEADER,
+  SPOOL_STATES,
+  SpoolReportError,
+  checkSpoolReport,
+  formatSpoolReport,
+  parseSpoolReport,
+} from './spool-report.ts';
+export type { SpoolReport, SpoolState } from './spool-report.ts';
+export { SourceRegistry, STALE_AFTER_INTERVALS } from './collector/sources.ts';
+export type { SourceView } from './collector/sources.ts';
 export type { AuditClient, AuditClientMetrics, AuditClientOptions } from './client/client.ts';
 export { Spool } from './client/spool.ts';
 export { createCollectorApi } from './client/api.ts';
 export type {
   CollectorApi,
   CollectorApiOptions,
+  CollectorSources,
   CollectorStatus,
   EventsPage,
   InclusionBundle,

@@ -206,9 +206,71 @@ function flatten(prefix, value, out) {
   return out;
 }
 
+/** A duration in ms as the largest whole unit: 850 ms, 12 s, 4 min, 3 h, 2 d. */
+function age(ms) {
+  if (ms < 1000) return `${ms} ms`;
+  for (const [unit, size] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['min', 60_000],
+  ])
+    if (ms >= size) return `${Math.floor(ms / size)} ${unit}`;
+  return `${Math.floor(ms / 1000)} s`;
+}
+
+/** What is wrong with a source, worst first; empty when it is healthy. */
+function sourceProblems(s) {
+  const problems = [];
+  if (s.stale) problems.push('stale');
+  if (s.report?.missing > 0) problems.push(`${s.report.missing} missing`);
+  if (s.report?.lost > 0) problems.push(`${s.report.lost} lost`);
+  if (s.backlogGrowing) problems.push('backlog growing');
+  if (s.report && ['retrying', 'full', 'unwritable'].includes(s.report.state))
+    problems.push(`spool ${s.report.state}`);
+  return problems;
+}
+
+/** The audit clients' spools, as the collector's GET /v1/sources has them (decision 0096). */
+async function loadSources() {
+  const body = $('#sources tbody');
+  const note = $('#sources-note');
+  try {
+    const r = await api('/api/sources');
+    body.replaceChildren();
+    for (const s of r.sources) {
+      const row = body.insertRow();
+      row.dataset.source = s.source;
+      const problems = sourceProblems(s);
+      if (problems.length) row.className = 'attention';
+      cell(row, shortId(s.source)).title = s.source;
+      cell(
+        row,
+        `${new Date(s.lastSeen).toLocaleTimeString()} (${age(Math.max(0, Date.now() - Date.parse(s.lastSeen)))} ago)`,
+      ).title = s.lastSeen;
+      const rep = s.report;
+      cell(row, rep ? String(rep.pending) : '–', `num${s.backlogGrowing ? ' bad' : ''}`);
+      cell(row, rep && rep.pending > 0 ? age(rep.oldestPendingMs) : '–', 'num');
+      cell(row, rep ? String(rep.missing) : '–', `num${rep?.missing > 0 ? ' bad' : ''}`);
+      cell(row, rep ? String(rep.lost) : '–', `num${rep?.lost > 0 ? ' bad' : ''}`);
+      cell(row, rep ? rep.state : 'no reports (older client)', rep ? '' : 'muted');
+      cell(row, problems.length ? problems.join(', ') : 'ok', problems.length ? 'bad' : 'ok');
+    }
+    const stale = r.sources.filter((s) => s.stale).length;
+    note.textContent = r.sources.length
+      ? `${r.sources.length} source(s) heard from since the collector started${stale ? `, ${stale} stale` : ''}; stale after ${r.staleAfterIntervals} report intervals without a word${r.dropped ? `; ${r.dropped} forgotten past the collector's limit` : ''}.`
+      : 'No audit client has reported since the collector started.';
+    return stale;
+  } catch (err) {
+    body.replaceChildren();
+    note.textContent = `spools: ${err.message}`;
+    return 0;
+  }
+}
+
 async function loadIntegrity() {
   showError('');
   const list = $('#integrity');
+  const sources = loadSources();
   try {
     const r = await api('/api/integrity');
     list.replaceChildren();
@@ -231,7 +293,11 @@ async function loadIntegrity() {
       const bad = (name.endsWith('.ok') || name.endsWith('ready')) && value === 'false';
       fact(list, name, value, bad ? 'bad' : '');
     }
-    $('#health').textContent = r.status?.chain?.ok === false ? 'chain BROKEN' : `log size ${c.size}`;
+    const stale = await sources;
+    $('#health').textContent =
+      r.status?.chain?.ok === false
+        ? 'chain BROKEN'
+        : `log size ${c.size}${stale ? `, ${stale} audit source(s) stale` : ''}`;
   } catch (err) {
     showError(`integrity: ${err.message}`);
   }

@@ -3,6 +3,17 @@ import { createCollectorReadClient, readAll, refused } from './read-client.ts';
 import type { AuditRecord } from '../record.ts';
 import { toRecord } from '../record.ts';
 import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
+import type { SourceView } from '../collector/sources.ts';
+
+/** What `GET /v1/sources` answers: every source heard from since the collector started. */
+export interface CollectorSources {
+  readonly staleAfterIntervals: number;
+  readonly defaultIntervalMs: number;
+  /** Sources forgotten past the collector's `limits.sources`. */
+  readonly dropped: number;
+  /** Most recently heard from first. */
+  readonly sources: readonly SourceView[];
+}
 
 /** A page of `GET /v1/events`: `next` is the cursor of the following page (null at the end). */
 export interface EventsPage {
@@ -63,6 +74,8 @@ export interface CollectorApi {
   ): AsyncIterable<AuditRecord>;
   /** `GET /v1/status`. */
   status(): Promise<CollectorStatus>;
+  /** `GET /v1/sources`: the audit clients heard from and their spool reports. */
+  sources(): Promise<CollectorSources>;
   /** `GET /v1/checkpoints/latest`: the signed note, unverified. */
   latestCheckpoint(): Promise<string>;
   inclusion(seq: number, size: number): Promise<InclusionBundle>;
@@ -136,6 +149,7 @@ export function createCollectorApi(options: CollectorApiOptions): CollectorApi {
       }
     },
     status: () => reader.json<CollectorStatus>('/v1/status'),
+    sources: () => reader.json<CollectorSources>('/v1/sources'),
     latestCheckpoint: () => reader.text('/v1/checkpoints/latest'),
     async inclusion(seq, size) {
       const body = await reader.json<InclusionBundle>(`/v1/proofs/inclusion?seq=${seq}&size=${size}`);

@@ -9,6 +9,14 @@ import type { AuditEvent, AuditSink, Logger } from '../../core/index.ts';
 import { AuditSpoolError } from '../errors.ts';
 import { RESERVED_EVENT_TYPE } from '../record.ts';
 import { Spool } from './spool.ts';
+import {
+  DEFAULT_REPORT_INTERVAL_MS,
+  REPORT_INTERVAL_MAX_MS,
+  REPORT_INTERVAL_MIN_MS,
+  SPOOL_REPORT_HEADER,
+  formatSpoolReport,
+} from '../spool-report.ts';
+import type { SpoolReport, SpoolState } from '../spool-report.ts';
 import type { SpoolBatch } from './spool.ts';
 
 /** Options of {@link createAuditClient}; the STS and the sidecar fill them from their own config. */
@@ -57,6 +65,12 @@ export interface AuditClientOptions {
    * holds a shutdown past its drain budget.
    */
   readonly closeDeliveryMs?: number;
+  /**
+   * How often the client tells the collector about its spool when no batch carried a report
+   * (`POST /v1/sources/report`; default 30 s, at least 1 s): an idle source still shows as alive,
+   * and the collector calls a source stale after 3 intervals without a word (decision 0096).
+   */
+  readonly reportIntervalMs?: number;
   /** Allowance on the collector certificate's validity (the part's `tls.clockSkew`; default 60 s). */
   readonly clockSkewMs?: number;
   /** How often the certificate files are checked for a renewal, when the client watches them (default 5 s). */
@@ -126,6 +140,14 @@ export function createAuditClient(options: AuditClientOptions): AuditClient {
     throw new TypeError('"lossWindow.events" must be a positive integer');
   if (w?.ms !== undefined && (!Number.isFinite(w.ms) || w.ms < 0))
     throw new TypeError('"lossWindow.ms" must be a number of milliseconds');
+  const r = options.reportIntervalMs;
+  if (
+    r !== undefined &&
+    (!Number.isSafeInteger(r) || r < REPORT_INTERVAL_MIN_MS || r > REPORT_INTERVAL_MAX_MS)
+  )
+    throw new TypeError(
+      `"reportIntervalMs" must be an integer from ${REPORT_INTERVAL_MIN_MS} to ${REPORT_INTERVAL_MAX_MS}`,
+    );
   const b = options.batchIntervalMs;
   if (b !== undefined && (!Number.isFinite(b) || b < 0))
     throw new TypeError('"batchIntervalMs" must be a number of milliseconds');
@@ -150,6 +172,21 @@ class Client implements AuditClient {
   readonly #tls: TlsWatcher;
   readonly #ownsTls: boolean;
   readonly #endpoint: string;
+  readonly #reportEndpoint: string;
+  readonly #reportIntervalMs: number;
+  /** When the collector last took a report (monotonic), and when one was last tried. */
+  #reportedAt = -Infinity;
+  #reportTriedAt = -Infinity;
+  #reportTimer: NodeJS.Timeout | undefined;
+  #reporting: Promise<void> | undefined;
+  /** Aborts a report in flight when the client closes: a report never holds a shutdown. */
+  readonly #reportAbort = new AbortController();
+  /** Epoch ms of the oldest undelivered event, as the last batch built showed it. */
+  #oldestTime: number | undefined;
+  /** The collector answered a report with 404 (a collector older than reports): said once. */
+  #reportsUnsupportedSaid = false;
+  /** The collector ignored a batch's report (`Portcullis-Spool-Refused`): said once. */
+  #reportRefusedSaid = false;
   readonly #batchSize: number;
   readonly #queueMax: number;
   readonly #windowEvents: number;
@@ -198,6 +235,8 @@ class Client implements AuditClient {
     this.#windowMs = o.lossWindow?.ms ?? o.batchIntervalMs ?? 200;
     this.#backoff = o.retryMinMs ?? 100;
     this.#endpoint = new URL('/v1/events', o.url).href;
+    this.#reportEndpoint = new URL('/v1/sources/report', o.url).href;
+    this.#reportIntervalMs = o.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS;
     // A renewed certificate is picked up without a restart: new connections use the new leaf.
     this.#ownsTls = !('current' in o.tls);
     this.#tls =
@@ -295,6 +334,8 @@ class Client implements AuditClient {
   close(): Promise<void> {
     this.#closingDone ??= (async () => {
       this.#closing = true;
+      clearTimeout(this.#reportTimer);
+      this.#reportAbort.abort();
       this.#closeDeadline = monotonicNow() + (this.#o.closeDeliveryMs ?? 5_000);
       await this.#writeAll().catch(() => {});
       this.#wake?.();
@@ -302,6 +343,7 @@ class Client implements AuditClient {
       this.#closed = true;
       clearTimeout(this.#windowTimer);
       clearTimeout(this.#syncTimer);
+      await this.#reporting;
       if (this.#spool)
         await this.#spool.close().catch((err: unknown) => this.#logger.error({ err }, 'spool close failed'));
       if (this.#ownsTls) this.#tls.close();
@@ -535,6 +577,7 @@ class Client implements AuditClient {
 
   async #run(): Promise<void> {
     const spool = await this.#ready;
+    this.#scheduleReport();
     for (;;) {
       if (this.#shipIdle()) this.#releaseIdle();
       if (spool.depth === 0) {
@@ -591,11 +634,16 @@ class Client implements AuditClient {
     let status: number;
     let text: string;
     let headers: Record<string, string | string[] | undefined>;
+    if (batch.firstTime !== undefined) this.#oldestTime = batch.firstTime;
     try {
       const res = await request(this.#endpoint, {
         method: 'POST',
         dispatcher: this.#agent,
-        headers: { 'content-type': 'application/json', 'idempotency-key': batch.key },
+        headers: {
+          'content-type': 'application/json',
+          'idempotency-key': batch.key,
+          [SPOOL_REPORT_HEADER]: formatSpoolReport(this.#report(batch)),
+        },
         body: batch.body,
         headersTimeout: this.#o.requestTimeoutMs ?? 10_000,
         bodyTimeout: this.#o.requestTimeoutMs ?? 10_000,
@@ -610,6 +658,14 @@ class Client implements AuditClient {
     if (status === 200) {
       this.#failing = false;
       this.#backoff = this.#o.retryMinMs ?? 100;
+      this.#reportedAt = monotonicNow();
+      if (headers['portcullis-spool-refused'] !== undefined && !this.#reportRefusedSaid) {
+        this.#reportRefusedSaid = true;
+        this.#logger.warn(
+          { reason: String(headers['portcullis-spool-refused']).slice(0, 200) },
+          'the collector ignored the spool report of a batch (the events were stored; said once)',
+        );
+      }
       return { kind: 'ok', replayed: headers['idempotent-replayed'] === 'true' };
     }
     let code = '';
@@ -628,6 +684,91 @@ class Client implements AuditClient {
     this.#warn(`collector answered ${status}: ${text.slice(0, 200)}`);
     const after = retryAfterMs(headers['retry-after']);
     return after === undefined ? { kind: 'retry' } : { kind: 'retry', afterMs: after };
+  }
+
+  // ---- the spool report (decision 0096) ------------------------------------------------------
+
+  /**
+   * What the collector is told about the spool. With a batch: `pending` is what stays behind it
+   * once it is stored, `oldestPendingMs` the age of its first event while anything stays behind
+   * (0 otherwise), and the state that of a delivery that got through. Without: the whole spool.
+   */
+  #report(batch?: SpoolBatch): SpoolReport {
+    const spool = this.#spool;
+    const depth = spool?.depth ?? 0;
+    const pending = batch ? Math.max(0, depth - batch.count) : depth;
+    if (depth === 0) this.#oldestTime = undefined;
+    const oldest =
+      pending > 0 && this.#oldestTime !== undefined
+        ? Math.max(0, Math.round(Date.now() - this.#oldestTime))
+        : 0;
+    let state: SpoolState;
+    if (this.#writeFailedAt !== undefined) state = 'unwritable';
+    else if (this.#spoolFull) state = 'full';
+    else if (!batch && this.#failing) state = 'retrying';
+    else state = pending > 0 ? 'delivering' : 'idle';
+    return {
+      pending,
+      pendingBytes: spool?.bytes ?? 0,
+      oldestPendingMs: oldest,
+      missing: spool?.missing ?? 0,
+      lost: this.#lost,
+      state,
+      intervalMs: this.#reportIntervalMs,
+    };
+  }
+
+  /** Arms the next report for one interval after the last one taken (or tried). */
+  #scheduleReport(): void {
+    clearTimeout(this.#reportTimer);
+    if (this.#closing || this.#closed) return;
+    const last = Math.max(this.#reportedAt, this.#reportTriedAt);
+    const wait = Number.isFinite(last) ? last + this.#reportIntervalMs - monotonicNow() : 0;
+    this.#reportTimer = setTimeout(
+      () => {
+        this.#reporting = this.#sendReport().finally(() => {
+          this.#reporting = undefined;
+          this.#scheduleReport();
+        });
+      },
+      Math.max(0, wait),
+    );
+    this.#reportTimer.unref();
+  }
+
+  /**
+   * Sends the spool report on its own, unless a batch carried one within the interval. A report
+   * that fails changes nothing else: delivery has its own retries, and an old collector (404)
+   * simply never shows this source's spool.
+   */
+  async #sendReport(): Promise<void> {
+    if (this.#closing || this.#closed) return;
+    if (monotonicNow() - this.#reportedAt < this.#reportIntervalMs * 0.9) return;
+    this.#reportTriedAt = monotonicNow();
+    try {
+      const res = await request(this.#reportEndpoint, {
+        method: 'POST',
+        dispatcher: this.#agent,
+        signal: this.#reportAbort.signal,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(this.#report()),
+        headersTimeout: this.#o.requestTimeoutMs ?? 10_000,
+        bodyTimeout: this.#o.requestTimeoutMs ?? 10_000,
+      });
+      const text = await res.body.text();
+      if (res.statusCode === 200) this.#reportedAt = monotonicNow();
+      else if (res.statusCode === 404) {
+        if (!this.#reportsUnsupportedSaid)
+          this.#logger.info({ url: this.#o.url }, 'the collector takes no spool reports (an older version)');
+        this.#reportsUnsupportedSaid = true;
+      } else
+        this.#logger.debug(
+          { status: res.statusCode, body: text.slice(0, 200) },
+          'spool report not taken by the collector',
+        );
+    } catch (err) {
+      this.#logger.debug({ err: (err as Error).message }, 'spool report not sent');
+    }
   }
 
   #warn(why: string): void {

@@ -5,6 +5,7 @@ import {
   resolveConfigPath,
   spiffeIdSchema,
   strictObject,
+  timerDurationSchema,
 } from '../../core/index.ts';
 import type { AuditSink, Logger } from '../../core/index.ts';
 import { createAuditClient } from './client.ts';
@@ -40,6 +41,13 @@ export const auditSinkConfigSchema = strictObject({
     events: z.number().int().min(1).max(1_000_000).default(1_000),
     ms: z.number().int().min(0).max(60_000).default(200),
   }).default({ events: 1_000, ms: 200 }),
+  /**
+   * How often the client reports its spool to the collector when no batch carried a report
+   * (`30s`; at least 1 s). The collector calls a source stale after 3 of these (decision 0096).
+   */
+  reportInterval: timerDurationSchema
+    .refine((ms) => ms >= 1000, { message: 'must be at least 1s' })
+    .default(30_000),
 })
   .superRefine((c, ctx) => {
     if (c.sink !== 'collector') return;
@@ -53,6 +61,7 @@ export const auditSinkConfigSchema = strictObject({
     spoolMaxBytes: 64 * 1024 * 1024,
     failMode: 'open',
     lossWindow: { events: 1_000, ms: 200 },
+    reportInterval: 30_000,
   });
 
 /** Parsed `audit:` section. */
@@ -92,6 +101,7 @@ export function createAuditSink(
         spoolMaxBytes: config.spoolMaxBytes,
         failMode: config.failMode,
         lossWindow: config.lossWindow,
+        reportIntervalMs: config.reportInterval,
         logger: deps.logger,
         ...(deps.metricsRegistry ? { metricsRegistry: deps.metricsRegistry } : {}),
         ...(deps.clockSkewMs !== undefined ? { clockSkewMs: deps.clockSkewMs } : {}),

@@ -33,6 +33,8 @@ export interface SpoolBatch {
   readonly count: number;
   /** `{"events":[…]}`, built from the spooled lines as written. */
   readonly body: string;
+  /** Epoch ms of the first event's `time` (the oldest event not yet delivered); undefined for a junk line. */
+  readonly firstTime?: number;
 }
 
 /** What the previous process using this directory left behind (see {@link Spool.begin}). */
@@ -389,11 +391,13 @@ export class Spool {
   }
 
   #make(first: number, lines: readonly string[]): SpoolBatch {
+    const firstTime = eventTime(lines[0]);
     return {
       key: `${this.#id}:${first}`,
       first,
       count: lines.length,
       body: `{"events":[${lines.join(',')}]}`,
+      ...(firstTime !== undefined ? { firstTime } : {}),
     };
   }
 
@@ -638,5 +642,17 @@ async function syncDir(dir: string): Promise<void> {
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/** Epoch ms of a spooled line's `time`, or undefined when the line is not an event with one. */
+function eventTime(line: string | undefined): number | undefined {
+  if (line === undefined) return undefined;
+  try {
+    const time = (JSON.parse(line) as { time?: unknown }).time;
+    const ms = typeof time === 'string' ? Date.parse(time) : NaN;
+    return Number.isFinite(ms) ? ms : undefined;
+  } catch {
+    return undefined;
   }
 }

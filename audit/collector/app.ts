@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { fastifySwagger } from '@fastify/swagger';
 import Fastify, { LogController } from 'fastify';
-import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   PortcullisError,
   describeClientError,
@@ -23,6 +23,16 @@ import type { AuditErrorCode } from '../errors.ts';
 import type { AuditLog } from './log.ts';
 import type { CollectorMetrics } from './metrics.ts';
 import { registerQueryRoutes } from './query-routes.ts';
+import { SourceRegistry } from './sources.ts';
+import {
+  DEFAULT_REPORT_INTERVAL_MS,
+  SPOOL_REPORT_FIELDS,
+  SPOOL_REPORT_HEADER,
+  SpoolReportError,
+  checkSpoolReport,
+  parseSpoolReport,
+} from '../spool-report.ts';
+import type { SpoolReport } from '../spool-report.ts';
 
 /** The peer check the collector needs: ca/'s `createPeerVerifier(...)` result satisfies it. */
 export interface CollectorPeerVerifier {
@@ -50,6 +60,8 @@ export interface CollectorDeps {
     readonly sourceInterval?: number;
     /** Live tails one caller may hold open at once (default 4). */
     readonly liveTails?: number;
+    /** Sources whose spool reports are kept in memory (default 10,000; the least recently heard from goes first). */
+    readonly sources?: number;
   };
   /** Called after each durable append (the checkpoint policy listens here). */
   readonly onAppended?: (count: number) => void;
@@ -102,6 +114,14 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
   const inFlight = new Set<string>();
   /** Bytes each source posted in the current interval (fixed windows). */
   let window = { start: deps.clock().getTime(), spent: new Map<string, number>() };
+  /** Every source heard from since start, with its latest spool report (GET /v1/sources). */
+  const sources = new SourceRegistry({
+    max: limits.sources ?? 10_000,
+    defaultIntervalMs: DEFAULT_REPORT_INTERVAL_MS,
+    clock: deps.clock,
+  });
+  /** Sources already warned about a spool report header the collector could not read (once each). */
+  const badReportWarned = new Set<string>();
 
   const app = Fastify({
     ...(deps.tls ? { https: deps.tls } : {}),
@@ -288,9 +308,11 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
     const source = workload.spiffeId.uri;
     const key = idempotencyKey(req.headers['idempotency-key']);
     const events = parseBatch(req.body, limits.batchEvents, source);
+    const report = batchReport(source, req.headers[SPOOL_REPORT_HEADER], reply);
     if (key === undefined) {
       const records = await log.append(events);
       appended(records.length);
+      sources.sawBatch(source, events.length, report);
       return { accepted: records.length, firstSeq: records[0]!.seq, lastSeq: records.at(-1)!.seq };
     }
     const bodyHash = bodyHashes.get(req.raw)!;
@@ -315,21 +337,77 @@ export function buildCollectorApp(deps: CollectorDeps): FastifyInstance {
             'this Idempotency-Key was used for a different batch',
           );
         metrics?.replays.inc();
+        sources.sawBatch(source, events.length, report);
         void reply.header('idempotent-replayed', 'true');
         const { firstSeq, lastSeq } = outcome.replay;
         return { accepted: lastSeq - firstSeq + 1, firstSeq, lastSeq };
       }
       const records = outcome.records!;
       appended(records.length);
+      sources.sawBatch(source, events.length, report);
       return { accepted: records.length, firstSeq: records[0]!.seq, lastSeq: records.at(-1)!.seq };
     } finally {
       inFlight.delete(id);
     }
   });
 
+  /**
+   * The spool report a batch carries, if any. One the collector cannot read is ignored, never a
+   * reason to refuse the events (a report is advice; the events are the record): logged once per
+   * source and answered with a `portcullis-spool-refused` header naming the problem.
+   */
+  function batchReport(
+    source: string,
+    header: string | string[] | undefined,
+    reply: FastifyReply,
+  ): SpoolReport | undefined {
+    if (header === undefined) return undefined;
+    try {
+      return parseSpoolReport(header);
+    } catch (err) {
+      if (!(err instanceof SpoolReportError)) throw err;
+      deps.metrics?.spoolReportsRefused.inc();
+      void reply.header('portcullis-spool-refused', err.message.slice(0, 200));
+      if (!badReportWarned.has(source) && badReportWarned.size < 10_000) {
+        badReportWarned.add(source);
+        deps.logger.warn({ source, reason: err.message }, 'spool report ignored (events accepted)');
+      }
+      return undefined;
+    }
+  }
+
+  // A client's spool report when it has no batch to carry it (decision 0096): a source reports
+  // for itself only, as its verified certificate names it.
+  app.post('/v1/sources/report', { config: { doc: D.postSourceReport }, bodyLimit: 4096 }, async (req) => {
+    const source = callers.get(req.raw)!.spiffeId.uri;
+    const body = req.body;
+    if (body === null || typeof body !== 'object' || Array.isArray(body))
+      throw new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', 'body must be a spool report object');
+    const { source: claimed, ...rest } = body as Record<string, unknown>;
+    if (claimed !== undefined && claimed !== source) {
+      deps.metrics?.spoolReportsRefused.inc();
+      throw new CollectorRequestError(
+        'ERR_AUDIT_FORBIDDEN',
+        `${source} may report for itself only, not for ${String(claimed).slice(0, 256)}`,
+      );
+    }
+    let report: SpoolReport;
+    try {
+      const unknown = Object.keys(rest).find((k) => !(SPOOL_REPORT_FIELDS as string[]).includes(k));
+      if (unknown !== undefined) throw new SpoolReportError(`unknown field "${unknown.slice(0, 64)}"`);
+      report = checkSpoolReport(rest);
+    } catch (err) {
+      deps.metrics?.spoolReportsRefused.inc();
+      throw new CollectorRequestError('ERR_AUDIT_BAD_REQUEST', (err as Error).message);
+    }
+    sources.sawReport(source, report);
+    return { source, receivedAt: deps.clock().toISOString() };
+  });
+
   // Pages, aggregates, the live tail and the status (docs/audit.md § Query API).
   const tails = registerQueryRoutes(app, {
     log,
+    sources,
     clock: deps.clock,
     maxRecords: limits.queryRecords,
     streamsPerCaller: limits.liveTails ?? 4,

@@ -97,6 +97,8 @@ export const auditConfigSchema = strictObject({
     sourceInterval: timerDurationSchema.default(1000),
     /** Live tails (`GET /v1/events/stream`) one caller may hold open at once; past it, 429. */
     liveTails: z.number().int().min(1).max(1000).default(4),
+    /** Sources whose latest spool report is kept in memory (`GET /v1/sources`); the least recently heard from goes first. */
+    sources: z.number().int().min(1).max(1_000_000).default(10_000),
   }).default({
     bodyBytes: 1_048_576,
     batchEvents: 1000,
@@ -104,6 +106,7 @@ export const auditConfigSchema = strictObject({
     sourceBytes: 32 * 1_048_576,
     sourceInterval: 1000,
     liveTails: 4,
+    sources: 10_000,
   }),
   /** File store only: bounds of one segment file. */
   segments: strictObject({

@@ -26,6 +26,8 @@ export interface CollectorMetrics {
   readonly replays: Counter;
   /** Requests refused with 429 because their source spent its byte budget. */
   readonly rateLimited: Counter;
+  /** Spool reports refused or ignored: malformed, out of range, or for another source (decision 0096). */
+  readonly spoolReportsRefused: Counter;
 }
 
 /**
@@ -91,6 +93,11 @@ export function createCollectorMetrics(
     rateLimited: new Counter({
       name: 'portcullis_audit_rate_limited_total',
       help: 'Event batches refused with 429 because their source spent its byte budget',
+      registers: [registry],
+    }),
+    spoolReportsRefused: new Counter({
+      name: 'portcullis_audit_spool_reports_refused_total',
+      help: 'Audit client spool reports refused or ignored (malformed, out of range, or for another source)',
       registers: [registry],
     }),
   };

@@ -10,11 +10,16 @@ import type { AggregateInterval, FilterField, RecordFilter } from '../query-filt
 import { FILTER_FIELDS, INTERVALS } from '../query-filter.ts';
 import { encodeCursor, readCursor } from '../query-cursor.ts';
 import type { AuditLog } from './log.ts';
-import { COLLECTOR_ERROR_SCHEMA, COLLECTOR_RECORD_SCHEMA } from './route-docs.ts';
+import { COLLECTOR_ERROR_SCHEMA, COLLECTOR_RECORD_SCHEMA, SPOOL_REPORT_SCHEMA } from './route-docs.ts';
+import { STALE_AFTER_INTERVALS } from './sources.ts';
+import type { SourceRegistry } from './sources.ts';
+import { DEFAULT_REPORT_INTERVAL_MS } from '../spool-report.ts';
 
 /** What the query routes need from the collector app. */
 export interface QueryRouteDeps {
   readonly log: AuditLog;
+  /** The sources heard from since start and their spool reports (`GET /v1/sources`). */
+  readonly sources: SourceRegistry;
   readonly clock: () => Date;
   /** Most records per page (`limits.queryRecords`). */
   readonly maxRecords: number;
@@ -567,6 +572,98 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
           : null,
         chain,
         collector: { ready: !closing, liveTails: open.size, uptimeSeconds: Math.round(process.uptime()) },
+      };
+    },
+  );
+
+  const when = { type: 'string', format: 'date-time' } as const;
+  const sourcesBody: JsonSchema = {
+    type: 'object',
+    additionalProperties: false,
+    required: ['staleAfterIntervals', 'defaultIntervalMs', 'dropped', 'sources'],
+    properties: {
+      staleAfterIntervals: {
+        type: 'integer',
+        description: 'a source is stale after this many of its intervals',
+      },
+      defaultIntervalMs: {
+        type: 'integer',
+        description: 'interval assumed for a source that sends no reports',
+      },
+      dropped: {
+        type: 'integer',
+        description: 'sources forgotten since start because there were more than limits.sources',
+      },
+      sources: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: [
+            'source',
+            'firstSeen',
+            'lastSeen',
+            'lastBatch',
+            'batches',
+            'events',
+            'report',
+            'backlogGrowing',
+            'stale',
+          ],
+          properties: {
+            source: { type: 'string', description: 'SPIFFE ID of the verified client certificate' },
+            firstSeen: when,
+            lastSeen: { ...when, description: 'the last batch or report' },
+            lastBatch: { type: ['string', 'null'], format: 'date-time' },
+            batches: { type: 'integer' },
+            events: { type: 'integer' },
+            report: {
+              anyOf: [
+                {
+                  ...SPOOL_REPORT_SCHEMA,
+                  required: [...(SPOOL_REPORT_SCHEMA.required as string[]), 'receivedAt'],
+                  properties: {
+                    ...(SPOOL_REPORT_SCHEMA.properties as Record<string, JsonSchema>),
+                    receivedAt: when,
+                  },
+                },
+                { type: 'null' },
+              ],
+              description: 'the latest spool report; null from a client that sends none',
+            },
+            backlogGrowing: {
+              type: 'boolean',
+              description: "the latest report's pending is above the report's before",
+            },
+            stale: {
+              type: 'boolean',
+              description: 'nothing arrived for staleAfterIntervals of its interval',
+            },
+          },
+        },
+      },
+    },
+  };
+  app.get(
+    '/v1/sources',
+    {
+      config: reader(
+        queryDoc(
+          'Every source heard from since the collector started: last batch, latest spool report, stale or not',
+          { querystring: { type: 'object', additionalProperties: false, properties: {} } },
+          jsonResponse('the sources, most recently heard from first', sourcesBody),
+        ),
+      ),
+      preValidation: onlyKnown([]),
+      schema: { response: { 200: sourcesBody, ...ERRORS } },
+    },
+    async (_req, reply) => {
+      void reply.header('cache-control', 'no-store');
+      return {
+        staleAfterIntervals: STALE_AFTER_INTERVALS,
+        defaultIntervalMs: DEFAULT_REPORT_INTERVAL_MS,
+        dropped: deps.sources.dropped,
+        sources: deps.sources.list(),
       };
     },
   );

@@ -15,6 +15,12 @@ import {
 } from '../../core/index.ts';
 import type { JsonSchema, ResponseDoc, RouteDoc } from '../../core/index.ts';
 import type { AuditErrorCode } from '../errors.ts';
+import {
+  REPORT_INTERVAL_MAX_MS,
+  REPORT_INTERVAL_MIN_MS,
+  SPOOL_REPORT_MAX_CHARS,
+  SPOOL_STATES,
+} from '../spool-report.ts';
 
 const str: JsonSchema = { type: 'string' };
 const seq: JsonSchema = { type: 'integer', minimum: 0 };
@@ -53,6 +59,30 @@ const errors: Record<string, ResponseDoc> = {
 };
 
 const eventSchema = fromZod(auditEventSchema);
+const count: JsonSchema = { type: 'integer', minimum: 0 };
+/** An audit client's spool report (audit/spool-report.ts; decision 0096). */
+export const SPOOL_REPORT_SCHEMA: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['pending', 'pendingBytes', 'oldestPendingMs', 'missing', 'lost', 'state', 'intervalMs'],
+  properties: {
+    pending: { ...count, description: 'events in the spool not yet delivered' },
+    pendingBytes: { ...count, description: 'bytes of the spool files' },
+    oldestPendingMs: { ...count, description: 'age of the oldest pending event (ms); 0 when none' },
+    missing: {
+      ...count,
+      description: 'events counted missing from a damaged spool since the client started',
+    },
+    lost: { ...count, description: 'events the client could not keep since it started' },
+    state: { enum: [...SPOOL_STATES] },
+    intervalMs: {
+      type: 'integer',
+      minimum: REPORT_INTERVAL_MIN_MS,
+      maximum: REPORT_INTERVAL_MAX_MS,
+      description: 'how often the client reports when idle (ms)',
+    },
+  },
+};
 /** One stored record, as the routes that return records write it. */
 export const COLLECTOR_RECORD_SCHEMA: JsonSchema = {
   type: 'object',
@@ -94,7 +124,15 @@ export const COLLECTOR_DOCS = {
     tags: ['events'],
     headers: {
       type: 'object',
-      properties: { 'idempotency-key': { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' } },
+      properties: {
+        'idempotency-key': { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' },
+        'portcullis-spool': {
+          type: 'string',
+          maxLength: SPOOL_REPORT_MAX_CHARS,
+          description:
+            "the client's spool report, e.g. pending=12, bytes=3456, oldest=5000, missing=0, lost=0, state=retrying, interval=30000; one the collector cannot read is ignored (events still accepted) and named in the portcullis-spool-refused response header",
+        },
+      },
     },
     body: {
       type: 'object',
@@ -108,6 +146,27 @@ export const COLLECTOR_DOCS = {
         additionalProperties: false,
         required: ['accepted', 'firstSeq', 'lastSeq'],
         properties: { accepted: { type: 'integer', minimum: 1 }, firstSeq: seq, lastSeq: seq },
+      }),
+      ...errors,
+    },
+  },
+  postSourceReport: {
+    summary:
+      "An audit client's spool report when it has no batch to carry it (registered workloads; for the caller only)",
+    tags: ['events'],
+    body: {
+      ...SPOOL_REPORT_SCHEMA,
+      properties: {
+        ...(SPOOL_REPORT_SCHEMA.properties as Record<string, JsonSchema>),
+        source: { type: 'string', description: "optional; must be the caller's own SPIFFE ID" },
+      },
+    },
+    response: {
+      200: jsonResponse('kept as the latest report of the caller', {
+        type: 'object',
+        additionalProperties: false,
+        required: ['source', 'receivedAt'],
+        properties: { source: str, receivedAt: { type: 'string', format: 'date-time' } },
       }),
       ...errors,
     },

@@ -23,9 +23,11 @@ import type {
   AggregateQuery,
   AuditRecord,
   CollectorApi,
+  CollectorSources,
   FilterField,
   InclusionBundle,
   RecordFilter,
+  SourceView,
 } from '../../audit/index.ts';
 import { resolveSince } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
@@ -541,6 +543,96 @@ ${REMOTE_FLAGS}`,
   },
 };
 
+/** What needs an operator's look about a source, worst first (the console's integrity page says the same). */
+function sourceProblems(s: SourceView): string[] {
+  const problems: string[] = [];
+  if (s.stale) problems.push('stale');
+  if (s.report && s.report.missing > 0) problems.push(`${s.report.missing} missing`);
+  if (s.report && s.report.lost > 0) problems.push(`${s.report.lost} lost`);
+  if (s.backlogGrowing) problems.push('backlog growing');
+  if (s.report && ['retrying', 'full', 'unwritable'].includes(s.report.state))
+    problems.push(`spool ${s.report.state}`);
+  return problems;
+}
+
+/** A duration in ms as its largest whole unit: 850ms, 12s, 4m, 3h, 2d. */
+function shortAge(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  for (const [unit, size] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+  ] as const)
+    if (ms >= size) return `${Math.floor(ms / size)}${unit}`;
+  return `${Math.floor(ms / 1000)}s`;
+}
+
+const sources: CliCommand = {
+  name: 'audit sources',
+  summary: "the audit clients the collector heard from: their spools' backlog, missing events, stale or ok",
+  usage: `usage: portcullis audit sources (collector flags) [--json] [--check]
+
+Lists every source (STS, sidecar) the collector has heard from since it started, from its query
+API (GET /v1/sources, role audit-reader), as the console's integrity page shows them: when it was
+last heard from, the events waiting in its audit client's spool and the age of the oldest, events
+counted missing from a damaged spool or lost, the spool's state, and whether it is stale (nothing
+for 3 of its report intervals) or needs a look.
+
+  --json              the collector's answer as it is
+  --check             exit 1 when any source is stale, has missing or lost events, a growing
+                      backlog or a spool that is retrying, full or unwritable
+${REMOTE_FLAGS}`,
+  async run(argv) {
+    const cmd = 'audit sources';
+    const flags = parseFlags(
+      argv,
+      { ...connectionOptions, json: { type: 'boolean' }, check: { type: 'boolean' } },
+      cmd,
+    );
+    const api = collectorApi(flags, cmd);
+    let answer: CollectorSources;
+    try {
+      answer = await api.sources();
+    } finally {
+      await api.close();
+    }
+    const troubled = answer.sources.filter((s) => sourceProblems(s).length > 0).length;
+    if (flags.json) console.log(JSON.stringify(answer));
+    else if (!answer.sources.length) console.log('no source heard from since the collector started');
+    else {
+      const now = Date.now();
+      const header = ['SOURCE', 'LAST SEEN', 'PENDING', 'OLDEST', 'MISSING', 'LOST', 'SPOOL', 'HEALTH'];
+      const rows = answer.sources.map((s) => {
+        const r = s.report;
+        const problems = sourceProblems(s);
+        return [
+          s.source,
+          `${shortAge(Math.max(0, now - Date.parse(s.lastSeen)))} ago`,
+          r ? String(r.pending) : '-',
+          r && r.pending > 0 ? shortAge(r.oldestPendingMs) : '-',
+          r ? String(r.missing) : '-',
+          r ? String(r.lost) : '-',
+          r ? r.state : 'no reports',
+          problems.length ? problems.join(', ') : 'ok',
+        ];
+      });
+      const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+      const numeric = new Set([2, 3, 4, 5]);
+      for (const l of [header, ...rows])
+        console.log(
+          l
+            .map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+            .join('  ')
+            .trimEnd(),
+        );
+      console.log(
+        `${answer.sources.length} sources, ${troubled} need a look${answer.dropped ? `; ${answer.dropped} forgotten past the collector's limit` : ''}`,
+      );
+    }
+    return flags.check && troubled > 0 ? 1 : 0;
+  },
+};
+
 const checkpoint: CliCommand = {
   name: 'audit checkpoint',
   summary: 'fetch, verify and save the latest signed checkpoint',
@@ -702,5 +794,14 @@ ${REMOTE_FLAGS}`,
   },
 };
 
-/** `portcullis audit serve|verify|query|stats|checkpoint|prove|import`. */
-export const commands: readonly CliCommand[] = [serve, verify, query, stats, checkpoint, prove, importEvents];
+/** `portcullis audit serve|verify|query|stats|sources|checkpoint|prove|import`. */
+export const commands: readonly CliCommand[] = [
+  serve,
+  verify,
+  query,
+  stats,
+  sources,
+  checkpoint,
+  prove,
+  importEvents,
+];

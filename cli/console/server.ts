@@ -98,6 +98,7 @@ const RELAYED: Record<string, { path: string; params: readonly string[] }> = {
   '/api/events': { path: '/v1/events', params: [...FILTERS, 'order', 'limit', 'cursor'] },
   '/api/aggregates': { path: '/v1/aggregates', params: [...FILTERS, 'groupBy', 'interval'] },
   '/api/status': { path: '/v1/status', params: [] },
+  '/api/sources': { path: '/v1/sources', params: [] },
 };
 
 const SECURITY_HEADERS = {

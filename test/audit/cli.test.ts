@@ -452,6 +452,49 @@ test('cli: audit stats counts by source and rule from a collector and a store', 
   assert.match(bad.stderr, /--group-by: "colour" is not one of type, source/);
 });
 
+test('cli: audit sources prints the spool table of GET /v1/sources, --json as it is, --check exits 1 when a source needs a look', async () => {
+  const web = 'spiffe://example.org/ns/shop/sa/web';
+  const orders = 'spiffe://example.org/ns/shop/sa/orders';
+  // web posts a batch without a report (an older client); orders reports a damaged spool.
+  const webAgent = workloadAgent(pki, pki.leaf('web'));
+  const batch = await call(webAgent, `${collector.url}/v1/events`, {
+    method: 'POST',
+    body: { events: [decision(100)] },
+  });
+  assert.equal(batch.status, 200, batch.text);
+  await webAgent.close();
+  const agent = workloadAgent(pki, pki.leaf('orders'));
+  const report = { pending: 7, pendingBytes: 2100, oldestPendingMs: 4200, missing: 1, lost: 0 };
+  const res = await call(agent, `${collector.url}/v1/sources/report`, {
+    method: 'POST',
+    body: { ...report, state: 'delivering', intervalMs: 30_000 },
+  });
+  assert.equal(res.status, 200, res.text);
+  await agent.close();
+  const table = await run(['audit', 'sources', ...remote('security-console')]);
+  assert.equal(table.code, 0, table.stderr);
+  const lines = table.stdout.split('\n');
+  assert.match(lines[0]!, /^SOURCE\s+LAST SEEN\s+PENDING\s+OLDEST\s+MISSING\s+LOST\s+SPOOL\s+HEALTH$/);
+  const row = (id: string) => lines.find((l) => l.startsWith(`${id} `)) ?? '';
+  assert.match(row(orders), /\s+\d+(ms|s) ago\s+7\s+4s\s+1\s+0\s+delivering\s+1 missing$/);
+  assert.match(row(web), /\s+\d+(ms|s) ago\s+-\s+-\s+-\s+-\s+no reports\s+ok$/);
+  assert.match(table.stdout, /^2 sources, 1 need a look$/m);
+  const json = await run(['audit', 'sources', '--json', ...remote('security-console')]);
+  assert.equal(json.code, 0, json.stderr);
+  const body = JSON.parse(json.stdout) as { sources: { source: string; report: unknown }[] };
+  assert.deepEqual(body.sources.find((s) => s.source === orders)?.report, {
+    ...report,
+    state: 'delivering',
+    intervalMs: 30_000,
+    receivedAt: (body.sources[0]!.report as { receivedAt: string }).receivedAt,
+  });
+  const check = await run(['audit', 'sources', '--check', ...remote('security-console')]);
+  assert.equal(check.code, 1, check.stderr);
+  const notReader = await run(['audit', 'sources', ...remote('web')]);
+  assert.equal(notReader.code, 1);
+  assert.match(notReader.stderr, /audit-reader/);
+});
+
 test('cli: audit query --follow prints records as they arrive and exits 0 on SIGINT', async () => {
   const child = spawn(
     process.execPath,

@@ -11,7 +11,7 @@ import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { AuditClient, AuditClientOptions } from '../../audit/index.ts';
-import { createAuditClient } from '../../audit/index.ts';
+import { checkSpoolReport, createAuditClient, parseSpoolReport } from '../../audit/index.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { quiet } from './collector-harness.ts';
@@ -28,12 +28,19 @@ interface Seen {
   readonly key: string | undefined;
   readonly body: string;
   readonly at: number;
+  /** The batch's `portcullis-spool` header (decision 0096). */
+  readonly spool?: string | undefined;
 }
 type Answer = { status: number; headers?: Record<string, string>; body?: unknown };
 
 /** A real mTLS server with the collector's certificate that records each POST and answers with `answer`. */
-async function recordingServer(answer: (seen: Seen, all: Seen[]) => Answer) {
+async function recordingServer(
+  answer: (seen: Seen, all: Seen[]) => Answer,
+  options: { holdReports?: boolean } = {},
+) {
   const seen: Seen[] = [];
+  /** Spool reports sent on their own (`POST /v1/sources/report`), parsed. */
+  const reports: Record<string, unknown>[] = [];
   const leaf = pki.leaf('audit');
   const server: Server = createServer(
     { cert: leaf.certPem, key: leaf.keyPem, ca: pki.rootPem, requestCert: true, rejectUnauthorized: true },
@@ -41,11 +48,18 @@ async function recordingServer(answer: (seen: Seen, all: Seen[]) => Answer) {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
+        if (req.url === '/v1/sources/report') {
+          reports.push(JSON.parse(Buffer.concat(chunks).toString()) as Record<string, unknown>);
+          if (options.holdReports) return; // a collector that never answers
+          res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+          return;
+        }
         const key = req.headers['idempotency-key'];
         const s: Seen = {
           key: Array.isArray(key) ? key[0] : key,
           body: Buffer.concat(chunks).toString(),
           at: Date.now(),
+          spool: req.headers['portcullis-spool'] as string | undefined,
         };
         seen.push(s);
         const a = answer(s, seen);
@@ -59,7 +73,12 @@ async function recordingServer(answer: (seen: Seen, all: Seen[]) => Answer) {
   return {
     url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
     seen,
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    reports,
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 }
 
@@ -380,4 +399,70 @@ test('client: in failMode closed, a spool that filled while the collector was aw
       tmp.cleanup();
     }
   }
+});
+
+test('client: each batch carries its spool report (what stays behind it, the age of its first event); an idle client reports on its own every interval', async () => {
+  const tmp = tempDir();
+  // The collector is away until the 35 events are in the spool: they pile up there.
+  let away = true;
+  const server = await recordingServer(() => ({ status: away ? 503 : 200 }));
+  const client = createAuditClient(
+    options(server.url, join(tmp.dir, 'spool'), { batchSize: 10, reportIntervalMs: 1000 }),
+  );
+  try {
+    for (let i = 0; i < 35; i++) await client.record(decision(i));
+    await until(() => server.seen.length >= 1);
+    const failed = server.seen.length;
+    away = false;
+    await until(() => client.metrics().delivered === 35);
+    // Each stored batch's report: what stays behind it, down to 0.
+    const stored = server.seen.slice(failed);
+    let sent = 0;
+    for (const s of stored) {
+      sent += actionsOf(s.body).length;
+      assert.equal(parseSpoolReport(s.spool).pending, 35 - sent, `after ${sent} events`);
+    }
+    assert.ok(stored.length >= 4);
+    const reports = stored.map((s) => parseSpoolReport(s.spool));
+    assert.ok(reports[0]!.oldestPendingMs > 0, 'the oldest pending event has an age');
+    assert.equal(reports.at(-1)!.oldestPendingMs, 0, 'nothing stays behind the last batch');
+    assert.deepEqual(new Set(reports.map((r) => r.state)), new Set(['delivering', 'idle']));
+    assert.ok(reports.every((r) => r.intervalMs === 1000 && r.missing === 0 && r.lost === 0));
+    // Idle: a report on its own about one interval after the last batch, and again after another.
+    const before = server.reports.length;
+    await until(() => server.reports.length >= before + 2, 5_000);
+    const idle = checkSpoolReport(server.reports.at(-1));
+    assert.deepEqual(
+      { pending: idle.pending, oldest: idle.oldestPendingMs, state: idle.state },
+      { pending: 0, oldest: 0, state: 'idle' },
+    );
+  } finally {
+    await client.close();
+    await server.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: a spool report the collector never answers does not hold close()', async () => {
+  const tmp = tempDir();
+  const server = await recordingServer(() => ({ status: 200 }), { holdReports: true });
+  const client = createAuditClient(options(server.url, join(tmp.dir, 'spool'), { reportIntervalMs: 1000 }));
+  try {
+    await until(() => server.reports.length === 1); // sent at start, and held
+    const start = Date.now();
+    await client.close();
+    assert.ok(Date.now() - start < 1000, `close took ${Date.now() - start} ms`);
+  } finally {
+    await client.close();
+    await server.close();
+    tmp.cleanup();
+  }
+});
+
+test('client: a report interval out of range is a TypeError', () => {
+  for (const reportIntervalMs of [0, 999, 2 ** 31, 1.5])
+    assert.throws(
+      () => createAuditClient(options('https://127.0.0.1:1', tempDir().dir, { reportIntervalMs })),
+      /reportIntervalMs/,
+    );
 });

@@ -18,6 +18,7 @@ import {
 } from '../helpers/openapi.ts';
 import type { ApiCase, OpenApiDocument } from '../helpers/openapi.ts';
 import { call, startTestCollector, workloadAgent } from './collector-harness.ts';
+import { formatSpoolReport } from '../../audit/index.ts';
 import { decision } from './helpers.ts';
 
 let pki: TestPki;
@@ -58,6 +59,15 @@ test('every collector route answers, allowed and refused, as its OpenAPI documen
   const reader = agent('security-console');
   const json = { 'content-type': 'application/json' };
   const batch = (n: number) => JSON.stringify({ events: [decision(n), decision(n + 1)] });
+  const spoolReport = {
+    pending: 0,
+    pendingBytes: 0,
+    oldestPendingMs: 0,
+    missing: 0,
+    lost: 0,
+    state: 'idle',
+    intervalMs: 30_000,
+  };
   // Records to query and prove, and a checkpoint over them.
   assert.equal(
     (await call(web, `${collector.url}/v1/events`, { method: 'POST', rawBody: batch(1) })).status,
@@ -91,6 +101,10 @@ test('every collector route answers, allowed and refused, as its OpenAPI documen
     'GET /metrics': [ok('a workload', web), ok('no client certificate', anonymous, 401)],
     'POST /v1/events': [
       ok('a batch', web, 200, { headers: json, body: batch(3) }),
+      ok('a batch with its spool report', web, 200, {
+        headers: { ...json, 'portcullis-spool': formatSpoolReport({ ...spoolReport, state: 'idle' }) },
+        body: batch(9),
+      }),
       ok('idempotent', web, 200, { headers: { ...json, 'idempotency-key': 'openapi-1' }, body: batch(5) }),
       ok('replayed', web, 200, { headers: { ...json, 'idempotency-key': 'openapi-1' }, body: batch(5) }),
       ok('an empty batch', web, 400, { headers: json, body: '{"events":[]}' }),
@@ -125,6 +139,21 @@ test('every collector route answers, allowed and refused, as its OpenAPI documen
     'GET /v1/status': [
       ok('a reader', reader),
       ok('an unknown parameter', reader, 400, { path: '/v1/status?verbose=1' }),
+      ok('no client certificate', anonymous, 401),
+      ok('not a reader', web, 403),
+    ],
+    'POST /v1/sources/report': [
+      ok('a report', web, 200, { headers: json, body: JSON.stringify(spoolReport) }),
+      ok('a bad state', web, 400, { headers: json, body: JSON.stringify({ ...spoolReport, state: 'x' }) }),
+      ok('for another source', web, 403, {
+        headers: json,
+        body: JSON.stringify({ ...spoolReport, source: 'spiffe://example.org/ns/shop/sa/orders' }),
+      }),
+      ok('no client certificate', anonymous, 401, { headers: json, body: JSON.stringify(spoolReport) }),
+    ],
+    'GET /v1/sources': [
+      ok('a reader', reader),
+      ok('an unknown parameter', reader, 400, { path: '/v1/sources?stale=1' }),
       ok('no client certificate', anonymous, 401),
       ok('not a reader', web, 403),
     ],

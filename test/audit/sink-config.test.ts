@@ -68,3 +68,14 @@ test('the loss window defaults to 1,000 events and 200 ms, and a bad one is a co
   ];
   for (const [text, message] of cases) assert.throws(() => parse(text), message, text);
 });
+
+test('the spool report interval defaults to 30 s, is a duration of at least 1 s and at most a timer’s reach', () => {
+  assert.equal(parse('other: 1\n').reportInterval, 30_000);
+  assert.equal(parse('audit: {sink: log, reportInterval: 5s}\n').reportInterval, 5_000);
+  const cases: [string, RegExp][] = [
+    ['audit: {reportInterval: 500ms}\n', /part\.yaml: audit\.reportInterval: must be at least 1s/],
+    ['audit: {reportInterval: 30d}\n', /part\.yaml: audit\.reportInterval: must be at most 24d/],
+    ['audit: {reportInterval: often}\n', /part\.yaml: audit\.reportInterval: /],
+  ];
+  for (const [text, message] of cases) assert.throws(() => parse(text), message, text);
+});

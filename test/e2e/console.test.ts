@@ -15,7 +15,7 @@ import { createAuditClient, startCollector } from '../../audit/index.ts';
 import { certIssuedEvent } from '../../ca/index.ts';
 import { createStsAdminClient } from '../../sts/index.ts';
 import type { AuditClient, RunningCollector } from '../../audit/index.ts';
-import { collectorConfig, quiet } from '../audit/collector-harness.ts';
+import { call as callCollector, collectorConfig, quiet, workloadAgent } from '../audit/collector-harness.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { ORDERS, STS_ID, WEB, startMesh, viaProxy } from './mesh.ts';
 import type { Mesh } from './mesh.ts';
@@ -144,6 +144,23 @@ before(async () => {
     }),
   );
   for (const c of clients) await c.flush();
+  // A fourth source in trouble: the admin console's client reports a spool that lost track of
+  // events and cannot deliver (a real report, over mTLS, as its own identity).
+  const troubled = workloadAgent(pki, pki.leaf('admin-console'));
+  const reported = await callCollector(troubled, `${collector.url}/v1/sources/report`, {
+    method: 'POST',
+    body: {
+      pending: 40,
+      pendingBytes: 12_000,
+      oldestPendingMs: 95_000,
+      missing: 2,
+      lost: 0,
+      state: 'retrying',
+      intervalMs: 30_000,
+    },
+  });
+  assert.equal(reported.status, 200, reported.text);
+  await troubled.close();
 
   // The context `portcullis up` would write, naming this collector and the audit-reader identity.
   const ctx = join(work, 'context');
@@ -380,6 +397,27 @@ test(
       }
       assert.match(await integrity(), /extends the previous one \(size \d+\): proof of \d+ hashes checked/);
       assert.match(await integrity(), /chain\.ok\s+true/);
+      // The audit clients' spools (decision 0096): the mesh's three clients are healthy, the
+      // troubled source is highlighted with its reasons.
+      await page.waitForSelector('#sources tbody tr[data-source$="/sa/admin-console"]');
+      const spoolRow = (name: string) => page.locator(`#sources tbody tr[data-source$="/sa/${name}"]`);
+      for (const name of ['sts', 'web', 'orders']) {
+        const cells = await spoolRow(name).locator('td').allInnerTexts();
+        assert.deepEqual(
+          [cells[0], cells[2], cells[4], cells[5], cells[6], cells[7]],
+          [name, '0', '0', '0', 'idle', 'ok'],
+          `${name}: ${cells.join(' | ')}`,
+        );
+        assert.equal(await spoolRow(name).getAttribute('class'), null);
+      }
+      const troubled = await spoolRow('admin-console').locator('td').allInnerTexts();
+      assert.deepEqual(
+        [troubled[0], troubled[2], troubled[3], troubled[4], troubled[6], troubled[7]],
+        ['admin-console', '40', '1 min', '2', 'retrying', '2 missing, spool retrying'],
+        troubled.join(' | '),
+      );
+      assert.equal(await spoolRow('admin-console').getAttribute('class'), 'attention');
+      assert.match(await page.locator('#sources-note').innerText(), /4 source\(s\) heard from/);
       await shot('integrity');
       await page.goto(new URL('/#decisions', base).href);
       await page.waitForSelector('#chart-source canvas');
