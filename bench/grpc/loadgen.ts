@@ -2,7 +2,8 @@
 // number of calls in flight: throughput) or open loop (a fixed rate: latency), over `connections`
 // HTTP/2 connections per target. Given several targets, the open loop sends its rate to each in
 // turn for `sliceMs` (1 s): the targets share the same minutes, so a noisy moment of the machine
-// falls on each alike instead of on whichever ran then. Two clients:
+// falls on each alike instead of on whichever ran then; with `sliceMs` 0 it alternates call by
+// call (each target still gets `rate`), so every stall of the machine hits each target. Two clients:
 // - `http2` (default): gRPC over node:http2 directly — a length-prefixed message in a POST with
 //   `content-type: application/grpc` and `te: trailers`; the reply's message and its trailers'
 //   `grpc-status` are checked. The load generator's own cost per call is a fraction of grpc-js's, so
@@ -188,8 +189,15 @@ const sliceMs = options.sliceMs ?? 1000;
 let measuring = false;
 let seq = 0;
 let origin = performance.now();
-/** The target of the moment: with several, each in turn for `sliceMs`. */
-const current = () => loads[Math.floor((performance.now() - origin) / sliceMs) % loads.length]!;
+let turn = 0;
+/**
+ * The target of the moment: with several, each in turn for `sliceMs`; with `sliceMs` 0, one call
+ * each in turn (the open loop then sends `rate` to each: `rate` × targets in all).
+ */
+const current = () =>
+  loads[
+    sliceMs === 0 ? turn++ % loads.length : Math.floor((performance.now() - origin) / sliceMs) % loads.length
+  ]!;
 
 function one(l: Load): Promise<void> {
   const n = seq++;
@@ -226,7 +234,7 @@ async function closedLoop(until: number): Promise<void> {
 }
 
 async function openLoop(until: number): Promise<void> {
-  const interval = 1000 / options.rate;
+  const interval = 1000 / (options.rate * (sliceMs === 0 ? loads.length : 1));
   const start = performance.now();
   const inflight = new Set<Promise<void>>();
   let sent = 0;
@@ -243,7 +251,7 @@ async function openLoop(until: number): Promise<void> {
 
 const run = options.mode === 'closed' ? closedLoop : openLoop;
 // The warm-up reaches every target (a slice each at least).
-await run(Date.now() + Math.max(options.warmupMs, loads.length > 1 ? loads.length * sliceMs : 0));
+await run(Date.now() + Math.max(options.warmupMs, loads.length * sliceMs));
 // The load generator's own stalls (event-loop delay, garbage collection) while measuring: a
 // latency tail they explain is the machine's or the generator's, not the target's.
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
@@ -261,8 +269,8 @@ gcs.observe({ entryTypes: ['gc'] });
 origin = performance.now();
 const started = performance.now();
 await run(Date.now() + options.durationMs);
-// Each target's share of the time: its slices.
-const elapsed = (performance.now() - started) / 1000 / loads.length;
+// Each target's share of the time: its slices (all of it when calls alternate).
+const elapsed = (performance.now() - started) / 1000 / (sliceMs === 0 ? 1 : loads.length);
 measuring = false;
 loopDelay.disable();
 gcs.disconnect();

@@ -1,10 +1,11 @@
-// gRPC bench (issue 17): unary calls of a @grpc/grpc-js client to a @grpc/grpc-js server three ways
+// gRPC bench (issue 17): unary calls (gRPC over node:http2, or @grpc/grpc-js) to a @grpc/grpc-js server three ways
 // in one run — direct (h2c), through nginx terminating mTLS with `grpc_pass`, and through the
 // inbound sidecar (mTLS with web's workload certificate, a bound token from a real STS, a policy
 // whose matching `grpc:` rule comes after 100 others, one audit event per call) — closed loop at a
 // fixed number of calls in flight, then open loop at a fixed rate. Usage: node bench/grpc/run.ts
-// [--duration 20s] [--rate-duration 15s] [--warmup 3s] [--slice 1s] [--concurrency 64] [--rate 1000]
-// [--connections 1] [--client http2|grpc-js] [--runs 1] [--from built|sources] [--record]. Prints `BENCH_GRPC {json}` last;
+// [--duration 20s] [--rate-duration 15s] [--warmup 3s] [--slice 1s] [--interleave slice|call]
+// [--concurrency 64] [--rate 1000] [--connections 1] [--client http2|grpc-js] [--runs 1]
+// [--from built|sources] [--record]. Prints `BENCH_GRPC {json}` last;
 // with --record replaces the generated block of the gRPC section of bench/RESULTS.md.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -37,6 +38,7 @@ const { values: flags } = parseArgs({
     connections: { type: 'string', default: '1' },
     client: { type: 'string', default: 'http2' },
     slice: { type: 'string', default: '1s' },
+    interleave: { type: 'string', default: 'slice' },
     rules: { type: 'string', default: '100' },
     runs: { type: 'string', default: '1' },
     from: { type: 'string', default: 'built' },
@@ -71,7 +73,12 @@ const runCount = integer('runs', 1, 20);
 const durationMs = duration('duration');
 const rateDurationMs = duration('rate-duration');
 const warmupMs = duration('warmup');
-const sliceMs = duration('slice');
+if (flags.interleave !== 'slice' && flags.interleave !== 'call') {
+  console.error(`--interleave must be slice or call, got "${flags.interleave}"`);
+  process.exit(2);
+}
+/** The open loop's turns between targets: `--slice` long, or call by call (0). */
+const sliceMs = flags.interleave === 'call' ? 0 : duration('slice');
 if (flags.client !== 'http2' && flags.client !== 'grpc-js') {
   console.error(`--client must be http2 or grpc-js, got "${flags.client}"`);
   process.exit(2);
@@ -332,11 +339,11 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
     // The open loop: the three targets in turn, a slice each, in one load generator, so that the
     // machine's noisy moments fall on each alike.
     console.error(
-      `[grpc bench] run ${runIndex + 1}: open loop ${rate}/s, ${rateDurationMs / 1000}s per target in ${sliceMs} ms slices (${order.join(', ')})`,
+      `[grpc bench] run ${runIndex + 1}: open loop ${rate}/s per target, ${rateDurationMs / 1000}s per target, ${sliceMs === 0 ? 'call by call' : `${sliceMs} ms slices`} (${order.join(', ')})`,
     );
     const fixed = await load({
       mode: 'rate',
-      durationMs: rateDurationMs * order.length,
+      durationMs: sliceMs === 0 ? rateDurationMs : rateDurationMs * order.length,
       targets: order.map((name) => ({
         name,
         target: targets[name].target,
@@ -439,12 +446,12 @@ function renderResults(x: any): string {
       row('sidecar (mTLS + token + policy + audit)', r.sidecar),
     ].join('\n'),
   );
-  return `Command: \`node bench/grpc/run.ts --runs ${x.runs.length} --from ${x.from} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --warmup ${x.warmupS}s --slice ${x.sliceMs}ms --concurrency ${x.concurrency} --rate ${x.rate} --connections ${x.connections} --client ${x.client} --rules ${x.rules} --record\`
+  return `Command: \`node bench/grpc/run.ts --runs ${x.runs.length} --from ${x.from} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --warmup ${x.warmupS}s ${x.sliceMs === 0 ? '--interleave call' : `--slice ${x.sliceMs}ms`} --concurrency ${x.concurrency} --rate ${x.rate} --connections ${x.connections} --client ${x.client} --rules ${x.rules} --record\`
 
 - Date: ${x.date}; Node ${x.node}; nproc ${x.nproc}; memory ${x.memGb} GiB (free ${x.freeGb} GiB)
 - Load average (1/5/15 min) before: ${x.load.before.join(' / ')}; after: ${x.load.after.join(' / ')}
 - One machine: the load generator, the grpc-js app, nginx, the sidecar and the STS share its ${x.nproc} cores.
-- Calls: unary \`${GET_PATH}\`, 22-byte request, 128-byte reply checked by the client; the client ${x.client === 'http2' ? "gRPC framing over node:http2 (reply message and trailers' grpc-status checked)" : '@grpc/grpc-js'}, the server @grpc/grpc-js, raw Buffer messages. ${x.connections} HTTP/2 connection(s) per load generator. Closed loop: ${x.concurrency} calls in flight for ${x.durationS} s after a ${x.warmupS} s warm-up, one target after the other; open loop: ${x.rate} calls/s for ${x.rateDurationS} s per target, the three targets in turn in ${x.sliceMs} ms slices from one load generator (the same minutes for each). "proxy CPU µs/call": user+system CPU from /proc of the process(es) between client and app over the closed loop (for direct: the app itself) divided by calls.
+- Calls: unary \`${GET_PATH}\`, 22-byte request, 128-byte reply checked by the client; the client ${x.client === 'http2' ? "gRPC framing over node:http2 (reply message and trailers' grpc-status checked)" : '@grpc/grpc-js'}, the server @grpc/grpc-js, raw Buffer messages. ${x.connections} HTTP/2 connection(s) per load generator. Closed loop: ${x.concurrency} calls in flight for ${x.durationS} s after a ${x.warmupS} s warm-up, one target after the other; open loop: ${x.rate} calls/s for ${x.rateDurationS} s per target, ${x.sliceMs === 0 ? `the three targets called in turn call by call from one load generator (${3 * x.rate} calls/s in all, each target at ${x.rate}/s, every stall of the machine falls on all three)` : `the three targets in turn in ${x.sliceMs} ms slices from one load generator (the same minutes for each)`}. "proxy CPU µs/call": user+system CPU from /proc of the process(es) between client and app over the closed loop (for direct: the app itself) divided by calls.
 - nginx: Debian nginx, HTTP/2 over TLS 1.3, \`ssl_verify_client on\`, \`grpc_pass grpc://\` to a keep-alive upstream, \`worker_processes 1\`; no token, no policy. Sidecar (${x.from}): \`app: h2c://\`, peer check, bearer token from a real STS (ES256) bound to web's certificate, a ${x.rules + 1}-rule policy whose matching \`grpc:\` rule is last, one audit event per call (validated and batched in process).
 - Issue 17's targets: throughput ≥ 0.5× nginx; p99 at ${x.rate} calls/s within 1 ms of nginx's. Met in every run: ${JSON.stringify(x.targetsMetEveryRun)}
 
