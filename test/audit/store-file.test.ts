@@ -341,11 +341,15 @@ test('file store: the writer keeps the query index as it appends; a store writte
     const dir = join(tmp.dir, 'log');
     const key = generateKeyPairSync('ed25519');
     const sealer = createSealer({ name: 'test.example/audit', ...key }, 'test.example/audit');
+    // Every sixth event is large (over 16 KiB: a build reads its fields off the bytes, unparsed).
     const event = (i: number) =>
       decision(i, {
         rule: i % 4 === 0 ? undefined : `r${i % 5}`,
         reason: i % 7 === 0 ? 'déni — ünïcode' : 'allowed',
         source: `spiffe://example.org/s${i % 3}`,
+        ...(i % 6 === 1
+          ? { action: `GET /${'\u0001"}'.repeat(3000)}`, subject: `spiffe://example.org/${'é'.repeat(2000)}` }
+          : {}),
       });
     let clock = Date.parse('2026-12-06T10:00:00.000Z');
     let store = await openFileStore({ dir, sealer, segmentRecords: 10, clock: () => new Date(clock) });
