@@ -286,9 +286,10 @@ async function startCollectorParts(
   }
   loaded.listening = true;
   identity?.attach(() => tlsFiles.reload(), metrics.registry);
-  // The file store's query index is read back or built by the first query, not here: a build at
-  // start (every record parsed once more) stacked its memory on the restart's, past the bound that
-  // test/audit/store-streaming.test.ts holds a restart to.
+  // The file store's writer keeps the query index as it appends and saves it beside the segments
+  // (decision 0095): in the background, read back what is saved and build only what no index file
+  // covers, within the index cache's memory bound. A failure is logged; queries build what they need.
+  store.prepareQueries?.().catch((err: unknown) => logger.warn({ err }, 'preparing the query index failed'));
   tlsFiles.onChange((m) =>
     (app.server as unknown as HttpsServer).setSecureContext({
       cert: m.cert,

@@ -15,7 +15,7 @@ import { StoreError } from '../errors.ts';
 import type { AggregateGroup, AggregateQuery, RecordFilter } from '../query-filter.ts';
 import { GroupCounter, matchesFilter } from '../query-filter.ts';
 import { FileIndex, countSegment, lineIsRef } from './file-index.ts';
-import type { LineRef, SegmentIndex } from './file-index.ts';
+import type { AppendedSpan, IndexStats, LineRef, SegmentIndex } from './file-index.ts';
 import { parseSealText } from '../seal.ts';
 import type {
   AppendOutcome,
@@ -97,6 +97,10 @@ export function isCommitLine(line: Buffer | string): boolean {
 
 interface Prepared {
   readonly first: number;
+  /** The batch's records (for the query index: the writer indexes them without a parse). */
+  readonly records: readonly AuditRecord[];
+  /** Their append time, ms. */
+  readonly time: number;
   readonly lines: readonly string[];
   readonly bytes: readonly number[];
   readonly commit: string | undefined;
@@ -226,6 +230,9 @@ export class FileStore implements AuditStore {
     }
     await this.#recover();
     await this.#loadKeys();
+    // The live segment's index as saved at the last close (when still exact): the writer adds to it.
+    const last = this.#segments.at(-1);
+    if (last) await this.#index.openLive(last, this.#segBytes);
   }
 
   /** Hash of the last record of the segment before `index` (GENESIS for the first). */
@@ -591,7 +598,7 @@ export class FileStore implements AuditStore {
     }
     return {
       outcomes: splitOutcomes(items, records, replays),
-      prepared: { first, lines, bytes, commit, head: prev, entries },
+      prepared: { first, records, time: now.getTime(), lines, bytes, commit, head: prev, entries },
     };
   }
 
@@ -604,6 +611,9 @@ export class FileStore implements AuditStore {
     let inBytes = this.#segBytes;
     let parts: string[] = [];
     let partBytes = 0;
+    // Where each record went, for the query index once the batch is durable (decision 0095).
+    const spans: { seg: Segment; from: number; offsets: number[]; lengths: number[]; end: number }[] = [];
+    const completed: { seg: Segment; bytes: number }[] = [];
     try {
       if (this.#fh) await this.#checkForeignBytes();
       for (let i = 0; i < batch.lines.length; i++) {
@@ -612,8 +622,18 @@ export class FileStore implements AuditStore {
           await this.#flush(parts);
           parts = [];
           partBytes = 0;
+          const before = this.#segments.at(-1);
+          const full = inBytes;
           [inSegment, inBytes] = await this.#roll(batch.first + i);
+          if (before && before !== this.#segments.at(-1)) {
+            completed.push({ seg: before, bytes: full });
+            if (spans.length) spans.at(-1)!.end = full;
+          }
         }
+        const seg = this.#segments.at(-1)!;
+        if (spans.at(-1)?.seg !== seg) spans.push({ seg, from: i, offsets: [], lengths: [], end: 0 });
+        spans.at(-1)!.offsets.push(inBytes);
+        spans.at(-1)!.lengths.push(size - 1);
         parts.push(batch.lines[i]!);
         inSegment++;
         inBytes += size;
@@ -646,6 +666,21 @@ export class FileStore implements AuditStore {
     this.#head = batch.head;
     this.#segCount = inSegment;
     this.#segBytes = inBytes;
+    spans.at(-1)!.end = inBytes;
+    // A segment that was full before this batch and got none of its records, then the others.
+    for (const c of completed) if (!spans.some((s) => s.seg === c.seg)) this.#index.completed(c.seg, c.bytes);
+    for (const span of spans) {
+      this.#index.appended({
+        seg: span.seg,
+        records: batch.records.slice(span.from, span.from + span.offsets.length),
+        offsets: span.offsets,
+        lengths: span.lengths,
+        time: batch.time,
+        end: span.end,
+      } satisfies AppendedSpan);
+      const done = completed.find((c) => c.seg === span.seg);
+      if (done) this.#index.completed(done.seg, done.bytes);
+    }
     for (const e of batch.entries) {
       this.#idem.set(e);
       this.#prepKeys.delete(IdempotencyTable.id(e.source, e.key));
@@ -947,11 +982,32 @@ export class FileStore implements AuditStore {
   }
 
   /**
-   * Builds (or reads back) the index of every segment, so that the first query after a start
-   * does not pay for it; the collector runs it in the background once it listens.
+   * Makes sure every segment has its index, newest first, so that the first query after a start
+   * does not pay for it: index files are read back (the newest 16 kept in memory, older ones only
+   * checked), what none covers is built from the segment's bytes and saved. Memory stays within
+   * the index cache's bound. The collector runs it in the background once it listens.
    */
   async prepareQueries(): Promise<void> {
-    for await (const _ of this.#indexes(true));
+    this.#check();
+    const segments = [...this.#segments].reverse();
+    const list: { seg: Segment; limit: number; complete: boolean }[] = [];
+    for (const [k, seg] of segments.entries()) {
+      if (!this.#options.readOnly && seg.first >= this.#size) continue;
+      const live = k === 0 && !this.#options.readOnly;
+      const limit = live
+        ? this.#segBytes
+        : await stat(join(this.dir, seg.name)).then(
+            (s) => s.size,
+            () => -1,
+          );
+      if (limit >= 0) list.push({ seg, limit, complete: !live });
+    }
+    await this.#index.prepare(list);
+  }
+
+  /** What the query index did so far (records parsed from segment bytes, index files read): for tests and benches. */
+  indexStats(): IndexStats {
+    return { ...this.#index.stats };
   }
 
   async aggregate(query: AggregateQuery): Promise<AggregateGroup[]> {
@@ -977,8 +1033,7 @@ export class FileStore implements AuditStore {
     await this.#committer.idle();
     await this.#fh?.close();
     this.#fh = undefined;
-    const last = this.#segments.at(-1);
-    if (last && !this.#options.readOnly) await this.#index.keep(last);
+    await this.#index.keep(this.#options.readOnly ? undefined : this.#segments.at(-1));
     this.#release?.();
   }
 

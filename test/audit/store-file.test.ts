@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   appendFileSync,
+  cpSync,
   readFileSync,
   readdirSync,
   rmSync,
@@ -12,14 +13,18 @@ import {
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import type { AuditEvent } from '../../core/index.ts';
 import type { AuditStore, FileStore } from '../../audit/index.ts';
 import {
+  GENESIS_PREV,
+  buildRecord,
   createSealer,
   formatVerifierKey,
   openFileStore,
   parseVerifierKey,
   verifyStore,
 } from '../../audit/index.ts';
+import { SegmentIndex, scanIndexedFields } from '../../audit/store/file-index.ts';
 import { storeConformance } from './store-conformance.ts';
 import { decision, tempDir } from './helpers.ts';
 
@@ -264,6 +269,197 @@ test('file store: the query index is saved beside complete segments, read back, 
     assert.deepEqual((await seqs(ro, 'r2')).slice(10), [32, 27, 22, 17, 7, 2]);
     assert.deepEqual((await seqs(ro, 'r3')).slice(-8), [33, 28, 23, 18, 13, 12, 8, 3]);
     await ro.close();
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+/** Every index file of `dir` equals the index built from its segment's bytes as they are. */
+async function indexFilesMatchSegments(dir: string): Promise<string[]> {
+  const names = readdirSync(join(dir, 'index')).sort();
+  for (const name of names) {
+    const first = Number(name.slice(0, 16));
+    const segment = join(dir, name.replace(/\.idx$/, '.jsonl'));
+    const { size, mtimeMs } = statSync(segment);
+    const saved = SegmentIndex.decode(readFileSync(join(dir, 'index', name)), first, size, mtimeMs);
+    assert.ok(saved, `${name} describes its segment as it is`);
+    const built = new SegmentIndex(first);
+    await built.extend(segment, size);
+    assert.ok(
+      saved.encode(size, mtimeMs).equals(built.encode(size, mtimeMs)),
+      `${name} is what the bytes give`,
+    );
+  }
+  return names;
+}
+
+test("file store index: the fields read off a canonical line's bytes are what parsing it gives; other lines are left to the parser", () => {
+  const events = [
+    decision(1),
+    decision(2, { rule: 'a "quoted" \\ rule\u0001', reason: 'ünïcode — ✓ 😀' }),
+    // Nested objects and arrays that hold the same keys at a deeper level, values of other types.
+    {
+      ...decision(3),
+      details: { type: 'inner', source: 'nested', list: [{ rule: 'x' }, '}', ']', 'a,b', null] },
+      source: 'spiffe://example.org/s',
+    },
+    { ...decision(4), rule: 7, reason: null, subject: { decision: 'deny' } },
+    { type: 'cert.issued', time: '2026-01-02T03:04:05.000Z' },
+    { ...decision(5), zzz: [1, 2, { type: 'late' }], aaa: true },
+  ] as unknown as AuditEvent[];
+  let prev = GENESIS_PREV;
+  events.forEach((event, seq) => {
+    const { record, line } = buildRecord(seq, '2026-12-06T10:00:00.000Z', event, prev);
+    prev = record.hash;
+    const parsed = JSON.parse(line) as { hash: string; time: string; event: Record<string, unknown> };
+    const want = Object.fromEntries(
+      ['type', 'source', 'subject', 'decision', 'rule', 'reason']
+        .filter((f) => typeof parsed.event[f] === 'string')
+        .map((f) => [f, parsed.event[f]]),
+    );
+    assert.deepEqual(
+      scanIndexedFields(Buffer.from(line)),
+      { hash: parsed.hash, time: parsed.time, event: want },
+      line,
+    );
+  });
+  const { line } = buildRecord(0, '2026-12-06T10:00:00.000Z', decision(0), GENESIS_PREV);
+  for (const other of [
+    line.replace('{"event":{', '{"event": {'),
+    line.replace('"type":', '"typ\\u0065":'),
+    line.slice(0, -2),
+    `${line} `,
+    '{"commit":{"at":1,"keys":[]}}',
+    'garbage',
+  ])
+    assert.equal(scanIndexedFields(Buffer.from(other)), undefined, other);
+});
+
+test('file store: the writer keeps the query index as it appends; a store written by appends alone has index files, and a reopen answers without parsing a segment', async () => {
+  const tmp = tempDir();
+  try {
+    const dir = join(tmp.dir, 'log');
+    const key = generateKeyPairSync('ed25519');
+    const sealer = createSealer({ name: 'test.example/audit', ...key }, 'test.example/audit');
+    // Every sixth event is large (over 16 KiB: a build reads its fields off the bytes, unparsed).
+    const event = (i: number) =>
+      decision(i, {
+        rule: i % 4 === 0 ? undefined : `r${i % 5}`,
+        reason: i % 7 === 0 ? 'déni — ünïcode' : 'allowed',
+        source: `spiffe://example.org/s${i % 3}`,
+        ...(i % 6 === 1
+          ? { action: `GET /${'\u0001"}'.repeat(3000)}`, subject: `spiffe://example.org/${'é'.repeat(2000)}` }
+          : {}),
+      });
+    let clock = Date.parse('2026-12-06T10:00:00.000Z');
+    let store = await openFileStore({ dir, sealer, segmentRecords: 10, clock: () => new Date(clock) });
+    // Batches of 7 cross segment boundaries; keyed ones add idempotency keys to the commit lines.
+    for (let b = 0; b < 5; b++) {
+      clock += 60_000;
+      const events = Array.from({ length: 7 }, (_, j) => event(b * 7 + j));
+      if (b % 2)
+        await store.appendOnce(events, {
+          source: 'spiffe://example.org/a',
+          key: `k${b}`,
+          bodyHash: 'ab'.repeat(32),
+        });
+      else await store.append(events);
+    }
+    await store.close();
+    // The complete segments' index files (saved as each completed) and the live one's (at close),
+    // each exactly what the segment's bytes give.
+    assert.deepEqual(await indexFilesMatchSegments(dir), [
+      '0000000000000000.idx',
+      '0000000000000010.idx',
+      '0000000000000020.idx',
+      '0000000000000030.idx',
+    ]);
+    // Each segment saved once complete (in the background), the live one at close; nothing parsed.
+    assert.deepEqual(store.indexStats(), {
+      parsedRecords: 0,
+      appendedRecords: 35,
+      filesRead: 0,
+      filesWritten: 4,
+    });
+
+    // A reopen answers queries and aggregates from the files read back, parsing no segment, and
+    // keeps the live segment's index as it appends.
+    // The answers of the same segments without index files (a copy), built from their bytes.
+    const bare = join(tmp.dir, 'bare');
+    cpSync(dir, bare, { recursive: true });
+    rmSync(join(bare, 'index'), { recursive: true });
+    const ro = await openFileStore({ dir: bare, readOnly: true });
+    const ask = async (s: FileStore) => ({
+      page: (await s.query({ rule: 'r2', order: 'desc', limit: 100 })).map((r) => r.seq),
+      lines: (await s.queryLines({ reason: 'déni — ünïcode', limit: 100 })).map((r) => r.seq),
+      counts: await s.aggregate({
+        filter: { since: '2026-12-06T10:02:00.000Z' },
+        groupBy: ['source', 'rule'],
+        interval: '1h',
+      }),
+    });
+    const expected = await ask(ro);
+    assert.ok(ro.indexStats().parsedRecords === 35, 'the read-only store built its indexes from the bytes');
+    await ro.close();
+    store = await openFileStore({ dir, sealer, segmentRecords: 10, clock: () => new Date(clock) });
+    assert.deepEqual(await ask(store), expected);
+    assert.deepEqual(expected.page, [27, 22, 17, 7, 2]);
+    await store.append([event(35), event(36), event(37), event(38), event(39), event(40)]);
+    assert.equal((await store.query({ limit: 100, order: 'desc' }))[0]!.seq, 40);
+    await store.close();
+    assert.deepEqual(store.indexStats(), {
+      parsedRecords: 0,
+      appendedRecords: 6,
+      filesRead: 4,
+      filesWritten: 2,
+    });
+    assert.equal((await indexFilesMatchSegments(dir)).length, 5);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('file store: what no index file covers is rebuilt from the bytes: a live index lost in a crash, a missing or cut file; prepareQueries builds it in the background of a start', async () => {
+  const tmp = tempDir();
+  try {
+    const dir = join(tmp.dir, 'log');
+    let store = await openFileStore({ dir, segmentRecords: 10 });
+    await store.append(Array.from({ length: 25 }, (_, i) => decision(i, { rule: `r${i % 5}` })));
+    await store.close();
+    // As after a crash: the live segment's index was never saved; one complete segment lost its
+    // file, another's was cut short.
+    rmSync(join(dir, 'index', '0000000000000020.idx'));
+    rmSync(join(dir, 'index', '0000000000000000.idx'));
+    const cut = join(dir, 'index', '0000000000000010.idx');
+    writeFileSync(cut, readFileSync(cut).subarray(0, 300));
+
+    // An append over the live segment without its index queues a catch-up from the bytes.
+    store = await openFileStore({ dir, segmentRecords: 10 });
+    await store.append([decision(25, { rule: 'r0' })]);
+    const r0 = async () => (await store.query({ rule: 'r0', order: 'desc', limit: 100 })).map((r) => r.seq);
+    assert.deepEqual(await r0(), [25, 20, 15, 10, 5, 0]);
+    // The catch-up parsed the live segment (its five records and the one appended), the query
+    // the two older segments.
+    assert.equal(store.indexStats().parsedRecords, 6 + 10 + 10);
+    // Caught up, the writer indexes what it appends again.
+    await store.append([decision(26, { rule: 'r0' })]);
+    assert.deepEqual(await r0(), [26, 25, 20, 15, 10, 5, 0]);
+    const afterQuery = store.indexStats();
+    assert.equal(afterQuery.parsedRecords, 6 + 10 + 10);
+    await store.prepareQueries();
+    assert.equal(store.indexStats().parsedRecords, afterQuery.parsedRecords, 'nothing is built twice');
+    await store.close();
+    assert.equal((await indexFilesMatchSegments(dir)).length, 3);
+
+    // prepareQueries on a start builds what is missing, and the first query then parses nothing.
+    rmSync(join(dir, 'index', '0000000000000010.idx'));
+    store = await openFileStore({ dir, segmentRecords: 10 });
+    await store.prepareQueries();
+    assert.equal(store.indexStats().parsedRecords, 10);
+    assert.equal((await store.aggregate({ filter: { rule: 'r0' }, groupBy: [] }))[0]!.count, 7);
+    assert.equal(store.indexStats().parsedRecords, 10);
+    await store.close();
+    assert.equal((await indexFilesMatchSegments(dir)).length, 3);
   } finally {
     tmp.cleanup();
   }
