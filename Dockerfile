@@ -102,5 +102,7 @@ EXPOSE 8443 8444 15443 15444
 # rather than pretending to be healthy.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["portcullis-healthcheck"]
 
-ENTRYPOINT ["node", "dist/cli/portcullis.js"]
+# --liftoff-only: WebAssembly (undici's HTTP parser) stays on V8's baseline compiler; its optimized
+# code was ~12 MB of each sidecar's resident memory (decision 0097). Not allowed in NODE_OPTIONS.
+ENTRYPOINT ["node", "--liftoff-only", "dist/cli/portcullis.js"]
 CMD ["--help"]

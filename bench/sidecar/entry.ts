@@ -4,8 +4,11 @@ import { existsSync } from 'node:fs';
 
 const root = new URL('../../', import.meta.url).pathname;
 
-/** V8 flags the benchmarks give the sidecar process (docs/sidecar.md; decisions 0035 and 0092). */
-export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=8 --max-old-space-size=80';
+/**
+ * V8 flags the benchmarks give the sidecar process on its command line (docs/sidecar.md; decisions
+ * 0035, 0092 and 0097; `--liftoff-only` is refused in NODE_OPTIONS, the image's ENTRYPOINT has it).
+ */
+export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=8 --max-old-space-size=80 --liftoff-only';
 
 /**
  * The CLI entry file of `mode`: `built` (dist/; refuses with the command to make it when missing),

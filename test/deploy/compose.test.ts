@@ -99,7 +99,11 @@ const ours = services.filter(([, s]) => {
   const b = s.build as { context?: string; dockerfile_inline?: string } | string | undefined;
   return b === '.' || (typeof b === 'object' && b.context === '.' && !b.dockerfile_inline);
 });
-const argvOf = (s: Service) => [...(s.entrypoint ?? entrypoint), ...(s.command ?? defaultCmd)];
+/** A service's command line, without Node's own flags (`node --liftoff-only dist/…` reads as `node dist/…`). */
+const argvOf = (s: Service) =>
+  [...(s.entrypoint ?? entrypoint), ...(s.command ?? defaultCmd)].filter(
+    (a, i, all) => !(i > 0 && all[0] === 'node' && all.slice(1, i + 1).every((x) => x.startsWith('--'))),
+  );
 const isOneShot = (s: Service) => s.restart === 'no';
 const isCli = (argv: string[]) =>
   argv[0] === 'node' && (argv[1] === BUILT_CLI || argv[1] === 'cli/portcullis.ts');
@@ -158,7 +162,8 @@ describe('Dockerfile', () => {
   });
 
   it('starts the built portcullis command with Node', () => {
-    assert.deepEqual(entrypoint, ['node', BUILT_CLI]);
+    // --liftoff-only keeps WebAssembly on V8's baseline compiler (decision 0097).
+    assert.deepEqual(entrypoint, ['node', '--liftoff-only', BUILT_CLI]);
     assert.ok(existsSync(join(ROOT, BUILT_CLI)), `${BUILT_CLI} is missing: npm run build`);
     const r = run([BUILT_CLI, ...defaultCmd]);
     assert.equal(r.status, 0, r.stderr);
