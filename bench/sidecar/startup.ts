@@ -4,7 +4,8 @@
 // once startSidecar has resolved: listener up, signing keys fetched from the STS, policy and
 // certificate loaded), RSS after `--idle` seconds, /proc smaps_rollup and RSS by mapping, and the V8
 // heap figures (bench/sidecar/report-memory.mjs). Usage: node bench/sidecar/startup.ts [--runs 5]
-// [--idle 3s] [--modes built,sources] [--node-options "…"]. Prints `BENCH_STARTUP {json}` last.
+// [--idle 3s] [--modes built,sources] [--node-options="…"] (with `=`: the value starts with a
+// dash). Prints `BENCH_STARTUP {json}` last.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
