@@ -179,6 +179,8 @@ class Load {
   statusErrors = 0;
   badReplies = 0;
   sent = 0;
+  /** Calls made to this target: which of its connections the next one takes. */
+  calls = 0;
   readonly statuses: Record<string, number> = {};
   constructor(t: Target) {
     this.caller = (options.client ?? 'http2') === 'grpc-js' ? grpcJsCaller(t) : http2Caller(t);
@@ -205,7 +207,7 @@ function one(l: Load): Promise<void> {
   const req = Buffer.from(`order-${String(n).padStart(10, '0')}`);
   const t0 = process.hrtime.bigint();
   return new Promise((resolve) => {
-    l.caller.call(n, req, (out) => {
+    l.caller.call(l.calls++, req, (out) => {
       if (measuring) {
         if ('code' in out) {
           // A gRPC status from the far side (a refusal, an upstream error) or a transport failure.
