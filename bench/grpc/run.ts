@@ -336,6 +336,8 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
       partial[name] = { throughput, cpuUsPerCall };
       console.error(`[grpc bench] ${name}: ${JSON.stringify(partial[name])}`);
     }
+    // Fresh tokens for the open loop: web's live 5 minutes, and long closed loops can outlast one.
+    for (const name of order) tokens[name] = await token(sts.url, webCert, webKey);
     // The open loop: the three targets in turn, a slice each, in one load generator, so that the
     // machine's noisy moments fall on each alike.
     console.error(
