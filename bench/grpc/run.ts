@@ -9,19 +9,24 @@
 // with --record replaces the generated block of the gRPC section of bench/RESULTS.md.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
-import { parseStsConfig, startSts } from '../../sts/index.ts';
+import { parseDuration } from '../../core/index.ts';
 import { cpuSeconds, machineFacts } from '../machine.ts';
-import { examplePki } from '../pki.ts';
 import { SIDECAR_NODE_OPTIONS, buildHarness } from '../sidecar/entry.ts';
-import { ORDERS, policyYaml } from '../sidecar/policy.ts';
+import { policyYaml } from '../sidecar/policy.ts';
 import { GET_PATH } from './service.ts';
-import { ensureNginx, freePort, token, withChildren } from '../sidecar/harness.ts';
+import {
+  ensureNginx,
+  freePort,
+  startBenchSts,
+  startJsonChild,
+  token,
+  withChildren,
+  writeOrdersSidecarConfig,
+} from '../sidecar/harness.ts';
 
 const TARGETS = ['direct', 'nginx', 'sidecar'] as const;
 /** The generated block of bench/RESULTS.md that --record replaces. */
@@ -90,22 +95,6 @@ if (flags.from !== 'built' && flags.from !== 'sources') {
 const node = process.execPath;
 const here = new URL('.', import.meta.url).pathname;
 const root = new URL('../../', import.meta.url).pathname;
-
-/** Starts a Node child and resolves with its first JSON stdout line. */
-function startChild(args: string[]): Promise<{ child: ChildProcess; info: Record<string, number> }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(node, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    child.stdout!.on('data', function onData(c: Buffer) {
-      buf += c;
-      const nl = buf.indexOf('\n');
-      if (nl === -1) return;
-      child.stdout!.off('data', onData);
-      resolve({ child, info: JSON.parse(buf.slice(0, nl)) as Record<string, number> });
-    });
-    child.once('exit', (code) => reject(new Error(`${args.at(-1)} exited with ${code}`)));
-  });
-}
 
 /** Resolves once something accepts TCP connections on `port` (nginx prints nothing when ready). */
 async function listening(port: number, what: string): Promise<void> {
@@ -194,30 +183,9 @@ const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-grpc-'));
 const children: ChildProcess[] = [];
 try {
   const nginxBin = ensureNginx();
-  const { ids: idDir, certs } = await examplePki(dir);
-  const sts = await startSts(
-    parseStsConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      tls: {
-        cert: join(certs, 'sts.pem'),
-        key: join(certs, 'sts-key.pem'),
-        trustBundle: join(certs, 'root.pem'),
-      },
-      identities: idDir,
-      issuer: 'https://sts.portcullis.internal',
-      keystore: { type: 'file', dir: join(dir, 'keys') },
-      audit: { sink: 'memory' },
-    }),
-    {
-      masterKey: randomBytes(32).toString('base64'),
-      audit: new MemoryAuditSink(),
-      logger: createLogger({ name: 'bench-sts', level: 'silent' }),
-    },
-  );
-  const webCert = readFileSync(join(certs, 'web.pem'), 'utf8');
-  const webKey = readFileSync(join(certs, 'web-key.pem'), 'utf8');
+  const { certs, sts, web } = await startBenchSts(dir);
 
-  const app = await startChild([join(here, 'app.ts')]);
+  const app = await startJsonChild([join(here, 'app.ts')]);
   children.push(app.child);
   const appPort = app.info.port!;
 
@@ -262,21 +230,17 @@ http {
 
   const policyFile = join(dir, 'orders-policy.yaml');
   writeFileSync(policyFile, grpcPolicy(ruleCount));
-  const sidecarConfig = join(dir, 'sidecar-orders.yaml');
-  writeFileSync(
-    sidecarConfig,
-    `service: ${ORDERS}
-trustDomain: example.org
-tls: { cert: ${join(certs, 'orders.pem')}, key: ${join(certs, 'orders-key.pem')}, trustBundle: ${join(certs, 'root.pem')} }
-sts: { url: "${sts.url}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "https://sts.portcullis.internal" }
-inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort}", policy: ${policyFile} }
-`,
+  const sidecarConfig = writeOrdersSidecarConfig(
+    dir,
+    certs,
+    sts.url,
+    `app: "h2c://127.0.0.1:${appPort}", policy: ${policyFile}`,
   );
   // The sidecar harness of the HTTP/1.1 bench (the real sidecar, audit validated and batched in
   // process), bundled as `npm run build` bundles the commands, or from the sources.
   const harness =
     flags.from === 'built' ? buildHarness(join(dir, 'harness')) : join(root, 'bench/sidecar/sidecar-proc.ts');
-  const sidecar = await startChild([...SIDECAR_NODE_OPTIONS.split(' '), harness, sidecarConfig]);
+  const sidecar = await startJsonChild([...SIDECAR_NODE_OPTIONS.split(' '), harness, sidecarConfig]);
   children.push(sidecar.child);
 
   const tls = {
@@ -315,7 +279,7 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
     for (const name of order) {
       const t = targets[name];
       // A fresh token per target (web's tokens live 5 minutes); direct gets it too and ignores it.
-      tokens[name] = await token(sts.url, webCert, webKey);
+      tokens[name] = await token(sts.url, web.cert, web.key);
       console.error(
         `[grpc bench] run ${runIndex + 1}: ${name}: closed loop, ${concurrency} in flight, ${durationMs / 1000}s`,
       );
@@ -337,7 +301,7 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "h2c://127.0.0.1:${appPort
       console.error(`[grpc bench] ${name}: ${JSON.stringify(partial[name])}`);
     }
     // Fresh tokens for the open loop: web's live 5 minutes, and long closed loops can outlast one.
-    for (const name of order) tokens[name] = await token(sts.url, webCert, webKey);
+    for (const name of order) tokens[name] = await token(sts.url, web.cert, web.key);
     // The open loop: the three targets in turn, a slice each, in one load generator, so that the
     // machine's noisy moments fall on each alike.
     console.error(

@@ -1,10 +1,108 @@
-// What the sidecar bench and the gRPC bench share: nginx (the baseline), free ports, a process
-// with its children (for CPU figures), and a token bound to web's certificate.
-import { execFileSync, spawnSync } from 'node:child_process';
+// What the sidecar, start-up and gRPC benches share: the PKI with a real STS, the orders sidecar's
+// config file, Node children that announce themselves with a JSON line, nginx (the baseline), free
+// ports, a process with its children (for CPU figures), and a token bound to web's certificate.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { MemoryAuditSink, createLogger } from '../../core/index.ts';
+import { parseStsConfig, startSts } from '../../sts/index.ts';
+import type { RunningSts } from '../../sts/index.ts';
+import { cpuSeconds } from '../machine.ts';
+import { examplePki } from '../pki.ts';
 import { ORDERS } from './policy.ts';
+
+/** The bench's PKI in `dir` (as `npm run certs` makes it) and a real STS on it, audit in memory. */
+export async function startBenchSts(dir: string): Promise<{
+  readonly ids: string;
+  readonly certs: string;
+  readonly sts: RunningSts;
+  /** web's certificate and key (PEM), for tokens bound to it and for mTLS to orders. */
+  readonly web: { readonly cert: string; readonly key: string };
+}> {
+  const { ids, certs } = await examplePki(dir);
+  const sts = await startSts(
+    parseStsConfig({
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: {
+        cert: join(certs, 'sts.pem'),
+        key: join(certs, 'sts-key.pem'),
+        trustBundle: join(certs, 'root.pem'),
+      },
+      identities: ids,
+      issuer: 'https://sts.portcullis.internal',
+      keystore: { type: 'file', dir: join(dir, 'keys') },
+      audit: { sink: 'memory' },
+    }),
+    {
+      masterKey: randomBytes(32).toString('base64'),
+      audit: new MemoryAuditSink(),
+      logger: createLogger({ name: 'bench-sts', level: 'silent' }),
+    },
+  );
+  const web = {
+    cert: readFileSync(join(certs, 'web.pem'), 'utf8'),
+    key: readFileSync(join(certs, 'web-key.pem'), 'utf8'),
+  };
+  return { ids, certs, sts, web };
+}
+
+/**
+ * Writes `DIR/sidecar-orders.yaml`: orders' certificate, the STS, and `inbound` (the flow-map
+ * entries after `listen`: `app`, `policy`, …); `extra` is appended as it is. Returns the path.
+ */
+export function writeOrdersSidecarConfig(
+  dir: string,
+  certs: string,
+  stsUrl: string,
+  inbound: string,
+  extra = '',
+): string {
+  const file = join(dir, 'sidecar-orders.yaml');
+  writeFileSync(
+    file,
+    `service: ${ORDERS}
+trustDomain: example.org
+tls: { cert: ${join(certs, 'orders.pem')}, key: ${join(certs, 'orders-key.pem')}, trustBundle: ${join(certs, 'root.pem')} }
+sts: { url: "${stsUrl}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "https://sts.portcullis.internal" }
+inbound: { listen: { host: 127.0.0.1, port: 0 }, ${inbound} }
+${extra}`,
+  );
+  return file;
+}
+
+/**
+ * Starts a Node child (`args` after `node`) and resolves with its first JSON stdout line, the
+ * milliseconds to it and the child's CPU until then; rejects if it exits first.
+ */
+export function startJsonChild(
+  args: readonly string[],
+): Promise<{ child: ChildProcess; info: Record<string, number>; readyMs: number; readyCpuMs: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    child.stdout!.on('data', function onData(c: Buffer) {
+      buf += c;
+      const nl = buf.indexOf('\n');
+      if (nl === -1) return;
+      child.stdout!.off('data', onData);
+      resolve({
+        child,
+        info: JSON.parse(buf.slice(0, nl)) as Record<string, number>,
+        readyMs: Math.round(performance.now() - t0),
+        readyCpuMs: Math.round(cpuSeconds([child.pid!]) * 1000),
+      });
+    });
+    const what = args.find((a) => !a.startsWith('-')) ?? 'node';
+    child.once('exit', (code) => reject(new Error(`${what} exited with ${code}`)));
+  });
+}
 
 /** The nginx binary; installs Debian's nginx (and stops its service) when there is none. */
 export function ensureNginx(): string {

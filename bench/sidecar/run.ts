@@ -6,23 +6,27 @@
 // with --record writes bench/RESULTS-sidecar.md.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { performance } from 'node:perf_hooks';
 import { cpuSeconds, machineFacts } from '../machine.ts';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { examplePki } from '../pki.ts';
-import { ORDERS, policyYaml } from './policy.ts';
+import { policyYaml } from './policy.ts';
 import { SIDECAR_NODE_OPTIONS, buildHarness } from './entry.ts';
-import { ensureNginx, freePort, token, withChildren } from './harness.ts';
+import {
+  ensureNginx,
+  freePort,
+  startBenchSts,
+  startJsonChild,
+  token,
+  withChildren,
+  writeOrdersSidecarConfig,
+} from './harness.ts';
 import { rssMb } from '../memory.ts';
-import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
+import { parseDuration } from '../../core/index.ts';
 import { openFileStore } from '../../audit/index.ts';
 import { COLLECTOR_ID, startBenchCollector } from '../collector.ts';
 import type { BenchCollector } from '../collector.ts';
-import { parseStsConfig, startSts } from '../../sts/index.ts';
 
 /** sidecar-audit-*: the sidecar with the real audit client posting to a real collector, in each failMode. */
 const TARGETS = ['direct', 'nginx', 'bare', 'sidecar', 'sidecar-audit-open', 'sidecar-audit-closed'];
@@ -82,30 +86,6 @@ const node = process.execPath;
 const here = new URL('.', import.meta.url).pathname;
 const root = new URL('../../', import.meta.url).pathname;
 
-/** Starts a child and resolves with its first JSON stdout line. */
-function startChild(
-  args: string[],
-): Promise<{ child: ChildProcess; info: Record<string, number>; readyMs: number; readyCpuMs: number }> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(node, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    child.stdout!.on('data', function onData(c: Buffer) {
-      buf += c;
-      const nl = buf.indexOf('\n');
-      if (nl === -1) return;
-      child.stdout!.off('data', onData);
-      resolve({
-        child,
-        info: JSON.parse(buf.slice(0, nl)) as Record<string, number>,
-        readyMs: Math.round(performance.now() - t0),
-        readyCpuMs: Math.round(cpuSeconds([child.pid!]) * 1000),
-      });
-    });
-    child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
-  });
-}
-
 function stop(child: ChildProcess): Promise<string> {
   return new Promise((resolve) => {
     let out = '';
@@ -148,33 +128,12 @@ const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-sidecar-'));
 const children: ChildProcess[] = [];
 try {
   const nginxBin = ensureNginx();
-  // PKI and identities exactly as `npm run certs` would make them.
-  const { ids: idDir, certs } = await examplePki(dir);
-  const sts = await startSts(
-    parseStsConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      tls: {
-        cert: join(certs, 'sts.pem'),
-        key: join(certs, 'sts-key.pem'),
-        trustBundle: join(certs, 'root.pem'),
-      },
-      identities: idDir,
-      issuer: 'https://sts.portcullis.internal',
-      keystore: { type: 'file', dir: join(dir, 'keys') },
-      audit: { sink: 'memory' },
-    }),
-    {
-      masterKey: randomBytes(32).toString('base64'),
-      audit: new MemoryAuditSink(),
-      logger: createLogger({ name: 'bench-sts', level: 'silent' }),
-    },
-  );
-  const webCert = readFileSync(join(certs, 'web.pem'), 'utf8');
-  const webKey = readFileSync(join(certs, 'web-key.pem'), 'utf8');
+  // PKI and identities exactly as `npm run certs` would make them, and a real STS.
+  const { ids: idDir, certs, sts, web } = await startBenchSts(dir);
   // A fresh token per target (web's tokens live 5 minutes; the whole run is longer).
-  const freshHeaders = async () => ({ authorization: `Bearer ${await token(sts.url, webCert, webKey)}` });
+  const freshHeaders = async () => ({ authorization: `Bearer ${await token(sts.url, web.cert, web.key)}` });
 
-  const app = await startChild([join(here, 'app.ts')]);
+  const app = await startJsonChild([join(here, 'app.ts')]);
   children.push(app.child);
   const appPort = app.info.port!;
 
@@ -221,15 +180,12 @@ http {
 
   const policyFile = join(dir, 'orders-policy.yaml');
   writeFileSync(policyFile, policyYaml(ruleCount));
-  const sidecarConfig = join(dir, 'sidecar-orders.yaml');
-  writeFileSync(
-    sidecarConfig,
-    `service: ${ORDERS}
-trustDomain: example.org
-tls: { cert: ${join(certs, 'orders.pem')}, key: ${join(certs, 'orders-key.pem')}, trustBundle: ${join(certs, 'root.pem')} }
-sts: { url: "${sts.url}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "https://sts.portcullis.internal" }
-inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPort}", policy: ${policyFile}, upstreamConnections: 128 }
-${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log-sample']} }\n` : ''}`,
+  const sidecarConfig = writeOrdersSidecarConfig(
+    dir,
+    certs,
+    sts.url,
+    `app: "http://127.0.0.1:${appPort}", policy: ${policyFile}, upstreamConnections: 128`,
+    flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log-sample']} }\n` : '',
   );
   // BENCH_SIDECAR_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the sidecar process.
   const extraArgs = `${flags['sidecar-node-options']} ${process.env.BENCH_SIDECAR_NODE_ARGS ?? ''}`
@@ -254,7 +210,7 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
       file,
       `${readFileSync(sidecarConfig, 'utf8')}audit: { sink: collector, collector: "${collector.url}", collectorId: ${COLLECTOR_ID}, spoolDir: ${join(auditDir, 'spool')}, failMode: ${failMode} }\n`,
     );
-    const proc = await startChild([...extraArgs, harness, file, 'config-sink']);
+    const proc = await startJsonChild([...extraArgs, harness, file, 'config-sink']);
     children.push(proc.child);
     audited[`sidecar-audit-${failMode}`] = {
       port: proc.info.port!,
@@ -266,7 +222,7 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
 
   // BENCH_BARE_NODE_ARGS does the same for the bare Node proxy (to compare profiles).
   const bareArgs = (process.env.BENCH_BARE_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const bare = await startChild([
+  const bare = await startJsonChild([
     ...bareArgs,
     join(here, 'bare-proxy.ts'),
     join(certs, 'orders.pem'),
@@ -312,7 +268,7 @@ ${flags['access-log'] ? `accessLog: { enabled: true, sample: ${flags['access-log
   for (let runIndex = 0; runIndex < runCount; runIndex++) {
     // A fresh sidecar each run: start-up (spawn to listening with keys, policy and certificate
     // loaded) and resident memory once idle are measured on it before any request.
-    const sidecar = await startChild([...extraArgs, harness, sidecarConfig]);
+    const sidecar = await startJsonChild([...extraArgs, harness, sidecarConfig]);
     children.push(sidecar.child);
     await new Promise((r) => setTimeout(r, idleMs));
     const idleRssMb = rssMb(sidecar.child.pid!);

@@ -8,18 +8,16 @@
 // dash). Prints `BENCH_STARTUP {json}` last.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { MemoryAuditSink, createLogger, parseDuration } from '../../core/index.ts';
-import { parseStsConfig, startSts } from '../../sts/index.ts';
+import { parseDuration } from '../../core/index.ts';
 import { cpuSeconds, machineFacts } from '../machine.ts';
 import { rssByMapping, rssMb, smapsRollup } from '../memory.ts';
-import { examplePki } from '../pki.ts';
-import { ORDERS, policyYaml } from './policy.ts';
+import { policyYaml } from './policy.ts';
+import { startBenchSts, startJsonChild, writeOrdersSidecarConfig } from './harness.ts';
 import { SIDECAR_NODE_OPTIONS, sidecarEntry } from './entry.ts';
 
 const { values: flags } = parseArgs({
@@ -122,42 +120,17 @@ async function startOnce(mode: string, config: string): Promise<Start> {
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-startup-'));
 const children: ChildProcess[] = [];
 try {
-  const { ids, certs } = await examplePki(dir);
-  const sts = await startSts(
-    parseStsConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      tls: {
-        cert: join(certs, 'sts.pem'),
-        key: join(certs, 'sts-key.pem'),
-        trustBundle: join(certs, 'root.pem'),
-      },
-      identities: ids,
-      issuer: 'https://sts.portcullis.internal',
-      keystore: { type: 'file', dir: join(dir, 'keys') },
-      audit: { sink: 'memory' },
-    }),
-    {
-      masterKey: randomBytes(32).toString('base64'),
-      audit: new MemoryAuditSink(),
-      logger: createLogger({ name: 'bench-sts', level: 'silent' }),
-    },
-  );
-  const app = spawn(process.execPath, [join(here, 'app.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(app);
-  const appPort = await new Promise<number>((resolve) =>
-    app.stdout.once('data', (c: Buffer) => resolve((JSON.parse(String(c)) as { port: number }).port)),
-  );
+  const { certs, sts } = await startBenchSts(dir);
+  const app = await startJsonChild([join(here, 'app.ts')]);
+  children.push(app.child);
+  const appPort = app.info.port!;
   const policyFile = join(dir, 'orders-policy.yaml');
   writeFileSync(policyFile, policyYaml(Number(flags.rules)));
-  const config = join(dir, 'sidecar-orders.yaml');
-  writeFileSync(
-    config,
-    `service: ${ORDERS}
-trustDomain: example.org
-tls: { cert: ${join(certs, 'orders.pem')}, key: ${join(certs, 'orders-key.pem')}, trustBundle: ${join(certs, 'root.pem')} }
-sts: { url: "${sts.url}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "https://sts.portcullis.internal" }
-inbound: { listen: { host: 127.0.0.1, port: 0 }, app: "http://127.0.0.1:${appPort}", policy: ${policyFile} }
-`,
+  const config = writeOrdersSidecarConfig(
+    dir,
+    certs,
+    sts.url,
+    `app: "http://127.0.0.1:${appPort}", policy: ${policyFile}`,
   );
   const loadBefore = loadavg();
   const starts: Start[] = [];
