@@ -18,6 +18,7 @@ export {
 } from './spiffe-id.ts';
 export type { SpiffeId } from './spiffe-id.ts';
 export { parseDuration, formatDuration } from './duration.ts';
+export { withoutCredentials } from './url-credentials.ts';
 export {
   parseConfigText,
   formatKeyPath,

@@ -1,3 +1,4 @@
+import { withoutCredentials } from '../../core/index.ts';
 import { StoreError } from '../errors.ts';
 import type { AuditStore, StoreDeps } from './store.ts';
 import { openFileStore } from './file.ts';
@@ -28,7 +29,7 @@ export async function openStore(spec: string, options: OpenStoreOptions = {}): P
   const url =
     spec.startsWith('postgres:') && !spec.startsWith('postgres://') ? spec.slice('postgres:'.length) : spec;
   // Never printed with its credentials.
-  const shown = spec.replace(/\/\/[^@/]*@/, '//');
+  const shown = withoutCredentials(spec);
   if (/^postgres(ql)?:\/\//.test(url)) {
     // `?table=schema.name` picks the table; it is ours, not a libpq parameter.
     let parsed: URL;

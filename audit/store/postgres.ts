@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { AuditEvent } from '../../core/index.ts';
+import { withoutCredentials } from '../../core/index.ts';
 import type { AuditRecord } from '../record.ts';
 import { GENESIS_PREV, buildRecord, parseRecordLine } from '../record.ts';
 import { StoreError } from '../errors.ts';
@@ -739,7 +740,7 @@ async function backfill(client: pg.PoolClient, table: string): Promise<void> {
 function unavailable(where: string, err: unknown): StoreError {
   const e = err as NodeJS.ErrnoException & { errors?: NodeJS.ErrnoException[] };
   const code = e.code ?? e.errors?.[0]?.code;
-  const safeWhere = where.replace(/\/\/[^@/]*@/, '//'); // never print credentials of a URL
+  const safeWhere = withoutCredentials(where); // never print credentials of a URL
   return new StoreError(
     'ERR_AUDIT_STORE_UNAVAILABLE',
     `${safeWhere}: PostgreSQL unavailable (${code ?? e.message.split('\n')[0]})`,

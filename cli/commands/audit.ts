@@ -1,7 +1,13 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { sendEvents } from '../lib/send-events.ts';
-import { createLogger, parseAuditEvent, readConfiguredFile, startTelemetry } from '../../core/index.ts';
+import {
+  createLogger,
+  parseAuditEvent,
+  readConfiguredFile,
+  startTelemetry,
+  withoutCredentials,
+} from '../../core/index.ts';
 import {
   createCollectorApi,
   fetchCheckpoint,
@@ -121,7 +127,7 @@ flags:
       {
         url: running.url,
         ...(running.opsUrl ? { opsUrl: running.opsUrl } : {}),
-        store: config.store.replace(/\/\/[^@/]*@/, '//'),
+        store: withoutCredentials(config.store),
         verifierKey: running.verifierKey,
         size: running.log.size,
       },

@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs';
-import { ConfigError } from '../../core/index.ts';
+import { ConfigError, withoutCredentials } from '../../core/index.ts';
 import { createCollectorApi, openStore } from '../../audit/index.ts';
 import type { AuditRecord, AuditStore } from '../../audit/index.ts';
 
@@ -71,7 +71,7 @@ export async function openDecisionSource(
     }
     if (!dir)
       throw new TypeError(
-        `"${redact(from)}" is not a file store directory, file:DIR, postgres://… or https://… collector URL`,
+        `"${withoutCredentials(from)}" is not a file store directory, file:DIR, postgres://… or https://… collector URL`,
       );
     spec = `file:${from}`;
   }
@@ -80,15 +80,10 @@ export async function openDecisionSource(
     await store.close();
     throw new ConfigError(
       'ERR_CONFIG_NOT_FOUND',
-      redact(from),
+      withoutCredentials(from),
       '',
       'holds no audit records (is it an audit store?)',
     );
   }
   return { kind: store.kind, records: store.read(0), close: () => store.close() };
-}
-
-/** A URL without its password, for messages. */
-function redact(spec: string): string {
-  return spec.replace(/\/\/[^@/]*@/, '//');
 }
