@@ -218,18 +218,6 @@ function age(ms) {
   return `${Math.floor(ms / 1000)} s`;
 }
 
-/** What is wrong with a source, worst first; empty when it is healthy. */
-function sourceProblems(s) {
-  const problems = [];
-  if (s.stale) problems.push('stale');
-  if (s.report?.missing > 0) problems.push(`${s.report.missing} missing`);
-  if (s.report?.lost > 0) problems.push(`${s.report.lost} lost`);
-  if (s.backlogGrowing) problems.push('backlog growing');
-  if (s.report && ['retrying', 'full', 'unwritable'].includes(s.report.state))
-    problems.push(`spool ${s.report.state}`);
-  return problems;
-}
-
 /** The audit clients' spools, as the collector's GET /v1/sources has them (decision 0096). */
 async function loadSources() {
   const body = $('#sources tbody');
@@ -240,7 +228,7 @@ async function loadSources() {
     for (const s of r.sources) {
       const row = body.insertRow();
       row.dataset.source = s.source;
-      const problems = sourceProblems(s);
+      const problems = s.attention;
       if (problems.length) row.className = 'attention';
       cell(row, shortId(s.source)).title = s.source;
       cell(

@@ -13,7 +13,6 @@ import type { AuditLog } from './log.ts';
 import { COLLECTOR_ERROR_SCHEMA, COLLECTOR_RECORD_SCHEMA, SPOOL_REPORT_SCHEMA } from './route-docs.ts';
 import { STALE_AFTER_INTERVALS } from './sources.ts';
 import type { SourceRegistry } from './sources.ts';
-import { DEFAULT_REPORT_INTERVAL_MS } from '../spool-report.ts';
 
 /** What the query routes need from the collector app. */
 export interface QueryRouteDeps {
@@ -609,6 +608,7 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
             'report',
             'backlogGrowing',
             'stale',
+            'attention',
           ],
           properties: {
             source: { type: 'string', description: 'SPIFFE ID of the verified client certificate' },
@@ -633,11 +633,18 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
             },
             backlogGrowing: {
               type: 'boolean',
-              description: "the latest report's pending is above the report's before",
+              description:
+                'the backlog is above what it was at least one interval before and its oldest event waited longer than an interval',
             },
             stale: {
               type: 'boolean',
               description: 'nothing arrived for staleAfterIntervals of its interval',
+            },
+            attention: {
+              type: 'array',
+              items: { type: 'string' },
+              description:
+                'why the source needs a look (stale, N missing, N lost, backlog growing, spool retrying|full|unwritable); empty when it does not',
             },
           },
         },
@@ -661,7 +668,7 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
       void reply.header('cache-control', 'no-store');
       return {
         staleAfterIntervals: STALE_AFTER_INTERVALS,
-        defaultIntervalMs: DEFAULT_REPORT_INTERVAL_MS,
+        defaultIntervalMs: deps.sources.defaultIntervalMs,
         dropped: deps.sources.dropped,
         sources: deps.sources.list(),
       };

@@ -21,11 +21,23 @@ export interface SourceView {
   readonly events: number;
   /** The latest spool report, with when it arrived; null from a client that sends none. */
   readonly report: (SpoolReport & { readonly receivedAt: string }) | null;
-  /** The backlog of the latest report is above the one of the report before. */
+  /**
+   * The backlog is above what it was at least one reporting interval before, and its oldest event
+   * has waited longer than an interval (a batch in flight under steady traffic is no growth).
+   */
   readonly backlogGrowing: boolean;
   /** Nothing arrived for {@link STALE_AFTER_INTERVALS} of the source's interval (or of the default one). */
   readonly stale: boolean;
+  /**
+   * Why the source needs a look, empty when it does not: `stale`, `N missing`, `N lost`,
+   * `backlog growing`, `spool retrying|full|unwritable`. What the console and
+   * `portcullis audit sources` show and `--check` tests.
+   */
+  readonly attention: readonly string[];
 }
+
+/** Spool states that need a look. */
+const TROUBLED_STATES: readonly string[] = ['retrying', 'full', 'unwritable'];
 
 interface Entry {
   readonly source: string;
@@ -36,7 +48,9 @@ interface Entry {
   events: number;
   report: SpoolReport | undefined;
   reportAt: number;
-  previousPending: number | undefined;
+  /** A report at least one interval older than the latest, to judge growth against. */
+  baseline: { readonly pending: number; readonly at: number } | undefined;
+  growing: boolean;
 }
 
 export interface SourceRegistryOptions {
@@ -57,6 +71,11 @@ export class SourceRegistry {
     if (!Number.isSafeInteger(options.max) || options.max < 1)
       throw new TypeError('"max" must be a positive integer');
     this.#o = options;
+  }
+
+  /** The interval assumed for a source that sends no reports (ms). */
+  get defaultIntervalMs(): number {
+    return this.#o.defaultIntervalMs;
   }
 
   /** Sources forgotten because there were more than `max`. */
@@ -87,7 +106,17 @@ export class SourceRegistry {
     const now = this.#o.clock().getTime();
     const iso = (ms: number) => new Date(ms).toISOString();
     return [...this.#entries.values()].reverse().map((e) => {
-      const interval = e.report?.intervalMs ?? this.#o.defaultIntervalMs;
+      const r = e.report;
+      const interval = r?.intervalMs ?? this.#o.defaultIntervalMs;
+      const stale = now - e.lastSeen > STALE_AFTER_INTERVALS * interval;
+      const backlogGrowing =
+        r !== undefined && e.growing && r.pending > 0 && r.oldestPendingMs > r.intervalMs;
+      const attention: string[] = [];
+      if (stale) attention.push('stale');
+      if (r && r.missing > 0) attention.push(`${r.missing} missing`);
+      if (r && r.lost > 0) attention.push(`${r.lost} lost`);
+      if (backlogGrowing) attention.push('backlog growing');
+      if (r && TROUBLED_STATES.includes(r.state)) attention.push(`spool ${r.state}`);
       return {
         source: e.source,
         firstSeen: iso(e.firstSeen),
@@ -95,18 +124,24 @@ export class SourceRegistry {
         lastBatch: e.lastBatch === undefined ? null : iso(e.lastBatch),
         batches: e.batches,
         events: e.events,
-        report: e.report ? { ...e.report, receivedAt: iso(e.reportAt) } : null,
-        backlogGrowing:
-          e.report !== undefined && e.previousPending !== undefined && e.report.pending > e.previousPending,
-        stale: now - e.lastSeen > STALE_AFTER_INTERVALS * interval,
+        report: r ? { ...r, receivedAt: iso(e.reportAt) } : null,
+        backlogGrowing,
+        stale,
+        attention,
       };
     });
   }
 
   #keep(e: Entry, report: SpoolReport): void {
-    e.previousPending = e.report?.pending;
     e.report = report;
     e.reportAt = e.lastSeen;
+    // Growth is judged against the backlog of one interval before, not of the last batch: under
+    // steady traffic every batch's `pending` goes up and down.
+    if (!e.baseline) e.baseline = { pending: report.pending, at: e.lastSeen };
+    else if (e.lastSeen - e.baseline.at >= report.intervalMs) {
+      e.growing = report.pending > e.baseline.pending;
+      e.baseline = { pending: report.pending, at: e.lastSeen };
+    }
   }
 
   #touch(source: string): Entry {
@@ -127,7 +162,8 @@ export class SourceRegistry {
         events: 0,
         report: undefined,
         reportAt: 0,
-        previousPending: undefined,
+        baseline: undefined,
+        growing: false,
       };
     }
     e.lastSeen = now;

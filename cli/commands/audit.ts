@@ -549,18 +549,6 @@ ${REMOTE_FLAGS}`,
   },
 };
 
-/** What needs an operator's look about a source, worst first (the console's integrity page says the same). */
-function sourceProblems(s: SourceView): string[] {
-  const problems: string[] = [];
-  if (s.stale) problems.push('stale');
-  if (s.report && s.report.missing > 0) problems.push(`${s.report.missing} missing`);
-  if (s.report && s.report.lost > 0) problems.push(`${s.report.lost} lost`);
-  if (s.backlogGrowing) problems.push('backlog growing');
-  if (s.report && ['retrying', 'full', 'unwritable'].includes(s.report.state))
-    problems.push(`spool ${s.report.state}`);
-  return problems;
-}
-
 /** A duration in ms as its largest whole unit: 850ms, 12s, 4m, 3h, 2d. */
 function shortAge(ms: number): string {
   if (ms < 1000) return `${ms}ms`;
@@ -602,7 +590,7 @@ ${REMOTE_FLAGS}`,
     } finally {
       await api.close();
     }
-    const troubled = answer.sources.filter((s) => sourceProblems(s).length > 0).length;
+    const troubled = answer.sources.filter((s) => s.attention.length > 0).length;
     if (flags.json) console.log(JSON.stringify(answer));
     else if (!answer.sources.length) console.log('no source heard from since the collector started');
     else {
@@ -610,7 +598,7 @@ ${REMOTE_FLAGS}`,
       const header = ['SOURCE', 'LAST SEEN', 'PENDING', 'OLDEST', 'MISSING', 'LOST', 'SPOOL', 'HEALTH'];
       const rows = answer.sources.map((s) => {
         const r = s.report;
-        const problems = sourceProblems(s);
+        const problems = s.attention;
         return [
           s.source,
           `${shortAge(Math.max(0, now - Date.parse(s.lastSeen)))} ago`,

@@ -121,12 +121,33 @@ test('source registry: stale after 3 of the source’s own intervals (the defaul
 
 test('source registry: a growing backlog is flagged; past max sources the least recently heard from is dropped', () => {
   const { sources, advance } = registry(2);
-  sources.sawBatch('spiffe://t/a', 1, { ...report, pending: 10 });
-  advance(1);
-  sources.sawBatch('spiffe://t/a', 1, { ...report, pending: 20 });
-  assert.equal(sources.list()[0]!.backlogGrowing, true);
-  sources.sawBatch('spiffe://t/a', 1, { ...report, pending: 5 });
-  assert.equal(sources.list()[0]!.backlogGrowing, false);
+  const at = (pending: number, oldestPendingMs: number): SpoolReport => ({
+    ...report,
+    missing: 0,
+    lost: 0,
+    state: 'delivering',
+    intervalMs: 1000,
+    pending,
+    oldestPendingMs,
+  });
+  const a = () => sources.list().find((s) => s.source === 'spiffe://t/a')!;
+  // Steady traffic: each batch leaves a few events behind, up and down within an interval.
+  for (const pending of [0, 3, 0, 2, 4, 1]) {
+    sources.sawBatch('spiffe://t/a', 1, at(pending, 50));
+    advance(150);
+    assert.equal(a().backlogGrowing, false, `pending ${pending}`);
+    assert.deepEqual(a().attention, []);
+  }
+  // A backlog above the one of an interval before, its oldest event waiting longer than an interval.
+  advance(100); // one interval after the first batch
+  sources.sawBatch('spiffe://t/a', 1, at(40, 1500));
+  assert.equal(a().backlogGrowing, true);
+  assert.deepEqual(a().attention, ['backlog growing']);
+  advance(1000);
+  sources.sawBatch('spiffe://t/a', 1, at(5, 400));
+  assert.equal(a().backlogGrowing, false);
+  sources.sawReport('spiffe://t/a', { ...at(0, 0), missing: 2, state: 'retrying' });
+  assert.deepEqual(a().attention, ['2 missing', 'spool retrying']);
   advance(1);
   sources.sawBatch('spiffe://t/b', 1);
   advance(1);
