@@ -33,7 +33,6 @@ import type {
   FilterField,
   InclusionBundle,
   RecordFilter,
-  SourceView,
 } from '../../audit/index.ts';
 import { resolveSince } from '../../sidecar/index.ts';
 import type { CliCommand } from '../lib/command.ts';
