@@ -38,7 +38,14 @@ export async function sendEvents(
       level: 'warn',
       destination: {
         write(line: string) {
-          lastFailure = (JSON.parse(line) as { msg?: string }).msg;
+          let msg: string | undefined;
+          try {
+            msg = (JSON.parse(line) as { msg?: string }).msg;
+          } catch {
+            return;
+          }
+          // The delivery failure names the reason; another warning only stands in until one comes.
+          if (msg && (!lastFailure || msg.startsWith('audit delivery failing'))) lastFailure = msg;
         },
       },
     }),
