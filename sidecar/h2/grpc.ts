@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { MAX_TIMER_MS } from '../../core/index.ts';
 
 /** gRPC status codes the sidecar itself answers with (grpc/doc/statuscodes.md). */
 export const GRPC = Object.freeze({
@@ -64,8 +65,6 @@ export function encodeGrpcMessage(message: string): string {
 }
 
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
-/** The longest delay a Node timer holds; past it setTimeout fires at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * The deadline a `grpc-timeout` header asks for, in ms (`TimeoutValue TimeoutUnit`: at most 8

@@ -1,7 +1,7 @@
 import { createHash, createPrivateKey, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from '../../core/index.ts';
-import { ACCESS_TOKEN_TYP } from '../../core/index.ts';
+import { ACCESS_TOKEN_TYP, MAX_TIMER_MS } from '../../core/index.ts';
 import { StsError } from '../errors.ts';
 import type { Keystore } from '../keystore/keystore.ts';
 import { advanceKeyring, requestRotation } from './advance.ts';
@@ -215,7 +215,8 @@ export class Keyring {
     if (this.#stopped) return;
     const { policy, clock } = this.#opts;
     const refresh = this.#opts.refreshIntervalMs ?? Math.max(50, Math.floor(policy.publishLeadMs / 4));
-    const wait = Math.max(0, Math.min(this.#nextStepAt - clock.now(), refresh));
+    // Derived from several durations, so clamped here: past MAX_TIMER_MS a timer fires at once.
+    const wait = Math.max(0, Math.min(this.#nextStepAt - clock.now(), refresh, MAX_TIMER_MS));
     this.#timer = setTimeout(() => {
       this.refresh().then(
         () => {
