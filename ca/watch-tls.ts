@@ -112,30 +112,24 @@ export function watchTlsFiles(
  * chain: built from the current ones, and built again when a reload changes either, so that a CA
  * rotation (new anchors in `tls.trustBundle`, a renewed chain under a new intermediate) needs no
  * restart. `make` receives the bundle and the own chain's intermediates (for
- * `createPeerVerifier`'s `trustAnchorsPem` and `intermediatesPem`). `generation` counts the
- * rebuilds, for caches of verification results.
+ * `createPeerVerifier`'s `trustAnchorsPem` and `intermediatesPem`).
  */
 export function followTrustBundle(
   tls: TlsWatcher,
   make: (trustPem: string, intermediatesPem: string) => PeerVerifier,
-): PeerVerifier & { readonly generation: number } {
+): PeerVerifier {
   let trust = tls.current().ca;
   let intermediates = chainIntermediatesPem(tls.current().cert);
   let inner = make(trust, intermediates);
-  let generation = 0;
   tls.onChange((m) => {
     const nextIntermediates = chainIntermediatesPem(m.cert);
     if (m.ca === trust && nextIntermediates === intermediates) return;
     trust = m.ca;
     intermediates = nextIntermediates;
     inner = make(trust, intermediates);
-    generation++;
   });
   return {
     verifySocket: (socket) => inner.verifySocket(socket),
     verifyChain: (chain) => inner.verifyChain(chain),
-    get generation() {
-      return generation;
-    },
   };
 }
