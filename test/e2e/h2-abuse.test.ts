@@ -144,7 +144,8 @@ describe('HTTP/2 abuse on the inbound listener', () => {
         if (c.socket.destroyed) break;
       }
     });
-    assert.ok(events < 2_000, `only a bounded number of reset streams reached the layers (${events})`);
+    // A stream reset before its next event-loop turn is never decided (692 events before that).
+    assert.ok(events < 100, `only a bounded number of reset streams reached the layers (${events})`);
   });
 
   it('rapid reset with a valid token: streams cancelled on their way to the app end in GOAWAY, few reach the app', async () => {
@@ -183,8 +184,9 @@ describe('HTTP/2 abuse on the inbound listener', () => {
     );
     const reached = mesh.ordersApp.seen.length - seenBefore;
     console.log(`authenticated rapid reset: ${reached} requests reached the app`);
-    assert.ok(events < 2_000, `a bounded number of streams reached the layers (${events})`);
-    assert.ok(reached < 2_000, `a bounded number reached the app (${reached})`);
+    // Streams reset before their next event-loop turn never run a layer (48–60 reached the app before that).
+    assert.ok(events < 100, `a bounded number of streams reached the layers (${events})`);
+    assert.ok(reached < 40, `a bounded number reached the app (${reached})`);
   });
 
   it('CONTINUATION flood: a header block that never ends closes the connection', async () => {
