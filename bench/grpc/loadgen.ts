@@ -288,7 +288,9 @@ const summary = (l: Load) => ({
   seconds: Math.round(elapsed * 100) / 100,
   rps: Math.round(l.ok / elapsed),
   p50ms: l.ok ? ms(l.hist.percentile(50)) : null,
+  p90ms: l.ok ? ms(l.hist.percentile(90)) : null,
   p99ms: l.ok ? ms(l.hist.percentile(99)) : null,
+  p999ms: l.ok ? ms(l.hist.percentile(99.9)) : null,
   maxms: l.ok ? ms(l.hist.max) : null,
 });
 console.log(

@@ -77,15 +77,17 @@ ${extra}`,
 }
 
 /**
- * Starts a Node child (`args` after `node`) and resolves with its first JSON stdout line, the
- * milliseconds to it and the child's CPU until then; rejects if it exits first.
+ * Starts a Node child (`args` after `node`; or `command` with `args`, such as the gRPC bench's Go
+ * app) and resolves with its first JSON stdout line, the milliseconds to it and the child's CPU
+ * until then; rejects if it exits first.
  */
 export function startJsonChild(
   args: readonly string[],
+  command: string = process.execPath,
 ): Promise<{ child: ChildProcess; info: Record<string, number>; readyMs: number; readyCpuMs: number }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let buf = '';
     child.stdout!.on('data', function onData(c: Buffer) {
       buf += c;
