@@ -25,6 +25,7 @@ import { GET_PATH } from './service.ts';
 import {
   ensureNginx,
   freePort,
+  startBareProxy,
   startBenchSts,
   startJsonChild,
   token,
@@ -323,14 +324,7 @@ http {
   ]);
   children.push(sidecar.child);
   // The barest Node HTTP/2 mTLS proxy (no token, policy or audit): what Node's TLS and HTTP/2 cost.
-  const bare = await startJsonChild([
-    ...words(process.env.BENCH_BARE_NODE_ARGS),
-    join(here, 'bare-proxy.ts'),
-    join(certs, 'orders.pem'),
-    join(certs, 'orders-key.pem'),
-    join(certs, 'root.pem'),
-    String(appPort),
-  ]);
+  const bare = await startBareProxy(join(here, 'bare-proxy.ts'), certs, appPort);
   children.push(bare.child);
 
   const tls = {

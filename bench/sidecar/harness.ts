@@ -106,6 +106,26 @@ export function startJsonChild(
   });
 }
 
+/**
+ * Starts a bare Node mTLS proxy baseline (`script`: bench/sidecar/bare-proxy.ts for HTTP/1.1,
+ * bench/grpc/bare-proxy.ts for HTTP/2) with orders' certificate in front of the app on `appPort`.
+ * BENCH_BARE_NODE_ARGS adds node flags (e.g. `--cpu-prof`, to compare profiles with the sidecar's).
+ */
+export function startBareProxy(
+  script: string,
+  certs: string,
+  appPort: number,
+): ReturnType<typeof startJsonChild> {
+  return startJsonChild([
+    ...(process.env.BENCH_BARE_NODE_ARGS ?? '').split(' ').filter(Boolean),
+    script,
+    join(certs, 'orders.pem'),
+    join(certs, 'orders-key.pem'),
+    join(certs, 'root.pem'),
+    String(appPort),
+  ]);
+}
+
 /** The nginx binary; installs Debian's nginx (and stops its service) when there is none. */
 export function ensureNginx(): string {
   const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })

@@ -17,6 +17,7 @@ import {
   ensureNginx,
   freePort,
   startBenchSts,
+  startBareProxy,
   startJsonChild,
   token,
   withChildren,
@@ -221,15 +222,7 @@ http {
   }
 
   // BENCH_BARE_NODE_ARGS does the same for the bare Node proxy (to compare profiles).
-  const bareArgs = (process.env.BENCH_BARE_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const bare = await startJsonChild([
-    ...bareArgs,
-    join(here, 'bare-proxy.ts'),
-    join(certs, 'orders.pem'),
-    join(certs, 'orders-key.pem'),
-    join(certs, 'root.pem'),
-    String(appPort),
-  ]);
+  const bare = await startBareProxy(join(here, 'bare-proxy.ts'), certs, appPort);
   children.push(bare.child);
   const tls = {
     certFile: join(certs, 'web.pem'),
