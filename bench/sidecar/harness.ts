@@ -94,9 +94,21 @@ export function startJsonChild(
       const nl = buf.indexOf('\n');
       if (nl === -1) return;
       child.stdout!.off('data', onData);
+      let info: Record<string, number>;
+      try {
+        info = JSON.parse(buf.slice(0, nl)) as Record<string, number>;
+      } catch {
+        // A flag that prints to stdout (e.g. --trace-gc) came first: the child is stopped here,
+        // since the caller never gets it to stop.
+        child.kill('SIGTERM');
+        reject(
+          new Error(`${what}: the first line on stdout is not JSON: ${buf.slice(0, Math.min(nl, 120))}`),
+        );
+        return;
+      }
       resolve({
         child,
-        info: JSON.parse(buf.slice(0, nl)) as Record<string, number>,
+        info,
         readyMs: Math.round(performance.now() - t0),
         readyCpuMs: Math.round(cpuSeconds([child.pid!]) * 1000),
       });
