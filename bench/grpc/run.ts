@@ -40,7 +40,7 @@ const CLIENTS = {
   http2: "gRPC framing over node:http2 (reply message and trailers' grpc-status checked)",
   'grpc-js': '@grpc/grpc-js',
 } as const;
-/** The load generator's V8 flags (see the gRPC section of bench/RESULTS.md). */
+/** The Node load generator's V8 flags (`--client http2|grpc-js`): none unless `--loadgen-node-options` gives some. */
 const LOADGEN_NODE_OPTIONS = '';
 /** The generated block of bench/RESULTS.md that --record replaces. */
 const START = '<!-- bench:grpc generated: start -->';
@@ -66,7 +66,7 @@ const { values: flags } = parseArgs({
     from: { type: 'string', default: 'built' },
     /** V8 flags of the sidecar process (as bench/sidecar/run.ts). */
     'sidecar-node-options': { type: 'string', default: SIDECAR_NODE_OPTIONS },
-    /** V8 flags of the load generator. */
+    /** V8 flags of the Node load generator. */
     'loadgen-node-options': { type: 'string', default: LOADGEN_NODE_OPTIONS },
     record: { type: 'boolean', default: false },
   },
@@ -261,7 +261,8 @@ process.on('exit', () => {
   rmSync(dir, { recursive: true, force: true });
 });
 // Ctrl-C or a timeout's SIGTERM: exit through the handler above.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+process.once('SIGINT', () => process.exit(130));
+process.once('SIGTERM', () => process.exit(143));
 try {
   const nginxBin = ensureNginx();
   const { certs, sts, web } = await startBenchSts(dir);

@@ -134,7 +134,8 @@ process.on('exit', () => {
   rmSync(dir, { recursive: true, force: true });
 });
 // Ctrl-C or a timeout's SIGTERM: exit through the handler above.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+process.once('SIGINT', () => process.exit(130));
+process.once('SIGTERM', () => process.exit(143));
 try {
   const nginxBin = ensureNginx();
   // PKI and identities exactly as `npm run certs` would make them, and a real STS.
