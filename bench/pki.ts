@@ -27,3 +27,26 @@ export async function examplePki(dir: string): Promise<{ readonly ids: string; r
   });
   return { ids, certs };
 }
+
+/** The issuer of the benchmarks' STS (the example deployment's). */
+export const EXAMPLE_ISSUER = 'https://sts.portcullis.internal';
+
+/**
+ * The STS config every benchmark starts from (before `parseStsConfig`): loopback on a free port,
+ * the STS certificate of {@link examplePki}'s `certs`, its identities, a file keystore under
+ * `dir/keys` and audit in memory. A bench spreads its own fields over it.
+ */
+export function exampleStsConfig(dir: string, pki: { readonly ids: string; readonly certs: string }) {
+  return {
+    listen: { host: '127.0.0.1', port: 0 },
+    tls: {
+      cert: join(pki.certs, 'sts.pem'),
+      key: join(pki.certs, 'sts-key.pem'),
+      trustBundle: join(pki.certs, 'root.pem'),
+    },
+    identities: pki.ids,
+    issuer: EXAMPLE_ISSUER,
+    keystore: { type: 'file', dir: join(dir, 'keys') },
+    audit: { sink: 'memory' },
+  };
+}

@@ -11,7 +11,7 @@ import { Pool } from 'undici';
 import { generateKeyPair, issueFromCsr, loadCaDirectory, x509 } from '../../ca/index.ts';
 import { loadRegistry } from '../../core/index.ts';
 import { cpuSeconds, machineFacts } from '../machine.ts';
-import { examplePki } from '../pki.ts';
+import { examplePki, exampleStsConfig } from '../pki.ts';
 
 const { values } = parseArgs({
   options: {
@@ -76,17 +76,8 @@ try {
 
   // 3. Through the STS: simplereenroll over mTLS, audited, in a child process.
   const config = {
-    listen: { host: '127.0.0.1', port: 0 },
-    tls: {
-      cert: join(certs, 'sts.pem'),
-      key: join(certs, 'sts-key.pem'),
-      trustBundle: join(certs, 'root.pem'),
-    },
-    identities: ids,
-    issuer: 'https://sts.portcullis.internal',
-    keystore: { type: 'file', dir: join(dir, 'keys') },
+    ...exampleStsConfig(dir, { ids, certs }),
     state: { type: 'memory' },
-    audit: { sink: 'memory' },
     ca: { dir: join(dir, 'ca'), perSecond: 1_000_000, burst: 1_000_000 },
     rateLimit: { perSecond: 1_000_000, burst: 1_000_000 },
   };

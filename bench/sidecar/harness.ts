@@ -14,7 +14,7 @@ import { MemoryAuditSink, createLogger } from '../../core/index.ts';
 import { parseStsConfig, startSts } from '../../sts/index.ts';
 import type { RunningSts } from '../../sts/index.ts';
 import { cpuSeconds } from '../machine.ts';
-import { examplePki } from '../pki.ts';
+import { EXAMPLE_ISSUER, examplePki, exampleStsConfig } from '../pki.ts';
 import { ORDERS } from './policy.ts';
 
 /** The bench's PKI in `dir` (as `npm run certs` makes it) and a real STS on it, audit in memory. */
@@ -26,25 +26,11 @@ export async function startBenchSts(dir: string): Promise<{
   readonly web: { readonly cert: string; readonly key: string };
 }> {
   const { ids, certs } = await examplePki(dir);
-  const sts = await startSts(
-    parseStsConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      tls: {
-        cert: join(certs, 'sts.pem'),
-        key: join(certs, 'sts-key.pem'),
-        trustBundle: join(certs, 'root.pem'),
-      },
-      identities: ids,
-      issuer: 'https://sts.portcullis.internal',
-      keystore: { type: 'file', dir: join(dir, 'keys') },
-      audit: { sink: 'memory' },
-    }),
-    {
-      masterKey: randomBytes(32).toString('base64'),
-      audit: new MemoryAuditSink(),
-      logger: createLogger({ name: 'bench-sts', level: 'silent' }),
-    },
-  );
+  const sts = await startSts(parseStsConfig(exampleStsConfig(dir, { ids, certs })), {
+    masterKey: randomBytes(32).toString('base64'),
+    audit: new MemoryAuditSink(),
+    logger: createLogger({ name: 'bench-sts', level: 'silent' }),
+  });
   const web = {
     cert: readFileSync(join(certs, 'web.pem'), 'utf8'),
     key: readFileSync(join(certs, 'web-key.pem'), 'utf8'),
@@ -69,7 +55,7 @@ export function writeOrdersSidecarConfig(
     `service: ${ORDERS}
 trustDomain: example.org
 tls: { cert: ${join(certs, 'orders.pem')}, key: ${join(certs, 'orders-key.pem')}, trustBundle: ${join(certs, 'root.pem')} }
-sts: { url: "${stsUrl}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "https://sts.portcullis.internal" }
+sts: { url: "${stsUrl}", spiffeId: spiffe://example.org/ns/portcullis/sa/sts, issuer: "${EXAMPLE_ISSUER}" }
 inbound: { listen: { host: 127.0.0.1, port: 0 }, ${inbound} }
 ${extra}`,
   );

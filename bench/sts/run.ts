@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { openFileStore } from '../../audit/index.ts';
 import { COLLECTOR_ID, startBenchCollector } from '../collector.ts';
 import { cpuSeconds } from '../machine.ts';
-import { examplePki } from '../pki.ts';
+import { examplePki, exampleStsConfig } from '../pki.ts';
 import { keepAliveLoad, newConnectionLoad } from './load.ts';
 import type { Target } from './load.ts';
 
@@ -65,17 +65,8 @@ async function stop(child: ChildProcess) {
 async function main() {
   const { ids, certs } = await examplePki(dir);
   const config = {
-    listen: { host: '127.0.0.1', port: 0 },
-    tls: {
-      cert: join(certs, 'sts.pem'),
-      key: join(certs, 'sts-key.pem'),
-      trustBundle: join(certs, 'root.pem'),
-    },
-    identities: ids,
-    issuer: 'https://sts.portcullis.internal',
-    keystore: { type: 'file', dir: join(dir, 'keys') },
+    ...exampleStsConfig(dir, { ids, certs }),
     rateLimit: { perSecond: 1_000_000, burst: 1_000_000 },
-    audit: { sink: 'memory' },
   };
   const body = `grant_type=client_credentials&audience=${encodeURIComponent(ORDERS)}`;
   const request = Buffer.from(
