@@ -12,7 +12,6 @@
 // [--record]. Prints `BENCH_GRPC {json}` last; with --record replaces the generated block of the
 // gRPC section of bench/RESULTS.md.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +22,7 @@ import { SIDECAR_NODE_OPTIONS, buildHarness } from '../sidecar/entry.ts';
 import { policyYaml } from '../sidecar/policy.ts';
 import { GET_PATH } from './service.ts';
 import {
+  childrenStoppedOnExit,
   ensureNginx,
   freePort,
   startBareProxy,
@@ -253,16 +253,7 @@ function grpcPolicy(rules: number): string {
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-grpc-'));
 const goLoadgen = flags.client === 'go' || flags.app === 'go' ? buildGoLoadgen(dir) : undefined;
-const children: ChildProcess[] = [];
-// A crash (an exception in an event handler) skips the `finally` below: the children must not
-// outlive the bench, idling on the machine and skewing the next run's figures, nor its files.
-process.on('exit', () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
-});
-// Ctrl-C or a timeout's SIGTERM: exit through the handler above.
-process.once('SIGINT', () => process.exit(130));
-process.once('SIGTERM', () => process.exit(143));
+const children = childrenStoppedOnExit(dir);
 try {
   const nginxBin = ensureNginx();
   const { certs, sts, web } = await startBenchSts(dir);

@@ -4,7 +4,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -60,6 +60,23 @@ inbound: { listen: { host: 127.0.0.1, port: 0 }, ${inbound} }
 ${extra}`,
   );
   return file;
+}
+
+/**
+ * The list a bench pushes its children to. A crash (an exception in an event handler), Ctrl-C or
+ * a timeout's SIGTERM skips the bench's own `finally`: on exit the children still running are
+ * stopped and `dir` is removed, so nothing outlives the bench to idle on the machine and skew the
+ * next run's figures.
+ */
+export function childrenStoppedOnExit(dir: string): ChildProcess[] {
+  const children: ChildProcess[] = [];
+  process.on('exit', () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  process.once('SIGINT', () => process.exit(130));
+  process.once('SIGTERM', () => process.exit(143));
+  return children;
 }
 
 /**

@@ -14,10 +14,11 @@ import { parseArgs } from 'node:util';
 import { policyYaml } from './policy.ts';
 import { SIDECAR_NODE_OPTIONS, buildHarness } from './entry.ts';
 import {
+  childrenStoppedOnExit,
   ensureNginx,
   freePort,
-  startBenchSts,
   startBareProxy,
+  startBenchSts,
   startJsonChild,
   token,
   withChildren,
@@ -126,16 +127,7 @@ function load(opts: Record<string, unknown>): Promise<Phase> {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-sidecar-'));
-const children: ChildProcess[] = [];
-// A crash (an exception in an event handler) skips the `finally` below: the children must not
-// outlive the bench, idling on the machine and skewing the next run's figures, nor its files.
-process.on('exit', () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
-});
-// Ctrl-C or a timeout's SIGTERM: exit through the handler above.
-process.once('SIGINT', () => process.exit(130));
-process.once('SIGTERM', () => process.exit(143));
+const children = childrenStoppedOnExit(dir);
 try {
   const nginxBin = ensureNginx();
   // PKI and identities exactly as `npm run certs` would make them, and a real STS.

@@ -17,7 +17,7 @@ import { parseDuration } from '../../core/index.ts';
 import { cpuSeconds, machineFacts } from '../machine.ts';
 import { rssByMapping, rssMb, smapsRollup } from '../memory.ts';
 import { policyYaml } from './policy.ts';
-import { startBenchSts, startJsonChild, writeOrdersSidecarConfig } from './harness.ts';
+import { childrenStoppedOnExit, startBenchSts, startJsonChild, writeOrdersSidecarConfig } from './harness.ts';
 import { SIDECAR_NODE_OPTIONS, sidecarEntry } from './entry.ts';
 
 const { values: flags } = parseArgs({
@@ -118,7 +118,7 @@ async function startOnce(mode: string, config: string): Promise<Start> {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-startup-'));
-const children: ChildProcess[] = [];
+const children = childrenStoppedOnExit(dir);
 try {
   const { certs, sts } = await startBenchSts(dir);
   const app = await startJsonChild([join(here, 'app.ts')]);
