@@ -248,11 +248,16 @@ try {
       // segment's index built from its bytes, on a read-only store (which saves nothing).
       const log = join(dir, 'log');
       renameSync(join(log, 'index'), join(dir, 'index-aside'));
-      const ro = (await openStore(`file:${log}`, { readOnly: true })) as FileStore;
-      const built = await time(() => ro.prepareQueries());
-      rebuild = { seconds: r2(built.seconds), ...ro.indexStats() };
-      await ro.close();
-      renameSync(join(dir, 'index-aside'), join(log, 'index'));
+      let built;
+      try {
+        const ro = (await openStore(`file:${log}`, { readOnly: true })) as FileStore;
+        built = await time(() => ro.prepareQueries());
+        rebuild = { seconds: r2(built.seconds), ...ro.indexStats() };
+        await ro.close();
+      } finally {
+        // The index files go back whatever happened: the figures below read them.
+        renameSync(join(dir, 'index-aside'), join(log, 'index'));
+      }
       console.log(`${name}: every segment's index built from its bytes: ${built.seconds.toFixed(2)} s`);
     }
     if (name === 'postgres') {
