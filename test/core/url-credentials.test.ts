@@ -10,6 +10,10 @@ test('withoutCredentials removes user and password, also from a URL that does no
     ['postgres://u:p@ss@db/audit', 'postgres://db/audit'],
     ['postgres://db:5432/audit', 'postgres://db:5432/audit'],
     ['file:/var/lib/audit', 'file:/var/lib/audit'],
+    // Typos that keep the password but lose a slash or both.
+    ['postgres:/u:secret@db/audit', 'postgres:/db/audit'],
+    ['postgresql:u:secret@db/audit', 'postgresql:db/audit'],
+    ['u:secret@db/audit', 'u:db/audit'],
   ];
   for (const [url, shown] of cases) assert.equal(withoutCredentials(url), shown, url);
 });
