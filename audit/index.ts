@@ -73,7 +73,7 @@ export { buildCollectorApp } from './collector/app.ts';
 export type { CollectorDeps, CollectorPeerVerifier } from './collector/app.ts';
 export { startCollector } from './collector/start.ts';
 export type { CollectorOverrides, RunningCollector } from './collector/start.ts';
-export { createAuditClient } from './client/client.ts';
+export { DELIVERY_FAILING, createAuditClient } from './client/client.ts';
 export {
   DEFAULT_REPORT_INTERVAL_MS,
   SPOOL_REPORT_HEADER,

@@ -20,6 +20,9 @@ import type { SpoolReport, SpoolState } from '../spool-report.ts';
 import type { SpoolBatch } from './spool.ts';
 
 /** Options of {@link createAuditClient}; the STS and the sidecar fill them from their own config. */
+/** How the client's warning that delivery started failing begins (the CLI picks it out of the log). */
+export const DELIVERY_FAILING = 'audit delivery failing';
+
 export interface AuditClientOptions {
   /** Collector base URL, `https://host:port`. */
   readonly url: string;
@@ -773,7 +776,7 @@ class Client implements AuditClient {
 
   #warn(why: string): void {
     this.#failures++;
-    if (!this.#failing) this.#logger.warn({ url: this.#o.url }, `audit delivery failing, spooling: ${why}`);
+    if (!this.#failing) this.#logger.warn({ url: this.#o.url }, `${DELIVERY_FAILING}, spooling: ${why}`);
     this.#failing = true;
     if (this.#shipIdle()) this.#releaseIdle();
   }

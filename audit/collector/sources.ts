@@ -2,7 +2,7 @@
 // verified peer's SPIFFE ID, never a name the client chose), when its last batch and its last
 // spool report arrived, and that report. In memory, bounded: past `max` sources the one heard
 // from least recently is forgotten. Served by `GET /v1/sources`.
-import type { SpoolReport } from '../spool-report.ts';
+import type { SpoolReport, SpoolState } from '../spool-report.ts';
 
 /** A source is stale when nothing arrived from it for this many of its reporting intervals. */
 export const STALE_AFTER_INTERVALS = 3;
@@ -37,7 +37,7 @@ export interface SourceView {
 }
 
 /** Spool states that need a look. */
-const TROUBLED_STATES: readonly string[] = ['retrying', 'full', 'unwritable'];
+const TROUBLED_STATES: readonly SpoolState[] = ['retrying', 'full', 'unwritable'];
 
 interface Entry {
   readonly source: string;

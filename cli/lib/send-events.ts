@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createAuditClient } from '../../audit/index.ts';
+import { DELIVERY_FAILING, createAuditClient } from '../../audit/index.ts';
 import { createLogger } from '../../core/index.ts';
 import type { AuditEvent } from '../../core/index.ts';
 
@@ -38,14 +38,10 @@ export async function sendEvents(
       level: 'warn',
       destination: {
         write(line: string) {
-          let msg: string | undefined;
-          try {
-            msg = (JSON.parse(line) as { msg?: string }).msg;
-          } catch {
-            return;
-          }
-          // The delivery failure names the reason; another warning only stands in until one comes.
-          if (msg && (!lastFailure || msg.startsWith('audit delivery failing'))) lastFailure = msg;
+          // pino writes one JSON object per line. The delivery failure names the reason; another
+          // warning only stands in until one comes.
+          const { msg } = JSON.parse(line) as { msg?: string };
+          if (msg && (!lastFailure || msg.startsWith(DELIVERY_FAILING))) lastFailure = msg;
         },
       },
     }),
