@@ -406,7 +406,7 @@ export interface IndexStats {
   parsedRecords: number;
   /** Records the writer indexed as it appended them. */
   appendedRecords: number;
-  /** Index files read back and accepted. */
+  /** Index files read back (past the cache bound at a start: their header checked) and accepted. */
   filesRead: number;
   /** Index files written. */
   filesWritten: number;
@@ -525,7 +525,7 @@ export class FileIndex {
   /**
    * In the background of a start: makes sure every segment has an index, newest first, without
    * holding more than the cache bound: the newest {@link CACHED_SEGMENTS} are kept in memory, older
-   * ones only checked (an exact index file is read back and dropped) or built and saved. One
+   * ones only checked (an exact index file's header and size) or built and saved. One
    * segment per queue turn, so that a query waits for one segment's work at most.
    */
   async prepare(
@@ -533,7 +533,13 @@ export class FileIndex {
   ): Promise<void> {
     for (let k = 0; k < segments.length && !this.#stopped; k++) {
       const { seg, limit, complete } = segments[k]!;
-      await this.#enqueue(() => this.#segment(seg, limit, complete, k < CACHED_SEGMENTS));
+      const cache = k < CACHED_SEGMENTS;
+      await this.#enqueue(async () => {
+        // Past the cache bound, an exact index file's header is enough: decoding it (megabytes a
+        // segment) only to drop it would be read again by the first query that needs it.
+        if (!cache && complete && !this.#cache.has(seg.first) && (await this.#exact(seg, limit))) return;
+        await this.#segment(seg, limit, complete, cache);
+      });
     }
   }
 
@@ -600,6 +606,46 @@ export class FileIndex {
 
   #path(first: number): string {
     return join(this.#dir, INDEX_DIR, `${String(first).padStart(16, '0')}.idx`);
+  }
+
+  /**
+   * Whether `seg`'s index file describes it exactly as it is, `limit` bytes long, read from its
+   * header line and the file's size alone (what {@link SegmentIndex.decode} checks first).
+   */
+  async #exact(seg: { first: number; name: string }, limit: number): Promise<boolean> {
+    let fh;
+    try {
+      fh = await open(this.#path(seg.first), 'r');
+      const [st, own] = await Promise.all([stat(join(this.#dir, seg.name)), fh.stat()]);
+      // The header holds the dictionary: read on until its newline (bounded by the file).
+      let head = Buffer.alloc(0);
+      let nl = -1;
+      while (nl < 0 && head.length < own.size) {
+        const { buffer, bytesRead } = await fh.read(Buffer.alloc(64 * 1024), 0, 64 * 1024, head.length);
+        if (bytesRead === 0) break;
+        nl = buffer.subarray(0, bytesRead).indexOf(0x0a);
+        if (nl >= 0) nl += head.length;
+        head = Buffer.concat([head, buffer.subarray(0, bytesRead)]);
+      }
+      if (nl < 0) return false;
+      const h = JSON.parse(head.toString('utf8', 0, nl)) as Record<string, unknown>;
+      const n = h.count;
+      const exact =
+        h.v === VERSION &&
+        h.first === seg.first &&
+        h.bytes === limit &&
+        h.fileSize === st.size &&
+        h.mtimeMs === st.mtimeMs &&
+        typeof n === 'number' &&
+        Number.isSafeInteger(n) &&
+        own.size === nl + 1 + n * (8 + 8 + 4 + 4 + 4 * FILTER_FIELDS.length);
+      if (exact) this.stats.filesRead++;
+      return exact;
+    } catch {
+      return false;
+    } finally {
+      await fh?.close();
+    }
   }
 
   async #load(first: number, file: string): Promise<SegmentIndex | undefined> {

@@ -399,7 +399,7 @@ test('file store: the writer keeps the query index as it appends; a store writte
       }),
     });
     const expected = await ask(ro);
-    assert.ok(ro.indexStats().parsedRecords === 35, 'the read-only store built its indexes from the bytes');
+    assert.equal(ro.indexStats().parsedRecords, 35, 'the read-only store built its indexes from the bytes');
     await ro.close();
     store = await openFileStore({ dir, sealer, segmentRecords: 10, clock: () => new Date(clock) });
     assert.deepEqual(await ask(store), expected);
@@ -460,6 +460,41 @@ test('file store: what no index file covers is rebuilt from the bytes: a live in
     assert.equal(store.indexStats().parsedRecords, 10);
     await store.close();
     assert.equal((await indexFilesMatchSegments(dir)).length, 3);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('file store: past the 16 cached segments a start checks index files by their header, and one that no longer describes its segment is rebuilt; queries over every segment still answer', async () => {
+  const tmp = tempDir();
+  try {
+    const dir = join(tmp.dir, 'log');
+    let store = await openFileStore({ dir, segmentRecords: 2 });
+    // 20 complete segments of 2 records and a live one of 1.
+    await store.append(Array.from({ length: 41 }, (_, i) => decision(i, { rule: `r${i % 5}` })));
+    await store.close();
+    assert.equal((await indexFilesMatchSegments(dir)).length, 21);
+    // The oldest segment touched since its index was saved: its index file no longer describes it.
+    const oldest = join(dir, '0000000000000000.jsonl');
+    const { atime } = statSync(oldest);
+    utimesSync(oldest, atime, new Date(Date.now() + 60_000));
+
+    store = await openFileStore({ dir, segmentRecords: 2 });
+    await store.prepareQueries();
+    // 16 newest read back, 4 older ones checked by their header, the oldest rebuilt and saved.
+    assert.deepEqual(store.indexStats(), {
+      parsedRecords: 2,
+      appendedRecords: 0,
+      filesRead: 20,
+      filesWritten: 1,
+    });
+    const r0 = (await store.query({ rule: 'r0', order: 'desc', limit: 100 })).map((r) => r.seq);
+    assert.deepEqual(r0, [40, 35, 30, 25, 20, 15, 10, 5, 0]);
+    assert.equal((await store.aggregate({ filter: { rule: 'r1' }, groupBy: [] }))[0]!.count, 8);
+    // The queries read the older segments' files back whole, and parsed nothing more.
+    assert.equal(store.indexStats().parsedRecords, 2);
+    await store.close();
+    assert.equal((await indexFilesMatchSegments(dir)).length, 21);
   } finally {
     tmp.cleanup();
   }
