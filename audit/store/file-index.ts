@@ -99,13 +99,7 @@ export class SegmentIndex {
     // parser is the faster for ordinary lines).
     const fields = line.length > SCAN_LINES_OVER ? scanIndexedFields(line) : undefined;
     if (fields) {
-      let t = timeCache.get(fields.time);
-      if (t === undefined) {
-        t = Date.parse(fields.time);
-        if (timeCache.size > 1000) timeCache.clear();
-        timeCache.set(fields.time, t);
-      }
-      this.#fill(i, t, fields.hash, fields.event);
+      this.#fill(i, timeOf(fields.time, timeCache), fields.hash, fields.event);
       return;
     }
     let parsed: { time?: unknown; hash?: unknown; event?: Record<string, unknown> } | undefined;
@@ -120,13 +114,7 @@ export class SegmentIndex {
       for (const col of this.cols) col[i] = JUNK;
       return;
     }
-    let t = timeCache.get(parsed.time);
-    if (t === undefined) {
-      t = Date.parse(parsed.time);
-      if (timeCache.size > 1000) timeCache.clear();
-      timeCache.set(parsed.time, t);
-    }
-    this.#fill(i, t, parsed.hash, event);
+    this.#fill(i, timeOf(parsed.time, timeCache), parsed.hash, event);
   }
 
   #fill(i: number, t: number, hash: unknown, event: Record<string, unknown>): void {
@@ -410,6 +398,17 @@ export interface IndexStats {
   filesRead: number;
   /** Index files written. */
   filesWritten: number;
+}
+
+/** `Date.parse(time)` through `cache` (a batch's records share their time), kept under ~1,000 entries. */
+function timeOf(time: string, cache: Map<string, number>): number {
+  let t = cache.get(time);
+  if (t === undefined) {
+    t = Date.parse(time);
+    if (cache.size > 1000) cache.clear();
+    cache.set(time, t);
+  }
+  return t;
 }
 
 /** Whether record `i` of a segment passes a compiled filter. */
