@@ -1,4 +1,5 @@
 import { after, before, test } from 'node:test';
+import type { TLSSocket } from 'node:tls';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { AsnConvert } from '@peculiar/asn1-schema';
@@ -134,66 +135,56 @@ test('a verifier needs a non-empty trust bundle of CA certificates', () => {
   );
 });
 
-test('over real TLS, verifySocket caches the chain per connection but rechecks expiry and revocation', async () => {
-  let now = Date.now();
-  const denied = new Set<string>();
+/** A clientAuth verifier whose clock and deny-list the test moves, and web's leaf on new TLS connections. */
+function revocableVerifier() {
+  const state = { now: Date.now(), denied: new Set<string>() };
   const v = createPeerVerifier({
     trustAnchorsPem: pki.rootPem,
     intermediatesPem: pki.intermediatePem,
     trustDomain: 'example.org',
-    isRevoked: (s) => denied.has(s),
+    isRevoked: (s) => state.denied.has(s),
     purpose: 'clientAuth',
-    clock: () => now,
+    clock: () => state.now,
   });
   const web = pki.leaf('web');
-  const conn = await acceptTls(pki, { cert: web.certPem, key: web.keyPem }, { minVersion: 'TLSv1.3' });
-  try {
-    const { socket } = conn;
+  /** Runs `f` on a fresh connection presenting web's leaf, closed afterwards. */
+  const onConnection = async (f: (socket: TLSSocket) => void) => {
+    const conn = await acceptTls(pki, { cert: web.certPem, key: web.keyPem }, { minVersion: 'TLSv1.3' });
+    try {
+      f(conn.socket);
+    } finally {
+      conn.close();
+    }
+  };
+  return { v, state, web, onConnection };
+}
+
+test('over real TLS, verifySocket caches the chain per connection but rechecks expiry and revocation', async () => {
+  const { v, state, web, onConnection } = revocableVerifier();
+  await onConnection((socket) => {
     assert.equal(v.verifySocket(socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
-    denied.add(web.serial);
+    state.denied.add(web.serial);
     assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_CERT_REVOKED' });
-    denied.clear();
-    now += 25 * 3_600_000;
+    state.denied.clear();
+    state.now += 25 * 3_600_000;
     assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_CERT_EXPIRED' });
-  } finally {
-    conn.close();
-  }
+  });
 });
 
 test('over real TLS, a second connection with the same leaf (the verdict cached by fingerprint) is refused once the leaf is revoked or expired', async () => {
-  let now = Date.now();
-  const denied = new Set<string>();
-  const v = createPeerVerifier({
-    trustAnchorsPem: pki.rootPem,
-    intermediatesPem: pki.intermediatePem,
-    trustDomain: 'example.org',
-    isRevoked: (s) => denied.has(s),
-    purpose: 'clientAuth',
-    clock: () => now,
-  });
-  const web = pki.leaf('web');
-  const connect = () => acceptTls(pki, { cert: web.certPem, key: web.keyPem }, { minVersion: 'TLSv1.3' });
-  const first = await connect();
-  try {
-    assert.equal(v.verifySocket(first.socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web');
-  } finally {
-    first.close();
-  }
-  denied.add(web.serial);
-  const second = await connect();
-  try {
-    assert.throws(() => v.verifySocket(second.socket), { code: 'ERR_CA_CERT_REVOKED' });
-  } finally {
-    second.close();
-  }
-  denied.clear();
-  now += 25 * 3_600_000;
-  const third = await connect();
-  try {
-    assert.throws(() => v.verifySocket(third.socket), { code: 'ERR_CA_CERT_EXPIRED' });
-  } finally {
-    third.close();
-  }
+  const { v, state, web, onConnection } = revocableVerifier();
+  await onConnection((socket) =>
+    assert.equal(v.verifySocket(socket).spiffeId.uri, 'spiffe://example.org/ns/shop/sa/web'),
+  );
+  state.denied.add(web.serial);
+  await onConnection((socket) =>
+    assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_CERT_REVOKED' }),
+  );
+  state.denied.clear();
+  state.now += 25 * 3_600_000;
+  await onConnection((socket) =>
+    assert.throws(() => v.verifySocket(socket), { code: 'ERR_CA_CERT_EXPIRED' }),
+  );
 });
 
 test('over real TLS, a leaf that expires during a connection is accepted on it for the clock skew more, and refused past that', async () => {
