@@ -100,10 +100,13 @@ const ours = services.filter(([, s]) => {
   return b === '.' || (typeof b === 'object' && b.context === '.' && !b.dockerfile_inline);
 });
 /** A service's command line, without Node's own flags (`node --liftoff-only dist/…` reads as `node dist/…`). */
-const argvOf = (s: Service) =>
-  [...(s.entrypoint ?? entrypoint), ...(s.command ?? defaultCmd)].filter(
-    (a, i, all) => !(i > 0 && all[0] === 'node' && all.slice(1, i + 1).every((x) => x.startsWith('--'))),
-  );
+const argvOf = (s: Service) => {
+  const argv = [...(s.entrypoint ?? entrypoint), ...(s.command ?? defaultCmd)];
+  if (argv[0] !== 'node') return argv;
+  let i = 1;
+  while (argv[i]?.startsWith('--')) i++;
+  return ['node', ...argv.slice(i)];
+};
 const isOneShot = (s: Service) => s.restart === 'no';
 const isCli = (argv: string[]) =>
   argv[0] === 'node' && (argv[1] === BUILT_CLI || argv[1] === 'cli/portcullis.ts');
