@@ -836,20 +836,24 @@ export class FileStore implements AuditStore {
       if (!this.#options.readOnly && seg.first >= this.#size) continue;
       // Segments wholly outside [from, below) are not even opened.
       if (seg.first >= below || (segments[i + 1] && segments[i + 1]!.first <= from)) continue;
-      let limit: number;
-      if (last && !this.#options.readOnly) limit = this.#segBytes;
-      else {
-        try {
-          limit = (await stat(join(this.dir, seg.name))).size;
-        } catch (err) {
-          throw new StoreError(
-            'ERR_AUDIT_STORE_UNAVAILABLE',
-            `${join(this.dir, seg.name)}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
-            { cause: err },
-          );
-        }
-      }
-      yield { seg, idx: await this.#index.segment(seg, limit, !last) };
+      yield { seg, idx: await this.#index.segment(seg, await this.#limit(seg, last), !last) };
+    }
+  }
+
+  /**
+   * How far `seg` is indexed: the writer's durable end for the live segment (the last, when
+   * writable), the file's size for the others (and for every segment of a read-only store).
+   */
+  async #limit(seg: Segment, last: boolean): Promise<number> {
+    if (last && !this.#options.readOnly) return this.#segBytes;
+    try {
+      return (await stat(join(this.dir, seg.name))).size;
+    } catch (err) {
+      throw new StoreError(
+        'ERR_AUDIT_STORE_UNAVAILABLE',
+        `${join(this.dir, seg.name)}: cannot be read (${(err as NodeJS.ErrnoException).code})`,
+        { cause: err },
+      );
     }
   }
 
@@ -993,14 +997,10 @@ export class FileStore implements AuditStore {
     const list: { seg: Segment; limit: number; complete: boolean }[] = [];
     for (const [k, seg] of segments.entries()) {
       if (!this.#options.readOnly && seg.first >= this.#size) continue;
-      const live = k === 0 && !this.#options.readOnly;
-      const limit = live
-        ? this.#segBytes
-        : await stat(join(this.dir, seg.name)).then(
-            (s) => s.size,
-            () => -1,
-          );
-      if (limit >= 0) list.push({ seg, limit, complete: !live });
+      const last = k === 0;
+      // A segment that cannot be read now is left to the query that needs it (and reports it).
+      const limit = await this.#limit(seg, last).catch(() => -1);
+      if (limit >= 0) list.push({ seg, limit, complete: !last });
     }
     await this.#index.prepare(list);
   }
