@@ -9,11 +9,13 @@
 // dist/ is missing or older than one of its inputs; `--harness DIR` bundles the sidecar benchmark's
 // process (bench/sidecar/sidecar-proc.ts) the same way into DIR.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { build } from 'esbuild';
 import type { BuildOptions, Plugin } from 'esbuild';
 
 const root = new URL('../', import.meta.url).pathname;
+const nodeRequire = createRequire(import.meta.url);
 const dist = join(root, 'dist');
 const infoFile = join(dist, 'build-info.json');
 
@@ -67,6 +69,67 @@ const oursArePure: Plugin = {
 };
 
 /**
+ * Node's built-in modules reach the bundles through require(), not as ES imports. Importing a
+ * built-in as an ES module makes Node build its ES face by reading every export, and node:http's
+ * exports include lazy getters (WebSocket, CloseEvent, MessageEvent) that load Node's own copy of
+ * undici: ~20 ms of every sidecar start (decision 0100). Each `import … from 'node:x'` in the
+ * bundled code binds the names it uses, and only those, to the module object require() returns:
+ * every name is offered behind a pure call, which esbuild drops where nothing imports it.
+ */
+const builtinsByRequire: Plugin = {
+  name: 'builtins-by-require',
+  setup(b) {
+    b.onResolve({ filter: /^node:/ }, (args) =>
+      args.kind === 'import-statement' ? { path: args.path, namespace: 'builtin' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'builtin' }, (args) => {
+      const names = Object.keys(nodeRequire(args.path) as object).filter(
+        (n) => /^[A-Za-z_$][\w$]*$/.test(n) && n !== 'default',
+      );
+      const lines = [
+        `const m = require(${JSON.stringify(args.path)});`,
+        'const pick = (name) => m[name];',
+        'export default m;',
+        ...names.map((n) => `export const ${n} = /* @__PURE__ */ pick('${n}');`),
+      ];
+      return { contents: `${lines.join('\n')}\n`, loader: 'js' };
+    });
+  },
+};
+
+const undiciLean: Plugin = {
+  name: 'undici-lean',
+  setup(b) {
+    b.onResolve({ filter: /^undici$/ }, (args) =>
+      args.resolveDir.startsWith(join(root, 'node_modules'))
+        ? undefined
+        : { path: join(root, 'scripts/undici-lean.mjs') },
+    );
+  },
+};
+
+/**
+ * zod's `z.locales` namespace holds its error messages in ~50 languages (~300 KB of the sidecar's
+ * bundle, parsed and evaluated at every start); we configure none but the default English, which
+ * zod imports on its own. In the bundles `z.locales` holds `en` only (decision 0100).
+ */
+const zodEnglishOnly: Plugin = {
+  name: 'zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      args.importer.includes('/node_modules/zod/')
+        ? { path: join(args.resolveDir, args.path), namespace: 'zod-locales' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      contents: `export { default as en } from ${JSON.stringify(join(args.path, '../en.js'))};\n`,
+      loader: 'js',
+      resolveDir: join(args.path, '..'),
+    }));
+  },
+};
+
+/**
  * npm packages left out of the bundles and loaded from node_modules at run time: what only the STS
  * and the collector use (fastify, PostgreSQL, Vault), the OpenTelemetry SDK and exporters (loaded
  * only when tracing is on) and node-forge (PKCS#12 export, loaded on use). Each is imported
@@ -106,7 +169,7 @@ const BUNDLE_OPTIONS = {
   legalComments: 'none',
   metafile: true,
   logLevel: 'warning',
-  plugins: [oursArePure],
+  plugins: [oursArePure, builtinsByRequire, undiciLean, zodEnglishOnly],
 } satisfies BuildOptions;
 
 async function main(): Promise<void> {
@@ -153,7 +216,7 @@ async function main(): Promise<void> {
   for (const file of Object.keys(result.metafile.inputs).sort()) {
     const rel = relative(root, join(root, file));
     // The packages bundled are the lockfile's: package-lock.json stands for them.
-    if (rel.startsWith('node_modules/')) continue;
+    if (rel.startsWith('node_modules/') || /^[a-z-]+:/.test(file)) continue;
     inputs[rel] = statSync(join(root, rel)).mtimeMs;
   }
   inputs['package-lock.json'] = statSync(join(root, 'package-lock.json')).mtimeMs;

@@ -1,0 +1,83 @@
+// The build's trims (scripts/build.ts, decision 0100): what `npm run build` leaves out of the
+// bundles must stay out, and what replaces it must behave as the package it stands for.
+// `npm test` builds first; run alone, the tests on dist/ need `npm run build`.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const ROOT = new URL('../', import.meta.url).pathname;
+const node = (args: string[]) =>
+  spawnSync(process.execPath, args, { encoding: 'utf8', cwd: ROOT, timeout: 30_000 });
+
+test("the built sidecar command loads neither undici's web parts nor Node's own undici", () => {
+  const probe = [
+    "await import('./dist/cli/commands/sidecar.js');",
+    'console.log(JSON.stringify(process.moduleLoadList.filter((m) => /undici/.test(m))));',
+  ].join('\n');
+  const r = node(['--input-type=module', '-e', probe]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), []);
+  // The same probe on the sources shows what the build avoids (and that the probe can see it).
+  const src = node([
+    '--input-type=module',
+    '-e',
+    probe.replace('./dist/cli/commands/sidecar.js', './cli/commands/sidecar.ts'),
+  ]);
+  assert.equal(src.status, 0, src.stderr);
+  assert.deepEqual(JSON.parse(src.stdout), ['NativeModule internal/deps/undici/undici']);
+});
+
+test('a config error reads the same from the built CLI as from the sources (zod keeps its English messages)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-build-'));
+  try {
+    const file = join(dir, 'sidecar.yaml');
+    writeFileSync(file, 'service: 5\ntrustDomain: example.org\n');
+    const built = node(['dist/cli/portcullis.js', 'sidecar', '--config', file]);
+    const sources = node(['cli/portcullis.ts', 'sidecar', '--config', file]);
+    assert.equal(built.status, 1);
+    assert.match(built.stderr, /^portcullis: .*sidecar\.yaml: service: .+ \[ERR_CONFIG_INVALID\]\n$/);
+    assert.equal(built.stderr, sources.stderr);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Run in a process of its own, as the build uses the module: test/ imports nothing of scripts/.
+test("scripts/undici-lean.mjs's request() sends what undici's does and refuses a call without a dispatcher", () => {
+  const probe = `
+    import { createServer } from 'node:http';
+    import { Agent as PackageAgent } from 'undici';
+    import { Agent, request } from './scripts/undici-lean.mjs';
+    const seen = [];
+    const server = createServer((req, res) => {
+      seen.push(req.method + ' ' + req.url);
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = 'http://127.0.0.1:' + server.address().port;
+    const dispatcher = new Agent();
+    const get = await request(new URL('/a/b?x=1&y=2', base), { dispatcher });
+    const text = await get.body.text();
+    await (await request(base + '/c', { dispatcher, method: 'POST', body: 'x' })).body.dump();
+    await (await request(base + '/d', { dispatcher, body: 'x' })).body.dump();
+    let refusal;
+    try { request(base + '/e', {}); } catch (err) { refusal = err.name + ': ' + err.message; }
+    await dispatcher.close();
+    server.close();
+    console.log(JSON.stringify({ status: get.statusCode, text, seen, refusal, sameAgent: Agent === PackageAgent }));
+  `;
+  const r = node(['--input-type=module', '-e', probe]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), {
+    status: 200,
+    text: 'ok',
+    seen: ['GET /a/b?x=1&y=2', 'POST /c', 'PUT /d'],
+    refusal: 'InvalidArgumentError: request() needs options.dispatcher',
+    // The package's Agent and the lean module's are one class: the build changes no behaviour.
+    sameAgent: true,
+  });
+});
