@@ -115,7 +115,14 @@ export async function startSidecar(
     defaultEst: config.sts.url,
     logger,
   });
-  const tls = watchTlsFiles(config.tls, logger);
+  const tls = (() => {
+    try {
+      return watchTlsFiles(config.tls, logger);
+    } catch (err) {
+      identity?.stop();
+      throw err;
+    }
+  })();
   // The ops listener (health, metrics) comes up first: a readiness probe sees 503 while keys,
   // policy and audit sink are still being set up, and 200 once every check passes.
   const ops: { metrics?: SidecarMetrics; checks?: Record<string, ReadinessCheck> } = {};
@@ -137,6 +144,10 @@ export async function startSidecar(
       },
     );
   }
+  // What the steps below have opened, released in reverse order when a later one fails (a port
+  // taken for the outbound listener must not leave the inbound one listening, nor the audit
+  // client's loop, the policy watcher and the key refresh running in the calling process).
+  const opened: (() => unknown)[] = [];
   try {
     // The verifier consults the revocation list, which is fetched with a client that uses the verifier.
     const revocationRef: { list?: RevocationList } = {};
@@ -161,6 +172,7 @@ export async function startSidecar(
       intervalMs: config.inbound.policyReloadInterval,
       logger,
     });
+    opened.push(() => policy.close());
 
     const sts = createStsClient({
       url: config.sts.url,
@@ -186,6 +198,11 @@ export async function startSidecar(
       intervalMs: config.sts.revocationsPoll,
     });
     revocationRef.list = revoked;
+    opened.push(
+      () => sts.close(),
+      () => jwks.close(),
+      () => revoked.close(),
+    );
     await Promise.all([jwks.start(), revoked.start()]);
 
     // `app: h2c://…`: one multiplexed HTTP/2 connection to the app (prior knowledge) carries
@@ -201,6 +218,10 @@ export async function startSidecar(
       headersTimeout: config.inbound.upstreamHeadersTimeout,
       bodyTimeout: config.inbound.upstreamBodyTimeout,
     });
+    opened.push(
+      () => pool.close(),
+      () => h2App?.close(),
+    );
     const claims = createClaimsCache(50_000, clock);
     let tokens: TokenSource | undefined;
     const metrics = createSidecarMetrics(
@@ -222,6 +243,8 @@ export async function startSidecar(
         metricsRegistry: metrics.registry,
         clockSkewMs: config.tls.clockSkew,
       });
+    // A sink the caller passed in is the caller's to close.
+    if (!overrides.sink) opened.push(() => sink.close());
     const accessLog = createAccessLog(logger, config.accessLog);
     // Relayed WebSockets of each listener: their limits, metrics, and their close on shutdown.
     const tunnels = { inbound: createTunnels(config.websocket), outbound: createTunnels(config.websocket) };
@@ -301,6 +324,10 @@ export async function startSidecar(
     // Read at scrape time: the outbound listener joins below.
     registerConnectionMetrics(metrics.registry, 'portcullis_sidecar', guards);
     await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
+    opened.push(async () => {
+      await close(inbound);
+      await guards.inbound?.drain();
+    });
 
     let outbound: HttpServer | undefined;
     const dispatchers = new Map<string, Pool>();
@@ -471,7 +498,11 @@ export async function startSidecar(
     const closeAll = running.close;
     return { ...running, close: () => (closing ??= closeAll()) };
   } catch (err) {
-    // A part that failed to start leaves nothing listening behind.
+    // A part that failed to start leaves nothing listening or running behind.
+    for (const release of opened.reverse())
+      await Promise.resolve()
+        .then(release)
+        .catch(() => {});
     identity?.stop();
     tls.close();
     if (metricsServer) {

@@ -142,22 +142,42 @@ async function startStsParts(
       return self.url;
     },
   });
+  // What start-up has opened so far, released in reverse order when a later step fails (an
+  // identity's renewal timer, file watchers, a collector sink's loop and connections would
+  // otherwise run on in the calling process) and by close().
+  const opened: (() => unknown)[] = [() => identity?.stop()];
+  const releaseOpened = async () => {
+    for (const release of [...opened].reverse()) await release();
+  };
+  const failed = async (err: unknown): Promise<never> => {
+    await releaseOpened();
+    throw err;
+  };
+  /** Runs a start-up step; when it throws, what is open so far is released before the error goes on. */
+  const step = <T>(run: () => T): Promise<T> => Promise.resolve().then(run).catch(failed);
   // Renewed certificates are picked up without a restart (new connections use the new leaf).
-  const tlsFiles = watchTlsFiles(config.tls, logger);
+  const tlsFiles = await step(() => watchTlsFiles(config.tls, logger));
+  opened.push(() => tlsFiles.close());
   loaded.tls = tlsFiles;
   const { cert, key, ca: trustBundle } = tlsFiles.current();
-  const registry = overrides.registry ?? loadRegistry(config.identities);
-  const selfId = ownSpiffeId(cert);
-  const metrics = createStsMetrics(overrides.metricsRegistry, overrides.metricsRegistry === undefined);
+  const registry = overrides.registry ?? (await step(() => loadRegistry(config.identities)));
+  const selfId = await step(() => ownSpiffeId(cert));
+  const metrics = await step(() =>
+    createStsMetrics(overrides.metricsRegistry, overrides.metricsRegistry === undefined),
+  );
   // The audit client's queue and spool gauges are served on the STS's own /metrics.
   const audit =
     overrides.audit ??
-    createAuditSink(config.audit, {
-      tls: tlsFiles,
-      logger,
-      metricsRegistry: metrics.registry,
-      clockSkewMs: config.tls.clockSkew,
-    });
+    (await step(() =>
+      createAuditSink(config.audit, {
+        tls: tlsFiles,
+        logger,
+        metricsRegistry: metrics.registry,
+        clockSkewMs: config.tls.clockSkew,
+      }),
+    ));
+  // A sink the caller passed in is the caller's to close: it is only flushed.
+  opened.push(() => (overrides.audit ? audit.flush() : audit.close()));
   loaded.audit = audit;
   if (ops)
     ops.metrics = {
@@ -169,29 +189,19 @@ async function startStsParts(
   const isRevoked = (serial: string) => denyList.isSerialRevoked(serial);
   // Trust follows tls.trustBundle across reloads. The policy caches its verdicts per connection
   // and per leaf fingerprint, and checks expiry and the deny-list on every request.
-  const peerVerifier = followTrustBundle(tlsFiles, (trustAnchorsPem, intermediatesPem) =>
-    createPeerVerifier({
-      trustAnchorsPem,
-      intermediatesPem,
-      trustDomain: registry.trustDomain,
-      isRevoked,
-      purpose: 'clientAuth',
-      clockSkewMs: config.tls.clockSkew,
-      clock: () => clock.now(),
-    }),
+  const peerVerifier = await step(() =>
+    followTrustBundle(tlsFiles, (trustAnchorsPem, intermediatesPem) =>
+      createPeerVerifier({
+        trustAnchorsPem,
+        intermediatesPem,
+        trustDomain: registry.trustDomain,
+        isRevoked,
+        purpose: 'clientAuth',
+        clockSkewMs: config.tls.clockSkew,
+        clock: () => clock.now(),
+      }),
+    ),
   );
-  // What start-up has opened so far, released in reverse order when a later step fails (a
-  // collector sink's loop and connections would otherwise run on in the calling process) and by
-  // close(). A sink the caller passed in is the caller's to close: it is only flushed.
-  const ownSink = () => (overrides.audit ? audit.flush() : audit.close());
-  const opened: (() => unknown)[] = [() => identity?.stop(), () => tlsFiles.close(), ownSink];
-  const releaseOpened = async () => {
-    for (const release of [...opened].reverse()) await release();
-  };
-  const failed = async (err: unknown): Promise<never> => {
-    await releaseOpened();
-    throw err;
-  };
   let keystore: Keystore;
   try {
     keystore =

@@ -1,9 +1,9 @@
-// The ops listener of the STS and the collector, in process (decision 0059): once started it answers
+// The ops listener of the STS, the collector and the sidecar, in process (decision 0059): once started it answers
 // the same checks as the mTLS /readyz plus `listener`, serves the part's metrics, and is closed with
 // the part — also when a later start-up step fails. The 503 window while they load is seen by
 // test/e2e/readiness.test.ts, which spawns the parts as the CLI starts them.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,9 @@ import { makeTestPki } from '../helpers/pki.ts';
 import type { TestPki } from '../helpers/pki.ts';
 import { startTestSts } from '../sts/helpers.ts';
 import { startTestCollector } from '../audit/collector-harness.ts';
+import { createLogger } from '../../core/index.ts';
+import { parseSidecarConfig, startSidecar } from '../../sidecar/index.ts';
+import { ISSUER, ORDERS, STS_ID, WEB } from './mesh.ts';
 
 let pki: TestPki;
 let anonymous: Agent;
@@ -137,6 +140,53 @@ test('the collector: ops /readyz has the mTLS checks plus listener, /metrics the
       await taken.release();
     }
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a sidecar whose outbound port is taken closes its inbound and ops listeners before the start rejects', async () => {
+  const taken = await holdPort();
+  // Nothing listens on the STS's port: the start goes on without signing keys (readiness says so).
+  const [inbound, ops, sts] = [await holdPort(), await holdPort(), await holdPort()];
+  await Promise.all([inbound.release(), ops.release(), sts.release()]);
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-ops-'));
+  try {
+    const policy = join(dir, 'orders.yaml');
+    writeFileSync(policy, readFileSync('policies/orders.yaml', 'utf8'));
+    await assert.rejects(
+      startSidecar(
+        parseSidecarConfig(
+          {
+            service: ORDERS,
+            trustDomain: 'example.org',
+            tls: {
+              cert: pki.leaf('orders').certFile,
+              key: pki.leaf('orders').keyFile,
+              trustBundle: pki.rootFile,
+            },
+            sts: {
+              url: `https://127.0.0.1:${sts.port}`,
+              spiffeId: STS_ID,
+              issuer: ISSUER,
+              timeout: '300ms',
+            },
+            inbound: { listen: { host: '127.0.0.1', port: inbound.port }, app: 'http://127.0.0.1:9', policy },
+            outbound: {
+              listen: { host: '127.0.0.1', port: taken.port },
+              routes: [{ name: 'web', address: '127.0.0.1:9', spiffeId: WEB }],
+            },
+            metrics: { listen: { host: '127.0.0.1', port: ops.port } },
+          },
+          'taken outbound',
+        ),
+        { logger: createLogger({ name: 'e2e', level: 'silent' }), defaultMetrics: false },
+      ),
+      { code: 'EADDRINUSE' },
+    );
+    assert.ok(await portFree(inbound.port), 'the inbound listener is closed after the failed start');
+    assert.ok(await portFree(ops.port), 'the ops listener is closed after the failed start');
+  } finally {
+    await taken.release();
     rmSync(dir, { recursive: true, force: true });
   }
 });
