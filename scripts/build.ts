@@ -97,6 +97,11 @@ const builtinsByRequire: Plugin = {
   },
 };
 
+/**
+ * Our sources' `from 'undici'` resolves to scripts/undici-lean.mjs, undici's dispatchers and request
+ * API without its index (fetch, WebSocket, EventSource, caches, mocks; decision 0100). A package
+ * that imports undici itself gets the package.
+ */
 const undiciLean: Plugin = {
   name: 'undici-lean',
   setup(b) {
