@@ -24,6 +24,8 @@ interface BuildInfo {
   readonly builtAt: string;
   readonly esbuild: string;
   readonly inputs: Record<string, number>;
+  /** The Node that ran the build: the built-ins' export names the bundles bind come from it. */
+  readonly node?: string;
 }
 
 /** Why dist/ is not a build of the current sources, or undefined when it is. */
@@ -35,6 +37,8 @@ export function staleReason(): string | undefined {
   } catch {
     return 'dist/build-info.json is unreadable';
   }
+  if (info.node !== process.version)
+    return `dist/ was built by Node ${info.node ?? '(unknown)'}, this is ${process.version}`;
   for (const [file, mtime] of Object.entries(info.inputs)) {
     let now: number;
     try {
@@ -225,6 +229,8 @@ async function main(): Promise<void> {
     inputs[rel] = statSync(join(root, rel)).mtimeMs;
   }
   inputs['package-lock.json'] = statSync(join(root, 'package-lock.json')).mtimeMs;
+  // How the bundles are made is an input too (its plugins change what they hold).
+  inputs['scripts/build.ts'] = statSync(join(root, 'scripts/build.ts')).mtimeMs;
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
   // dist/package.json: ES modules, and the version `portcullis --version` prints.
   writeFileSync(
@@ -234,7 +240,12 @@ async function main(): Promise<void> {
   const { version } = JSON.parse(readFileSync(join(root, 'node_modules/esbuild/package.json'), 'utf8')) as {
     version: string;
   };
-  const info: BuildInfo = { builtAt: new Date().toISOString(), esbuild: version, inputs };
+  const info: BuildInfo = {
+    builtAt: new Date().toISOString(),
+    esbuild: version,
+    node: process.version,
+    inputs,
+  };
   writeFileSync(infoFile, `${JSON.stringify(info, null, 1)}\n`);
   const outputs = Object.entries(result.metafile.outputs);
   const bytes = outputs.reduce((n, [, o]) => n + o.bytes, 0);

@@ -324,10 +324,7 @@ export async function startSidecar(
     // Read at scrape time: the outbound listener joins below.
     registerConnectionMetrics(metrics.registry, 'portcullis_sidecar', guards);
     await listen(inbound, config.inbound.listen.host, config.inbound.listen.port);
-    opened.push(async () => {
-      await close(inbound);
-      await guards.inbound?.drain();
-    });
+    opened.push(() => Promise.all([close(inbound), guards.inbound?.drain()]));
 
     let outbound: HttpServer | undefined;
     const dispatchers = new Map<string, Pool>();

@@ -146,8 +146,15 @@ async function startStsParts(
   // identity's renewal timer, file watchers, a collector sink's loop and connections would
   // otherwise run on in the calling process) and by close().
   const opened: (() => unknown)[] = [() => identity?.stop()];
+  // Each release runs whatever the one before it did: a store that fails to close must not keep
+  // the audit sink from flushing, nor replace the error that stopped the start.
   const releaseOpened = async () => {
-    for (const release of [...opened].reverse()) await release();
+    for (const release of [...opened].reverse())
+      await Promise.resolve()
+        .then(release)
+        .catch((err: unknown) =>
+          logger.error({ err: (err as Error).message }, 'releasing a part of the STS failed'),
+        );
   };
   const failed = async (err: unknown): Promise<never> => {
     await releaseOpened();
@@ -216,17 +223,20 @@ async function startStsParts(
   }
   // Without revocation.crlIssuer, the CRL's issuer is our own leaf's: the first intermediate of
   // its chain (the CRL source reads the first certificate of what it is given).
-  const crlSource = config.revocation.crl
-    ? await startCrlSource({
-        file: config.revocation.crl,
-        issuerPem: config.revocation.crlIssuer
-          ? readConfiguredFile(config.revocation.crlIssuer, 'revocation.crlIssuer')
-          : chainIntermediatesPem(cert),
-        denyList,
-        logger,
-        pollIntervalMs: config.revocation.pollInterval,
-        entryLifetimeMs: config.revocation.entryLifetime,
-      }).catch(failed)
+  const crlFile = config.revocation.crl;
+  const crlSource = crlFile
+    ? await step(() =>
+        startCrlSource({
+          file: crlFile,
+          issuerPem: config.revocation.crlIssuer
+            ? readConfiguredFile(config.revocation.crlIssuer, 'revocation.crlIssuer')
+            : chainIntermediatesPem(cert),
+          denyList,
+          logger,
+          pollIntervalMs: config.revocation.pollInterval,
+          entryLifetimeMs: config.revocation.entryLifetime,
+        }),
+      )
     : undefined;
   if (crlSource) opened.push(() => crlSource.stop());
   // Durable revocations and join tokens; the deny-list is their in-memory copy (state/follow.ts).
@@ -237,13 +247,15 @@ async function startStsParts(
     return failed(err);
   }
   if (!overrides.state) opened.push(() => state.close());
-  const follower = followRevocations({
-    store: state,
-    denyList,
-    intervalMs: config.statePollInterval,
-    clock,
-    logger,
-  });
+  const follower = await step(() =>
+    followRevocations({
+      store: state,
+      denyList,
+      intervalMs: config.statePollInterval,
+      clock,
+      logger,
+    }),
+  );
   opened.push(() => follower.stop());
   let estCa: OnlineCa | undefined;
   try {
@@ -286,62 +298,68 @@ async function startStsParts(
   }
   opened.push(() => keyring.stop());
   loaded.keyring = keyring;
-  const rateLimiter = createRateLimiter({ ...config.rateLimit, clock });
+  const rateLimiter = await step(() => createRateLimiter({ ...config.rateLimit, clock }));
   const signingWorker = config.tokens.signingWorker;
-  const signingPool = createSigningPool({
-    worker: signingWorker === 'on' || (signingWorker === 'auto' && availableParallelism() >= 2),
-    onError: (err) => logger.error({ err }, 'signing worker failed; signing on the event loop from now on'),
-  });
+  const signingPool = await step(() =>
+    createSigningPool({
+      worker: signingWorker === 'on' || (signingWorker === 'auto' && availableParallelism() >= 2),
+      onError: (err) => logger.error({ err }, 'signing worker failed; signing on the event loop from now on'),
+    }),
+  );
   opened.push(() => signingPool.close());
   const accessLog = createAccessLog(logger, config.accessLog);
-  const app = buildStsApp({
-    ownCertificate: () => tlsFiles.current().cert,
-    ...(accessLog ? { accessLog } : {}),
-    signingPool,
-    config,
-    registry,
-    keyring,
-    peerVerifier,
-    audit,
-    clock,
-    logger,
-    metrics,
-    denyList,
-    rateLimiter,
-    state,
-    ...(estCa ? { estCa } : {}),
-    ...(selfId ? { selfId } : {}),
-    ...(tracer ? { tracer } : {}),
-    tls: {
-      cert,
-      key,
-      // The trust bundle alone, as for every listener and dialer: the handshake's own check then
-      // tells whether the client sent its intermediates (docs/decisions/0006); the peer verifier
-      // judges the certificate.
-      ca: trustBundle,
-      requestCert: true,
-      // The peer is checked in onRequest so that a refusal gets an RFC 6749 body and an audit event.
-      rejectUnauthorized: false,
-      minVersion: config.tls.minVersion,
-      // Node checks its header and request timeouts at this interval (30 s unless told).
-      ...connectionServerOptions(config.connections),
-    },
-  });
-  const connections = applyConnectionBudgets(app.server, config.connections, {
-    timeoutBody: (message) => JSON.stringify({ error: 'invalid_request', error_description: message }),
-    onBodyTimeout: () => {
-      if (!audit.accepting()) return;
-      audit.emit({
-        type: 'authz.decision',
-        time: new Date(clock.now()).toISOString(),
-        ...(selfId ? { source: selfId } : {}),
-        decision: 'deny',
-        reason: 'ERR_STS_REQUEST_INVALID',
-        status: 408,
-        attributes: { timeout: 'body' },
-      });
-    },
-  });
+  const app = await step(() =>
+    buildStsApp({
+      ownCertificate: () => tlsFiles.current().cert,
+      ...(accessLog ? { accessLog } : {}),
+      signingPool,
+      config,
+      registry,
+      keyring,
+      peerVerifier,
+      audit,
+      clock,
+      logger,
+      metrics,
+      denyList,
+      rateLimiter,
+      state,
+      ...(estCa ? { estCa } : {}),
+      ...(selfId ? { selfId } : {}),
+      ...(tracer ? { tracer } : {}),
+      tls: {
+        cert,
+        key,
+        // The trust bundle alone, as for every listener and dialer: the handshake's own check then
+        // tells whether the client sent its intermediates (docs/decisions/0006); the peer verifier
+        // judges the certificate.
+        ca: trustBundle,
+        requestCert: true,
+        // The peer is checked in onRequest so that a refusal gets an RFC 6749 body and an audit event.
+        rejectUnauthorized: false,
+        minVersion: config.tls.minVersion,
+        // Node checks its header and request timeouts at this interval (30 s unless told).
+        ...connectionServerOptions(config.connections),
+      },
+    }),
+  );
+  const connections = await step(() =>
+    applyConnectionBudgets(app.server, config.connections, {
+      timeoutBody: (message) => JSON.stringify({ error: 'invalid_request', error_description: message }),
+      onBodyTimeout: () => {
+        if (!audit.accepting()) return;
+        audit.emit({
+          type: 'authz.decision',
+          time: new Date(clock.now()).toISOString(),
+          ...(selfId ? { source: selfId } : {}),
+          decision: 'deny',
+          reason: 'ERR_STS_REQUEST_INVALID',
+          status: 408,
+          attributes: { timeout: 'body' },
+        });
+      },
+    }),
+  );
   registerConnectionMetrics(metrics.registry, 'portcullis_sts', { main: connections });
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });

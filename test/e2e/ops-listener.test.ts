@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,6 +151,13 @@ test('a sidecar whose outbound port is taken closes its inbound and ops listener
   // Nothing listens on the STS's port: the start goes on without signing keys (readiness says so).
   const [inbound, ops, sts] = [await holdPort(), await holdPort(), await holdPort()];
   await Promise.all([inbound.release(), ops.release(), sts.release()]);
+  const lines: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(...chunk.toString().split('\n').filter(Boolean));
+      cb();
+    },
+  });
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-ops-'));
   try {
     const policy = join(dir, 'orders.yaml');
@@ -170,7 +179,12 @@ test('a sidecar whose outbound port is taken closes its inbound and ops listener
               issuer: ISSUER,
               timeout: '300ms',
             },
-            inbound: { listen: { host: '127.0.0.1', port: inbound.port }, app: 'http://127.0.0.1:9', policy },
+            inbound: {
+              listen: { host: '127.0.0.1', port: inbound.port },
+              app: 'http://127.0.0.1:9',
+              policy,
+              policyReloadInterval: '20ms',
+            },
             outbound: {
               listen: { host: '127.0.0.1', port: taken.port },
               routes: [{ name: 'web', address: '127.0.0.1:9', spiffeId: WEB }],
@@ -179,12 +193,17 @@ test('a sidecar whose outbound port is taken closes its inbound and ops listener
           },
           'taken outbound',
         ),
-        { logger: createLogger({ name: 'e2e', level: 'silent' }), defaultMetrics: false },
+        { logger: createLogger({ name: 'e2e', level: 'info', destination }), defaultMetrics: false },
       ),
       { code: 'EADDRINUSE' },
     );
     assert.ok(await portFree(inbound.port), 'the inbound listener is closed after the failed start');
     assert.ok(await portFree(ops.port), 'the ops listener is closed after the failed start');
+    // A policy watcher still running would see this and log that the new policy does not load.
+    const logged = lines.length;
+    writeFileSync(policy, 'rules: [\n');
+    await sleep(200);
+    assert.deepEqual(lines.slice(logged), []);
   } finally {
     await taken.release();
     rmSync(dir, { recursive: true, force: true });

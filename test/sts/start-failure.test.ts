@@ -29,10 +29,11 @@ test('an STS whose identities fail to load stops watching its certificate files 
         cb();
       },
     });
-    const config = testConfig(pki, {
-      identities,
-      tls: { cert, key, trustBundle: pki.rootFile, reloadInterval: '20ms' },
-    });
+    const config = testConfig(
+      pki,
+      { identities, tls: { cert, key, trustBundle: pki.rootFile, reloadInterval: '20ms' } },
+      join(dir, 'keys'),
+    );
     await assert.rejects(
       startSts(config, {
         masterKey: MASTER_KEY,
