@@ -22,7 +22,7 @@ COPY sts/ sts/
 COPY sidecar/ sidecar/
 COPY cli/ cli/
 COPY demo/ demo/
-COPY scripts/build.ts scripts/build.ts
+COPY scripts/build.ts scripts/undici-lean.mjs scripts/
 RUN node scripts/build.ts
 
 FROM node:24-bookworm-slim

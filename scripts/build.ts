@@ -54,6 +54,9 @@ export function staleReason(): string | undefined {
   return undefined;
 }
 
+/** Whether a directory is inside an npm package (wherever node_modules is: a link, a parent's). */
+const inPackage = (dir: string): boolean => dir.split('/').includes('node_modules');
+
 /**
  * Our modules have no side effects at import (none registers, starts or patches anything when
  * imported; test/e2e/sidecar-built.test.ts runs the e2e sidecar tests on the bundle), so a module
@@ -65,9 +68,7 @@ const oursArePure: Plugin = {
   name: 'ours-are-pure',
   setup(b) {
     b.onResolve({ filter: /^\.\.?\// }, (args) =>
-      args.resolveDir.startsWith(join(root, 'node_modules'))
-        ? undefined
-        : { path: join(args.resolveDir, args.path), sideEffects: false },
+      inPackage(args.resolveDir) ? undefined : { path: join(args.resolveDir, args.path), sideEffects: false },
     );
   },
 };
@@ -110,9 +111,7 @@ const undiciLean: Plugin = {
   name: 'undici-lean',
   setup(b) {
     b.onResolve({ filter: /^undici$/ }, (args) =>
-      args.resolveDir.startsWith(join(root, 'node_modules'))
-        ? undefined
-        : { path: join(root, 'scripts/undici-lean.mjs') },
+      inPackage(args.resolveDir) ? undefined : { path: join(root, 'scripts/undici-lean.mjs') },
     );
   },
 };

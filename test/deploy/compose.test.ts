@@ -4,7 +4,17 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Server } from 'node:net';
@@ -151,6 +161,45 @@ describe('Dockerfile', () => {
       dockerfile.some((i) => i.op === 'COPY' && i.args === '--from=build /app/dist/ dist/'),
       'the image takes dist/ from the build stage',
     );
+  });
+
+  it('the build stage holds every file the build reads: its COPYs alone make a tree that builds', () => {
+    // The build context as the build stage sees it: only what its COPY lines bring, with the
+    // dependencies `npm ci` installs there (here: the checkout's node_modules).
+    const image = dockerfile.findIndex((i, n) => i.op === 'FROM' && n > 0);
+    const copies = dockerfile
+      .slice(0, image)
+      .filter((i) => i.op === 'COPY' && i.heredocs.length === 0 && !i.args.startsWith('--from='));
+    const stage = mkdtempSync(join(tmpdir(), 'portcullis-build-stage-'));
+    try {
+      for (const c of copies) {
+        const parts = c.args.split(/\s+/).filter((p) => !p.startsWith('--'));
+        const dest = parts.at(-1)!;
+        for (const src of parts.slice(0, -1)) {
+          // As COPY does: a directory's contents into the destination; files into a destination
+          // ending in '/' keep their names.
+          const into =
+            dest.endsWith('/') && !statSync(join(ROOT, src)).isDirectory()
+              ? join(dest, posix.basename(src))
+              : dest;
+          cpSync(join(ROOT, src), join(stage, into), { recursive: true });
+        }
+      }
+      symlinkSync(join(ROOT, 'node_modules'), join(stage, 'node_modules'));
+      const build = dockerfile
+        .slice(0, image)
+        .find((i) => i.op === 'RUN' && i.args === 'node scripts/build.ts')!;
+      assert.ok(build, 'the build stage runs node scripts/build.ts');
+      const r = spawnSync(process.execPath, ['scripts/build.ts'], {
+        cwd: stage,
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+      assert.equal(r.status, 0, `the build stage's build fails:\n${r.stderr}`);
+      assert.ok(existsSync(join(stage, 'dist/cli/commands/sidecar.js')));
+    } finally {
+      rmSync(stage, { recursive: true, force: true });
+    }
   });
 
   it('runs as the unprivileged node user, set before the entrypoint', () => {
