@@ -146,7 +146,7 @@ async function startStsParts(
   // identity's renewal timer, file watchers, a collector sink's loop and connections would
   // otherwise run on in the calling process) and by close().
   const opened: (() => unknown)[] = [() => identity?.stop()];
-  // Each release runs whatever the one before it did: a store that fails to close must not keep
+  // Every release runs, whatever the one before it did: a store that fails to close must not keep
   // the audit sink from flushing, nor replace the error that stopped the start.
   const releaseOpened = async () => {
     for (const release of [...opened].reverse())

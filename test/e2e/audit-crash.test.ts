@@ -95,7 +95,7 @@ test(
         stsConfig,
         JSON.stringify({
           listen: { host: '127.0.0.1', port: 0 },
-          tls: { cert: pki.leaf('sts').certFile, key: pki.leaf('sts').keyFile, trustBundle: pki.rootFile },
+          tls: pki.tlsConfig('sts'),
           identities: pki.identitiesDir,
           issuer: ISSUER,
           keystore: { type: 'file', dir: join(dir, 'keys') },
@@ -111,11 +111,7 @@ test(
           JSON.stringify({
             service: ORDERS,
             trustDomain: 'example.org',
-            tls: {
-              cert: pki.leaf('orders').certFile,
-              key: pki.leaf('orders').keyFile,
-              trustBundle: pki.rootFile,
-            },
+            tls: pki.tlsConfig('orders'),
             sts: { url: stsUrl, spiffeId: STS_ID, issuer: ISSUER, timeout: '2s' },
             inbound: {
               listen: { host: '127.0.0.1', port: 0 },

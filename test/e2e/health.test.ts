@@ -48,11 +48,7 @@ test(
         {
           service: ORDERS,
           trustDomain: 'example.org',
-          tls: {
-            cert: pki.leaf('orders').certFile,
-            key: pki.leaf('orders').keyFile,
-            trustBundle: pki.rootFile,
-          },
+          tls: pki.tlsConfig('orders'),
           // Nothing listens there yet: the first JWKS fetch fails, and retries every second.
           sts: {
             url: `https://127.0.0.1:${stsPort}`,
@@ -83,7 +79,7 @@ test(
         parseStsConfig(
           {
             listen: { host: '127.0.0.1', port: stsPort },
-            tls: { cert: pki.leaf('sts').certFile, key: pki.leaf('sts').keyFile, trustBundle: pki.rootFile },
+            tls: pki.tlsConfig('sts'),
             identities: pki.identitiesDir,
             issuer: ISSUER,
             keystore: { type: 'file', dir: join(dir, 'keys') },

@@ -168,11 +168,7 @@ test('a sidecar whose outbound port is taken closes its inbound and ops listener
           {
             service: ORDERS,
             trustDomain: 'example.org',
-            tls: {
-              cert: pki.leaf('orders').certFile,
-              key: pki.leaf('orders').keyFile,
-              trustBundle: pki.rootFile,
-            },
+            tls: pki.tlsConfig('orders'),
             sts: {
               url: `https://127.0.0.1:${sts.port}`,
               spiffeId: STS_ID,

@@ -109,6 +109,8 @@ export interface TestPki {
   readonly intermediatePem: string;
   readonly certsDir: string;
   leaf(name: string): TestLeaf;
+  /** A part's `tls:` config section for the leaf `name`, with the test root as trust bundle. */
+  tlsConfig(name: string): { cert: string; key: string; trustBundle: string };
   mint(options?: MintOptions): Promise<MintedCert>;
   /** An intermediate CA under the test root (pathLen 0, no name constraints), with `extraExtensions`. */
   mintIntermediate(options?: MintCaOptions): Promise<MintedCa>;
@@ -157,6 +159,13 @@ export async function makeTestPki(
     rootFile,
     intermediatePem: ca.intermediatePem,
     certsDir,
+    tlsConfig(name) {
+      return {
+        cert: join(certsDir, `${name}.pem`),
+        key: join(certsDir, `${name}-key.pem`),
+        trustBundle: rootFile,
+      };
+    },
     leaf(name) {
       const certFile = join(certsDir, `${name}.pem`);
       const keyFile = join(certsDir, `${name}-key.pem`);

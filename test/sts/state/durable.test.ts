@@ -112,11 +112,7 @@ test(
             {
               service: ORDERS,
               trustDomain: 'example.org',
-              tls: {
-                cert: pki.leaf('orders').certFile,
-                key: pki.leaf('orders').keyFile,
-                trustBundle: pki.rootFile,
-              },
+              tls: pki.tlsConfig('orders'),
               sts: {
                 url: replica.url,
                 spiffeId: 'spiffe://example.org/ns/portcullis/sa/sts',
