@@ -19,10 +19,10 @@ import {
 import type { SpoolReport, SpoolState } from '../spool-report.ts';
 import type { SpoolBatch } from './spool.ts';
 
-/** Options of {@link createAuditClient}; the STS and the sidecar fill them from their own config. */
 /** How the client's warning that delivery started failing begins (the CLI picks it out of the log). */
 export const DELIVERY_FAILING = 'audit delivery failing';
 
+/** Options of {@link createAuditClient}; the STS and the sidecar fill them from their own config. */
 export interface AuditClientOptions {
   /** Collector base URL, `https://host:port`. */
   readonly url: string;

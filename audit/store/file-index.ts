@@ -210,25 +210,9 @@ export class SegmentIndex {
   static decode(buf: Buffer, first: number, fileSize: number, mtimeMs: number): SegmentIndex | undefined {
     const nl = buf.indexOf(0x0a);
     if (nl < 0) return undefined;
-    let h: {
-      v: number;
-      first: number;
-      count: number;
-      bytes: number;
-      fileSize: number;
-      mtimeMs: number;
-      dict: string[];
-    };
-    try {
-      h = JSON.parse(buf.toString('utf8', 0, nl)) as typeof h;
-    } catch {
-      return undefined;
-    }
-    if (h.v !== VERSION || h.first !== first || h.fileSize !== fileSize || h.mtimeMs !== mtimeMs)
-      return undefined;
+    const h = indexHeader(buf.toString('utf8', 0, nl), { first, fileSize, mtimeMs, size: buf.length, nl });
+    if (!h) return undefined;
     const n = h.count;
-    if (!Number.isSafeInteger(n) || n < 0 || !Array.isArray(h.dict) || h.dict[0] !== '') return undefined;
-    if (buf.length !== nl + 1 + n * (8 + 8 + 4 + 4 + 4 * FILTER_FIELDS.length)) return undefined;
     const idx = new SegmentIndex(first, Math.max(n, 1));
     let at = nl + 1;
     const take = (bytes: number) => {
@@ -398,6 +382,42 @@ export interface IndexStats {
   filesRead: number;
   /** Index files written. */
   filesWritten: number;
+}
+
+/** The header line of an index file (what {@link SegmentIndex.encode} writes before the columns). */
+interface IndexHeader {
+  readonly v: number;
+  readonly first: number;
+  readonly count: number;
+  readonly bytes: number;
+  readonly fileSize: number;
+  readonly mtimeMs: number;
+  readonly dict: unknown[];
+}
+
+/** Bytes of one record in an index file: time, offset, length, hash and the filter columns. */
+const RECORD_BYTES = 8 + 8 + 4 + 4 + 4 * FILTER_FIELDS.length;
+
+/**
+ * Parses an index file's header line and returns it when it describes segment `first` as that
+ * file is now (`fileSize`, `mtimeMs`) and an index file of `size` bytes whose header ends at `nl`;
+ * undefined otherwise.
+ */
+function indexHeader(
+  line: string,
+  want: { first: number; fileSize: number; mtimeMs: number; size: number; nl: number },
+): IndexHeader | undefined {
+  let h: IndexHeader;
+  try {
+    h = JSON.parse(line) as IndexHeader;
+  } catch {
+    return undefined;
+  }
+  if (h.v !== VERSION || h.first !== want.first || h.fileSize !== want.fileSize || h.mtimeMs !== want.mtimeMs)
+    return undefined;
+  const n = h.count;
+  if (!Number.isSafeInteger(n) || n < 0 || !Array.isArray(h.dict) || h.dict[0] !== '') return undefined;
+  return want.size === want.nl + 1 + n * RECORD_BYTES ? h : undefined;
 }
 
 /** `Date.parse(time)` through `cache` (a batch's records share their time), kept under ~1,000 entries. */
@@ -627,17 +647,14 @@ export class FileIndex {
         head = Buffer.concat([head, buffer.subarray(0, bytesRead)]);
       }
       if (nl < 0) return false;
-      const h = JSON.parse(head.toString('utf8', 0, nl)) as Record<string, unknown>;
-      const n = h.count;
-      const exact =
-        h.v === VERSION &&
-        h.first === seg.first &&
-        h.bytes === limit &&
-        h.fileSize === st.size &&
-        h.mtimeMs === st.mtimeMs &&
-        typeof n === 'number' &&
-        Number.isSafeInteger(n) &&
-        own.size === nl + 1 + n * (8 + 8 + 4 + 4 + 4 * FILTER_FIELDS.length);
+      const h = indexHeader(head.toString('utf8', 0, nl), {
+        first: seg.first,
+        fileSize: st.size,
+        mtimeMs: st.mtimeMs,
+        size: own.size,
+        nl,
+      });
+      const exact = h !== undefined && h.bytes === limit;
       if (exact) this.stats.filesRead++;
       return exact;
     } catch {
