@@ -387,7 +387,7 @@ export async function startSidecar(
         outboundHandler,
       );
       // The app may speak h2c with prior knowledge on the same port (gRPC clients do).
-      const outboundH2 = createH2Side(outboundHandler, config.connections);
+      const outboundH2 = createH2Side({ compat: outboundHandler }, config.connections);
       routeByPreface(outbound, outboundH2, config.connections.headersTimeout);
       outbound.on('connect', refuseConnect);
       outbound.on(

@@ -5,19 +5,26 @@ import type {
   Http2ServerResponse,
   IncomingHttpHeaders as H2Headers,
   OutgoingHttpHeaders,
+  ServerHttp2Stream,
 } from 'node:http2';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { SidecarError } from '../errors.ts';
 import { responseHeaderList } from '../inbound/headers.ts';
 import { GRPC, encodeGrpcMessage, isGrpcRequest } from './grpc.ts';
+import { H2Response, bodyOf, foldHeaderList, sinkOf } from './exchange.ts';
+import type { InboundRequest, InboundResponse } from './exchange.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = constants;
 
-/** Whether a request arrived over HTTP/2 (an `Http2ServerRequest` in `IncomingMessage` clothes). */
-export function isH2(req: IncomingMessage): boolean {
+/** Whether a request arrived over HTTP/2 (an H2Request, or an `Http2ServerRequest` in `IncomingMessage` clothes). */
+export function isH2(req: InboundRequest): boolean {
   return req.httpVersionMajor === 2;
+}
+
+/** The HTTP/2 stream an answer to an HTTP/2 request goes on. */
+function clientStream(res: InboundResponse): ServerHttp2Stream {
+  return res instanceof H2Response ? res.stream : (res as unknown as Http2ServerResponse).stream;
 }
 
 /**
@@ -26,8 +33,8 @@ export function isH2(req: IncomingMessage): boolean {
  * (gRPC-Web) the same fields go in the response head.
  */
 export function answerGrpc(
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: InboundRequest,
+  res: InboundResponse,
   grpcStatus: number,
   message: string,
 ): void {
@@ -37,7 +44,7 @@ export function answerGrpc(
     'grpc-message': encodeGrpcMessage(message.slice(0, 1024)),
   };
   if (isH2(req)) {
-    const stream = (res as unknown as Http2ServerResponse).stream;
+    const stream = clientStream(res);
     if (!stream.destroyed && !stream.headersSent)
       stream.respond({ ':status': 200, ...fields }, { endStream: true });
     return;
@@ -239,8 +246,8 @@ export interface RelayOutcome {
  * answer's head (`ERR_SIDECAR_UPSTREAM_TIMEOUT`).
  */
 export function relayH2(
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: InboundRequest,
+  res: InboundResponse,
   upstream: ClientHttp2Stream,
   deadlineMs: number | undefined,
   headersTimeoutMs?: number,
@@ -262,7 +269,7 @@ export function relayH2(
     };
     const cutClient = (code: number) => {
       if (h2) {
-        const stream = (res as unknown as Http2ServerResponse).stream;
+        const stream = clientStream(res);
         if (!stream.destroyed) stream.close(code === NGHTTP2_NO_ERROR ? NGHTTP2_CANCEL : code);
       } else res.destroy();
     };
@@ -283,7 +290,7 @@ export function relayH2(
           return settle(
             new SidecarError('ERR_SIDECAR_UPSTREAM_TIMEOUT', 'grpc-timeout expired before an answer'),
           );
-        upstream.unpipe(res);
+        upstream.unpipe(sinkOf(res));
         if (!grpc) return cutClient(NGHTTP2_CANCEL);
         grpcStatus = String(GRPC.DEADLINE_EXCEEDED);
         res.addTrailers({ 'grpc-status': grpcStatus, 'grpc-message': 'deadline exceeded at the sidecar' });
@@ -298,7 +305,8 @@ export function relayH2(
       );
     });
     res.once('finish', () => settle());
-    req.once('error', () => {
+    const body = bodyOf(req);
+    body.once('error', () => {
       if (!upstream.destroyed) upstream.close(NGHTTP2_CANCEL);
     });
     upstream.on('error', () => {
@@ -312,13 +320,9 @@ export function relayH2(
       if (flags & NGHTTP2_FLAG_END_STREAM) {
         // Trailers-only: one HEADERS frame with END_STREAM for an HTTP/2 client.
         if (h2) {
-          const stream = (res as unknown as Http2ServerResponse).stream;
+          const stream = clientStream(res);
           const fields: Record<string, string | string[]> = { ':status': String(status) };
-          for (let i = 0; i < list.length; i += 2) {
-            const prev = fields[list[i]!];
-            fields[list[i]!] =
-              prev === undefined ? list[i + 1]! : ([] as string[]).concat(prev, list[i + 1]!);
-          }
+          foldHeaderList(list, fields);
           if (!stream.destroyed) stream.respond(fields, { endStream: true });
           return;
         }
@@ -326,7 +330,7 @@ export function relayH2(
         return;
       }
       res.writeHead(status, list);
-      upstream.pipe(res);
+      upstream.pipe(sinkOf(res));
     });
     upstream.once('trailers', (trailers: H2Headers) => {
       if (trailers['grpc-status'] !== undefined) grpcStatus = String(trailers['grpc-status']);
@@ -346,6 +350,6 @@ export function relayH2(
         );
       if (code !== NGHTTP2_NO_ERROR && !res.writableEnded) cutClient(code);
     });
-    req.pipe(upstream);
+    body.pipe(upstream);
   });
 }

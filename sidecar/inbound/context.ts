@@ -1,9 +1,9 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { PeerIdentity } from '../../ca/index.ts';
 import type { Span } from '../../core/index.ts';
 import type { SidecarError } from '../errors.ts';
 import type { Decision } from '../policy/compile.ts';
+import type { InboundRequest, InboundResponse } from '../h2/exchange.ts';
 import type { WebSocketOffer } from '../websocket/handshake.ts';
 import type { VerifiedToken } from '../token/verify.ts';
 import type { ScannedHeaders } from './headers.ts';
@@ -11,8 +11,9 @@ import type { CheckedTarget } from './target.ts';
 
 /** What the inbound layers learn about one request, in layer order. */
 export interface InboundContext {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  /** node:http's request (HTTP/1.1), or an HTTP/2 stream's (h2/exchange.ts). */
+  readonly req: InboundRequest;
+  readonly res: InboundResponse;
   /** Monotonic start time (ms). */
   readonly startedAt: number;
   readonly traceId: string;

@@ -1,8 +1,16 @@
 import { createServer as createH2Server, constants } from 'node:http2';
-import type { Http2Server, Http2Session, Http2Stream, ServerHttp2Session } from 'node:http2';
+import type {
+  Http2Server,
+  Http2Session,
+  Http2Stream,
+  IncomingHttpHeaders,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+} from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server as NetServer, Socket } from 'node:net';
 import type { ConnectionBudgets } from '../../core/index.ts';
+import { H2Request, H2Response } from '../h2/exchange.ts';
 
 const { NGHTTP2_CANCEL } = constants;
 
@@ -52,17 +60,37 @@ export interface H2Side {
 }
 
 /**
+ * How a listener's HTTP/2 streams reach its handler: as node:http2's compatibility request and
+ * response (`compat`: the outbound side, whose handler also drives undici's `stream()`), or as an
+ * {@link H2Request} and {@link H2Response} over the core stream API (`streams`: the inbound side,
+ * decision 0101), with `onRefused` told of what the listener answers itself.
+ */
+export type H2Serve =
+  | { readonly compat: (req: IncomingMessage, res: ServerResponse) => void }
+  | {
+      readonly streams: (req: H2Request, res: H2Response) => void;
+      readonly onRefused?: (what: string, status: number) => void;
+    };
+
+const EXPECTATION_FAILED = JSON.stringify({
+  error: 'ERR_SIDECAR_REQUEST_MALFORMED',
+  message: 'only Expect: 100-continue is supported',
+});
+
+// Errors of a stream (a reset from the client, a protocol error) surface as its `close`; without
+// a listener an `error` would be thrown.
+const ignore = () => {};
+
+/**
  * An HTTP/2 server for connections a listener hands over (`server.emit('connection', socket)`),
  * with {@link H2_LIMITS} and the connection budgets' HTTP/2 equivalents: a session with no open
  * stream for `keepAliveTimeout` is closed (GOAWAY); a stream whose answer has been stuck in the
  * client's flow-control window for `bodyTimeout` (nothing sent while bytes wait) is reset with
- * CANCEL, freeing what it holds. Each stream is a compatibility-API request handed to `handler`:
- * the same handler, hence the same layers, as HTTP/1.1 requests.
+ * CANCEL, freeing what it holds. Each stream goes to `serve`'s handler (see {@link H2Serve}): the
+ * same handler, hence the same layers, as HTTP/1.1 requests. `Expect: 100-continue` is answered
+ * 100 at once (as node:http2's compatibility API does); any other expectation 417, as over HTTP/1.1.
  */
-export function createH2Side(
-  handler: (req: IncomingMessage, res: ServerResponse) => void,
-  budgets: ConnectionBudgets,
-): H2Side {
+export function createH2Side(serve: H2Serve, budgets: ConnectionBudgets): H2Side {
   const server = createH2Server({ ...H2_LIMITS, settings: { ...H2_LIMITS.settings } });
   const open = new Map<Http2Session, number>();
   const bySocket = new WeakMap<Socket, Http2Session>();
@@ -72,35 +100,54 @@ export function createH2Side(
     open.set(session, 0);
     if (handing) bySocket.set(handing, session);
     // Errors of a session (a protocol violation, a reset socket) end it; nothing to report further.
-    session.on('error', () => {});
+    session.on('error', ignore);
     session.setTimeout(budgets.keepAliveTimeout, () => {
       if ((open.get(session) ?? 0) === 0) session.close();
     });
     session.once('close', () => open.delete(session));
-  });
-  server.on('stream', (stream: Http2Stream) => {
-    const session = stream.session!;
-    open.set(session, (open.get(session) ?? 0) + 1);
-    stream.setTimeout(budgets.bodyTimeout, () => {
-      // Only a stall: an answer waiting on the client's window. An idle stream (a gRPC stream
-      // with nothing to say) is not cut.
-      if (stream.writableLength > 0 && !stream.destroyed) stream.close(NGHTTP2_CANCEL);
-    });
-    stream.once('close', () => {
-      if (open.has(session)) open.set(session, (open.get(session) ?? 1) - 1);
-    });
   });
   // Each request starts on the next turn of the event loop: a client's RST_STREAM for it that came
   // in the same read (rapid reset sends HEADERS and RST_STREAM back to back, hundreds per read) is
   // processed first, and a stream the client already cancelled costs no layer, token check or
   // audit event — it was never decided. Without this the sidecar ran the layers for ~700 cancelled
   // streams per 64 KiB read before the reset limit closed the connection, and other callers waited.
-  server.on('request', (req: IncomingMessage & { stream?: Http2Stream }, res: ServerResponse) => {
-    setImmediate(() => {
-      if (req.stream?.destroyed || req.stream?.closed) return;
-      handler(req, res);
+  const start =
+    'streams' in serve
+      ? (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]) => {
+          if (stream.destroyed || stream.closed) return;
+          serve.streams(new H2Request(stream, headers, rawHeaders), new H2Response(stream));
+        }
+      : undefined;
+  server.on(
+    'stream',
+    (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+      const session = stream.session!;
+      open.set(session, (open.get(session) ?? 0) + 1);
+      stream.on('error', ignore);
+      stream.setTimeout(budgets.bodyTimeout, () => {
+        // Only a stall: an answer waiting on the client's window. An idle stream (a gRPC stream
+        // with nothing to say) is not cut.
+        if (stream.writableLength > 0 && !stream.destroyed) stream.close(NGHTTP2_CANCEL);
+      });
+      stream.once('close', () => {
+        if (open.has(session)) open.set(session, (open.get(session) ?? 1) - 1);
+      });
+      if (!start) return;
+      const expect = headers.expect;
+      if (expect !== undefined) {
+        if (expect.toLowerCase() !== '100-continue') return expectationFailed(stream, serve);
+        stream.additionalHeaders({ ':status': 100 });
+      }
+      setImmediate(start, stream, headers, rawHeaders);
+    },
+  );
+  if ('compat' in serve)
+    server.on('request', (req: IncomingMessage & { stream?: Http2Stream }, res: ServerResponse) => {
+      setImmediate(() => {
+        if (req.stream?.destroyed || req.stream?.closed) return;
+        serve.compat(req, res);
+      });
     });
-  });
   return {
     server,
     get streams() {
@@ -124,6 +171,20 @@ export function createH2Side(
       return true;
     },
   };
+}
+
+function expectationFailed(stream: ServerHttp2Stream, serve: H2Serve): void {
+  stream.respond(
+    {
+      ':status': 417,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(EXPECTATION_FAILED),
+      'cache-control': 'no-store',
+    },
+    { endStream: false },
+  );
+  stream.end(EXPECTATION_FAILED);
+  if ('onRefused' in serve) serve.onRefused?.('EXPECT', 417);
 }
 
 /**

@@ -1,4 +1,3 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SpanKind, SpanStatusCode, isBodyTimedOut, parseTraceparent, startSpan } from '../../core/index.ts';
 import type { AccessLine, AuditSink, Logger, Tracer } from '../../core/index.ts';
 import { SidecarError, statusForCode } from '../errors.ts';
@@ -10,6 +9,8 @@ import type { UpstreamOptions } from './layers/forward.ts';
 import type { IdSource } from './trace.ts';
 import { answerGrpc } from '../h2/relay.ts';
 import { grpcStatusFor, isGrpcRequest } from '../h2/grpc.ts';
+import { H2Request } from '../h2/exchange.ts';
+import type { InboundRequest, InboundResponse } from '../h2/exchange.ts';
 
 /** Dependencies of {@link createInboundHandler}. */
 export interface InboundHandlerDeps {
@@ -43,7 +44,7 @@ export interface InboundHandlerDeps {
 }
 
 /** The inbound handler: node:http's request listener, and the entry of WebSocket handshakes (a third argument). */
-export type InboundHandler = (req: IncomingMessage, res: ServerResponse, upgrade?: PendingUpgrade) => void;
+export type InboundHandler = (req: InboundRequest, res: InboundResponse, upgrade?: PendingUpgrade) => void;
 
 /**
  * The inbound request handler: runs the layers in order (synchronously while they are), forwards
@@ -97,11 +98,12 @@ export function createInboundHandler(deps: InboundHandlerDeps): InboundHandler {
   const refuse = (ctx: InboundContext, err: unknown) => {
     // A body that stopped was answered 408 by the listener's budgets; the upstream failure that
     // followed (its body cut) is that, not an unavailable app.
-    const e = isBodyTimedOut(ctx.req)
-      ? new SidecarError('ERR_SIDECAR_BODY_TIMEOUT', 'request body timed out', { cause: err })
-      : err instanceof SidecarError
-        ? err
-        : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'internal error', { cause: err });
+    const e =
+      !(ctx.req instanceof H2Request) && isBodyTimedOut(ctx.req)
+        ? new SidecarError('ERR_SIDECAR_BODY_TIMEOUT', 'request body timed out', { cause: err })
+        : err instanceof SidecarError
+          ? err
+          : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'internal error', { cause: err });
     if (!(err instanceof SidecarError) && e.code !== 'ERR_SIDECAR_BODY_TIMEOUT')
       deps.logger.error({ err: (err as Error)?.message, traceId: ctx.traceId }, 'unexpected inbound failure');
     ctx.error = e;
@@ -178,7 +180,7 @@ export function createInboundHandler(deps: InboundHandlerDeps): InboundHandler {
     pass(ctx);
   };
 
-  const traced = (req: IncomingMessage, res: ServerResponse): InboundContext => {
+  const traced = (req: InboundRequest, res: InboundResponse): InboundContext => {
     const span = startSpan(
       tracer!,
       'sidecar.inbound',

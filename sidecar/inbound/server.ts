@@ -7,6 +7,7 @@ import { connectionServerOptions, describeClientError, endWithHttpError } from '
 import type { ConnectionBudgets } from '../../core/index.ts';
 import { createH2Side, routeByAlpn } from './h2.ts';
 import type { H2Side } from './h2.ts';
+import type { InboundRequest, InboundResponse } from '../h2/exchange.ts';
 
 /** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
 export type RawRefusal = (what: string, status: number, reason?: string) => void;
@@ -27,7 +28,7 @@ export type RawRefusal = (what: string, status: number, reason?: string) => void
  */
 export function createInboundServer(
   material: TlsMaterial,
-  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  handler: (req: InboundRequest, res: InboundResponse) => void,
   onRefused: RawRefusal,
   budgets: ConnectionBudgets,
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
@@ -51,7 +52,7 @@ export function createInboundServer(
     },
     handler,
   );
-  const h2 = createH2Side(handler, budgets);
+  const h2 = createH2Side({ streams: handler, onRefused }, budgets);
   routeByAlpn(server, h2);
   const refuse = (socket: Duplex, what: string, status: number, message: string) => {
     // Recorded only when answered: a connection dropped mid-response got no 4xx to record.

@@ -7,6 +7,7 @@ import { answerJson, relayHandshake, responseOn } from '../websocket/answer.ts';
 import { checkUpgradeRequest, isRefusal } from '../websocket/handshake.ts';
 import type { TunnelFacts, Tunnels } from '../websocket/tunnels.ts';
 import type { InboundContext } from './context.ts';
+import { H2Response } from '../h2/exchange.ts';
 import type { InboundHandler } from './handle.ts';
 
 /** Records an upgrade refused before any layer ran: what was asked, the status, the reason code. */
@@ -61,6 +62,8 @@ export function relayUpgradeToApp(
   closed: (facts: TunnelFacts) => void,
 ): Promise<number> {
   const { res } = ctx;
+  // A handshake is an HTTP/1.1 request (h2.ts refuses extended CONNECT): its answer is node:http's.
+  if (res instanceof H2Response) throw new TypeError('relayUpgradeToApp: not an HTTP/1.1 handshake');
   const pending = ctx.upgrade!;
   const client = pending.socket;
   const headers = ctx.headers!.forward;

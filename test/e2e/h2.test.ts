@@ -3,7 +3,7 @@
 // HTTP/1.1 echo app. The refusals, stripping and trace handling are those of HTTP/1.1.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { connect as h2connect } from 'node:http2';
+import { connect as h2connect, constants } from 'node:http2';
 import type { ClientHttp2Session, OutgoingHttpHeaders } from 'node:http2';
 import { after, before, describe, it } from 'node:test';
 import { ORDERS, WEB, direct, startMesh } from './mesh.ts';
@@ -105,6 +105,83 @@ describe('HTTP/2 clients through the same layers as HTTP/1.1', () => {
       (await call(inbound, { ':path': '/orders/1', authorization: `Bearer ${token}` })).status,
       200,
     );
+  });
+
+  it('answers CONNECT and Expect on an HTTP/2 stream as on HTTP/1.1, audited', async () => {
+    let before = mesh.ordersEvents.length;
+    const connect = await call(inbound, {
+      ':method': 'CONNECT',
+      ':authority': 'orders:443',
+      authorization: `Bearer ${token}`,
+    });
+    assert.equal(connect.status, 400);
+    assert.equal(JSON.parse(connect.body).error, 'ERR_SIDECAR_PATH_AMBIGUOUS');
+    assert.deepEqual(
+      mesh.ordersEvents.slice(before).map((e) => [e.action, e.reason]),
+      [['CONNECT orders:443', 'ERR_SIDECAR_PATH_AMBIGUOUS']],
+    );
+
+    // Expect: 100-continue is answered 100 at once; the body then follows, and the app sees no Expect.
+    const continued = await new Promise<H2Answer>((resolve, reject) => {
+      const s = inbound.request(
+        { ':path': '/orders/4', authorization: `Bearer ${token}`, expect: '100-continue' },
+        { endStream: false },
+      );
+      let status = 0;
+      let text = '';
+      s.once('continue', () => s.end('the body, after the 100'));
+      s.on('response', (h) => (status = Number(h[':status'])));
+      s.on('data', (c: Buffer) => (text += c));
+      s.on('end', () => resolve({ status, headers: {}, body: text }));
+      s.on('error', reject);
+    });
+    assert.equal(continued.status, 200);
+    const seen = JSON.parse(continued.body);
+    assert.equal(seen.body, 'the body, after the 100');
+    assert.equal(seen.headers.expect, undefined);
+
+    // A client that resets its stream halfway through the body: the exchange with the app ends and
+    // is recorded, and the connection serves the next stream.
+    const partial = inbound.request(
+      { ':path': '/orders/5', authorization: `Bearer ${token}` },
+      { endStream: false },
+    );
+    partial.on('error', () => {});
+    partial.write('half a body');
+    await new Promise((r) => setTimeout(r, 100));
+    partial.close(constants.NGHTTP2_CANCEL);
+    const deadline = Date.now() + 2_000;
+    while (!mesh.ordersEvents.some((e) => e.action === 'GET /orders/5') && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    const cut = mesh.ordersEvents.find((e) => e.action === 'GET /orders/5');
+    assert.ok(cut, 'the reset exchange is recorded');
+    assert.equal(cut.reason, 'ERR_SIDECAR_UPSTREAM_UNAVAILABLE');
+    assert.equal(
+      (await call(inbound, { ':path': '/orders/6', authorization: `Bearer ${token}` })).status,
+      200,
+    );
+
+    // HEAD: the app's head without a body, and the stream ends cleanly.
+    const head = await call(inbound, {
+      ':method': 'HEAD',
+      ':path': '/orders/7',
+      authorization: `Bearer ${token}`,
+    });
+    assert.equal(head.status, 403, 'the policy allows GET only');
+    assert.equal(head.body, '');
+
+    before = mesh.ordersEvents.length;
+    const expectation = await call(inbound, {
+      ':path': '/orders/4',
+      authorization: `Bearer ${token}`,
+      expect: 'x-unknown',
+    });
+    assert.equal(expectation.status, 417);
+    assert.equal(JSON.parse(expectation.body).error, 'ERR_SIDECAR_REQUEST_MALFORMED');
+    const refused = mesh.ordersEvents.slice(before);
+    assert.equal(refused.length, 1, 'the 417 is one audit event');
+    assert.equal(refused[0]!.status, 417);
+    assert.equal(refused[0]!.decision, 'deny');
   });
 
   it('lets the app call its sidecar with h2c prior knowledge, and HTTP/1.1 on the same port', async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import { connect as h2connect, constants, createServer as createH2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
@@ -11,6 +12,7 @@ import { parsePolicy } from '../../sidecar/policy/parse.ts';
 import { compilePolicy } from '../../sidecar/policy/compile.ts';
 import { createServer } from 'node:net';
 import { createH2Client, h2RequestHeaders, openH2c, relayH2 } from '../../sidecar/h2/relay.ts';
+import type { H2Response } from '../../sidecar/h2/exchange.ts';
 
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 const WEB = 'spiffe://example.org/ns/shop/sa/web';
@@ -142,36 +144,36 @@ describe('policy grpc: shorthand', () => {
 });
 
 describe('HTTP/2 flow-control stall', () => {
-  it('resets a stream whose answer waits on a window the client never opens', async () => {
-    const side = createH2Side(
-      (_req, res) => {
-        res.writeHead(200);
-        res.end(Buffer.alloc(1 << 20));
-      },
-      { ...DEFAULT_CONNECTION_BUDGETS, bodyTimeout: 300 },
-    );
-    const server = createServer((socket) => side.accept(socket));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const client = h2connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, {
-      settings: { initialWindowSize: 0 },
-    });
-    try {
-      const started = Date.now();
-      const code = await new Promise<number>((resolve) => {
-        const s = client.request({ ':path': '/' });
-        s.on('error', () => {});
-        s.on('close', () => resolve(s.rstCode!));
-        s.end();
+  const answer = (res: { writeHead(s: number): { end(b: Buffer): unknown } }) =>
+    res.writeHead(200).end(Buffer.alloc(1 << 20));
+  for (const [name, serve] of [
+    ['core stream API (inbound)', { streams: (_req: unknown, res: H2Response) => answer(res) }],
+    ['compatibility API (outbound)', { compat: (_req: unknown, res: ServerResponse) => answer(res) }],
+  ] as const)
+    it(`resets a stream whose answer waits on a window the client never opens: ${name}`, async () => {
+      const side = createH2Side(serve, { ...DEFAULT_CONNECTION_BUDGETS, bodyTimeout: 300 });
+      const server = createServer((socket) => side.accept(socket));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const client = h2connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, {
+        settings: { initialWindowSize: 0 },
       });
-      assert.equal(code, constants.NGHTTP2_CANCEL);
-      const took = Date.now() - started;
-      assert.ok(took >= 250 && took < 5_000, `reset after the body timeout (${took} ms)`);
-      assert.equal(side.streams, 0);
-    } finally {
-      client.destroy();
-      await new Promise((r) => server.close(r));
-    }
-  });
+      try {
+        const started = Date.now();
+        const code = await new Promise<number>((resolve) => {
+          const s = client.request({ ':path': '/' });
+          s.on('error', () => {});
+          s.on('close', () => resolve(s.rstCode!));
+          s.end();
+        });
+        assert.equal(code, constants.NGHTTP2_CANCEL);
+        const took = Date.now() - started;
+        assert.ok(took >= 250 && took < 5_000, `reset after the body timeout (${took} ms)`);
+        assert.equal(side.streams, 0);
+      } finally {
+        client.destroy();
+        await new Promise((r) => server.close(r));
+      }
+    });
 });
 
 describe('relayH2 over an h2c client', () => {

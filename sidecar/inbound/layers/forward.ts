@@ -1,11 +1,13 @@
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { SpanKind, SpanStatusCode, formatTraceparent, startSpan } from '../../../core/index.ts';
 import type { Tracer } from '../../../core/index.ts';
 import { SidecarError } from '../../errors.ts';
 import { responseHeaderList } from '../headers.ts';
 import { parseGrpcTimeout, isGrpcRequest } from '../../h2/grpc.ts';
-import { h2RequestHeaders, isH2, relayH2 } from '../../h2/relay.ts';
+import { h2RequestHeaders, relayH2 } from '../../h2/relay.ts';
+import { H2Request, uploadOf } from '../../h2/exchange.ts';
+import type { InboundResponse } from '../../h2/exchange.ts';
 import type { H2Client } from '../../h2/relay.ts';
 import type { InboundContext } from '../context.ts';
 
@@ -69,17 +71,18 @@ export function forward(ctx: InboundContext, up: UpstreamOptions): Promise<numbe
     }
   };
   if (up.h2) return forwardH2(ctx, up.h2, up.host, headers, done, up.h2HeadersTimeoutMs);
-  const hasBody = isH2(req)
-    ? !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders
-    : req.headers['transfer-encoding'] !== undefined ||
-      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+  const hasBody =
+    req instanceof H2Request
+      ? !req.stream.endAfterHeaders
+      : req.headers['transfer-encoding'] !== undefined ||
+        (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
   return new Promise<number>((resolve, reject) => {
     up.pool.dispatch(
       {
         method: req.method as Dispatcher.HttpMethod,
         path: ctx.target!.target,
         headers,
-        body: hasBody ? req : null,
+        body: hasBody ? uploadOf(req) : null,
         // Timeouts are the pool's (set once in start.ts): no per-request timer options on the hot path.
       },
       new ForwardHandler(res, done, resolve, reject),
@@ -127,13 +130,13 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   status = 0;
   controller: Dispatcher.DispatchController | undefined;
   settled = false;
-  readonly res: ServerResponse;
+  readonly res: InboundResponse;
   readonly done: (status: number, failed: boolean) => void;
   readonly resolve: (status: number) => void;
   readonly reject: (err: unknown) => void;
 
   constructor(
-    res: ServerResponse,
+    res: InboundResponse,
     done: (status: number, failed: boolean) => void,
     resolve: (status: number) => void,
     reject: (err: unknown) => void,

@@ -1,8 +1,8 @@
-import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { PeerVerifier } from '../../../ca/index.ts';
 import { SidecarError } from '../../errors.ts';
 import type { InboundLayer } from '../context.ts';
+import { H2Request } from '../../h2/exchange.ts';
 
 /**
  * Layer 1, TLS peer: the connection's client certificate chains to the trust bundle, carries
@@ -14,15 +14,12 @@ import type { InboundLayer } from '../context.ts';
 export function peerLayer(verifier: () => PeerVerifier): InboundLayer {
   return (ctx) => {
     // An HTTP/2 request's `socket` is a new proxy per stream; the session's is one per connection.
-    let socket = ctx.req.socket;
-    if (ctx.req.httpVersionMajor === 2) {
-      const session = (ctx.req as unknown as Http2ServerRequest).stream.session;
-      // A stream reset at once (rapid reset) has no session left to judge: recorded, not judged.
-      if (!session) throw new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the client reset the stream');
-      socket = session.socket as typeof socket;
-    }
+    const { req } = ctx;
+    const socket = req instanceof H2Request ? req.socket : (req.socket as TLSSocket);
+    // A stream reset at once (rapid reset) has no session left to judge: recorded, not judged.
+    if (!socket) throw new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the client reset the stream');
     try {
-      ctx.peer = verifier().verifySocket(socket as TLSSocket);
+      ctx.peer = verifier().verifySocket(socket);
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'unknown';
       ctx.attributes = { peerError: code };
