@@ -1,3 +1,4 @@
+import { constants } from 'node:http2';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough } from 'node:stream';
@@ -38,8 +39,8 @@ export class H2Request {
  * The answer to an {@link H2Request}: the subset of `ServerResponse` the inbound handler and the
  * relays use, written straight to the stream. The head goes out with `waitForTrailers`, so
  * trailers given by {@link addTrailers} before the end follow the body (none: node:http2 ends the
- * stream with an empty DATA frame). Writes to a stream already gone are dropped, as the
- * compatibility API drops them.
+ * stream with an empty DATA frame). Writes to a stream already gone ({@link isGone}) are dropped,
+ * as the compatibility API drops them.
  */
 export class H2Response {
   statusCode = 200;
@@ -58,40 +59,56 @@ export class H2Response {
     return this.stream.destroyed;
   }
 
+  /** The client reset the stream, or it is destroyed: nothing more can be sent. */
+  get gone(): boolean {
+    return isGone(this.stream);
+  }
+
   get writableEnded(): boolean {
     return this.stream.writableEnded;
   }
 
   /** Sends the head: `headers` as an object or as a flat `[name, value, …]` list (repeats become one field of several values). */
   writeHead(status: number, headers?: OutgoingHttpHeaders | readonly string[]): this {
-    this.statusCode = status;
     const stream = this.stream;
-    if (stream.destroyed || stream.headersSent) return this;
+    // The status of record is the one sent.
+    if (stream.headersSent) return this;
+    this.statusCode = status;
+    if (isGone(stream)) return this;
     const fields: OutgoingHttpHeaders = { ':status': status };
     if (Array.isArray(headers)) foldHeaderList(headers, fields);
     else if (headers) Object.assign(fields, headers);
     stream.respond(fields, { waitForTrailers: true });
     stream.once('wantTrailers', () => {
-      if (!stream.destroyed) stream.sendTrailers(this.#trailers ?? {});
+      if (!isGone(stream)) stream.sendTrailers(this.#trailers ?? {});
     });
     return this;
   }
 
   /**
    * Writes body bytes. An answer that may carry no body (HEAD, 204, 304: node:http2 ends the stream
-   * with its head) drops them, as node:http does; a stream already gone takes nothing (false).
+   * with its head) drops them, as node:http does, and so does a stream already gone (the writer
+   * is not made to wait for a `drain` that will not come).
    */
   write(chunk: Buffer | string): boolean {
     const stream = this.stream;
-    if (stream.destroyed) return false;
+    if (isGone(stream)) return true;
     if (!stream.headersSent) this.writeHead(this.statusCode);
     if (stream.writableEnded) return true;
     return stream.write(chunk);
   }
 
+  /**
+   * Ends the answer. A stream the client reset whose request body was never read stays open in
+   * node:http2 until it is; it is destroyed here, so that what it holds is freed.
+   */
   end(body?: Buffer | string): this {
     const stream = this.stream;
-    if (stream.destroyed || stream.writableEnded) return this;
+    if (isGone(stream)) {
+      if (!stream.destroyed) stream.destroy();
+      return this;
+    }
+    if (stream.writableEnded) return this;
     if (!stream.headersSent) this.writeHead(this.statusCode);
     if (body === undefined) stream.end();
     else stream.end(body);
@@ -103,8 +120,9 @@ export class H2Response {
     this.#trailers = trailers;
   }
 
+  /** Cuts an answer under way: RST_STREAM INTERNAL_ERROR, so the client cannot take a truncated body for a whole one. */
   destroy(): void {
-    this.stream.destroy();
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
   }
 
   /** `close` (the stream is gone, answered or not), `finish` (the whole answer is written) or `drain`. */
@@ -112,6 +130,13 @@ export class H2Response {
     this.stream.once(event, listener);
     return this;
   }
+}
+
+const { NGHTTP2_INTERNAL_ERROR } = constants;
+
+/** Whether an HTTP/2 server stream can take no more: destroyed, or closed by the client's RST_STREAM. */
+export function isGone(stream: ServerHttp2Stream): boolean {
+  return stream.destroyed || stream.closed;
 }
 
 /** An inbound request: node:http's (HTTP/1.1, or the outbound side's compatibility HTTP/2) or an {@link H2Request}. */
@@ -127,19 +152,32 @@ export function bodyOf(req: InboundRequest): Readable {
 /**
  * The request body for a consumer that destroys what it was given once read (undici's dispatch
  * does): for HTTP/2 a stream of its own fed by the request stream, since destroying the
- * `Http2Stream` would end the whole exchange, answer included. A client that resets the stream
- * before its body is complete fails that stream, so the consumer stops waiting.
+ * `Http2Stream` would end the whole exchange, answer included.
+ * - A stream that closes before its body ended (the client reset it) fails the view, so a
+ *   consumer still reading stops waiting. The view keeps an `error` listener of its own: undici
+ *   removes its listeners once its request is over (an app that refused the connection), and an
+ *   error with no listener would be thrown.
+ * - Once the consumer is done with the view (it may stop early: the app answered without reading
+ *   the body), the rest of the body is read and dropped, so the stream can close and free what it
+ *   buffers.
  */
 export function uploadOf(req: InboundRequest): Readable {
   if (!(req instanceof H2Request)) return req;
   const stream = req.stream;
   const view = new PassThrough();
+  view.on('error', ignore);
   stream.pipe(view);
   stream.once('close', () => {
     if (!stream.readableEnded) view.destroy(new Error('the client reset the stream before its body ended'));
   });
+  view.once('close', () => {
+    stream.unpipe(view);
+    if (!stream.readableEnded && !stream.destroyed) stream.resume();
+  });
   return view;
 }
+
+const ignore = () => {};
 
 /** Where a relayed body is written: the HTTP/2 stream itself, or node:http's response. */
 export function sinkOf(res: InboundResponse): Writable {

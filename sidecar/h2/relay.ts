@@ -12,7 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { SidecarError } from '../errors.ts';
 import { responseHeaderList } from '../inbound/headers.ts';
 import { GRPC, encodeGrpcMessage, isGrpcRequest } from './grpc.ts';
-import { H2Response, bodyOf, foldHeaderList, sinkOf } from './exchange.ts';
+import { H2Response, bodyOf, foldHeaderList, isGone, sinkOf } from './exchange.ts';
 import type { InboundRequest, InboundResponse } from './exchange.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = constants;
@@ -45,7 +45,7 @@ export function answerGrpc(
   };
   if (isH2(req)) {
     const stream = clientStream(res);
-    if (!stream.destroyed && !stream.headersSent)
+    if (!isGone(stream) && !stream.headersSent)
       stream.respond({ ':status': 200, ...fields }, { endStream: true });
     return;
   }
@@ -254,6 +254,13 @@ export function relayH2(
 ): Promise<RelayOutcome> {
   const grpc = isGrpcRequest(req.headers);
   const h2 = isH2(req);
+  const body = bodyOf(req);
+  // The client went away while the layers ran or the upstream stream was being opened: its
+  // `close` has passed, and the app's stream is cancelled here rather than left open.
+  if (h2 && isGone(clientStream(res))) {
+    if (!upstream.destroyed) upstream.close(NGHTTP2_CANCEL);
+    return Promise.reject(new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the client went away'));
+  }
   return new Promise<RelayOutcome>((resolve, reject) => {
     let status = 0;
     let grpcStatus: string | undefined;
@@ -305,7 +312,6 @@ export function relayH2(
       );
     });
     res.once('finish', () => settle());
-    const body = bodyOf(req);
     body.once('error', () => {
       if (!upstream.destroyed) upstream.close(NGHTTP2_CANCEL);
     });
@@ -323,7 +329,7 @@ export function relayH2(
           const stream = clientStream(res);
           const fields: Record<string, string | string[]> = { ':status': String(status) };
           foldHeaderList(list, fields);
-          if (!stream.destroyed) stream.respond(fields, { endStream: true });
+          if (!isGone(stream)) stream.respond(fields, { endStream: true });
           return;
         }
         res.writeHead(status, list).end();

@@ -115,6 +115,11 @@ export function createH2Side(serve: H2Serve, budgets: ConnectionBudgets): H2Side
     'streams' in serve
       ? (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]) => {
           if (stream.destroyed || stream.closed) return;
+          const expect = headers.expect;
+          if (expect !== undefined) {
+            if (expect.toLowerCase() !== '100-continue') return expectationFailed(stream, serve);
+            stream.additionalHeaders({ ':status': 100 });
+          }
           serve.streams(new H2Request(stream, headers, rawHeaders), new H2Response(stream));
         }
       : undefined;
@@ -132,13 +137,7 @@ export function createH2Side(serve: H2Serve, budgets: ConnectionBudgets): H2Side
       stream.once('close', () => {
         if (open.has(session)) open.set(session, (open.get(session) ?? 1) - 1);
       });
-      if (!start) return;
-      const expect = headers.expect;
-      if (expect !== undefined) {
-        if (expect.toLowerCase() !== '100-continue') return expectationFailed(stream, serve);
-        stream.additionalHeaders({ ':status': 100 });
-      }
-      setImmediate(start, stream, headers, rawHeaders);
+      if (start) setImmediate(start, stream, headers, rawHeaders);
     },
   );
   if ('compat' in serve)
@@ -183,7 +182,8 @@ function expectationFailed(stream: ServerHttp2Stream, serve: H2Serve): void {
     },
     { endStream: false },
   );
-  stream.end(EXPECTATION_FAILED);
+  // A HEAD stream is ended by its head.
+  if (!stream.writableEnded) stream.end(EXPECTATION_FAILED);
   if ('onRefused' in serve) serve.onRefused?.('EXPECT', 417);
 }
 

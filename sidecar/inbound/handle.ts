@@ -9,7 +9,7 @@ import type { UpstreamOptions } from './layers/forward.ts';
 import type { IdSource } from './trace.ts';
 import { answerGrpc } from '../h2/relay.ts';
 import { grpcStatusFor, isGrpcRequest } from '../h2/grpc.ts';
-import { H2Request } from '../h2/exchange.ts';
+import { H2Request, H2Response } from '../h2/exchange.ts';
 import type { InboundRequest, InboundResponse } from '../h2/exchange.ts';
 
 /** Dependencies of {@link createInboundHandler}. */
@@ -109,7 +109,9 @@ export function createInboundHandler(deps: InboundHandlerDeps): InboundHandler {
     ctx.error = e;
     // What the client got: an answer already under way keeps its status.
     const status = ctx.res.headersSent ? ctx.res.statusCode : statusForCode(e.code);
-    if (!ctx.res.headersSent && isGrpcRequest(ctx.req.headers)) {
+    // A client gone gets no answer; it is recorded with the refusal's own status.
+    const gone = ctx.res instanceof H2Response && ctx.res.gone;
+    if (!ctx.res.headersSent && !gone && isGrpcRequest(ctx.req.headers)) {
       // A gRPC client reads errors from grpc-status, not from an HTTP status or a JSON body.
       const grpcStatus = grpcStatusFor(e.code, status);
       answerGrpc(ctx.req, ctx.res, grpcStatus, `${e.code}: ${e.message}`);

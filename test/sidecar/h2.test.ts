@@ -10,9 +10,11 @@ import { scanH2RequestHeaders } from '../../sidecar/inbound/headers.ts';
 import { encodeGrpcMessage, grpcStatusFor, isGrpcRequest, parseGrpcTimeout } from '../../sidecar/h2/grpc.ts';
 import { parsePolicy } from '../../sidecar/policy/parse.ts';
 import { compilePolicy } from '../../sidecar/policy/compile.ts';
-import { createServer } from 'node:net';
+import { connect as netConnect, createServer } from 'node:net';
+import { Writable } from 'node:stream';
+import { Pool } from 'undici';
 import { createH2Client, h2RequestHeaders, openH2c, relayH2 } from '../../sidecar/h2/relay.ts';
-import type { H2Response } from '../../sidecar/h2/exchange.ts';
+import { H2Request, H2Response, uploadOf } from '../../sidecar/h2/exchange.ts';
 
 const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 const WEB = 'spiffe://example.org/ns/shop/sa/web';
@@ -208,6 +210,183 @@ describe('relayH2 over an h2c client', () => {
     } finally {
       await client.close();
       await new Promise((r) => front.close(r));
+      await new Promise((r) => app.close(r));
+    }
+  });
+});
+
+/** An h2c server whose streams go to `onStream` as an H2Request and H2Response; closed by the returned function. */
+async function exchangeServer(
+  onStream: (req: H2Request, res: H2Response) => void,
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = createH2Server();
+  server.on('stream', (stream, headers, _flags, raw: string[]) => {
+    stream.on('error', () => {});
+    onStream(new H2Request(stream, headers, raw), new H2Response(stream));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+const closedOf = (req: H2Request) =>
+  new Promise<boolean>((resolve) => {
+    if (req.stream.destroyed) return resolve(true);
+    const t = setTimeout(() => resolve(false), 2_000);
+    req.stream.once('close', () => (clearTimeout(t), resolve(true)));
+  });
+
+describe('H2Request and H2Response (the inbound core-stream exchange)', () => {
+  it('a body given to undici: a reset after undici let go of it (app refused) throws nothing', async () => {
+    const pool = new Pool('http://127.0.0.1:9'); // nothing listens: ECONNREFUSED
+    let served: H2Request | undefined;
+    const server = await exchangeServer((req, res) => {
+      served = req;
+      pool.dispatch(
+        { method: 'POST', path: '/', headers: [], body: uploadOf(req) },
+        {
+          onRequestStart() {},
+          onResponseStart() {},
+          onResponseData() {},
+          onResponseEnd() {},
+          onResponseError() {
+            res.writeHead(502).end('bad gateway');
+          },
+        },
+      );
+    });
+    const client = h2connect(`http://127.0.0.1:${server.port}`);
+    try {
+      const s = client.request({ ':method': 'POST', ':path': '/' }, { endStream: false });
+      s.on('error', () => {});
+      s.write(Buffer.alloc(200_000));
+      const status = await new Promise((r) => s.once('response', (h) => r(h[':status'])));
+      assert.equal(status, 502);
+      await new Promise((r) => setTimeout(r, 200)); // undici is done with the request by then
+      client.socket.destroy(); // the body never ends
+      assert.equal(await closedOf(served!), true);
+      // An uncaught error from the body's view would fail this test through the runner.
+      await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      client.destroy();
+      await pool.close();
+      await server.close();
+    }
+  });
+
+  it('a body the consumer stopped reading (an early answer) is drained, so the stream closes', async () => {
+    let serve: (req: H2Request) => void;
+    const served = new Promise<H2Request>((r) => (serve = r));
+    const server = await exchangeServer((req, res) => {
+      serve(req);
+      const view = uploadOf(req);
+      view.once('data', () => view.destroy()); // as undici does once the app answered
+      res.writeHead(200).end('early answer');
+    });
+    const client = h2connect(`http://127.0.0.1:${server.port}`);
+    try {
+      const s = client.request({ ':method': 'POST', ':path': '/' }, { endStream: false });
+      s.on('error', () => {});
+      s.resume();
+      s.write(Buffer.alloc(10_000));
+      setTimeout(() => s.end(Buffer.alloc(20_000)), 100);
+      assert.equal(
+        await closedOf(await served),
+        true,
+        'the server stream closes and frees its buffered body',
+      );
+    } finally {
+      client.destroy();
+      await server.close();
+    }
+  });
+
+  it('answering a stream the client reset (closed, body unread) neither throws nor keeps it', async () => {
+    let served: H2Request | undefined;
+    const answered = new Promise<H2Response>((resolve) => {
+      void exchangeServer((req, res) => {
+        served = req;
+        // Whatever takes the body does not read it (an app applying back-pressure).
+        req.stream.pipe(new Writable({ highWaterMark: 1, write() {} }));
+        setTimeout(() => resolve(res), 300);
+      }).then((srv) => {
+        const frame = (type: number, flags: number, id: number, payload: Buffer) => {
+          const h = Buffer.alloc(9);
+          h.writeUIntBE(payload.length, 0, 3);
+          h[3] = type;
+          h[4] = flags;
+          h.writeUInt32BE(id, 5);
+          return Buffer.concat([h, payload]);
+        };
+        const sock = netConnect(srv.port, '127.0.0.1', () => {
+          sock.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+          sock.write(frame(4, 0, 0, Buffer.alloc(0))); // SETTINGS
+          // HEADERS (END_HEADERS): :method POST, :path /, :scheme http, :authority a
+          sock.write(frame(1, 4, 1, Buffer.from([0x83, 0x84, 0x86, 0x41, 0x01, 0x61])));
+          for (let i = 0; i < 3; i++) sock.write(frame(0, 0, 1, Buffer.alloc(16_384)));
+          setTimeout(() => sock.write(frame(3, 0, 1, Buffer.alloc(4))), 100); // RST_STREAM NO_ERROR
+        });
+        sock.on('data', () => {});
+        sock.on('error', () => {});
+        closers.push(() => (sock.destroy(), srv.close()));
+      });
+    });
+    const closers: (() => Promise<void>)[] = [];
+    try {
+      const res = await answered;
+      assert.equal(served!.stream.closed, true);
+      assert.equal(res.gone, true);
+      res.writeHead(200, ['content-type', 'text/plain']);
+      assert.equal(
+        res.write(Buffer.from('dropped')),
+        true,
+        'a write to a gone stream does not wait for drain',
+      );
+      res.end();
+      assert.equal(served!.stream.destroyed, true, 'ending the answer frees the stream');
+    } finally {
+      for (const close of closers) await close();
+    }
+  });
+
+  it('relayH2 for a client already gone cancels the app stream at once', async () => {
+    let upstreamClosed: Promise<number> | undefined;
+    const app = createH2Server((req) => {
+      upstreamClosed = new Promise((r) => req.stream.once('close', () => r(req.stream.rstCode!)));
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const upstream = createH2Client(() =>
+      openH2c(`http://127.0.0.1:${(app.address() as AddressInfo).port}`, 2_000),
+    );
+    let outcome: Promise<unknown> | undefined;
+    const server = await exchangeServer((req, res) => {
+      req.stream.once('close', () => {
+        // The client reset while the layers ran; the relay starts afterwards.
+        outcome = upstream
+          .request(h2RequestHeaders('POST', '/x', 'app', 'http', [], false))
+          .then((stream) => relayH2(req, res, stream, undefined, undefined));
+        outcome.catch(() => {}); // asserted below
+      });
+    });
+    const client = h2connect(`http://127.0.0.1:${server.port}`);
+    try {
+      const s = client.request({ ':method': 'POST', ':path': '/x' }, { endStream: false });
+      s.on('error', () => {});
+      await new Promise((r) => setTimeout(r, 50));
+      s.close(constants.NGHTTP2_CANCEL);
+      while (!outcome) await new Promise((r) => setTimeout(r, 10));
+      await assert.rejects(
+        outcome,
+        (e: Error & { code?: string }) => e.code === 'ERR_SIDECAR_UPSTREAM_UNAVAILABLE',
+      );
+      while (!upstreamClosed) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(await upstreamClosed, constants.NGHTTP2_CANCEL);
+    } finally {
+      client.destroy();
+      await upstream.close();
+      await server.close();
       await new Promise((r) => app.close(r));
     }
   });
