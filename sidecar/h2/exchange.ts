@@ -29,6 +29,11 @@ export class H2Request {
     this.url = (this.method === 'CONNECT' ? headers[':authority'] : headers[':path']) ?? '';
   }
 
+  /** Whether the listener answered 408 because the request body stopped ({@link markBodyTimedOut}). */
+  get bodyTimedOut(): boolean {
+    return timedOut.has(this.stream);
+  }
+
   /** The connection's TLS socket (one per session); undefined once the session is gone. */
   get socket(): TLSSocket | undefined {
     return this.stream.session?.socket as TLSSocket | undefined;
@@ -133,6 +138,13 @@ export class H2Response {
 }
 
 const { NGHTTP2_INTERNAL_ERROR } = constants;
+
+const timedOut = new WeakSet<ServerHttp2Stream>();
+
+/** Marks a stream whose request body stopped (h2.ts answers it 408); its H2Request reports it. */
+export function markBodyTimedOut(stream: ServerHttp2Stream): void {
+  timedOut.add(stream);
+}
 
 /** Whether an HTTP/2 server stream can take no more: destroyed, or closed by the client's RST_STREAM. */
 export function isGone(stream: ServerHttp2Stream): boolean {

@@ -311,7 +311,14 @@ export function relayH2(
           : undefined,
       );
     });
-    res.once('finish', () => settle());
+    // A client's RST_STREAM ends the writable side too: a `finish` before any answer is the client gone.
+    res.once('finish', () =>
+      settle(
+        status === 0
+          ? new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'the client went away')
+          : undefined,
+      ),
+    );
     body.once('error', () => {
       if (!upstream.destroyed) upstream.close(NGHTTP2_CANCEL);
     });

@@ -10,9 +10,10 @@ import type {
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server as NetServer, Socket } from 'node:net';
 import type { ConnectionBudgets } from '../../core/index.ts';
-import { H2Request, H2Response } from '../h2/exchange.ts';
+import { H2Request, H2Response, markBodyTimedOut } from '../h2/exchange.ts';
+import { isGrpcRequest } from '../h2/grpc.ts';
 
-const { NGHTTP2_CANCEL } = constants;
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN } = constants;
 
 /**
  * The HTTP/2 limits of every sidecar listener (decision 0081). Each bounds one abuse:
@@ -72,6 +73,11 @@ export type H2Serve =
       readonly onRefused?: (what: string, status: number) => void;
     };
 
+const BODY_TIMED_OUT = JSON.stringify({
+  error: 'ERR_SIDECAR_BODY_TIMEOUT',
+  message: 'request body timed out',
+});
+
 const EXPECTATION_FAILED = JSON.stringify({
   error: 'ERR_SIDECAR_REQUEST_MALFORMED',
   message: 'only Expect: 100-continue is supported',
@@ -87,8 +93,9 @@ const ignore = () => {};
  * stream for `keepAliveTimeout` is closed (GOAWAY); a stream whose answer has been stuck in the
  * client's flow-control window for `bodyTimeout` (nothing sent while bytes wait) is reset with
  * CANCEL, freeing what it holds. Each stream goes to `serve`'s handler (see {@link H2Serve}): the
- * same handler, hence the same layers, as HTTP/1.1 requests. `Expect: 100-continue` is answered
- * 100 at once (as node:http2's compatibility API does); any other expectation 417, as over HTTP/1.1.
+ * same handler, hence the same layers, as HTTP/1.1 requests. On the `streams` side,
+ * `Expect: 100-continue` is answered 100 at once (as node:http2's compatibility API does on the
+ * `compat` side) and any other expectation 417 with its reason, recorded as over HTTP/1.1.
  */
 export function createH2Side(serve: H2Serve, budgets: ConnectionBudgets): H2Side {
   const server = createH2Server({ ...H2_LIMITS, settings: { ...H2_LIMITS.settings } });
@@ -130,9 +137,19 @@ export function createH2Side(serve: H2Serve, budgets: ConnectionBudgets): H2Side
       open.set(session, (open.get(session) ?? 0) + 1);
       stream.on('error', ignore);
       stream.setTimeout(budgets.bodyTimeout, () => {
-        // Only a stall: an answer waiting on the client's window. An idle stream (a gRPC stream
-        // with nothing to say) is not cut.
-        if (stream.writableLength > 0 && !stream.destroyed) stream.close(NGHTTP2_CANCEL);
+        if (stream.destroyed) return;
+        // An answer waiting on the client's window.
+        if (stream.writableLength > 0) return stream.close(NGHTTP2_CANCEL);
+        // A request body that stopped, as over HTTP/1.1: the client's half still open and nothing
+        // of it left unread. Not a gRPC stream: one with nothing to say is idle, not stalled, and
+        // its grpc-timeout bounds it.
+        if (
+          start &&
+          stream.state.state === NGHTTP2_STREAM_STATE_OPEN &&
+          stream.readableLength === 0 &&
+          !isGrpcRequest(headers)
+        )
+          bodyTimedOut(stream);
       });
       stream.once('close', () => {
         if (open.has(session)) open.set(session, (open.get(session) ?? 1) - 1);
@@ -170,6 +187,29 @@ export function createH2Side(serve: H2Serve, budgets: ConnectionBudgets): H2Side
       return true;
     },
   };
+}
+
+/**
+ * Answers a stream whose request body stopped 408 `ERR_SIDECAR_BODY_TIMEOUT` (when no answer has
+ * started) and closes it: the exchange in flight sees the stream close, gives up on the app and
+ * is recorded as the 408 ({@link H2Request.bodyTimedOut}).
+ */
+function bodyTimedOut(stream: ServerHttp2Stream): void {
+  markBodyTimedOut(stream);
+  const close = () => {
+    if (!stream.destroyed) stream.close(NGHTTP2_NO_ERROR);
+  };
+  if (stream.headersSent || stream.closed) return close();
+  stream.respond({
+    ':status': 408,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(BODY_TIMED_OUT),
+    'cache-control': 'no-store',
+  });
+  // RST_STREAM NO_ERROR once the answer is out (RFC 9113 §8.1): the client may stop sending. A
+  // HEAD stream is ended by its head.
+  if (stream.writableEnded) setImmediate(close);
+  else stream.end(BODY_TIMED_OUT, () => setImmediate(close));
 }
 
 function expectationFailed(stream: ServerHttp2Stream, serve: H2Serve): void {

@@ -98,12 +98,11 @@ export function createInboundHandler(deps: InboundHandlerDeps): InboundHandler {
   const refuse = (ctx: InboundContext, err: unknown) => {
     // A body that stopped was answered 408 by the listener's budgets; the upstream failure that
     // followed (its body cut) is that, not an unavailable app.
-    const e =
-      !(ctx.req instanceof H2Request) && isBodyTimedOut(ctx.req)
-        ? new SidecarError('ERR_SIDECAR_BODY_TIMEOUT', 'request body timed out', { cause: err })
-        : err instanceof SidecarError
-          ? err
-          : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'internal error', { cause: err });
+    const e = (ctx.req instanceof H2Request ? ctx.req.bodyTimedOut : isBodyTimedOut(ctx.req))
+      ? new SidecarError('ERR_SIDECAR_BODY_TIMEOUT', 'request body timed out', { cause: err })
+      : err instanceof SidecarError
+        ? err
+        : new SidecarError('ERR_SIDECAR_UPSTREAM_UNAVAILABLE', 'internal error', { cause: err });
     if (!(err instanceof SidecarError) && e.code !== 'ERR_SIDECAR_BODY_TIMEOUT')
       deps.logger.error({ err: (err as Error)?.message, traceId: ctx.traceId }, 'unexpected inbound failure');
     ctx.error = e;

@@ -391,3 +391,85 @@ describe('H2Request and H2Response (the inbound core-stream exchange)', () => {
     }
   });
 });
+
+describe('HTTP/2 request bodies that stop, and resets mid-relay', () => {
+  it('a non-gRPC body that stops is answered 408 after bodyTimeout and the exchange sees it; an idle gRPC stream is not cut', async () => {
+    const seen: { bodyTimedOut: boolean; path: string }[] = [];
+    const side = createH2Side(
+      {
+        streams: (req, res) => {
+          uploadOf(req).resume(); // the app reads whatever comes
+          res.once('close', () => seen.push({ bodyTimedOut: req.bodyTimedOut, path: req.url }));
+        },
+      },
+      { ...DEFAULT_CONNECTION_BUDGETS, bodyTimeout: 300 },
+    );
+    const server = createServer((socket) => side.accept(socket));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const client = h2connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      const started = Date.now();
+      const stalled = client.request({ ':method': 'POST', ':path': '/upload' }, { endStream: false });
+      stalled.write('the first bytes, then nothing');
+      let body = '';
+      stalled.on('data', (c: Buffer) => (body += c));
+      const status = await new Promise((r) => stalled.once('response', (h) => r(h[':status'])));
+      assert.equal(status, 408);
+      await new Promise((r) => stalled.once('close', r));
+      assert.equal(JSON.parse(body).error, 'ERR_SIDECAR_BODY_TIMEOUT');
+      const took = Date.now() - started;
+      assert.ok(took >= 250 && took < 5_000, `answered after the body timeout (${took} ms)`);
+      assert.deepEqual(seen, [{ bodyTimedOut: true, path: '/upload' }]);
+
+      const grpc = client.request(
+        {
+          ':method': 'POST',
+          ':path': '/shop.Orders/Watch',
+          'content-type': 'application/grpc',
+          te: 'trailers',
+        },
+        { endStream: false },
+      );
+      grpc.on('error', () => {});
+      await new Promise((r) => setTimeout(r, 900));
+      assert.equal(grpc.closed, false, 'an idle gRPC stream outlives the body timeout');
+      grpc.close(constants.NGHTTP2_CANCEL);
+    } finally {
+      client.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('relayH2: a client reset before the app answers is the client gone, not an answer of status 0', async () => {
+    const app = createH2Server(() => {}); // never answers
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const upstream = createH2Client(() =>
+      openH2c(`http://127.0.0.1:${(app.address() as AddressInfo).port}`, 2_000),
+    );
+    let outcome: Promise<unknown> | undefined;
+    const server = await exchangeServer((req, res) => {
+      outcome = upstream
+        .request(h2RequestHeaders('POST', '/x', 'app', 'http', [], false))
+        .then((stream) => relayH2(req, res, stream, undefined, 5_000));
+      outcome.catch(() => {}); // asserted below
+    });
+    const client = h2connect(`http://127.0.0.1:${server.port}`);
+    try {
+      const s = client.request({ ':method': 'POST', ':path': '/x' }, { endStream: false });
+      s.on('error', () => {});
+      s.write('some body');
+      while (!outcome) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 50));
+      s.close(constants.NGHTTP2_NO_ERROR);
+      await assert.rejects(
+        outcome,
+        (e: Error & { code?: string }) => e.code === 'ERR_SIDECAR_UPSTREAM_UNAVAILABLE',
+      );
+    } finally {
+      client.destroy();
+      await upstream.close();
+      await server.close();
+      await new Promise((r) => app.close(r));
+    }
+  });
+});
