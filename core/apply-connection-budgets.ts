@@ -240,6 +240,12 @@ export function applyConnectionBudgets(
   const closeIdle = () => {
     for (const raw of sockets) {
       const s = httpSocket.get(raw);
+      // Already closing on its own (its last response said `connection: close`, or the client
+      // half-closed it): finished off, not counted as closed by the drain.
+      if (s?.writableEnded) {
+        raw.destroy();
+        continue;
+      }
       // Not yet through the TLS handshake, or no request under way: nothing to drain.
       const current = s && (s as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
       if (!current && !(s && hooks.inFlight?.(s))) {
