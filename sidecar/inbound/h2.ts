@@ -78,7 +78,8 @@ const BODY_TIMED_OUT = JSON.stringify({
   message: 'request body timed out',
 });
 
-const EXPECTATION_FAILED = JSON.stringify({
+/** The body of the 417 both listeners answer to an expectation other than `100-continue`. */
+export const EXPECTATION_FAILED = JSON.stringify({
   error: 'ERR_SIDECAR_REQUEST_MALFORMED',
   message: 'only Expect: 100-continue is supported',
 });
@@ -200,30 +201,24 @@ function bodyTimedOut(stream: ServerHttp2Stream): void {
     if (!stream.destroyed) stream.close(NGHTTP2_NO_ERROR);
   };
   if (stream.headersSent || stream.closed) return close();
+  // RST_STREAM NO_ERROR once the answer is out (RFC 9113 §8.1): the client may stop sending.
+  answerJson(stream, 408, BODY_TIMED_OUT, () => setImmediate(close));
+}
+
+/** The listener's own JSON answer on a stream; `then` once it is out. A HEAD stream is ended by its head. */
+function answerJson(stream: ServerHttp2Stream, status: number, body: string, then?: () => void): void {
   stream.respond({
-    ':status': 408,
+    ':status': status,
     'content-type': 'application/json',
-    'content-length': Buffer.byteLength(BODY_TIMED_OUT),
+    'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
   });
-  // RST_STREAM NO_ERROR once the answer is out (RFC 9113 §8.1): the client may stop sending. A
-  // HEAD stream is ended by its head.
-  if (stream.writableEnded) setImmediate(close);
-  else stream.end(BODY_TIMED_OUT, () => setImmediate(close));
+  if (!stream.writableEnded) stream.end(body, then);
+  else then?.();
 }
 
 function expectationFailed(stream: ServerHttp2Stream, serve: H2Serve): void {
-  stream.respond(
-    {
-      ':status': 417,
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(EXPECTATION_FAILED),
-      'cache-control': 'no-store',
-    },
-    { endStream: false },
-  );
-  // A HEAD stream is ended by its head.
-  if (!stream.writableEnded) stream.end(EXPECTATION_FAILED);
+  answerJson(stream, 417, EXPECTATION_FAILED);
   if ('onRefused' in serve) serve.onRefused?.('EXPECT', 417);
 }
 

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { TlsMaterial } from '../../ca/index.ts';
 import { connectionServerOptions, describeClientError, endWithHttpError } from '../../core/index.ts';
 import type { ConnectionBudgets } from '../../core/index.ts';
-import { createH2Side, routeByAlpn } from './h2.ts';
+import { EXPECTATION_FAILED, createH2Side, routeByAlpn } from './h2.ts';
 import type { H2Side } from './h2.ts';
 import type { InboundRequest, InboundResponse } from '../h2/exchange.ts';
 
@@ -73,10 +73,7 @@ export function createInboundServer(
   server.on('upgrade', upgrade);
   // Node would answer an Expect it does not know with a bare 417; this answers and records it.
   server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
-    const body = JSON.stringify({
-      error: 'ERR_SIDECAR_REQUEST_MALFORMED',
-      message: 'only Expect: 100-continue is supported',
-    });
+    const body = EXPECTATION_FAILED;
     res
       .writeHead(417, {
         'content-type': 'application/json',
