@@ -50,7 +50,7 @@ import type { RevocationList } from './revocations.ts';
 import { createStsClient } from './sts-client.ts';
 import { createClaimsCache } from './token/claims-cache.ts';
 import { createMtlsConnector } from './tls/connector.ts';
-import { disableAllocationSitePretenuring } from './heap.ts';
+import { tuneSidecarHeap } from './heap.ts';
 import { createSidecarMetrics } from './metrics.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { startIdentity } from '../ca/index.ts';
@@ -102,7 +102,7 @@ export async function startSidecar(
   config: SidecarConfig,
   overrides: StartSidecarOverrides = {},
 ): Promise<RunningSidecar> {
-  disableAllocationSitePretenuring();
+  tuneSidecarHeap();
   const logger = overrides.logger ?? createLogger({ name: 'sidecar' });
   const clock = overrides.clock ?? Date.now;
   const ids = createIdSource(overrides.random ?? ((n) => randomBytes(n)));

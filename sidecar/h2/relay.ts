@@ -12,6 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { SidecarError } from '../errors.ts';
 import { responseHeaderList } from '../inbound/headers.ts';
 import { GRPC, encodeGrpcMessage, isGrpcRequest } from './grpc.ts';
+import { http2InUse } from '../heap.ts';
 import { H2Response, bodyOf, foldHeaderList, isGone, sinkOf } from './exchange.ts';
 import type { InboundRequest, InboundResponse } from './exchange.ts';
 
@@ -172,6 +173,7 @@ export function openH2OverSocket(
 }
 
 function settleSession(s: ClientHttp2Session, timeoutMs: number): Promise<ClientHttp2Session> {
+  http2InUse();
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
       s.destroy();

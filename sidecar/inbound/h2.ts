@@ -12,6 +12,7 @@ import type { Server as NetServer, Socket } from 'node:net';
 import type { ConnectionBudgets } from '../../core/index.ts';
 import { H2Request, H2Response, markBodyTimedOut } from '../h2/exchange.ts';
 import { isGrpcRequest } from '../h2/grpc.ts';
+import { http2InUse } from '../heap.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN } = constants;
 
@@ -105,6 +106,7 @@ export function createH2Side(serve: H2Serve, budgets: ConnectionBudgets): H2Side
   // The socket being handed over: node:http2 emits `session` synchronously inside `connection`.
   let handing: Socket | undefined;
   server.on('session', (session: ServerHttp2Session) => {
+    http2InUse();
     open.set(session, 0);
     if (handing) bySocket.set(handing, session);
     // Errors of a session (a protocol violation, a reset socket) end it; nothing to report further.
