@@ -189,7 +189,7 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
   const { log } = deps;
   const waiting = new Set<() => void>();
   const streams = new Map<string, number>();
-  const open = new Set<{ end(): void }>();
+  const open = new Set<{ end(): Promise<void> }>();
 
   const eventsKeys = [...Object.keys(FILTER_PROPERTIES), 'order', 'limit', 'cursor', 'fromSeq'];
   const eventsQuery: JsonSchema = {
@@ -431,12 +431,20 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
       });
       let closed = false;
       let wake: (() => void) | undefined;
+      // Resolves once the response's last chunk is handed to the socket (or the socket is gone),
+      // so that a shutdown does not cut the connection before the client reads the stream's end.
+      const finished = new Promise<void>((resolve) => {
+        raw.once('finish', resolve);
+        raw.once('close', resolve);
+      });
       const handle = {
         end() {
-          if (closed) return;
-          closed = true;
-          wake?.();
-          raw.end();
+          if (!closed) {
+            closed = true;
+            wake?.();
+            raw.end();
+          }
+          return finished;
         },
       };
       open.add(handle);
@@ -678,7 +686,13 @@ export function registerQueryRoutes(app: FastifyInstance, deps: QueryRouteDeps):
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
-    for (const s of [...open]) s.end();
+    // Each tail ends cleanly; a client that does not read its end within a second is cut by the close.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all([...open].map((s) => s.end())),
+      new Promise((resolve) => (timer = setTimeout(resolve, 1000))),
+    ]);
+    clearTimeout(timer);
   });
 
   return {
