@@ -34,19 +34,22 @@ export function heapGrowingPercentSet(): number | undefined {
 }
 
 /**
- * Called when the process opens or accepts its first HTTP/2 session: from then on the old
+ * Called when the process has opened or accepted its first HTTP/2 session: from then on the old
  * generation grows by a factor of 3 between full collections (`--heap-growing-percent=200`,
  * decision 0102). node:http2's streams outlive the scavenges of their call and die in old space;
  * under the recommended `--max-old-space-size=80` V8 picks its small-heap factor (at most 1.3) and
- * collected each time the old generation grew by a third: ~15–20 % more CPU per gRPC call, for ~10 MB
- * less peak RSS. HTTP/1.1 requests die young and gain nothing from it, so a sidecar that never
- * speaks HTTP/2 keeps V8's factor and its memory. The heap's maximum still binds. An operator's
- * own `--heap-growing-percent` on Node's command line is kept (NODE_OPTIONS refuses the flag).
+ * collected each time the old generation grew by a third: ~15–20 % more CPU per gRPC call.
+ * HTTP/1.1 requests die young and gain nothing from it (measured: ~10 MB more RSS after
+ * saturation, no CPU), so a process whose connections are all HTTP/1.1 keeps V8's factor. Any
+ * HTTP/2 session sets it: a client that negotiates `h2` with the inbound listener, an h2c call to
+ * the outbound side, an h2c app, a peer sidecar reached over HTTP/2. The heap's maximum still
+ * binds. An operator's own `--heap-growing-percent` on Node's command line is kept (`=0` leaves
+ * V8's own behaviour); NODE_OPTIONS refuses the flag.
  */
 export function http2InUse(): void {
   if (grown) return;
   grown = true;
-  if (process.execArgv.some((a) => /^--heap[-_]growing[-_]percent(=|$)/.test(a))) return;
+  if (process.execArgv.some((a) => /^--?heap[-_]growing[-_]percent(=|$)/.test(a))) return;
   setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
   growingPercent = HEAP_GROWING_PERCENT;
 }

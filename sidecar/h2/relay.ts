@@ -173,7 +173,6 @@ export function openH2OverSocket(
 }
 
 function settleSession(s: ClientHttp2Session, timeoutMs: number): Promise<ClientHttp2Session> {
-  http2InUse();
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
       s.destroy();
@@ -181,6 +180,7 @@ function settleSession(s: ClientHttp2Session, timeoutMs: number): Promise<Client
     }, timeoutMs);
     s.once('connect', () => {
       clearTimeout(t);
+      http2InUse();
       s.off('error', fail);
       // A session error after this point drops the session (createH2Client); streams see their own.
       s.on('error', () => {});

@@ -11,9 +11,12 @@ function child(script: string, flags: string[] = []): Record<string, unknown> {
   const r = spawnSync(
     process.execPath,
     ['--max-semi-space-size=8', '--max-old-space-size=80', ...flags, '--input-type=module', '-e', script],
-    { encoding: 'utf8', timeout: 60_000 },
+    // The scripts import the sidecar's modules by paths relative to the repository.
+    { encoding: 'utf8', timeout: 60_000, cwd: new URL('../../', import.meta.url).pathname },
   );
   assert.equal(r.status, 0, r.stderr);
+  // V8 reports an unknown or malformed flag on stderr without throwing.
+  assert.equal(r.stderr, '');
   return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
 }
 
@@ -50,12 +53,32 @@ session.destroy();
 app.close();
 ${print}`;
 
-test('a sidecar sets the factor at its first HTTP/2 session, accepted or opened, not before (decision 0102)', () => {
+// An attempt that never connects (the app is down) opens no session.
+const REFUSED = `${report}
+import { createServer } from 'node:net';
+import { openH2c } from './sidecar/h2/relay.ts';
+const closed = createServer().listen(0, '127.0.0.1');
+await new Promise((r) => closed.once('listening', r));
+const port = closed.address().port;
+await new Promise((r) => closed.close(r));
+await openH2c('http://127.0.0.1:' + port, 5000).then(
+  () => { throw new Error('connected to a closed port'); },
+  () => {},
+);
+${print}`;
+
+test('the factor is set at the first HTTP/2 session, accepted or opened, not at start-up tuning (decision 0102)', () => {
   assert.deepEqual(child(ACCEPTED), { before: null, after: 200 });
   assert.deepEqual(child(OPENED), { before: null, after: 200 });
+  assert.deepEqual(child(REFUSED), { before: null, after: null });
 });
 
 test("an operator's own --heap-growing-percent on Node's command line is kept", () => {
-  for (const flag of ['--heap-growing-percent=30', '--heap_growing_percent=30'])
+  for (const flag of [
+    '--heap-growing-percent=30',
+    '--heap_growing_percent=30',
+    '-heap-growing-percent=30',
+    '--heap-growing-percent=0',
+  ])
     assert.deepEqual(child(OPENED, [flag]), { before: null, after: null }, flag);
 });
