@@ -73,15 +73,14 @@ export function createInboundServer(
   server.on('upgrade', upgrade);
   // Node would answer an Expect it does not know with a bare 417; this answers and records it.
   server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
-    const body = EXPECTATION_FAILED;
     res
       .writeHead(417, {
         'content-type': 'application/json',
-        'content-length': Buffer.byteLength(body),
+        'content-length': Buffer.byteLength(EXPECTATION_FAILED),
         'cache-control': 'no-store',
         connection: 'close',
       })
-      .end(body);
+      .end(EXPECTATION_FAILED);
     onRefused('EXPECT', 417);
   });
   return Object.assign(server, { h2 });
