@@ -2,6 +2,13 @@
 // does what the collector client (audit/client) does on the request path (validate, queue) plus its
 // serialization off the request path, so that audit cost is counted — or, with `config-sink` as
 // second argument, the real collector client of the config. Prints its inbound port.
+//
+// BENCH_AUDIT_ALTERNATE="queue:100,queue:10,serialize,none" (decision 0103) alternates what the
+// stand-in does with each event every BENCH_AUDIT_SLICE_MS (default 3000) inside this one process,
+// and reports the CPU per request of each variant over the slices that saw saturating load: an
+// A/B that run-to-run noise (±10 % between processes) cannot blur. `queue:N`: validate, keep, and
+// serialize the kept events every N ms (the default is queue:100); `serialize`: validate and
+// serialize at emit, keep nothing; `none`: count the event and drop it.
 import { dirname, join } from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { pino } from 'pino';
@@ -9,20 +16,38 @@ import type { AuditEvent, AuditSink } from '../../core/index.ts';
 import { createLogger, parseAuditEvent } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 
+type Variant = { kind: 'queue'; drainMs: number } | { kind: 'serialize' } | { kind: 'none' };
+
 /** Validates and queues events and serializes them in batches every 100 ms, as the collector client does before sending. */
 class BatchingSink implements AuditSink {
   queue: AuditEvent[] = [];
   delivered = 0;
   bytes = 0;
-  readonly timer = setInterval(() => this.drain(), 100);
+  variant: Variant = { kind: 'queue', drainMs: 100 };
+  timer = setInterval(() => this.drain(), 100);
   lost = 0;
   emit(event: AuditEvent): void {
+    if (this.variant.kind === 'none') {
+      this.delivered++;
+      return;
+    }
     // Like the client: an invalid event is counted as lost (reported at exit), never thrown at the caller.
     try {
-      this.queue.push(parseAuditEvent(event));
+      const parsed = parseAuditEvent(event);
+      if (this.variant.kind === 'queue') this.queue.push(parsed);
+      else {
+        this.bytes += JSON.stringify(parsed).length;
+        this.delivered++;
+      }
     } catch {
       this.lost++;
     }
+  }
+  use(variant: Variant): void {
+    this.variant = variant;
+    this.drain();
+    clearInterval(this.timer);
+    if (variant.kind === 'queue') this.timer = setInterval(() => this.drain(), variant.drainMs);
   }
   async record(event: AuditEvent): Promise<void> {
     this.emit(event);
@@ -64,6 +89,43 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ['gc'] });
 
 const sink = new BatchingSink();
+const alternated = alternate(
+  process.env.BENCH_AUDIT_ALTERNATE,
+  Number(process.env.BENCH_AUDIT_SLICE_MS ?? 3000),
+);
+
+/** Runs the variants in turn, a slice each, and sums CPU and events per variant over saturated slices. */
+function alternate(spec: string | undefined, sliceMs: number) {
+  const totals: Record<string, { cpuUs: number; events: number; slices: number }> = {};
+  if (!spec) return totals;
+  const variants = spec.split(',').map((name): [string, Variant] => {
+    const [kind, ms] = name.split(':');
+    if (kind === 'queue' && Number(ms) > 0) return [name, { kind, drainMs: Number(ms) }];
+    if ((kind === 'serialize' || kind === 'none') && ms === undefined) return [name, { kind }];
+    throw new Error(`BENCH_AUDIT_ALTERNATE: unknown variant "${name}" (queue:<ms>, serialize, none)`);
+  });
+  let turn = 0;
+  let cpu = process.cpuUsage();
+  let events = sink.delivered + sink.queue.length + sink.lost;
+  sink.use(variants[0]![1]);
+  setInterval(() => {
+    const used = process.cpuUsage(cpu);
+    const seen = sink.delivered + sink.queue.length + sink.lost - events;
+    // Saturation only (over 2,000 events a second): the 1,000 req/s phase and idle moments would
+    // mix another workload in.
+    if (seen >= 2 * sliceMs) {
+      const t = (totals[variants[turn % variants.length]![0]] ??= { cpuUs: 0, events: 0, slices: 0 });
+      t.cpuUs += used.user + used.system;
+      t.events += seen;
+      t.slices++;
+    }
+    turn++;
+    sink.use(variants[turn % variants.length]![1]);
+    cpu = process.cpuUsage();
+    events = sink.delivered + sink.queue.length + sink.lost;
+  }, sliceMs).unref();
+  return totals;
+}
 // `config-sink`: the real audit client the config's `audit:` section names (a collector, failMode
 // open or closed), instead of the in-process stand-in.
 const configSink = process.argv[3] === 'config-sink';
@@ -88,6 +150,20 @@ process.on('SIGTERM', () => {
     console.log(
       JSON.stringify({
         ...(configSink ? {} : { auditEvents: sink.delivered, auditLost: sink.lost, auditBytes: sink.bytes }),
+        ...(Object.keys(alternated).length
+          ? {
+              alternated: Object.fromEntries(
+                Object.entries(alternated).map(([k, v]) => [
+                  k,
+                  {
+                    cpuUsPerRequest: Math.round((v.cpuUs / v.events) * 10) / 10,
+                    slices: v.slices,
+                    events: v.events,
+                  },
+                ]),
+              ),
+            }
+          : {}),
         rssMb: mb(m.rss),
         heapUsedMb: mb(m.heapUsed),
         heapTotalMb: mb(m.heapTotal),
