@@ -5,10 +5,10 @@
 //
 // BENCH_AUDIT_ALTERNATE="queue:100,queue:10,serialize,none" (decision 0103) alternates what the
 // stand-in does with each event every BENCH_AUDIT_SLICE_MS (default 3000) inside this one process,
-// and reports the CPU per request of each variant over the slices that saw saturating load: an
-// A/B that run-to-run noise (±10 % between processes) cannot blur. `queue:N`: validate, keep, and
-// serialize the kept events every N ms (the default is queue:100); `serialize`: validate and
-// serialize at emit, keep nothing; `none`: count the event and drop it.
+// there and back (A B C C B A …), and reports the CPU per request of each variant over the slices
+// that saw saturating load: an A/B that run-to-run noise (±10 % between processes) cannot blur.
+// `queue:N`: validate, keep, and serialize the kept events every N ms (the default is queue:100);
+// `serialize`: validate and serialize at emit, keep nothing; `none`: count the event and drop it.
 import { dirname, join } from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { pino } from 'pino';
@@ -89,46 +89,53 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ['gc'] });
 
 const sink = new BatchingSink();
+// `config-sink`: the real audit client the config's `audit:` section names (a collector, failMode
+// open or closed), instead of the in-process stand-in.
+const configSink = process.argv[3] === 'config-sink';
+// The real client has no variants: only the stand-in alternates.
 const alternated = alternate(
-  process.env.BENCH_AUDIT_ALTERNATE,
-  Number(process.env.BENCH_AUDIT_SLICE_MS ?? 3000),
+  configSink ? undefined : process.env.BENCH_AUDIT_ALTERNATE,
+  process.env.BENCH_AUDIT_SLICE_MS ?? '3000',
 );
 
 /** Runs the variants in turn, a slice each, and sums CPU and events per variant over saturated slices. */
-function alternate(spec: string | undefined, sliceMs: number) {
+function alternate(spec: string | undefined, slice: string) {
   const totals: Record<string, { cpuUs: number; events: number; slices: number }> = {};
   if (!spec) return totals;
+  const sliceMs = Number(slice);
+  if (!Number.isSafeInteger(sliceMs) || sliceMs < 500)
+    throw new Error(`BENCH_AUDIT_SLICE_MS: "${slice}" is not a whole number of milliseconds, at least 500`);
   const variants = spec.split(',').map((name): [string, Variant] => {
     const [kind, ms] = name.split(':');
     if (kind === 'queue' && Number(ms) > 0) return [name, { kind, drainMs: Number(ms) }];
     if ((kind === 'serialize' || kind === 'none') && ms === undefined) return [name, { kind }];
     throw new Error(`BENCH_AUDIT_ALTERNATE: unknown variant "${name}" (queue:<ms>, serialize, none)`);
   });
+  // There and back (A B C C B A …): a slice pays part of the collections of the slice before it,
+  // and this order gives each variant a mix of predecessors instead of always the same one.
+  const order = [...variants, ...[...variants].reverse()];
   let turn = 0;
   let cpu = process.cpuUsage();
   let events = sink.delivered + sink.queue.length + sink.lost;
-  sink.use(variants[0]![1]);
+  sink.use(order[0]![1]);
   setInterval(() => {
     const used = process.cpuUsage(cpu);
     const seen = sink.delivered + sink.queue.length + sink.lost - events;
     // Saturation only (over 2,000 events a second): the 1,000 req/s phase and idle moments would
     // mix another workload in.
     if (seen >= 2 * sliceMs) {
-      const t = (totals[variants[turn % variants.length]![0]] ??= { cpuUs: 0, events: 0, slices: 0 });
+      const t = (totals[order[turn % order.length]![0]] ??= { cpuUs: 0, events: 0, slices: 0 });
       t.cpuUs += used.user + used.system;
       t.events += seen;
       t.slices++;
     }
     turn++;
-    sink.use(variants[turn % variants.length]![1]);
+    sink.use(order[turn % order.length]![1]);
     cpu = process.cpuUsage();
     events = sink.delivered + sink.queue.length + sink.lost;
   }, sliceMs).unref();
   return totals;
 }
-// `config-sink`: the real audit client the config's `audit:` section names (a collector, failMode
-// open or closed), instead of the in-process stand-in.
-const configSink = process.argv[3] === 'config-sink';
 if (configSink) await sink.close();
 const config = loadSidecarConfig(process.argv[2]!);
 // With the access log on (bench --access-log), info lines go to a file beside the config, written
