@@ -38,7 +38,7 @@ export function heapGrowingPercentSet(): number | undefined {
  * generation grows by a factor of 3 between full collections (`--heap-growing-percent=200`,
  * decision 0102). node:http2's streams outlive the scavenges of their call and die in old space;
  * under the recommended `--max-old-space-size=80` V8 picks its small-heap factor (at most 1.3) and
- * collected each time the old generation grew by a third: ~15–20 % more CPU per gRPC call.
+ * so collects each time the old generation grows by a third: ~15–20 % more CPU per gRPC call.
  * HTTP/1.1 requests die young and gain nothing from it (measured: ~10 MB more RSS after
  * saturation, no CPU), so a process whose connections are all HTTP/1.1 keeps V8's factor. Any
  * HTTP/2 session sets it: a client that negotiates `h2` with the inbound listener, an h2c call to

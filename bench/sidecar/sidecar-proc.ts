@@ -18,7 +18,10 @@ import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 
 type Variant = { kind: 'queue'; drainMs: number } | { kind: 'serialize' } | { kind: 'none' };
 
-/** Validates and queues events and serializes them in batches every 100 ms, as the collector client does before sending. */
+/**
+ * Validates and queues events and serializes them in batches every 100 ms, as the collector client
+ * does before sending; {@link BatchingSink.use} switches to another variant (BENCH_AUDIT_ALTERNATE).
+ */
 class BatchingSink implements AuditSink {
   queue: AuditEvent[] = [];
   delivered = 0;
@@ -48,6 +51,10 @@ class BatchingSink implements AuditSink {
     this.drain();
     clearInterval(this.timer);
     if (variant.kind === 'queue') this.timer = setInterval(() => this.drain(), variant.drainMs);
+  }
+  /** Events emitted so far, whatever became of them. */
+  seen(): number {
+    return this.delivered + this.queue.length + this.lost;
   }
   async record(event: AuditEvent): Promise<void> {
     this.emit(event);
@@ -116,11 +123,11 @@ function alternate(spec: string | undefined, slice: string) {
   const order = [...variants, ...[...variants].reverse()];
   let turn = 0;
   let cpu = process.cpuUsage();
-  let events = sink.delivered + sink.queue.length + sink.lost;
+  let events = sink.seen();
   sink.use(order[0]![1]);
   setInterval(() => {
     const used = process.cpuUsage(cpu);
-    const seen = sink.delivered + sink.queue.length + sink.lost - events;
+    const seen = sink.seen() - events;
     // Saturation only (over 2,000 events a second): the 1,000 req/s phase and idle moments would
     // mix another workload in.
     if (seen >= 2 * sliceMs) {
@@ -132,7 +139,7 @@ function alternate(spec: string | undefined, slice: string) {
     turn++;
     sink.use(order[turn % order.length]![1]);
     cpu = process.cpuUsage();
-    events = sink.delivered + sink.queue.length + sink.lost;
+    events = sink.seen();
   }, sliceMs).unref();
   return totals;
 }
