@@ -24,6 +24,7 @@ import { createInboundHandler } from './inbound/handle.ts';
 import { authorizeLayer } from './inbound/layers/authorize.ts';
 import { bindingLayer } from './inbound/layers/binding.ts';
 import { fairShareLayer } from './inbound/layers/fair-share.ts';
+import { UpstreamDeadlines } from './inbound/layers/forward.ts';
 import { pathLayer } from './inbound/layers/path.ts';
 import { peerLayer } from './inbound/layers/peer.ts';
 import { tokenLayer } from './inbound/layers/token.ts';
@@ -215,10 +216,17 @@ export async function startSidecar(
     const pool = new Pool(`http://${appUrl.host}`, {
       connections: config.inbound.upstreamConnections,
       keepAliveTimeout: 30_000,
-      headersTimeout: config.inbound.upstreamHeadersTimeout,
-      bodyTimeout: config.inbound.upstreamBodyTimeout,
+      // Enforced by `deadlines` from one timer: undici's would cost two per request (decision 0104).
+      headersTimeout: 0,
+      bodyTimeout: 0,
     });
+    const deadlines = new UpstreamDeadlines(
+      config.inbound.upstreamHeadersTimeout,
+      config.inbound.upstreamBodyTimeout,
+    );
+    // Released in reverse: the pool's close waits for exchanges in flight, still timed meanwhile.
     opened.push(
+      () => deadlines.close(),
       () => pool.close(),
       () => h2App?.close(),
     );
@@ -273,6 +281,7 @@ export async function startSidecar(
       ],
       upstream: {
         pool,
+        deadlines,
         ...(h2App ? { h2: h2App, h2HeadersTimeoutMs: config.inbound.upstreamHeadersTimeout } : {}),
         host: appUrl.host,
         observe: metrics.upstream('inbound', 'app'),

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { Pool } from 'undici';
 import type { SidecarError } from '../../sidecar/errors.ts';
 import type { InboundContext } from '../../sidecar/inbound/context.ts';
-import { forward } from '../../sidecar/inbound/layers/forward.ts';
+import { UpstreamDeadlines, forward } from '../../sidecar/inbound/layers/forward.ts';
 
 const CHUNK = Buffer.alloc(64 * 1024, 'x');
 const BIG_CHUNKS = 512; // 32 MiB: more than loopback socket buffers hold
@@ -60,13 +60,14 @@ function startApp(log: AppLog): Server {
       res.writeEarlyHints({ link: '</a.css>; rel=preload' });
       return void setTimeout(() => res.writeHead(200, { 'content-length': 2 }).end('ok'), 20);
     }
-    if (req.url === '/hang') return; // no answer: the pool's headers timeout
+    if (req.url === '/hang') return; // no answer: the headers timeout
+    if (req.url === '/stall') return void res.writeHead(200, { 'content-length': 100 }).write('part'); // the body timeout
     res.writeHead(404).end();
   });
 }
 
 /** The sidecar side: a plain HTTP listener that forwards each request the way the inbound layer does. */
-function startFront(pool: Pool, outcomes: (number | string)[]): Server {
+function startFront(pool: Pool, outcomes: (number | string)[], deadlines: UpstreamDeadlines): Server {
   return createServer((req: IncomingMessage, res: ServerResponse) => {
     const forwardHeaders: string[] = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2)
@@ -83,7 +84,7 @@ function startFront(pool: Pool, outcomes: (number | string)[]): Server {
       target: { target: req.url!, path: req.url! },
       headers: { forward: forwardHeaders, traceparent: undefined },
     } as unknown as InboundContext;
-    forward(ctx, { pool, host: 'orders' }).then(
+    forward(ctx, { pool, deadlines, host: 'orders' }).then(
       (status) => outcomes.push(status),
       (err: SidecarError) => {
         outcomes.push(err.code);
@@ -117,17 +118,20 @@ describe('inbound forward: streaming, back-pressure and aborts through the app p
   let front: Server;
   let pool: Pool;
   let port: number;
+  const deadlines = new UpstreamDeadlines(300, 1_500);
   before(async () => {
     app = startApp(log);
     const appPort = await listen(app);
-    pool = new Pool(`http://127.0.0.1:${appPort}`, { connections: 4, headersTimeout: 300 });
-    front = startFront(pool, outcomes);
+    // As start.ts makes it: no timers in the pool, the deadlines enforce both timeouts.
+    pool = new Pool(`http://127.0.0.1:${appPort}`, { connections: 4, headersTimeout: 0, bodyTimeout: 0 });
+    front = startFront(pool, outcomes, deadlines);
     port = await listen(front);
   });
   after(async () => {
     front.closeAllConnections();
     app.closeAllConnections();
     await pool.destroy();
+    deadlines.close();
     await Promise.all([new Promise((r) => front.close(r)), new Promise((r) => app.close(r))]);
   });
 
@@ -173,9 +177,33 @@ describe('inbound forward: streaming, back-pressure and aborts through the app p
   });
 
   it('rejects with ERR_SIDECAR_UPSTREAM_TIMEOUT when the app does not answer in time', async () => {
+    const started = performance.now();
     const res = await get(port, '/hang');
+    const waited = performance.now() - started;
     assert.equal(res.statusCode, 504);
     assert.equal((await readAll(res)).toString(), 'ERR_SIDECAR_UPSTREAM_TIMEOUT');
+    // The headers timeout (300 ms), give or take one sweep (75 ms) and the machine's scheduling.
+    assert.ok(waited >= 290 && waited < 1_200, `answered after ${Math.round(waited)} ms`);
+    assert.equal(deadlines.size, 0, 'the timed-out exchange is no longer watched');
+  });
+
+  it('cuts the answer when the app stops sending its body for the body timeout, and no longer watches it', async () => {
+    const started = performance.now();
+    const res = await get(port, '/stall');
+    assert.equal(res.statusCode, 200);
+    const parts: Buffer[] = [];
+    res.on('data', (c: Buffer) => parts.push(c));
+    const [err] = (await once(res, 'error').catch((e: unknown) => [e])) as [Error];
+    const waited = performance.now() - started;
+    assert.match(err.message, /aborted/);
+    assert.equal(Buffer.concat(parts).toString(), 'part');
+    assert.ok(waited >= 1_450 && waited < 2_800, `cut after ${Math.round(waited)} ms`);
+    assert.equal(outcomes.at(-1), 200);
+    assert.equal(deadlines.size, 0);
+  });
+
+  it('watches nothing once every exchange has ended', () => {
+    assert.equal(deadlines.size, 0);
   });
 
   it('rejects with ERR_SIDECAR_UPSTREAM_UNAVAILABLE when the app is down', async () => {
@@ -183,7 +211,7 @@ describe('inbound forward: streaming, back-pressure and aborts through the app p
     const deadPort = await listen(closed);
     await new Promise((r) => closed.close(r));
     const deadPool = new Pool(`http://127.0.0.1:${deadPort}`);
-    const f = startFront(deadPool, outcomes);
+    const f = startFront(deadPool, outcomes, deadlines);
     const p = await listen(f);
     try {
       const res = await get(p, '/anything');
