@@ -368,9 +368,10 @@ http {
   }
   const loadAfter = loadavg();
   // The audited sidecars flush their spools on SIGTERM; then what reached each log is counted.
-  const auditLogs: Record<string, { decisions: number; responses: number }> = {};
+  // With each audited sidecar's exit figures (memory, collections), taken over all its runs.
+  const auditLogs: Record<string, { decisions: number; responses: number; sidecarExit: string }> = {};
   for (const [name, a] of Object.entries(audited)) {
-    await stop(a.child);
+    const sidecarExit = (await stop(a.child)).trim();
     await a.collector.stop();
     const store = await openFileStore({ dir: join(a.dir, 'audit-data', 'log'), readOnly: true });
     const counts = { decisions: 0, responses: 0 };
@@ -379,7 +380,7 @@ http {
       if (r.event.type === 'authz.response') counts.responses++;
     }
     await store.close();
-    auditLogs[name] = counts;
+    auditLogs[name] = { ...counts, sidecarExit };
   }
   await sts.close();
 

@@ -3,12 +3,17 @@
 // serialization off the request path, so that audit cost is counted — or, with `config-sink` as
 // second argument, the real collector client of the config. Prints its inbound port.
 //
-// BENCH_AUDIT_ALTERNATE="queue:100,queue:10,serialize,none" (decision 0103) alternates what the
+// BENCH_AUDIT_ALTERNATE="queue:100,bytes:100,none" (decisions 0103, 0104) alternates what the
 // stand-in does with each event every BENCH_AUDIT_SLICE_MS (default 3000) inside this one process,
-// there and back (A B C C B A …), and reports the CPU per request of each variant over the slices
-// that saw saturating load: an A/B that run-to-run noise (±10 % between processes) cannot blur.
-// `queue:N`: validate, keep, and serialize the kept events every N ms (the default is queue:100);
-// `serialize`: validate and serialize at emit, keep nothing; `none`: count the event and drop it.
+// there and back (A B C C B A …), and reports the CPU and the GC pause per request of each variant
+// over the slices that saw saturating load: an A/B that run-to-run noise (±10 % between processes)
+// cannot blur. The variants:
+// - `queue:N`: validate, keep, and serialize the kept events every N ms (the default is queue:100);
+// - `bytes:N`: validate, serialize at emit into one reusable buffer outside the JS heap, and take
+//   its contents every N ms (nothing per event outlives a scavenge);
+// - `serialize`: validate and serialize at emit, keep nothing;
+// - `validate`: validate only; `stringify`: serialize only, unvalidated;
+// - `none`: count the event and drop it.
 import { dirname, join } from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { pino } from 'pino';
@@ -16,7 +21,13 @@ import type { AuditEvent, AuditSink } from '../../core/index.ts';
 import { createLogger, parseAuditEvent } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
 
-type Variant = { kind: 'queue'; drainMs: number } | { kind: 'serialize' } | { kind: 'none' };
+type Variant =
+  | { kind: 'queue'; drainMs: number }
+  | { kind: 'bytes'; drainMs: number }
+  | { kind: 'serialize' }
+  | { kind: 'validate' }
+  | { kind: 'stringify' }
+  | { kind: 'none' };
 
 /**
  * Validates and queues events and serializes them in batches every 100 ms, as the collector client
@@ -29,16 +40,32 @@ class BatchingSink implements AuditSink {
   variant: Variant = { kind: 'queue', drainMs: 100 };
   timer = setInterval(() => this.drain(), 100);
   lost = 0;
+  /** `bytes:N`: serialized events, newline-separated, outside the JS heap; `used` bytes, `held` events. */
+  buf = Buffer.allocUnsafeSlow(4 << 20);
+  used = 0;
+  held = 0;
   emit(event: AuditEvent): void {
     if (this.variant.kind === 'none') {
+      this.delivered++;
+      return;
+    }
+    if (this.variant.kind === 'stringify') {
+      this.bytes += JSON.stringify(event).length;
       this.delivered++;
       return;
     }
     // Like the client: an invalid event is counted as lost (reported at exit), never thrown at the caller.
     try {
       const parsed = parseAuditEvent(event);
-      if (this.variant.kind === 'queue') this.queue.push(parsed);
-      else {
+      if (this.variant.kind === 'validate') this.delivered++;
+      else if (this.variant.kind === 'queue') this.queue.push(parsed);
+      else if (this.variant.kind === 'bytes') {
+        const line = JSON.stringify(parsed);
+        if (this.used + line.length * 3 + 1 > this.buf.length) this.drain();
+        this.used += this.buf.write(line, this.used);
+        this.buf[this.used++] = 10;
+        this.held++;
+      } else {
         this.bytes += JSON.stringify(parsed).length;
         this.delivered++;
       }
@@ -50,11 +77,12 @@ class BatchingSink implements AuditSink {
     this.variant = variant;
     this.drain();
     clearInterval(this.timer);
-    if (variant.kind === 'queue') this.timer = setInterval(() => this.drain(), variant.drainMs);
+    if (variant.kind === 'queue' || variant.kind === 'bytes')
+      this.timer = setInterval(() => this.drain(), variant.drainMs);
   }
   /** Events emitted so far, whatever became of them. */
   seen(): number {
-    return this.delivered + this.queue.length + this.lost;
+    return this.delivered + this.queue.length + this.held + this.lost;
   }
   async record(event: AuditEvent): Promise<void> {
     this.emit(event);
@@ -63,6 +91,12 @@ class BatchingSink implements AuditSink {
     return true;
   }
   drain(): void {
+    if (this.held) {
+      this.bytes += this.used;
+      this.delivered += this.held;
+      this.used = 0;
+      this.held = 0;
+    }
     if (this.queue.length === 0) return;
     const batch = this.queue;
     this.queue = [];
@@ -80,6 +114,7 @@ class BatchingSink implements AuditSink {
 
 // Garbage collections by kind (count, total ms), reported at exit with the memory figures.
 const gc: Record<string, { n: number; ms: number }> = {};
+let gcMsTotal = 0;
 const GC_KINDS: Record<number, string> = {
   [constants.NODE_PERFORMANCE_GC_MINOR]: 'scavenge',
   [constants.NODE_PERFORMANCE_GC_MAJOR]: 'markCompact',
@@ -92,6 +127,7 @@ new PerformanceObserver((list) => {
     const g = (gc[kind] ??= { n: 0, ms: 0 });
     g.n++;
     g.ms += e.duration;
+    gcMsTotal += e.duration;
   }
 }).observe({ entryTypes: ['gc'] });
 
@@ -107,16 +143,23 @@ const alternated = alternate(
 
 /** Runs the variants in turn, a slice each, and sums CPU and events per variant over saturated slices. */
 function alternate(spec: string | undefined, slice: string) {
-  const totals: Record<string, { cpuUs: number; events: number; slices: number }> = {};
+  const totals: Record<string, { cpuUs: number; events: number; slices: number; gcMs: number }> = {};
   if (!spec) return totals;
   const sliceMs = Number(slice);
   if (!Number.isSafeInteger(sliceMs) || sliceMs < 500)
     throw new Error(`BENCH_AUDIT_SLICE_MS: "${slice}" is not a whole number of milliseconds, at least 500`);
   const variants = spec.split(',').map((name): [string, Variant] => {
     const [kind, ms] = name.split(':');
-    if (kind === 'queue' && Number(ms) > 0) return [name, { kind, drainMs: Number(ms) }];
-    if ((kind === 'serialize' || kind === 'none') && ms === undefined) return [name, { kind }];
-    throw new Error(`BENCH_AUDIT_ALTERNATE: unknown variant "${name}" (queue:<ms>, serialize, none)`);
+    if ((kind === 'queue' || kind === 'bytes') && Number(ms) > 0)
+      return [name, { kind, drainMs: Number(ms) }];
+    if (
+      (kind === 'serialize' || kind === 'none' || kind === 'validate' || kind === 'stringify') &&
+      ms === undefined
+    )
+      return [name, { kind }];
+    throw new Error(
+      `BENCH_AUDIT_ALTERNATE: unknown variant "${name}" (queue:<ms>, bytes:<ms>, serialize, validate, stringify, none)`,
+    );
   });
   // There and back (A B C C B A …): a slice pays part of the collections of the slice before it,
   // and this order gives each variant a mix of predecessors instead of always the same one.
@@ -124,6 +167,7 @@ function alternate(spec: string | undefined, slice: string) {
   let turn = 0;
   let cpu = process.cpuUsage();
   let events = sink.seen();
+  let gcAt = gcMsTotal;
   sink.use(order[0]![1]);
   setInterval(() => {
     const used = process.cpuUsage(cpu);
@@ -131,7 +175,8 @@ function alternate(spec: string | undefined, slice: string) {
     // Saturation only (over 2,000 events a second): the 1,000 req/s phase and idle moments would
     // mix another workload in.
     if (seen >= 2 * sliceMs) {
-      const t = (totals[order[turn % order.length]![0]] ??= { cpuUs: 0, events: 0, slices: 0 });
+      const t = (totals[order[turn % order.length]![0]] ??= { cpuUs: 0, events: 0, slices: 0, gcMs: 0 });
+      t.gcMs += gcMsTotal - gcAt;
       t.cpuUs += used.user + used.system;
       t.events += seen;
       t.slices++;
@@ -140,6 +185,7 @@ function alternate(spec: string | undefined, slice: string) {
     sink.use(order[turn % order.length]![1]);
     cpu = process.cpuUsage();
     events = sink.seen();
+    gcAt = gcMsTotal;
   }, sliceMs).unref();
   return totals;
 }
@@ -172,6 +218,7 @@ process.on('SIGTERM', () => {
                   {
                     cpuUsPerRequest: Math.round((v.cpuUs / v.events) * 10) / 10,
                     slices: v.slices,
+                    gcUsPerRequest: Math.round(((v.gcMs * 1000) / v.events) * 10) / 10,
                     events: v.events,
                   },
                 ]),
