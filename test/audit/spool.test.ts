@@ -113,6 +113,54 @@ test('spool: a batch body stops at maxBytes but always holds at least one event'
   }
 });
 
+test("spool: a batch body is the spooled lines' exact bytes joined by commas (multi-byte text, U+2028, escaped newlines), whether the lines were appended in this process or read back from disk, and maxBytes counts bytes", async () => {
+  const tmp = tempDir();
+  try {
+    // Two-, three- and four-byte UTF-8, a raw U+2028 (JSON.stringify leaves it as is) and an
+    // escaped newline: only the spool's own separators may become commas.
+    const texts = ['é', '€', '😀', '\u2028', 'a\nb', 'plain'];
+    const spooled = Array.from({ length: 400 }, (_, i) =>
+      JSON.stringify(decision(i, { action: `GET /${texts[i % texts.length]!.repeat(1 + (i % 7))}/${i}` })),
+    );
+    const bodyOf = (from: number, n: number) => `{"events":[${spooled.slice(from, from + n).join(',')}]}`;
+    let spool = await Spool.open(tmp.dir, 10_000_000, 1_048_576);
+    assert.equal(await spool.append(spooled.slice(0, 150)), 150);
+    // Bounds at a line's last byte: counted in bytes (not characters), newline included.
+    const bound = (n: number) =>
+      12 + spooled.slice(0, n).reduce((sum, l) => sum + Buffer.byteLength(l) + 1, 0);
+    const six = (await spool.nextBatch(100, bound(7) - 1))!;
+    assert.equal(six.count, 6);
+    assert.equal(six.body, bodyOf(0, 6));
+    await spool.ack(six);
+    const first = (await spool.nextBatch(100, bound(13) - bound(6) + 12))!;
+    assert.equal(first.count, 7);
+    assert.equal(first.body, bodyOf(6, 7));
+    assert.equal(Buffer.byteLength(first.body), bound(13) - bound(6) + 12);
+    await spool.ack(first);
+    // Read back from disk by a new process, then appended to past the loaded bytes.
+    spool = await Spool.open(tmp.dir, 10_000_000, 1_048_576);
+    const second = (await spool.nextBatch(50, 10_000_000))!;
+    assert.equal(second.first, 13);
+    assert.equal(second.body, bodyOf(13, 50));
+    await spool.ack(second);
+    assert.equal(await spool.append(spooled.slice(150)), 250);
+    let next = 63;
+    for (let b = await spool.nextBatch(90, 10_000_000); b; b = await spool.nextBatch(90, 10_000_000)) {
+      assert.equal(b.first, next);
+      assert.equal(b.body, bodyOf(next, b.count));
+      assert.deepEqual(
+        (JSON.parse(b.body) as { events: unknown[] }).events,
+        spooled.slice(next, next + b.count).map((l) => JSON.parse(l) as unknown),
+      );
+      next += b.count;
+      await spool.ack(b);
+    }
+    assert.equal(next, 400);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
 test('spool: append keeps only what fits under maxBytes and reports how many', async () => {
   const tmp = tempDir();
   try {
