@@ -88,6 +88,8 @@ export { SourceRegistry, STALE_AFTER_INTERVALS } from './collector/sources.ts';
 export type { SourceView } from './collector/sources.ts';
 export type { AuditClient, AuditClientMetrics, AuditClientOptions } from './client/client.ts';
 export { Spool } from './client/spool.ts';
+export { PendingLines } from './client/pending.ts';
+export type { PendingWaiter, TakenLines } from './client/pending.ts';
 export { createCollectorApi } from './client/api.ts';
 export type {
   CollectorApi,

@@ -8,6 +8,7 @@ import { AuditEventError, createLogger, parseAuditEvent } from '../../core/index
 import type { AuditEvent, AuditSink, Logger } from '../../core/index.ts';
 import { AuditSpoolError } from '../errors.ts';
 import { RESERVED_EVENT_TYPE } from '../record.ts';
+import { PendingLines } from './pending.ts';
 import { Spool } from './spool.ts';
 import {
   DEFAULT_REPORT_INTERVAL_MS,
@@ -157,12 +158,6 @@ export function createAuditClient(options: AuditClientOptions): AuditClient {
   return new Client(options);
 }
 
-interface Pending {
-  readonly line: string;
-  readonly resolve?: () => void;
-  readonly reject?: (err: Error) => void;
-}
-
 type PostOutcome =
   | { readonly kind: 'ok'; readonly replayed: boolean }
   | { readonly kind: 'retry'; readonly afterMs?: number }
@@ -196,8 +191,8 @@ class Client implements AuditClient {
   readonly #windowMs: number;
   #spool: Spool | undefined;
   readonly #ready: Promise<Spool>;
-  /** Events waiting for the spool, in emit order. */
-  #pending: Pending[] = [];
+  /** Events waiting for the spool, in emit order, serialized. */
+  readonly #pending = new PendingLines();
   /** Events in the spool write in progress. */
   #writing = 0;
   #writer: Promise<void> | undefined;
@@ -302,7 +297,7 @@ class Client implements AuditClient {
         new AuditSpoolError('ERR_AUDIT_SPOOL_FULL', 'too many audit events wait for the spool'),
       );
     }
-    this.#pending.push(resolve ? { line, resolve, reject: reject! } : { line });
+    this.#pending.push(line, resolve ? { resolve, reject: reject! } : undefined);
     this.#schedule();
   }
 
@@ -431,18 +426,15 @@ class Client implements AuditClient {
     } catch (err) {
       return this.#failPending(err as Error);
     }
-    const batch = this.#pending.splice(0);
-    this.#writing = batch.length;
+    const batch = this.#pending.take();
+    this.#writing = batch.count;
     let kept = 0;
     let failure: Error | undefined;
     try {
       this.#spoolWrites++;
       // closed: written and fsynced before anyone is told; open: written (a crash of this process
       // no longer loses it) and fsynced in the background within one window.
-      kept = await spool.append(
-        batch.map((p) => p.line),
-        this.#o.failMode === 'closed',
-      );
+      kept = await spool.appendBytes(batch.bytes, batch.count, this.#o.failMode === 'closed');
       if (this.#o.failMode === 'open')
         this.#syncTimer ??= setTimeout(() => void this.#sync(), this.#windowMs);
       this.#writeFailedAt = undefined;
@@ -453,10 +445,11 @@ class Client implements AuditClient {
       this.#logger.error({ err: failure.message }, 'audit spool write failed');
     } finally {
       this.#writing = 0;
+      this.#pending.release(batch);
     }
     this.#spooled += kept;
-    for (let i = 0; i < kept; i++) batch[i]!.resolve?.();
-    if (kept < batch.length) {
+    for (const w of batch.waiters) if (w.at < kept) w.resolve();
+    if (kept < batch.count) {
       if (!failure) this.#spoolFull = true;
       const refused = failure
         ? new AuditSpoolError('ERR_AUDIT_SPOOL_UNWRITABLE', 'the audit spool cannot be written')
@@ -464,9 +457,9 @@ class Client implements AuditClient {
             'ERR_AUDIT_SPOOL_FULL',
             `the audit spool cannot take more events (${this.#o.spoolMaxBytes} bytes)`,
           );
-      for (let i = kept; i < batch.length; i++) batch[i]!.reject?.(refused);
+      for (const w of batch.waiters) if (w.at >= kept) w.reject(refused);
       this.#lose(
-        batch.length - kept,
+        batch.count - kept,
         failure ? `spool write failed: ${failure.message}` : `spool is full (${this.#o.spoolMaxBytes} bytes)`,
       );
     }
@@ -507,10 +500,11 @@ class Client implements AuditClient {
   }
 
   #failPending(err: Error): void {
-    const pending = this.#pending.splice(0);
-    if (!pending.length) return;
-    for (const p of pending) p.reject?.(err);
-    this.#lose(pending.length, `the spool is unusable: ${err.message}`);
+    if (!this.#pending.length) return;
+    const pending = this.#pending.take();
+    this.#pending.release(pending);
+    for (const w of pending.waiters) w.reject(err);
+    this.#lose(pending.count, `the spool is unusable: ${err.message}`);
   }
 
   async #openSpool(): Promise<Spool> {

@@ -69,8 +69,12 @@ export class Spool {
   #durable = 0;
   /** The batch being sent, as persisted in the cursor file. */
   #batch: { first: number; count: number } | undefined;
-  /** The lines of one file, for building batches without re-reading it. */
-  #cache: { name: string; lines: string[] } | undefined;
+  /**
+   * The lines of one file as bytes (outside the JS heap), for building batches without re-reading
+   * it. As strings, a file's worth of lines outlived many collections and was promoted to the old
+   * generation one by one (decision 0104).
+   */
+  #cache: { name: string; lines: LineBytes } | undefined;
   #tail: { name: string; fh: FileHandle } | undefined;
   /** Handles of files that filled during an append without sync: {@link sync} fsyncs and closes them. */
   #leftUnsynced: FileHandle[] = [];
@@ -207,10 +211,21 @@ export class Spool {
    * one starts.
    */
   async append(lines: readonly string[], sync = true): Promise<number> {
+    return this.appendBytes(Buffer.from(lines.map((l) => `${l}\n`).join('')), lines.length, sync);
+  }
+
+  /**
+   * {@link append} for lines already serialized as UTF-8: `count` lines in `bytes`, each ended by
+   * a newline and holding none. The audit client's pending events come this way, kept as bytes
+   * outside the JS heap from the moment they are emitted (decision 0104). `bytes` is not kept.
+   */
+  async appendBytes(bytes: Buffer, count: number, sync = true): Promise<number> {
     if (this.#appending) throw new Error('Spool.append is not reentrant');
+    if (count > 0 && bytes[bytes.length - 1] !== 0x0a)
+      throw new Error('Spool.appendBytes: the last line has no newline');
     this.#appending = true;
     try {
-      const kept = await this.#append(lines, sync);
+      const kept = await this.#append(bytes, count, sync);
       if (sync) await this.sync();
       return kept;
     } finally {
@@ -240,28 +255,27 @@ export class Spool {
     return this.#end - this.#durable;
   }
 
-  async #append(lines: readonly string[], sync: boolean): Promise<number> {
+  async #append(bytes: Buffer, count: number, sync: boolean): Promise<number> {
     this.#deferSync = !sync;
     let used = this.bytes;
     let kept = 0;
     let file = this.#files.at(-1);
-    let chunk: string[] = [];
+    // The lines to write next to `file`: bytes[chunkStart, chunkStart + chunkBytes), chunkLines of them.
+    let chunkStart = 0;
     let chunkBytes = 0;
+    let chunkLines = 0;
     const flush = async (full: boolean) => {
-      if (!chunk.length || !file) return;
+      if (!chunkLines || !file) return;
       const fh = await this.#tailHandle(file.name);
+      const chunk = bytes.subarray(chunkStart, chunkStart + chunkBytes);
       try {
-        const text = chunk.join('');
-        let written = (await fh.write(text)).bytesWritten;
         // A short write (the disk filled mid-way) reports no error: the rest is written until it
         // is all there or the OS refuses, and only then are these events counted as kept.
-        if (written < chunkBytes) {
-          const bytes = Buffer.from(text);
-          while (written < bytes.length) {
-            const n = (await fh.write(bytes, written, bytes.length - written)).bytesWritten;
-            if (n === 0) throw new Error('the spool file takes no more bytes');
-            written += n;
-          }
+        let written = 0;
+        while (written < chunk.length) {
+          const n = (await fh.write(chunk, written, chunk.length - written)).bytesWritten;
+          if (n === 0) throw new Error('the spool file takes no more bytes');
+          written += n;
         }
       } catch (err) {
         // A partial write (disk full, I/O error) is cut off, so that the next append does not
@@ -270,22 +284,26 @@ export class Spool {
         throw err;
       }
       if (full && sync) await fh.datasync();
-      file.count += chunk.length;
+      file.count += chunkLines;
       file.bytes += chunkBytes;
-      this.#end += chunk.length;
-      if (this.#cache?.name === file.name) for (const l of chunk) this.#cache.lines.push(l.slice(0, -1));
+      this.#end += chunkLines;
+      if (this.#cache?.name === file.name) this.#cache.lines.append(chunk, chunkLines);
       // A full file is fsynced above: everything up to its end is durable.
       if (full && sync) this.#durable = this.#end;
-      chunk = [];
+      chunkStart += chunkBytes;
       chunkBytes = 0;
+      chunkLines = 0;
     };
-    for (const l of lines) {
-      const line = `${l}\n`;
-      const size = Buffer.byteLength(line);
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      const nl = bytes.indexOf(0x0a, at);
+      if (nl < 0) throw new Error(`Spool.appendBytes: ${count} lines announced, ${i} found`);
+      const size = nl + 1 - at;
+      at = nl + 1;
       if (used + size > this.maxBytes) break;
       if (!file || file.bytes + chunkBytes + size > this.#fileBytes) {
         // With sync, the file being left is fsynced now; without, sync() does it later.
-        if (sync && file && !chunk.length && this.#durable < this.#end) {
+        if (sync && file && !chunkLines && this.#durable < this.#end) {
           await (await this.#tailHandle(file.name)).datasync();
           this.#durable = this.#end;
         }
@@ -293,8 +311,8 @@ export class Spool {
         file = { first: this.#end, name: fileName(this.#end), count: 0, bytes: 0 };
         this.#files.push(file);
       }
-      chunk.push(line);
       chunkBytes += size;
+      chunkLines++;
       used += size;
       kept++;
     }
@@ -310,11 +328,11 @@ export class Spool {
   async nextBatch(maxCount: number, maxBytes: number): Promise<SpoolBatch | undefined> {
     if (this.#durable <= this.#cursor) return undefined;
     if (this.#batch) {
-      const lines = await this.#lines(this.#batch.first, this.#batch.count);
-      return this.#make(this.#batch.first, lines);
+      const { lines, at, n } = await this.#lines(this.#batch.first, this.#batch.count);
+      return this.#make(this.#batch.first, lines, at, n);
     }
     const candidates = await this.#lines(this.#cursor, Math.min(maxCount, this.#durable - this.#cursor));
-    if (!candidates.length) {
+    if (!candidates.n) {
       // No file holds the cursor (files removed by hand): skip to the next one, counting the gap.
       const next = Math.min(
         this.#files.find((f) => f.first > this.#cursor && f.count > 0)?.first ?? this.#end,
@@ -327,18 +345,18 @@ export class Spool {
     }
     let bytes = 12; // {"events":[]}
     let count = 0;
-    for (const l of candidates) {
+    for (let i = candidates.at; i < candidates.at + candidates.n; i++) {
       if (this.#suspect.size && this.#suspect.has(this.#cursor + count)) {
         if (count === 0) count = 1;
         break;
       }
-      bytes += Buffer.byteLength(l) + 1;
+      bytes += candidates.lines.byteLength(i) + 1;
       if (bytes > maxBytes && count > 0) break;
       count++;
     }
     this.#batch = { first: this.#cursor, count };
     await this.#saveCursor(true);
-    return this.#make(this.#cursor, candidates.slice(0, count));
+    return this.#make(this.#cursor, candidates.lines, candidates.at, count);
   }
 
   /** Marks a batch as delivered; deletes files that are fully delivered. */
@@ -390,13 +408,14 @@ export class Spool {
     return n;
   }
 
-  #make(first: number, lines: readonly string[]): SpoolBatch {
-    const firstTime = eventTime(lines[0]);
+  /** The batch of `count` lines from `lines`' line `at`, whose absolute index is `first`. */
+  #make(first: number, lines: LineBytes, at: number, count: number): SpoolBatch {
+    const firstTime = count ? eventTime(lines.line(at)) : undefined;
     return {
       key: `${this.#id}:${first}`,
       first,
-      count: lines.length,
-      body: `{"events":[${lines.join(',')}]}`,
+      count,
+      body: `{"events":[${lines.joined(at, count)}]}`,
       ...(firstTime !== undefined ? { firstTime } : {}),
     };
   }
@@ -406,29 +425,30 @@ export class Spool {
    * or cut short outside this process yields fewer lines (none past the cut): {@link nextBatch}
    * then counts what is gone as missing and moves on, instead of failing on every attempt.
    */
-  async #lines(from: number, n: number): Promise<string[]> {
+  async #lines(from: number, n: number): Promise<{ lines: LineBytes; at: number; n: number }> {
+    const none = { lines: LineBytes.EMPTY, at: 0, n: 0 };
     const file = this.#files.find((f) => f.first <= from && from < f.first + f.count);
-    if (!file) return [];
+    if (!file) return none;
+    const at = from - file.first;
     // A load that races an append is retried, so the cache never misses a line appended meanwhile.
     while (this.#cache?.name !== file.name) {
       const count = file.count;
-      let text: string;
+      let raw: Buffer;
       try {
-        text = await readFile(join(this.dir, file.name), 'utf8');
+        raw = await readFile(join(this.dir, file.name));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         this.#files = this.#files.filter((f) => f !== file);
-        return [];
+        return none;
       }
       if (file.count !== count) continue;
       // Whole lines only: a line being appended right now is not counted yet.
-      const lines = text.split('\n').slice(0, -1).slice(0, count);
+      const lines = LineBytes.of(raw, count);
       // Cut short outside this process: not cached (appends would extend it at the wrong indexes).
-      if (lines.length < count) return lines.slice(from - file.first, from - file.first + n);
+      if (lines.count < count) return { lines, at, n: Math.max(0, Math.min(n, lines.count - at)) };
       this.#cache = { name: file.name, lines };
     }
-    const at = from - file.first;
-    return this.#cache.lines.slice(at, at + n);
+    return { lines: this.#cache.lines, at, n: Math.max(0, Math.min(n, this.#cache.lines.count - at)) };
   }
 
   async #tailHandle(name: string): Promise<FileHandle> {
@@ -567,6 +587,82 @@ async function processStart(pid: number): Promise<string | undefined> {
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Lines of one spool file as UTF-8 bytes, each without its newline: the batches' source. Bytes
+ * live outside the JS heap and the line ends are one small-integer array, so a file's worth of
+ * undelivered events costs the collector nothing to keep; strings are made per batch only.
+ */
+class LineBytes {
+  static readonly EMPTY = new LineBytes(Buffer.alloc(0), 0, []);
+  #buf: Buffer;
+  #len: number;
+  /** Offset of each line's newline. */
+  readonly #ends: number[];
+
+  private constructor(buf: Buffer, len: number, ends: number[]) {
+    this.#buf = buf;
+    this.#len = len;
+    this.#ends = ends;
+  }
+
+  /** The first `max` whole (newline-ended) lines of `raw`. */
+  static of(raw: Buffer, max: number): LineBytes {
+    const lines = new LineBytes(raw, 0, []);
+    lines.#scan(0, raw.length, max);
+    return lines;
+  }
+
+  get count(): number {
+    return this.#ends.length;
+  }
+
+  /** Adds `count` lines, `bytes` holding each followed by a newline (copied: `bytes` is not kept). */
+  append(bytes: Buffer, count: number): void {
+    const size = bytes.length;
+    if (this.#len + size > this.#buf.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.#buf.length, this.#len + size, 65_536));
+      this.#buf.copy(grown, 0, 0, this.#len);
+      this.#buf = grown;
+    }
+    const from = this.#len;
+    bytes.copy(this.#buf, from);
+    this.#scan(from, from + size, this.count + count);
+  }
+
+  /** Bytes of line `i`, its newline not counted. */
+  byteLength(i: number): number {
+    return this.#ends[i]! - this.#start(i);
+  }
+
+  line(i: number): string {
+    return this.#buf.toString('utf8', this.#start(i), this.#ends[i]);
+  }
+
+  /** Lines `at` to `at + n - 1` joined by commas (as `lines.join(',')` would: no line holds a newline). */
+  joined(at: number, n: number): string {
+    if (n === 0) return '';
+    return this.#buf.toString('utf8', this.#start(at), this.#ends[at + n - 1]).replaceAll('\n', ',');
+  }
+
+  #start(i: number): number {
+    return i === 0 ? 0 : this.#ends[i - 1]! + 1;
+  }
+
+  /** Records the line ends in bytes `from` to `to`, up to `max` lines in all. */
+  #scan(from: number, to: number, max: number): void {
+    // Bounded at `to`: past it lie the bytes of a line not yet counted, or unwritten capacity.
+    const bytes = this.#buf.subarray(0, to);
+    let at = from;
+    while (this.#ends.length < max) {
+      const nl = bytes.indexOf(0x0a, at);
+      if (nl < 0) break;
+      this.#ends.push(nl);
+      at = nl + 1;
+    }
+    this.#len = this.#ends.length ? this.#ends.at(-1)! + 1 : 0;
   }
 }
 

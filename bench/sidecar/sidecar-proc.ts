@@ -1,16 +1,19 @@
 // The benchmark's sidecar process: the real sidecar from a config file, with an audit sink that
-// does what the collector client (audit/client) does on the request path (validate, queue) plus its
-// serialization off the request path, so that audit cost is counted — or, with `config-sink` as
-// second argument, the real collector client of the config. Prints its inbound port.
+// does what the collector client (audit/client) does with each event in the sidecar's process
+// (validate, serialize into its pending buffer, take the buffer every 100 ms), so that audit cost
+// is counted, but ships nothing — or, with `config-sink` as second argument, the real collector
+// client of the config. Prints its inbound port.
 //
 // BENCH_AUDIT_ALTERNATE="queue:100,bytes:100,none" (decisions 0103, 0104) alternates what the
 // stand-in does with each event every BENCH_AUDIT_SLICE_MS (default 3000) inside this one process,
 // there and back (A B C C B A …), and reports the CPU and the GC pause per request of each variant
 // over the slices that saw saturating load: an A/B that run-to-run noise (±10 % between processes)
 // cannot blur. The variants:
-// - `queue:N`: validate, keep, and serialize the kept events every N ms (the default is queue:100);
-// - `bytes:N`: validate, serialize at emit into one reusable buffer outside the JS heap, and take
-//   its contents every N ms (nothing per event outlives a scavenge);
+// - `bytes:N`: validate, serialize at emit into the collector client's own pending buffer outside
+//   the JS heap (audit/client/pending.ts), and take its contents every N ms, as the client does
+//   for each spool write (the default is bytes:100; decision 0104);
+// - `queue:N`: validate, keep the event objects, and serialize them every N ms (the default before
+//   decision 0104);
 // - `serialize`: validate and serialize at emit, keep nothing;
 // - `validate`: validate only; `stringify`: serialize only, unvalidated;
 // - `none`: count the event and drop it.
@@ -20,6 +23,7 @@ import { pino } from 'pino';
 import type { AuditEvent, AuditSink } from '../../core/index.ts';
 import { createLogger, parseAuditEvent } from '../../core/index.ts';
 import { loadSidecarConfig, startSidecar } from '../../sidecar/index.ts';
+import { PendingLines } from '../../audit/index.ts';
 
 type Variant =
   | { kind: 'queue'; drainMs: number }
@@ -30,20 +34,19 @@ type Variant =
   | { kind: 'none' };
 
 /**
- * Validates and queues events and serializes them in batches every 100 ms, as the collector client
- * does before sending; {@link BatchingSink.use} switches to another variant (BENCH_AUDIT_ALTERNATE).
+ * Validates each event, serializes it into the client's pending buffer and takes the buffer every
+ * 100 ms, as the collector client does before each spool write; {@link BatchingSink.use} switches
+ * to another variant (BENCH_AUDIT_ALTERNATE).
  */
 class BatchingSink implements AuditSink {
   queue: AuditEvent[] = [];
   delivered = 0;
   bytes = 0;
-  variant: Variant = { kind: 'queue', drainMs: 100 };
+  variant: Variant = { kind: 'bytes', drainMs: 100 };
   timer = setInterval(() => this.drain(), 100);
   lost = 0;
-  /** `bytes:N`: serialized events, newline-separated, outside the JS heap; `used` bytes, `held` events. */
-  buf = Buffer.allocUnsafeSlow(4 << 20);
-  used = 0;
-  held = 0;
+  /** `bytes:N`: the client's pending events, serialized outside the JS heap. */
+  readonly pending = new PendingLines();
   emit(event: AuditEvent): void {
     if (this.variant.kind === 'none') {
       this.delivered++;
@@ -60,11 +63,7 @@ class BatchingSink implements AuditSink {
       if (this.variant.kind === 'validate') this.delivered++;
       else if (this.variant.kind === 'queue') this.queue.push(parsed);
       else if (this.variant.kind === 'bytes') {
-        const line = JSON.stringify(parsed);
-        if (this.used + line.length * 3 + 1 > this.buf.length) this.drain();
-        this.used += this.buf.write(line, this.used);
-        this.buf[this.used++] = 10;
-        this.held++;
+        this.pending.push(JSON.stringify(parsed));
       } else {
         this.bytes += JSON.stringify(parsed).length;
         this.delivered++;
@@ -82,7 +81,7 @@ class BatchingSink implements AuditSink {
   }
   /** Events emitted so far, whatever became of them. */
   seen(): number {
-    return this.delivered + this.queue.length + this.held + this.lost;
+    return this.delivered + this.queue.length + this.pending.length + this.lost;
   }
   async record(event: AuditEvent): Promise<void> {
     this.emit(event);
@@ -91,11 +90,11 @@ class BatchingSink implements AuditSink {
     return true;
   }
   drain(): void {
-    if (this.held) {
-      this.bytes += this.used;
-      this.delivered += this.held;
-      this.used = 0;
-      this.held = 0;
+    if (this.pending.length) {
+      const taken = this.pending.take();
+      this.bytes += taken.bytes.length;
+      this.delivered += taken.count;
+      this.pending.release(taken);
     }
     if (this.queue.length === 0) return;
     const batch = this.queue;
