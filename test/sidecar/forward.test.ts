@@ -61,6 +61,7 @@ function startApp(log: AppLog): Server {
       return void setTimeout(() => res.writeHead(200, { 'content-length': 2 }).end('ok'), 20);
     }
     if (req.url === '/hang') return; // no answer: the headers timeout
+    if (req.url === '/deaf') return void req.pause(); // reads no upload and never answers
     if (req.url === '/stall') return void res.writeHead(200, { 'content-length': 100 }).write('part'); // the body timeout
     res.writeHead(404).end();
   });
@@ -185,6 +186,54 @@ describe('inbound forward: streaming, back-pressure and aborts through the app p
     // The headers timeout (300 ms), give or take one sweep (75 ms) and the machine's scheduling.
     assert.ok(waited >= 290 && waited < 1_200, `answered after ${Math.round(waited)} ms`);
     assert.equal(deadlines.size, 0, 'the timed-out exchange is no longer watched');
+  });
+
+  it('a long upload the app keeps reading is not cut by the headers timeout; an app that stops reading one is (504)', async () => {
+    // 1.2 s of upload in chunks every 100 ms, four times the headers timeout.
+    const upload = (path: string, chunks: number, size: number) =>
+      new Promise<{ status: number; body: string; ms: number }>((resolve, reject) => {
+        const started = performance.now();
+        const req = request(
+          {
+            host: '127.0.0.1',
+            port,
+            path,
+            method: 'POST',
+            agent: false,
+            headers: { 'content-length': chunks * size },
+          },
+          (res) =>
+            void readAll(res).then(
+              (b) =>
+                resolve({ status: res.statusCode!, body: b.toString(), ms: performance.now() - started }),
+              reject,
+            ),
+        );
+        req.on('error', reject);
+        let sent = 0;
+        const next = () => {
+          if (req.destroyed) return;
+          if (sent === chunks) return void req.end();
+          sent++;
+          req.write(Buffer.alloc(size, 'u'));
+          setTimeout(next, 100);
+        };
+        next();
+      });
+    const slow = await upload('/echo', 12, 1024);
+    assert.equal(slow.status, 201);
+    assert.equal(
+      slow.body,
+      createHash('sha256')
+        .update(Buffer.alloc(12 * 1024, 'u'))
+        .digest('hex'),
+    );
+    assert.ok(slow.ms >= 1_100, `answered after ${Math.round(slow.ms)} ms`);
+    // 12 × 4 MiB: the app's socket buffers fill, the pool stops taking chunks, the wait runs out.
+    const deaf = await upload('/deaf', 12, 4 * 1024 * 1024);
+    assert.equal(deaf.status, 504);
+    assert.equal(deaf.body, 'ERR_SIDECAR_UPSTREAM_TIMEOUT');
+    assert.equal(deadlines.size, 0);
   });
 
   it('cuts the answer when the app stops sending its body for the body timeout, and no longer watches it', async () => {
