@@ -23,9 +23,8 @@ const KEPT_BYTES = 8 * 1_048_576;
 /**
  * The audit client's events waiting for the spool, serialized as UTF-8 lines into a buffer
  * outside the JS heap. Held as strings, each event waited out the loss window (up to 200 ms) and
- * was promoted to the old generation on the way, under load about a third of what survived each
- * scavenge; as bytes nothing per event outlives the emit (decision 0104). Two buffers take turns:
- * one fills while the other is written to the spool.
+ * was promoted to the old generation on the way; as bytes, nothing per event outlives the emit
+ * (decision 0104). Two buffers take turns: one fills while the other is written to the spool.
  */
 export class PendingLines {
   #buf: Buffer;
