@@ -17,6 +17,7 @@ export interface TakenLines {
 }
 
 const INITIAL_BYTES = 65_536;
+const NO_WAITERS: readonly PendingWaiter[] = Object.freeze([]);
 /** A buffer grown past this by a burst is let go after use rather than kept for the next one. */
 const KEPT_BYTES = 8 * 1_048_576;
 
@@ -58,17 +59,24 @@ export class PendingLines {
 
   /** Takes every pending event. Until released, the bytes are the caller's: new events go elsewhere. */
   take(): TakenLines {
+    // The waiters go with their events. Without any, the taken list is a frozen empty one and the
+    // pending list stays: never one array for both, or a waiter of an event emitted during the
+    // write would be told its event was kept when the write of the others ends.
+    let waiters = NO_WAITERS;
+    if (this.#waiters.length) {
+      waiters = this.#waiters;
+      this.#waiters = [];
+    }
     const taken = {
       bytes: this.#buf.subarray(0, this.#used),
       count: this.#count,
-      waiters: this.#waiters,
+      waiters,
       buffer: this.#buf,
     };
     this.#buf = this.#spare ?? Buffer.allocUnsafeSlow(INITIAL_BYTES);
     this.#spare = undefined;
     this.#used = 0;
     this.#count = 0;
-    if (this.#waiters.length) this.#waiters = [];
     return taken;
   }
 

@@ -43,6 +43,26 @@ test('pending lines: events pushed while taken bytes are out never touch them; r
   assert.equal(third.bytes.toString(), '{"d":4}\n');
 });
 
+test('pending lines: a waiter of an event pushed while a batch without waiters is out belongs to the next batch, not to that one', () => {
+  const pending = new PendingLines();
+  pending.push('{"emitted":1}');
+  const out = pending.take();
+  let told = false;
+  pending.push('{"recorded":2}', { resolve: () => (told = true), reject: () => assert.fail() });
+  // The write of `out` ends: only its own waiters hear of it.
+  for (const w of out.waiters) w.resolve();
+  assert.equal(out.waiters.length, 0);
+  assert.equal(told, false, 'told its event was kept before it was written');
+  pending.release(out);
+  const next = pending.take();
+  assert.deepEqual(
+    next.waiters.map((w) => w.at),
+    [0],
+  );
+  next.waiters[0]!.resolve();
+  assert.equal(told, true);
+});
+
 test('spool: appendBytes refuses bytes whose lines do not match the count, and keeps nothing of them', async () => {
   const tmp = tempDir();
   try {
