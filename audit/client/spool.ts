@@ -445,10 +445,10 @@ export class Spool {
       // Whole lines only: a line being appended right now is not counted yet.
       const lines = LineBytes.of(raw, count);
       // Cut short outside this process: not cached (appends would extend it at the wrong indexes).
-      if (lines.count < count) return { lines, at, n: Math.max(0, Math.min(n, lines.count - at)) };
+      if (lines.count < count) return { lines, at, n: lines.available(at, n) };
       this.#cache = { name: file.name, lines };
     }
-    return { lines: this.#cache.lines, at, n: Math.max(0, Math.min(n, this.#cache.lines.count - at)) };
+    return { lines: this.#cache.lines, at, n: this.#cache.lines.available(at, n) };
   }
 
   async #tailHandle(name: string): Promise<FileHandle> {
@@ -596,21 +596,18 @@ async function processStart(pid: number): Promise<string | undefined> {
  * undelivered events costs the collector nothing to keep; strings are made per batch only.
  */
 class LineBytes {
-  static readonly EMPTY = new LineBytes(Buffer.alloc(0), 0, []);
+  static readonly EMPTY = new LineBytes(Buffer.alloc(0));
   #buf: Buffer;
-  #len: number;
   /** Offset of each line's newline. */
-  readonly #ends: number[];
+  readonly #ends: number[] = [];
 
-  private constructor(buf: Buffer, len: number, ends: number[]) {
+  private constructor(buf: Buffer) {
     this.#buf = buf;
-    this.#len = len;
-    this.#ends = ends;
   }
 
   /** The first `max` whole (newline-ended) lines of `raw`. */
   static of(raw: Buffer, max: number): LineBytes {
-    const lines = new LineBytes(raw, 0, []);
+    const lines = new LineBytes(raw);
     lines.#scan(0, raw.length, max);
     return lines;
   }
@@ -619,15 +616,20 @@ class LineBytes {
     return this.#ends.length;
   }
 
+  /** How many of lines `at`, `at + 1`, … up to `n` there are. */
+  available(at: number, n: number): number {
+    return Math.max(0, Math.min(n, this.count - at));
+  }
+
   /** Adds `count` lines, `bytes` holding each followed by a newline (copied: `bytes` is not kept). */
   append(bytes: Buffer, count: number): void {
+    const from = this.#end();
     const size = bytes.length;
-    if (this.#len + size > this.#buf.length) {
-      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.#buf.length, this.#len + size, 65_536));
-      this.#buf.copy(grown, 0, 0, this.#len);
+    if (from + size > this.#buf.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.#buf.length, from + size, 65_536));
+      this.#buf.copy(grown, 0, 0, from);
       this.#buf = grown;
     }
-    const from = this.#len;
     bytes.copy(this.#buf, from);
     this.#scan(from, from + size, this.count + count);
   }
@@ -651,6 +653,11 @@ class LineBytes {
     return i === 0 ? 0 : this.#ends[i - 1]! + 1;
   }
 
+  /** Where the next line starts: past the last counted one (bytes after it are not kept). */
+  #end(): number {
+    return this.#start(this.count);
+  }
+
   /** Records the line ends in bytes `from` to `to`, up to `max` lines in all. */
   #scan(from: number, to: number, max: number): void {
     // Bounded at `to`: past it lie the bytes of a line not yet counted, or unwritten capacity.
@@ -662,7 +669,6 @@ class LineBytes {
       this.#ends.push(nl);
       at = nl + 1;
     }
-    this.#len = this.#ends.length ? this.#ends.at(-1)! + 1 : 0;
   }
 }
 
