@@ -40,11 +40,17 @@ export interface ConnectionGuard {
   drain(timeoutMs?: number): Promise<void>;
 }
 
+/**
+ * The request body in progress on one connection. One record per connection, reused by each of
+ * its requests that has a body: a connection reads one request body at a time, even pipelined.
+ */
 interface WatchedBody {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  req: IncomingMessage | undefined;
+  res: ServerResponse | undefined;
   bytes: number;
   since: number;
+  /** Whether it is in the listener's sweep list. */
+  listed: boolean;
 }
 
 const bodyTimedOut = new WeakSet<IncomingMessage>();
@@ -165,16 +171,28 @@ export function applyConnectionBudgets(
       if (sockets.has(raw)) httpSocket.set(raw, socket);
     });
 
-  // Request bodies in progress, checked by one sweep per listener.
+  // Request bodies in progress, checked by one sweep per listener. The list holds connections,
+  // not requests: a request with a body takes its connection's record, and the sweep lets go of
+  // a record whose body is done. A list of requests kept every finished request (its message,
+  // response and socket state) until the next sweep, up to a second: ~40,000 of them under a
+  // flood of small POSTs, enough to exhaust an 80 MB heap (decision 0105). Now what is kept is
+  // bounded by the connections, and the list changes once per connection and sweep at most.
   const watched = new Set<WatchedBody>();
+  const bodyOf = new WeakMap<Socket, WatchedBody>();
   let sweep: NodeJS.Timeout | undefined;
   const tick = checkInterval(budgets.bodyTimeout);
+  const unlist = (w: WatchedBody) => {
+    watched.delete(w);
+    w.listed = false;
+    w.req = undefined;
+    w.res = undefined;
+  };
   const check = () => {
     const t = now();
     for (const w of watched) {
       const { req, res } = w;
-      if (req.complete || req.destroyed || res.writableEnded) {
-        watched.delete(w);
+      if (!req || !res || req.complete || req.destroyed || res.writableEnded) {
+        unlist(w);
         continue;
       }
       const bytes = req.socket?.bytesRead ?? 0;
@@ -185,7 +203,7 @@ export function applyConnectionBudgets(
         continue;
       }
       if (t - w.since < budgets.bodyTimeout) continue;
-      watched.delete(w);
+      unlist(w);
       timeOutBody(req, res);
     }
     if (watched.size === 0 && sweep) {
@@ -218,7 +236,20 @@ export function applyConnectionBudgets(
     if (draining) res.shouldKeepAlive = false;
     const h = req.headers;
     if (h['transfer-encoding'] === undefined && (h['content-length'] ?? '0') === '0') return;
-    watched.add({ req, res, bytes: req.socket?.bytesRead ?? 0, since: now() });
+    const socket = req.socket as Socket | null;
+    let w = socket ? bodyOf.get(socket) : undefined;
+    if (!w) {
+      w = { req, res, bytes: 0, since: 0, listed: false };
+      if (socket) bodyOf.set(socket, w);
+    }
+    w.req = req;
+    w.res = res;
+    w.bytes = socket?.bytesRead ?? 0;
+    w.since = now();
+    if (!w.listed) {
+      watched.add(w);
+      w.listed = true;
+    }
     if (!sweep) {
       sweep = setInterval(check, tick);
       sweep.unref();
@@ -274,7 +305,7 @@ export function applyConnectionBudgets(
       }
       if (sweep) clearInterval(sweep);
       sweep = undefined;
-      watched.clear();
+      for (const w of watched) unlist(w);
     },
   };
 }

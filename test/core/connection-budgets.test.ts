@@ -7,6 +7,8 @@ import { connect } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import {
   applyConnectionBudgets,
   connectionBudgetsSchema,
@@ -264,6 +266,93 @@ describe('request body progress budget', () => {
     s.write(`POST /late HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: ${size}\r\n\r\n`);
     s.write(Buffer.alloc(size, 0x61));
     assert.match(await answer, new RegExp(`^HTTP/1\\.1 200[\\s\\S]*read ${size}$`));
+  });
+});
+
+describe('request body progress budget: what it keeps', () => {
+  // The sweep runs every second with a 60 s budget: what the budget keeps between sweeps shows.
+  let server: HttpServer;
+  let guard: ConnectionGuard;
+  let port: number;
+  const seen: WeakRef<IncomingMessage>[] = [];
+  before(async () => {
+    ({ server, guard, port } = await httpServer(budgets({ bodyTimeout: 60_000 }), (req, res) => {
+      seen.push(new WeakRef(req));
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      req.on('end', () => res.end(`read ${n}`));
+    }));
+  });
+  after(() => stop(server, guard));
+
+  it('keeps no finished request alive until the next sweep, only the last one per connection', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const s = await tcp(port);
+    const count = 40;
+    let text = '';
+    const answered = new Promise<void>((resolve) =>
+      s.on('data', (c: Buffer) => {
+        text += c.toString('latin1');
+        if (text.split('read 3').length - 1 === count) resolve();
+      }),
+    );
+    // Pipelined: each request's body is complete before the next one's headers.
+    s.write('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc'.repeat(count));
+    await answered;
+    await new Promise((r) => setImmediate(r));
+    gc();
+    await new Promise((r) => setImmediate(r));
+    const alive = seen.filter((w) => w.deref() !== undefined).length;
+    assert.equal(seen.length, count);
+    // The connection's record holds its last request until the sweep; a list of requests held all 40.
+    assert.ok(alive <= 1, `${alive} of ${count} finished requests still reachable`);
+    s.destroy();
+  });
+});
+
+describe('request body progress budget on a reused connection', () => {
+  let server: HttpServer;
+  let guard: ConnectionGuard;
+  let port: number;
+  before(async () => {
+    ({ server, guard, port } = await httpServer(budgets({ bodyTimeout: 300 }), (req, res) => {
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      req.on('end', () => res.end(`read ${n}`));
+    }));
+  });
+  after(() => stop(server, guard));
+
+  it('answers 408 to a stalled body that follows finished ones on the same connection', async () => {
+    const s = await tcp(port);
+    const answer = readAll(s);
+    for (let i = 0; i < 3; i++) {
+      s.write('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc');
+      // Past a sweep or two, so that the connection's record is let go and taken again.
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const t0 = performance.now();
+    s.write('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789');
+    const text = await answer;
+    const t = performance.now() - t0;
+    assert.equal(text.split('read 3').length - 1, 3);
+    assert.match(text, /HTTP\/1\.1 408 [\s\S]*"error":"ERR_TEST_TIMEOUT"/);
+    assert.ok(t >= 290 && t < 1_000, `answered after ${t} ms`);
+    assert.equal(guard.closed().body, 1);
+  });
+
+  it('does not take the idle time between two requests on a connection for a stalled body', async () => {
+    const s = await tcp(port);
+    const answer = readAll(s);
+    s.write('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc');
+    // Idle (no request in progress) for longer than the body budget: not a stalled body.
+    await new Promise((r) => setTimeout(r, 700));
+    s.write('POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 3\r\n\r\nxyz');
+    const text = await answer;
+    assert.equal(text.split('read 3').length - 1, 2);
+    assert.doesNotMatch(text, / 408 /);
+    assert.equal(guard.closed().body, 1);
   });
 });
 
