@@ -21,7 +21,13 @@ const server = createServer(
   },
   (req, res) => {
     pool.stream(
-      { method: req.method as Dispatcher.HttpMethod, path: req.url!, headers: req.headers, body: null },
+      {
+        method: req.method as Dispatcher.HttpMethod,
+        path: req.url!,
+        headers: req.headers,
+        // A request body (run.ts --body-bytes) is streamed up; none is sent for the usual GET.
+        body: req.headers['content-length'] || req.headers['transfer-encoding'] ? req : null,
+      },
       ({ statusCode, headers }) => {
         res.writeHead(statusCode, headers as Record<string, string>);
         return res;

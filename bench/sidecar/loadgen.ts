@@ -15,6 +15,8 @@ interface Options {
   warmupMs: number;
   tls?: { certFile: string; keyFile: string; caFile: string };
   headers: Record<string, string>;
+  /** When > 0: each request is a POST with a JSON body of this many bytes (default: GET, no body). */
+  bodyBytes?: number;
 }
 
 const o = JSON.parse(process.argv[2]!) as Options;
@@ -34,6 +36,15 @@ const pool = new Pool(o.url, {
       }
     : {}),
 });
+const body = o.bodyBytes ? Buffer.from(`{"note":"${'x'.repeat(Math.max(0, o.bodyBytes - 11))}"}`) : null;
+const request = body
+  ? {
+      method: 'POST' as const,
+      path: o.path,
+      body,
+      headers: { ...o.headers, 'content-type': 'application/json' },
+    }
+  : { method: 'GET' as const, path: o.path, headers: o.headers };
 const hist = createHistogram({ lowest: 1, highest: 60_000_000_000, figures: 3 });
 let ok = 0;
 let errors = 0;
@@ -44,7 +55,7 @@ let measuring = false;
 async function one(): Promise<void> {
   const t0 = process.hrtime.bigint();
   try {
-    const res = await pool.request({ method: 'GET', path: o.path, headers: o.headers });
+    const res = await pool.request(request);
     await res.body.dump();
     if (!measuring) return;
     if (res.statusCode !== 200) {

@@ -1,8 +1,9 @@
-// The benchmarks' orders policy: `rules` rules, the one that matches the measured request last.
+// The benchmarks' orders policy: `rules` rules, the one that matches the measured request last
+// (`methods`: what it allows on /orders/:id; GET unless the bench posts bodies).
 export const WEB = 'spiffe://example.org/ns/shop/sa/web';
 export const ORDERS = 'spiffe://example.org/ns/shop/sa/orders';
 
-export function policyYaml(rules: number): string {
+export function policyYaml(rules: number, methods: readonly string[] = ['GET']): string {
   const lines = [
     `service: ${ORDERS}`,
     'mode: enforce',
@@ -30,7 +31,7 @@ export function policyYaml(rules: number): string {
   lines.push(
     '  - id: storefront-reads-orders',
     '    role: storefront',
-    '    methods: [GET]',
+    `    methods: [${methods.join(', ')}]`,
     '    paths: [/orders, /orders/:id]',
   );
   return lines.join('\n') + '\n';

@@ -2,7 +2,7 @@
 // proxy, and behind the inbound sidecar with token verification and a 100-rule policy — one load
 // generator (bench/sidecar/loadgen.ts) over keep-alive connections at fixed concurrency, then at a
 // fixed 1,000 req/s. Usage: node bench/sidecar/run.ts [--duration 60s] [--rate-duration 20s]
-// [--concurrency 64] [--rate 1000] [--rules 100] [--record]. Prints `BENCH_SIDECAR {json}` last;
+// [--concurrency 64] [--rate 1000] [--rules 100] [--body-bytes 0] [--record]. Prints `BENCH_SIDECAR {json}` last;
 // with --record writes bench/RESULTS-sidecar.md.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -55,6 +55,8 @@ const { values: flags } = parseArgs({
     from: { type: 'string', default: 'built' },
     /** Seconds the fresh sidecar idles before its idle RSS is read. */
     idle: { type: 'string', default: '3s' },
+    /** When > 0: every request is a POST with a JSON body of this many bytes (the policy then allows POST). */
+    'body-bytes': { type: 'string', default: '0' },
   },
   strict: true,
 });
@@ -84,6 +86,15 @@ const warmupMs = parseDuration(flags.warmup);
 const concurrency = Number(flags.concurrency);
 const rate = Number(flags.rate);
 const ruleCount = Number(flags.rules);
+const bodyBytes = Number(flags['body-bytes']);
+if (!Number.isInteger(bodyBytes) || bodyBytes < 0 || bodyBytes > 1_048_576) {
+  console.error('--body-bytes must be an integer from 0 to 1048576');
+  process.exit(2);
+}
+if (flags.record && bodyBytes > 0) {
+  console.error("--record measures GET requests (issue 20's runs of record): drop --body-bytes");
+  process.exit(2);
+}
 const node = process.execPath;
 const here = new URL('.', import.meta.url).pathname;
 const root = new URL('../../', import.meta.url).pathname;
@@ -113,7 +124,10 @@ function load(opts: Record<string, unknown>): Promise<Phase> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       node,
-      [join(here, 'loadgen.ts'), JSON.stringify({ warmupMs, concurrency, rate, headers: {}, ...opts })],
+      [
+        join(here, 'loadgen.ts'),
+        JSON.stringify({ warmupMs, concurrency, rate, headers: {}, bodyBytes, ...opts }),
+      ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
@@ -181,7 +195,7 @@ http {
   await new Promise((r) => setTimeout(r, 500));
 
   const policyFile = join(dir, 'orders-policy.yaml');
-  writeFileSync(policyFile, policyYaml(ruleCount));
+  writeFileSync(policyFile, policyYaml(ruleCount, bodyBytes > 0 ? ['GET', 'POST'] : ['GET']));
   const sidecarConfig = writeOrdersSidecarConfig(
     dir,
     certs,
