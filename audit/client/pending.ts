@@ -22,6 +22,17 @@ const NO_WAITERS: readonly PendingWaiter[] = Object.freeze([]);
 const KEPT_BYTES = 8 * 1_048_576;
 
 /**
+ * A buffer outside the JS heap with `buf`'s first `used` bytes and room for `need` bytes in all:
+ * twice `buf`'s size or more, at least 64 KiB. How the pending events' buffer and the spool's
+ * copy of a file grow.
+ */
+export function grownBuffer(buf: Buffer, used: number, need: number): Buffer {
+  const grown = Buffer.allocUnsafeSlow(Math.max(2 * buf.length, need, INITIAL_BYTES));
+  buf.copy(grown, 0, 0, used);
+  return grown;
+}
+
+/**
  * The audit client's events waiting for the spool, serialized as UTF-8 lines into a buffer
  * outside the JS heap. Held as strings, each event waited out the loss window (up to 200 ms) and
  * was promoted to the old generation on the way; as bytes, nothing per event outlives the emit
@@ -46,11 +57,8 @@ export class PendingLines {
   push(line: string, waiter?: { resolve: () => void; reject: (err: Error) => void }): void {
     // At most 3 UTF-8 bytes per UTF-16 code unit, and the newline.
     const most = 3 * line.length + 1;
-    if (this.#used + most > this.#buf.length) {
-      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.#buf.length, this.#used + most));
-      this.#buf.copy(grown, 0, 0, this.#used);
-      this.#buf = grown;
-    }
+    if (this.#used + most > this.#buf.length)
+      this.#buf = grownBuffer(this.#buf, this.#used, this.#used + most);
     this.#used += this.#buf.write(line, this.#used);
     this.#buf[this.#used++] = 0x0a;
     if (waiter) this.#waiters.push({ at: this.#count, resolve: waiter.resolve, reject: waiter.reject });

@@ -4,6 +4,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAuditEvent } from '../../core/index.ts';
 import { AuditSpoolError } from '../errors.ts';
+import { grownBuffer } from './pending.ts';
 
 const FILE = /^spool-(\d{16})\.jsonl$/;
 /** The cursor lives in two fixed-size slots written in turn, in place: the valid one with the higher `seq` counts. */
@@ -218,6 +219,8 @@ export class Spool {
    * {@link append} for lines already serialized as UTF-8: `count` lines in `bytes`, each ended by
    * a newline and holding none. The audit client's pending events come this way, kept as bytes
    * outside the JS heap from the moment they are emitted (decision 0104). `bytes` is not kept.
+   * Bytes that do not hold exactly `count` lines are refused: a last line without its newline
+   * before anything is written, fewer or more lines than `count` before the last of them are.
    */
   async appendBytes(bytes: Buffer, count: number, sync = true): Promise<number> {
     if (this.#appending) throw new Error('Spool.append is not reentrant');
@@ -316,6 +319,10 @@ export class Spool {
       used += size;
       kept++;
     }
+    // Every announced line walked, and bytes left over: the count is short (checked before the
+    // last chunk is written; lines before a file switch in this walk may already be).
+    if (kept === count && at !== bytes.length)
+      throw new Error(`Spool.appendBytes: ${count} lines announced, more found`);
     await flush(false);
     return kept;
   }
@@ -625,11 +632,7 @@ class LineBytes {
   append(bytes: Buffer, count: number): void {
     const from = this.#end();
     const size = bytes.length;
-    if (from + size > this.#buf.length) {
-      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.#buf.length, from + size, 65_536));
-      this.#buf.copy(grown, 0, 0, from);
-      this.#buf = grown;
-    }
+    if (from + size > this.#buf.length) this.#buf = grownBuffer(this.#buf, from, from + size);
     bytes.copy(this.#buf, from);
     this.#scan(from, from + size, this.count + count);
   }

@@ -69,6 +69,13 @@ test('spool: appendBytes refuses bytes whose lines do not match the count, and k
     const spool = await Spool.open(tmp.dir, 100_000);
     await assert.rejects(spool.appendBytes(Buffer.from('{"a":1}'), 1), /last line has no newline/);
     await assert.rejects(spool.appendBytes(Buffer.from('{"a":1}\n'), 2), /2 lines announced, 1 found/);
+    await assert.rejects(
+      spool.appendBytes(Buffer.from('{"a":1}\n{"b":2}\n'), 1),
+      /1 lines announced, more found/,
+    );
+    await assert.rejects(spool.appendBytes(Buffer.from('{"a":1}\n'), 0), /0 lines announced, more found/);
+    // A string holding a raw newline would be two lines: refused, not split.
+    await assert.rejects(spool.append(['{"a":\n1}']), /1 lines announced, more found/);
     assert.equal(spool.depth, 0);
     assert.equal(await spool.appendBytes(Buffer.from('{"a":1}\n{"b":2}\n'), 2), 2);
     assert.equal(spool.depth, 2);
