@@ -2,8 +2,8 @@
 // proxy, and behind the inbound sidecar with token verification and a 100-rule policy — one load
 // generator (bench/sidecar/loadgen.ts) over keep-alive connections at fixed concurrency, then at a
 // fixed 1,000 req/s. Usage: node bench/sidecar/run.ts [--duration 60s] [--rate-duration 20s]
-// [--concurrency 64] [--rate 1000] [--rules 100] [--body-bytes 0] [--record]. Prints `BENCH_SIDECAR {json}` last;
-// with --record writes bench/RESULTS-sidecar.md.
+// [--concurrency 64] [--rate 1000] [--rules 100] [--body-bytes 0] [--record]. Prints
+// `BENCH_SIDECAR {json}` last; with --record writes bench/RESULTS-sidecar.md.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

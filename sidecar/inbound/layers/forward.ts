@@ -236,11 +236,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
  * A timeout fires between its length and its length plus one period (a quarter of the shorter
  * timeout, 10 to 250 ms), like undici's own timers, which are swept every 500 ms. The headers
  * timeout runs from when the request is written on a connection, again at each chunk of its body
- * the pool takes and after a 1xx answer;
- * the body timeout from the head, again at each chunk and each time a slow client lets the
- * relay go on. An exchange past its deadline is aborted as undici would abort it
- * (`UND_ERR_HEADERS_TIMEOUT` or `UND_ERR_BODY_TIMEOUT`): 504 before the head, a cut connection
- * after it.
+ * the pool takes and after a 1xx answer; the body timeout from the head, again at each chunk and
+ * each time a slow client lets the relay go on. An exchange past its deadline is aborted as undici
+ * would abort it (`UND_ERR_HEADERS_TIMEOUT` or `UND_ERR_BODY_TIMEOUT`): 504 before the head, a cut
+ * connection after it.
  */
 export class UpstreamDeadlines {
   readonly #headersMs: number;
