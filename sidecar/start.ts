@@ -304,7 +304,12 @@ export async function startSidecar(
       ...(accessLog ? { accessLog } : {}),
       ...(tracer ? { tracer } : {}),
     });
-    const refusedRaw = (what: string, status: number, reason: string = 'ERR_SIDECAR_REQUEST_MALFORMED') => {
+    const refusedRaw = (
+      what: string,
+      status: number,
+      reason: string = 'ERR_SIDECAR_REQUEST_MALFORMED',
+      action?: string,
+    ) => {
       metrics.record('deny', reason, undefined);
       if (!sink.accepting()) return;
       sink.emit({
@@ -312,6 +317,7 @@ export async function startSidecar(
         time: new Date(clock()).toISOString(),
         source: config.service,
         target: config.service,
+        ...(action === undefined ? {} : { action }),
         decision: 'deny',
         reason,
         status,

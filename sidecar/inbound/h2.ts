@@ -13,6 +13,7 @@ import type { ConnectionBudgets } from '../../core/index.ts';
 import { H2Request, H2Response, markBodyTimedOut } from '../h2/exchange.ts';
 import { isGrpcRequest } from '../h2/grpc.ts';
 import { http2InUse } from '../heap.ts';
+import { auditAction } from './layers/audit.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_STREAM_STATE_OPEN } = constants;
 
@@ -71,7 +72,7 @@ export type H2Serve =
   | { readonly compat: (req: IncomingMessage, res: ServerResponse) => void }
   | {
       readonly streams: (req: H2Request, res: H2Response) => void;
-      readonly onRefused?: (what: string, status: number) => void;
+      readonly onRefused?: (what: string, status: number, reason?: string, action?: string) => void;
     };
 
 const BODY_TIMED_OUT = JSON.stringify({
@@ -127,7 +128,7 @@ export function createH2Side(serve: H2Serve, budgets: ConnectionBudgets): H2Side
           if (stream.destroyed || stream.closed) return;
           const expect = headers.expect;
           if (expect !== undefined) {
-            if (expect.toLowerCase() !== '100-continue') return expectationFailed(stream, serve);
+            if (expect.toLowerCase() !== '100-continue') return expectationFailed(stream, headers, serve);
             stream.additionalHeaders({ ':status': 100 });
           }
           serve.streams(new H2Request(stream, headers, rawHeaders), new H2Response(stream));
@@ -219,9 +220,15 @@ function answerJson(stream: ServerHttp2Stream, status: number, body: string, the
   else then?.();
 }
 
-function expectationFailed(stream: ServerHttp2Stream, serve: H2Serve): void {
+function expectationFailed(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, serve: H2Serve): void {
   answerJson(stream, 417, EXPECTATION_FAILED);
-  if ('onRefused' in serve) serve.onRefused?.('EXPECT', 417);
+  if ('onRefused' in serve)
+    serve.onRefused?.(
+      'EXPECT',
+      417,
+      undefined,
+      auditAction(String(headers[':method']), String(headers[':path'])),
+    );
 }
 
 /**

@@ -8,9 +8,13 @@ import type { ConnectionBudgets } from '../../core/index.ts';
 import { EXPECTATION_FAILED, createH2Side, routeByAlpn } from './h2.ts';
 import type { H2Side } from './h2.ts';
 import type { InboundRequest, InboundResponse } from '../h2/exchange.ts';
+import { auditAction } from './layers/audit.ts';
 
-/** Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE` or `EXPECT`. */
-export type RawRefusal = (what: string, status: number, reason?: string) => void;
+/**
+ * Why the listener itself answered, before any layer ran: a parser error code, `CONNECT`, `UPGRADE`
+ * or `EXPECT`; `action` (method and target) when the request was parsed.
+ */
+export type RawRefusal = (what: string, status: number, reason?: string, action?: string) => void;
 
 /**
  * The inbound mTLS listener: node:https directly (no framework on the hot path), TLS 1.3, a client
@@ -72,7 +76,7 @@ export function createInboundServer(
   // WebSocket handshakes go through the layers; every other upgrade is refused (inbound/upgrade.ts).
   server.on('upgrade', upgrade);
   // Node would answer an Expect it does not know with a bare 417; this answers and records it.
-  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     res
       .writeHead(417, {
         'content-type': 'application/json',
@@ -81,7 +85,7 @@ export function createInboundServer(
         connection: 'close',
       })
       .end(EXPECTATION_FAILED);
-    onRefused('EXPECT', 417);
+    onRefused('EXPECT', 417, undefined, auditAction(req.method ?? '', req.url ?? ''));
   });
   return Object.assign(server, { h2 });
 }

@@ -182,6 +182,7 @@ describe('HTTP/2 clients through the same layers as HTTP/1.1', () => {
     assert.equal(refused.length, 1, 'the 417 is one audit event');
     assert.equal(refused[0]!.status, 417);
     assert.equal(refused[0]!.decision, 'deny');
+    assert.equal(refused[0]!.action, 'GET /orders/4', 'the refused request is named');
   });
 
   it('lets the app call its sidecar with h2c prior knowledge, and HTTP/1.1 on the same port', async () => {

@@ -178,6 +178,8 @@ describe('two sidecars, a real STS and two apps on loopback', () => {
       );
       assert.equal(ev.decision, 'deny');
       assert.equal(ev.reason, code);
+      // A request the listener parsed (the 417) is named; one its parser refused has no action.
+      if (status === 417) assert.equal(ev.action, 'GET /orders/1');
     });
   }
 

@@ -4,6 +4,11 @@ import type { TunnelFacts } from '../../websocket/tunnels.ts';
 
 const MAX_ACTION = 4096;
 
+/** An audit event's `action`: the method and request target, the target cut to fit the event's bound. */
+export function auditAction(method: string, target: string): string {
+  return `${method} ${target.length > MAX_ACTION - 16 ? `${target.slice(0, MAX_ACTION - 17)}…` : target}`;
+}
+
 /** What {@link auditRecorder} gives the handler. */
 export interface AuditRecorder {
   /**
@@ -45,13 +50,12 @@ export function auditRecorder(
     ms === lastMs ? lastIso : ((lastMs = ms), (lastIso = new Date(ms).toISOString()));
   const build = (ctx: InboundContext, type: AuditEvent['type'], status: number | undefined): AuditEvent => {
     const d = ctx.decision;
-    const target = ctx.req.url ?? '';
     const event: AuditEvent = {
       type,
       time: isoTime(time()),
       source: service,
       target: service,
-      action: `${ctx.req.method} ${target.length > MAX_ACTION - 16 ? `${target.slice(0, MAX_ACTION - 17)}…` : target}`,
+      action: auditAction(ctx.req.method ?? '', ctx.req.url ?? ''),
       // A request the sidecar itself refused after the policy allowed it (over its caller's
       // share, a body that stopped) is a deny; an upstream failure (5xx) stays the policy's allow.
       decision: d && d.allow && !(ctx.error && (status === undefined || status < 500)) ? 'allow' : 'deny',
