@@ -18,6 +18,9 @@ const server = createServer(
     rejectUnauthorized: true,
     minVersion: 'TLSv1.3',
     noDelay: true,
+    // As nginx's `keepalive_timeout` in the bench (the sidecar's is 60 s): a load generator's
+    // connections idle between two CPU slices (run.ts --cpu-slices) stay open.
+    keepAliveTimeout: 120_000,
   },
   (req, res) => {
     pool.stream(

@@ -1,14 +1,19 @@
 // The one load generator of the sidecar bench: undici over keep-alive connections, either closed
 // loop at fixed concurrency (throughput) or open loop at a fixed rate (latency at 1,000 req/s).
-// Usage: node loadgen.ts '<json options>'; prints one JSON summary line.
+// Usage: node loadgen.ts '<json options>'; prints one JSON summary line. In `slices` mode it warms
+// its connections, prints `{"ready":true}`, then runs a closed loop of N ms for each line `N` read
+// on stdin, printing `{"ok":…,"errors":…,"statusErrors":…,"seconds":…,"connects":…}` after each
+// (`connects`: connections opened during the slice, 0 when the warmed ones stayed open); it exits
+// when stdin ends.
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { createHistogram } from 'node:perf_hooks';
 import { Pool } from 'undici';
 
 interface Options {
   url: string;
   path: string;
-  mode: 'closed' | 'rate';
+  mode: 'closed' | 'rate' | 'slices';
   concurrency: number;
   rate: number;
   durationMs: number;
@@ -92,6 +97,26 @@ async function openLoop(until: number): Promise<void> {
   await Promise.all(inflight);
 }
 
+if (o.mode === 'slices') {
+  let connects = 0;
+  pool.on('connect', () => connects++);
+  await closedLoop(Date.now() + o.warmupMs);
+  console.log(JSON.stringify({ ready: true }));
+  for await (const line of createInterface({ input: process.stdin })) {
+    const sliceMs = Number(line);
+    if (!Number.isFinite(sliceMs) || sliceMs <= 0)
+      throw new Error(`slices: expected a duration in ms, got "${line}"`);
+    ok = errors = statusErrors = connects = 0;
+    measuring = true;
+    const t0 = performance.now();
+    await closedLoop(Date.now() + sliceMs);
+    measuring = false;
+    const seconds = Math.round(performance.now() - t0) / 1000;
+    console.log(JSON.stringify({ ok, errors, statusErrors, seconds, connects }));
+  }
+  await pool.close();
+  process.exit(0);
+}
 const run = o.mode === 'closed' ? closedLoop : openLoop;
 await run(Date.now() + o.warmupMs);
 measuring = true;

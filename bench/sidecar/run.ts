@@ -2,8 +2,11 @@
 // proxy, and behind the inbound sidecar with token verification and a 100-rule policy — one load
 // generator (bench/sidecar/loadgen.ts) over keep-alive connections at fixed concurrency, then at a
 // fixed 1,000 req/s. Usage: node bench/sidecar/run.ts [--duration 60s] [--rate-duration 20s]
-// [--concurrency 64] [--rate 1000] [--rules 100] [--body-bytes 0] [--record]. Prints
-// `BENCH_SIDECAR {json}` last; with --record writes bench/RESULTS-sidecar.md.
+// [--concurrency 64] [--rate 1000] [--rules 100] [--body-bytes 0] [--cpu-slices 0] [--slice 2s]
+// [--record]. Prints `BENCH_SIDECAR {json}` last; with --record writes bench/RESULTS-sidecar.md.
+// With --cpu-slices N, each run ends with N rounds of closed-loop slices that alternate between
+// nginx, bare and the sidecar over connections kept warm: their CPU per request is then measured
+// within seconds of each other (decision 0106).
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -57,6 +60,10 @@ const { values: flags } = parseArgs({
     idle: { type: 'string', default: '3s' },
     /** When > 0: every request is a POST with a JSON body of this many bytes (the policy then allows POST). */
     'body-bytes': { type: 'string', default: '0' },
+    /** Rounds of alternating CPU slices after each run's phases (0: none). */
+    'cpu-slices': { type: 'string', default: '0' },
+    /** The length of one CPU slice. */
+    slice: { type: 'string', default: '2s' },
   },
   strict: true,
 });
@@ -91,6 +98,18 @@ if (!Number.isInteger(bodyBytes) || bodyBytes < 0 || bodyBytes > 1_048_576) {
   console.error('--body-bytes must be an integer from 0 to 1048576');
   process.exit(2);
 }
+const cpuSlices = Number(flags['cpu-slices']);
+if (!Number.isInteger(cpuSlices) || cpuSlices < 0 || cpuSlices > 100) {
+  console.error('--cpu-slices must be an integer from 0 to 100');
+  process.exit(2);
+}
+const sliceMs = parseDuration(flags.slice);
+if (sliceMs < 500 || sliceMs > 10_000) {
+  // A target's connections idle for up to four slices (the order rotates), within the proxies'
+  // keep-alive (the sidecar's 60 s is the shortest): the slices' figures hold no handshakes.
+  console.error('--slice must be from 500ms to 10s');
+  process.exit(2);
+}
 if (flags.record && bodyBytes > 0) {
   console.error("--record measures GET requests (issue 20's runs of record): drop --body-bytes");
   process.exit(2);
@@ -117,6 +136,63 @@ interface Phase {
   p50ms: number;
   p99ms: number;
   maxms: number;
+}
+
+interface Slice {
+  ok: number;
+  errors: number;
+  statusErrors: number;
+  seconds: number;
+  /** Connections the load generator opened during the slice (0 when the warmed ones stayed open). */
+  connects: number;
+}
+
+/**
+ * A load generator in `slices` mode, its connections to one target open and warmed: `slice(ms)`
+ * runs one closed loop of `ms` on them and resolves to its counts.
+ */
+async function startSlicer(
+  opts: Record<string, unknown>,
+): Promise<{ slice(ms: number): Promise<Slice>; close(): Promise<void> }> {
+  const child = spawn(
+    node,
+    [
+      join(here, 'loadgen.ts'),
+      JSON.stringify({ warmupMs, concurrency, rate, bodyBytes, ...opts, mode: 'slices' }),
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  const waiting: { resolve(line: string): void; reject(e: Error): void }[] = [];
+  let buffered = '';
+  child.stdout.on('data', (c: Buffer) => {
+    buffered += c;
+    for (let nl = buffered.indexOf('\n'); nl !== -1; nl = buffered.indexOf('\n')) {
+      waiting.shift()?.resolve(buffered.slice(0, nl));
+      buffered = buffered.slice(nl + 1);
+    }
+  });
+  let gone: Error | undefined;
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', (code) => {
+      gone = new Error(`loadgen (slices) exited with ${code}`);
+      for (const w of waiting.splice(0)) w.reject(gone);
+      resolve();
+    }),
+  );
+  const next = () =>
+    new Promise<string>((resolve, reject) => (gone ? reject(gone) : waiting.push({ resolve, reject })));
+  await next(); // {"ready":true}: warmed
+  return {
+    async slice(ms) {
+      const line = next();
+      child.stdin.write(`${ms}\n`);
+      return JSON.parse(await line) as Slice;
+    },
+    async close() {
+      child.stdin.end();
+      await exited;
+    },
+  };
 }
 
 /** Runs one load phase in its own process (asynchronously, so that the STS in this process stays responsive). */
@@ -273,6 +349,56 @@ http {
   };
   const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
   const runs: { targets: Record<string, boolean> | null; [field: string]: unknown }[] = [];
+  /**
+   * CPU per request of nginx, bare and the sidecar (those measured), in `cpuSlices` rounds of one
+   * closed-loop slice each, the order rotated every round, over connections opened and warmed
+   * beforehand: the machine's speed, which on a shared 2-vCPU machine changes from one minute to
+   * the next, weighs on every target alike.
+   */
+  async function cpuInSlices(
+    runTargets: typeof targets,
+    proxyPids: Record<string, () => number[]>,
+  ): Promise<
+    Record<
+      string,
+      { requests: number; errors: number; connects: number; rps: number; cpuUsPerRequest: number }
+    >
+  > {
+    const names = ['nginx', 'bare', 'sidecar'].filter((t) => only.has(t));
+    console.error(`[bench] CPU in ${cpuSlices} rounds of ${sliceMs / 1000}s slices: ${names.join(', ')}`);
+    const headers = await freshHeaders();
+    const slicers = await Promise.all(names.map((name) => startSlicer({ ...runTargets[name]!, headers })));
+    const sums = names.map(() => ({ cpu: 0, requests: 0, errors: 0, connects: 0, seconds: 0 }));
+    try {
+      for (let round = 0; round < cpuSlices; round++)
+        for (let k = 0; k < names.length; k++) {
+          const i = (round + k) % names.length;
+          const cpu0 = cpuSeconds(proxyPids[names[i]!]!());
+          const r = await slicers[i]!.slice(sliceMs);
+          sums[i]!.cpu += cpuSeconds(proxyPids[names[i]!]!()) - cpu0;
+          sums[i]!.requests += r.ok + r.statusErrors;
+          sums[i]!.errors += r.errors + r.statusErrors;
+          sums[i]!.seconds += r.seconds;
+          sums[i]!.connects += r.connects;
+        }
+    } finally {
+      await Promise.all(slicers.map((s) => s.close()));
+    }
+    const out = Object.fromEntries(
+      names.map((name, i) => [
+        name,
+        {
+          requests: sums[i]!.requests,
+          errors: sums[i]!.errors,
+          connects: sums[i]!.connects,
+          rps: Math.round(sums[i]!.requests / Math.max(0.001, sums[i]!.seconds)),
+          cpuUsPerRequest: Math.round((sums[i]!.cpu * 1e6) / Math.max(1, sums[i]!.requests)),
+        },
+      ]),
+    );
+    console.error(`[bench] CPU in slices: ${JSON.stringify(out)}`);
+    return out;
+  }
   for (let runIndex = 0; runIndex < runCount; runIndex++) {
     // A fresh sidecar each run: start-up (spawn to listening with keys, policy and certificate
     // loaded) and resident memory once idle are measured on it before any request.
@@ -332,6 +458,7 @@ http {
       };
       console.error(`[bench] ${name}: ${JSON.stringify(results[name])}`);
     }
+    const sliced = cpuSlices > 0 ? await cpuInSlices(runTargets, proxyPids) : null;
     const sidecarOut = await stop(sidecar.child);
     const n = results.nginx ?? empty;
     const s = results.sidecar ?? empty;
@@ -364,7 +491,18 @@ http {
         sidecarToNginxCpuPerRequest: ratio(s.cpuUsPerRequest, n.cpuUsPerRequest),
         sidecarToBareCpuPerRequest: ratio(s.cpuUsPerRequest, b.cpuUsPerRequest),
         sidecarMinusNginxP99AtRateMs: Math.round((s.fixed.p99ms - n.fixed.p99ms) * 1000) / 1000,
+        sidecarToNginxCpuPerRequestSliced:
+          sliced?.sidecar && sliced.nginx
+            ? ratio(sliced.sidecar.cpuUsPerRequest, sliced.nginx.cpuUsPerRequest)
+            : null,
+        sidecarToNginxThroughputSliced:
+          sliced?.sidecar && sliced.nginx ? ratio(sliced.sidecar.rps, sliced.nginx.rps) : null,
+        sidecarToBareCpuPerRequestSliced:
+          sliced?.sidecar && sliced.bare
+            ? ratio(sliced.sidecar.cpuUsPerRequest, sliced.bare.cpuUsPerRequest)
+            : null,
       },
+      sliced,
       // Issue 20's targets. A target whose parts were not measured (--only) is null, never a pass.
       targets: measured
         ? {
@@ -375,6 +513,15 @@ http {
             throughputAtLeast06xNginx: s.throughput.rps >= 0.6 * n.throughput.rps,
             p99Within05msOfNginxAtRate: s.fixed.p99ms - n.fixed.p99ms <= 0.5,
             startupAtMost300Ms: sidecar.readyMs <= 300,
+            ...(sliced
+              ? {
+                  cpuPerRequestAtMost2xNginxSliced:
+                    sliced.sidecar!.cpuUsPerRequest <= 2 * sliced.nginx!.cpuUsPerRequest,
+                  cpuPerRequestAtMost13xBareSliced:
+                    sliced.sidecar!.cpuUsPerRequest <= 1.3 * sliced.bare!.cpuUsPerRequest,
+                  throughputAtLeast06xNginxSliced: sliced.sidecar!.rps >= 0.6 * sliced.nginx!.rps,
+                }
+              : {}),
           }
         : null,
       sidecarExit: sidecarOut.trim(),
@@ -414,6 +561,8 @@ http {
     rate,
     rateDurationS: rateDurationMs / 1000,
     rules: ruleCount,
+    cpuSlices,
+    sliceS: sliceMs / 1000,
     idleS: idleMs / 1000,
     sidecarNodeOptions: flags['sidecar-node-options'],
     targetsMetEveryRun: everyRun,
@@ -447,6 +596,24 @@ function renderResults(x: any): string {
     return `| ${r.run} | ${r.order.join(' → ')} | ${r.startupMs} ${yes(t.startupAtMost300Ms)} (CPU ${r.startupCpuMs}) | ${r.idleRssMb} ${yes(t.idleRssAtMost60Mb)} | ${r.sidecar.rssEndOfSaturationMb} ${yes(t.rssAfterSaturationAtMost100Mb)} (max ${r.sidecar.rssMaxMb}) | ${r.sidecar.cpuUsPerRequest} / ${r.nginx.cpuUsPerRequest} / ${r.bare.cpuUsPerRequest} | ${r.ratios.sidecarToNginxCpuPerRequest} ${yes(t.cpuPerRequestAtMost2xNginx)} | ${r.ratios.sidecarToBareCpuPerRequest} ${yes(t.cpuPerRequestAtMost13xBare)} | ${r.ratios.sidecarToNginxThroughput} ${yes(t.throughputAtLeast06xNginx)} | ${r.ratios.sidecarMinusNginxP99AtRateMs} ${yes(t.p99Within05msOfNginxAtRate)} |`;
   });
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one run of the summary
+  const slicedRows = x.runs.flatMap((r: any) => {
+    if (!r.sliced) return [];
+    const t = r.targets ?? {};
+    const { sidecar: s, nginx: n, bare: b } = r.sliced;
+    return [
+      `| ${r.run} | ${s.rps} / ${n.rps} / ${b.rps} | ${r.ratios.sidecarToNginxThroughputSliced} ${yes(t.throughputAtLeast06xNginxSliced)} | ${s.cpuUsPerRequest} / ${n.cpuUsPerRequest} / ${b.cpuUsPerRequest} | ${r.ratios.sidecarToNginxCpuPerRequestSliced} ${yes(t.cpuPerRequestAtMost2xNginxSliced)} | ${r.ratios.sidecarToBareCpuPerRequestSliced} ${yes(t.cpuPerRequestAtMost13xBareSliced)} | ${s.errors + n.errors + b.errors} | ${s.connects} / ${n.connects} / ${b.connects} |`,
+    ];
+  });
+  const slicedSection = slicedRows.length
+    ? `
+The same three targets measured in alternating slices (\`--cpu-slices ${x.cpuSlices}\`, decision 0106): at the end of each run, ${x.cpuSlices} rounds of one ${x.sliceS} s closed loop per target, the order rotated every round, each target's connections opened and warmed before the first round and idle between its slices ("new connections" counts those opened during slices). Each target's figures are the sums over its slices, so a change of the machine's speed within the run weighs on all three alike; the load is bursts of ${x.sliceS} s with two to four slices' idle between them, not the sustained load of the phases:
+
+| run | req/s sidecar / nginx / bare | req/s ÷ nginx | CPU µs/req sidecar / nginx / bare | CPU ÷ nginx | CPU ÷ bare | errors | new connections sidecar / nginx / bare |
+|---|---|---|---|---|---|---|---|
+${slicedRows.join('\n')}
+`
+    : '';
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- one run of the summary
   const tables = x.runs.map((r: any) =>
     [
       `Run ${r.run}:\n`,
@@ -464,7 +631,7 @@ function renderResults(x: any): string {
   );
   return `# Sidecar benchmark results
 
-Command: \`node bench/sidecar/run.ts --runs ${x.runs.length} --from ${x.from}${x.only ? ` --only ${x.only}` : ''} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --concurrency ${x.concurrency} --rate ${x.rate} --rules ${x.rules} --record\`
+Command: \`node bench/sidecar/run.ts --runs ${x.runs.length} --from ${x.from}${x.only ? ` --only ${x.only}` : ''} --duration ${x.durationS}s --rate-duration ${x.rateDurationS}s --concurrency ${x.concurrency} --rate ${x.rate} --rules ${x.rules}${x.cpuSlices ? ` --cpu-slices ${x.cpuSlices} --slice ${x.sliceS}s` : ''} --record\`
 
 - Date: ${x.date}; Node ${x.node}; nproc ${x.nproc}; memory ${x.memGb} GiB (free ${x.freeGb} GiB)
 - Load average (1/5/15 min) before: ${x.load.before.join(' / ')}; after: ${x.load.after.join(' / ')}
@@ -480,6 +647,7 @@ Issue 20's targets per run (start-up ≤ 300 ms; RSS ≤ 60 MB idle, ≤ 100 MB 
 |---|---|---|---|---|---|---|---|---|---|
 ${perRun.join('\n')}
 
+${slicedSection}
 Met in every run: ${JSON.stringify(x.targetsMetEveryRun)}
 
 ${tables.join('\n\n')}
