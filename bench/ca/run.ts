@@ -6,14 +6,14 @@ import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { generateKeyPair, issueFromCsr, loadCaDirectory, x509 } from '../../ca/index.ts';
 import { loadRegistry } from '../../core/index.ts';
 import { cpuSeconds, machineFacts } from '../machine.ts';
 import { examplePki, exampleStsConfig } from '../pki.ts';
+import { benchFlags } from '../flags.ts';
 
-const { values } = parseArgs({
+const { values } = benchFlags({
   options: {
     seconds: { type: 'string', default: '10' },
     connections: { type: 'string', default: '32' },

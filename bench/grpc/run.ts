@@ -15,8 +15,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { parseDuration } from '../../core/index.ts';
+import { benchFlags, durationFlag } from '../flags.ts';
 import { cpuSeconds, machineFacts } from '../machine.ts';
 import { SIDECAR_NODE_OPTIONS, buildHarness } from '../sidecar/entry.ts';
 import { policyYaml } from '../sidecar/policy.ts';
@@ -46,7 +45,7 @@ const LOADGEN_NODE_OPTIONS = '';
 const START = '<!-- bench:grpc generated: start -->';
 const END = '<!-- bench:grpc generated: end -->';
 type Target = (typeof TARGETS)[number];
-const { values: flags } = parseArgs({
+const { values: flags } = benchFlags({
   options: {
     duration: { type: 'string', default: '20s' },
     'rate-duration': { type: 'string', default: '15s' },
@@ -84,12 +83,7 @@ function integer(name: string, min: number, max: number): number {
   return v;
 }
 function duration(name: string): number {
-  try {
-    return parseDuration(String(flags[name as keyof typeof flags]));
-  } catch (err) {
-    console.error(`--${name}: ${(err as Error).message}`);
-    process.exit(2);
-  }
+  return durationFlag(name, flags[name as keyof typeof flags]);
 }
 const only = new Set(String(flags.targets).split(','));
 for (const t of only)

@@ -10,14 +10,13 @@ import { Agent, request } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { parseDuration } from '../../core/index.ts';
+import { benchFlags, durationFlag } from '../flags.ts';
 import { machineFacts } from '../machine.ts';
 import { rssMb, smapsRollup } from '../memory.ts';
 import { examplePki } from '../pki.ts';
 import { SIDECAR_NODE_OPTIONS } from './entry.ts';
 
-const { values: flags } = parseArgs({
+const { values: flags } = benchFlags({
   options: { runs: { type: 'string', default: '3' }, duration: { type: 'string', default: '20s' } },
   strict: true,
 });
@@ -26,13 +25,7 @@ if (!Number.isInteger(runs) || runs < 1 || runs > 20) {
   console.error(`--runs must be an integer from 1 to 20, got "${flags.runs}"`);
   process.exit(2);
 }
-let durationMs: number;
-try {
-  durationMs = parseDuration(flags.duration);
-} catch (err) {
-  console.error(`--duration: ${(err as Error).message}`);
-  process.exit(2);
-}
+const durationMs = durationFlag('duration', flags.duration);
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-floor-'));
 const loadBefore = loadavg();

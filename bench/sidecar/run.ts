@@ -13,7 +13,6 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { loadavg, tmpdir } from 'node:os';
 import { cpuSeconds, machineFacts } from '../machine.ts';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { policyYaml } from './policy.ts';
 import { SIDECAR_NODE_OPTIONS, buildHarness } from './entry.ts';
 import {
@@ -28,14 +27,14 @@ import {
   writeOrdersSidecarConfig,
 } from './harness.ts';
 import { rssMb } from '../memory.ts';
-import { parseDuration } from '../../core/index.ts';
+import { benchFlags, durationFlag } from '../flags.ts';
 import { openFileStore } from '../../audit/index.ts';
 import { COLLECTOR_ID, startBenchCollector } from '../collector.ts';
 import type { BenchCollector } from '../collector.ts';
 
 /** sidecar-audit-*: the sidecar with the real audit client posting to a real collector, in each failMode. */
 const TARGETS = ['direct', 'nginx', 'bare', 'sidecar', 'sidecar-audit-open', 'sidecar-audit-closed'];
-const { values: flags } = parseArgs({
+const { values: flags } = benchFlags({
   options: {
     duration: { type: 'string', default: '60s' },
     'rate-duration': { type: 'string', default: '20s' },
@@ -86,10 +85,10 @@ if (flags.from !== 'built' && flags.from !== 'sources') {
   console.error(`--from must be built or sources, got "${flags.from}"`);
   process.exit(2);
 }
-const idleMs = parseDuration(flags.idle);
-const durationMs = parseDuration(flags.duration);
-const rateDurationMs = parseDuration(flags['rate-duration']);
-const warmupMs = parseDuration(flags.warmup);
+const idleMs = durationFlag('idle', flags.idle);
+const durationMs = durationFlag('duration', flags.duration);
+const rateDurationMs = durationFlag('rate-duration', flags['rate-duration']);
+const warmupMs = durationFlag('warmup', flags.warmup);
 const concurrency = Number(flags.concurrency);
 const rate = Number(flags.rate);
 const ruleCount = Number(flags.rules);
@@ -103,7 +102,7 @@ if (!Number.isInteger(cpuSlices) || cpuSlices < 0 || cpuSlices > 100) {
   console.error('--cpu-slices must be an integer from 0 to 100');
   process.exit(2);
 }
-const sliceMs = parseDuration(flags.slice);
+const sliceMs = durationFlag('slice', flags.slice);
 if (sliceMs < 500 || sliceMs > 10_000) {
   // A target's connections idle for up to four slices (the order rotates), within the proxies'
   // keep-alive (the sidecar's 60 s is the shortest): the slices' figures hold no handshakes.

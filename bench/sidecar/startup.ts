@@ -12,15 +12,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
-import { parseDuration } from '../../core/index.ts';
+import { benchFlags, durationFlag } from '../flags.ts';
 import { cpuSeconds, machineFacts } from '../machine.ts';
 import { rssByMapping, rssMb, smapsRollup } from '../memory.ts';
 import { policyYaml } from './policy.ts';
 import { childrenStoppedOnExit, startBenchSts, startJsonChild, writeOrdersSidecarConfig } from './harness.ts';
 import { SIDECAR_NODE_OPTIONS, sidecarEntry } from './entry.ts';
 
-const { values: flags } = parseArgs({
+const { values: flags } = benchFlags({
   options: {
     runs: { type: 'string', default: '5' },
     idle: { type: 'string', default: '3s' },
@@ -31,7 +30,7 @@ const { values: flags } = parseArgs({
   strict: true,
 });
 const runs = Number(flags.runs);
-const idleMs = parseDuration(flags.idle);
+const idleMs = durationFlag('idle', flags.idle);
 const modes = flags.modes.split(',');
 for (const m of modes)
   if (m !== 'built' && m !== 'sources' && !m.startsWith('/')) {

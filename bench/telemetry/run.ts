@@ -13,9 +13,9 @@ import type { AddressInfo } from 'node:net';
 import { loadavg } from 'node:os';
 import { machineFacts } from '../machine.ts';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchFlags } from '../flags.ts';
 
-const { values: flags } = parseArgs({
+const { values: flags } = benchFlags({
   options: {
     duration: { type: 'string', default: '15s' },
     'rate-duration': { type: 'string', default: '5s' },
