@@ -10,10 +10,12 @@ for (const [script, args, message] of [
   ['bench/sidecar/run.ts', ['--slice', 'abc'], /^--slice: "abc" is not a duration/],
   ['bench/sidecar/run.ts', ['--cpu-slices', '-1'], /^Option '--cpu-slices' argument is ambiguous/],
   ['bench/sidecar/run.ts', ['--bogus'], /^Unknown option '--bogus'/],
+  ['bench/sidecar/run.ts', ['--body-bytes', '5'], /^--body-bytes must be 0 or an integer from 11/],
   ['bench/sidecar/startup.ts', ['--idle', '3x'], /^--idle: "3x" is not a duration/],
   ['bench/sidecar/floor.ts', ['--duration', ''], /^--duration: "" is not a duration/],
   ['bench/grpc/run.ts', ['--duration', 'soon'], /^--duration: "soon" is not a duration/],
   ['bench/ca/run.ts', ['--nope'], /^Unknown option '--nope'/],
+  ['bench/telemetry/run.ts', ['--rate-duration', '5 s'], /^--rate-duration: "5 s" is not a duration/],
 ] as const) {
   test(`${script} ${args.join(' ')} exits 2 with the message, no stack trace`, () => {
     const r = spawnSync(process.execPath, [`${root}${script}`, ...args], {

@@ -93,8 +93,9 @@ const concurrency = Number(flags.concurrency);
 const rate = Number(flags.rate);
 const ruleCount = Number(flags.rules);
 const bodyBytes = Number(flags['body-bytes']);
-if (!Number.isInteger(bodyBytes) || bodyBytes < 0 || bodyBytes > 1_048_576) {
-  console.error('--body-bytes must be an integer from 0 to 1048576');
+// The body is `{"note":"x…x"}`: 11 bytes at the least.
+if (!Number.isInteger(bodyBytes) || (bodyBytes !== 0 && bodyBytes < 11) || bodyBytes > 1_048_576) {
+  console.error('--body-bytes must be 0 or an integer from 11 to 1048576');
   process.exit(2);
 }
 const cpuSlices = Number(flags['cpu-slices']);
@@ -137,6 +138,14 @@ interface Phase {
   maxms: number;
 }
 
+/** The command line of one load generator (bench/sidecar/loadgen.ts) with this run's settings and `opts`. */
+function loadgenArgs(opts: Record<string, unknown>): string[] {
+  return [
+    join(here, 'loadgen.ts'),
+    JSON.stringify({ warmupMs, concurrency, rate, headers: {}, bodyBytes, ...opts }),
+  ];
+}
+
 interface Slice {
   ok: number;
   errors: number;
@@ -153,14 +162,7 @@ interface Slice {
 async function startSlicer(
   opts: Record<string, unknown>,
 ): Promise<{ slice(ms: number): Promise<Slice>; close(): Promise<void> }> {
-  const child = spawn(
-    node,
-    [
-      join(here, 'loadgen.ts'),
-      JSON.stringify({ warmupMs, concurrency, rate, bodyBytes, ...opts, mode: 'slices' }),
-    ],
-    { stdio: ['pipe', 'pipe', 'inherit'] },
-  );
+  const child = spawn(node, loadgenArgs({ ...opts, mode: 'slices' }), { stdio: ['pipe', 'pipe', 'inherit'] });
   const waiting: { resolve(line: string): void; reject(e: Error): void }[] = [];
   let buffered = '';
   child.stdout.on('data', (c: Buffer) => {
@@ -197,14 +199,7 @@ async function startSlicer(
 /** Runs one load phase in its own process (asynchronously, so that the STS in this process stays responsive). */
 function load(opts: Record<string, unknown>): Promise<Phase> {
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      node,
-      [
-        join(here, 'loadgen.ts'),
-        JSON.stringify({ warmupMs, concurrency, rate, headers: {}, bodyBytes, ...opts }),
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    const child = spawn(node, loadgenArgs(opts), { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c));
     child.on('exit', (code) =>

@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { loadavg } from 'node:os';
 import { machineFacts } from '../machine.ts';
 import { join, resolve } from 'node:path';
-import { benchFlags } from '../flags.ts';
+import { benchFlags, durationFlag } from '../flags.ts';
 
 const { values: flags } = benchFlags({
   options: {
@@ -25,6 +25,9 @@ const { values: flags } = benchFlags({
   },
   strict: true,
 });
+// Passed on to bench/sidecar/run.ts as written; checked here, before anything starts.
+durationFlag('duration', flags.duration);
+durationFlag('rate-duration', flags['rate-duration']);
 const rounds = Number(flags.rounds);
 if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) {
   console.error('--rounds: must be an integer from 1 to 20');
