@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -86,4 +86,52 @@ test("scripts/undici-lean.mjs's request() sends what undici's does, its dispatch
     seen: ['GET /a/b?x=1&y=2', 'POST /c', 'PUT /d', 'GET /f'],
     refusal: 'InvalidArgumentError: request() needs options.dispatcher',
   });
+});
+
+test("the built CLI keeps V8's compile cache: written at exit, accepted on the next start, refused when damaged, none with PORTCULLIS_COMPILE_CACHE=off", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-cache-'));
+  const run = (env: Record<string, string>) =>
+    spawnSync(process.execPath, ['dist/cli/portcullis.js', 'keys', '--help'], {
+      encoding: 'utf8',
+      cwd: ROOT,
+      timeout: 30_000,
+      env: { ...process.env, NODE_DEBUG_NATIVE: 'COMPILE_CACHE', ...env },
+    });
+  const cacheFiles = () =>
+    readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath, e.name));
+  try {
+    const off = run({ PORTCULLIS_COMPILE_CACHE: 'off' });
+    assert.equal(off.status, 0, off.stderr);
+    assert.doesNotMatch(off.stderr, /compile cache/);
+    assert.deepEqual(cacheFiles(), []);
+
+    const first = run({ PORTCULLIS_COMPILE_CACHE: dir });
+    assert.equal(first.status, 0, first.stderr);
+    assert.match(first.stderr, /writing cache for ESM file:\/\/\S+\/dist\/cli\/commands\/keys\.js .*success/);
+    const [file, ...others] = cacheFiles();
+    assert.ok(file, 'a cache file was written');
+    assert.deepEqual(others, []);
+
+    const second = run({ PORTCULLIS_COMPILE_CACHE: dir });
+    assert.equal(second.status, 0, second.stderr);
+    assert.match(
+      second.stderr,
+      /code cache for ESM file:\/\/\S+\/dist\/cli\/commands\/keys\.js was accepted/,
+    );
+    assert.equal(second.stdout, first.stdout);
+
+    // A damaged entry (a flipped byte past the header) is refused and compiled afresh, same output.
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0xff;
+    writeFileSync(file, bytes);
+    const damaged = run({ PORTCULLIS_COMPILE_CACHE: dir });
+    assert.equal(damaged.status, 0, damaged.stderr);
+    assert.match(damaged.stderr, /keys\.js\.\.\.\[[\d ]+\]\.\.\.cache hash mismatch/);
+    assert.doesNotMatch(damaged.stderr, /keys\.js was accepted/);
+    assert.equal(damaged.stdout, first.stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -1,6 +1,6 @@
 // Which `portcullis` entry a benchmark runs: the build (dist/, `npm run build`) or the sources.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 
 const root = new URL('../../', import.meta.url).pathname;
 
@@ -24,10 +24,24 @@ export function sidecarEntry(mode: string): string {
 
 /**
  * Bundles the benchmark's sidecar harness (sidecar-proc.ts) with the options of `npm run build`
- * (`node scripts/build.ts --harness DIR`) and returns the bundle's path: the measured process then
- * runs the sidecar code exactly as the build ships it, with no type stripping.
+ * (`node scripts/build.ts --harness DIR`) and returns the path of the file to run: a loader that,
+ * as dist/cli/portcullis.js does for a command, turns on V8's compile cache in DIR/.compile-cache
+ * (unless PORTCULLIS_COMPILE_CACHE is `off`) and then imports the bundle (decision 0107). The
+ * measured process thus runs the sidecar code exactly as the build ships it, with no type
+ * stripping; its first start fills the cache.
  */
 export function buildHarness(outDir: string): string {
   execFileSync(process.execPath, [`${root}scripts/build.ts`, '--harness', outDir], { stdio: 'inherit' });
-  return `${outDir}/sidecar-proc.js`;
+  const loader = `${outDir}/start.mjs`;
+  writeFileSync(
+    loader,
+    [
+      "import { enableCompileCache } from 'node:module';",
+      "if (process.env.PORTCULLIS_COMPILE_CACHE !== 'off')",
+      "  enableCompileCache(new URL('./.compile-cache', import.meta.url).pathname);",
+      "await import('./sidecar-proc.js');",
+      '',
+    ].join('\n'),
+  );
+  return loader;
 }

@@ -3,9 +3,10 @@
 // app, and records per start: milliseconds from spawn to ready (the `sidecar listening` line, written
 // once startSidecar has resolved: listener up, signing keys fetched from the STS, policy and
 // certificate loaded), RSS after `--idle` seconds, /proc smaps_rollup and RSS by mapping, and the V8
-// heap figures (bench/sidecar/report-memory.mjs). Usage: node bench/sidecar/startup.ts [--runs 5]
-// [--idle 3s] [--modes built,sources] [--node-options="…"] (with `=`: the value starts with a
-// dash). Prints `BENCH_STARTUP {json}` last.
+// heap figures (bench/sidecar/report-memory.mjs). Mode `built-no-cache` runs the build without its
+// compile cache (decision 0107); each mode starts once unmeasured first. Usage: node
+// bench/sidecar/startup.ts [--runs 5] [--idle 3s] [--modes built,sources] [--node-options="…"]
+// (with `=`: the value starts with a dash). Prints `BENCH_STARTUP {json}` last.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,8 +34,10 @@ const runs = Number(flags.runs);
 const idleMs = durationFlag('idle', flags.idle);
 const modes = flags.modes.split(',');
 for (const m of modes)
-  if (m !== 'built' && m !== 'sources' && !m.startsWith('/')) {
-    console.error(`--modes: unknown mode "${m}" (built, sources, or an entry file's absolute path)`);
+  if (m !== 'built' && m !== 'built-no-cache' && m !== 'sources' && !m.startsWith('/')) {
+    console.error(
+      `--modes: unknown mode "${m}" (built, built-no-cache, sources, or an entry file's absolute path)`,
+    );
     process.exit(2);
   }
 if (!Number.isInteger(runs) || runs < 1) {
@@ -60,7 +63,7 @@ async function startOnce(mode: string, config: string): Promise<Start> {
     ...flags['node-options'].split(' ').filter(Boolean),
     '--import',
     join(here, 'report-memory.mjs'),
-    sidecarEntry(mode),
+    sidecarEntry(mode === 'built-no-cache' ? 'built' : mode),
     'sidecar',
     '--config',
     config,
@@ -68,7 +71,11 @@ async function startOnce(mode: string, config: string): Promise<Start> {
   const t0 = performance.now();
   const child: ChildProcess = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, PORTCULLIS_LOG_LEVEL: 'info' },
+    env: {
+      ...process.env,
+      PORTCULLIS_LOG_LEVEL: 'info',
+      ...(mode === 'built-no-cache' ? { PORTCULLIS_COMPILE_CACHE: 'off' } : {}),
+    },
   });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
@@ -131,6 +138,9 @@ try {
     sts.url,
     `app: "http://127.0.0.1:${appPort}", policy: ${policyFile}`,
   );
+  // One start per mode that is not measured: it fills the build's compile cache, as the image's
+  // build does (decision 0107), and lets the STS and the app answer once.
+  for (const mode of modes) await startOnce(mode, config);
   const loadBefore = loadavg();
   const starts: Start[] = [];
   for (let i = 0; i < runs; i++)

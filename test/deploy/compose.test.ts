@@ -221,6 +221,50 @@ describe('Dockerfile', () => {
     assert.equal(r.status, 0, r.stderr);
   });
 
+  it("writes V8's compile cache of every command bundle as the node user with the ENTRYPOINT's flags, then leaves it read-only", () => {
+    // Node names the cache directory after the user id and the flags that change code generation
+    // (--liftoff-only), so the warm-up must run as the user and with the flags of the ENTRYPOINT.
+    const image = dockerfile.findIndex((i, n) => i.op === 'FROM' && n > 0);
+    const stage = dockerfile.slice(image);
+    const warm = stage.findIndex((i) => i.op === 'RUN' && /dist\/cli\/portcullis\.js --help\b/.test(i.args));
+    assert.ok(warm > 0, 'the image runs the built CLI once to write its compile cache');
+    const [nodeBin, ...warmArgs] = stage[warm]!.args.replace(/\s*>\s*\/dev\/null$/, '').split(/\s+/);
+    assert.deepEqual(
+      [nodeBin, ...warmArgs.slice(0, -1)],
+      entrypoint,
+      'the warm-up runs as the ENTRYPOINT does',
+    );
+    assert.equal(stage.slice(0, warm).findLast((i) => i.op === 'USER')?.args, 'node');
+    const after = stage.slice(warm + 1);
+    assert.ok(
+      after.some(
+        (i) =>
+          i.op === 'RUN' && /chown -R root:root dist\/\.compile-cache/.test(i.args) && /go=rX/.test(i.args),
+      ),
+      'the cache is then owned by root and only readable by node',
+    );
+    // The same command here writes one cache entry per command bundle and the CLI itself.
+    const dir = mkdtempSync(join(tmpdir(), 'portcullis-warm-'));
+    try {
+      const r = spawnSync(process.execPath, [...entrypoint.slice(1), ...warmArgs.slice(-1)], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 60_000,
+        env: { ...process.env, PORTCULLIS_COMPILE_CACHE: dir, NODE_DEBUG_NATIVE: 'COMPILE_CACHE' },
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const written = new Set(
+        [...r.stderr.matchAll(/writing cache for ESM \S+\/dist\/cli\/commands\/([a-z-]+)\.js /g)].map(
+          (m) => m[1],
+        ),
+      );
+      const groups = readdirSync(join(ROOT, 'dist/cli/commands')).filter((f) => f.endsWith('.js'));
+      assert.deepEqual([...written].sort(), groups.map((f) => f.slice(0, -3)).sort());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('installs from the lockfile without install scripts, production dependencies only in the image', () => {
     const runs = dockerfile.filter((i) => i.op === 'RUN').map((i) => i.args);
     const installs = runs.filter((r) => r.includes('npm '));
