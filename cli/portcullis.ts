@@ -29,8 +29,8 @@ function groupNames(): string[] {
  * compile cache keeps what V8 compiled (checked against the file's contents, so an edited or
  * rebuilt file is compiled afresh) in dist/.compile-cache/, written at exit by any run that may
  * write there and read by the next (the image writes it at build time: Dockerfile). Decision 0107.
- * PORTCULLIS_COMPILE_CACHE names another directory, or `off`. Not for the sources: type stripping
- * already keeps its own cache per file.
+ * PORTCULLIS_COMPILE_CACHE names another directory, or `off`. The sources (development) run
+ * without it.
  */
 function startCompileCache(): void {
   const setting = process.env.PORTCULLIS_COMPILE_CACHE;
