@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The `portcullis` command: finds the subcommand, runs it, maps errors to one line and an exit code.
 // Each subcommand lives in cli/commands/<group>.ts and only wires library parts together.
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { enableCompileCache } from 'node:module';
 import type { CliCommand } from './lib/command.ts';
 import { UsageError, describeError, isUsageError } from './lib/command.ts';
@@ -29,13 +31,61 @@ function groupNames(): string[] {
  * compile cache keeps what V8 compiled (checked against the file's contents, so an edited or
  * rebuilt file is compiled afresh) in dist/.compile-cache/, written at exit by any run that may
  * write there and read by the next (the image writes it at build time: Dockerfile). Decision 0107.
- * PORTCULLIS_COMPILE_CACHE names another directory, or `off`. The sources (development) run
- * without it.
+ * PORTCULLIS_COMPILE_CACHE names another directory (relative to the working directory), or `off`.
+ * The sources (development) run without it.
  */
 function startCompileCache(): void {
-  const setting = process.env.PORTCULLIS_COMPILE_CACHE;
-  if (EXT !== '.js' || setting === 'off') return;
-  enableCompileCache(setting || new URL('../.compile-cache', import.meta.url).pathname);
+  const setting = process.env.PORTCULLIS_COMPILE_CACHE?.trim() ?? '';
+  if (EXT !== '.js' || setting.toLowerCase() === 'off') return;
+  let dir: string;
+  try {
+    dir = resolve(setting || fileURLToPath(new URL('../.compile-cache', import.meta.url)));
+    if (!cacheDirUsable(dir)) return;
+  } catch {
+    // Whatever the check could not look at (a deleted working directory, a path it may not
+    // search): the command runs without the cache.
+    return;
+  }
+  enableCompileCache(dir);
+}
+
+/**
+ * Whether Node may be given `dir` for its compile cache. What it holds is code the next start runs,
+ * so the directory must be owned by this user or root and writable by no one else; a missing one is
+ * made, a level at a time, with mode 0700. Then a directory must be makable in it, or it must be
+ * merely read-only (a cache written before, as in the image). Node makes its cache directories with
+ * its recursive mkdir, which loops for ever where mkdir answers ENOENT under an existing parent
+ * (in /proc, say); this check makes no such call. Throws what it cannot look at.
+ */
+function cacheDirUsable(dir: string): boolean {
+  const code = (err: unknown) => (err as NodeJS.ErrnoException).code ?? '';
+  const make = (d: string): void => {
+    try {
+      mkdirSync(d, 0o700);
+    } catch (err) {
+      if (code(err) === 'EEXIST') return;
+      const parent = dirname(d);
+      if (code(err) !== 'ENOENT' || parent === d) throw err;
+      make(parent);
+      try {
+        mkdirSync(d, 0o700);
+      } catch (again) {
+        // Another process starting at the same moment made it first.
+        if (code(again) !== 'EEXIST') throw again;
+      }
+    }
+  };
+  make(dir);
+  const st = statSync(dir);
+  const uid = process.getuid?.();
+  if (!st.isDirectory() || (st.mode & 0o022) !== 0 || (uid !== undefined && st.uid !== uid && st.uid !== 0))
+    return false;
+  try {
+    rmdirSync(mkdtempSync(join(dir, '.probe-')));
+    return true;
+  } catch (err) {
+    return ['EACCES', 'EPERM', 'EROFS'].includes(code(err));
+  }
 }
 
 async function loadGroup(name: string): Promise<CommandModule> {

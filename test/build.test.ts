@@ -4,7 +4,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -131,6 +141,95 @@ test("the built CLI keeps V8's compile cache: written at exit, accepted on the n
     assert.match(damaged.stderr, /keys\.js\.\.\.\[[\d ]+\]\.\.\.cache hash mismatch/);
     assert.doesNotMatch(damaged.stderr, /keys\.js was accepted/);
     assert.equal(damaged.stdout, first.stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the built CLI runs without the compile cache where it cannot keep one or should not trust it, and never hangs or fails for it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-cache-'));
+  const run = (cache: string, cwd = ROOT, cli = 'dist/cli/portcullis.js') =>
+    spawnSync(process.execPath, [join(ROOT, cli), 'keys', '--help'], {
+      encoding: 'utf8',
+      cwd,
+      timeout: 20_000,
+      env: { ...process.env, PORTCULLIS_COMPILE_CACHE: cache },
+    });
+  try {
+    const plain = run('off');
+    assert.equal(plain.status, 0, plain.stderr);
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'x');
+    const shared = join(dir, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o777);
+    // Under /proc, mkdir answers ENOENT although the parent exists: Node's recursive mkdir, which
+    // makes the cache directory, loops there for ever (the first case hung before decision 0107's
+    // check); a file and a path under it are not directories; a directory others may write is not
+    // trusted; a relative path from a deleted working directory cannot be resolved.
+    const cases: [string, string][] = [
+      ['/proc/self/no-such-dir', ROOT],
+      ['/proc/self', ROOT],
+      [file, ROOT],
+      [join(file, 'sub'), ROOT],
+      [shared, ROOT],
+    ];
+    for (const [cache, cwd] of cases) {
+      const r = run(cache, cwd);
+      assert.equal(r.status, 0, `${cache}: ${r.error?.message ?? r.stderr}`);
+      assert.equal(r.stdout, plain.stdout, cache);
+      assert.equal(r.stderr, '', cache);
+    }
+    assert.deepEqual(readdirSync(shared), [], 'nothing written where others may write');
+    const gone = spawnSync(
+      'sh',
+      [
+        '-c',
+        'mkdir gone && cd gone && rmdir ../gone && exec "$0" "$1" keys --help',
+        process.execPath,
+        join(ROOT, 'dist/cli/portcullis.js'),
+      ],
+      {
+        encoding: 'utf8',
+        cwd: dir,
+        timeout: 20_000,
+        env: { ...process.env, PORTCULLIS_COMPILE_CACHE: 'relative' },
+      },
+    );
+    assert.equal(gone.status, 0, gone.stderr);
+    assert.equal(gone.stdout, plain.stdout);
+    // `off` in any case, with spaces around it, is off: no directory of that name appears.
+    const cwd = join(dir, 'cwd');
+    mkdirSync(cwd);
+    for (const off of ['OFF', ' off ', 'Off']) assert.equal(run(off, cwd).status, 0);
+    assert.deepEqual(readdirSync(cwd), []);
+    // A missing directory several levels down is made, private to the user, and the cache written.
+    const deep = join(dir, 'a', 'b', 'c');
+    assert.equal(run(deep).status, 0);
+    assert.equal(readdirSync(deep, { recursive: true }).length, 2, 'one version directory, one entry');
+    assert.equal(statSync(join(dir, 'a')).mode & 0o077, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the default compile cache sits beside the bundles wherever they are installed, a path with a space or a non-ASCII letter too', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-cache-'));
+  try {
+    const home = join(dir, 'sp ace', 'é');
+    cpSync(join(ROOT, 'dist'), join(home, 'dist'), {
+      recursive: true,
+      filter: (src) => !src.includes('.compile-cache'),
+    });
+    const r = spawnSync(process.execPath, [join(home, 'dist/cli/portcullis.js'), 'keys', '--help'], {
+      encoding: 'utf8',
+      cwd: dir,
+      timeout: 20_000,
+      env: { ...process.env, PORTCULLIS_COMPILE_CACHE: '' },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readdirSync(join(home, 'dist/.compile-cache'), { recursive: true }).length, 2);
+    assert.deepEqual(readdirSync(dir).sort(), ['sp ace'], 'no percent-encoded twin of the path');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

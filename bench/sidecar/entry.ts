@@ -37,8 +37,9 @@ export function buildHarness(outDir: string): string {
     loader,
     [
       "import { enableCompileCache } from 'node:module';",
-      "if (process.env.PORTCULLIS_COMPILE_CACHE !== 'off')",
-      "  enableCompileCache(new URL('./.compile-cache', import.meta.url).pathname);",
+      "import { fileURLToPath } from 'node:url';",
+      "if (process.env.PORTCULLIS_COMPILE_CACHE?.trim().toLowerCase() !== 'off')",
+      "  enableCompileCache(fileURLToPath(new URL('./.compile-cache', import.meta.url)));",
       "await import('./sidecar-proc.js');",
       '',
     ].join('\n'),
