@@ -227,7 +227,7 @@ function expectationFailed(stream: ServerHttp2Stream, headers: IncomingHttpHeade
       'EXPECT',
       417,
       undefined,
-      auditAction(String(headers[':method']), String(headers[':path'])),
+      auditAction(headers[':method'] ?? '', headers[':path'] ?? ''),
     );
 }
 
